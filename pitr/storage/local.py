@@ -1,0 +1,100 @@
+"""Repository backend on a local filesystem directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import anyio
+
+from pitr.errors import ObjectExists, ObjectNotFound, StorageError
+from pitr.storage.base import ObjectInfo, check_name
+from segments.fsutil import publish_atomically
+
+
+class LocalStorage:
+    """Files under one directory; publish is write-temp, fsync, link, fsync-dir."""
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+        self.url = self.root
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.root, *check_name(name).split("/"))
+
+    def _publish_sync(self, name: str, write: object, overwrite: bool) -> None:
+        path = self._path(name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            publish_atomically(path, write, overwrite=overwrite)  # type: ignore[arg-type]
+        except FileExistsError as exc:
+            raise ObjectExists(f"{self.url}: {name} already exists; published files are never "
+                               "overwritten") from exc
+        except OSError as exc:
+            raise StorageError(f"{self.url}: cannot publish {name}: {exc}") from exc
+
+    async def publish(self, name: str, data: bytes) -> None:
+        await anyio.to_thread.run_sync(self._publish_sync, name, lambda fh: fh.write(data), False)
+
+    async def publish_file(self, name: str, path: str) -> None:
+        def copy(fh: object) -> None:
+            with open(path, "rb") as src:
+                shutil.copyfileobj(src, fh, 1 << 20)  # type: ignore[misc]
+
+        await anyio.to_thread.run_sync(self._publish_sync, name, copy, False)
+
+    async def replace(self, name: str, data: bytes) -> None:
+        await anyio.to_thread.run_sync(self._publish_sync, name, lambda fh: fh.write(data), True)
+
+    def _read_sync(self, name: str, offset: int, length: int | None) -> bytes:
+        try:
+            with open(self._path(name), "rb") as fh:
+                fh.seek(offset)
+                return fh.read() if length is None else fh.read(length)
+        except FileNotFoundError as exc:
+            raise ObjectNotFound(f"{self.url}: {name} does not exist") from exc
+        except OSError as exc:
+            raise StorageError(f"{self.url}: cannot read {name}: {exc}") from exc
+
+    async def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        return await anyio.to_thread.run_sync(self._read_sync, name, offset, length)
+
+    async def stat(self, name: str) -> ObjectInfo | None:
+        try:
+            st = await anyio.to_thread.run_sync(os.stat, self._path(name))
+        except FileNotFoundError:
+            return None
+        return ObjectInfo(name, st.st_size)
+
+    def _list_sync(self, prefix: str, after: str | None) -> list[ObjectInfo]:
+        directory, _, stem = prefix.rpartition("/")
+        base = os.path.join(self.root, *directory.split("/")) if directory else self.root
+        found: list[ObjectInfo] = []
+        try:
+            entries = list(os.scandir(base))
+        except FileNotFoundError:
+            return found
+        for entry in entries:
+            if entry.name.startswith(".tmp-") or not entry.name.startswith(stem):
+                continue
+            name = f"{directory}/{entry.name}" if directory else entry.name
+            if entry.is_file() and (after is None or name > after):
+                found.append(ObjectInfo(name, entry.stat().st_size))
+        found.sort(key=lambda info: info.name)
+        return found
+
+    async def list(self, prefix: str, after: str | None = None) -> list[ObjectInfo]:
+        return await anyio.to_thread.run_sync(self._list_sync, prefix, after)
+
+    async def delete(self, name: str) -> None:
+        try:
+            await anyio.to_thread.run_sync(os.unlink, self._path(name))
+        except FileNotFoundError:
+            pass
+
+    def local_path(self, name: str) -> str:
+        """The file behind `name` (local backend only; lets readers use pread directly)."""
+        return self._path(name)
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,253 @@
+"""The log record codec: one record per commit, framed and checksummed.
+
+Layout (little-endian; see docs/format.md, "Record")::
+
+    0   u32  crc32c   CRC-32C (Castagnoli) of bytes [4, 8 + length)
+    4   u32  length   bytes after this 8-byte prefix (the payload); 0 marks the end of a WAL
+    8   u8   type     1 = commit; other values are future record types
+    9   u8   flags    bit 0: a u64 source revision follows the fixed header
+    10  u16  reserved 0
+    12  u32  op_count
+    16  u64  lsn
+    24  i64  ts_ns    commit time, nanoseconds since the Unix epoch, UTC
+    32  [u64 source_rev]
+        ops...
+
+Each operation::
+
+    u8 kind (1 put, 2 delete) | u8 flags (bit 0: expiry follows) | u16 reserved
+    u32 key_len | u32 value_len | [i64 expires_at_ns] | key | value
+
+Every length is checked against the bytes that remain before anything is sliced,
+so a parser never allocates more than the input it was given.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
+
+from crc32c import crc32c
+
+from segments._errors import CorruptFile
+
+PREFIX = struct.Struct("<II")
+HEADER = struct.Struct("<IIBBHIQq")  # crc, length, type, flags, reserved, op_count, lsn, ts
+OP_HEADER = struct.Struct("<BBHII")
+U64 = struct.Struct("<Q")
+I64 = struct.Struct("<q")
+
+HEADER_SIZE = HEADER.size  # 32
+PAYLOAD_FIXED = HEADER_SIZE - PREFIX.size  # 24
+LSN_OFFSET = 16
+
+TYPE_COMMIT = 1
+KNOWN_TYPES = frozenset({TYPE_COMMIT})
+FLAG_SOURCE_REV = 0x01
+
+PUT = 1
+DELETE = 2
+OP_FLAG_EXPIRY = 0x01
+
+MAX_KEY = 1 << 20  # 1 MiB
+MAX_VALUE = 64 << 20  # 64 MiB
+MAX_PAYLOAD = 256 << 20  # one record (an atomic batch) is at most 256 MiB
+MAX_LSN = (1 << 63) - 1
+
+
+class Op(NamedTuple):
+    """One operation inside a commit."""
+
+    kind: int
+    key: bytes
+    value: bytes = b""
+    expires_at_ns: int | None = None
+
+
+class Record(NamedTuple):
+    """One commit: its LSN, commit time and operations (applied atomically)."""
+
+    lsn: int
+    ts_ns: int
+    ops: tuple[Op, ...]
+    source_rev: int | None = None
+    type: int = TYPE_COMMIT
+
+
+class Span(NamedTuple):
+    """Where one checked record sits in a buffer: [start, end)."""
+
+    lsn: int
+    ts_ns: int
+    start: int
+    end: int
+
+
+def put(key: bytes, value: bytes, expires_at_ns: int | None = None) -> Op:
+    """A put operation."""
+    return Op(PUT, key, value, expires_at_ns)
+
+
+def delete(key: bytes) -> Op:
+    """A delete operation."""
+    return Op(DELETE, key)
+
+
+def encode_record(
+    lsn: int, ts_ns: int, ops: Sequence[Op], source_rev: int | None = None
+) -> bytes:
+    """Encode one commit record. Raises ValueError for out-of-bounds input."""
+    if not ops:
+        raise ValueError("a commit needs at least one operation")
+    if not 0 <= lsn <= MAX_LSN:
+        raise ValueError(f"lsn {lsn} out of range")
+    parts: list[bytes] = []
+    for op in ops:
+        kind, key, value, expires = op
+        if kind == DELETE:
+            value = b""
+            expires = None
+        elif kind != PUT:
+            raise ValueError(f"unknown operation kind {kind}")
+        if len(key) > MAX_KEY:
+            raise ValueError(f"key of {len(key)} bytes exceeds the {MAX_KEY}-byte limit")
+        if len(value) > MAX_VALUE:
+            raise ValueError(f"value of {len(value)} bytes exceeds the {MAX_VALUE}-byte limit")
+        if expires is None:
+            parts.append(OP_HEADER.pack(kind, 0, 0, len(key), len(value)))
+        else:
+            parts.append(OP_HEADER.pack(kind, OP_FLAG_EXPIRY, 0, len(key), len(value)))
+            parts.append(I64.pack(expires))
+        parts.append(key)
+        parts.append(value)
+    flags = 0
+    if source_rev is not None:
+        flags = FLAG_SOURCE_REV
+        parts.insert(0, U64.pack(source_rev))
+    body = b"".join(parts)
+    length = PAYLOAD_FIXED + len(body)
+    if length > MAX_PAYLOAD:
+        raise ValueError(f"record of {length} bytes exceeds the {MAX_PAYLOAD}-byte limit")
+    head = bytearray(HEADER.pack(0, length, TYPE_COMMIT, flags, 0, len(ops), lsn, ts_ns))
+    crc = crc32c(body, crc32c(memoryview(head)[4:]))
+    struct.pack_into("<I", head, 0, crc)
+    return bytes(head) + body
+
+
+def check_record_at(buf: bytes | memoryview, offset: int, end: int) -> Span:
+    """Check the framing and CRC of the record at `offset`; return its span.
+
+    Raises CorruptFile (offset relative to `buf`) when the bytes are not one
+    complete, checksummed record.
+    """
+    if end - offset < HEADER_SIZE:
+        raise CorruptFile("incomplete record header", offset=offset)
+    crc, length, _type, _flags, _res, _count, lsn, ts_ns = HEADER.unpack_from(buf, offset)
+    if length < PAYLOAD_FIXED or length > MAX_PAYLOAD:
+        raise CorruptFile(f"record length {length} out of bounds", offset=offset)
+    stop = offset + 8 + length
+    if stop > end:
+        raise CorruptFile(
+            f"record length {length} runs past the end of the data ({end - offset - 8} bytes remain)",
+            offset=offset,
+        )
+    if crc32c(memoryview(buf)[offset + 4 : stop]) != crc:
+        raise CorruptFile("record CRC-32C mismatch", offset=offset, lsn=lsn)
+    return Span(lsn, ts_ns, offset, stop)
+
+
+def scan_spans(
+    buf: bytes | memoryview, start: int = 0, end: int | None = None
+) -> Iterator[Span]:
+    """Check and yield the spans of consecutive records in buf[start:end]."""
+    if end is None:
+        end = len(buf)
+    offset = start
+    while offset < end:
+        span = check_record_at(buf, offset, end)
+        yield span
+        offset = span.end
+
+
+def decode_payload(buf: bytes | memoryview, span: Span, *, skip_unknown: bool = False) -> Record | None:
+    """Decode the operations of a record whose framing and CRC were already checked.
+
+    Returns None for a record of an unknown future type when `skip_unknown`;
+    raises CorruptFile otherwise.
+    """
+    offset = span.start
+    _crc, _length, rtype, flags, _res, count, lsn, ts_ns = HEADER.unpack_from(buf, offset)
+    if rtype not in KNOWN_TYPES:
+        if skip_unknown:
+            return None
+        raise CorruptFile(
+            f"unknown record type {rtype}",
+            offset=offset,
+            lsn=lsn,
+            hint="a newer pitr wrote this record; read with skip_unknown to pass over it",
+        )
+    end = span.end
+    pos = offset + HEADER_SIZE
+    source_rev = None
+    if flags & FLAG_SOURCE_REV:
+        if end - pos < 8:
+            raise CorruptFile("source revision runs past the record", offset=offset, lsn=lsn)
+        (source_rev,) = U64.unpack_from(buf, pos)
+        pos += 8
+    if count == 0 or count > (end - pos) // OP_HEADER.size:
+        raise CorruptFile(f"operation count {count} does not fit the record", offset=offset, lsn=lsn)
+    ops: list[Op] = []
+    op_unpack = OP_HEADER.unpack_from
+    for _ in range(count):
+        if end - pos < OP_HEADER.size:
+            raise CorruptFile("operation header runs past the record", offset=offset, lsn=lsn)
+        kind, oflags, _r, klen, vlen = op_unpack(buf, pos)
+        pos += OP_HEADER.size
+        expires = None
+        if oflags & OP_FLAG_EXPIRY:
+            if end - pos < 8:
+                raise CorruptFile("expiry runs past the record", offset=offset, lsn=lsn)
+            (expires,) = I64.unpack_from(buf, pos)
+            pos += 8
+        if klen > MAX_KEY or vlen > MAX_VALUE or klen + vlen > end - pos:
+            raise CorruptFile("key or value length runs past the record", offset=offset, lsn=lsn)
+        if kind == PUT:
+            key = bytes(buf[pos : pos + klen])
+            pos += klen
+            ops.append(Op(PUT, key, bytes(buf[pos : pos + vlen]), expires))
+            pos += vlen
+        elif kind == DELETE:
+            if vlen or expires is not None:
+                raise CorruptFile("delete carries a value or expiry", offset=offset, lsn=lsn)
+            ops.append(Op(DELETE, bytes(buf[pos : pos + klen])))
+            pos += klen
+        else:
+            raise CorruptFile(f"unknown operation kind {kind}", offset=offset, lsn=lsn)
+    if pos != end:
+        raise CorruptFile(f"{end - pos} stray bytes after the last operation", offset=offset, lsn=lsn)
+    return Record(lsn, ts_ns, tuple(ops), source_rev, rtype)
+
+
+def decode_records(
+    buf: bytes | memoryview,
+    start: int = 0,
+    end: int | None = None,
+    *,
+    skip_unknown: bool = False,
+) -> Iterator[Record]:
+    """Check and decode consecutive records in buf[start:end]."""
+    for span in scan_spans(buf, start, end):
+        record = decode_payload(buf, span, skip_unknown=skip_unknown)
+        if record is not None:
+            yield record
+
+
+def decode_record(data: bytes) -> Record:
+    """Decode exactly one record that fills `data`."""
+    span = check_record_at(data, 0, len(data))
+    if span.end != len(data):
+        raise CorruptFile(f"{len(data) - span.end} bytes after the record", offset=span.end)
+    record = decode_payload(data, span)
+    assert record is not None
+    return record

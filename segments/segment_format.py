@@ -1,0 +1,143 @@
+"""Byte layout of archive segments: header, block index, piece table, trailer.
+
+    header   128 bytes at offset 0
+    blocks   independent zstd frames, back to back, from offset 128
+    index    block_count x 40-byte entries at trailer.index_offset
+    pieces   piece_count x 48-byte entries right after the index
+    trailer  136 bytes at the end of the file
+
+See docs/format.md, "Archive segment", for every field.
+"""
+
+from __future__ import annotations
+
+import struct
+import uuid
+from dataclasses import dataclass
+
+from crc32c import crc32c
+
+from segments._errors import CorruptFile, UnsupportedVersion
+from segments.chain import Piece
+
+MAGIC = b"PITRSEG\n"
+END_MAGIC = b"PITREND\n"
+VERSION = 1
+HEADER = struct.Struct("<8sHHI16sQq32s44sI")
+HEADER_SIZE = HEADER.size  # 128
+INDEX_ENTRY = struct.Struct("<QqQIIII")  # first_lsn, first_ts, offset, csize, rsize, records, crc
+PIECE_ENTRY = struct.Struct("<QQ32s")
+TRAILER_FIELDS = struct.Struct("<QIIQqQqQ32s")  # 88 bytes, covered by trailer crc
+TRAILER_SIZE = TRAILER_FIELDS.size + 4 + 4 + 32 + 8  # 136
+FILE_DIGEST_OFFSET_FROM_END = 32 + 8
+MAX_BLOCK_RAW = 64 << 20  # a block never decompresses to more than this
+MAX_ENTRIES = 1 << 24
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentHeader:
+    store_id: uuid.UUID
+    first_lsn: int
+    first_ts_ns: int
+    prev_chain_digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BlockEntry:
+    first_lsn: int
+    first_ts_ns: int
+    offset: int
+    compressed_size: int
+    raw_size: int
+    record_count: int
+    crc: int
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentTrailer:
+    index_offset: int
+    block_count: int
+    piece_count: int
+    last_lsn: int
+    last_ts_ns: int
+    record_count: int
+    complete_through_ns: int
+    raw_bytes: int
+    chain_digest: bytes
+    file_digest: bytes
+
+
+def encode_header(h: SegmentHeader) -> bytes:
+    body = HEADER.pack(
+        MAGIC, VERSION, HEADER_SIZE, 0, h.store_id.bytes, h.first_lsn, h.first_ts_ns,
+        h.prev_chain_digest, b"\0" * 44, 0,
+    )[:-4]
+    return body + struct.pack("<I", crc32c(body))
+
+
+def decode_header(data: bytes, path: str | None = None) -> SegmentHeader:
+    if len(data) < HEADER_SIZE:
+        raise CorruptFile("shorter than a segment header", path=path, offset=0)
+    magic, version, size, _flags, store_id, first_lsn, first_ts, prev, _res, crc = HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise CorruptFile(f"bad magic {magic!r}, not a pitr segment", path=path, offset=0)
+    if crc32c(data[: HEADER_SIZE - 4]) != crc:
+        raise CorruptFile("segment header CRC-32C mismatch", path=path, offset=0)
+    if version > VERSION:
+        raise UnsupportedVersion(path, "segment", version, VERSION)
+    if version < 1 or size != HEADER_SIZE:
+        raise CorruptFile(f"bad segment header version {version} / size {size}", path=path, offset=0)
+    return SegmentHeader(uuid.UUID(bytes=store_id), first_lsn, first_ts, prev)
+
+
+def encode_tail(
+    index: list[BlockEntry], pieces: list[Piece], fields: tuple[int, ...], chain_digest: bytes
+) -> bytes:
+    """Index, piece table and trailer up to (not including) the file digest and end magic."""
+    parts = [
+        INDEX_ENTRY.pack(e.first_lsn, e.first_ts_ns, e.offset, e.compressed_size, e.raw_size,
+                         e.record_count, e.crc)
+        for e in index
+    ]
+    parts += [PIECE_ENTRY.pack(p.first_lsn, p.last_lsn, p.records_digest) for p in pieces]
+    tables = b"".join(parts)
+    trailer = TRAILER_FIELDS.pack(*fields, chain_digest)
+    crc = crc32c(trailer, crc32c(tables))
+    return tables + trailer + struct.pack("<II", crc, 0)
+
+
+def decode_trailer(tail: bytes, file_size: int, path: str | None = None) -> SegmentTrailer:
+    """Parse the trailer from the last TRAILER_SIZE bytes (its CRC is checked with the tables)."""
+    if file_size < HEADER_SIZE + TRAILER_SIZE or len(tail) < TRAILER_SIZE:
+        raise CorruptFile("too short to be a segment", path=path, offset=0)
+    t = tail[-TRAILER_SIZE:]
+    if t[-8:] != END_MAGIC:
+        raise CorruptFile("missing end magic (truncated segment?)", path=path, offset=file_size - 8)
+    fields = TRAILER_FIELDS.unpack_from(t, 0)
+    trailer = SegmentTrailer(*fields, file_digest=bytes(t[96:128]))
+    tables_end = file_size - TRAILER_SIZE
+    n = trailer.block_count
+    if not (0 < n <= MAX_ENTRIES and 0 < trailer.piece_count <= MAX_ENTRIES):
+        raise CorruptFile("block or piece count out of bounds", path=path, offset=tables_end)
+    if trailer.index_offset + n * INDEX_ENTRY.size + trailer.piece_count * PIECE_ENTRY.size != tables_end:
+        raise CorruptFile("index offset does not match the table sizes", path=path, offset=tables_end)
+    if trailer.index_offset < HEADER_SIZE:
+        raise CorruptFile("index offset inside the header", path=path, offset=tables_end)
+    return trailer
+
+
+def decode_tables(
+    tables: bytes, trailer_bytes: bytes, trailer: SegmentTrailer, path: str | None = None
+) -> tuple[list[BlockEntry], list[Piece]]:
+    """Check the trailer CRC over the tables and the trailer fields; parse both tables."""
+    t = trailer_bytes[-TRAILER_SIZE:]
+    (crc,) = struct.unpack_from("<I", t, TRAILER_FIELDS.size)
+    if crc32c(t[: TRAILER_FIELDS.size], crc32c(tables)) != crc:
+        raise CorruptFile("segment index/trailer CRC-32C mismatch", path=path,
+                          offset=trailer.index_offset)
+    index = [BlockEntry(*INDEX_ENTRY.unpack_from(tables, i * INDEX_ENTRY.size))
+             for i in range(trailer.block_count)]
+    base = trailer.block_count * INDEX_ENTRY.size
+    pieces = [Piece(*PIECE_ENTRY.unpack_from(tables, base + i * PIECE_ENTRY.size))
+              for i in range(trailer.piece_count)]
+    return index, pieces

@@ -1,0 +1,226 @@
+"""Reading and verifying archive segments through their block index."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import zstandard
+from blake3 import blake3
+from crc32c import crc32c
+
+from segments import chain
+from segments import record as rec
+from segments import segment_format as fmt
+from segments._errors import CorruptFile
+from segments.source import FileSource, RangeSource
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentMeta:
+    """Header, trailer and tables of a segment: everything but the blocks."""
+
+    name: str
+    size: int
+    header: fmt.SegmentHeader
+    trailer: fmt.SegmentTrailer
+    index: list[fmt.BlockEntry]
+    pieces: list[chain.Piece]
+
+    @property
+    def first_lsn(self) -> int:
+        return self.header.first_lsn
+
+    @property
+    def last_lsn(self) -> int:
+        return self.trailer.last_lsn
+
+    @property
+    def chain_digest(self) -> bytes:
+        return self.trailer.chain_digest
+
+
+def read_meta(source: RangeSource) -> SegmentMeta:
+    """Read and check everything but the blocks (the quick verification of one file)."""
+    path = source.name
+    size = source.size
+    if size < fmt.HEADER_SIZE + fmt.TRAILER_SIZE:
+        raise CorruptFile(f"{size} bytes is too short to be a segment", path=path, offset=0)
+    header = fmt.decode_header(source.read(0, fmt.HEADER_SIZE), path)
+    tail = source.read(size - fmt.TRAILER_SIZE, fmt.TRAILER_SIZE)
+    trailer = fmt.decode_trailer(tail, size, path)
+    tables = source.read(trailer.index_offset, size - fmt.TRAILER_SIZE - trailer.index_offset)
+    index, pieces = fmt.decode_tables(tables, tail, trailer, path)
+    meta = SegmentMeta(path, size, header, trailer, index, pieces)
+    _check_meta(meta)
+    return meta
+
+
+def _check_meta(meta: SegmentMeta) -> None:
+    path, h, t = meta.name, meta.header, meta.trailer
+    bad = lambda why: CorruptFile(why, path=path, offset=t.index_offset)  # noqa: E731
+    if t.last_lsn < h.first_lsn or t.record_count != t.last_lsn - h.first_lsn + 1:
+        raise bad(f"LSN range {h.first_lsn}..{t.last_lsn} does not match {t.record_count} records")
+    if t.last_ts_ns < h.first_ts_ns or t.complete_through_ns < t.last_ts_ns:
+        raise bad("timestamps out of order in header and trailer")
+    expected_offset = fmt.HEADER_SIZE
+    next_lsn, prev_ts, records, raw = h.first_lsn, h.first_ts_ns - 1, 0, 0
+    for entry in meta.index:
+        if entry.offset != expected_offset or entry.first_lsn != next_lsn or entry.first_ts_ns <= prev_ts:
+            raise bad(f"block index entry at LSN {entry.first_lsn} out of place")
+        if entry.raw_size > fmt.MAX_BLOCK_RAW or entry.record_count == 0:
+            raise bad(f"block at LSN {entry.first_lsn} has a bad size or record count")
+        expected_offset += entry.compressed_size
+        next_lsn += entry.record_count
+        prev_ts = entry.first_ts_ns
+        records += entry.record_count
+        raw += entry.raw_size
+    if expected_offset != t.index_offset or records != t.record_count or raw != t.raw_bytes:
+        raise bad("block index does not cover the segment exactly")
+    if meta.index[0].first_ts_ns != h.first_ts_ns:
+        raise bad("first block does not start at the header's first commit")
+    expect = h.first_lsn
+    for piece in meta.pieces:
+        if piece.first_lsn != expect or piece.last_lsn < piece.first_lsn:
+            raise bad(f"piece table breaks at LSN {expect}")
+        expect = piece.last_lsn + 1
+    if expect != t.last_lsn + 1:
+        raise bad("piece table does not end at the last LSN")
+    if chain.fold(h.prev_chain_digest, meta.pieces) != t.chain_digest:
+        raise CorruptFile("chain digest does not match the piece table", path=path,
+                          offset=meta.size - fmt.TRAILER_SIZE)
+
+
+class SegmentReader:
+    """Random access to a segment's records, decompressing only the blocks needed."""
+
+    def __init__(self, source: RangeSource, meta: SegmentMeta | None = None) -> None:
+        self.source = source
+        self.meta = meta if meta is not None else read_meta(source)
+        self._dctx = zstandard.ZstdDecompressor()
+        self._block_lsns = [e.first_lsn for e in self.meta.index]
+        self._block_ts = [e.first_ts_ns for e in self.meta.index]
+
+    @classmethod
+    def open(cls, path: str) -> SegmentReader:
+        return cls(FileSource(path))
+
+    def close(self) -> None:
+        close = getattr(self.source, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> SegmentReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def block_for_lsn(self, lsn: int) -> int:
+        """Index of the block holding `lsn` (which must be in this segment)."""
+        if not self.meta.first_lsn <= lsn <= self.meta.last_lsn:
+            raise ValueError(f"LSN {lsn} is not in {self.meta.name}")
+        return bisect.bisect_right(self._block_lsns, lsn) - 1
+
+    def block_for_ts(self, ts_ns: int) -> int:
+        """Index of the block holding the last commit with time <= ts_ns (-1 if none)."""
+        return bisect.bisect_right(self._block_ts, ts_ns) - 1
+
+    def read_block(self, i: int) -> bytes:
+        """Decompress block `i` after checking its CRC and size (records are not yet checked)."""
+        entry = self.meta.index[i]
+        data = self.source.read(entry.offset, entry.compressed_size)
+        return decompress_block(self._dctx, data, entry, self.meta.name)
+
+    def block_spans(self, i: int, raw: bytes) -> list[rec.Span]:
+        """Check every record of block `i` (CRC, dense LSNs, count) and return the spans."""
+        entry = self.meta.index[i]
+        path = self.meta.name
+        try:
+            spans = list(rec.scan_spans(raw))
+        except CorruptFile as exc:
+            raise CorruptFile(f"block {i}: {exc.reason}", path=path, offset=entry.offset,
+                              lsn=exc.lsn if exc.lsn is not None else entry.first_lsn) from exc
+        if len(spans) != entry.record_count or spans[0].lsn != entry.first_lsn or \
+                spans[-1].lsn != entry.first_lsn + len(spans) - 1 or spans[0].ts_ns != entry.first_ts_ns:
+            raise CorruptFile(f"block {i} records do not match the block index", path=path,
+                              offset=entry.offset, lsn=entry.first_lsn)
+        return spans
+
+    def iter_records(
+        self, from_lsn: int | None = None, to_lsn: int | None = None, *, skip_unknown: bool = False
+    ) -> Iterator[rec.Record]:
+        """Decoded records with from_lsn <= lsn <= to_lsn, checked as they are read."""
+        lo = self.meta.first_lsn if from_lsn is None else max(from_lsn, self.meta.first_lsn)
+        hi = self.meta.last_lsn if to_lsn is None else min(to_lsn, self.meta.last_lsn)
+        if lo > hi:
+            return
+        for i in range(self.block_for_lsn(lo), self.block_for_lsn(hi) + 1):
+            raw = self.read_block(i)
+            for span in self.block_spans(i, raw):
+                if lo <= span.lsn <= hi:
+                    record = rec.decode_payload(raw, span, skip_unknown=skip_unknown)
+                    if record is not None:
+                        yield record
+
+    def verify(self) -> None:
+        """Full check: every block CRC, every record CRC, LSNs, times, piece digests, file digest."""
+        meta = self.meta
+        path = meta.name
+        pieces = iter(meta.pieces)
+        piece = next(pieces)
+        hasher = blake3(max_threads=1)
+        prev_ts = meta.header.first_ts_ns - 1
+        for i in range(len(meta.index)):
+            raw = self.read_block(i)
+            spans = self.block_spans(i, raw)
+            run = 0
+            for span in spans:
+                if span.ts_ns <= prev_ts:
+                    raise CorruptFile("commit times do not increase", path=path,
+                                      offset=meta.index[i].offset, lsn=span.lsn)
+                prev_ts = span.ts_ns
+                if span.lsn == piece.last_lsn:
+                    hasher.update(memoryview(raw)[run : span.end])
+                    run = span.end
+                    if hasher.digest() != piece.records_digest:
+                        raise CorruptFile(
+                            f"records digest of LSNs {piece.first_lsn}..{piece.last_lsn} does not match",
+                            path=path, lsn=piece.first_lsn)
+                    hasher = blake3(max_threads=1)
+                    piece = next(pieces, piece)
+            hasher.update(memoryview(raw)[run:])
+        if prev_ts != meta.trailer.last_ts_ns:
+            raise CorruptFile("last commit time does not match the trailer", path=path,
+                              lsn=meta.trailer.last_lsn)
+        digest_end = meta.size - fmt.FILE_DIGEST_OFFSET_FROM_END
+        file_hasher = blake3(max_threads=1)
+        pos, step = 0, 8 << 20
+        while pos < digest_end:
+            n = min(step, digest_end - pos)
+            file_hasher.update(self.source.read(pos, n))
+            pos += n
+        if file_hasher.digest() != meta.trailer.file_digest:
+            raise CorruptFile("file digest (BLAKE3) mismatch", path=path, offset=digest_end)
+
+
+def decompress_block(
+    dctx: zstandard.ZstdDecompressor, data: bytes, entry: fmt.BlockEntry, path: str
+) -> bytes:
+    """Check a block's CRC and declared size, then decompress it with a bounded output."""
+    if crc32c(data) != entry.crc:
+        raise CorruptFile("block CRC-32C mismatch", path=path, offset=entry.offset, lsn=entry.first_lsn)
+    try:
+        declared = zstandard.frame_content_size(data)
+        if declared != entry.raw_size:
+            raise CorruptFile(f"block declares {declared} bytes, index says {entry.raw_size}",
+                              path=path, offset=entry.offset, lsn=entry.first_lsn)
+        raw: bytes = dctx.decompress(data, max_output_size=entry.raw_size)
+    except zstandard.ZstdError as exc:
+        raise CorruptFile(f"block does not decompress: {exc}", path=path, offset=entry.offset,
+                          lsn=entry.first_lsn) from exc
+    if len(raw) != entry.raw_size:
+        raise CorruptFile("block decompressed to the wrong size", path=path, offset=entry.offset,
+                          lsn=entry.first_lsn)
+    return raw

@@ -1,0 +1,170 @@
+"""Sealing archive segments: records -> independent zstd blocks + index + chain digest."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import zstandard
+from blake3 import blake3
+from crc32c import crc32c
+
+from segments import chain
+from segments import segment_format as fmt
+from segments.record import Span
+
+BLOCK_SIZE = 64 << 10
+LEVEL = 3
+
+
+@dataclass(frozen=True, slots=True)
+class SealedSegment:
+    """What a finished segment holds; enough to name, index and link it."""
+
+    store_id: uuid.UUID
+    first_lsn: int
+    last_lsn: int
+    first_ts_ns: int
+    last_ts_ns: int
+    record_count: int
+    complete_through_ns: int
+    raw_bytes: int
+    size: int
+    prev_chain_digest: bytes
+    chain_digest: bytes
+    blocks: tuple[fmt.BlockEntry, ...]
+
+
+class SegmentBuilder:
+    """Streams one segment into `out`: add pieces of contiguous records, then finish."""
+
+    def __init__(
+        self,
+        out: BinaryIO,
+        store_id: uuid.UUID,
+        prev_chain_digest: bytes,
+        *,
+        block_size: int = BLOCK_SIZE,
+        level: int = LEVEL,
+    ) -> None:
+        self._out = out
+        self._store_id = store_id
+        self._prev = prev_chain_digest
+        self._block_size = block_size
+        self._cctx = zstandard.ZstdCompressor(level=level, write_content_size=True)
+        self._hasher = blake3(max_threads=1)
+        self._index: list[fmt.BlockEntry] = []
+        self._pieces: list[chain.Piece] = []
+        self._offset = 0
+        self._first: Span | None = None
+        self._last: Span | None = None
+        self._records = 0
+        self._raw = 0
+        self._pending: list[bytes | memoryview] = []
+        self._pending_first: Span | None = None
+        self._pending_count = 0
+        self._pending_size = 0
+
+    @property
+    def pieces(self) -> list[chain.Piece]:
+        """The chain pieces added so far."""
+        return self._pieces
+
+    def _write(self, data: bytes) -> None:
+        self._out.write(data)
+        self._hasher.update(data)
+        self._offset += len(data)
+
+    def add_piece(self, buf: bytes | memoryview, spans: Sequence[Span]) -> None:
+        """Append checked records buf[spans[0].start:spans[-1].end] as one chain piece.
+
+        The spans must be contiguous in `buf`, with dense LSNs following the
+        previous piece and strictly increasing timestamps.
+        """
+        if not spans:
+            raise ValueError("a piece needs at least one record")
+        first, last = spans[0], spans[-1]
+        if self._last is not None:
+            if first.lsn != self._last.lsn + 1:
+                raise ValueError(f"LSN {first.lsn} does not follow {self._last.lsn}")
+            if first.ts_ns <= self._last.ts_ns:
+                raise ValueError(f"commit time at LSN {first.lsn} does not increase")
+        if last.lsn - first.lsn + 1 != len(spans):
+            raise ValueError(f"LSNs {first.lsn}..{last.lsn} are not dense")
+        if self._first is None:
+            self._first = first
+            self._write(fmt.encode_header(
+                fmt.SegmentHeader(self._store_id, first.lsn, first.ts_ns, self._prev)))
+        view = memoryview(buf)
+        self._pieces.append(chain.Piece(first.lsn, last.lsn,
+                                        chain.records_digest(view[first.start:last.end])))
+        limit = self._block_size
+        run_start = first.start
+        for span in spans:
+            if self._pending_first is None:
+                self._pending_first = span
+            self._pending_count += 1
+            self._pending_size += span.end - span.start
+            if self._pending_size >= limit:
+                self._pending.append(view[run_start : span.end])
+                self._emit_block()
+                run_start = span.end
+        if run_start < last.end:
+            self._pending.append(bytes(view[run_start : last.end]))
+        self._last = last
+        self._records += len(spans)
+
+    def _emit_block(self) -> None:
+        first = self._pending_first
+        assert first is not None
+        raw = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        compressed = self._cctx.compress(raw)
+        self._index.append(fmt.BlockEntry(
+            first.lsn, first.ts_ns, self._offset, len(compressed), len(raw), self._pending_count,
+            crc32c(compressed),
+        ))
+        self._raw += len(raw)
+        self._write(compressed)
+        self._pending = []
+        self._pending_first = None
+        self._pending_count = 0
+        self._pending_size = 0
+
+    def finish(self, complete_through_ns: int) -> SealedSegment:
+        """Write the tables and trailer; `complete_through_ns` >= the last commit time."""
+        if self._first is None or self._last is None:
+            raise ValueError("a segment needs at least one record")
+        if self._pending_first is not None:
+            self._emit_block()
+        complete = max(complete_through_ns, self._last.ts_ns)
+        chain_digest = chain.fold(self._prev, self._pieces)
+        fields = (self._offset, len(self._index), len(self._pieces), self._last.lsn, self._last.ts_ns,
+                  self._records, complete, self._raw)
+        self._write(fmt.encode_tail(self._index, self._pieces, fields, chain_digest))
+        digest = self._hasher.digest()
+        self._out.write(digest + fmt.END_MAGIC)
+        self._offset += len(digest) + len(fmt.END_MAGIC)
+        return SealedSegment(
+            self._store_id, self._first.lsn, self._last.lsn, self._first.ts_ns, self._last.ts_ns,
+            self._records, complete, self._raw, self._offset, self._prev, chain_digest,
+            tuple(self._index),
+        )
+
+
+def seal_segment(
+    out: BinaryIO,
+    store_id: uuid.UUID,
+    prev_chain_digest: bytes,
+    buf: bytes | memoryview,
+    spans: Sequence[Span],
+    complete_through_ns: int,
+    *,
+    block_size: int = BLOCK_SIZE,
+    level: int = LEVEL,
+) -> SealedSegment:
+    """Write one segment of the checked records `spans` in `buf` to `out`."""
+    builder = SegmentBuilder(out, store_id, prev_chain_digest, block_size=block_size, level=level)
+    builder.add_piece(buf, spans)
+    return builder.finish(complete_through_ns)

@@ -1,0 +1,384 @@
+"""Snapshot files: a full, sorted copy of a store's state at one LSN.
+
+    header   fixed 112 bytes + metadata JSON (<= 16 KiB) + u32 CRC-32C
+    blocks   zstd frames of sorted entries, back to back
+    index    per block: u64 offset, u32 csize, u32 rsize, u32 entries, u32 crc, u32 klen, first key
+    footer   96 bytes: index offset and size, counts, state digest, CRC; then file digest and magic
+
+An entry is ``u8 flags | u32 key_len | u32 value_len | [i64 expires_at_ns] | key | value``.
+The state digest is the sum modulo 2**256 of BLAKE3(entry encoding) over all
+entries: independent of order, so any copy of the same state (a snapshot, a
+restored LMDB, a replayed log) yields the same digest. See docs/format.md.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import struct
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+import zstandard
+from blake3 import blake3
+from crc32c import crc32c
+
+from segments import record as rec
+from segments._errors import CorruptFile, UnsupportedVersion
+from segments.source import FileSource, RangeSource
+
+MAGIC = b"PITRSNP\n"
+END_MAGIC = b"PITRSNE\n"
+VERSION = 1
+FIXED = struct.Struct("<8sHHI16sQq32sQQqI")  # 112 bytes
+MAX_META = 16 << 10
+ENTRY = struct.Struct("<BII")
+INDEX_ENTRY = struct.Struct("<QIIIII")
+FOOTER_FIELDS = struct.Struct("<QIIQQ32s")  # 64 bytes
+FOOTER_SIZE = FOOTER_FIELDS.size + 8 + 32 + 8  # 112
+FLAG_EXPIRY = 0x01
+BLOCK_SIZE = 256 << 10
+MAX_BLOCK_RAW = 64 << 20
+_MOD = 1 << 256
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotHeader:
+    """What `list` shows without reading the body."""
+
+    store_id: uuid.UUID
+    lsn: int
+    ts_ns: int
+    chain_digest: bytes
+    entry_count: int
+    logical_bytes: int
+    created_ns: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+    size: int = 0  # header bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotFooter:
+    index_offset: int
+    block_count: int
+    index_size: int
+    entry_count: int
+    logical_bytes: int
+    state_digest: bytes
+    file_digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotBlock:
+    offset: int
+    compressed_size: int
+    raw_size: int
+    entry_count: int
+    crc: int
+    first_key: bytes
+
+
+def encode_entry(key: bytes, value: bytes, expires_at_ns: int | None) -> bytes:
+    if expires_at_ns is None:
+        return ENTRY.pack(0, len(key), len(value)) + key + value
+    return ENTRY.pack(FLAG_EXPIRY, len(key), len(value)) + rec.I64.pack(expires_at_ns) + key + value
+
+
+def entry_digest(key: bytes, value: bytes, expires_at_ns: int | None) -> int:
+    """One entry's contribution to the order-independent state digest."""
+    return int.from_bytes(blake3(encode_entry(key, value, expires_at_ns)).digest(), "little")
+
+
+class StateDigest:
+    """Order-independent digest of a set of entries (sum of entry digests mod 2**256)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.count = 0
+
+    def add(self, key: bytes, value: bytes, expires_at_ns: int | None) -> None:
+        self.total = (self.total + entry_digest(key, value, expires_at_ns)) % _MOD
+        self.count += 1
+
+    def digest(self) -> bytes:
+        return self.total.to_bytes(32, "little")
+
+
+def _encode_header(h: SnapshotHeader) -> bytes:
+    meta = json.dumps(h.metadata, sort_keys=True, separators=(",", ":")).encode()
+    if len(meta) > MAX_META:
+        raise ValueError(f"snapshot metadata of {len(meta)} bytes exceeds {MAX_META}")
+    size = FIXED.size + len(meta) + 4
+    body = FIXED.pack(MAGIC, VERSION, 0, size, h.store_id.bytes, h.lsn, h.ts_ns, h.chain_digest,
+                      h.entry_count, h.logical_bytes, h.created_ns, len(meta)) + meta
+    return body + struct.pack("<I", crc32c(body))
+
+
+def read_header(source: RangeSource) -> SnapshotHeader:
+    """Read and check the header only (what listing needs)."""
+    path = source.name
+    if source.size < FIXED.size + 4 + FOOTER_SIZE:
+        raise CorruptFile("too short to be a snapshot", path=path, offset=0)
+    fixed = source.read(0, FIXED.size)
+    (magic, version, _res, size, store_id, lsn, ts_ns, chain_digest, entries, logical, created,
+     meta_len) = FIXED.unpack(fixed)
+    if magic != MAGIC:
+        raise CorruptFile(f"bad magic {magic!r}, not a pitr snapshot", path=path, offset=0)
+    if version > VERSION:
+        raise UnsupportedVersion(path, "snapshot", version, VERSION)
+    if meta_len > MAX_META or size != FIXED.size + meta_len + 4 or size + FOOTER_SIZE > source.size:
+        raise CorruptFile("snapshot header size out of bounds", path=path, offset=0)
+    rest = source.read(FIXED.size, meta_len + 4)
+    (crc,) = struct.unpack_from("<I", rest, meta_len)
+    if crc32c(rest[:meta_len], crc32c(fixed)) != crc:
+        raise CorruptFile("snapshot header CRC-32C mismatch", path=path, offset=0)
+    try:
+        metadata = json.loads(rest[:meta_len]) if meta_len else {}
+    except ValueError as exc:
+        raise CorruptFile(f"snapshot metadata is not JSON: {exc}", path=path, offset=FIXED.size) from exc
+    if not isinstance(metadata, dict):
+        raise CorruptFile("snapshot metadata is not an object", path=path, offset=FIXED.size)
+    return SnapshotHeader(uuid.UUID(bytes=store_id), lsn, ts_ns, chain_digest, entries, logical,
+                          created, metadata, size)
+
+
+class SnapshotWriter:
+    """Streams sorted entries into a snapshot; memory is bounded by one block."""
+
+    def __init__(self, out: BinaryIO, header: SnapshotHeader, *, block_size: int = BLOCK_SIZE,
+                 level: int = 3) -> None:
+        self._out = out
+        self._header = header
+        self._head_size = len(_encode_header(header))
+        out.write(b"\0" * self._head_size)  # patched in finish() once counts are known
+        self._offset = self._head_size
+        self._cctx = zstandard.ZstdCompressor(level=level, write_content_size=True)
+        self._block_size = block_size
+        self._parts: list[bytes] = []
+        self._part_bytes = 0
+        self._block_entries = 0
+        self._first_key: bytes | None = None
+        self._last_key: bytes | None = None
+        self._index: list[SnapshotBlock] = []
+        self._state = StateDigest()
+        self.logical_bytes = 0
+
+    def add(self, key: bytes, value: bytes, expires_at_ns: int | None = None) -> None:
+        """Add one entry; keys must arrive in strictly increasing order."""
+        if self._last_key is not None and key <= self._last_key:
+            raise ValueError("snapshot keys must be strictly increasing")
+        self._last_key = key
+        data = encode_entry(key, value, expires_at_ns)
+        self._state.total = (self._state.total + int.from_bytes(blake3(data).digest(), "little")) % _MOD
+        self._state.count += 1
+        self.logical_bytes += len(key) + len(value)
+        if self._first_key is None:
+            self._first_key = key
+        self._parts.append(data)
+        self._part_bytes += len(data)
+        self._block_entries += 1
+        if self._part_bytes >= self._block_size:
+            self._flush()
+
+    def add_many(self, entries: Iterable[tuple[bytes, bytes, int | None]]) -> None:
+        for key, value, expires in entries:
+            self.add(key, value, expires)
+
+    def _flush(self) -> None:
+        if not self._parts or self._first_key is None:
+            return
+        raw = b"".join(self._parts)
+        compressed = self._cctx.compress(raw)
+        self._index.append(SnapshotBlock(self._offset, len(compressed), len(raw), self._block_entries,
+                                         crc32c(compressed), self._first_key))
+        self._out.write(compressed)
+        self._offset += len(compressed)
+        self._parts, self._part_bytes, self._block_entries, self._first_key = [], 0, 0, None
+
+    def finish(self) -> tuple[SnapshotHeader, SnapshotFooter]:
+        """Write index and footer, patch the header, append the file digest. `out` must be seekable."""
+        self._flush()
+        index = b"".join(INDEX_ENTRY.pack(b.offset, b.compressed_size, b.raw_size, b.entry_count, b.crc,
+                                          len(b.first_key)) + b.first_key for b in self._index)
+        state_digest = self._state.digest()
+        fields = FOOTER_FIELDS.pack(self._offset, len(self._index), len(index), self._state.count,
+                                    self.logical_bytes, state_digest)
+        crc = crc32c(fields, crc32c(index))
+        self._out.write(index + fields + struct.pack("<II", crc, 0))
+        end = self._offset + len(index) + FOOTER_SIZE - 40
+        h = self._header
+        header = SnapshotHeader(h.store_id, h.lsn, h.ts_ns, h.chain_digest, self._state.count,
+                                self.logical_bytes, h.created_ns, h.metadata, self._head_size)
+        self._out.seek(0)
+        self._out.write(_encode_header(header))
+        self._out.flush()
+        self._out.seek(0)
+        hasher = blake3(max_threads=1)
+        remaining = end
+        while remaining:
+            chunk = self._out.read(min(remaining, 8 << 20))
+            if not chunk:
+                raise OSError("snapshot file shrank while it was being written")
+            hasher.update(chunk)
+            remaining -= len(chunk)
+        file_digest = hasher.digest()
+        self._out.seek(end)
+        self._out.write(file_digest + END_MAGIC)
+        footer = SnapshotFooter(self._offset, len(self._index), len(index), self._state.count,
+                                self.logical_bytes, state_digest, file_digest)
+        return header, footer
+
+
+class SnapshotReader:
+    """Reads a snapshot through its first-key index, checking every block it touches."""
+
+    def __init__(self, source: RangeSource) -> None:
+        self.source = source
+        self.header = read_header(source)
+        self.footer, self.blocks = self._read_tables()
+        self._keys = [b.first_key for b in self.blocks]
+        self._dctx = zstandard.ZstdDecompressor()
+
+    @classmethod
+    def open(cls, path: str) -> SnapshotReader:
+        return cls(FileSource(path))
+
+    def close(self) -> None:
+        close = getattr(self.source, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> SnapshotReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _read_tables(self) -> tuple[SnapshotFooter, list[SnapshotBlock]]:
+        path, size = self.source.name, self.source.size
+        tail = self.source.read(size - FOOTER_SIZE, FOOTER_SIZE)
+        if tail[-8:] != END_MAGIC:
+            raise CorruptFile("missing end magic (truncated snapshot?)", path=path, offset=size - 8)
+        index_offset, count, index_size, entries, logical, state = FOOTER_FIELDS.unpack_from(tail)
+        (crc,) = struct.unpack_from("<I", tail, FOOTER_FIELDS.size)
+        if index_offset < self.header.size or index_offset + index_size != size - FOOTER_SIZE:
+            raise CorruptFile("snapshot index offset out of bounds", path=path, offset=size - FOOTER_SIZE)
+        index = self.source.read(index_offset, index_size)
+        if crc32c(tail[: FOOTER_FIELDS.size], crc32c(index)) != crc:
+            raise CorruptFile("snapshot index/footer CRC-32C mismatch", path=path, offset=index_offset)
+        if entries != self.header.entry_count or logical != self.header.logical_bytes:
+            raise CorruptFile("header and footer disagree on the counts", path=path, offset=index_offset)
+        blocks: list[SnapshotBlock] = []
+        pos, expected_offset, total = 0, self.header.size, 0
+        for _ in range(count):
+            if index_size - pos < INDEX_ENTRY.size:
+                raise CorruptFile("snapshot index truncated", path=path, offset=index_offset + pos)
+            off, csize, rsize, n, bcrc, klen = INDEX_ENTRY.unpack_from(index, pos)
+            pos += INDEX_ENTRY.size
+            if klen > index_size - pos or off != expected_offset or rsize > MAX_BLOCK_RAW or n == 0:
+                raise CorruptFile("snapshot index entry out of bounds", path=path, offset=index_offset + pos)
+            blocks.append(SnapshotBlock(off, csize, rsize, n, bcrc, bytes(index[pos : pos + klen])))
+            pos += klen
+            expected_offset += csize
+            total += n
+        if pos != index_size or expected_offset != index_offset or total != entries:
+            raise CorruptFile("snapshot index does not cover the file", path=path, offset=index_offset)
+        footer = SnapshotFooter(index_offset, count, index_size, entries, logical, state,
+                                bytes(tail[-40:-8]))
+        return footer, blocks
+
+    def _block(self, i: int) -> bytes:
+        b = self.blocks[i]
+        path = self.source.name
+        data = self.source.read(b.offset, b.compressed_size)
+        if crc32c(data) != b.crc:
+            raise CorruptFile(f"snapshot block {i} CRC-32C mismatch", path=path, offset=b.offset)
+        try:
+            if zstandard.frame_content_size(data) != b.raw_size:
+                raise CorruptFile(f"snapshot block {i} size mismatch", path=path, offset=b.offset)
+            raw: bytes = self._dctx.decompress(data, max_output_size=b.raw_size)
+        except zstandard.ZstdError as exc:
+            raise CorruptFile(f"snapshot block {i} does not decompress: {exc}", path=path,
+                              offset=b.offset) from exc
+        return raw
+
+    def _entries(self, i: int, raw: bytes) -> Iterator[tuple[bytes, bytes, int | None]]:
+        pos, end, b = 0, len(raw), self.blocks[i]
+        path = self.source.name
+        unpack = ENTRY.unpack_from
+        for n in range(b.entry_count):
+            if end - pos < ENTRY.size:
+                raise CorruptFile(f"snapshot block {i} entry {n} truncated", path=path, offset=b.offset)
+            flags, klen, vlen = unpack(raw, pos)
+            pos += ENTRY.size
+            expires = None
+            if flags & FLAG_EXPIRY:
+                if end - pos < 8:
+                    raise CorruptFile(f"snapshot block {i} entry {n} truncated", path=path, offset=b.offset)
+                (expires,) = rec.I64.unpack_from(raw, pos)
+                pos += 8
+            if klen + vlen > end - pos:
+                raise CorruptFile(f"snapshot block {i} entry {n} runs past the block", path=path,
+                                  offset=b.offset)
+            key = raw[pos : pos + klen]
+            pos += klen
+            yield key, raw[pos : pos + vlen], expires
+            pos += vlen
+        if pos != end:
+            raise CorruptFile(f"snapshot block {i} has stray bytes", path=path, offset=b.offset)
+
+    def iter_entries(self, start: bytes | None = None) -> Iterator[tuple[bytes, bytes, int | None]]:
+        """Entries in key order, from the first key >= `start`."""
+        first = 0 if start is None else max(0, bisect.bisect_right(self._keys, start) - 1)
+        for i in range(first, len(self.blocks)):
+            for entry in self._entries(i, self._block(i)):
+                if start is None or entry[0] >= start:
+                    yield entry
+
+    def get(self, key: bytes) -> tuple[bytes, int | None] | None:
+        """The value and expiry of `key`, reading one block, or None."""
+        i = bisect.bisect_right(self._keys, key) - 1
+        if i < 0:
+            return None
+        for k, v, e in self._entries(i, self._block(i)):
+            if k == key:
+                return v, e
+            if k > key:
+                break
+        return None
+
+    def verify(self) -> None:
+        """Full check: every block, entry order, counts, state digest and file digest."""
+        path = self.source.name
+        state = StateDigest()
+        last: bytes | None = None
+        logical = 0
+        for i in range(len(self.blocks)):
+            raw = self._block(i)
+            first = True
+            for key, value, expires in self._entries(i, raw):
+                if first and key != self.blocks[i].first_key:
+                    raise CorruptFile(f"snapshot block {i} first key does not match the index", path=path,
+                                      offset=self.blocks[i].offset)
+                first = False
+                if last is not None and key <= last:
+                    raise CorruptFile(f"snapshot block {i} keys out of order", path=path,
+                                      offset=self.blocks[i].offset)
+                last = key
+                state.add(key, value, expires)
+                logical += len(key) + len(value)
+        if state.count != self.footer.entry_count or logical != self.footer.logical_bytes:
+            raise CorruptFile("entry count or logical bytes do not match the footer", path=path)
+        if state.digest() != self.footer.state_digest:
+            raise CorruptFile("state digest mismatch", path=path)
+        end = self.source.size - 40
+        hasher = blake3(max_threads=1)
+        pos = 0
+        while pos < end:
+            n = min(8 << 20, end - pos)
+            hasher.update(self.source.read(pos, n))
+            pos += n
+        if hasher.digest() != self.footer.file_digest:
+            raise CorruptFile("file digest (BLAKE3) mismatch", path=path, offset=end)
