@@ -1,0 +1,198 @@
+"""The live state in LMDB: data, expiries and the checkpoint (applied LSN) in one environment.
+
+Sub-databases:
+    data    key -> value
+    expiry  key -> i64 big-endian absolute expiry (ns); only keys that have one
+    meta    store identity and the checkpoint: applied_lsn, applied_ts_ns
+
+Updates arrive as already-durable WAL commits, so LMDB is written in large,
+key-sorted transactions off the commit path. The checkpoint is committed in
+the same transaction as the data it covers.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import lmdb
+
+from pitr.errors import CorruptData
+from segments.snapshot import StateDigest
+
+I64BE = struct.Struct(">q")
+U64BE = struct.Struct(">Q")
+DEFAULT_MAP_SIZE = 1 << 40
+MAX_KEY = 511  # LMDB's compiled-in limit for keys
+
+# One pending change: (value, expires_at_ns) for a put, None for a delete.
+Change = tuple[bytes, int | None] | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoreIdentity:
+    """Who this store is: the history its LSNs belong to."""
+
+    store_id: uuid.UUID
+    name: str
+    created_ns: int
+    first_lsn: int  # the first LSN of this history (1, or restore point + 1)
+    start_chain_digest: bytes  # chain digest before first_lsn
+    parent: dict[str, Any] | None = None
+
+
+class StateDB:
+    """One LMDB environment holding a store's state."""
+
+    def __init__(self, path: str, *, readonly: bool = False, map_size: int = DEFAULT_MAP_SIZE) -> None:
+        self.path = path
+        try:
+            self.env = lmdb.open(
+                path, map_size=map_size, max_dbs=4, readonly=readonly, subdir=True,
+                metasync=False, sync=True, writemap=False, readahead=False, max_readers=256,
+                create=not readonly, lock=True,
+            )
+        except lmdb.Error as exc:
+            raise CorruptData(f"{path}: cannot open the LMDB state: {exc}", path=path) from exc
+        create = not readonly
+        self.data = self.env.open_db(b"data", create=create)
+        self.expiry = self.env.open_db(b"expiry", create=create)
+        self.meta = self.env.open_db(b"meta", create=create)
+
+    def close(self) -> None:
+        self.env.close()
+
+    # identity and checkpoint -------------------------------------------------
+    def identity(self) -> StoreIdentity | None:
+        with self.env.begin(db=self.meta) as txn:
+            raw = txn.get(b"identity")
+        if raw is None:
+            return None
+        doc = json.loads(raw)
+        return StoreIdentity(uuid.UUID(doc["store_id"]), doc["name"], doc["created_ns"], doc["first_lsn"],
+                             bytes.fromhex(doc["start_chain_digest"]), doc.get("parent"))
+
+    def init_identity(self, ident: StoreIdentity) -> None:
+        doc = {"store_id": str(ident.store_id), "name": ident.name, "created_ns": ident.created_ns,
+               "first_lsn": ident.first_lsn, "start_chain_digest": ident.start_chain_digest.hex(),
+               "parent": ident.parent}
+        with self.env.begin(write=True, db=self.meta) as txn:
+            txn.put(b"identity", json.dumps(doc).encode())
+            txn.put(b"applied_lsn", U64BE.pack(ident.first_lsn - 1))
+            txn.put(b"applied_ts_ns", I64BE.pack(0))
+
+    def checkpoint(self) -> tuple[int, int]:
+        """(applied_lsn, applied_ts_ns): every commit up to applied_lsn is in the state."""
+        with self.env.begin(db=self.meta) as txn:
+            lsn = txn.get(b"applied_lsn")
+            ts = txn.get(b"applied_ts_ns")
+        if lsn is None or ts is None:
+            raise CorruptData(f"{self.path}: state has no checkpoint", path=self.path)
+        return U64BE.unpack(lsn)[0], I64BE.unpack(ts)[0]
+
+    # reads ---------------------------------------------------------------------
+    def has_expiries(self) -> bool:
+        with self.env.begin() as txn:
+            return bool(txn.stat(self.expiry)["entries"])
+
+    def get(self, key: bytes, now_ns: int | None) -> tuple[bytes, int | None] | None:
+        """The value and expiry of `key`, or None; an expiry at or before now_ns hides it."""
+        with self.env.begin(buffers=False) as txn:
+            value = txn.get(key, db=self.data)
+            if value is None:
+                return None
+            raw = txn.get(key, db=self.expiry)
+        expires = None if raw is None else I64BE.unpack(raw)[0]
+        if expires is not None and now_ns is not None and expires <= now_ns:
+            return None
+        return value, expires
+
+    def iter_range(self, start: bytes, stop: bytes | None) -> Iterator[tuple[bytes, bytes, int | None]]:
+        """(key, value, expiry) for start <= key < stop in key order, from one read transaction."""
+        with self.env.begin() as txn:
+            expiry_cursor = txn.cursor(self.expiry)
+            has_expiry = bool(txn.stat(self.expiry)["entries"])
+            cursor = txn.cursor(self.data)
+            if not cursor.set_range(start):
+                return
+            for key, value in cursor:
+                if stop is not None and key >= stop:
+                    break
+                expires = None
+                if has_expiry:
+                    raw = expiry_cursor.get(key)
+                    expires = None if raw is None else I64BE.unpack(raw)[0]
+                yield key, value, expires
+
+    def state_digest(self, now_ns: int | None) -> tuple[bytes, int]:
+        """Order-independent digest and count of the entries visible at now_ns."""
+        digest = StateDigest()
+        for key, value, expires in self.iter_range(b"", None):
+            if expires is not None and now_ns is not None and expires <= now_ns:
+                continue
+            digest.add(key, value, expires)
+        return digest.digest(), digest.count
+
+    # writes --------------------------------------------------------------------
+    def apply(self, changes: dict[bytes, Change], applied_lsn: int, applied_ts_ns: int) -> None:
+        """Apply the final state of each changed key and move the checkpoint, in one transaction."""
+        puts: list[tuple[bytes, bytes]] = []
+        expiring: list[tuple[bytes, bytes]] = []
+        plain: list[bytes] = []
+        deletes: list[bytes] = []
+        for key in sorted(changes):
+            change = changes[key]
+            if change is None:
+                deletes.append(key)
+            else:
+                puts.append((key, change[0]))
+                if change[1] is None:
+                    plain.append(key)
+                else:
+                    expiring.append((key, I64BE.pack(change[1])))
+        with self.env.begin(write=True) as txn:
+            had_expiry = bool(txn.stat(self.expiry)["entries"]) or bool(expiring)
+            if puts:
+                txn.cursor(self.data).putmulti(puts, dupdata=False, overwrite=True)
+            for key in deletes:
+                txn.delete(key, db=self.data)
+            if had_expiry:
+                for key in deletes:
+                    txn.delete(key, db=self.expiry)
+                for key in plain:
+                    txn.delete(key, db=self.expiry)
+                if expiring:
+                    txn.cursor(self.expiry).putmulti(expiring, dupdata=False, overwrite=True)
+            txn.put(b"applied_lsn", U64BE.pack(applied_lsn), db=self.meta)
+            txn.put(b"applied_ts_ns", I64BE.pack(applied_ts_ns), db=self.meta)
+
+    def load_sorted(self, entries: Iterator[tuple[bytes, bytes, int | None]], applied_lsn: int,
+                    applied_ts_ns: int, chunk: int = 100_000) -> int:
+        """Bulk-load sorted entries into an empty state (restore); returns the count."""
+        count = 0
+        done = False
+        while not done:
+            batch: list[tuple[bytes, bytes]] = []
+            expiring: list[tuple[bytes, bytes]] = []
+            for key, value, expires in entries:
+                batch.append((key, value))
+                if expires is not None:
+                    expiring.append((key, I64BE.pack(expires)))
+                if len(batch) >= chunk:
+                    break
+            else:
+                done = True
+            with self.env.begin(write=True) as txn:
+                if batch:
+                    txn.cursor(self.data).putmulti(batch, append=True)
+                if expiring:
+                    txn.cursor(self.expiry).putmulti(expiring, append=True)
+                if done:
+                    txn.put(b"applied_lsn", U64BE.pack(applied_lsn), db=self.meta)
+                    txn.put(b"applied_ts_ns", I64BE.pack(applied_ts_ns), db=self.meta)
+            count += len(batch)
+        return count

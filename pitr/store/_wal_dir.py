@@ -1,0 +1,149 @@
+"""The store's directory of local WAL files: recovery, reading ranges, rolling, removal."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from pitr.errors import CorruptData
+from segments import CorruptFile, MidLogCorruption, SegmentsError
+from segments.fsutil import fsync_dir, publish_atomically
+from segments.record import Span
+from segments.wal import TornTail, WalScan, scan_wal
+from segments.wal_follow import read_wal_from
+
+_WAL = re.compile(r"^(\d{20})\.wal$")
+ARCHIVED_PREFIX = "archived-"
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """What opening the WAL directory found."""
+
+    scans: list[WalScan]
+    last_lsn: int
+    last_ts_ns: int
+    torn: list[TornTail]
+
+
+def to_corrupt(exc: SegmentsError) -> CorruptData:
+    """Translate a segments error into pitr's, keeping path, offset, LSN and hint."""
+    if isinstance(exc, CorruptFile):
+        return CorruptData(str(exc), path=exc.path, offset=exc.offset, lsn=exc.lsn, hint=exc.hint)
+    return CorruptData(str(exc))
+
+
+class WalDirectory:
+    """DATA/wal: numbered WAL files plus one `archived-*` marker per repository."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        os.makedirs(path, exist_ok=True)
+
+    def files(self) -> list[tuple[int, str]]:
+        """(first_lsn, path) of every WAL file, in LSN order."""
+        found = []
+        for name in os.listdir(self.path):
+            match = _WAL.match(name)
+            if match:
+                found.append((int(match.group(1)), os.path.join(self.path, name)))
+        found.sort()
+        return found
+
+    def recover(self, applied_lsn: int, start_ts_ns: int) -> Recovery:
+        """Scan every file, repair a torn tail on the last one, and check continuity."""
+        files = self.files()
+        scans: list[WalScan] = []
+        torn: list[TornTail] = []
+        last_lsn, last_ts = applied_lsn, start_ts_ns
+        for i, (first_lsn, path) in enumerate(files):
+            is_last = i == len(files) - 1
+            try:
+                scan = scan_wal(path, repair=is_last)
+            except MidLogCorruption as exc:
+                raise to_corrupt(exc) from exc
+            except SegmentsError as exc:
+                raise to_corrupt(exc) from exc
+            if scan.header.first_lsn != first_lsn:
+                raise CorruptData(f"{path}: header says first LSN {scan.header.first_lsn}", path=path)
+            if scan.torn is not None:
+                if not is_last:
+                    raise CorruptData(f"{path}: damaged records at offset {scan.torn.offset} in a WAL file "
+                                      "that later files follow", path=path, offset=scan.torn.offset,
+                                      hint="restore from the archive")
+                torn.append(scan.torn)
+            if scans and first_lsn != scans[-1].last_lsn + 1:
+                raise CorruptData(f"{path}: starts at LSN {first_lsn} but the previous file ends at "
+                                  f"{scans[-1].last_lsn}", path=path)
+            scans.append(scan)
+            if scan.spans:
+                last_lsn, last_ts = scan.last_lsn, scan.spans[-1].ts_ns
+        if scans and scans[0].header.first_lsn > applied_lsn + 1:
+            raise CorruptData(f"{self.path}: WAL starts at LSN {scans[0].header.first_lsn} but the state "
+                              f"is only checkpointed through {applied_lsn}", path=self.path)
+        if scans and last_lsn < applied_lsn:
+            raise CorruptData(f"{self.path}: WAL ends at LSN {last_lsn}, before the state's checkpoint "
+                              f"{applied_lsn} (files lost?)", path=self.path)
+        return Recovery(scans, last_lsn, last_ts, torn)
+
+    def read_after(self, lsn: int, upto: int, max_bytes: int = 64 << 20) -> Iterator[tuple[bytes, list[Span]]]:
+        """Checked records with lsn < LSN <= upto, as (bytes, spans) chunks in order."""
+        files = self.files()
+        expected = lsn + 1
+        for i, (first_lsn, path) in enumerate(files):
+            next_first = files[i + 1][0] if i + 1 < len(files) else None
+            if next_first is not None and next_first <= expected:
+                continue
+            if first_lsn > expected:
+                raise CorruptData(f"{path}: LSNs {expected}..{first_lsn - 1} are missing from the WAL",
+                                  path=path)
+            offset = 0
+            while expected <= upto:
+                try:
+                    chunk = read_wal_from(path, offset, expected, upto, max_bytes)
+                except SegmentsError as exc:
+                    raise to_corrupt(exc) from exc
+                if not chunk.spans:
+                    break
+                yield chunk.data, chunk.spans
+                expected = chunk.spans[-1].lsn + 1
+                offset = chunk.next_offset
+            if expected > upto:
+                return
+        if expected <= upto:
+            raise CorruptData(f"{self.path}: the WAL ends at LSN {expected - 1}, expected up to {upto}",
+                              path=self.path)
+
+    def remove_through(self, lsn: int) -> list[str]:
+        """Delete WAL files all of whose records have LSN <= lsn (never the newest file)."""
+        files = self.files()
+        removed = []
+        for (_first, path), (next_first, _p) in zip(files, files[1:], strict=False):
+            if next_first - 1 <= lsn:
+                os.unlink(path)
+                removed.append(path)
+        if removed:
+            fsync_dir(self.path)
+        return removed
+
+    # archive markers -----------------------------------------------------------
+    def mark_archived(self, repo_key: str, lsn: int, repo_url: str) -> None:
+        """Record that every commit up to `lsn` is in the repository `repo_key`."""
+        data = json.dumps({"lsn": lsn, "repo": repo_url}).encode()
+        publish_atomically(os.path.join(self.path, ARCHIVED_PREFIX + repo_key),
+                           lambda fh: fh.write(data), overwrite=True)
+
+    def archived_lsns(self) -> dict[str, int]:
+        found = {}
+        for name in os.listdir(self.path):
+            if name.startswith(ARCHIVED_PREFIX):
+                try:
+                    with open(os.path.join(self.path, name)) as fh:
+                        doc = json.load(fh)
+                    found[name[len(ARCHIVED_PREFIX):]] = int(doc["lsn"])
+                except (OSError, ValueError, KeyError, TypeError):
+                    continue
+        return found

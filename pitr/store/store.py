@@ -1,0 +1,527 @@
+"""`Store`: the embedded key-value store whose every commit is logged before it is acknowledged.
+
+Commit path: a writer encodes its commit as one WAL record and queues it; the
+group-commit task writes every queued record and fsyncs once for all of them
+(in a worker thread), then makes the group visible and wakes the writers. The
+apply task later writes the durable changes into LMDB in large, key-sorted
+transactions; reads look at the not-yet-applied changes first, then LMDB.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from pitr.errors import InvalidArgument, StoreClosed
+from pitr.store._lock import WriterLock
+from pitr.store._state import MAX_KEY, Change, StateDB, StoreIdentity
+from pitr.store._wal_dir import Recovery, WalDirectory
+from segments import record as rec
+from segments.chain import genesis
+from segments.record import DELETE, PUT, Op
+from segments.wal import TornTail, WalWriter, wal_name
+
+Clock = Callable[[], int]
+WAL_FILE_SIZE = 64 << 20
+_MISSING = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """An acknowledged commit: durable in the WAL when returned."""
+
+    lsn: int
+    ts_ns: int
+
+
+class _Group:
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.error: BaseException | None = None
+
+
+def check_key(key: bytes) -> bytes:
+    if not isinstance(key, bytes):
+        raise InvalidArgument(f"key must be bytes, not {type(key).__name__}")
+    if not key:
+        raise InvalidArgument("key must not be empty")
+    if len(key) > MAX_KEY:
+        raise InvalidArgument(f"key of {len(key)} bytes is longer than the {MAX_KEY}-byte limit "
+                              f"(key starts {key[:32]!r})")
+    return key
+
+
+def check_value(value: bytes, key: bytes) -> bytes:
+    if not isinstance(value, bytes):
+        raise InvalidArgument(f"value for key {key[:64]!r} must be bytes, not {type(value).__name__}")
+    if len(value) > rec.MAX_VALUE:
+        raise InvalidArgument(f"value for key {key[:64]!r} is larger than {rec.MAX_VALUE} bytes")
+    return value
+
+
+class Batch:
+    """Operations collected for one atomic commit (see `Store.batch`)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.ops: list[Op] = []
+        self.commit: Commit | None = None
+
+    def put(self, key: bytes, value: bytes, ttl: float | None = None) -> None:
+        self.ops.append(self._store._put_op(key, value, ttl))
+
+    def delete(self, key: bytes) -> None:
+        self.ops.append(Op(DELETE, check_key(key)))
+
+
+class Store:
+    """An embedded, durable key-value store with a write-ahead log for point-in-time recovery.
+
+    Open it with ``async with Store(path) as store``. Keys and values are bytes.
+    Every commit (a put, a delete or a batch) gets a dense LSN and a strictly
+    increasing commit time, and is acknowledged only once it is fsynced.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        name: str | None = None,
+        clock: Clock | None = None,
+        create: bool = True,
+        wal_file_size: int = WAL_FILE_SIZE,
+        apply_interval: float = 0.05,
+        apply_threshold: int = 200_000,
+        require_archive: bool = True,
+        identity: StoreIdentity | None = None,
+    ) -> None:
+        self.path = os.path.abspath(path)
+        self._name = name
+        self._clock: Clock = clock or time.time_ns
+        self._create = create
+        self._wal_file_size = wal_file_size
+        self._apply_interval = apply_interval
+        self._apply_threshold = apply_threshold
+        self._require_archive = require_archive
+        self._new_identity = identity
+        self._lock: WriterLock | None = None
+        self._state: StateDB | None = None
+        self._wal: WalWriter | None = None
+        self._wal_dir: WalDirectory | None = None
+        self.identity: StoreIdentity | None = None
+        self.recovery: Recovery | None = None
+        # sequencing (event-loop thread only)
+        self._last_lsn = 0
+        self._last_ts = 0
+        self._sequenced: dict[bytes, tuple[int, Change]] = {}
+        self._queue: list[bytes] = []
+        self._items: list[tuple[int, int, tuple[Op, ...]]] = []
+        self._group = _Group()
+        self._wake = anyio.Event()
+        # durable, visible, not yet in LMDB
+        self._durable_lsn = 0
+        self._durable_ts = 0
+        self._pending: dict[bytes, Change] = {}
+        self._applying: dict[bytes, Change] = {}
+        self._applied_lsn = 0
+        self._apply_wake = anyio.Event()
+        self._failure: BaseException | None = None
+        self._closing = False
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    # lifecycle -----------------------------------------------------------------
+    async def __aenter__(self) -> Store:
+        await anyio.to_thread.run_sync(self._open_sync)
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._group_commit_task)
+        self._tg.start_soon(self._apply_task)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self._closing = True
+        self._wake.set()
+        self._apply_wake.set()
+        assert self._tg is not None
+        try:
+            await self._tg.__aexit__(exc_type, exc, tb)
+        finally:
+            await anyio.to_thread.run_sync(self._close_sync)
+
+    def _open_sync(self) -> None:
+        if not os.path.isdir(self.path):
+            if not self._create:
+                raise InvalidArgument(f"{self.path}: no store here (create it with create=True)")
+            os.makedirs(self.path, exist_ok=True)
+        self._lock = WriterLock(self.path)
+        try:
+            self._state = StateDB(os.path.join(self.path, "state"))
+            ident = self._state.identity()
+            if ident is None:
+                if not self._create:
+                    raise InvalidArgument(f"{self.path}: no store here")
+                ident = self._new_identity or StoreIdentity(
+                    uuid.uuid4(), self._name or os.path.basename(self.path), self._clock(), 1,
+                    b"", None)
+                if not ident.start_chain_digest:
+                    ident = StoreIdentity(ident.store_id, ident.name, ident.created_ns, ident.first_lsn,
+                                          genesis(ident.store_id), ident.parent)
+                self._state.init_identity(ident)
+            self.identity = ident
+            self._wal_dir = WalDirectory(os.path.join(self.path, "wal"))
+            applied_lsn, applied_ts = self._state.checkpoint()
+            recovery = self._wal_dir.recover(applied_lsn, applied_ts)
+            for scan in recovery.scans:
+                if scan.header.store_id != ident.store_id:
+                    raise InvalidArgument(f"{scan.path}: WAL belongs to store {scan.header.store_id}, "
+                                          f"not {ident.store_id}")
+            self.recovery = recovery
+            self._replay_sync(applied_lsn, recovery.last_lsn)
+            self._last_lsn = self._durable_lsn = self._applied_lsn = recovery.last_lsn
+            self._last_ts = self._durable_ts = recovery.last_ts_ns
+            if recovery.scans and recovery.scans[-1].end < self._wal_file_size:
+                self._wal = WalWriter.reopen(recovery.scans[-1])
+            else:
+                self._roll_sync()
+        except BaseException:
+            self._close_sync()
+            raise
+
+    def _replay_sync(self, applied_lsn: int, last_lsn: int) -> None:
+        """Apply WAL records after the LMDB checkpoint (crash recovery)."""
+        assert self._state is not None and self._wal_dir is not None
+        if last_lsn <= applied_lsn:
+            return
+        changes: dict[bytes, Change] = {}
+        lsn = ts = 0
+        for data, spans in self._wal_dir.read_after(applied_lsn, last_lsn):
+            for span in spans:
+                record = rec.decode_payload(data, span, skip_unknown=True)
+                if record is not None:
+                    _fold(changes, record.ops)
+            lsn, ts = spans[-1].lsn, spans[-1].ts_ns
+            if len(changes) >= self._apply_threshold:
+                self._state.apply(changes, lsn, ts)
+                changes = {}
+        self._state.apply(changes, lsn, ts)
+
+    def _roll_sync(self) -> None:
+        assert self.identity is not None and self._wal_dir is not None
+        if self._wal is not None:
+            self._wal.close()
+        first = self._last_lsn + 1
+        path = os.path.join(self._wal_dir.path, wal_name(first))
+        self._wal = WalWriter.create(path, self.identity.store_id, first, self._clock())
+
+    def _close_sync(self) -> None:
+        if self._wal is not None:
+            self._wal.close()
+            self._wal = None
+        if self._state is not None:
+            self._state.close()
+            self._state = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    # background tasks --------------------------------------------------------
+    async def _group_commit_task(self) -> None:
+        while True:
+            if not self._queue:
+                if self._closing or self._failure is not None:
+                    break
+                self._wake = anyio.Event()
+                await self._wake.wait()
+                continue
+            group, data, items = self._group, self._queue, self._items
+            self._group, self._queue, self._items = _Group(), [], []
+            try:
+                await anyio.to_thread.run_sync(self._write_group_sync, b"".join(data))
+            except BaseException as exc:  # noqa: BLE001 - every failure poisons the store
+                self._failure = exc
+                group.error = exc
+                group.done.set()
+                self._group.error = exc
+                self._group.done.set()
+                break
+            pending = self._pending
+            sequenced = self._sequenced
+            for lsn, _ts, ops in items:
+                for op in ops:
+                    change: Change = (op.value, op.expires_at_ns) if op.kind == PUT else None
+                    pending[op.key] = change
+                    entry = sequenced.get(op.key)
+                    if entry is not None and entry[0] == lsn:
+                        del sequenced[op.key]
+            self._durable_lsn, self._durable_ts = items[-1][0], items[-1][1]
+            group.done.set()
+            if len(pending) >= self._apply_threshold:
+                self._apply_wake.set()
+        self._apply_wake.set()
+
+    def _write_group_sync(self, data: bytes) -> None:
+        assert self._wal is not None
+        self._wal.append(data)
+        self._wal.sync()
+        if self._wal.size >= self._wal_file_size:
+            self._roll_sync()
+
+    async def _apply_task(self) -> None:
+        while True:
+            with anyio.move_on_after(self._apply_interval):
+                await self._apply_wake.wait()
+            self._apply_wake = anyio.Event()
+            stopping = self._closing and not self._queue and self._durable_lsn == self._last_lsn
+            if self._pending and self._failure is None:
+                await self._apply_pending()
+            if stopping or self._failure is not None:
+                return
+
+    async def _apply_pending(self) -> None:
+        assert self._state is not None
+        self._applying, self._pending = self._pending, {}
+        lsn, ts = self._durable_lsn, self._durable_ts
+        await anyio.to_thread.run_sync(self._state.apply, self._applying, lsn, ts)
+        self._applying = {}
+        self._applied_lsn = lsn
+        await anyio.to_thread.run_sync(self._remove_old_wal_sync)
+
+    def _remove_old_wal_sync(self) -> None:
+        assert self._wal_dir is not None
+        through = self._applied_lsn
+        if self._require_archive:
+            archived = self._wal_dir.archived_lsns()
+            if not archived:
+                return
+            through = min(through, *archived.values())
+        self._wal_dir.remove_through(through)
+
+    # commits -------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._failure is not None:
+            raise StoreClosed(f"{self.path}: the store stopped acknowledging writes after a WAL "
+                              f"failure ({self._failure}); reopen it to recover") from self._failure
+        if self._closing or self._tg is None:
+            raise StoreClosed(f"{self.path}: the store is closed")
+
+    def _put_op(self, key: bytes, value: bytes, ttl: float | None) -> Op:
+        check_key(key)
+        check_value(value, key)
+        if ttl is None:
+            return Op(PUT, key, value, None)
+        if not ttl > 0:
+            raise InvalidArgument(f"ttl for key {key[:64]!r} must be positive seconds, got {ttl}")
+        return Op(PUT, key, value, self._clock() + int(ttl * 1_000_000_000))
+
+    async def commit(self, ops: Sequence[Op], *, ts_ns: int | None = None,
+                     source_rev: int | None = None) -> Commit:
+        """Commit `ops` atomically as one record; returns once durable.
+
+        `ts_ns` forces the commit time (imports); it must exceed the last one.
+        """
+        return await self._commit(tuple(ops), ts_ns, source_rev)
+
+    async def _commit(self, ops: tuple[Op, ...], ts_ns: int | None = None,
+                      source_rev: int | None = None) -> Commit:
+        self._check_open()
+        if not ops:
+            raise InvalidArgument("a commit needs at least one operation")
+        if ts_ns is None:
+            now = self._clock()
+            ts = now if now > self._last_ts else self._last_ts + 1
+        else:
+            if ts_ns <= self._last_ts:
+                raise InvalidArgument(f"commit time {ts_ns} is not after the last commit's {self._last_ts}")
+            ts = ts_ns
+        lsn = self._last_lsn + 1
+        try:
+            data = rec.encode_record(lsn, ts, ops, source_rev)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from exc
+        self._last_lsn, self._last_ts = lsn, ts
+        sequenced = self._sequenced
+        for op in ops:
+            sequenced[op.key] = (lsn, (op.value, op.expires_at_ns) if op.kind == PUT else None)
+        group = self._group
+        self._queue.append(data)
+        self._items.append((lsn, ts, ops))
+        self._wake.set()
+        await group.done.wait()
+        if group.error is not None:
+            raise StoreClosed(f"{self.path}: commit at LSN {lsn} was not acknowledged: "
+                              f"{group.error}") from group.error
+        return Commit(lsn, ts)
+
+    async def put(self, key: bytes, value: bytes, ttl: float | None = None) -> Commit:
+        """Set `key` to `value`; with `ttl` seconds the key expires at commit time + ttl."""
+        return await self._commit((self._put_op(key, value, ttl),))
+
+    async def delete(self, key: bytes) -> Commit:
+        """Remove `key` (a commit even when the key is absent)."""
+        return await self._commit((Op(DELETE, check_key(key)),))
+
+    async def compare_and_set(self, key: bytes, expected: bytes | None, new: bytes | None,
+                              ttl: float | None = None) -> Commit | None:
+        """Put `new` (or delete when None) only if the current value equals `expected`.
+
+        `expected=None` means the key must be absent. Returns the commit, or
+        None (nothing written) when the current value differs.
+        """
+        check_key(key)
+        op = Op(DELETE, key) if new is None else self._put_op(key, new, ttl)
+        self._check_open()
+        current = self._current(key, sequenced=True)
+        if (current[0] if current is not None else None) != expected:
+            return None
+        return await self._commit((op,))
+
+    @asynccontextmanager
+    async def batch(self) -> AsyncIterator[Batch]:
+        """Collect operations and commit them atomically when the block ends without error."""
+        b = Batch(self)
+        yield b
+        if b.ops:
+            b.commit = await self._commit(tuple(b.ops))
+
+    # reads ---------------------------------------------------------------------
+    def _current(self, key: bytes, *, sequenced: bool = False) -> tuple[bytes, int | None] | None:
+        now = self._clock()
+        if sequenced:
+            entry = self._sequenced.get(key)
+            if entry is not None:
+                return _visible(entry[1], now)
+        for layer in (self._pending, self._applying):
+            change = layer.get(key, _MISSING)
+            if change is not _MISSING:
+                return _visible(change, now)  # type: ignore[arg-type]
+        assert self._state is not None
+        return self._state.get(key, now)
+
+    async def get(self, key: bytes) -> bytes | None:
+        """The value of `key`, or None when absent or expired."""
+        self._check_open()
+        found = self._current(check_key(key))
+        return None if found is None else found[0]
+
+    async def get_with_expiry(self, key: bytes) -> tuple[bytes, int | None] | None:
+        """The value of `key` and its absolute expiry (ns), or None."""
+        self._check_open()
+        return self._current(check_key(key))
+
+    async def scan(self, prefix: bytes = b"", *, start: bytes | None = None, end: bytes | None = None,
+                   limit: int | None = None) -> list[tuple[bytes, bytes]]:
+        """Live (key, value) pairs in key order: keys with `prefix`, start <= key < end."""
+        self._check_open()
+        assert self._state is not None
+        lo = max(prefix, start) if start is not None else prefix
+        hi = end
+        if prefix:
+            stop = _prefix_end(prefix)
+            hi = stop if hi is None or (stop is not None and stop < hi) else hi
+        now = self._clock()
+        overlay = {**self._applying, **self._pending}
+        pending = sorted((k, c) for k, c in overlay.items() if k >= lo and (hi is None or k < hi))
+        out: list[tuple[bytes, bytes]] = []
+        merged = _merge(self._state.iter_range(lo, hi), pending)
+        for key, value, expires in merged:
+            if expires is not None and expires <= now:
+                continue
+            out.append((key, value))
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+
+    # for archivers and tests ---------------------------------------------------
+    @property
+    def last_lsn(self) -> int:
+        return self._last_lsn
+
+    @property
+    def durable_lsn(self) -> int:
+        return self._durable_lsn
+
+    def complete_through(self) -> tuple[int, int]:
+        """(durable LSN, time through which every commit is known): no later commit can have
+        a commit time at or before the returned time."""
+        if self._last_lsn == self._durable_lsn:
+            return self._durable_lsn, max(self._durable_ts, self._clock() - 1)
+        return self._durable_lsn, self._durable_ts
+
+    async def flush(self) -> None:
+        """Apply every acknowledged commit to LMDB now (used before snapshots and in tests)."""
+        self._check_open()
+        if self._pending:
+            await self._apply_pending()
+
+    @property
+    def state(self) -> StateDB:
+        assert self._state is not None
+        return self._state
+
+    @property
+    def wal_directory(self) -> WalDirectory:
+        assert self._wal_dir is not None
+        return self._wal_dir
+
+    @property
+    def torn_tails(self) -> list[TornTail]:
+        return [] if self.recovery is None else self.recovery.torn
+
+    def info(self) -> dict[str, Any]:
+        assert self.identity is not None
+        return {"path": self.path, "store_id": str(self.identity.store_id), "name": self.identity.name,
+                "last_lsn": self._last_lsn, "applied_lsn": self._applied_lsn}
+
+
+def _fold(changes: dict[bytes, Change], ops: tuple[Op, ...]) -> None:
+    for op in ops:
+        changes[op.key] = (op.value, op.expires_at_ns) if op.kind == PUT else None
+
+
+def _visible(change: Change, now: int) -> tuple[bytes, int | None] | None:
+    if change is None:
+        return None
+    if change[1] is not None and change[1] <= now:
+        return None
+    return change
+
+
+def _prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest key greater than every key starting with `prefix` (None if unbounded)."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+def _merge(base: Any, overlay: list[tuple[bytes, Change]]) -> Any:
+    """Merge LMDB rows with newer overlay changes (both sorted by key)."""
+    i = 0
+    for key, value, expires in base:
+        while i < len(overlay) and overlay[i][0] < key:
+            k, change = overlay[i]
+            if change is not None:
+                yield k, change[0], change[1]
+            i += 1
+        if i < len(overlay) and overlay[i][0] == key:
+            change = overlay[i][1]
+            if change is not None:
+                yield key, change[0], change[1]
+            i += 1
+        else:
+            yield key, value, expires
+    for k, change in overlay[i:]:
+        if change is not None:
+            yield k, change[0], change[1]
