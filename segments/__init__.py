@@ -74,6 +74,7 @@ __all__ = [
     "parse_snapshot_name",
     "read_meta",
     "scan_spans",
+    "scan_wal",
     "seal_segment",
     "segment_name",
     "snapshot_name",

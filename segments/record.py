@@ -24,9 +24,10 @@ so a parser never allocates more than the input it was given.
 
 from __future__ import annotations
 
+import mmap
 import struct
 from collections.abc import Iterator, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, TypeAlias
 
 from crc32c import crc32c
 
@@ -54,6 +55,12 @@ MAX_KEY = 1 << 20  # 1 MiB
 MAX_VALUE = 64 << 20  # 64 MiB
 MAX_PAYLOAD = 256 << 20  # one record (an atomic batch) is at most 256 MiB
 MAX_LSN = (1 << 63) - 1
+MAX_I64 = (1 << 63) - 1
+MIN_I64 = -(1 << 63)
+MAX_U64 = (1 << 64) - 1
+
+Buffer: TypeAlias = bytes | bytearray | memoryview | mmap.mmap
+"""What the parsers read from: a bytes-like object or a read-only mmap of a file."""
 
 
 class Op(NamedTuple):
@@ -102,6 +109,10 @@ def encode_record(
         raise ValueError("a commit needs at least one operation")
     if not 0 <= lsn <= MAX_LSN:
         raise ValueError(f"lsn {lsn} out of range")
+    if not MIN_I64 <= ts_ns <= MAX_I64:
+        raise ValueError(f"commit time {ts_ns} does not fit a signed 64-bit integer")
+    if source_rev is not None and not 0 <= source_rev <= MAX_U64:
+        raise ValueError(f"source revision {source_rev} does not fit an unsigned 64-bit integer")
     parts: list[bytes] = []
     for op in ops:
         kind, key, value, expires = op
@@ -116,6 +127,8 @@ def encode_record(
             raise ValueError(f"value of {len(value)} bytes exceeds the {MAX_VALUE}-byte limit")
         if expires is None:
             parts.append(OP_HEADER.pack(kind, 0, 0, len(key), len(value)))
+        elif not MIN_I64 <= expires <= MAX_I64:
+            raise ValueError(f"expiry {expires} does not fit a signed 64-bit integer")
         else:
             parts.append(OP_HEADER.pack(kind, OP_FLAG_EXPIRY, 0, len(key), len(value)))
             parts.append(I64.pack(expires))
@@ -135,7 +148,7 @@ def encode_record(
     return bytes(head) + body
 
 
-def check_record_at(buf: bytes | memoryview, offset: int, end: int) -> Span:
+def check_record_at(buf: Buffer, offset: int, end: int) -> Span:
     """Check the framing and CRC of the record at `offset`; return its span.
 
     Raises CorruptFile (offset relative to `buf`) when the bytes are not one
@@ -158,7 +171,7 @@ def check_record_at(buf: bytes | memoryview, offset: int, end: int) -> Span:
 
 
 def scan_spans(
-    buf: bytes | memoryview, start: int = 0, end: int | None = None
+    buf: Buffer, start: int = 0, end: int | None = None
 ) -> Iterator[Span]:
     """Check and yield the spans of consecutive records in buf[start:end]."""
     if end is None:
@@ -170,7 +183,7 @@ def scan_spans(
         offset = span.end
 
 
-def decode_payload(buf: bytes | memoryview, span: Span, *, skip_unknown: bool = False) -> Record | None:
+def decode_payload(buf: Buffer, span: Span, *, skip_unknown: bool = False) -> Record | None:
     """Decode the operations of a record whose framing and CRC were already checked.
 
     Returns None for a record of an unknown future type when `skip_unknown`;
@@ -230,7 +243,7 @@ def decode_payload(buf: bytes | memoryview, span: Span, *, skip_unknown: bool = 
 
 
 def decode_records(
-    buf: bytes | memoryview,
+    buf: Buffer,
     start: int = 0,
     end: int | None = None,
     *,

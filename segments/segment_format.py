@@ -113,8 +113,10 @@ def decode_trailer(tail: bytes, file_size: int, path: str | None = None) -> Segm
     t = tail[-TRAILER_SIZE:]
     if t[-8:] != END_MAGIC:
         raise CorruptFile("missing end magic (truncated segment?)", path=path, offset=file_size - 8)
-    fields = TRAILER_FIELDS.unpack_from(t, 0)
-    trailer = SegmentTrailer(*fields, file_digest=bytes(t[96:128]))
+    (index_offset, block_count, piece_count, last_lsn, last_ts_ns, record_count, complete_through_ns,
+     raw_bytes, chain_digest) = TRAILER_FIELDS.unpack_from(t, 0)
+    trailer = SegmentTrailer(index_offset, block_count, piece_count, last_lsn, last_ts_ns, record_count,
+                             complete_through_ns, raw_bytes, chain_digest, file_digest=bytes(t[96:128]))
     tables_end = file_size - TRAILER_SIZE
     n = trailer.block_count
     if not (0 < n <= MAX_ENTRIES and 0 < trailer.piece_count <= MAX_ENTRIES):

@@ -59,7 +59,10 @@ def read_meta(source: RangeSource) -> SegmentMeta:
 
 def _check_meta(meta: SegmentMeta) -> None:
     path, h, t = meta.name, meta.header, meta.trailer
-    bad = lambda why: CorruptFile(why, path=path, offset=t.index_offset)  # noqa: E731
+
+    def bad(why: str) -> CorruptFile:
+        return CorruptFile(why, path=path, offset=t.index_offset)
+
     if t.last_lsn < h.first_lsn or t.record_count != t.last_lsn - h.first_lsn + 1:
         raise bad(f"LSN range {h.first_lsn}..{t.last_lsn} does not match {t.record_count} records")
     if t.last_ts_ns < h.first_ts_ns or t.complete_through_ns < t.last_ts_ns:

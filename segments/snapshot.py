@@ -1,9 +1,9 @@
 """Snapshot files: a full, sorted copy of a store's state at one LSN.
 
-    header   fixed 112 bytes + metadata JSON (<= 16 KiB) + u32 CRC-32C
+    header   fixed 108 bytes + metadata JSON (<= 16 KiB) + u32 CRC-32C
     blocks   zstd frames of sorted entries, back to back
     index    per block: u64 offset, u32 csize, u32 rsize, u32 entries, u32 crc, u32 klen, first key
-    footer   96 bytes: index offset and size, counts, state digest, CRC; then file digest and magic
+    footer   112 bytes: index offset and size, counts, state digest, CRC; then file digest and magic
 
 An entry is ``u8 flags | u32 key_len | u32 value_len | [i64 expires_at_ns] | key | value``.
 The state digest is the sum modulo 2**256 of BLAKE3(entry encoding) over all
@@ -32,7 +32,7 @@ from segments.source import FileSource, RangeSource
 MAGIC = b"PITRSNP\n"
 END_MAGIC = b"PITRSNE\n"
 VERSION = 1
-FIXED = struct.Struct("<8sHHI16sQq32sQQqI")  # 112 bytes
+FIXED = struct.Struct("<8sHHI16sQq32sQQqI")  # 108 bytes
 MAX_META = 16 << 10
 ENTRY = struct.Struct("<BII")
 INDEX_ENTRY = struct.Struct("<QIIIII")
@@ -126,17 +126,20 @@ def read_header(source: RangeSource) -> SnapshotHeader:
      meta_len) = FIXED.unpack(fixed)
     if magic != MAGIC:
         raise CorruptFile(f"bad magic {magic!r}, not a pitr snapshot", path=path, offset=0)
+    if not FIXED.size + 4 <= size <= FIXED.size + MAX_META + 4 or size + FOOTER_SIZE > source.size:
+        raise CorruptFile("snapshot header size out of bounds", path=path, offset=0)
+    rest = source.read(FIXED.size, size - FIXED.size)
+    # The CRC is checked before the version, so a damaged version field reads as damage, not as newer.
+    (crc,) = struct.unpack_from("<I", rest, len(rest) - 4)
+    if crc32c(rest[:-4], crc32c(fixed)) != crc:
+        raise CorruptFile("snapshot header CRC-32C mismatch", path=path, offset=0)
     if version > VERSION:
         raise UnsupportedVersion(path, "snapshot", version, VERSION)
-    if meta_len > MAX_META or size != FIXED.size + meta_len + 4 or size + FOOTER_SIZE > source.size:
-        raise CorruptFile("snapshot header size out of bounds", path=path, offset=0)
-    rest = source.read(FIXED.size, meta_len + 4)
-    (crc,) = struct.unpack_from("<I", rest, meta_len)
-    if crc32c(rest[:meta_len], crc32c(fixed)) != crc:
-        raise CorruptFile("snapshot header CRC-32C mismatch", path=path, offset=0)
+    if version < 1 or size != FIXED.size + meta_len + 4:
+        raise CorruptFile(f"bad snapshot header version {version} / size {size}", path=path, offset=0)
     try:
         metadata = json.loads(rest[:meta_len]) if meta_len else {}
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise CorruptFile(f"snapshot metadata is not JSON: {exc}", path=path, offset=FIXED.size) from exc
     if not isinstance(metadata, dict):
         raise CorruptFile("snapshot metadata is not an object", path=path, offset=FIXED.size)

@@ -17,7 +17,9 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+import sys
 import uuid
+from array import array
 from dataclasses import dataclass
 
 from crc32c import crc32c
@@ -31,7 +33,6 @@ VERSION = 1
 HEADER = struct.Struct("<8sHHI16sQq12sI")
 HEADER_SIZE = HEADER.size  # 64
 PREALLOCATE = 16 << 20
-_LOOKAHEAD = 16  # how many later LSNs are searched for when deciding torn tail vs mid-log damage
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +118,7 @@ def scan_wal(path: str, *, repair: bool = False) -> WalScan:
             if failure is not None:
                 tail_end = _last_nonzero(buf, end, size)
                 if tail_end > end:
-                    _refuse_if_valid_records_follow(buf, path, spans, header, end, size, failure)
+                    _refuse_if_valid_records_follow(buf, path, spans, header, end, tail_end, size, failure)
                     torn = TornTail(end, tail_end - end, _broken_path(path), failure.reason)
                     if repair:
                         _keep_aside(torn.broken_path, buf[end:tail_end])
@@ -181,31 +182,55 @@ def _refuse_if_valid_records_follow(
     spans: list[rec.Span],
     header: WalHeader,
     bad: int,
+    tail_end: int,
     size: int,
     failure: CorruptFile,
 ) -> None:
     expected = spans[-1].lsn + 1 if spans else header.first_lsn
-    for lsn in range(expected, expected + _LOOKAHEAD):
-        needle = rec.U64.pack(lsn)
-        pos = buf.find(needle, bad + 1)
-        while pos != -1:
-            start = pos - rec.LSN_OFFSET
-            if start > bad:
-                try:
-                    span = rec.check_record_at(buf, start, size)
-                except CorruptFile:
-                    span = None
-                if span is not None and span.lsn == lsn:
-                    raise MidLogCorruption(
-                        f"record at LSN {expected} is damaged ({failure.reason}) but a valid record "
-                        f"with LSN {lsn} follows at offset {start}",
-                        path=path,
-                        offset=bad,
-                        lsn=expected,
-                        hint="acknowledged commits are damaged; restore from the archive "
-                        "(pitr restore) or move this file aside to open without its later records",
-                    )
-            pos = buf.find(needle, pos + 1)
+    # Every record is at least HEADER_SIZE bytes, so no later record can carry a higher LSN.
+    highest = expected + (size - bad) // rec.HEADER_SIZE
+    found = _first_valid_record_after(buf, bad, tail_end, size, expected, highest)
+    if found is not None:
+        raise MidLogCorruption(
+            f"record at LSN {expected} is damaged ({failure.reason}) but a valid record "
+            f"with LSN {found.lsn} follows at offset {found.start}",
+            path=path,
+            offset=bad,
+            lsn=expected,
+            hint="acknowledged commits are damaged; restore from the archive "
+            "(pitr restore) or move this file aside to open without its later records",
+        )
+
+
+def _first_valid_record_after(
+    buf: mmap.mmap, bad: int, stop: int, size: int, lowest: int, highest: int
+) -> rec.Span | None:
+    """The first record starting in (bad, stop) that passes its checks with an LSN in [lowest, highest].
+
+    Every byte offset is a candidate (damage can shift anything), so the LSN
+    field under each offset is read eight alignments at a time and only offsets
+    with a plausible LSN are CRC-checked; the search stops at the first hit.
+    """
+    window_size = 1 << 16
+    for base in range(bad + 1, stop, window_size):
+        top = min(base + window_size, stop)
+        # LSN fields of the records that would start in [base, top)
+        fields = bytes(buf[base + rec.LSN_OFFSET : min(size, top + rec.LSN_OFFSET + 7)])
+        candidates: list[int] = []
+        for align in range(8):
+            count = (len(fields) - align) // 8
+            if count <= 0:
+                continue
+            lsns = array("Q", fields[align : align + 8 * count])
+            if sys.byteorder != "little":
+                lsns.byteswap()
+            candidates.extend(base + align + 8 * i for i, lsn in enumerate(lsns) if lowest <= lsn <= highest)
+        for start in sorted(candidates):
+            try:
+                return rec.check_record_at(buf, start, size)
+            except CorruptFile:
+                continue
+    return None
 
 
 def _broken_path(path: str) -> str:
@@ -232,12 +257,16 @@ class WalWriter:
     retry could report success for data that never reached the disk.
     """
 
-    def __init__(self, path: str, fd: int, offset: int, allocated: int, header: WalHeader) -> None:
+    def __init__(
+        self, path: str, fd: int, offset: int, allocated: int, header: WalHeader,
+        preallocate: int = PREALLOCATE,
+    ) -> None:
         self.path = path
         self.header = header
         self._fd = fd
         self._offset = offset
         self._allocated = allocated
+        self._preallocate = max(preallocate, 1)
         self._poisoned: BaseException | None = None
 
     @classmethod
@@ -257,7 +286,7 @@ class WalWriter:
             os.close(fd)
             os.unlink(path)
             raise
-        return cls(path, fd, HEADER_SIZE, allocated, header)
+        return cls(path, fd, HEADER_SIZE, allocated, header, preallocate)
 
     @classmethod
     def reopen(cls, scan: WalScan, preallocate: int = PREALLOCATE) -> WalWriter:
@@ -274,7 +303,7 @@ class WalWriter:
         except BaseException:
             os.close(fd)
             raise
-        return cls(scan.path, fd, scan.end, allocated, scan.header)
+        return cls(scan.path, fd, scan.end, allocated, scan.header, preallocate)
 
     @property
     def size(self) -> int:
@@ -288,7 +317,7 @@ class WalWriter:
         end = self._offset + len(data)
         try:
             if end > self._allocated:
-                self._allocated = _preallocate(self._fd, self._allocated, end + PREALLOCATE)
+                self._allocated = _preallocate(self._fd, self._allocated, end + self._preallocate)
             written = os.pwrite(self._fd, data, self._offset)
             while written < len(data):
                 written += os.pwrite(self._fd, data[written:], self._offset + written)

@@ -27,36 +27,45 @@ class WalChunk(NamedTuple):
 
 def read_wal_from(path: str, offset: int, expected_lsn: int, max_lsn: int,
                   max_bytes: int = 64 << 20) -> WalChunk:
-    """Read records [expected_lsn, max_lsn] starting at byte `offset` (0 = after the header).
+    """Read records expected_lsn..max_lsn, scanning from byte `offset` (0 = after the header).
 
-    Stops at the end marker, at an incomplete record, at `max_lsn`, or after
-    about `max_bytes`. Spans in the result are relative to `data`. A record with
-    the wrong LSN raises CorruptFile: the file does not continue the log.
+    Records before `expected_lsn` are checked and skipped. Stops at the end
+    marker, at an incomplete record, after `max_lsn`, or after about
+    `max_bytes`. Spans in the result are relative to `data`. A break in LSN
+    density raises CorruptFile: the file does not continue the log.
     """
     with open(path, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
         header = decode_header(fh.read(HEADER_SIZE), path)
-        start = max(offset, HEADER_SIZE)
-        if size <= start:
-            return WalChunk(header, b"", [], start)
+        pos = max(offset, HEADER_SIZE)
+        if size <= pos:
+            return WalChunk(header, b"", [], pos)
         with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
             spans: list[rec.Span] = []
-            pos = start
-            lsn = expected_lsn
-            limit = start + max_bytes
-            while pos < size and lsn <= max_lsn and pos < limit:
+            prev = header.first_lsn - 1 if pos == HEADER_SIZE else None
+            first_start = None
+            limit = pos + max_bytes
+            while pos < size and pos < limit:
                 if size - pos >= 8 and rec.PREFIX.unpack_from(buf, pos) == (0, 0):
                     break
                 try:
                     span = rec.check_record_at(buf, pos, size)
                 except CorruptFile:
                     break  # not yet complete (or torn): the writer's recovery decides
-                if span.lsn != lsn:
-                    raise CorruptFile(f"expected LSN {lsn}, found {span.lsn}", path=path, offset=pos,
+                if prev is not None and span.lsn != prev + 1:
+                    raise CorruptFile(f"expected LSN {prev + 1}, found {span.lsn}", path=path, offset=pos,
                                       lsn=span.lsn)
-                spans.append(span)
-                lsn += 1
+                if span.lsn > max_lsn:
+                    break
+                prev = span.lsn
+                if span.lsn >= expected_lsn:
+                    if first_start is None:
+                        first_start = pos
+                        limit = pos + max_bytes
+                    spans.append(span)
                 pos = span.end
-            data = buf[start:pos]
-    shifted = [rec.Span(s.lsn, s.ts_ns, s.start - start, s.end - start) for s in spans]
+            if first_start is None:
+                return WalChunk(header, b"", [], pos)
+            data = buf[first_start:pos]
+    shifted = [rec.Span(s.lsn, s.ts_ns, s.start - first_start, s.end - first_start) for s in spans]
     return WalChunk(header, data, shifted, pos)

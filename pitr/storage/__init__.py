@@ -1,0 +1,66 @@
+"""Repository backends: where archived segments, snapshots and the catalog are published.
+
+`open_storage` turns a repository URL into a backend through an explicit
+scheme-to-factory table:
+
+=====================  ==============
+``/path``, ``file://``  LocalStorage
+``s3://bucket/prefix``  S3Storage
+=====================  ==============
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pitr.errors import InvalidArgument
+from pitr.storage.base import ObjectInfo, Storage
+from pitr.storage.local import LocalStorage
+from pitr.storage.s3 import S3Storage
+
+__all__ = ["LocalStorage", "ObjectInfo", "S3Storage", "Storage", "open_storage"]
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _OpenOptions:
+    s3_endpoint: str | None
+    cache_dir: str | None
+
+
+def _open_file(url: str, options: _OpenOptions) -> Storage:
+    path = _SCHEME.sub("", url, count=1)
+    if not path:
+        raise InvalidArgument(f"{url!r} names no directory")
+    return LocalStorage(path)
+
+
+def _open_s3(url: str, options: _OpenOptions) -> Storage:
+    return S3Storage(url, endpoint_url=options.s3_endpoint)
+
+
+_FACTORIES: dict[str, Callable[[str, _OpenOptions], Storage]] = {
+    "file": _open_file,
+    "s3": _open_s3,
+}
+
+
+def open_storage(url: str, *, s3_endpoint: str | None = None, cache_dir: str | None = None) -> Storage:
+    """The backend for a repository URL: a plain path, ``file://path`` or ``s3://bucket/prefix``.
+
+    `s3_endpoint` points S3 URLs at an S3-compatible server (else AWS_ENDPOINT_URL
+    or AWS itself). `cache_dir` is reserved for a local read cache of remote
+    objects; no backend uses it yet.
+    """
+    if not url.strip():
+        raise InvalidArgument("empty repository URL")
+    match = _SCHEME.match(url)
+    scheme = match.group(1).lower() if match else "file"
+    factory = _FACTORIES.get(scheme)
+    if factory is None:
+        known = ", ".join(f"{name}://" for name in sorted(_FACTORIES))
+        raise InvalidArgument(f"unknown repository URL scheme in {url!r}; use a path or one of {known}")
+    return factory(url, _OpenOptions(s3_endpoint=s3_endpoint, cache_dir=cache_dir))

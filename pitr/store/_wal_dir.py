@@ -42,6 +42,7 @@ class WalDirectory:
     def __init__(self, path: str) -> None:
         self.path = path
         os.makedirs(path, exist_ok=True)
+        self._resume: tuple[int, str, int] | None = None  # (next LSN, file, byte offset)
 
     def files(self) -> list[tuple[int, str]]:
         """(first_lsn, path) of every WAL file, in LSN order."""
@@ -101,6 +102,8 @@ class WalDirectory:
                 raise CorruptData(f"{path}: LSNs {expected}..{first_lsn - 1} are missing from the WAL",
                                   path=path)
             offset = 0
+            if self._resume is not None and self._resume[0] == expected and self._resume[1] == path:
+                offset = self._resume[2]
             while expected <= upto:
                 try:
                     chunk = read_wal_from(path, offset, expected, upto, max_bytes)
@@ -108,9 +111,10 @@ class WalDirectory:
                     raise to_corrupt(exc) from exc
                 if not chunk.spans:
                     break
-                yield chunk.data, chunk.spans
                 expected = chunk.spans[-1].lsn + 1
                 offset = chunk.next_offset
+                self._resume = (expected, path, offset)
+                yield chunk.data, chunk.spans
             if expected > upto:
                 return
         if expected <= upto:

@@ -525,3 +525,13 @@ def _merge(base: Any, overlay: list[tuple[bytes, Change]]) -> Any:
     for k, change in overlay[i:]:
         if change is not None:
             yield k, change[0], change[1]
+
+
+def _archive_to(self: Store, *repos: Any, **kwargs: Any) -> Any:
+    """``async with store.archive_to(repo, ...)``: archive continuously while the block runs."""
+    from pitr.archiver import archiving
+
+    return archiving(self, *repos, **kwargs)
+
+
+Store.archive_to = _archive_to  # type: ignore[attr-defined]

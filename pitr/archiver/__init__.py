@@ -1,0 +1,43 @@
+"""Continuous archiving of a store's WAL into repositories."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
+
+import anyio
+
+from pitr.archiver.archiver import ArchiveOptions, Archiver
+from pitr.archiver.sources import CommitSource, DirectorySource, StoreSource
+from pitr.repo.repository import Repository, open_repository
+from pitr.store.store import Store
+
+__all__ = ["ArchiveOptions", "Archiver", "CommitSource", "DirectorySource", "StoreSource", "archiving"]
+
+
+@asynccontextmanager
+async def archiving(store: Store, *repos: str | Repository, options: ArchiveOptions | None = None,
+                    cache_dir: str | None = None, s3_endpoint: str | None = None) -> AsyncIterator[Archiver]:
+    """Run an archiver for `store` while the block runs; on exit, ship everything durable.
+
+    Repositories may be URLs (opened and closed here) or open `Repository` objects.
+    """
+    async with AsyncExitStack() as stack:
+        opened = []
+        for repo in repos:
+            if isinstance(repo, Repository):
+                opened.append(repo)
+            else:
+                opened.append(await stack.enter_async_context(
+                    open_repository(repo, cache_dir=cache_dir, s3_endpoint=s3_endpoint, create=True)))
+        archiver = Archiver(StoreSource(store), opened, options)
+        await archiver.start()
+        stop = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(partial(archiver.run, stop=stop))
+            try:
+                yield archiver
+            finally:
+                stop.set()
+        await archiver.cycle()

@@ -1,0 +1,292 @@
+"""The continuous archiver: durable WAL records -> sealed, chained segments in every repository.
+
+One cycle per `interval`: for each repository, seal the durable commits it
+lacks into one segment, publish it atomically, index it, and record how far the
+archive is known complete. Trailing runs of small segments are merged into one
+so a repository holds few files however short the interval.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import anyio
+
+from pitr.archiver.sources import CommitSource
+from pitr.catalog.entries import SegmentEntry
+from pitr.errors import CorruptData, InvalidArgument, PitrError
+from pitr.repo import layout
+from pitr.repo.identity import RepoIdentity, Watermark
+from pitr.repo.indexing import block_rows, key_rows_of, segment_entry
+from pitr.repo.repository import Repository
+from segments import SegmentsError, merge_segments, seal_segment, segment_name
+from segments.segment_reader import SegmentReader, read_meta
+from segments.source import BytesSource
+
+log = logging.getLogger("pitr.archiver")
+UPLOAD_VIA_FILE = 8 << 20
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ArchiveOptions:
+    """How the archiver batches, merges and reports."""
+
+    interval: float = 1.0
+    max_segment_bytes: int = 64 << 20
+    merge_count: int = 32
+    merge_small_bytes: int = 4 << 20
+    merge_max_bytes: int = 64 << 20
+    watermark_interval: float | None = None  # default: interval
+    retry_initial: float = 0.5
+    retry_max: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not self.interval > 0:
+            raise InvalidArgument(f"interval must be positive seconds, got {self.interval}")
+        if self.merge_count < 2:
+            raise InvalidArgument(f"merge_count must be at least 2, got {self.merge_count}")
+
+
+@dataclass(slots=True)
+class RepoProgress:
+    """What the archiver knows about one repository."""
+
+    repo: Repository
+    last_lsn: int
+    chain_digest: bytes
+    last_watermark: tuple[int, int] | None = None
+    watermark_written_at: float = 0.0
+    segments_published: int = 0
+    bytes_published: int = 0
+    errors: int = 0
+    last_error: str | None = None
+    lag_samples_ns: list[int] = field(default_factory=list)
+
+
+def identity_for(source: CommitSource) -> RepoIdentity:
+    ident = source.identity
+    return RepoIdentity(ident.store_id, ident.name, ident.created_ns, ident.first_lsn,
+                        ident.start_chain_digest, "embedded", ident.parent)
+
+
+class Archiver:
+    """Ships one store's durable commits to one or more repositories."""
+
+    def __init__(self, source: CommitSource, repos: list[Repository], options: ArchiveOptions | None = None,
+                 clock: Callable[[], int] = time.time_ns) -> None:
+        if not repos:
+            raise InvalidArgument("the archiver needs at least one repository")
+        self.source = source
+        self.options = options or ArchiveOptions()
+        self.clock = clock
+        self.progress: list[RepoProgress] = []
+        self._repos = repos
+        self._lock = anyio.Lock()
+
+    async def start(self) -> None:
+        """Check every repository belongs to this store and resume from what it holds."""
+        ident = identity_for(self.source)
+        for repo in self._repos:
+            await repo.claim(ident)
+            await repo.sync()
+            self.progress.append(self._resume_point(repo))
+
+    def _resume_point(self, repo: Repository) -> RepoProgress:
+        ident = self.source.identity
+        last = repo.catalog.last_segment()
+        snaps = repo.catalog.snapshots()
+        lsn, digest = ident.first_lsn - 1, ident.start_chain_digest
+        if last is not None:
+            lsn, digest = last.last_lsn, last.chain_digest
+        if snaps and snaps[-1].lsn > lsn:
+            lsn, digest = snaps[-1].lsn, snaps[-1].chain_digest
+        return RepoProgress(repo, lsn, digest, repo.watermark())
+
+    async def cycle(self, upto: int | None = None) -> int:
+        """Archive everything durable (or exactly through `upto`) to every repository.
+
+        Returns the number of commits shipped. A repository that fails is
+        reported and retried next cycle; the others go on.
+        """
+        async with self._lock:
+            durable_lsn, complete_ns = self.source.durable()
+            if upto is not None:
+                if upto > durable_lsn:
+                    raise InvalidArgument(f"cannot archive through LSN {upto}: durable only through "
+                                          f"{durable_lsn}")
+                durable_lsn = upto
+                complete_ns = None  # only the segment boundary is wanted, not a claim about the present
+            shipped = 0
+            for prog in self.progress:
+                try:
+                    shipped += await self._ship(prog, durable_lsn)
+                    if complete_ns is not None:
+                        await self._mark_complete(prog, complete_ns)
+                    await self._maybe_merge(prog)
+                    prog.last_error = None
+                except (PitrError, SegmentsError, OSError) as exc:
+                    if isinstance(exc, CorruptData):
+                        raise
+                    prog.errors += 1
+                    prog.last_error = str(exc)
+                    log.warning("archiving to %s failed: %s", prog.repo.url, exc)
+            return shipped
+
+    async def _ship(self, prog: RepoProgress, durable_lsn: int) -> int:
+        if prog.last_lsn > durable_lsn and prog.last_lsn > self.source.identity.first_lsn - 1:
+            lsn_local, _ = self.source.durable()
+            if prog.last_lsn > lsn_local:
+                raise CorruptData(
+                    f"{prog.repo.url} holds commits through LSN {prog.last_lsn} but the store's WAL is "
+                    f"durable only through {lsn_local}: the repository is ahead of this store",
+                    hint="restore a new store from the archive instead of reusing this data directory")
+        shipped = 0
+        wal_files = self.source.wal.files()
+        if prog.last_lsn < durable_lsn and wal_files and wal_files[0][0] > prog.last_lsn + 1:
+            raise CorruptData(
+                f"{prog.repo.url}: the archive ends at LSN {prog.last_lsn} but the local WAL now starts "
+                f"at {wal_files[0][0]}; the commits between are gone from this machine",
+                hint="take a snapshot into this repository (pitr snapshot) to start a new base")
+        while prog.last_lsn < durable_lsn:
+            chunks = self.source.read_after(prog.last_lsn, durable_lsn, self.options.max_segment_bytes)
+            chunk = next(iter(chunks), None)
+            if chunk is None:
+                break
+            data, spans = chunk
+            await self._publish_segment(prog, data, spans)
+            shipped += len(spans)
+        return shipped
+
+    async def _publish_segment(self, prog: RepoProgress, data: bytes, spans: list) -> None:  # type: ignore[type-arg]
+        ident = self.source.identity
+        complete = spans[-1].ts_ns
+
+        def seal() -> tuple[bytes, object]:
+            out = io.BytesIO()
+            sealed = seal_segment(out, ident.store_id, prog.chain_digest, data, spans, complete)
+            return out.getvalue(), sealed
+
+        blob, sealed = await anyio.to_thread.run_sync(seal)
+        name = segment_name(spans[0].lsn, spans[-1].lsn)
+        await _publish(prog.repo, layout.segment_object(name), blob)
+        meta = read_meta(BytesSource(blob, name))
+        rows = await anyio.to_thread.run_sync(key_rows_of, data, spans)
+        await anyio.to_thread.run_sync(prog.repo.catalog.add_segment, segment_entry(name, meta),
+                                       block_rows(meta), rows)
+        prog.last_lsn = meta.last_lsn
+        prog.chain_digest = meta.chain_digest
+        prog.segments_published += 1
+        prog.bytes_published += len(blob)
+        prog.lag_samples_ns.append(max(0, self.clock() - spans[-1].ts_ns))
+        del prog.lag_samples_ns[:-10_000]
+        del sealed
+        await anyio.to_thread.run_sync(self.source.wal.mark_archived, layout.repo_key(prog.repo.url),
+                                       prog.last_lsn, prog.repo.url)
+
+    async def _mark_complete(self, prog: RepoProgress, complete_ns: int) -> None:
+        mark = (prog.last_lsn, complete_ns)
+        if prog.last_watermark is not None and prog.last_watermark[0] == mark[0] and \
+                prog.last_watermark[1] >= mark[1]:
+            return
+        every = self.options.watermark_interval
+        every = self.options.interval if every is None else every
+        now = time.monotonic()
+        if prog.last_watermark is not None and prog.last_watermark[0] == mark[0] and \
+                now - prog.watermark_written_at < every:
+            return
+        await prog.repo.write_watermark(Watermark(self.source.identity.store_id, *mark))
+        prog.last_watermark = mark
+        prog.watermark_written_at = now
+
+    async def _maybe_merge(self, prog: RepoProgress) -> None:
+        segs = prog.repo.catalog.segments()
+        run: list[SegmentEntry] = []
+        total = 0
+        for seg in reversed(segs):
+            if seg.size >= self.options.merge_small_bytes or total + seg.size > self.options.merge_max_bytes:
+                break
+            run.append(seg)
+            total += seg.size
+        if len(run) < self.options.merge_count:
+            return
+        run.reverse()
+        await self.merge(prog.repo, run)
+
+    async def merge(self, repo: Repository, run: list[SegmentEntry]) -> SegmentEntry:
+        """Merge consecutive segments into one, publish it, then delete the originals."""
+        sources = [await repo.open_source(layout.segment_object(s.name)) for s in run]
+
+        def do_merge() -> tuple[bytes, SegmentEntry, list]:  # type: ignore[type-arg]
+            readers = [SegmentReader(src) for src in sources]
+            out = io.BytesIO()
+            merge_segments(readers, out)
+            blob = out.getvalue()
+            name = segment_name(run[0].first_lsn, run[-1].last_lsn)
+            meta = read_meta(BytesSource(blob, name))
+            return blob, segment_entry(name, meta), block_rows(meta)
+
+        try:
+            blob, entry, blocks = await anyio.to_thread.run_sync(do_merge)
+        finally:
+            for src in sources:
+                close = getattr(src, "close", None)
+                if close:
+                    close()
+        await _publish(repo, layout.segment_object(entry.name), blob)
+        await anyio.to_thread.run_sync(repo.catalog.add_segment, entry, blocks, [],
+                                       [s.first_lsn for s in run])
+        for seg in run:
+            await repo.storage.delete(layout.segment_object(seg.name))
+        return entry
+
+    async def run(self, *, stop: anyio.Event | None = None) -> None:
+        """Archive every `interval` until cancelled (or `stop` is set), backing off on failures."""
+        delay = self.options.interval
+        while stop is None or not stop.is_set():
+            await self.cycle()
+            failing = any(p.last_error for p in self.progress)
+            delay = min(delay * 2, self.options.retry_max) if failing else self.options.interval
+            if stop is None:
+                await anyio.sleep(delay)
+            else:
+                with anyio.move_on_after(delay):
+                    await stop.wait()
+
+    def lag_percentiles(self) -> dict[str, float]:
+        samples = sorted(s for p in self.progress for s in p.lag_samples_ns)
+        if not samples:
+            return {"p50_ms": 0.0, "p99_ms": 0.0}
+
+        def pct(q: float) -> float:
+            return samples[min(len(samples) - 1, int(q * len(samples)))] / 1e6
+
+        return {"p50_ms": pct(0.5), "p99_ms": pct(0.99)}
+
+
+async def _publish(repo: Repository, object_name: str, blob: bytes) -> None:
+    """Publish a new file; an identical file already there (a retry after a crash) is fine."""
+    from pitr.errors import ObjectExists
+
+    try:
+        if len(blob) > UPLOAD_VIA_FILE:
+            fd, tmp = tempfile.mkstemp(prefix=".upload-")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(blob)
+                await repo.storage.publish_file(object_name, tmp)
+            finally:
+                os.unlink(tmp)
+        else:
+            await repo.storage.publish(object_name, blob)
+    except ObjectExists:
+        existing = await repo.storage.read(object_name)
+        if existing != blob:
+            raise CorruptData(f"{repo.url}/{object_name} exists with different contents; published files "
+                              "are never overwritten", path=object_name,
+                              hint="another archiver may be writing to this repository") from None

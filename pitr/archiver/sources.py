@@ -1,0 +1,84 @@
+"""Where an archiver reads durable commits from: a store open in this process, or a data directory.
+
+The archiver only ever ships commits that are durable in the WAL: a record
+that was written but not yet fsynced could vanish in a crash, and its LSN would
+then be reused for a different commit.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import Protocol
+
+from pitr.errors import InvalidArgument
+from pitr.store._lock import writer_running
+from pitr.store._state import StateDB, StoreIdentity
+from pitr.store._wal_dir import WalDirectory
+from pitr.store.store import Store
+from segments.record import Span
+
+
+class CommitSource(Protocol):
+    """Durable commits of one store's history, read from its WAL files."""
+
+    identity: StoreIdentity
+    wal: WalDirectory
+    state: StateDB
+
+    def durable(self) -> tuple[int, int]:
+        """(LSN through which commits are durable, time through which the log is known complete)."""
+
+    def read_after(self, lsn: int, upto: int, max_bytes: int) -> Iterator[tuple[bytes, list[Span]]]: ...
+
+
+class StoreSource:
+    """The store open in this process: exact durability and quiet-time knowledge."""
+
+    def __init__(self, store: Store) -> None:
+        assert store.identity is not None
+        self.store = store
+        self.identity = store.identity
+        self.wal = store.wal_directory
+        self.state = store.state
+
+    def durable(self) -> tuple[int, int]:
+        return self.store.complete_through()
+
+    def read_after(self, lsn: int, upto: int, max_bytes: int) -> Iterator[tuple[bytes, list[Span]]]:
+        return self.wal.read_after(lsn, upto, max_bytes)
+
+
+class DirectorySource:
+    """A store's data directory read by a sidecar process.
+
+    Durable means applied to the LMDB state (the writer applies only fsynced
+    commits). When no writer holds the lock, nothing can follow the last
+    applied commit, so the log is complete through the present.
+    """
+
+    def __init__(self, data_dir: str, clock: Callable[[], int] = time.time_ns) -> None:
+        self.data_dir = os.path.abspath(data_dir)
+        state_dir = os.path.join(self.data_dir, "state")
+        if not os.path.isdir(state_dir):
+            raise InvalidArgument(f"{self.data_dir}: no pitr store here (missing state/)")
+        self.state = StateDB(state_dir, readonly=True)
+        ident = self.state.identity()
+        if ident is None:
+            raise InvalidArgument(f"{self.data_dir}: store has no identity yet; open it once first")
+        self.identity = ident
+        self.wal = WalDirectory(os.path.join(self.data_dir, "wal"))
+        self._clock = clock
+
+    def durable(self) -> tuple[int, int]:
+        lsn, ts = self.state.checkpoint()
+        if not writer_running(self.data_dir):
+            return lsn, max(ts, self._clock() - 1)
+        return lsn, ts
+
+    def read_after(self, lsn: int, upto: int, max_bytes: int) -> Iterator[tuple[bytes, list[Span]]]:
+        return self.wal.read_after(lsn, upto, max_bytes)
+
+    def close(self) -> None:
+        self.state.close()

@@ -1,0 +1,255 @@
+"""A repository: storage backend + identity + watermark + the catalog that indexes it."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import anyio
+import zstandard
+
+from pitr.catalog.catalog import Catalog
+from pitr.catalog.entries import BlockRow, SegmentEntry
+from pitr.errors import CorruptData, ForeignRepository, ObjectExists
+from pitr.repo import layout
+from pitr.repo.identity import RepoIdentity, Watermark
+from pitr.repo.indexing import index_segment, snapshot_entry
+from pitr.storage import open_storage
+from pitr.storage.base import Storage
+from pitr.storage.local import LocalStorage
+from pitr.store._wal_dir import to_corrupt
+from segments import SegmentsError, parse_segment_name, parse_snapshot_name
+from segments.segment_format import BlockEntry
+from segments.segment_reader import decompress_block
+from segments.source import BytesSource, FileSource, RangeSource
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(slots=True)
+class SyncReport:
+    """What a catalog catch-up found in the repository."""
+
+    indexed: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    superseded: list[str] = field(default_factory=list)
+    broken: list[tuple[str, str]] = field(default_factory=list)
+
+
+def default_cache_dir(url: str) -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "pitr", layout.repo_key(url))
+
+
+class Repository:
+    """One repository, opened with `open_repository`."""
+
+    def __init__(self, storage: Storage, catalog: Catalog, cache_dir: str) -> None:
+        self.storage = storage
+        self.catalog = catalog
+        self.cache_dir = cache_dir
+        self.url = storage.url
+        self._identity: RepoIdentity | None = None
+
+    # identity ---------------------------------------------------------------------
+    async def identity(self) -> RepoIdentity | None:
+        if self._identity is None:
+            info = await self.storage.stat(layout.IDENTITY)
+            if info is None:
+                return None
+            self._identity = RepoIdentity.decode(await self.storage.read(layout.IDENTITY),
+                                                 f"{self.url}/{layout.IDENTITY}")
+            known = self.catalog.get_meta("store_id")
+            if known is not None and known != str(self._identity.store_id):
+                self.catalog.clear()  # the catalog describes another history: rebuild
+            self.catalog.set_meta("store_id", str(self._identity.store_id))
+        return self._identity
+
+    async def require_identity(self) -> RepoIdentity:
+        ident = await self.identity()
+        if ident is None:
+            raise CorruptData(f"{self.url}: not a pitr repository (no {layout.IDENTITY})",
+                              hint="archive a store into it first (pitr archive)")
+        return ident
+
+    async def claim(self, ident: RepoIdentity) -> RepoIdentity:
+        """Make this repository hold `ident`'s history, or refuse if it holds another."""
+        existing = await self.identity()
+        if existing is None:
+            try:
+                await self.storage.publish(layout.IDENTITY, ident.encode())
+            except ObjectExists:
+                pass
+            self._identity = None
+            existing = await self.require_identity()
+        if existing.store_id != ident.store_id:
+            raise ForeignRepository(
+                f"{self.url} holds the history of store {existing.store_id} ({existing.name}), not "
+                f"{ident.store_id} ({ident.name}); use another repository for this store")
+        return existing
+
+    # watermark --------------------------------------------------------------------
+    async def read_watermark(self) -> Watermark | None:
+        if await self.storage.stat(layout.WATERMARK) is None:
+            return None
+        mark = Watermark.decode(await self.storage.read(layout.WATERMARK), f"{self.url}/{layout.WATERMARK}")
+        ident = await self.identity()
+        if ident is not None and mark.store_id != ident.store_id:
+            return None
+        return mark
+
+    async def write_watermark(self, mark: Watermark) -> None:
+        await self.storage.replace(layout.WATERMARK, mark.encode())
+        self.catalog.set_meta("watermark", [mark.lsn, mark.complete_through_ns])
+
+    def watermark(self) -> tuple[int, int] | None:
+        value = self.catalog.get_meta("watermark")
+        return None if value is None else (int(value[0]), int(value[1]))
+
+    # reading files ------------------------------------------------------------------
+    def local_path(self, object_name: str) -> str | None:
+        if isinstance(self.storage, LocalStorage):
+            return self.storage.local_path(object_name)
+        return None
+
+    async def open_source(self, object_name: str) -> RangeSource:
+        """A byte source for a published file: the file itself, or a cached download."""
+        path = self.local_path(object_name)
+        if path is not None:
+            return await anyio.to_thread.run_sync(FileSource, path)
+        cached = os.path.join(self.cache_dir, "objects", *object_name.split("/"))
+        if not os.path.exists(cached):
+            data = await self.storage.read(object_name)
+            os.makedirs(os.path.dirname(cached), exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(cached), prefix=".tmp-")
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, cached)
+            return BytesSource(data, object_name)
+        return await anyio.to_thread.run_sync(FileSource, cached)
+
+    async def read_block(self, segment: SegmentEntry, block: BlockRow) -> bytes:
+        """One decompressed, CRC-checked block, reading only its bytes."""
+        name = layout.segment_object(segment.name)
+        data = await self.storage.read(name, block.offset, block.compressed_size)
+        entry = BlockEntry(block.first_lsn, block.first_ts_ns, block.offset, block.compressed_size,
+                           block.raw_size, block.record_count, block.crc)
+        try:
+            return decompress_block(zstandard.ZstdDecompressor(), data, entry, f"{self.url}/{name}")
+        except SegmentsError as exc:
+            raise to_corrupt(exc) from exc
+
+    # catalog catch-up ---------------------------------------------------------------
+    async def sync(self, progress: Progress | None = None) -> SyncReport:
+        """Index files the catalog lacks and forget files that are gone."""
+        report = SyncReport()
+        await self.identity()
+        listed = await self.storage.list(layout.SEGMENTS)
+        ranges = {}
+        for info in listed:
+            base = info.name[len(layout.SEGMENTS):]
+            parsed = parse_segment_name(base)
+            if parsed is not None:
+                ranges[base] = parsed
+        # a merged segment supersedes the smaller ones it covers (a merge interrupted before cleanup)
+        covering = sorted(ranges.items(), key=lambda kv: (kv[1][0], -kv[1][1]))
+        keep: dict[str, tuple[int, int]] = {}
+        reach = -1
+        for name, (first, last) in covering:
+            if last <= reach:
+                report.superseded.append(name)
+                continue
+            keep[name] = (first, last)
+            reach = max(reach, last)
+        known = {e.name: e for e in self.catalog.segments()}
+        for name, entry in known.items():
+            if name not in keep:
+                await anyio.to_thread.run_sync(self.catalog.remove_segment, entry.first_lsn)
+                report.dropped.append(name)
+        todo = [n for n in sorted(keep, key=lambda n: keep[n]) if n not in known]
+        for i, name in enumerate(todo):
+            if progress:
+                progress("index", i, len(todo))
+            await self._index_segment(name, report)
+        await self._sync_snapshots(report)
+        mark = await self.read_watermark()
+        if mark is not None:
+            self.catalog.set_meta("watermark", [mark.lsn, mark.complete_through_ns])
+        if progress and todo:
+            progress("index", len(todo), len(todo))
+        return report
+
+    async def _index_segment(self, name: str, report: SyncReport) -> None:
+        object_name = layout.segment_object(name)
+        source = await self.open_source(object_name)
+        try:
+            entry, blocks, rows = await anyio.to_thread.run_sync(index_segment, name, source)
+        except SegmentsError as exc:
+            report.broken.append((name, str(exc)))
+            return
+        finally:
+            close = getattr(source, "close", None)
+            if close:
+                close()
+        replaces = [s.first_lsn for s in self.catalog.segments()
+                    if entry.first_lsn <= s.first_lsn and s.last_lsn <= entry.last_lsn]
+        await anyio.to_thread.run_sync(self.catalog.add_segment, entry, blocks, rows, replaces)
+        report.indexed.append(name)
+
+    async def _sync_snapshots(self, report: SyncReport) -> None:
+        listed = {i.name[len(layout.SNAPSHOTS):] for i in await self.storage.list(layout.SNAPSHOTS)}
+        listed = {n for n in listed if parse_snapshot_name(n) is not None}
+        known = {s.name: s for s in self.catalog.snapshots()}
+        for name, snap in known.items():
+            if name not in listed:
+                self.catalog.remove_snapshot(snap.lsn)
+                report.dropped.append(name)
+        for name in sorted(listed - set(known)):
+            source = await self.open_source(layout.snapshot_object(name))
+            try:
+                entry = await anyio.to_thread.run_sync(snapshot_entry, name, source)
+            except SegmentsError as exc:
+                report.broken.append((name, str(exc)))
+                continue
+            finally:
+                close = getattr(source, "close", None)
+                if close:
+                    close()
+            self.catalog.add_snapshot(entry)
+            report.indexed.append(name)
+
+    async def reindex(self, progress: Progress | None = None) -> SyncReport:
+        """Rebuild the catalog from the repository's files alone."""
+        await anyio.to_thread.run_sync(self.catalog.clear)
+        self._identity = None
+        return await self.sync(progress)
+
+
+def catalog_dir(storage: Storage, cache_dir: str | None) -> str:
+    if isinstance(storage, LocalStorage) and cache_dir is None:
+        return os.path.join(storage.root, layout.LOCAL_CATALOG_DIR)
+    return os.path.join(cache_dir or default_cache_dir(storage.url), "catalog")
+
+
+@asynccontextmanager
+async def open_repository(url: str, *, cache_dir: str | None = None, s3_endpoint: str | None = None,
+                          create: bool = False) -> AsyncIterator[Repository]:
+    """Open a repository and its catalog; `create` makes a missing local directory."""
+    storage = open_storage(url, s3_endpoint=s3_endpoint, cache_dir=cache_dir)
+    if isinstance(storage, LocalStorage):
+        if not os.path.isdir(storage.root):
+            if not create:
+                await storage.aclose()
+                raise CorruptData(f"{storage.root}: repository directory does not exist")
+            os.makedirs(storage.root, exist_ok=True)
+    cdir = catalog_dir(storage, cache_dir)
+    catalog = await anyio.to_thread.run_sync(Catalog, cdir)
+    repo = Repository(storage, catalog, os.path.dirname(cdir))
+    try:
+        yield repo
+    finally:
+        catalog.close()
+        await storage.aclose()
