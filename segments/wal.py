@@ -266,7 +266,7 @@ class WalWriter:
         self._fd = fd
         self._offset = offset
         self._allocated = allocated
-        self._preallocate = max(preallocate, 1)
+        self._preallocate = max(preallocate, 0)
         self._poisoned: BaseException | None = None
 
     @classmethod

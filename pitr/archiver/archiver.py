@@ -87,7 +87,7 @@ class Archiver:
         self.clock = clock
         self.progress: list[RepoProgress] = []
         self._repos = repos
-        self._lock = anyio.Lock()
+        self.cycle_lock = anyio.Lock()
 
     async def start(self) -> None:
         """Check every repository belongs to this store and resume from what it holds."""
@@ -108,26 +108,19 @@ class Archiver:
             lsn, digest = snaps[-1].lsn, snaps[-1].chain_digest
         return RepoProgress(repo, lsn, digest, repo.watermark())
 
-    async def cycle(self, upto: int | None = None) -> int:
-        """Archive everything durable (or exactly through `upto`) to every repository.
+    async def cycle(self) -> int:
+        """Archive everything durable to every repository.
 
         Returns the number of commits shipped. A repository that fails is
         reported and retried next cycle; the others go on.
         """
-        async with self._lock:
+        async with self.cycle_lock:
             durable_lsn, complete_ns = self.source.durable()
-            if upto is not None:
-                if upto > durable_lsn:
-                    raise InvalidArgument(f"cannot archive through LSN {upto}: durable only through "
-                                          f"{durable_lsn}")
-                durable_lsn = upto
-                complete_ns = None  # only the segment boundary is wanted, not a claim about the present
             shipped = 0
             for prog in self.progress:
                 try:
                     shipped += await self._ship(prog, durable_lsn)
-                    if complete_ns is not None:
-                        await self._mark_complete(prog, complete_ns)
+                    await self._mark_complete(prog, complete_ns)
                     await self._maybe_merge(prog)
                     prog.last_error = None
                 except (PitrError, SegmentsError, OSError) as exc:
@@ -137,6 +130,14 @@ class Archiver:
                     prog.last_error = str(exc)
                     log.warning("archiving to %s failed: %s", prog.repo.url, exc)
             return shipped
+
+    async def ship_through(self, lsn: int) -> None:
+        """Seal a segment boundary at exactly `lsn` in every repository (caller holds cycle_lock)."""
+        durable_lsn, _ = self.source.durable()
+        if lsn > durable_lsn:
+            raise InvalidArgument(f"cannot archive through LSN {lsn}: durable only through {durable_lsn}")
+        for prog in self.progress:
+            await self._ship(prog, lsn)
 
     async def _ship(self, prog: RepoProgress, durable_lsn: int) -> int:
         if prog.last_lsn > durable_lsn and prog.last_lsn > self.source.identity.first_lsn - 1:

@@ -77,9 +77,10 @@ class WatchBatch:
 
     A batch with events is one etcd revision, so one pitr commit: all the
     keys one transaction changed arrive together. A batch without events is
-    a progress notification: the stream is complete through ``revision``
-    (no event under the prefix has a revision at or below it that was not
-    already delivered).
+    a progress notification: as of the moment it arrives, the stream is
+    complete through ``revision`` (every event under the prefix at or below
+    it was already delivered). Its revision may equal the previous batch's:
+    it then says that nothing has happened since.
     """
 
     revision: int

@@ -165,9 +165,11 @@ class WatchStream:
             self._queue_events(events, endpoint)
         elif not result.get("created"):
             # A progress notification: etcd sends it only to a watcher that has caught up,
-            # so every event at or below this revision has been delivered.
+            # so every event at or below this revision has been delivered. It is passed on
+            # even when the revision has not moved: it tells the consumer that nothing
+            # happened between the last batch and now.
             revision = header_revision(result)
-            if revision >= self._resume_revision:
+            if revision >= self._resume_revision - 1:
                 self._pending.append(WatchBatch(revision=revision))
                 self._resume_revision = revision + 1
 

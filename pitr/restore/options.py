@@ -1,0 +1,50 @@
+"""Restore targets and options: typed, validated at construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pitr.errors import InvalidArgument
+
+MAX_TS = (1 << 63) - 1
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RestoreTarget:
+    """Exactly one of: a time (ns, inclusive unless `exclusive`), an LSN (inclusive), or the latest point."""
+
+    time_ns: int | None = None
+    lsn: int | None = None
+    latest: bool = False
+    exclusive: bool = False
+
+    def __post_init__(self) -> None:
+        given = sum((self.time_ns is not None, self.lsn is not None, self.latest))
+        if given != 1:
+            raise InvalidArgument("give exactly one restore target: a time, an LSN, or latest")
+        if self.exclusive and self.time_ns is None:
+            raise InvalidArgument("exclusive applies only to a time target")
+        if self.lsn is not None and self.lsn < 0:
+            raise InvalidArgument(f"LSN must not be negative, got {self.lsn}")
+
+    def describe(self) -> str:
+        from pitr.timefmt import format_time
+
+        if self.latest:
+            return "latest"
+        if self.lsn is not None:
+            return f"LSN {self.lsn}"
+        assert self.time_ns is not None
+        return f"{'before' if self.exclusive else 'at'} {format_time(self.time_ns)}"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RestoreOptions:
+    """How to restore: where, and whether to verify, replace or only plan."""
+
+    target: RestoreTarget
+    dest: str
+    force: bool = False
+    verify: bool = True
+    dry_run: bool = False
+    name: str | None = None

@@ -1,0 +1,127 @@
+"""Planning a restore from the catalog: the base, the segments after it, the exact target LSN."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pitr.catalog.entries import SegmentEntry, SnapshotEntry
+from pitr.errors import OutsideWindow, Window
+from pitr.repo.identity import RepoIdentity
+from pitr.repo.repository import Repository
+from pitr.restore.options import MAX_TS, RestoreTarget
+from pitr.timefmt import format_time
+from pitr.timeline import Base, Timeline, build_timeline
+from segments import record as rec
+
+
+@dataclass(frozen=True, slots=True)
+class RestorePlan:
+    """What a restore will read and where it will stop."""
+
+    target: RestoreTarget
+    window: Window
+    base: Base
+    snapshot: SnapshotEntry | None
+    segments: list[SegmentEntry]
+    target_lsn: int
+    target_ts_ns: int  # commit time of target_lsn (the base's time if nothing is replayed)
+    cutoff_ns: int  # TTL is judged at this moment: keys expiring at or before it are dropped
+    identity: RepoIdentity
+
+    @property
+    def commits_to_replay(self) -> int:
+        return self.target_lsn - self.base.lsn
+
+    @property
+    def bytes_to_read(self) -> int:
+        return sum(s.size for s in self.segments) + (self.snapshot.size if self.snapshot else 0)
+
+
+def describe_windows(windows: list[Window]) -> str:
+    if not windows:
+        return "the repository has no recoverable window"
+    return "recoverable: " + "; ".join(
+        f"{format_time(w.start_ns)} .. {format_time(w.end_ns)} (LSN {w.start_lsn}..{w.end_lsn})"
+        for w in windows)
+
+
+async def lsn_at_time(repo: Repository, ts_ns: int, inclusive: bool) -> int | None:
+    """The last LSN whose commit time is <= ts_ns (< when exclusive); reads at most one block."""
+    bound = ts_ns if inclusive else ts_ns - 1
+    block = repo.catalog.block_for_time(bound)
+    if block is None:
+        return None
+    segment = repo.catalog.segment_containing(block.first_lsn)
+    if segment is None:
+        return None
+    if bound >= segment.last_ts_ns:
+        return segment.last_lsn
+    raw = await repo.read_block(segment, block)
+    last = None
+    for span in rec.scan_spans(raw):
+        if span.ts_ns > bound:
+            break
+        last = span.lsn
+    return last if last is not None else block.first_lsn - 1
+
+
+async def plan_restore(repo: Repository, target: RestoreTarget,
+                       timeline: Timeline | None = None) -> RestorePlan:
+    """Choose the newest base at or before the target and the segments to replay after it."""
+    ident = await repo.require_identity()
+    timeline = timeline or build_timeline(repo.catalog, ident)
+    windows = timeline.windows
+    if not windows:
+        raise OutsideWindow(f"{repo.url}: nothing to restore; {describe_windows(windows)}", windows)
+    if target.latest:
+        window = windows[-1]
+        target_lsn, cutoff = window.end_lsn, window.end_ns
+    elif target.lsn is not None:
+        window = next((w for w in reversed(windows) if w.start_lsn <= target.lsn <= w.end_lsn), None)
+        if window is None:
+            raise OutsideWindow(f"LSN {target.lsn} is outside the archive; {describe_windows(windows)}",
+                                windows)
+        target_lsn, cutoff = target.lsn, -1
+    else:
+        assert target.time_ns is not None
+        t = target.time_ns
+        inside = (lambda w: w.start_ns < t <= w.end_ns + 1) if target.exclusive else \
+            (lambda w: w.start_ns <= t <= w.end_ns)
+        window = next((w for w in reversed(windows) if inside(w)), None)
+        if window is None:
+            raise OutsideWindow(f"{target.describe()} is outside the archive; {describe_windows(windows)}",
+                                windows)
+        cutoff = t - 1 if target.exclusive else t
+        found = await lsn_at_time(repo, t, not target.exclusive)
+        target_lsn = window.start_lsn if found is None else max(window.start_lsn, min(found, window.end_lsn))
+    bases = [b for b in timeline.bases if window.start_lsn <= b.lsn <= target_lsn]
+    if target.time_ns is not None:
+        bases = [b for b in bases if (b.ts_ns < target.time_ns if target.exclusive
+                                       else b.ts_ns <= target.time_ns)]
+    if not bases:
+        raise OutsideWindow(f"no base at or before {target.describe()}; {describe_windows(windows)}", windows)
+    base = bases[-1]
+    snapshot = next((s for s in repo.catalog.snapshots() if s.name == base.snapshot), None)
+    segments = [s for s in repo.catalog.segments_from(base.lsn + 1)
+                if s.first_lsn <= target_lsn and s.last_lsn > base.lsn] if target_lsn > base.lsn else []
+    target_ts = base.ts_ns
+    if segments:
+        block = repo.catalog.block_for_lsn(target_lsn)
+        last_seg = segments[-1]
+        target_ts = last_seg.last_ts_ns if target_lsn == last_seg.last_lsn else \
+            await _ts_of(repo, last_seg, block, target_lsn)
+    if cutoff < 0:
+        cutoff = target_ts
+    return RestorePlan(target, window, base, snapshot, segments, target_lsn, target_ts, min(cutoff, MAX_TS),
+                       ident)
+
+
+async def _ts_of(repo: Repository, segment: SegmentEntry, block: object, lsn: int) -> int:
+    from pitr.catalog.entries import BlockRow
+
+    assert isinstance(block, BlockRow)
+    raw = await repo.read_block(segment, block)
+    for span in rec.scan_spans(raw):
+        if span.lsn == lsn:
+            return span.ts_ns
+    raise OutsideWindow(f"LSN {lsn} not found in {segment.name}", [])

@@ -1,0 +1,144 @@
+"""Restore to any moment: plan, verify what will be read, build aside, then publish the directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+
+import anyio
+
+from pitr.errors import CorruptData, DestinationExists, InvalidArgument
+from pitr.repo import layout
+from pitr.repo.repository import Repository
+from pitr.restore.engine import RestoreResult, build_state
+from pitr.restore.options import RestoreOptions
+from pitr.restore.plan import RestorePlan, plan_restore
+from pitr.verify.checks import chain_findings, check_segment, check_snapshot
+from segments.fsutil import fsync_dir
+from segments.source import RangeSource
+
+Progress = Callable[[str, int, int], None]
+Say = Callable[[str], None]
+INCOMPLETE_MARK = "RESTORE-INCOMPLETE"
+
+
+def check_destination(dest: str, force: bool) -> None:
+    """Refuse a non-empty destination unless `force`; refuse a file in its place."""
+    if os.path.exists(dest):
+        if not os.path.isdir(dest):
+            raise DestinationExists(f"{dest} exists and is not a directory")
+        if os.listdir(dest) and not force:
+            raise DestinationExists(f"{dest} is not empty; pass --force (force=True) to replace it")
+
+
+async def _open_sources(repos: Sequence[Repository], plan: RestorePlan, verify: bool,
+                        say: Say | None) -> tuple[RangeSource | None, list[RangeSource]]:
+    """Open every file the plan reads, from the first repository holding a valid copy of it."""
+
+    async def fetch(object_name: str, check: Callable[[RangeSource], object]) -> RangeSource:
+        problems = []
+        for repo in repos:
+            try:
+                source = await repo.open_source(object_name)
+            except Exception as exc:  # noqa: BLE001 - any failure means: try the next repository
+                problems.append(f"{repo.url}: {exc}")
+                continue
+            if verify:
+                finding = await anyio.to_thread.run_sync(check, source)
+                if finding is not None:
+                    problems.append(f"{repo.url}: {finding}")
+                    _close(source)
+                    if say:
+                        say(f"{repo.url}/{object_name} is damaged; trying the next repository")
+                    continue
+            return source
+        raise CorruptData(f"no repository holds a valid copy of {object_name}: " + "; ".join(problems),
+                          path=object_name, hint="run pitr verify to see what remains restorable")
+
+    snapshot = None
+    if plan.snapshot is not None:
+        snapshot = await fetch(layout.snapshot_object(plan.snapshot.name),
+                               lambda s: check_snapshot(s.name, s, full=True))
+    sources = []
+    for seg in plan.segments:
+        sources.append(await fetch(layout.segment_object(seg.name),
+                                   lambda s, n=seg.name: check_segment(n, s, full=True)[1]))
+    if verify:
+        metas = []
+        for seg, src in zip(plan.segments, sources, strict=True):
+            meta, _ = check_segment(seg.name, src, full=False)
+            if meta is not None:
+                metas.append((seg.name, meta))
+        start = plan.snapshot.chain_digest if plan.snapshot is not None else plan.identity.start_chain_digest
+        problems = [f for f in chain_findings(metas, None)]
+        if metas and plan.snapshot is None and metas[0][1].header.prev_chain_digest != start:
+            problems.append(chain_findings(metas[:1], start)[0])
+        if problems:
+            raise CorruptData("the log to replay does not chain: " + "; ".join(p.message for p in problems))
+    return snapshot, sources
+
+
+def _close(source: object) -> None:
+    close = getattr(source, "close", None)
+    if close is not None:
+        close()
+
+
+async def restore(repos: Repository | Sequence[Repository], options: RestoreOptions, *,
+                  progress: Progress | None = None, say: Say | None = None) -> RestorePlan | RestoreResult:
+    """Restore the state at `options.target` into `options.dest`.
+
+    Returns the plan for a dry run, else the result. Nothing appears at `dest`
+    until the state is complete; with `force`, a non-empty `dest` is replaced.
+    """
+    repo_list = [repos] if isinstance(repos, Repository) else list(repos)
+    if not repo_list:
+        raise InvalidArgument("restore needs at least one repository")
+    dest = os.path.abspath(options.dest)
+    for repo in repo_list:
+        await repo.sync()
+    plan = await plan_restore(repo_list[0], options.target)
+    if options.dry_run:
+        return plan
+    check_destination(dest, options.force)
+    parent = os.path.dirname(dest)
+    os.makedirs(parent, exist_ok=True)
+    snapshot, sources = await _open_sources(repo_list, plan, options.verify, say)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.restoring-", dir=parent)
+    try:
+        with open(os.path.join(tmp, INCOMPLETE_MARK), "w") as fh:
+            fh.write("this directory is an unfinished restore; it is safe to delete\n")
+        name = options.name or plan.identity.name
+        result = await anyio.to_thread.run_sync(
+            lambda: build_state(os.path.join(tmp, "state"), plan, snapshot, sources, name=name,
+                                progress=progress))
+        os.makedirs(os.path.join(tmp, "wal"))
+        os.unlink(os.path.join(tmp, INCOMPLETE_MARK))
+        fsync_dir(tmp)
+        _publish_directory(tmp, dest, options.force)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        for src in [snapshot, *sources]:
+            _close(src)
+    return RestoreResult(dest, result.store_id, result.target_lsn, result.target_ts_ns, result.base_lsn,
+                         result.commits_replayed, result.keys, result.expired_dropped, result.seconds,
+                         result.peak_rss_bytes)
+
+
+def _publish_directory(tmp: str, dest: str, force: bool) -> None:
+    parent = os.path.dirname(dest)
+    old = None
+    if os.path.exists(dest):
+        if os.listdir(dest) and not force:
+            raise DestinationExists(f"{dest} is not empty; pass --force to replace it")
+        old = tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.replaced-", dir=parent)
+        os.rmdir(old)
+        os.rename(dest, old)
+    os.rename(tmp, dest)
+    fsync_dir(parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,122 @@
+"""Taking a snapshot: a consistent copy of the LMDB state at one LSN, bound to the log's chain.
+
+The state is read from one LMDB read transaction, so writers are never
+blocked. Before the snapshot is written, the archiver seals the log through
+exactly that LSN, so the snapshot's chain digest is the digest of a segment
+boundary and a restore can prove the snapshot belongs to the log it replays.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import lmdb
+
+from pitr.archiver.archiver import Archiver
+from pitr.catalog.entries import SnapshotEntry
+from pitr.errors import CorruptData, ObjectExists
+from pitr.repo import layout
+from pitr.store._state import I64BE, U64BE, StateDB
+from segments.naming import snapshot_name
+from segments.snapshot import SnapshotHeader, SnapshotWriter
+
+PRODUCER = "pitr 0.1.0"
+Progress = Callable[[str, int, int], None]
+
+
+def write_snapshot_file(state: StateDB, txn: lmdb.Transaction, path: str, header: SnapshotHeader,
+                        progress: Progress | None = None) -> tuple[SnapshotHeader, bytes, int]:
+    """Stream the state visible in `txn` into a new snapshot file at `path`.
+
+    Keys already expired at the snapshot's time are left out. Returns the final
+    header, the state digest and the file size.
+    """
+    total = int(txn.stat(state.data)["entries"])
+    has_expiry = bool(txn.stat(state.expiry)["entries"])
+    expiry_cursor = txn.cursor(state.expiry)
+    cutoff = header.ts_ns
+    with open(path, "w+b") as fh:
+        writer = SnapshotWriter(fh, header)
+        done = 0
+        for key, value in txn.cursor(state.data):
+            expires = None
+            if has_expiry:
+                raw = expiry_cursor.get(key)
+                if raw is not None:
+                    expires = I64BE.unpack(raw)[0]
+                    if expires <= cutoff:
+                        continue
+            writer.add(key, value, expires)
+            done += 1
+            if progress is not None and done % 65536 == 0:
+                progress("snapshot", done, total)
+        final, footer = writer.finish()
+        fh.flush()
+        os.fsync(fh.fileno())
+        size = fh.tell()
+    if progress is not None:
+        progress("snapshot", total, total)
+    return final, footer.state_digest, size
+
+
+async def take_snapshot(archiver: Archiver, *, prepare: Callable[[], Any] | None = None,
+                        metadata: dict[str, Any] | None = None,
+                        progress: Progress | None = None) -> SnapshotEntry:
+    """Snapshot the archiver's store into every repository the archiver ships to.
+
+    `prepare` (an async callable) runs first under the archiver's lock; the
+    in-process store passes its `flush` so the snapshot is as fresh as possible.
+    """
+    source = archiver.source
+    state = source.state
+    ident = source.identity
+    async with archiver.cycle_lock:
+        if prepare is not None:
+            await prepare()
+        txn = await anyio.to_thread.run_sync(lambda: state.env.begin(buffers=False))
+        try:
+            raw_lsn = txn.get(b"applied_lsn", db=state.meta)
+            raw_ts = txn.get(b"applied_ts_ns", db=state.meta)
+            lsn, ts = U64BE.unpack(raw_lsn)[0], I64BE.unpack(raw_ts)[0]
+            if ts == 0:  # nothing committed yet: the snapshot of the empty store is dated at creation
+                ts = ident.created_ns
+            await archiver.ship_through(lsn)
+            digests = set()
+            for prog in archiver.progress:
+                digest = prog.repo.catalog.chain_digest_at(lsn, ident.start_chain_digest, ident.first_lsn)
+                if digest is None:
+                    raise CorruptData(f"{prog.repo.url}: no segment boundary at LSN {lsn}; cannot bind "
+                                      "a snapshot there")
+                digests.add(digest)
+            if len(digests) != 1:
+                raise CorruptData(f"repositories disagree on the chain digest at LSN {lsn}")
+            chain_digest = digests.pop()
+            meta = {"store_name": ident.name, "host": socket.gethostname(), "producer": PRODUCER,
+                    "first_lsn": ident.first_lsn, **(metadata or {})}
+            header = SnapshotHeader(ident.store_id, lsn, ts, chain_digest, 0, 0, archiver.clock(), meta)
+            tmpdir = archiver.progress[0].repo.cache_dir
+            os.makedirs(tmpdir, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".snapshot-", dir=tmpdir)
+            os.close(fd)
+            try:
+                final, state_digest, size = await anyio.to_thread.run_sync(
+                    write_snapshot_file, state, txn, tmp, header, progress)
+                name = snapshot_name(lsn, ts)
+                entry = SnapshotEntry(name, lsn, ts, size, final.entry_count, final.logical_bytes,
+                                      final.created_ns, chain_digest, state_digest, meta)
+                for prog in archiver.progress:
+                    try:
+                        await prog.repo.storage.publish_file(layout.snapshot_object(name), tmp)
+                    except ObjectExists:
+                        pass  # a snapshot at this LSN exists already: same state, keep the first
+                    prog.repo.catalog.add_snapshot(entry)
+            finally:
+                os.unlink(tmp)
+        finally:
+            await anyio.to_thread.run_sync(txn.abort)
+    return entry
