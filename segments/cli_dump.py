@@ -196,15 +196,11 @@ def record_fields(record: rec.Record) -> dict[str, Any]:
     return {"source_rev": record.source_rev, "ops": ops}
 
 
-def _span_item(buf: rec.Buffer, span: rec.Span, where: dict[str, Any], path: str,
-               offset_base: int) -> dict[str, Any]:
+def _span_item(buf: rec.Buffer, span: rec.Span, where: dict[str, Any]) -> dict[str, Any]:
     item: dict[str, Any] = {"lsn": span.lsn, "time": common.format_time(span.ts_ns), "ts_ns": span.ts_ns}
     item.update(where)
     item["size"] = span.end - span.start
-    try:
-        record = rec.decode_payload(buf, span, skip_unknown=True)
-    except CorruptFile as exc:
-        raise exc.located(path=path, offset_base=offset_base) from exc
+    record = rec.decode_payload(buf, span, skip_unknown=True)
     if record is None:
         item.update(type=buf[span.start + 8], skipped=True)
     else:
@@ -257,7 +253,11 @@ def _wal_listing(options: DumpOptions) -> _Listing:
     def items() -> Iterator[dict[str, Any]]:
         for span in spans:
             if _in_range(options, span.lsn):
-                yield _span_item(data, span, {"offset": span.start}, path, 0)
+                try:
+                    item = _span_item(data, span, {"offset": span.start})
+                except CorruptFile as exc:
+                    raise exc.located(path=path) from exc
+                yield item
 
     listing.items = items()
     return listing
@@ -308,7 +308,12 @@ def _segment_listing(options: DumpOptions) -> _Listing:
                 raw = reader.read_block(i)
                 for span in reader.block_spans(i, raw):
                     if lo <= span.lsn <= hi:
-                        yield _span_item(raw, span, {"block": i}, options.path, 0)
+                        try:
+                            item = _span_item(raw, span, {"block": i})
+                        except CorruptFile as exc:
+                            raise CorruptFile(f"block {i}: {exc.reason}", path=options.path, offset=entry.offset,
+                                              lsn=exc.lsn, hint=exc.hint) from exc
+                        yield item
 
     return _Listing(common.SEGMENT, head, items())
 

@@ -37,6 +37,7 @@ PREFIX = struct.Struct("<II")
 HEADER = struct.Struct("<IIBBHIQq")  # crc, length, type, flags, reserved, op_count, lsn, ts
 OP_HEADER = struct.Struct("<BBHII")
 U64 = struct.Struct("<Q")
+_LSN_TS = struct.Struct("<Qq")
 I64 = struct.Struct("<q")
 
 HEADER_SIZE = HEADER.size  # 32
@@ -181,6 +182,50 @@ def scan_spans(
         span = check_record_at(buf, offset, end)
         yield span
         offset = span.end
+
+
+class Run(NamedTuple):
+    """What check_run found: the end offset of every record, and the first and last commit times."""
+
+    ends: list[int]
+    first_ts_ns: int
+    last_ts_ns: int
+
+
+def check_run(buf: Buffer, first_lsn: int, after_ts_ns: int, start: int = 0, end: int | None = None) -> Run:
+    """Check buf[start:end] as consecutive log records, as scan_spans does, and more.
+
+    Every record must pass check_record_at, the LSNs must be first_lsn,
+    first_lsn + 1, ... and the commit times must increase strictly, starting
+    after `after_ts_ns`. Equivalent to checking scan_spans' output, without a
+    Span per record: full verification walks every record of an archive.
+    """
+    if end is None:
+        end = len(buf)
+    unpack_prefix = PREFIX.unpack_from
+    unpack_lsn_ts = _LSN_TS.unpack_from
+    ends: list[int] = []
+    offset, expected, prev_ts, first_ts = start, first_lsn, after_ts_ns, after_ts_ns
+    with memoryview(buf) as view:
+        while offset < end:
+            crc, length = unpack_prefix(buf, offset) if end - offset >= HEADER_SIZE else (0, 0)
+            stop = offset + 8 + length
+            if not (PAYLOAD_FIXED <= length <= MAX_PAYLOAD and stop <= end
+                    and crc32c(view[offset + 4 : stop]) == crc):
+                check_record_at(buf, offset, end)  # raises with the precise reason
+                raise CorruptFile("record fails its checks", offset=offset)
+            lsn, ts_ns = unpack_lsn_ts(buf, offset + LSN_OFFSET)
+            if lsn != expected:
+                raise CorruptFile(f"expected LSN {expected}, found {lsn}", offset=offset, lsn=lsn)
+            if ts_ns <= prev_ts:
+                raise CorruptFile(f"commit time {ts_ns} does not follow {prev_ts}", offset=offset, lsn=lsn)
+            if not ends:
+                first_ts = ts_ns
+            ends.append(stop)
+            expected += 1
+            prev_ts = ts_ns
+            offset = stop
+    return Run(ends, first_ts, prev_ts)
 
 
 def decode_payload(buf: Buffer, span: Span, *, skip_unknown: bool = False) -> Record | None:

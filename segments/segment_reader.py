@@ -145,8 +145,10 @@ class SegmentReader:
         except CorruptFile as exc:
             raise CorruptFile(f"block {i}: {exc.reason}", path=path, offset=entry.offset,
                               lsn=exc.lsn if exc.lsn is not None else entry.first_lsn) from exc
-        if len(spans) != entry.record_count or spans[0].lsn != entry.first_lsn or \
-                spans[-1].lsn != entry.first_lsn + len(spans) - 1 or spans[0].ts_ns != entry.first_ts_ns:
+        first = entry.first_lsn
+        if len(spans) != entry.record_count or spans[0].ts_ns != entry.first_ts_ns or \
+                any(span.lsn != first + k for k, span in enumerate(spans)) or \
+                any(b.ts_ns <= a.ts_ns for a, b in zip(spans, spans[1:], strict=False)):
             raise CorruptFile(f"block {i} records do not match the block index", path=path,
                               offset=entry.offset, lsn=entry.first_lsn)
         return spans
@@ -172,28 +174,33 @@ class SegmentReader:
         meta = self.meta
         path = meta.name
         pieces = iter(meta.pieces)
-        piece = next(pieces)
+        piece: chain.Piece | None = next(pieces)
         hasher = blake3(max_threads=1)
         prev_ts = meta.header.first_ts_ns - 1
-        for i in range(len(meta.index)):
+        for i, entry in enumerate(meta.index):
             raw = self.read_block(i)
-            spans = self.block_spans(i, raw)
-            run = 0
-            for span in spans:
-                if span.ts_ns <= prev_ts:
-                    raise CorruptFile("commit times do not increase", path=path,
-                                      offset=meta.index[i].offset, lsn=span.lsn)
-                prev_ts = span.ts_ns
-                if span.lsn == piece.last_lsn:
-                    hasher.update(memoryview(raw)[run : span.end])
-                    run = span.end
+            try:
+                run = rec.check_run(raw, entry.first_lsn, prev_ts)
+            except CorruptFile as exc:
+                raise CorruptFile(f"block {i}: {exc.reason}", path=path, offset=entry.offset,
+                                  lsn=exc.lsn if exc.lsn is not None else entry.first_lsn) from exc
+            if len(run.ends) != entry.record_count or run.first_ts_ns != entry.first_ts_ns:
+                raise CorruptFile(f"block {i} records do not match the block index", path=path,
+                                  offset=entry.offset, lsn=entry.first_lsn)
+            prev_ts = run.last_ts_ns
+            done = 0
+            with memoryview(raw) as view:
+                while piece is not None and piece.last_lsn < entry.first_lsn + entry.record_count:
+                    stop = run.ends[piece.last_lsn - entry.first_lsn]
+                    hasher.update(view[done:stop])
+                    done = stop
                     if hasher.digest() != piece.records_digest:
                         raise CorruptFile(
                             f"records digest of LSNs {piece.first_lsn}..{piece.last_lsn} does not match",
                             path=path, lsn=piece.first_lsn)
                     hasher = blake3(max_threads=1)
-                    piece = next(pieces, piece)
-            hasher.update(memoryview(raw)[run:])
+                    piece = next(pieces, None)
+                hasher.update(view[done:])
         if prev_ts != meta.trailer.last_ts_ns:
             raise CorruptFile("last commit time does not match the trailer", path=path,
                               lsn=meta.trailer.last_lsn)

@@ -39,6 +39,7 @@ INDEX_ENTRY = struct.Struct("<QIIIII")
 FOOTER_FIELDS = struct.Struct("<QIIQQ32s")  # 64 bytes
 FOOTER_SIZE = FOOTER_FIELDS.size + 8 + 32 + 8  # 112
 FLAG_EXPIRY = 0x01
+FLAG_RAW_BLOCKS = 0x0001  # header flags: blocks are stored uncompressed (compress=False)
 BLOCK_SIZE = 256 << 10
 MAX_BLOCK_RAW = 64 << 20
 _MOD = 1 << 256
@@ -57,6 +58,7 @@ class SnapshotHeader:
     created_ns: int
     metadata: dict[str, Any] = field(default_factory=dict)
     size: int = 0  # header bytes
+    flags: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +113,7 @@ def _encode_header(h: SnapshotHeader) -> bytes:
     if len(meta) > MAX_META:
         raise ValueError(f"snapshot metadata of {len(meta)} bytes exceeds {MAX_META}")
     size = FIXED.size + len(meta) + 4
-    body = FIXED.pack(MAGIC, VERSION, 0, size, h.store_id.bytes, h.lsn, h.ts_ns, h.chain_digest,
+    body = FIXED.pack(MAGIC, VERSION, h.flags, size, h.store_id.bytes, h.lsn, h.ts_ns, h.chain_digest,
                       h.entry_count, h.logical_bytes, h.created_ns, len(meta)) + meta
     return body + struct.pack("<I", crc32c(body))
 
@@ -122,7 +124,7 @@ def read_header(source: RangeSource) -> SnapshotHeader:
     if source.size < FIXED.size + 4 + FOOTER_SIZE:
         raise CorruptFile("too short to be a snapshot", path=path, offset=0)
     fixed = source.read(0, FIXED.size)
-    (magic, version, _res, size, store_id, lsn, ts_ns, chain_digest, entries, logical, created,
+    (magic, version, flags, size, store_id, lsn, ts_ns, chain_digest, entries, logical, created,
      meta_len) = FIXED.unpack(fixed)
     if magic != MAGIC:
         raise CorruptFile(f"bad magic {magic!r}, not a pitr snapshot", path=path, offset=0)
@@ -144,15 +146,21 @@ def read_header(source: RangeSource) -> SnapshotHeader:
     if not isinstance(metadata, dict):
         raise CorruptFile("snapshot metadata is not an object", path=path, offset=FIXED.size)
     return SnapshotHeader(uuid.UUID(bytes=store_id), lsn, ts_ns, chain_digest, entries, logical,
-                          created, metadata, size)
+                          created, metadata, size, flags)
 
 
 class SnapshotWriter:
     """Streams sorted entries into a snapshot; memory is bounded by one block."""
 
     def __init__(self, out: BinaryIO, header: SnapshotHeader, *, block_size: int = BLOCK_SIZE,
-                 level: int = 3) -> None:
+                 level: int = 3, compress: bool = True) -> None:
+        """`compress=False` stores blocks raw (header flag FLAG_RAW_BLOCKS); CRCs still cover them."""
         self._out = out
+        flags = header.flags & ~FLAG_RAW_BLOCKS if compress else header.flags | FLAG_RAW_BLOCKS
+        header = SnapshotHeader(header.store_id, header.lsn, header.ts_ns, header.chain_digest,
+                                header.entry_count, header.logical_bytes, header.created_ns, header.metadata,
+                                header.size, flags)
+        self._compress = compress
         self._header = header
         self._head_size = len(_encode_header(header))
         out.write(b"\0" * self._head_size)  # patched in finish() once counts are known
@@ -193,7 +201,7 @@ class SnapshotWriter:
         if not self._parts or self._first_key is None:
             return
         raw = b"".join(self._parts)
-        compressed = self._cctx.compress(raw)
+        compressed = self._cctx.compress(raw) if self._compress else raw
         self._index.append(SnapshotBlock(self._offset, len(compressed), len(raw), self._block_entries,
                                          crc32c(compressed), self._first_key))
         self._out.write(compressed)
@@ -213,7 +221,7 @@ class SnapshotWriter:
         end = self._offset + len(index) + FOOTER_SIZE - 40
         h = self._header
         header = SnapshotHeader(h.store_id, h.lsn, h.ts_ns, h.chain_digest, self._state.count,
-                                self.logical_bytes, h.created_ns, h.metadata, self._head_size)
+                                self.logical_bytes, h.created_ns, h.metadata, self._head_size, h.flags)
         self._out.seek(0)
         self._out.write(_encode_header(header))
         self._out.flush()
@@ -298,6 +306,10 @@ class SnapshotReader:
         data = self.source.read(b.offset, b.compressed_size)
         if crc32c(data) != b.crc:
             raise CorruptFile(f"snapshot block {i} CRC-32C mismatch", path=path, offset=b.offset)
+        if self.header.flags & FLAG_RAW_BLOCKS:
+            if len(data) != b.raw_size:
+                raise CorruptFile(f"snapshot block {i} size mismatch", path=path, offset=b.offset)
+            return data
         try:
             if zstandard.frame_content_size(data) != b.raw_size:
                 raise CorruptFile(f"snapshot block {i} size mismatch", path=path, offset=b.offset)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
+from typing import Any
 
 import anyio
 
@@ -18,11 +19,15 @@ __all__ = ["ArchiveOptions", "Archiver", "CommitSource", "DirectorySource", "Sto
 
 @asynccontextmanager
 async def archiving(store: Store, *repos: str | Repository, options: ArchiveOptions | None = None,
-                    cache_dir: str | None = None, s3_endpoint: str | None = None) -> AsyncIterator[Archiver]:
+                    cache_dir: str | None = None, s3_endpoint: str | None = None,
+                    snapshot_every: Any = None) -> AsyncIterator[Archiver]:
     """Run an archiver for `store` while the block runs; on exit, ship everything durable.
 
     Repositories may be URLs (opened and closed here) or open `Repository` objects.
+    `snapshot_every` is a `SnapshotSchedule` for periodic snapshots.
     """
+    from pitr.snapshots.schedule import Snapshotter
+
     async with AsyncExitStack() as stack:
         opened = []
         for repo in repos:
@@ -34,8 +39,11 @@ async def archiving(store: Store, *repos: str | Repository, options: ArchiveOpti
         archiver = Archiver(StoreSource(store), opened, options)
         await archiver.start()
         stop = anyio.Event()
+        hook = None
+        if snapshot_every is not None:
+            hook = Snapshotter(archiver, snapshot_every, prepare=store.flush).maybe_snapshot
         async with anyio.create_task_group() as tg:
-            tg.start_soon(partial(archiver.run, stop=stop))
+            tg.start_soon(partial(archiver.run, stop=stop, after_cycle=hook))
             try:
                 yield archiver
             finally:

@@ -13,7 +13,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import anyio
@@ -246,11 +246,17 @@ class Archiver:
             await repo.storage.delete(layout.segment_object(seg.name))
         return entry
 
-    async def run(self, *, stop: anyio.Event | None = None) -> None:
-        """Archive every `interval` until cancelled (or `stop` is set), backing off on failures."""
+    async def run(self, *, stop: anyio.Event | None = None,
+                  after_cycle: Callable[[], Awaitable[object]] | None = None) -> None:
+        """Archive every `interval` until cancelled (or `stop` is set), backing off on failures.
+
+        `after_cycle` runs after each cycle (the snapshot schedule hooks in there).
+        """
         delay = self.options.interval
         while stop is None or not stop.is_set():
             await self.cycle()
+            if after_cycle is not None:
+                await after_cycle()
             failing = any(p.last_error for p in self.progress)
             delay = min(delay * 2, self.options.retry_max) if failing else self.options.interval
             if stop is None:

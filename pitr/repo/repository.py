@@ -247,7 +247,10 @@ async def open_repository(url: str, *, cache_dir: str | None = None, s3_endpoint
             os.makedirs(storage.root, exist_ok=True)
     cdir = catalog_dir(storage, cache_dir)
     catalog = await anyio.to_thread.run_sync(Catalog, cdir)
-    repo = Repository(storage, catalog, os.path.dirname(cdir))
+    work = os.path.join(storage.root, ".work") if isinstance(storage, LocalStorage) and cache_dir is None \
+        else os.path.dirname(cdir)
+    os.makedirs(work, exist_ok=True)
+    repo = Repository(storage, catalog, work)
     try:
         yield repo
     finally:

@@ -103,27 +103,39 @@ async def restore(repos: Repository | Sequence[Repository], options: RestoreOpti
     if options.dry_run:
         return plan
     check_destination(dest, options.force)
+    snapshot, sources = await _open_sources(repo_list, plan, options.verify, say)
+    name = options.name or plan.identity.name
+    try:
+        result = await publish_restored(
+            dest, options.force,
+            lambda state_dir: build_state(state_dir, plan, snapshot, sources, name=name, progress=progress))
+    finally:
+        for src in [snapshot, *sources]:
+            _close(src)
+    return result
+
+
+async def publish_restored(dest: str, force: bool, build: Callable[[str], RestoreResult]) -> RestoreResult:
+    """Run `build(state_dir)` in a hidden temporary directory beside `dest`, then move it into place.
+
+    The temporary directory carries a RESTORE-INCOMPLETE file until the build
+    is done, and never has `dest`'s name: an interrupted restore leaves nothing
+    that looks finished.
+    """
     parent = os.path.dirname(dest)
     os.makedirs(parent, exist_ok=True)
-    snapshot, sources = await _open_sources(repo_list, plan, options.verify, say)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.restoring-", dir=parent)
     try:
         with open(os.path.join(tmp, INCOMPLETE_MARK), "w") as fh:
             fh.write("this directory is an unfinished restore; it is safe to delete\n")
-        name = options.name or plan.identity.name
-        result = await anyio.to_thread.run_sync(
-            lambda: build_state(os.path.join(tmp, "state"), plan, snapshot, sources, name=name,
-                                progress=progress))
+        result = await anyio.to_thread.run_sync(build, os.path.join(tmp, "state"))
         os.makedirs(os.path.join(tmp, "wal"))
         os.unlink(os.path.join(tmp, INCOMPLETE_MARK))
         fsync_dir(tmp)
-        _publish_directory(tmp, dest, options.force)
+        _publish_directory(tmp, dest, force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    finally:
-        for src in [snapshot, *sources]:
-            _close(src)
     return RestoreResult(dest, result.store_id, result.target_lsn, result.target_ts_ns, result.base_lsn,
                          result.commits_replayed, result.keys, result.expired_dropped, result.seconds,
                          result.peak_rss_bytes)

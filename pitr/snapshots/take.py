@@ -30,7 +30,8 @@ Progress = Callable[[str, int, int], None]
 
 
 def write_snapshot_file(state: StateDB, txn: lmdb.Transaction, path: str, header: SnapshotHeader,
-                        progress: Progress | None = None) -> tuple[SnapshotHeader, bytes, int]:
+                        progress: Progress | None = None,
+                        compress: bool = True) -> tuple[SnapshotHeader, bytes, int]:
     """Stream the state visible in `txn` into a new snapshot file at `path`.
 
     Keys already expired at the snapshot's time are left out. Returns the final
@@ -41,7 +42,7 @@ def write_snapshot_file(state: StateDB, txn: lmdb.Transaction, path: str, header
     expiry_cursor = txn.cursor(state.expiry)
     cutoff = header.ts_ns
     with open(path, "w+b") as fh:
-        writer = SnapshotWriter(fh, header)
+        writer = SnapshotWriter(fh, header, compress=compress)
         done = 0
         for key, value in txn.cursor(state.data):
             expires = None
@@ -65,8 +66,8 @@ def write_snapshot_file(state: StateDB, txn: lmdb.Transaction, path: str, header
 
 
 async def take_snapshot(archiver: Archiver, *, prepare: Callable[[], Any] | None = None,
-                        metadata: dict[str, Any] | None = None,
-                        progress: Progress | None = None) -> SnapshotEntry:
+                        metadata: dict[str, Any] | None = None, compress: bool = True,
+                        include_metadata: bool = True, progress: Progress | None = None) -> SnapshotEntry:
     """Snapshot the archiver's store into every repository the archiver ships to.
 
     `prepare` (an async callable) runs first under the archiver's lock; the
@@ -96,8 +97,10 @@ async def take_snapshot(archiver: Archiver, *, prepare: Callable[[], Any] | None
             if len(digests) != 1:
                 raise CorruptData(f"repositories disagree on the chain digest at LSN {lsn}")
             chain_digest = digests.pop()
-            meta = {"store_name": ident.name, "host": socket.gethostname(), "producer": PRODUCER,
-                    "first_lsn": ident.first_lsn, **(metadata or {})}
+            meta: dict[str, Any] = {"store_name": ident.name, "first_lsn": ident.first_lsn}
+            if include_metadata:
+                meta.update({"host": socket.gethostname(), "producer": PRODUCER, "compressed": compress,
+                             **(metadata or {})})
             header = SnapshotHeader(ident.store_id, lsn, ts, chain_digest, 0, 0, archiver.clock(), meta)
             tmpdir = archiver.progress[0].repo.cache_dir
             os.makedirs(tmpdir, exist_ok=True)
@@ -105,7 +108,7 @@ async def take_snapshot(archiver: Archiver, *, prepare: Callable[[], Any] | None
             os.close(fd)
             try:
                 final, state_digest, size = await anyio.to_thread.run_sync(
-                    write_snapshot_file, state, txn, tmp, header, progress)
+                    write_snapshot_file, state, txn, tmp, header, progress, compress)
                 name = snapshot_name(lsn, ts)
                 entry = SnapshotEntry(name, lsn, ts, size, final.entry_count, final.logical_bytes,
                                       final.created_ns, chain_digest, state_digest, meta)

@@ -444,9 +444,18 @@ class Store:
         return out
 
     # for archivers and tests ---------------------------------------------------
+    def now(self) -> int:
+        """The store's clock (ns since the epoch): what TTLs are judged against."""
+        return self._clock()
+
     @property
     def last_lsn(self) -> int:
         return self._last_lsn
+
+    @property
+    def last_ts(self) -> int:
+        """Commit time of the last commit (0 before the first)."""
+        return self._last_ts
 
     @property
     def durable_lsn(self) -> int:

@@ -6,6 +6,7 @@ One etcd revision is one pitr commit; the watch stream delivers them as
 
 from ._errors import CompactedError, EtcdError, EtcdUnavailable, LeaseNotFound, RequestTooLarge
 from ._range import RangeReader
+from ._transport import normalize_endpoint
 from ._types import (
     DEFAULT_MAX_REQUEST_BYTES,
     DEFAULT_MAX_TXN_OPS,
@@ -33,7 +34,7 @@ from ._types import (
     plan_txn_batches,
 )
 from ._watch import WatchStream
-from .client import EtcdClient, normalize_endpoint
+from .client import EtcdClient
 
 __all__ = [
     "DEFAULT_MAX_REQUEST_BYTES",

@@ -24,7 +24,7 @@ from ._gateway import (
 from ._types import WatchBatch, WatchEvent
 
 if TYPE_CHECKING:
-    from .client import EtcdClient
+    from ._transport import GatewayTransport
 
 _FIRST_BACKOFF = 0.05
 _MAX_BACKOFF = 1.0
@@ -42,9 +42,9 @@ class WatchStream:
     after the client's ``retry_timeout`` without any member answering.
     """
 
-    def __init__(self, client: EtcdClient, prefix: bytes, start_revision: int, *, progress_notify: bool,
+    def __init__(self, transport: GatewayTransport, prefix: bytes, start_revision: int, *, progress_notify: bool,
                  idle_timeout: float | None) -> None:
-        self._client = client
+        self._transport = transport
         self._prefix = prefix
         self._progress_notify = progress_notify
         self._idle_timeout = idle_timeout
@@ -56,6 +56,7 @@ class WatchStream:
         self._endpoint: str | None = None
         self._failing_since: float | None = None
         self._backoff = _FIRST_BACKOFF
+        self._interrupted = False
         self._closed = False
 
     @property
@@ -77,6 +78,10 @@ class WatchStream:
         if self._closed:
             raise StopAsyncIteration
         while not self._pending:
+            if self._interrupted:
+                # A read was cancelled half-way: the response is unusable, the member is fine.
+                self._interrupted = False
+                await self._disconnect(lines_finished=True)
             if self._lines is None:
                 await self._connect()
             assert self._lines is not None
@@ -88,6 +93,9 @@ class WatchStream:
             except httpx.TransportError as exc:  # includes the idle (read) timeout
                 await self._reconnect_after(exc, lines_finished=True)
                 continue
+            except BaseException:
+                self._interrupted = True
+                raise
             if line.strip():
                 await self._handle_message(line)
         return self._pending.popleft()
@@ -104,7 +112,7 @@ class WatchStream:
             "start_revision": str(self._resume_revision),
             "progress_notify": self._progress_notify,
         }}
-        response, endpoint = await self._client._open_stream("/v3/watch", body, what="watch",
+        response, endpoint = await self._transport.open_stream("/v3/watch", body, what="watch",
                                                              idle_timeout=self._idle_timeout)
         self._response, self._endpoint = response, endpoint
         self._lines = response.aiter_lines()
@@ -124,14 +132,14 @@ class WatchStream:
         endpoint = self._endpoint
         await self._disconnect(lines_finished=lines_finished)
         if endpoint is not None:
-            self._client._mark_failed(endpoint)
+            self._transport.mark_failed(endpoint)
         now = anyio.current_time()
         if self._failing_since is None:
             self._failing_since = now
-        elif now - self._failing_since > self._client.retry_timeout:
+        elif now - self._failing_since > self._transport.retry_timeout:
             reason = repr(cause) if cause is not None else "the stream ended"
             raise EtcdUnavailable(f"{endpoint}: watch of {self._prefix!r} broke ({reason}) and no member "
-                                  f"resumed it within {self._client.retry_timeout} s", endpoint=endpoint) from cause
+                                  f"resumed it within {self._transport.retry_timeout} s", endpoint=endpoint) from cause
         await anyio.sleep(self._backoff)
         self._backoff = min(self._backoff * 2, _MAX_BACKOFF)
 

@@ -1,26 +1,21 @@
 """An async etcd v3 client over the JSON gRPC-gateway, for trio and asyncio (through anyio).
 
-One `EtcdClient` talks to a list of members and fails over between them:
-reads move to the next member on any connection failure or unavailability;
-writes move only when the request certainly was not applied (connection
-refused, no leader), and otherwise raise `EtcdUnavailable`, so a guarded
-write is never silently sent twice. See docs/etcd.md for the design.
+One `EtcdClient` talks to a list of members and fails over between them
+(see `GatewayTransport`): a read moves on after any failure, a write only
+when it certainly was not applied, and otherwise raises `EtcdUnavailable`,
+so a guarded write is never silently sent twice. See docs/etcd.md.
 """
 
 from __future__ import annotations
 
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from types import TracebackType
-from typing import Self, TypeVar
-from urllib.parse import urlsplit
-
-import anyio
-import httpx
+from typing import Self
 
 from pitr.errors import InvalidArgument
 
-from ._errors import EtcdError, EtcdUnavailable
+from ._errors import EtcdError
 from ._gateway import (
     JSONObject,
     decode_bytes,
@@ -30,14 +25,11 @@ from ._gateway import (
     encode_bytes,
     encode_compare,
     encode_operation,
-    find_gateway_error,
     header_revision,
     key_range,
-    may_retry_elsewhere,
-    parse_json_object,
-    translate_error,
 )
 from ._range import RangeReader
+from ._transport import GatewayTransport
 from ._types import (
     Compare,
     Delete,
@@ -55,22 +47,6 @@ from ._types import (
 )
 from ._watch import WatchStream
 
-T = TypeVar("T")
-
-_FIRST_BACKOFF = 0.05
-_MAX_BACKOFF = 0.5
-
-
-def normalize_endpoint(endpoint: str) -> str:
-    """``http://host:port`` without a trailing slash; anything else is an InvalidArgument."""
-    parts = urlsplit(endpoint.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidArgument(f"etcd endpoint {endpoint!r} is not an http:// or https:// URL with a host, "
-                              "such as http://127.0.0.1:2379")
-    if parts.path.strip("/") or parts.query or parts.fragment:
-        raise InvalidArgument(f"etcd endpoint {endpoint!r} must not have a path; give scheme, host and port only")
-    return f"{parts.scheme}://{parts.netloc}"
-
 
 class EtcdClient:
     """A connection to an etcd cluster, used as ``async with EtcdClient([...]) as client``.
@@ -85,26 +61,12 @@ class EtcdClient:
     def __init__(self, endpoints: Sequence[str], *, request_timeout: float = 10.0,
                  connect_timeout: float = 2.0, retry_timeout: float = 5.0,
                  verify: ssl.SSLContext | bool = True) -> None:
-        if isinstance(endpoints, str):
-            raise InvalidArgument("endpoints must be a list of URLs, not one string")
-        if not endpoints:
-            raise InvalidArgument("at least one etcd endpoint is needed, such as http://127.0.0.1:2379")
-        if request_timeout <= 0 or connect_timeout <= 0 or retry_timeout < 0:
-            raise InvalidArgument("request_timeout and connect_timeout must be positive, retry_timeout not negative")
-        self.endpoints: tuple[str, ...] = tuple(dict.fromkeys(normalize_endpoint(e) for e in endpoints))
-        self.request_timeout = request_timeout
-        self.connect_timeout = connect_timeout
-        self.retry_timeout = retry_timeout
-        self._verify = verify
-        self._current = 0
-        self._http: httpx.AsyncClient | None = None
+        self._transport = GatewayTransport(endpoints, request_timeout=request_timeout,
+                                           connect_timeout=connect_timeout, retry_timeout=retry_timeout,
+                                           verify=verify)
 
     async def __aenter__(self) -> Self:
-        if self._http is not None:
-            raise InvalidArgument("this EtcdClient is already open")
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(self.request_timeout, connect=self.connect_timeout),
-            verify=self._verify, trust_env=False, headers={"content-type": "application/json"})
+        self._transport.open()
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -112,15 +74,16 @@ class EtcdClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        http, self._http = self._http, None
-        if http is not None:
-            with anyio.CancelScope(shield=True):
-                await http.aclose()
+        await self._transport.aclose()
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        return self._transport.endpoints
 
     @property
     def endpoint(self) -> str:
         """The member requests go to first."""
-        return self.endpoints[self._current]
+        return self._transport.endpoint
 
     # -- reads -------------------------------------------------------------------------------------
 
@@ -155,7 +118,8 @@ class EtcdClient:
         kvs = decode_key_values(payload)
         more = bool(payload.get("more", False))
         if more and not kvs:
-            raise EtcdError(f"{self.endpoint}: range reported more keys but returned none")
+            raise EtcdError(f"{self.endpoint}: range reported more keys but returned none",
+                            endpoint=self.endpoint)
         return RangePage(revision=revision if revision is not None else header_revision(payload), kvs=kvs,
                          count=decode_int(payload, "count"),
                          next_key=kvs[-1].key + b"\0" if more else None)
@@ -198,7 +162,7 @@ class EtcdClient:
         _check_revision(start_revision)
         if idle_timeout is not None and idle_timeout <= 0:
             raise InvalidArgument(f"idle_timeout must be positive, got {idle_timeout}")
-        return WatchStream(self, prefix, start_revision, progress_notify=progress_notify,
+        return WatchStream(self._transport, prefix, start_revision, progress_notify=progress_notify,
                            idle_timeout=idle_timeout)
 
     # -- writes ------------------------------------------------------------------------------------
@@ -272,13 +236,8 @@ class EtcdClient:
 
     async def status(self, endpoint: str | None = None) -> Status:
         """What one member (default: any that answers) reports about itself."""
-        if endpoint is None:
-            payload, answered = await self._call_any("/v3/maintenance/status", {}, idempotent=True,
-                                                     what="status")
-        else:
-            answered = normalize_endpoint(endpoint)
-            payload = await self._call_one(self._require_open(), answered, "/v3/maintenance/status", {},
-                                           what="status", revision=None)
+        payload, answered = await self._transport.call("/v3/maintenance/status", {}, idempotent=True,
+                                                       what="status", only=endpoint)
         header = payload.get("header") or {}
         return Status(endpoint=answered, version=str(payload.get("version", "")),
                       member_id=decode_int(header, "member_id"), leader=decode_int(payload, "leader"),
@@ -293,103 +252,10 @@ class EtcdClient:
                        peer_urls=tuple(m.get("peerURLs") or ()), client_urls=tuple(m.get("clientURLs") or ()))
                 for m in payload.get("members") or ()]
 
-    # -- transport and failover --------------------------------------------------------------------
-
-    def _require_open(self) -> httpx.AsyncClient:
-        if self._http is None:
-            raise EtcdError("the EtcdClient is not open; use it as 'async with EtcdClient([...]) as client'")
-        return self._http
-
-    def _mark_failed(self, endpoint: str) -> None:
-        """Move on from ``endpoint`` unless another task already did."""
-        if self.endpoints[self._current] == endpoint:
-            self._current = (self._current + 1) % len(self.endpoints)
-
     async def _call(self, path: str, body: JSONObject, *, idempotent: bool, what: str,
                     revision: int | None = None) -> JSONObject:
-        payload, _ = await self._call_any(path, body, idempotent=idempotent, what=what, revision=revision)
+        payload, _ = await self._transport.call(path, body, idempotent=idempotent, what=what, revision=revision)
         return payload
-
-    async def _call_any(self, path: str, body: JSONObject, *, idempotent: bool, what: str,
-                        revision: int | None = None) -> tuple[JSONObject, str]:
-        http = self._require_open()
-
-        async def attempt(endpoint: str) -> JSONObject:
-            return await self._call_one(http, endpoint, path, body, what=what, revision=revision)
-
-        return await self._with_failover(attempt, idempotent=idempotent, what=what)
-
-    async def _call_one(self, http: httpx.AsyncClient, endpoint: str, path: str, body: JSONObject, *,
-                        what: str, revision: int | None) -> JSONObject:
-        response = await http.post(endpoint + path, json=body)
-        return self._check_response(endpoint, response.status_code, response.content, what=what,
-                                    revision=revision)
-
-    def _check_response(self, endpoint: str, status_code: int, content: bytes, *, what: str,
-                        revision: int | None) -> JSONObject:
-        payload = parse_json_object(content, endpoint=endpoint, what=what)
-        error = find_gateway_error(payload)
-        if error is not None:
-            raise translate_error(error, endpoint=endpoint, what=what, revision=revision)
-        if status_code != httpx.codes.OK:
-            raise EtcdError(f"{endpoint}: {what} answered HTTP {status_code}", endpoint=endpoint)
-        return payload
-
-    async def _open_stream(self, path: str, body: JSONObject, *, what: str,
-                           idle_timeout: float | None) -> tuple[httpx.Response, str]:
-        """Open a streaming response on the first member that accepts it; the caller closes it."""
-        http = self._require_open()
-        timeout = httpx.Timeout(self.request_timeout, connect=self.connect_timeout, read=idle_timeout)
-
-        async def attempt(endpoint: str) -> httpx.Response:
-            request = http.build_request("POST", endpoint + path, json=body, timeout=timeout)
-            response = await http.send(request, stream=True)
-            if response.status_code == httpx.codes.OK:
-                return response
-            try:
-                content = await response.aread()
-            finally:
-                await response.aclose()
-            self._check_response(endpoint, response.status_code, content, what=what, revision=None)
-            raise EtcdError(f"{endpoint}: {what} answered HTTP {response.status_code}", endpoint=endpoint)
-
-        return await self._with_failover(attempt, idempotent=True, what=what)
-
-    async def _with_failover(self, attempt: Callable[[str], Awaitable[T]], *, idempotent: bool,
-                             what: str) -> tuple[T, str]:
-        """Run ``attempt`` on the current member, moving to the next as `may_retry_elsewhere` allows.
-
-        After every member failed once, wait (backing off) and go round
-        again until ``retry_timeout`` runs out.
-        """
-        deadline = anyio.current_time() + self.retry_timeout
-        backoff = _FIRST_BACKOFF
-        failures: list[str] = []
-        while True:
-            endpoint = self.endpoint
-            try:
-                return await attempt(endpoint), endpoint
-            except httpx.TransportError as exc:
-                not_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
-                if not (idempotent or not_sent):
-                    raise EtcdUnavailable(f"{endpoint}: {what} failed after the request was sent ({exc!r}); "
-                                          "it may or may not have been applied", endpoint=endpoint) from exc
-                failures.append(f"{endpoint}: {exc!r}")
-                cause: Exception = exc
-            except EtcdError as exc:
-                if not may_retry_elsewhere(exc, idempotent=idempotent):
-                    raise
-                failures.append(str(exc))
-                cause = exc
-            self._mark_failed(endpoint)
-            if len(failures) % len(self.endpoints):
-                continue  # a member of this round has not been tried yet
-            if anyio.current_time() + backoff > deadline:
-                tried = "; ".join(failures[-len(self.endpoints):])
-                raise EtcdUnavailable(f"{what} failed on every etcd endpoint ({tried})",
-                                      endpoint=endpoint) from cause
-            await anyio.sleep(backoff)
-            backoff = min(backoff * 2, _MAX_BACKOFF)
 
 
 def _check_revision(revision: int) -> int:

@@ -1,0 +1,99 @@
+"""The history of one key: every archived commit that changed it, oldest first.
+
+The catalog's key index names the commits (LSN and time) that touched a key;
+the values come from the blocks holding those commits. Keys longer than the
+index's limit are indexed by their BLAKE3 digest, so each record's actual key
+is compared and a colliding key's commits are passed over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Literal
+
+from pitr.catalog.entries import KeyVersion, is_long_key
+from pitr.errors import CorruptData
+from pitr.repo.repository import Repository
+from pitr.timefmt import format_time
+from segments import record as rec
+
+from pitr.audit.records import RecordReader, last_op_on, take
+
+PAGE = 1024  # key versions read per catalog transaction while streaming
+
+Operation = Literal["put", "delete"]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyChange:
+    """One change of a key: the commit (LSN, time) and what it left the key holding.
+
+    A delete has no value. `expires_at_ns` is the put's absolute expiry, if any.
+    `snapshot` names the snapshot a value was read from when the log that
+    changed the key is no longer archived (retention); `lsn` and `ts_ns` are
+    then the snapshot's, the latest moment the value is known to have held.
+    """
+
+    lsn: int
+    ts_ns: int
+    op: Operation
+    value: bytes | None
+    expires_at_ns: int | None = None
+    snapshot: str | None = None
+
+    def live_at(self, ts_ns: int) -> bool:
+        """Whether a read at `ts_ns` sees this change as a value (a put not yet expired)."""
+        return self.op == "put" and (self.expires_at_ns is None or self.expires_at_ns > ts_ns)
+
+    def describe(self) -> str:
+        when = f"LSN {self.lsn} at {format_time(self.ts_ns)}"
+        return f"{self.op} {when}" + (f" (from snapshot {self.snapshot})" if self.snapshot else "")
+
+
+def change_of(record: rec.Record, op: rec.Op) -> KeyChange:
+    """The KeyChange an operation of a commit makes."""
+    if op.kind == rec.PUT:
+        return KeyChange(record.lsn, record.ts_ns, "put", op.value, op.expires_at_ns)
+    return KeyChange(record.lsn, record.ts_ns, "delete", None, None)
+
+
+async def change_at(reader: RecordReader, key: bytes, version: KeyVersion) -> KeyChange | None:
+    """What the commit named by a key-index row did to `key`.
+
+    None when the archive no longer holds that commit, or when a long key's
+    digest matched another key. A short key missing from its indexed record
+    means the catalog is wrong, which is an error.
+    """
+    record = await reader.record_at(version.lsn)
+    if record is None:
+        return None
+    op = last_op_on(record, key)
+    if op is None:
+        if is_long_key(key):
+            return None
+        raise CorruptData(f"{reader.repo.url}: the catalog says LSN {version.lsn} changed key "
+                          f"{key[:64]!r}, but that record does not touch it", lsn=version.lsn,
+                          hint="rebuild the catalog with `pitr reindex`")
+    return change_of(record, op)
+
+
+async def history(repo: Repository, key: bytes, *, since_ns: int | None = None,
+                  until_ns: int | None = None) -> AsyncIterator[KeyChange]:
+    """Every archived change to `key` with since_ns <= commit time <= until_ns, oldest first.
+
+    A commit that touches the key more than once (a batch) appears once, with
+    its net effect. Streams: versions are read from the catalog a page at a
+    time and each block is decompressed once for all the versions it holds.
+    """
+    reader = RecordReader(repo)
+    since = since_ns
+    while True:
+        page = take(repo.catalog.key_versions(key, since, until_ns), PAGE)
+        for version in page:
+            change = await change_at(reader, key, version)
+            if change is not None:
+                yield change
+        if len(page) < PAGE:
+            return
+        since = page[-1].ts_ns + 1

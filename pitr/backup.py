@@ -1,0 +1,215 @@
+"""The seed's backup API (create, list, verify, restore, cleanup), done over pitr repositories.
+
+A "backup" is a snapshot file in a repository's ``snapshots/`` folder. Unlike
+the Concord module this grew from, a backup is read from one consistent LMDB
+transaction, bound to the log by LSN and chain digest, checksummed including
+its metadata, published atomically, listed from headers only, and restorable
+together with the log to any later moment (see pitr.restore).
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+
+from pitr.archiver import ArchiveOptions, Archiver, DirectorySource, StoreSource
+from pitr.errors import CorruptData, InvalidArgument
+from pitr.repo import layout
+from pitr.repo.identity import RepoIdentity
+from pitr.repo.repository import Repository, open_repository
+from pitr.restore.engine import RestoreResult, build_state
+from pitr.restore.options import RestoreTarget
+from pitr.restore.plan import RestorePlan
+from pitr.restore.restore import check_destination, publish_restored
+from pitr.retention import plan_cleanup, run_cleanup
+from pitr.snapshots.take import take_snapshot
+from pitr.store import Store
+from pitr.store._lock import writer_running
+from pitr.timeline import Base
+from pitr.verify.checks import Finding, check_snapshot
+from segments import SegmentsError, parse_snapshot_name
+from segments.snapshot import read_header
+from segments.source import FileSource
+
+DEFAULT_PATH = "./backups"
+
+
+@dataclass(frozen=True, slots=True)
+class BackupInfo:
+    """One backup (snapshot file) as `list` reports it, from its header alone."""
+
+    path: str
+    timestamp: datetime
+    size_bytes: int
+    entry_count: int
+    lsn: int
+    ts_ns: int
+    logical_bytes: int
+    store_id: str
+    store_name: str | None
+    chain_digest: str
+    created: datetime
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "timestamp": self.timestamp.isoformat(), "size_bytes": self.size_bytes,
+                "entry_count": self.entry_count, "lsn": self.lsn, "ts_ns": self.ts_ns,
+                "logical_bytes": self.logical_bytes, "store_id": self.store_id, "store_name": self.store_name,
+                "chain_digest": self.chain_digest, "created": self.created.isoformat(),
+                "metadata": self.metadata}
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    """`verify` outcome: valid, or the findings that make it invalid."""
+
+    path: str
+    valid: bool
+    findings: list[Finding]
+
+
+def _dt(ns: int) -> datetime:
+    return datetime.fromtimestamp(ns / 1e9, UTC)
+
+
+async def create(path: str = DEFAULT_PATH, *, data: str | Store, compress: bool = True,
+                 include_metadata: bool = True) -> BackupInfo:
+    """Take a backup of the store (an open `Store`, or a data directory) into repository `path`.
+
+    The log up to the backup's LSN is archived into the same repository, which
+    is what binds the backup to the log. `compress=False` stores blocks raw;
+    `include_metadata=False` leaves out host and producer details.
+    """
+    async with open_repository(path, create=True) as repo:
+        if isinstance(data, Store):
+            return await _create_from(repo, StoreSource(data), data.flush, compress, include_metadata)
+        if writer_running(data):
+            source = DirectorySource(data)
+            try:
+                return await _create_from(repo, source, None, compress, include_metadata)
+            finally:
+                source.close()
+        async with Store(data, create=False) as store:
+            return await _create_from(repo, StoreSource(store), store.flush, compress, include_metadata)
+
+
+async def _create_from(repo: Repository, source: Any, prepare: Any, compress: bool,
+                       include_metadata: bool) -> BackupInfo:
+    archiver = Archiver(source, [repo], ArchiveOptions())
+    await archiver.start()
+    await archiver.cycle()
+    entry = await take_snapshot(archiver, prepare=prepare, compress=compress,
+                                include_metadata=include_metadata)
+    return _info(repo.local_path(layout.snapshot_object(entry.name)) or entry.name, entry.size,
+                 await anyio.to_thread.run_sync(_read_header_path,
+                                                repo.local_path(layout.snapshot_object(entry.name))))
+
+
+def _read_header_path(path: str | None) -> Any:
+    if path is None:
+        return None
+    with FileSource(path) as src:
+        return read_header(src)
+
+
+def _info(path: str, size: int, header: Any) -> BackupInfo:
+    meta = dict(header.metadata)
+    return BackupInfo(path, _dt(header.ts_ns), size, header.entry_count, header.lsn, header.ts_ns,
+                      header.logical_bytes, str(header.store_id), meta.get("store_name"),
+                      header.chain_digest.hex(), _dt(header.created_ns), meta)
+
+
+def _snapshot_paths(path: str) -> builtins.list[str]:
+    folder = os.path.join(path, layout.SNAPSHOTS.rstrip("/"))
+    if not os.path.isdir(folder):
+        if not os.path.isdir(path):
+            raise InvalidArgument(f"{path}: no such backup directory")
+        return []
+    return [os.path.join(folder, n) for n in sorted(os.listdir(folder)) if parse_snapshot_name(n)]
+
+
+async def list(path: str = DEFAULT_PATH) -> builtins.list[BackupInfo]:  # noqa: A001 - the seed's name
+    """Every backup in repository `path`, oldest first, read from headers only."""
+
+    def read_all() -> builtins.list[BackupInfo]:
+        out = []
+        for file in _snapshot_paths(path):
+            try:
+                with FileSource(file) as src:
+                    out.append(_info(file, src.size, read_header(src)))
+            except SegmentsError as exc:
+                raise CorruptData(f"{file}: unreadable backup header: {exc}", path=file) from exc
+        return out
+
+    return await anyio.to_thread.run_sync(read_all)
+
+
+async def verify(file: str) -> VerifyResult:
+    """Check every block, the state digest and the file digest of one backup file."""
+    if not os.path.isfile(file):
+        raise InvalidArgument(f"{file}: no such backup file")
+
+    def check() -> Finding | None:
+        with FileSource(file) as src:
+            return check_snapshot(file, src, full=True)
+
+    finding = await anyio.to_thread.run_sync(check)
+    return VerifyResult(file, finding is None, [] if finding is None else [finding])
+
+
+async def restore(file: str, *, dest: str, force: bool = False, verify: bool = True,
+                  name: str | None = None) -> RestoreResult:
+    """Restore the state exactly as one backup file holds it into a new store at `dest`.
+
+    For any other moment, use `pitr.restore.restore` with the repository.
+    """
+    if verify:
+        result = await globals()["verify"](file)
+        if not result.valid:
+            raise CorruptData(f"{file}: backup is damaged: {result.findings[0].message}", path=file,
+                              hint="pick another backup (pitr backups list)")
+    check_destination(os.path.abspath(dest), force)
+
+    def build(state_dir: str) -> RestoreResult:
+        with FileSource(file) as src:
+            header = read_header(src)
+            meta = header.metadata
+            ident = RepoIdentity(header.store_id, str(meta.get("store_name") or "restored"), header.created_ns,
+                                 int(meta.get("first_lsn", 1)), header.chain_digest)
+            target = RestoreTarget(lsn=header.lsn)
+            window = _window(header.lsn, header.ts_ns)
+            plan = RestorePlan(target, window, Base(header.lsn, header.ts_ns, os.path.basename(file)), None,
+                               [], header.lsn, header.ts_ns, header.ts_ns, ident)
+            return build_state(state_dir, plan, src, [], name=name or ident.name)
+
+    return await publish_restored(os.path.abspath(dest), force, build)
+
+
+def _window(lsn: int, ts_ns: int) -> Any:
+    from pitr.errors import Window
+
+    return Window(ts_ns, ts_ns, lsn, lsn)
+
+
+async def cleanup(path: str = DEFAULT_PATH, *, keep_count: int = 10, keep_days: float = 30,
+                  dry_run: bool = False, now_ns: int | None = None) -> int:
+    """Delete backups outside the retention rule and the log no kept backup needs; returns the count.
+
+    Keeps a backup if it is among the `keep_count` newest OR younger than
+    `keep_days`; never deletes the newest. With `dry_run`, deletes nothing and
+    returns how many files would go.
+    """
+    async with open_repository(path) as repo:
+        plan = await plan_cleanup(repo, keep_count, keep_days, now_ns or time.time_ns())
+        if dry_run:
+            return plan.deleted_count
+        return await run_cleanup(repo, plan)
+
+
+__all__ = ["BackupInfo", "VerifyResult", "cleanup", "create", "list", "restore", "verify"]

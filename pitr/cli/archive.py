@@ -1,0 +1,67 @@
+"""pitr archive: ship the store's durable commits to the repositories (once, or --follow)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+import anyio
+
+from pitr.archiver import ArchiveOptions, Archiver
+from pitr.cli._archive_session import archiver_session
+from pitr.cli.common import add_data, add_json, add_repo, human_bytes, parse_every, print_json
+from pitr.snapshots.schedule import Snapshotter, SnapshotSchedule
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("archive", help="archive the store's log into repositories")
+    add_data(p)
+    add_repo(p, many=True)
+    p.add_argument("--follow", action="store_true", help="keep archiving until interrupted")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between archive cycles (default 1)")
+    p.add_argument("--snapshot-every", action="append", default=[], metavar="DURATION|SIZE",
+                   help="with --follow: take a snapshot every DURATION (30m, 6h) and/or SIZE of log (1GiB)")
+    add_json(p)
+    p.set_defaults(run=run)
+
+
+def summary(archiver: Archiver) -> list[dict[str, object]]:
+    out = []
+    for prog in archiver.progress:
+        out.append({"repository": prog.repo.url, "archived_through_lsn": prog.last_lsn,
+                    "segments_published": prog.segments_published, "bytes_published": prog.bytes_published,
+                    "errors": prog.errors, "last_error": prog.last_error, **archiver.lag_percentiles()})
+    return out
+
+
+async def run(args: argparse.Namespace) -> int:
+    seconds, volume = parse_every(args.snapshot_every)
+    schedule = SnapshotSchedule(every_seconds=seconds, every_bytes=volume)
+    options = ArchiveOptions(interval=args.interval)
+    async with archiver_session(args, options, sidecar=args.follow) as (archiver, prepare):
+        if args.follow:
+            snapshotter = Snapshotter(archiver, schedule, prepare) if schedule.enabled else None
+            stop = anyio.Event()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_stop_on_signal, stop, tg.cancel_scope)
+                print(f"archiving {args.data} every {args.interval:g}s; Ctrl-C to stop", file=sys.stderr)
+                await archiver.run(stop=stop, after_cycle=snapshotter.maybe_snapshot if snapshotter else None)
+                tg.cancel_scope.cancel()
+        shipped = await archiver.cycle()
+    rows = summary(archiver)
+    if args.json:
+        print_json({"shipped_commits": shipped, "repositories": rows})
+    else:
+        for row in rows:
+            print(f"{row['repository']}: archived through LSN {row['archived_through_lsn']}, "
+                  f"{row['segments_published']} segments, {human_bytes(int(row['bytes_published']))} "
+                  f"published" + (f", last error: {row['last_error']}" if row["last_error"] else ""))
+    return 1 if any(r["last_error"] for r in rows) else 0
+
+
+async def _stop_on_signal(stop: anyio.Event, scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _sig in signals:
+            stop.set()
+            return

@@ -1,0 +1,60 @@
+"""pitr cleanup: apply the retention rule (keep_count OR keep_days) to snapshots and the log."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from pitr.cli.common import (
+    Progress,
+    add_json,
+    add_repo,
+    human_bytes,
+    print_json,
+    repositories,
+    window_json,
+    window_text,
+)
+from pitr.retention import plan_cleanup, run_cleanup
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("cleanup", help="delete snapshots and log outside the retention rule")
+    p.add_argument("--keep-count", type=int, default=10, help="keep the N newest snapshots (default 10)")
+    p.add_argument("--keep-days", type=float, default=30, help="and every snapshot younger than D days "
+                   "(default 30)")
+    p.add_argument("--dry-run", action="store_true", help="show what would go; delete nothing")
+    add_repo(p, many=True)
+    add_json(p)
+    p.set_defaults(run=run)
+
+
+async def run(args: argparse.Namespace) -> int:
+    rows = []
+    progress = Progress()
+    async with repositories(args) as repos:
+        for repo in repos:
+            plan = await plan_cleanup(repo, args.keep_count, args.keep_days, time.time_ns())
+            deleted = 0 if args.dry_run else await run_cleanup(repo, plan, progress)
+            progress.done()
+            rows.append((repo.url, plan, deleted))
+    if args.json:
+        print_json([{"repository": url, "dry_run": args.dry_run, "deleted": deleted,
+                     "snapshots": [s.name for s in plan.delete_snapshots],
+                     "segments": [s.name for s in plan.delete_segments], "bytes": plan.bytes_freed,
+                     "windows_before": [window_json(w) for w in plan.windows_before],
+                     "windows_after": [window_json(w) for w in plan.windows_after]}
+                    for url, plan, deleted in rows])
+        return 0
+    for url, plan, deleted in rows:
+        verb = "would delete" if args.dry_run else "deleted"
+        print(f"{url}: {verb} {len(plan.delete_snapshots)} snapshots and {len(plan.delete_segments)} "
+              f"segments ({human_bytes(plan.bytes_freed)}); keeping {len(plan.keep_snapshots)} snapshots")
+        for s in plan.delete_snapshots:
+            print(f"  snapshot {s.name}")
+        for g in plan.delete_segments:
+            print(f"  segment  {g.name}")
+        print("  recoverable before: " + ("; ".join(window_text(w) for w in plan.windows_before) or "none"))
+        print("  recoverable after:  " + ("; ".join(window_text(w) for w in plan.windows_after) or "none"))
+        del deleted
+    return 0

@@ -1,0 +1,173 @@
+"""What every subcommand shares: repository/data options, key encoding, output, progress."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from pitr.errors import InvalidArgument
+from pitr.repo.repository import Repository, open_repository
+from pitr.timefmt import format_time
+
+
+def add_data(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", default=os.environ.get("PITR_DATA"),
+                        help="store data directory (default: $PITR_DATA)")
+
+
+def add_repo(parser: argparse.ArgumentParser, *, many: bool = False, required: bool = True) -> None:
+    env = os.environ.get("PITR_REPO")
+    parser.add_argument("--repo", action="append" if many else "store", default=None,
+                        help="repository: a directory, file://DIR or s3://BUCKET/PREFIX"
+                             + (" (repeat for several)" if many else "") + " (default: $PITR_REPO)")
+    parser.set_defaults(_repo_env=env, _repo_required=required)
+    parser.add_argument("--s3-endpoint", default=os.environ.get("PITR_S3_ENDPOINT"),
+                        help="endpoint URL of an S3-compatible server")
+    parser.add_argument("--cache-dir", default=os.environ.get("PITR_CACHE_DIR"),
+                        help="local cache for a remote repository's catalog and downloads")
+
+
+def add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def need_data(args: argparse.Namespace) -> str:
+    if not args.data:
+        raise InvalidArgument("no store directory: pass --data DIR or set PITR_DATA")
+    return str(args.data)
+
+
+def repo_urls(args: argparse.Namespace) -> list[str]:
+    value = args.repo
+    if value is None:
+        value = args._repo_env
+    if value is None:
+        raise InvalidArgument("no repository: pass --repo URL or set PITR_REPO")
+    urls = value if isinstance(value, list) else [value]
+    if isinstance(value, str) and "," in value and value == args._repo_env:
+        urls = [u for u in value.split(",") if u]
+    return urls
+
+
+@asynccontextmanager
+async def repositories(args: argparse.Namespace, *, create: bool = False) -> AsyncIterator[list[Repository]]:
+    async with AsyncExitStack() as stack:
+        repos = [await stack.enter_async_context(
+            open_repository(url, cache_dir=args.cache_dir, s3_endpoint=args.s3_endpoint, create=create))
+            for url in repo_urls(args)]
+        yield repos
+
+
+def decode_arg(text: str, b64: bool, what: str) -> bytes:
+    """A command-line key or value: UTF-8 text, or base64 with --b64."""
+    if not b64:
+        return text.encode()
+    try:
+        return base64.b64decode(text, validate=True)
+    except binascii.Error as exc:
+        raise InvalidArgument(f"{what} {text!r} is not valid base64") from exc
+
+
+def encode_bytes(data: bytes) -> str | dict[str, str]:
+    """JSON form of a key or value: a string when it is printable UTF-8, else {"b64": ...}."""
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        return {"b64": base64.b64encode(data).decode()}
+    if text.isprintable():
+        return text
+    return {"b64": base64.b64encode(data).decode()}
+
+
+def decode_json_bytes(value: Any, what: str) -> bytes:
+    """Inverse of encode_bytes, for import lines."""
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
+        try:
+            return base64.b64decode(value["b64"], validate=True)
+        except binascii.Error as exc:
+            raise InvalidArgument(f"{what}: invalid base64") from exc
+    raise InvalidArgument(f"{what} must be a string or {{\"b64\": \"...\"}}, not {json.dumps(value)[:60]}")
+
+
+def show_bytes(data: bytes) -> str:
+    encoded = encode_bytes(data)
+    return encoded if isinstance(encoded, str) else "b64:" + encoded["b64"]
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, sort_keys=True) + "\n")
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def window_text(w: Any) -> str:
+    return f"{format_time(w.start_ns)} .. {format_time(w.end_ns)}  (LSN {w.start_lsn}..{w.end_lsn})"
+
+
+def window_json(w: Any) -> dict[str, Any]:
+    return {"start": format_time(w.start_ns), "end": format_time(w.end_ns), "start_ns": w.start_ns,
+            "end_ns": w.end_ns, "start_lsn": w.start_lsn, "end_lsn": w.end_lsn}
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)(B|KB|MB|GB|KiB|MiB|GiB|TiB)$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_SIZES = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30,
+          "TiB": 1 << 40}
+
+
+def parse_every(values: Sequence[str]) -> tuple[float | None, int | None]:
+    """--snapshot-every values: a duration (30m, 1h, 1d) and/or a log volume (512MiB, 1GB)."""
+    seconds, volume = None, None
+    for text in values:
+        if m := _DURATION.match(text):
+            seconds = float(m.group(1)) * _UNITS[m.group(2)]
+        elif m := _SIZE.match(text):
+            volume = int(float(m.group(1)) * _SIZES[m.group(2)])
+        else:
+            raise InvalidArgument(f"--snapshot-every {text!r}: give a duration like 30m, 6h, 1d or a log "
+                                  "volume like 512MiB, 2GB")
+    return seconds, volume
+
+
+class Progress:
+    """Progress on a terminal (stderr), silent otherwise; `(phase, done, total)` callable."""
+
+    def __init__(self, enabled: bool | None = None) -> None:
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self._last = 0.0
+        self._shown = False
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self._last < 0.1 and done < total:
+            return
+        self._last = now
+        pct = f" {100 * done / total:5.1f}%" if total else ""
+        sys.stderr.write(f"\r{phase}: {done:,}/{total:,}{pct}   ")
+        sys.stderr.flush()
+        self._shown = True
+
+    def done(self) -> None:
+        if self._shown:
+            sys.stderr.write("\n")
+            self._shown = False

@@ -1,0 +1,96 @@
+"""pitr get KEY: the live value, or with --repo and --at the value at a past moment."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from pitr.cli.common import (
+    add_data,
+    add_json,
+    add_repo,
+    decode_arg,
+    encode_bytes,
+    need_data,
+    print_json,
+    repositories,
+    show_bytes,
+)
+from pitr.errors import InvalidArgument
+from pitr.store import Store
+from pitr.store._lock import writer_running
+from pitr.store._state import StateDB
+from pitr.timefmt import format_time, parse_time
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("get", help="read a key now, or as of a moment with --repo and --at")
+    p.add_argument("key")
+    p.add_argument("--at", help="moment to read at (RFC 3339 with offset, or Unix seconds); needs --repo")
+    p.add_argument("--exclusive", action="store_true", help="with --at: only commits strictly before it")
+    p.add_argument("--b64", action="store_true", help="KEY is base64; the value is printed as base64")
+    add_data(p)
+    add_repo(p, required=False)
+    add_json(p)
+    p.set_defaults(run=run)
+
+
+def _emit(args: argparse.Namespace, key: bytes, value: bytes | None, extra: dict[str, object]) -> int:
+    if value is None:
+        if args.json:
+            print_json({"key": encode_bytes(key), "found": False, **extra})
+        else:
+            print(f"{show_bytes(key)}: not found", file=sys.stderr)
+        return 1
+    if args.json:
+        print_json({"key": encode_bytes(key), "found": True, "value": encode_bytes(value), **extra})
+    elif args.b64:
+        import base64
+
+        print(base64.b64encode(value).decode())
+    else:
+        sys.stdout.buffer.write(value + b"\n")
+    return 0
+
+
+async def run(args: argparse.Namespace) -> int:
+    key = decode_arg(args.key, args.b64, "key")
+    if args.at is not None:
+        return await _run_at(args, key)
+    if args.exclusive:
+        raise InvalidArgument("--exclusive needs --at")
+    data = need_data(args)
+    if writer_running(data):
+        # Another process is the writer: read its applied state (lags it by at most the apply interval).
+        state = StateDB(os.path.join(data, "state"), readonly=True)
+        try:
+            import time
+
+            found = state.get(key, time.time_ns())
+        finally:
+            state.close()
+        return _emit(args, key, None if found is None else found[0], {})
+    async with Store(data, create=False) as store:
+        found = await store.get_with_expiry(key)
+    extra: dict[str, object] = {}
+    if found is not None and found[1] is not None:
+        extra["expires_at"] = format_time(found[1])
+    return _emit(args, key, None if found is None else found[0], extra)
+
+
+async def _run_at(args: argparse.Namespace, key: bytes) -> int:
+    from pitr.audit import value_at
+
+    at = parse_time(args.at, what="--at")
+    async with repositories(args) as repos:
+        repo = repos[0]
+        await repo.sync()
+        change = await value_at(repo, key, at, exclusive=args.exclusive)
+    extra: dict[str, object] = {"at": format_time(at)}
+    if change is not None:
+        extra.update({"lsn": change.lsn, "changed_at": format_time(change.ts_ns)})
+        if change.expires_at_ns is not None:
+            extra["expires_at"] = format_time(change.expires_at_ns)
+    value = None if change is None else change.value
+    return _emit(args, key, value, extra)

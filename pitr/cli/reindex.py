@@ -1,0 +1,38 @@
+"""pitr reindex: rebuild the catalog from the repository's files alone."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from pitr.cli.common import Progress, add_json, add_repo, print_json, repositories
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("reindex", help="rebuild the catalog from the repository's files")
+    add_repo(p, many=True)
+    add_json(p)
+    p.set_defaults(run=run)
+
+
+async def run(args: argparse.Namespace) -> int:
+    rows = []
+    progress = Progress()
+    async with repositories(args) as repos:
+        for repo in repos:
+            started = time.monotonic()
+            report = await repo.reindex(progress)
+            progress.done()
+            rows.append({"repository": repo.url, "indexed": len(report.indexed), "broken": report.broken,
+                         "segments": len(repo.catalog.segments()), "snapshots": len(repo.catalog.snapshots()),
+                         "key_versions": repo.catalog.keys_count(),
+                         "seconds": round(time.monotonic() - started, 3)})
+    if args.json:
+        print_json(rows)
+    else:
+        for row in rows:
+            print(f"{row['repository']}: indexed {row['indexed']} files ({row['segments']} segments, "
+                  f"{row['snapshots']} snapshots, {row['key_versions']:,} key versions) in {row['seconds']}s")
+            for name, why in row["broken"]:  # type: ignore[attr-defined]
+                print(f"  broken: {name}: {why}")
+    return 1 if any(r["broken"] for r in rows) else 0

@@ -1,0 +1,77 @@
+"""pitr restore: build the state at a moment into a new store directory."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pitr.cli.common import Progress, add_json, add_repo, human_bytes, print_json, repositories
+from pitr.restore import RestoreOptions, RestorePlan, RestoreTarget, restore
+from pitr.timefmt import format_time, parse_time
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("restore", help="restore the state at a moment into a new store directory")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--to", help="moment: RFC 3339 with offset (2026-11-24T14:03:07Z) or Unix seconds")
+    target.add_argument("--lsn", type=int, help="restore through this LSN (inclusive)")
+    target.add_argument("--latest", action="store_true", help="the newest restorable point")
+    p.add_argument("--dest", required=True, help="directory of the new store")
+    p.add_argument("--exclusive", action="store_true", help="with --to: only commits strictly before it")
+    p.add_argument("--dry-run", action="store_true", help="print the plan; restore nothing")
+    p.add_argument("--force", action="store_true", help="replace a non-empty destination")
+    p.add_argument("--no-verify", action="store_true", help="skip checking the files before reading them")
+    add_repo(p, many=True)
+    add_json(p)
+    p.set_defaults(run=run)
+
+
+def plan_json(plan: RestorePlan) -> dict[str, object]:
+    return {"target": plan.target.describe(), "target_lsn": plan.target_lsn,
+            "target_commit_time": format_time(plan.target_ts_ns), "ttl_cutoff": format_time(plan.cutoff_ns),
+            "base": {"lsn": plan.base.lsn, "time": format_time(plan.base.ts_ns),
+                     "snapshot": plan.base.snapshot},
+            "segments": [s.name for s in plan.segments], "commits_to_replay": plan.commits_to_replay,
+            "bytes_to_read": plan.bytes_to_read}
+
+
+async def run(args: argparse.Namespace) -> int:
+    if args.exclusive and args.to is None:
+        from pitr.errors import InvalidArgument
+
+        raise InvalidArgument("--exclusive applies only to --to")
+    target = RestoreTarget(time_ns=parse_time(args.to, what="--to") if args.to is not None else None,
+                           lsn=args.lsn, latest=args.latest, exclusive=args.exclusive)
+    options = RestoreOptions(target=target, dest=args.dest, force=args.force, verify=not args.no_verify,
+                             dry_run=args.dry_run)
+    progress = Progress()
+    async with repositories(args) as repos:
+        result = await restore(repos, options, progress=progress,
+                               say=lambda text: print(text, file=sys.stderr))
+    progress.done()
+    if isinstance(result, RestorePlan):
+        if args.json:
+            print_json(plan_json(result))
+        else:
+            p = plan_json(result)
+            base = p["base"]
+            print(f"plan: restore {p['target']} -> LSN {p['target_lsn']} (commit at {p['target_commit_time']})")
+            print(f"  base: {base['snapshot'] or 'start of history'} (LSN {base['lsn']})")  # type: ignore[index]
+            print(f"  replay {p['commits_to_replay']:,} commits from {len(result.segments)} segments; "
+                  f"read {human_bytes(result.bytes_to_read)}")
+            print("  nothing was restored (--dry-run)")
+        return 0
+    summary = {"dest": result.dest, "target": target.describe(), "lsn": result.target_lsn,
+               "commit_time": format_time(result.target_ts_ns), "base_lsn": result.base_lsn,
+               "commits_replayed": result.commits_replayed, "keys": result.keys,
+               "expired_dropped": result.expired_dropped, "seconds": round(result.seconds, 3),
+               "peak_rss_bytes": result.peak_rss_bytes, "store_id": str(result.store_id)}
+    if args.json:
+        print_json(summary)
+    else:
+        rate = result.commits_replayed / result.seconds if result.seconds > 0 else 0
+        print(f"restored {target.describe()} into {result.dest}: LSN {result.target_lsn} "
+              f"(commit at {format_time(result.target_ts_ns)}), {result.keys:,} keys, "
+              f"{result.commits_replayed:,} commits replayed from LSN {result.base_lsn} in "
+              f"{result.seconds:.2f}s ({rate:,.0f}/s); new store id {result.store_id}")
+    return 0

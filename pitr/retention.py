@@ -1,0 +1,97 @@
+"""Retention: which snapshots and segments `cleanup` keeps.
+
+Rule (DESIGN.md): a snapshot is kept if it is among the `keep_count` newest OR
+younger than `keep_days` days (by its commit time); the newest snapshot is
+always kept. Every segment that a kept snapshot's restores need is kept: all
+segments from the one that ends at the oldest kept snapshot's LSN (so its
+chain binding stays verifiable) onwards. With no snapshot at all nothing is
+deleted, because the start of history is then the only base.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import anyio
+
+from pitr.catalog.entries import SegmentEntry, SnapshotEntry
+from pitr.errors import InvalidArgument, Window
+from pitr.repo import layout
+from pitr.repo.indexing import index_segment
+from pitr.repo.repository import Repository
+from pitr.timeline import build_timeline
+
+DAY_NS = 86_400 * 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class CleanupPlan:
+    keep_snapshots: list[SnapshotEntry]
+    delete_snapshots: list[SnapshotEntry]
+    delete_segments: list[SegmentEntry]
+    windows_before: list[Window]
+    windows_after: list[Window]
+
+    @property
+    def deleted_count(self) -> int:
+        return len(self.delete_snapshots) + len(self.delete_segments)
+
+    @property
+    def bytes_freed(self) -> int:
+        return sum(s.size for s in self.delete_snapshots) + sum(s.size for s in self.delete_segments)
+
+
+def choose(snapshots: list[SnapshotEntry], segments: list[SegmentEntry], keep_count: int, keep_days: float,
+           now_ns: int) -> tuple[list[SnapshotEntry], list[SnapshotEntry], list[SegmentEntry]]:
+    """(kept snapshots, deleted snapshots, deleted segments) under the retention rule."""
+    if keep_count < 0 or keep_days < 0:
+        raise InvalidArgument("keep_count and keep_days must not be negative")
+    if not snapshots:
+        return [], [], []
+    ordered = sorted(snapshots, key=lambda s: s.lsn)
+    newest = ordered[-keep_count:] if keep_count else []
+    cutoff = now_ns - int(keep_days * DAY_NS)
+    keep = [s for s in ordered if s in newest or s.ts_ns > cutoff or s is ordered[-1]]
+    drop = [s for s in ordered if s not in keep]
+    oldest = keep[0].lsn
+    doomed = [seg for seg in segments if seg.last_lsn < oldest]
+    return keep, drop, doomed
+
+
+async def plan_cleanup(repo: Repository, keep_count: int, keep_days: float, now_ns: int) -> CleanupPlan:
+    ident = await repo.require_identity()
+    await repo.sync()
+    keep, drop, doomed = choose(repo.catalog.snapshots(), repo.catalog.segments(), keep_count, keep_days,
+                                now_ns)
+    before = build_timeline(repo.catalog, ident).windows
+    excluded = frozenset([s.name for s in drop] + [s.name for s in doomed])
+    after = build_timeline(repo.catalog, ident, excluded).windows
+    return CleanupPlan(keep, drop, doomed, before, after)
+
+
+async def run_cleanup(repo: Repository, plan: CleanupPlan,
+                      progress: Callable[[str, int, int], None] | None = None) -> int:
+    """Delete what the plan names: snapshots first, then segments oldest first; returns the count."""
+    total = plan.deleted_count
+    done = 0
+    for snap in plan.delete_snapshots:
+        await repo.storage.delete(layout.snapshot_object(snap.name))
+        repo.catalog.remove_snapshot(snap.lsn)
+        done += 1
+        if progress:
+            progress("cleanup", done, total)
+    for seg in plan.delete_segments:
+        source = await repo.open_source(layout.segment_object(seg.name))
+        try:
+            _entry, _blocks, rows = await anyio.to_thread.run_sync(index_segment, seg.name, source)
+        finally:
+            close = getattr(source, "close", None)
+            if close:
+                close()
+        await anyio.to_thread.run_sync(repo.catalog.remove_segment, seg.first_lsn, rows)
+        await repo.storage.delete(layout.segment_object(seg.name))
+        done += 1
+        if progress:
+            progress("cleanup", done, total)
+    return done
