@@ -26,7 +26,7 @@ from pitr.repo.repository import Repository, open_repository
 from pitr.restore.engine import RestoreResult, build_state
 from pitr.restore.options import RestoreTarget
 from pitr.restore.plan import RestorePlan
-from pitr.restore.restore import check_destination, publish_restored
+from pitr.restore.restore import absolute, check_destination, publish_restored
 from pitr.retention import plan_cleanup, run_cleanup
 from pitr.snapshots.take import take_snapshot
 from pitr.store import Store
@@ -152,10 +152,9 @@ async def list(path: str = DEFAULT_PATH) -> builtins.list[BackupInfo]:  # noqa: 
 
 async def verify(file: str) -> VerifyResult:
     """Check every block, the state digest and the file digest of one backup file."""
-    if not os.path.isfile(file):
-        raise InvalidArgument(f"{file}: no such backup file")
-
     def check() -> Finding | None:
+        if not os.path.isfile(file):
+            raise InvalidArgument(f"{file}: no such backup file")
         with FileSource(file) as src:
             return check_snapshot(file, src, full=True)
 
@@ -174,7 +173,8 @@ async def restore(file: str, *, dest: str, force: bool = False, verify: bool = T
         if not result.valid:
             raise CorruptData(f"{file}: backup is damaged: {result.findings[0].message}", path=file,
                               hint="pick another backup (pitr backups list)")
-    check_destination(os.path.abspath(dest), force)
+    dest = absolute(dest)
+    await anyio.to_thread.run_sync(check_destination, dest, force)
 
     def build(state_dir: str) -> RestoreResult:
         with FileSource(file) as src:
@@ -188,7 +188,7 @@ async def restore(file: str, *, dest: str, force: bool = False, verify: bool = T
                                [], header.lsn, header.ts_ns, header.ts_ns, ident)
             return build_state(state_dir, plan, src, [], name=name or ident.name)
 
-    return await publish_restored(os.path.abspath(dest), force, build)
+    return await publish_restored(dest, force, build)
 
 
 def _window(lsn: int, ts_ns: int) -> Any:

@@ -17,7 +17,7 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def publish_atomically(path: str, write: Callable[[BinaryIO], None], *, overwrite: bool = False) -> None:
+def publish_atomically(path: str, write: Callable[[BinaryIO], object], *, overwrite: bool = False) -> None:
     """Write a file through `write` under a temporary name, fsync, and publish it at `path`.
 
     Without `overwrite`, an existing file at `path` is never replaced

@@ -23,6 +23,9 @@ from contextlib import asynccontextmanager
 
 import anyio
 
+from pitr.audit.history import KeyChange, change_of
+from pitr.audit.records import RecordReader, last_op_on
+from pitr.audit.window import Moment, locate
 from pitr.catalog.entries import is_long_key
 from pitr.errors import CorruptData
 from pitr.repo import layout
@@ -31,10 +34,6 @@ from pitr.store._wal_dir import to_corrupt
 from pitr.timeline import Timeline, build_timeline
 from segments import SegmentsError
 from segments.snapshot import SnapshotReader
-
-from pitr.audit.history import KeyChange, change_of
-from pitr.audit.records import RecordReader, last_op_on
-from pitr.audit.window import Moment, locate
 
 
 class ValueReader:
@@ -97,7 +96,7 @@ class ValueReader:
         base = moment.base
         if base.snapshot is None:
             return None
-        reader = await self._snapshot(base.snapshot)
+        reader = await self.snapshot(base.snapshot)
         try:
             found = await anyio.to_thread.run_sync(reader.get, key)
         except SegmentsError as exc:
@@ -107,7 +106,8 @@ class ValueReader:
         value, expires_at_ns = found
         return KeyChange(base.lsn, base.ts_ns, "put", value, expires_at_ns, base.snapshot)
 
-    async def _snapshot(self, name: str) -> SnapshotReader:
+    async def snapshot(self, name: str) -> SnapshotReader:
+        """An open reader of a published snapshot, kept until `close`."""
         reader = self._snapshots.get(name)
         if reader is None:
             source = await self.repo.open_source(layout.snapshot_object(name))

@@ -12,13 +12,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal
 
+from pitr.audit.records import RecordReader, last_op_on, take
 from pitr.catalog.entries import KeyVersion, is_long_key
 from pitr.errors import CorruptData
 from pitr.repo.repository import Repository
 from pitr.timefmt import format_time
 from segments import record as rec
-
-from pitr.audit.records import RecordReader, last_op_on, take
 
 PAGE = 1024  # key versions read per catalog transaction while streaming
 

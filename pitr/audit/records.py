@@ -60,7 +60,8 @@ class RecordReader:
         self.blocks_read += 1
 
     def _corrupt(self, why: str, lsn: int) -> CorruptData:
-        assert self._segment is not None and self._block is not None
+        assert self._segment is not None
+        assert self._block is not None
         return CorruptData(f"{self.repo.url}/segments/{self._segment.name}: block at LSN "
                            f"{self._block.first_lsn}: {why}", path=self._segment.name,
                            offset=self._block.offset, lsn=lsn,
@@ -112,7 +113,8 @@ class RecordReader:
                 lsn = following.first_lsn
                 continue
             segment, block = found
-            assert segment is not None and block is not None
+            assert segment is not None
+            assert block is not None
             if not self._cached(lsn):
                 await self._load(segment, block)
             raw = self._raw

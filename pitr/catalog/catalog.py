@@ -104,14 +104,14 @@ class Catalog:
         raw = txn.get(U64BE.pack(first_lsn), db=self.segments_db)
         if raw is None:
             return None
-        entry = SegmentEntry.decode(raw)
+        entry = SegmentEntry.decode(bytes(raw))
         cursor = txn.cursor(self.blocks_db)
         if cursor.set_range(U64BE.pack(first_lsn)):
             while cursor.key():
                 block_lsn = U64BE.unpack(cursor.key())[0]
                 if block_lsn > entry.last_lsn:
                     break
-                row = BlockRow.decode(block_lsn, cursor.value())
+                row = BlockRow.decode(block_lsn, bytes(cursor.value()))
                 txn.delete(U64BE.pack(row.first_ts_ns), db=self.times_db)
                 cursor.delete()  # moves to the next row
         txn.delete(U64BE.pack(first_lsn), db=self.segments_db)

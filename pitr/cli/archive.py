@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from typing import Any
 
 import anyio
 
 from pitr.archiver import ArchiveOptions, Archiver
 from pitr.cli._archive_session import archiver_session
 from pitr.cli.common import add_data, add_json, add_repo, human_bytes, parse_every, print_json
-from pitr.snapshots.schedule import Snapshotter, SnapshotSchedule
+from pitr.snapshots.schedule import SnapshotSchedule, Snapshotter
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -26,8 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(run=run)
 
 
-def summary(archiver: Archiver) -> list[dict[str, object]]:
-    out = []
+def summary(archiver: Archiver) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
     for prog in archiver.progress:
         out.append({"repository": prog.repo.url, "archived_through_lsn": prog.last_lsn,
                     "segments_published": prog.segments_published, "bytes_published": prog.bytes_published,

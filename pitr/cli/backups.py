@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from pitr.cli.common import add_json, add_repo, human_bytes, print_json, repositories
 from pitr.timefmt import format_time
@@ -18,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 async def run(args: argparse.Namespace) -> int:
-    rows = []
+    rows: list[dict[str, Any]] = []
     async with repositories(args) as repos:
         for repo in repos:
             await repo.sync()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from pitr.cli.common import add_json, add_repo, print_json, repositories, window_json, window_text
 from pitr.timefmt import format_time
@@ -17,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 async def run(args: argparse.Namespace) -> int:
-    rows = []
+    rows: list[dict[str, Any]] = []
+    timelines = []
     async with repositories(args) as repos:
         for repo in repos:
             ident = await repo.require_identity()
@@ -30,21 +32,21 @@ async def run(args: argparse.Namespace) -> int:
                          "bases": [{"lsn": b.lsn, "time": format_time(b.ts_ns), "snapshot": b.snapshot}
                                    for b in tl.bases],
                          "unbound_snapshots": tl.unbound_snapshots, "segments": len(segs),
-                         "last_lsn": segs[-1].last_lsn if segs else None, "_tl": tl})
+                         "last_lsn": segs[-1].last_lsn if segs else None})
+            timelines.append(tl)
     if args.json:
-        print_json([{k: v for k, v in r.items() if k != "_tl"} for r in rows])
+        print_json(rows)
         return 0
-    for r in rows:
-        tl = r["_tl"]
+    for r, tl in zip(rows, timelines, strict=True):
         print(f"{r['repository']}  store {r['name']} ({r['store_id']})")
-        if not tl.windows:  # type: ignore[attr-defined]
+        if not tl.windows:
             print("  no recoverable window")
-        for w in tl.windows:  # type: ignore[attr-defined]
+        for w in tl.windows:
             print(f"  recoverable  {window_text(w)}")
-        for gap in r["gaps"]:  # type: ignore[attr-defined]
+        for gap in r["gaps"]:
             print(f"  gap          LSN {gap['first_lsn']}..{gap['last_lsn']} missing")
-        for b in r["bases"]:  # type: ignore[attr-defined]
+        for b in r["bases"]:
             print(f"  base         LSN {b['lsn']} at {b['time']}  {b['snapshot'] or '(start of history)'}")
-        for name in r["unbound_snapshots"]:  # type: ignore[attr-defined]
+        for name in r["unbound_snapshots"]:
             print(f"  unusable     {name} (does not match the log)")
     return 0

@@ -121,15 +121,12 @@ class Repository:
         if path is not None:
             return await anyio.to_thread.run_sync(FileSource, path)
         cached = os.path.join(self.cache_dir, "objects", *object_name.split("/"))
-        if not os.path.exists(cached):
-            data = await self.storage.read(object_name)
-            os.makedirs(os.path.dirname(cached), exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(cached), prefix=".tmp-")
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, cached)
-            return BytesSource(data, object_name)
-        return await anyio.to_thread.run_sync(FileSource, cached)
+        source = await anyio.to_thread.run_sync(_cached_source, cached)
+        if source is not None:
+            return source
+        data = await self.storage.read(object_name)
+        await anyio.to_thread.run_sync(_write_cache, cached, data)
+        return BytesSource(data, object_name)
 
     async def read_block(self, segment: SegmentEntry, block: BlockRow) -> bytes:
         """One decompressed, CRC-checked block, reading only its bytes."""
@@ -228,10 +225,39 @@ class Repository:
         return await self.sync(progress)
 
 
+def _cached_source(path: str) -> FileSource | None:
+    """The cached download of an immutable object, if there is one."""
+    try:
+        return FileSource(path)
+    except FileNotFoundError:
+        return None
+
+
+def _write_cache(path: str, data: bytes) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
 def catalog_dir(storage: Storage, cache_dir: str | None) -> str:
     if isinstance(storage, LocalStorage) and cache_dir is None:
         return os.path.join(storage.root, layout.LOCAL_CATALOG_DIR)
     return os.path.join(cache_dir or default_cache_dir(storage.url), "catalog")
+
+
+def _open_local_side(storage: Storage, cache_dir: str | None, create: bool) -> tuple[Catalog, str]:
+    """Check a local repository directory and open the catalog and work directory."""
+    if isinstance(storage, LocalStorage) and not os.path.isdir(storage.root):
+        if not create:
+            raise CorruptData(f"{storage.root}: repository directory does not exist")
+        os.makedirs(storage.root, exist_ok=True)
+    cdir = catalog_dir(storage, cache_dir)
+    work = os.path.join(storage.root, ".work") if isinstance(storage, LocalStorage) and cache_dir is None \
+        else os.path.dirname(cdir)
+    os.makedirs(work, exist_ok=True)
+    return Catalog(cdir), work
 
 
 @asynccontextmanager
@@ -239,17 +265,11 @@ async def open_repository(url: str, *, cache_dir: str | None = None, s3_endpoint
                           create: bool = False) -> AsyncIterator[Repository]:
     """Open a repository and its catalog; `create` makes a missing local directory."""
     storage = open_storage(url, s3_endpoint=s3_endpoint, cache_dir=cache_dir)
-    if isinstance(storage, LocalStorage):
-        if not os.path.isdir(storage.root):
-            if not create:
-                await storage.aclose()
-                raise CorruptData(f"{storage.root}: repository directory does not exist")
-            os.makedirs(storage.root, exist_ok=True)
-    cdir = catalog_dir(storage, cache_dir)
-    catalog = await anyio.to_thread.run_sync(Catalog, cdir)
-    work = os.path.join(storage.root, ".work") if isinstance(storage, LocalStorage) and cache_dir is None \
-        else os.path.dirname(cdir)
-    os.makedirs(work, exist_ok=True)
+    try:
+        catalog, work = await anyio.to_thread.run_sync(_open_local_side, storage, cache_dir, create)
+    except BaseException:
+        await storage.aclose()
+        raise
     repo = Repository(storage, catalog, work)
     try:
         yield repo

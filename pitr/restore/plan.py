@@ -77,20 +77,19 @@ async def plan_restore(repo: Repository, target: RestoreTarget,
         window = windows[-1]
         target_lsn, cutoff = window.end_lsn, window.end_ns
     elif target.lsn is not None:
-        window = next((w for w in reversed(windows) if w.start_lsn <= target.lsn <= w.end_lsn), None)
-        if window is None:
-            raise OutsideWindow(f"LSN {target.lsn} is outside the archive; {describe_windows(windows)}",
-                                windows)
-        target_lsn, cutoff = target.lsn, -1
+        lsn = target.lsn
+        found_window = next((w for w in reversed(windows) if w.start_lsn <= lsn <= w.end_lsn), None)
+        if found_window is None:
+            raise OutsideWindow(f"LSN {lsn} is outside the archive; {describe_windows(windows)}", windows)
+        window, target_lsn, cutoff = found_window, lsn, -1
     else:
         assert target.time_ns is not None
         t = target.time_ns
-        inside = (lambda w: w.start_ns < t <= w.end_ns + 1) if target.exclusive else \
-            (lambda w: w.start_ns <= t <= w.end_ns)
-        window = next((w for w in reversed(windows) if inside(w)), None)
-        if window is None:
+        found_window = next((w for w in reversed(windows) if _holds(w, t, target.exclusive)), None)
+        if found_window is None:
             raise OutsideWindow(f"{target.describe()} is outside the archive; {describe_windows(windows)}",
                                 windows)
+        window = found_window
         cutoff = t - 1 if target.exclusive else t
         found = await lsn_at_time(repo, t, not target.exclusive)
         target_lsn = window.start_lsn if found is None else max(window.start_lsn, min(found, window.end_lsn))
@@ -114,6 +113,13 @@ async def plan_restore(repo: Repository, target: RestoreTarget,
         cutoff = target_ts
     return RestorePlan(target, window, base, snapshot, segments, target_lsn, target_ts, min(cutoff, MAX_TS),
                        ident)
+
+
+def _holds(window: Window, t: int, exclusive: bool) -> bool:
+    """Whether a time target falls inside a window (exclusive: the state just before t)."""
+    if exclusive:
+        return window.start_ns < t <= window.end_ns + 1
+    return window.start_ns <= t <= window.end_ns
 
 
 async def _ts_of(repo: Repository, segment: SegmentEntry, block: object, lsn: int) -> int:

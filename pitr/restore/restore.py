@@ -6,6 +6,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import anyio
 
@@ -15,7 +16,7 @@ from pitr.repo.repository import Repository
 from pitr.restore.engine import RestoreResult, build_state
 from pitr.restore.options import RestoreOptions
 from pitr.restore.plan import RestorePlan, plan_restore
-from pitr.verify.checks import chain_findings, check_segment, check_snapshot
+from pitr.verify.checks import Finding, chain_findings, check_segment, check_snapshot
 from segments.fsutil import fsync_dir
 from segments.source import RangeSource
 
@@ -63,8 +64,7 @@ async def _open_sources(repos: Sequence[Repository], plan: RestorePlan, verify: 
                                lambda s: check_snapshot(s.name, s, full=True))
     sources = []
     for seg in plan.segments:
-        sources.append(await fetch(layout.segment_object(seg.name),
-                                   lambda s, n=seg.name: check_segment(n, s, full=True)[1]))
+        sources.append(await fetch(layout.segment_object(seg.name), partial(_check_segment_full, seg.name)))
     if verify:
         metas = []
         for seg, src in zip(plan.segments, sources, strict=True):
@@ -78,6 +78,10 @@ async def _open_sources(repos: Sequence[Repository], plan: RestorePlan, verify: 
         if problems:
             raise CorruptData("the log to replay does not chain: " + "; ".join(p.message for p in problems))
     return snapshot, sources
+
+
+def _check_segment_full(name: str, source: RangeSource) -> Finding | None:
+    return check_segment(name, source, full=True)[1]
 
 
 def _close(source: object) -> None:
@@ -96,13 +100,13 @@ async def restore(repos: Repository | Sequence[Repository], options: RestoreOpti
     repo_list = [repos] if isinstance(repos, Repository) else list(repos)
     if not repo_list:
         raise InvalidArgument("restore needs at least one repository")
-    dest = os.path.abspath(options.dest)
+    dest = absolute(options.dest)
     for repo in repo_list:
         await repo.sync()
     plan = await plan_restore(repo_list[0], options.target)
     if options.dry_run:
         return plan
-    check_destination(dest, options.force)
+    await anyio.to_thread.run_sync(check_destination, dest, options.force)
     snapshot, sources = await _open_sources(repo_list, plan, options.verify, say)
     name = options.name or plan.identity.name
     try:
@@ -122,23 +126,38 @@ async def publish_restored(dest: str, force: bool, build: Callable[[str], Restor
     is done, and never has `dest`'s name: an interrupted restore leaves nothing
     that looks finished.
     """
-    parent = os.path.dirname(dest)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.restoring-", dir=parent)
+    tmp = await anyio.to_thread.run_sync(_make_workdir, dest)
     try:
-        with open(os.path.join(tmp, INCOMPLETE_MARK), "w") as fh:
-            fh.write("this directory is an unfinished restore; it is safe to delete\n")
         result = await anyio.to_thread.run_sync(build, os.path.join(tmp, "state"))
-        os.makedirs(os.path.join(tmp, "wal"))
-        os.unlink(os.path.join(tmp, INCOMPLETE_MARK))
-        fsync_dir(tmp)
-        _publish_directory(tmp, dest, force)
+        await anyio.to_thread.run_sync(_finish_workdir, tmp, dest, force)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(lambda: shutil.rmtree(tmp, ignore_errors=True))
         raise
     return RestoreResult(dest, result.store_id, result.target_lsn, result.target_ts_ns, result.base_lsn,
                          result.commits_replayed, result.keys, result.expired_dropped, result.seconds,
                          result.peak_rss_bytes)
+
+
+def absolute(path: str) -> str:
+    """`path` made absolute (no filesystem access)."""
+    return os.path.normpath(os.path.join(os.getcwd(), path))
+
+
+def _make_workdir(dest: str) -> str:
+    parent = os.path.dirname(dest)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.restoring-", dir=parent)
+    with open(os.path.join(tmp, INCOMPLETE_MARK), "w") as fh:
+        fh.write("this directory is an unfinished restore; it is safe to delete\n")
+    return tmp
+
+
+def _finish_workdir(tmp: str, dest: str, force: bool) -> None:
+    os.makedirs(os.path.join(tmp, "wal"))
+    os.unlink(os.path.join(tmp, INCOMPLETE_MARK))
+    fsync_dir(tmp)
+    _publish_directory(tmp, dest, force)
 
 
 def _publish_directory(tmp: str, dest: str, force: bool) -> None:

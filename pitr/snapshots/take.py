@@ -52,7 +52,7 @@ def write_snapshot_file(state: StateDB, txn: lmdb.Transaction, path: str, header
                     expires = I64BE.unpack(raw)[0]
                     if expires <= cutoff:
                         continue
-            writer.add(key, value, expires)
+            writer.add(bytes(key), bytes(value), expires)
             done += 1
             if progress is not None and done % 65536 == 0:
                 progress("snapshot", done, total)
@@ -83,6 +83,8 @@ async def take_snapshot(archiver: Archiver, *, prepare: Callable[[], Any] | None
         try:
             raw_lsn = txn.get(b"applied_lsn", db=state.meta)
             raw_ts = txn.get(b"applied_ts_ns", db=state.meta)
+            if raw_lsn is None or raw_ts is None:
+                raise CorruptData(f"{state.path}: state has no checkpoint", path=state.path)
             lsn, ts = U64BE.unpack(raw_lsn)[0], I64BE.unpack(raw_ts)[0]
             if ts == 0:  # nothing committed yet: the snapshot of the empty store is dated at creation
                 ts = ident.created_ns

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
+from typing import BinaryIO
 
 import anyio
 
@@ -22,11 +24,11 @@ class LocalStorage:
     def _path(self, name: str) -> str:
         return os.path.join(self.root, *check_name(name).split("/"))
 
-    def _publish_sync(self, name: str, write: object, overwrite: bool) -> None:
+    def _publish_sync(self, name: str, write: Callable[[BinaryIO], object], overwrite: bool) -> None:
         path = self._path(name)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         try:
-            publish_atomically(path, write, overwrite=overwrite)  # type: ignore[arg-type]
+            publish_atomically(path, write, overwrite=overwrite)
         except FileExistsError as exc:
             raise ObjectExists(f"{self.url}: {name} already exists; published files are never "
                                "overwritten") from exc
@@ -37,9 +39,9 @@ class LocalStorage:
         await anyio.to_thread.run_sync(self._publish_sync, name, lambda fh: fh.write(data), False)
 
     async def publish_file(self, name: str, path: str) -> None:
-        def copy(fh: object) -> None:
+        def copy(fh: BinaryIO) -> None:
             with open(path, "rb") as src:
-                shutil.copyfileobj(src, fh, 1 << 20)  # type: ignore[misc]
+                shutil.copyfileobj(src, fh, 1 << 20)
 
         await anyio.to_thread.run_sync(self._publish_sync, name, copy, False)
 

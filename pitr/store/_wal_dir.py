@@ -7,6 +7,7 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from pitr.errors import CorruptData
 from segments import CorruptFile, MidLogCorruption, SegmentsError
@@ -137,8 +138,10 @@ class WalDirectory:
     def mark_archived(self, repo_key: str, lsn: int, repo_url: str) -> None:
         """Record that every commit up to `lsn` is in the repository `repo_key`."""
         data = json.dumps({"lsn": lsn, "repo": repo_url}).encode()
-        publish_atomically(os.path.join(self.path, ARCHIVED_PREFIX + repo_key),
-                           lambda fh: fh.write(data), overwrite=True)
+        def write(fh: BinaryIO) -> None:
+            fh.write(data)
+
+        publish_atomically(os.path.join(self.path, ARCHIVED_PREFIX + repo_key), write, overwrite=True)
 
     def archived_lsns(self) -> dict[str, int]:
         found = {}

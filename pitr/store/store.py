@@ -201,7 +201,8 @@ class Store:
 
     def _replay_sync(self, applied_lsn: int, last_lsn: int) -> None:
         """Apply WAL records after the LMDB checkpoint (crash recovery)."""
-        assert self._state is not None and self._wal_dir is not None
+        assert self._state is not None
+        assert self._wal_dir is not None
         if last_lsn <= applied_lsn:
             return
         changes: dict[bytes, Change] = {}
@@ -218,7 +219,8 @@ class Store:
         self._state.apply(changes, lsn, ts)
 
     def _roll_sync(self) -> None:
-        assert self.identity is not None and self._wal_dir is not None
+        assert self.identity is not None
+        assert self._wal_dir is not None
         if self._wal is not None:
             self._wal.close()
         first = self._last_lsn + 1

@@ -13,6 +13,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import anyio
 
@@ -93,13 +94,13 @@ async def verify_repository(repo: Repository, *, mode: str = "full", files: Sequ
         source = await repo.open_source(object_name)
         try:
             if is_segment:
-                meta, finding = await anyio.to_thread.run_sync(
-                    lambda: check_segment(name, source, full=full and (not wanted or name in wanted)))
+                deep = full and (not wanted or name in wanted)
+                meta, finding = await anyio.to_thread.run_sync(partial(check_segment, name, source, full=deep))
                 if meta is not None:
                     metas.append((name, meta))
             else:
-                finding = await anyio.to_thread.run_sync(
-                    lambda: check_snapshot(name, source, full=full and (not wanted or name in wanted)))
+                deep = full and (not wanted or name in wanted)
+                finding = await anyio.to_thread.run_sync(partial(check_snapshot, name, source, full=deep))
             report.files_checked += 1
             report.bytes_checked += source.size
         finally:
@@ -147,8 +148,8 @@ async def _replay_checks(repo: Repository, report: VerifyReport, broken: set[str
             sources.append(snap_src)
             for seg in segments:
                 sources.append(await repo.open_source(layout.segment_object(seg.name)))
-            await anyio.to_thread.run_sync(
-                lambda: build_state(os.path.join(tmp, "state"), plan, snap_src, sources[1:], name="verify"))
+            await anyio.to_thread.run_sync(partial(build_state, os.path.join(tmp, "state"), plan, snap_src,
+                                                   sources[1:], name="verify"))
             state = StateDB(os.path.join(tmp, "state"))
             try:
                 digest, _count = await anyio.to_thread.run_sync(state.state_digest, nxt.ts_ns)

@@ -1,0 +1,146 @@
+"""The commit log: archived commits in a range of times or LSNs, optionally under a key prefix.
+
+The start is found through the catalog's sparse block index (by time or by
+LSN, O(log n)); from there the log is read a block at a time. `to_import_json`
+writes a commit in the JSON-lines form that `pitr import` reads back
+(docs/audit.md, "JSON lines").
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from pitr.audit.history import Operation
+from pitr.audit.records import RecordReader
+from pitr.errors import InvalidArgument
+from pitr.repo.repository import Repository
+from pitr.timefmt import format_time
+from segments import record as rec
+
+_ALLOWED_CONTROLS = frozenset("\t\n\r")
+
+
+class LogOp(NamedTuple):
+    """One operation of a commit: a put (with value and optional expiry) or a delete."""
+
+    op: Operation
+    key: bytes
+    value: bytes | None
+    expires_at_ns: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class LogCommit:
+    """One archived commit; `ops` holds only the operations that matched the prefix, in order."""
+
+    lsn: int
+    ts_ns: int
+    ops: list[LogOp]
+    source_rev: int | None = None
+
+
+def _log_op(op: rec.Op) -> LogOp:
+    if op.kind == rec.PUT:
+        return LogOp("put", op.key, op.value, op.expires_at_ns)
+    return LogOp("delete", op.key, None, None)
+
+
+def start_lsn(repo: Repository, since_ns: int | None, since_lsn: int | None) -> int | None:
+    """The LSN to start reading at: the later of the two bounds' blocks (None: empty archive)."""
+    catalog = repo.catalog
+    first = catalog.first_segment()
+    if first is None:
+        return None
+    lsn = first.first_lsn if since_lsn is None else max(since_lsn, first.first_lsn)
+    if since_ns is not None:
+        block = catalog.block_for_time(since_ns)  # the last block starting at or before since_ns
+        if block is not None:
+            lsn = max(lsn, block.first_lsn)
+    return lsn
+
+
+async def commit_log(repo: Repository, *, since_ns: int | None = None, until_ns: int | None = None,
+                     since_lsn: int | None = None, until_lsn: int | None = None,
+                     prefix: bytes | None = None) -> AsyncIterator[LogCommit]:
+    """Archived commits with since <= time <= until and since_lsn <= LSN <= until_lsn, in order.
+
+    With `prefix`, only operations on keys starting with it are kept, and
+    commits left with none are omitted. Commits the archive lacks (gaps the
+    timeline reports) are not listed.
+    """
+    first = start_lsn(repo, since_ns, since_lsn)
+    if first is None:
+        return
+    reader = RecordReader(repo)
+    async for record in reader.records_from(first, until_lsn):
+        if since_ns is not None and record.ts_ns < since_ns:
+            continue
+        if until_ns is not None and record.ts_ns > until_ns:
+            return
+        if prefix is None:
+            ops = [_log_op(op) for op in record.ops]
+        else:
+            ops = [_log_op(op) for op in record.ops if op.key.startswith(prefix)]
+        if ops:
+            yield LogCommit(record.lsn, record.ts_ns, ops, record.source_rev)
+
+
+def bytes_to_json(data: bytes) -> str | dict[str, str]:
+    """A key or value for JSON: the text itself when it is printable UTF-8, else {"b64": ...}.
+
+    Printable means valid UTF-8 whose characters are all printable
+    (`str.isprintable`) or tab, newline and carriage return.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and (text.isprintable() or
+                             all(ch.isprintable() or ch in _ALLOWED_CONTROLS for ch in text)):
+        return text
+    return {"b64": base64.b64encode(data).decode("ascii")}
+
+
+def bytes_from_json(field: object, *, what: str = "field") -> bytes:
+    """The bytes a JSON key or value field stands for: a string (UTF-8) or {"b64": "..."}."""
+    if isinstance(field, str):
+        try:
+            return field.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidArgument(f"{what}: {field[:40]!r} is not valid Unicode text ({exc.reason}); "
+                                  "write binary data as {\"b64\": \"...\"}") from exc
+    if isinstance(field, dict) and set(field) == {"b64"} and isinstance(field["b64"], str):
+        try:
+            return base64.b64decode(field["b64"], validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidArgument(f"{what}: {field['b64'][:40]!r} is not valid base64: {exc}") from exc
+    raise InvalidArgument(f"{what} must be a string or an object {{\"b64\": \"...\"}}, "
+                          f"not {str(field)[:60]!r}")
+
+
+def _op_json(op: LogOp) -> dict[str, Any]:
+    doc: dict[str, Any] = {"op": op.op, "key": bytes_to_json(op.key)}
+    if op.op == "put":
+        assert op.value is not None
+        doc["value"] = bytes_to_json(op.value)
+        if op.expires_at_ns is not None:
+            doc["expires_at"] = format_time(op.expires_at_ns)
+    return doc
+
+
+def to_import_json(commit: LogCommit) -> dict[str, Any]:
+    """The commit as one JSON-lines object that `pitr import` reads.
+
+    A single operation: {"lsn", "ts", "op", "key", "value", "expires_at"};
+    several: {"lsn", "ts", "batch": [{"op", "key", "value", "expires_at"}, ...]}.
+    `value` is left out of deletes and `expires_at` out of puts without one;
+    times are RFC 3339 UTC with nanoseconds. See docs/audit.md.
+    """
+    head: dict[str, Any] = {"lsn": commit.lsn, "ts": format_time(commit.ts_ns)}
+    if len(commit.ops) == 1:
+        return {**head, **_op_json(commit.ops[0])}
+    return {**head, "batch": [_op_json(op) for op in commit.ops]}
