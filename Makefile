@@ -15,6 +15,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 test: $(STAMP) lint
+	$(PY) tools/testenv.py
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: $(STAMP)
