@@ -42,10 +42,18 @@ async def archiving(store: Store, *repos: str | Repository, options: ArchiveOpti
         hook = None
         if snapshot_every is not None:
             hook = Snapshotter(archiver, snapshot_every, prepare=store.flush).maybe_snapshot
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(partial(archiver.run, stop=stop, after_cycle=hook))
-            try:
-                yield archiver
-            finally:
-                stop.set()
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        tg.start_soon(partial(archiver.run, stop=stop, after_cycle=hook))
+        try:
+            yield archiver
+        except BaseException as exc:
+            stop.set()
+            if isinstance(exc, anyio.get_cancelled_exc_class()):
+                await tg.__aexit__(type(exc), exc, exc.__traceback__)
+            else:  # keep the body's exception unwrapped
+                await tg.__aexit__(None, None, None)
+            raise
+        stop.set()
+        await tg.__aexit__(None, None, None)
         await archiver.cycle()

@@ -156,9 +156,15 @@ class Store:
         self._apply_wake.set()
         assert self._tg is not None
         try:
-            await self._tg.__aexit__(exc_type, exc, tb)
+            # The body's own exception is not handed to the task group (it would come back wrapped
+            # in an ExceptionGroup); only cancellation is, so the group's scopes unwind correctly.
+            if exc is not None and isinstance(exc, anyio.get_cancelled_exc_class()):
+                await self._tg.__aexit__(exc_type, exc, tb)
+            else:
+                await self._tg.__aexit__(None, None, None)
         finally:
-            await anyio.to_thread.run_sync(self._close_sync)
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._close_sync)
 
     def _open_sync(self) -> None:
         if not os.path.isdir(self.path):
