@@ -101,8 +101,12 @@ async def restore(repos: Repository | Sequence[Repository], options: RestoreOpti
     if not repo_list:
         raise InvalidArgument("restore needs at least one repository")
     dest = absolute(options.dest)
-    for repo in repo_list:
-        await repo.sync()
+    reports = [await repo.sync() for repo in repo_list]
+    broken = sorted({name for r in reports for name, _why in r.broken})
+    if broken and options.target.latest and all(r.broken for r in reports):
+        raise CorruptData(
+            f"the archive's newest point cannot be restored: damaged files {', '.join(broken)}",
+            path=broken[0], hint="run pitr verify; restore to an earlier --to/--lsn inside a window it prints")
     plan = await plan_restore(repo_list[0], options.target)
     if options.dry_run:
         return plan
