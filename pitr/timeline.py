@@ -31,6 +31,7 @@ class Timeline:
     windows: list[Window]
     bases: list[Base]
     gaps: list[tuple[int, int]]  # missing LSN ranges, inclusive
+    source_gaps: list[tuple[int, int]]  # (LSN, time before) of commits after a loss of source history
     unbound_snapshots: list[str]  # snapshots whose chain digest does not match the log
 
 
@@ -66,9 +67,20 @@ def build_timeline(catalog: Catalog, ident: RepoIdentity, excluded: frozenset[st
         bases.append(Base(snap.lsn, snap.ts_ns, snap.name))
     bases.sort(key=lambda b: b.lsn)
     mark = catalog.get_meta("watermark")
+    source_gaps = catalog.gaps()
     windows: list[Window] = []
     for base in bases:
         run = next((r for r in runs if r[0].first_lsn <= base.lsn + 1 <= r[-1].last_lsn + 1), None)
+        cut = next(((lsn, before) for lsn, before in source_gaps if lsn > base.lsn), None)
+        if cut is not None and run is not None and run[0].first_lsn <= cut[0] <= run[-1].last_lsn + 1:
+            # The source lost history at cut: this base reaches only the commit before it.
+            if cut[0] == base.lsn + 1 and base.snapshot is None:
+                continue  # the empty state before a source's first load is no state at all
+            end_lsn, end_ns = cut[0] - 1, max(cut[1], base.ts_ns) if cut[0] - 1 > base.lsn else base.ts_ns
+            if windows and windows[-1].end_lsn == end_lsn and windows[-1].start_lsn <= base.lsn:
+                continue
+            windows.append(Window(base.ts_ns, end_ns, base.lsn, end_lsn))
+            continue
         if run is None:
             end_lsn, end_ns = base.lsn, base.ts_ns
             last_lsn = segments[-1].last_lsn if segments else ident.first_lsn - 1
@@ -82,5 +94,5 @@ def build_timeline(catalog: Catalog, ident: RepoIdentity, excluded: frozenset[st
         if windows and windows[-1].end_lsn == end_lsn and windows[-1].start_lsn <= base.lsn:
             continue  # already covered by an earlier base on the same run
         windows.append(Window(base.ts_ns, end_ns, base.lsn, end_lsn))
-    return Timeline(windows, bases, gaps, unbound)
+    return Timeline(windows, bases, gaps, source_gaps, unbound)
 

@@ -6,6 +6,7 @@ Layout (little-endian; see docs/format.md, "Record")::
     4   u32  length   bytes after this 8-byte prefix (the payload); 0 marks the end of a WAL
     8   u8   type     1 = commit; other values are future record types
     9   u8   flags    bit 0: a u64 source revision follows the fixed header
+                      bit 1: gap: the source lost history before this commit
     10  u16  reserved 0
     12  u32  op_count
     16  u64  lsn
@@ -47,6 +48,7 @@ LSN_OFFSET = 16
 TYPE_COMMIT = 1
 KNOWN_TYPES = frozenset({TYPE_COMMIT})
 FLAG_SOURCE_REV = 0x01
+FLAG_GAP = 0x02  # the source lost history before this commit: no earlier base reaches past it
 
 PUT = 1
 DELETE = 2
@@ -81,6 +83,7 @@ class Record(NamedTuple):
     ops: tuple[Op, ...]
     source_rev: int | None = None
     type: int = TYPE_COMMIT
+    gap: bool = False
 
 
 class Span(NamedTuple):
@@ -103,7 +106,7 @@ def delete(key: bytes) -> Op:
 
 
 def encode_record(
-    lsn: int, ts_ns: int, ops: Sequence[Op], source_rev: int | None = None
+    lsn: int, ts_ns: int, ops: Sequence[Op], source_rev: int | None = None, *, gap: bool = False
 ) -> bytes:
     """Encode one commit record. Raises ValueError for out-of-bounds input."""
     if not ops:
@@ -135,9 +138,9 @@ def encode_record(
             parts.append(I64.pack(expires))
         parts.append(key)
         parts.append(value)
-    flags = 0
+    flags = FLAG_GAP if gap else 0
     if source_rev is not None:
-        flags = FLAG_SOURCE_REV
+        flags |= FLAG_SOURCE_REV
         parts.insert(0, U64.pack(source_rev))
     body = b"".join(parts)
     length = PAYLOAD_FIXED + len(body)
@@ -284,7 +287,7 @@ def decode_payload(buf: Buffer, span: Span, *, skip_unknown: bool = False) -> Re
             raise CorruptFile(f"unknown operation kind {kind}", offset=offset, lsn=lsn)
     if pos != end:
         raise CorruptFile(f"{end - pos} stray bytes after the last operation", offset=offset, lsn=lsn)
-    return Record(lsn, ts_ns, tuple(ops), source_rev, rtype)
+    return Record(lsn, ts_ns, tuple(ops), source_rev, rtype, bool(flags & FLAG_GAP))
 
 
 def decode_records(

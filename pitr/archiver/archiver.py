@@ -177,9 +177,10 @@ class Archiver:
         name = segment_name(spans[0].lsn, spans[-1].lsn)
         await _publish(prog.repo, layout.segment_object(name), blob)
         meta = read_meta(BytesSource(blob, name))
-        rows = await anyio.to_thread.run_sync(key_rows_of, data, spans)
+        gaps: list[tuple[int, int]] = []
+        rows = await anyio.to_thread.run_sync(key_rows_of, data, spans, gaps)
         await anyio.to_thread.run_sync(prog.repo.catalog.add_segment, segment_entry(name, meta),
-                                       block_rows(meta), rows)
+                                       block_rows(meta), rows, (), gaps)
         prog.last_lsn = meta.last_lsn
         prog.chain_digest = meta.chain_digest
         prog.segments_published += 1

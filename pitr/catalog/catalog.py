@@ -57,6 +57,7 @@ class Catalog:
         self.times_db = self.env.open_db(b"times", create=c)
         self.keys_db = self.env.open_db(b"keys", create=c)
         self.snapshots_db = self.env.open_db(b"snapshots", create=c)
+        self.gaps_db = self.env.open_db(b"gaps", create=c)
         self.meta_db = self.env.open_db(b"meta", create=c)
         if not readonly:
             with self.env.begin(write=True) as txn:
@@ -82,7 +83,7 @@ class Catalog:
 
     # segments --------------------------------------------------------------------
     def add_segment(self, entry: SegmentEntry, blocks: Iterable[BlockRow], key_rows: Iterable[KeyRow],
-                    replaces: Iterable[int] = ()) -> None:
+                    replaces: Iterable[int] = (), gaps: Iterable[tuple[int, int]] = ()) -> None:
         """Index a segment, its blocks and key versions in one transaction.
 
         `replaces` lists first LSNs of segments this one supersedes (merges): their
@@ -99,6 +100,11 @@ class Catalog:
                 txn.put(U64BE.pack(b.first_ts_ns), U64BE.pack(b.first_lsn), db=self.times_db)
             if rows:
                 txn.cursor(self.keys_db).putmulti(rows, dupdata=False, overwrite=True)
+            for lsn, ts_before in gaps:
+                if ts_before < 0:  # the commit before the gap ends the previous segment
+                    prev = self._segment_ending(txn, lsn - 1)
+                    ts_before = prev.last_ts_ns if prev is not None else 0
+                txn.put(U64BE.pack(lsn), U64BE.pack(ts_before), db=self.gaps_db)
 
     def _drop_segment_rows(self, txn: lmdb.Transaction, first_lsn: int) -> SegmentEntry | None:
         raw = txn.get(U64BE.pack(first_lsn), db=self.segments_db)
@@ -117,12 +123,25 @@ class Catalog:
         txn.delete(U64BE.pack(first_lsn), db=self.segments_db)
         return entry
 
+    def _segment_ending(self, txn: lmdb.Transaction, lsn: int) -> SegmentEntry | None:
+        for _k, v in txn.cursor(self.segments_db):
+            entry = SegmentEntry.decode(bytes(v))
+            if entry.last_lsn == lsn:
+                return entry
+        return None
+
+    def gaps(self) -> list[tuple[int, int]]:
+        """(LSN, time of the commit before it) for every commit that follows a gap in the source."""
+        with self.env.begin(db=self.gaps_db) as txn:
+            return [(U64BE.unpack(k)[0], U64BE.unpack(v)[0]) for k, v in txn.cursor()]
+
     def remove_segment(self, first_lsn: int, key_rows: Iterable[KeyRow] = ()) -> None:
         """Forget a deleted segment and the key versions inside it."""
         with self.env.begin(write=True) as txn:
             self._drop_segment_rows(txn, first_lsn)
-            for k, ts, _lsn, _kind, _exp in key_rows:
+            for k, ts, lsn, _kind, _exp in key_rows:
                 txn.delete(key_prefix(k) + U64BE.pack(ts), db=self.keys_db)
+                txn.delete(U64BE.pack(lsn), db=self.gaps_db)
 
     def segments(self) -> list[SegmentEntry]:
         with self.env.begin(db=self.segments_db) as txn:
@@ -272,13 +291,13 @@ class Catalog:
         with self.env.begin() as txn:
             for name, db in (("segments", self.segments_db), ("blocks", self.blocks_db),
                              ("times", self.times_db), ("keys", self.keys_db),
-                             ("snapshots", self.snapshots_db)):
+                             ("snapshots", self.snapshots_db), ("gaps", self.gaps_db)):
                 out[name] = list(txn.cursor(db))
         return out
 
     def clear(self) -> None:
         with self.env.begin(write=True) as txn:
             for db in (self.segments_db, self.blocks_db, self.times_db, self.keys_db, self.snapshots_db,
-                       self.meta_db):
+                       self.gaps_db, self.meta_db):
                 txn.drop(db, delete=False)
             txn.put(b"format", str(FORMAT_VERSION).encode(), db=self.meta_db)

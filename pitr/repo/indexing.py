@@ -22,25 +22,43 @@ def block_rows(meta: SegmentMeta) -> list[BlockRow]:
                      e.record_count, e.crc) for e in meta.index]
 
 
-def key_rows_of(data: bytes | memoryview, spans: list[rec.Span]) -> list[KeyRow]:
-    """One row per operation: (key, commit time, LSN, kind, has expiry)."""
+def key_rows_of(data: bytes | memoryview, spans: list[rec.Span],
+                gaps: list[tuple[int, int]] | None = None) -> list[KeyRow]:
+    """One row per operation: (key, commit time, LSN, kind, has expiry).
+
+    Commits flagged as following a gap in the source's history are appended to
+    `gaps` as (LSN, commit time of the commit before it; -1 when that is not in `data`).
+    """
     rows: list[KeyRow] = []
+    prev_ts = -1
     for span in spans:
         record = rec.decode_payload(data, span, skip_unknown=True)
         if record is None:
             continue
         lsn, ts = record.lsn, record.ts_ns
+        if record.gap and gaps is not None:
+            gaps.append((lsn, prev_ts))
+        prev_ts = ts
         rows.extend((op.key, ts, lsn, op.kind, op.expires_at_ns is not None) for op in record.ops)
     return rows
 
 
-def index_segment(name: str, source: RangeSource) -> tuple[SegmentEntry, list[BlockRow], list[KeyRow]]:
-    """Check every block and record of a segment and return its catalog rows."""
+def index_segment(name: str, source: RangeSource,
+                  gaps: list[tuple[int, int]] | None = None) -> tuple[SegmentEntry, list[BlockRow], list[KeyRow]]:
+    """Check every block and record of a segment and return its catalog rows (and gap commits)."""
     reader = SegmentReader(source)
     rows: list[KeyRow] = []
+    block_gaps: list[tuple[int, int]] = []
+    last_ts = -1
     for i in range(len(reader.meta.index)):
         raw = reader.read_block(i)
-        rows.extend(key_rows_of(raw, reader.block_spans(i, raw)))
+        spans = reader.block_spans(i, raw)
+        found: list[tuple[int, int]] = []
+        rows.extend(key_rows_of(raw, spans, found))
+        block_gaps += [(lsn, last_ts if before == -1 else before) for lsn, before in found]
+        last_ts = spans[-1].ts_ns
+    if gaps is not None:
+        gaps.extend(block_gaps)
     return segment_entry(name, reader.meta), block_rows(reader.meta), rows
 
 

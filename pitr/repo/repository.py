@@ -183,7 +183,8 @@ class Repository:
         object_name = layout.segment_object(name)
         source = await self.open_source(object_name)
         try:
-            entry, blocks, rows = await anyio.to_thread.run_sync(index_segment, name, source)
+            gaps: list[tuple[int, int]] = []
+            entry, blocks, rows = await anyio.to_thread.run_sync(index_segment, name, source, gaps)
         except SegmentsError as exc:
             report.broken.append((name, str(exc)))
             return
@@ -193,7 +194,7 @@ class Repository:
                 close()
         replaces = [s.first_lsn for s in self.catalog.segments()
                     if entry.first_lsn <= s.first_lsn and s.last_lsn <= entry.last_lsn]
-        await anyio.to_thread.run_sync(self.catalog.add_segment, entry, blocks, rows, replaces)
+        await anyio.to_thread.run_sync(self.catalog.add_segment, entry, blocks, rows, replaces, gaps)
         report.indexed.append(name)
 
     async def _sync_snapshots(self, report: SyncReport) -> None:

@@ -334,15 +334,18 @@ class Store:
         return Op(PUT, key, value, self._clock() + int(ttl * 1_000_000_000))
 
     async def commit(self, ops: Sequence[Op], *, ts_ns: int | None = None,
-                     source_rev: int | None = None) -> Commit:
+                     source_rev: int | None = None, gap: bool = False) -> Commit:
         """Commit `ops` atomically as one record; returns once durable.
 
         `ts_ns` forces the commit time (imports); it must exceed the last one.
+        `source_rev` records the source's own position (an etcd revision).
+        `gap` marks a commit after which no earlier base can be restored
+        (the source lost history: the next snapshot starts a new window).
         """
-        return await self._commit(tuple(ops), ts_ns, source_rev)
+        return await self._commit(tuple(ops), ts_ns, source_rev, gap)
 
     async def _commit(self, ops: tuple[Op, ...], ts_ns: int | None = None,
-                      source_rev: int | None = None) -> Commit:
+                      source_rev: int | None = None, gap: bool = False) -> Commit:
         self._check_open()
         if not ops:
             raise InvalidArgument("a commit needs at least one operation")
@@ -355,7 +358,7 @@ class Store:
             ts = ts_ns
         lsn = self._last_lsn + 1
         try:
-            data = rec.encode_record(lsn, ts, ops, source_rev)
+            data = rec.encode_record(lsn, ts, ops, source_rev, gap=gap)
         except ValueError as exc:
             raise InvalidArgument(str(exc)) from exc
         self._last_lsn, self._last_ts = lsn, ts

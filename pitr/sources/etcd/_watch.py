@@ -42,8 +42,8 @@ class WatchStream:
     after the client's ``retry_timeout`` without any member answering.
     """
 
-    def __init__(self, transport: GatewayTransport, prefix: bytes, start_revision: int, *, progress_notify: bool,
-                 idle_timeout: float | None) -> None:
+    def __init__(self, transport: GatewayTransport, prefix: bytes, start_revision: int, *,
+                 progress_notify: bool, idle_timeout: float | None) -> None:
         self._transport = transport
         self._prefix = prefix
         self._progress_notify = progress_notify
