@@ -1,11 +1,14 @@
 """The replay hot path: check records and fold their operations into a key -> change map.
 
 This is the loop a restore spends its time in, so it decodes records inline
-rather than building `Record` objects; every bound is still checked before a
-slice is taken. A change is ``(value, expires_at_ns)`` for a put, None for a delete.
+rather than building `Record` objects, with a fast path for the common
+single-operation commit; every bound is still checked before a slice is
+taken. A change is ``(value, expires_at_ns)`` for a put, None for a delete.
 """
 
 from __future__ import annotations
+
+import struct
 
 from crc32c import crc32c
 
@@ -13,6 +16,10 @@ from segments import record as rec
 from segments._errors import CorruptFile
 
 Change = tuple[bytes, int | None] | None
+
+# A record header followed by its first operation header: every commit record is at least this long.
+_FIRST_OP = struct.Struct("<IIBBHIQqBBHII")
+_FIRST_OP_SIZE = _FIRST_OP.size  # 44
 
 
 def fold_records(
@@ -23,64 +30,92 @@ def fold_records(
     max_ts_ns: int,
     *,
     path: str | None = None,
+    check_crc: bool = True,
 ) -> tuple[int, int | None, bool]:
     """Fold the records of `buf` with expected_lsn <= LSN <= max_lsn and ts <= max_ts_ns.
 
     Records before `expected_lsn` are checked and skipped. Returns (the next
     expected LSN, the last folded commit time or None, whether a record past
     the limits was reached). Unknown record types are skipped.
+
+    `check_crc=False` skips the per-record CRC when the caller has already
+    checked a checksum covering these exact bytes (an archive block's CRC).
     """
-    header = rec.HEADER.unpack_from
-    op_header = rec.OP_HEADER.unpack_from
-    i64 = rec.I64.unpack_from
+    first_op = _FIRST_OP.unpack_from
     view = memoryview(buf)
     pos, end = 0, len(buf)
     last_ts = None
-    prev_lsn = None
+    prev_lsn = expected_lsn - 1
+    first = True
+    put, delete, commit = rec.PUT, rec.DELETE, rec.TYPE_COMMIT
     while pos < end:
-        if end - pos < rec.HEADER_SIZE:
-            raise CorruptFile("incomplete record header", path=path, offset=pos)
-        crc, length, rtype, flags, _res, count, lsn, ts = header(buf, pos)
+        if end - pos >= _FIRST_OP_SIZE:
+            crc, length, rtype, flags, _r, count, lsn, ts, kind, oflags, _r2, klen, vlen = first_op(buf, pos)
+        else:
+            if end - pos < rec.HEADER_SIZE:
+                raise CorruptFile("incomplete record header", path=path, offset=pos)
+            crc, length, rtype, flags, _r, count, lsn, ts = rec.HEADER.unpack_from(buf, pos)
+            kind = oflags = klen = vlen = -1
         stop = pos + 8 + length
         if length < rec.PAYLOAD_FIXED or stop > end:
             raise CorruptFile(f"record length {length} out of bounds", path=path, offset=pos)
-        if crc32c(view[pos + 4 : stop]) != crc:
+        if check_crc and crc32c(view[pos + 4 : stop]) != crc:
             raise CorruptFile("record CRC-32C mismatch", path=path, offset=pos, lsn=lsn)
-        if prev_lsn is not None and lsn != prev_lsn + 1:
-            raise CorruptFile(f"expected LSN {prev_lsn + 1}, found {lsn}", path=path, offset=pos, lsn=lsn)
+        if lsn != prev_lsn + 1:
+            if not first or lsn > expected_lsn:
+                raise CorruptFile(f"expected LSN {prev_lsn + 1}, found {lsn}", path=path, offset=pos, lsn=lsn)
+            # the block starts before expected_lsn: skip (but check) the records before it
+        first = False
         prev_lsn = lsn
         if lsn > max_lsn or ts > max_ts_ns:
             return expected_lsn, last_ts, True
         if lsn < expected_lsn:
             pos = stop
             continue
-        if lsn != expected_lsn:
-            raise CorruptFile(f"expected LSN {expected_lsn}, found {lsn}", path=path, offset=pos, lsn=lsn)
-        if rtype == rec.TYPE_COMMIT:
-            p = pos + rec.HEADER_SIZE + (8 if flags & rec.FLAG_SOURCE_REV else 0)
-            for _ in range(count):
-                if stop - p < 12:
-                    raise CorruptFile("operation runs past the record", path=path, offset=pos, lsn=lsn)
-                kind, oflags, _r, klen, vlen = op_header(buf, p)
-                p += 12
-                expires = None
-                if oflags & 1:
-                    expires = i64(buf, p)[0]
-                    p += 8
-                if p + klen + vlen > stop:
-                    raise CorruptFile("operation runs past the record", path=path, offset=pos, lsn=lsn)
-                key = buf[p : p + klen]
-                p += klen
-                if kind == rec.PUT:
-                    changes[key] = (buf[p : p + vlen], expires)
-                    p += vlen
-                elif kind == rec.DELETE:
-                    changes[key] = None
+        if rtype == commit:
+            if count == 1 and flags == 0 and oflags == 0 and _FIRST_OP_SIZE + klen + vlen == stop - pos:
+                p = pos + _FIRST_OP_SIZE
+                if kind == put:
+                    changes[buf[p : p + klen]] = (buf[p + klen : stop], None)
+                elif kind == delete and vlen == 0:
+                    changes[buf[p:stop]] = None
                 else:
-                    raise CorruptFile(f"unknown operation kind {kind}", path=path, offset=pos, lsn=lsn)
-            if p != stop:
-                raise CorruptFile("stray bytes after the last operation", path=path, offset=pos, lsn=lsn)
+                    raise CorruptFile(f"bad operation kind {kind}", path=path, offset=pos, lsn=lsn)
+            else:
+                _fold_ops(buf, pos, stop, flags, count, lsn, changes, path)
         expected_lsn = lsn + 1
         last_ts = ts
         pos = stop
     return expected_lsn, last_ts, False
+
+
+def _fold_ops(buf: bytes, pos: int, stop: int, flags: int, count: int, lsn: int,
+              changes: dict[bytes, Change], path: str | None) -> None:
+    """The general case: several operations, expiries or a source revision."""
+    op_header = rec.OP_HEADER.unpack_from
+    i64 = rec.I64.unpack_from
+    p = pos + rec.HEADER_SIZE + (8 if flags & rec.FLAG_SOURCE_REV else 0)
+    for _ in range(count):
+        if stop - p < rec.OP_HEADER.size:
+            raise CorruptFile("operation runs past the record", path=path, offset=pos, lsn=lsn)
+        kind, oflags, _r, klen, vlen = op_header(buf, p)
+        p += rec.OP_HEADER.size
+        expires = None
+        if oflags & rec.OP_FLAG_EXPIRY:
+            if stop - p < 8:
+                raise CorruptFile("operation runs past the record", path=path, offset=pos, lsn=lsn)
+            expires = i64(buf, p)[0]
+            p += 8
+        if p + klen + vlen > stop:
+            raise CorruptFile("operation runs past the record", path=path, offset=pos, lsn=lsn)
+        key = buf[p : p + klen]
+        p += klen
+        if kind == rec.PUT:
+            changes[key] = (buf[p : p + vlen], expires)
+            p += vlen
+        elif kind == rec.DELETE and vlen == 0:
+            changes[key] = None
+        else:
+            raise CorruptFile(f"bad operation kind {kind}", path=path, offset=pos, lsn=lsn)
+    if p != stop:
+        raise CorruptFile("stray bytes after the last operation", path=path, offset=pos, lsn=lsn)
