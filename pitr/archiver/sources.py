@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
-from pitr.errors import InvalidArgument
+from pitr.errors import InvalidArgument, PitrError
 from pitr.store._lock import writer_running
 from pitr.store._state import StateDB, StoreIdentity
 from pitr.store._wal_dir import WalDirectory
@@ -73,9 +73,17 @@ class DirectorySource:
 
     def durable(self) -> tuple[int, int]:
         lsn, ts = self.state.checkpoint()
-        if not writer_running(self.data_dir):
+        if not writer_running(self.data_dir) and not self._unapplied_after(lsn):
             return lsn, max(ts, self._clock() - 1)
         return lsn, ts
+
+    def _unapplied_after(self, lsn: int) -> bool:
+        """Whether the WAL holds records past the checkpoint (a writer crashed before applying them:
+        they may be durable, so the log is not known complete until a writer recovers them)."""
+        try:
+            return any(spans for _data, spans in self.wal.read_after(lsn, lsn + 1, 1 << 16))
+        except PitrError:
+            return False
 
     def read_after(self, lsn: int, upto: int, max_bytes: int) -> Iterator[tuple[bytes, list[Span]]]:
         return self.wal.read_after(lsn, upto, max_bytes)
