@@ -168,3 +168,39 @@ def test_second_writer_is_refused_with_pid(env: Path, capsys: pytest.CaptureFixt
     code, _, err = trio.run(hold)
     assert code == 1
     assert f"locked by process {os.getpid()}" in err
+
+
+def test_history_log_diff_and_log_reimports(env: Path, capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    run(capsys, "put", "k", "one")
+    run(capsys, "put", "k", "two")
+    run(capsys, "put", "other", "x")
+    run(capsys, "delete", "k")
+    run(capsys, "archive")
+    code, out, _ = run(capsys, "history", "k", "--values", "--json")
+    assert code == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [(r["lsn"], r["op"], r.get("value")) for r in rows] == [(1, "put", "one"), (2, "put", "two"),
+                                                                     (4, "delete", None)]
+    secs = lambda ns: f"{ns // 10**9}.{ns % 10**9:09d}"  # noqa: E731
+    code, out, _ = run(capsys, "get", "k", "--at", secs(rows[1]["ts_ns"]), "--json")
+    assert code == 0
+    assert json.loads(out)["value"] == "two"
+    code, out, _ = run(capsys, "get", "k", "--at", secs(rows[1]["ts_ns"]), "--exclusive", "--json")
+    assert json.loads(out)["value"] == "one"
+    code, out, _ = run(capsys, "get", "k", "--at", secs(rows[2]["ts_ns"]), "--json")
+    assert code == 1
+    assert json.loads(out)["found"] is False
+    assert run(capsys, "history", "never-written")[0] == 1
+    code, out, _ = run(capsys, "log", "--json")
+    log = env / "log.jsonl"
+    log.write_text(out)
+    monkeypatch.setenv("PITR_DATA", str(env / "copy"))
+    assert run(capsys, "import", str(log))[0] == 0
+    code, out, _ = run(capsys, "export")
+    assert [json.loads(line) for line in out.splitlines()] == [{"op": "put", "key": "other", "value": "x"}]
+    first, last = rows[0]["ts_ns"], rows[2]["ts_ns"]
+    code, out, _ = run(capsys, "diff", secs(first), secs(last), "--json")
+    assert code == 0
+    diffs = {json.loads(line)["key"]: json.loads(line)["change"] for line in out.splitlines()}
+    assert diffs == {"k": "removed", "other": "added"}

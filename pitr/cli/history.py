@@ -1,0 +1,59 @@
+"""pitr history KEY: every archived change to a key, oldest first, streamed."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+from typing import Any
+
+from pitr.audit import KeyChange, history
+from pitr.cli.common import add_json, add_repo, decode_arg, encode_bytes, print_json, repositories, show_bytes
+from pitr.timefmt import format_time, parse_time
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("history", help="every archived change to a key")
+    p.add_argument("key")
+    p.add_argument("--since", help="from this moment (RFC 3339 with offset, or Unix seconds)")
+    p.add_argument("--until", help="up to this moment, inclusive")
+    p.add_argument("--values", action="store_true", help="print values (default: size and digest)")
+    p.add_argument("--b64", action="store_true", help="KEY is base64")
+    add_repo(p)
+    add_json(p)
+    p.set_defaults(run=run)
+
+
+def change_json(change: KeyChange, values: bool) -> dict[str, Any]:
+    row: dict[str, Any] = {"lsn": change.lsn, "ts": format_time(change.ts_ns), "ts_ns": change.ts_ns,
+                           "op": change.op}
+    if change.value is not None:
+        row["size"] = len(change.value)
+        row["blake2b"] = hashlib.blake2b(change.value, digest_size=16).hexdigest()
+        if values:
+            row["value"] = encode_bytes(change.value)
+    if change.expires_at_ns is not None:
+        row["expires_at"] = format_time(change.expires_at_ns)
+    return row
+
+
+async def run(args: argparse.Namespace) -> int:
+    key = decode_arg(args.key, args.b64, "key")
+    since = parse_time(args.since, what="--since") if args.since else None
+    until = parse_time(args.until, what="--until") if args.until else None
+    count = 0
+    async with repositories(args) as repos:
+        repo = repos[0]
+        await repo.sync()
+        async for change in history(repo, key, since_ns=since, until_ns=until):
+            count += 1
+            row = change_json(change, args.values)
+            if args.json:
+                print_json(row)
+            else:
+                what = "" if change.value is None else (
+                    show_bytes(change.value) if args.values else f"{row['size']} bytes {row['blake2b'][:12]}")
+                ttl = f"  expires {row['expires_at']}" if "expires_at" in row else ""
+                print(f"LSN {change.lsn:>10}  {row['ts']}  {change.op:<6} {what}{ttl}", flush=True)
+    if count == 0 and not args.json:
+        print(f"no changes to {show_bytes(key)} in the archive")
+    return 0 if count else 1

@@ -1,0 +1,42 @@
+"""pitr log: the archived commits in a time or LSN range, as JSON lines `pitr import` reads."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from pitr.audit import commit_log, to_import_json
+from pitr.cli.common import add_json, add_repo, repositories, show_bytes
+from pitr.timefmt import format_time, parse_time
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("log", help="archived commits in a range (JSON lines usable by pitr import)")
+    p.add_argument("--since", help="from this moment (RFC 3339 with offset, or Unix seconds)")
+    p.add_argument("--until", help="up to this moment, inclusive")
+    p.add_argument("--since-lsn", type=int, help="from this LSN")
+    p.add_argument("--until-lsn", type=int, help="up to this LSN, inclusive")
+    p.add_argument("--prefix", help="only operations on keys starting with this text")
+    add_repo(p)
+    add_json(p)
+    p.set_defaults(run=run)
+
+
+async def run(args: argparse.Namespace) -> int:
+    since = parse_time(args.since, what="--since") if args.since else None
+    until = parse_time(args.until, what="--until") if args.until else None
+    prefix = args.prefix.encode() if args.prefix is not None else None
+    out = sys.stdout
+    async with repositories(args) as repos:
+        repo = repos[0]
+        await repo.sync()
+        async for commit in commit_log(repo, since_ns=since, until_ns=until, since_lsn=args.since_lsn,
+                                       until_lsn=args.until_lsn, prefix=prefix):
+            if args.json:
+                out.write(json.dumps(to_import_json(commit)) + "\n")
+                continue
+            ops = ", ".join(f"{op.op} {show_bytes(op.key)}" + (f"={show_bytes(op.value)}" if op.value is not None
+                                                               else "") for op in commit.ops)
+            out.write(f"LSN {commit.lsn:>10}  {format_time(commit.ts_ns)}  {ops}\n")
+    return 0
