@@ -96,4 +96,4 @@ def error_fields(exc: BaseException) -> dict[str, Any]:
 
 def is_expected_failure(exc: BaseException) -> bool:
     """Errors the tools report as findings rather than crash on."""
-    return isinstance(exc, SegmentsError | OSError)
+    return isinstance(exc, SegmentsError | OSError) and not isinstance(exc, BrokenPipeError)

@@ -162,6 +162,8 @@ def _item_text(item: dict[str, Any], limit: int) -> str:
         return line + f"  type {item['type']} (unknown record type, skipped)\n"
     if item.get("source_rev") is not None:
         line += f"  source_rev {item['source_rev']}"
+    if item.get("gap"):
+        line += "  gap (the source lost history before this commit)"
     lines = [line + f"  ops {len(item['ops'])}\n"]
     for op in item["ops"]:
         text = f"  {op['op']:<6}  key {_shown(op, 'key', 0)}"
@@ -193,7 +195,10 @@ def record_fields(record: rec.Record) -> dict[str, Any]:
             fields["expires"] = common.format_time(op.expires_at_ns)
             fields["expires_at_ns"] = op.expires_at_ns
         ops.append(fields)
-    return {"source_rev": record.source_rev, "ops": ops}
+    fields = {"source_rev": record.source_rev, "ops": ops}
+    if record.gap:
+        fields["gap"] = True
+    return fields
 
 
 def _span_item(buf: rec.Buffer, span: rec.Span, where: dict[str, Any]) -> dict[str, Any]:

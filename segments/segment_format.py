@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from crc32c import crc32c
 
+from segments import record as rec
 from segments._errors import CorruptFile, UnsupportedVersion
 from segments.chain import Piece
 
@@ -30,7 +31,9 @@ PIECE_ENTRY = struct.Struct("<QQ32s")
 TRAILER_FIELDS = struct.Struct("<QIIQqQqQ32s")  # 88 bytes, covered by trailer crc
 TRAILER_SIZE = TRAILER_FIELDS.size + 4 + 4 + 32 + 8  # 136
 FILE_DIGEST_OFFSET_FROM_END = 32 + 8
-MAX_BLOCK_RAW = 64 << 20  # a block never decompresses to more than this
+MAX_BLOCK_SIZE = 64 << 20  # the largest block size a writer may be asked for
+# A block is cut after the record that reaches the block size, so it may exceed it by one record.
+MAX_BLOCK_RAW = MAX_BLOCK_SIZE + rec.PREFIX.size + rec.MAX_PAYLOAD  # a block never decompresses to more
 MAX_ENTRIES = 1 << 24
 
 

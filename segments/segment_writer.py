@@ -52,6 +52,8 @@ class SegmentBuilder:
         self._out = out
         self._store_id = store_id
         self._prev = prev_chain_digest
+        if not 0 < block_size <= fmt.MAX_BLOCK_SIZE:
+            raise ValueError(f"block size {block_size} is not in 1..{fmt.MAX_BLOCK_SIZE}")
         self._block_size = block_size
         self._cctx = zstandard.ZstdCompressor(level=level, write_content_size=True)
         self._hasher = blake3(max_threads=1)

@@ -41,7 +41,10 @@ FOOTER_SIZE = FOOTER_FIELDS.size + 8 + 32 + 8  # 112
 FLAG_EXPIRY = 0x01
 FLAG_RAW_BLOCKS = 0x0001  # header flags: blocks are stored uncompressed (compress=False)
 BLOCK_SIZE = 256 << 10
-MAX_BLOCK_RAW = 64 << 20
+MAX_BLOCK_SIZE = 64 << 20  # the largest block size a writer may be asked for
+MAX_ENTRY = ENTRY.size + 8 + rec.MAX_KEY + rec.MAX_VALUE
+# A block is cut after the entry that reaches the block size, so it may exceed it by one entry.
+MAX_BLOCK_RAW = MAX_BLOCK_SIZE + MAX_ENTRY
 _MOD = 1 << 256
 
 
@@ -166,6 +169,8 @@ class SnapshotWriter:
         out.write(b"\0" * self._head_size)  # patched in finish() once counts are known
         self._offset = self._head_size
         self._cctx = zstandard.ZstdCompressor(level=level, write_content_size=True)
+        if not 0 < block_size <= MAX_BLOCK_SIZE:
+            raise ValueError(f"block size {block_size} is not in 1..{MAX_BLOCK_SIZE}")
         self._block_size = block_size
         self._parts: list[bytes] = []
         self._part_bytes = 0
@@ -180,6 +185,8 @@ class SnapshotWriter:
         """Add one entry; keys must arrive in strictly increasing order."""
         if self._last_key is not None and key <= self._last_key:
             raise ValueError("snapshot keys must be strictly increasing")
+        if len(key) > rec.MAX_KEY or len(value) > rec.MAX_VALUE:
+            raise ValueError(f"entry of {len(key)}+{len(value)} bytes exceeds the key or value limit")
         self._last_key = key
         data = encode_entry(key, value, expires_at_ns)
         self._state.total = (self._state.total + int.from_bytes(blake3(data).digest(), "little")) % _MOD

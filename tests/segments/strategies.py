@@ -40,12 +40,12 @@ def record_runs(
     for i in range(count):
         ts += draw(st.integers(1, 1 << 40))
         batch = tuple(draw(st.lists(ops, min_size=1, max_size=max_ops)))
-        records.append(rec.Record(lsn + i, ts, batch, draw(source_revs)))
+        records.append(rec.Record(lsn + i, ts, batch, draw(source_revs), gap=draw(st.booleans())))
     return records
 
 
 def encode_all(records: Sequence[rec.Record]) -> bytes:
-    return b"".join(rec.encode_record(r.lsn, r.ts_ns, r.ops, r.source_rev) for r in records)
+    return b"".join(rec.encode_record(r.lsn, r.ts_ns, r.ops, r.source_rev, gap=r.gap) for r in records)
 
 
 def plain_records(first_lsn: int, count: int, ts0: int = 1_795_961_387_000_000_000,
@@ -63,7 +63,7 @@ def write_wal(directory: str, records: Sequence[rec.Record], *, preallocate: int
     """A WAL file holding `records` (one commit group each); returns its path and each record's bytes."""
     first = records[0].lsn if first_lsn is None else first_lsn
     path = os.path.join(directory, wal_name(first))
-    encoded = [rec.encode_record(r.lsn, r.ts_ns, r.ops, r.source_rev) for r in records]
+    encoded = [rec.encode_record(r.lsn, r.ts_ns, r.ops, r.source_rev, gap=r.gap) for r in records]
     writer = WalWriter.create(path, STORE_ID, first, 0, preallocate=preallocate)
     try:
         for data in encoded:

@@ -23,10 +23,11 @@ def reframe(head_and_payload: bytes | bytearray) -> bytes:
     return bytes(data)
 
 
-@given(lsn=st.integers(0, rec.MAX_LSN), ts=I64, batch=st.lists(ops, min_size=1, max_size=8), rev=source_revs)
-def test_record_round_trip(lsn: int, ts: int, batch: list[rec.Op], rev: int | None) -> None:
-    data = rec.encode_record(lsn, ts, batch, rev)
-    assert rec.decode_record(data) == rec.Record(lsn, ts, tuple(batch), rev)
+@given(lsn=st.integers(0, rec.MAX_LSN), ts=I64, batch=st.lists(ops, min_size=1, max_size=8), rev=source_revs,
+       gap=st.booleans())
+def test_record_round_trip(lsn: int, ts: int, batch: list[rec.Op], rev: int | None, gap: bool) -> None:
+    data = rec.encode_record(lsn, ts, batch, rev, gap=gap)
+    assert rec.decode_record(data) == rec.Record(lsn, ts, tuple(batch), rev, gap=gap)
     assert list(rec.scan_spans(data)) == [rec.Span(lsn, ts, 0, len(data))]
 
 
@@ -146,3 +147,45 @@ def test_checksummed_garbage_raises_only_corrupt_file_and_allocates_little(data:
         tracemalloc.stop()
     # decoded objects cost a bounded multiple of the input; declared lengths never drive allocation
     assert peak < 16 * len(data) + 64 * 1024
+
+
+@st.composite
+def record_streams(draw: st.DrawFn) -> tuple[bytes, int, int]:
+    """Encoded runs, sometimes damaged or out of order, with the LSN and time the run should follow."""
+    records = draw(record_runs(max_size=8))
+    if len(records) > 1 and draw(st.booleans()):
+        i = draw(st.integers(0, len(records) - 2))
+        change = draw(st.sampled_from(["swap", "same time", "skip"]))
+        if change == "swap":
+            records[i], records[i + 1] = records[i + 1], records[i]
+        elif change == "same time":
+            records[i + 1] = records[i + 1]._replace(ts_ns=records[i].ts_ns)
+        else:
+            records[i + 1] = records[i + 1]._replace(lsn=records[i + 1].lsn + 1)
+    data = encode_all(records)
+    if draw(st.booleans()):
+        data = bytearray(data)
+        data[draw(st.integers(0, len(data) - 1))] ^= draw(st.integers(1, 255))
+        data = bytes(data)
+    first_lsn = records[0].lsn + draw(st.sampled_from([0, 0, 1]))
+    after_ts = records[0].ts_ns - draw(st.sampled_from([1, 1, 0]))
+    return data, first_lsn, after_ts
+
+
+@given(record_streams())
+def test_check_run_agrees_with_scan_spans(stream: tuple[bytes, int, int]) -> None:
+    data, first_lsn, after_ts = stream
+    try:
+        spans = list(rec.scan_spans(data))
+        lsns_ok = [s.lsn for s in spans] == list(range(first_lsn, first_lsn + len(spans)))
+        times = [after_ts] + [s.ts_ns for s in spans]
+        expected_ok = lsns_ok and all(b > a for a, b in zip(times, times[1:], strict=False))
+    except CorruptFile:
+        expected_ok = False
+    try:
+        run = rec.check_run(data, first_lsn, after_ts)
+    except CorruptFile:
+        assert not expected_ok
+        return
+    assert expected_ok
+    assert run == rec.Run([s.end for s in spans], spans[0].ts_ns, spans[-1].ts_ns)

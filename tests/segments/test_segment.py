@@ -195,3 +195,36 @@ def test_garbage_fails_cleanly(garbage: bytes, cut: int, with_magic: bool) -> No
         except SegmentsError:
             continue
         assert data == blob
+
+
+def test_records_out_of_lsn_order_are_refused() -> None:
+    records = plain_records(1, 6)
+    shuffled = [records[0], records[2]._replace(ts_ns=records[1].ts_ns), records[1]._replace(ts_ns=records[2].ts_ns),
+                *records[3:]]
+    buf = encode_all(shuffled)
+    out = io.BytesIO()
+    builder = SegmentBuilder(out, STORE_ID, chain.genesis(STORE_ID))
+    builder.add_piece(buf, list(rec.scan_spans(buf)))  # the builder trusts its caller's spans
+    builder.finish(0)
+    reader = SegmentReader(BytesSource(out.getvalue()))
+    with pytest.raises(CorruptFile, match="expected LSN 2, found 3"):
+        reader.verify()
+    with pytest.raises(CorruptFile, match="do not match the block index"):
+        list(reader.iter_records())
+
+
+def test_a_record_of_the_largest_value_fits_in_a_block() -> None:
+    first, *small = plain_records(1, 3)
+    big = first._replace(ops=(rec.put(b"k", b"v" * rec.MAX_VALUE),))
+    blob, sealed = seal([big, *small], block_size=1024)
+    assert sealed.blocks[0].raw_size > rec.MAX_VALUE
+    reader = SegmentReader(BytesSource(blob))
+    reader.verify()
+    assert [r.lsn for r in reader.iter_records(2)] == [2, 3]
+
+
+def test_block_size_is_bounded() -> None:
+    with pytest.raises(ValueError, match="block size"):
+        SegmentBuilder(io.BytesIO(), STORE_ID, chain.genesis(STORE_ID), block_size=fmt.MAX_BLOCK_SIZE + 1)
+    with pytest.raises(ValueError, match="block size"):
+        SegmentBuilder(io.BytesIO(), STORE_ID, chain.genesis(STORE_ID), block_size=0)

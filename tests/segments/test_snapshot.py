@@ -181,3 +181,14 @@ def test_garbage_fails_cleanly(garbage: bytes, cut: int, with_magic: bool) -> No
         except SegmentsError:
             continue
         assert data == blob
+
+
+def test_an_entry_of_the_largest_value_fits_in_a_block() -> None:
+    from segments import record as rec
+
+    entries: list[Entry] = [(b"a", b"x", None), (b"big", b"v" * rec.MAX_VALUE, 5), (b"c", b"", None)]
+    reader = SnapshotReader(BytesSource(write_snapshot(entries, block_size=1024)))
+    reader.verify()
+    assert reader.get(b"c") == (b"", None)
+    with pytest.raises(ValueError, match="limit"):
+        SnapshotWriter(io.BytesIO(), HEADER).add(b"k", b"v" * (rec.MAX_VALUE + 1))

@@ -23,9 +23,9 @@ from segments import (
     WalWriter,
     WriterPoisoned,
     scan_wal,
+    wal,
 )
 from segments import record as rec
-from segments import wal
 from tests.segments.strategies import STORE_ID, encode_all, flip, plain_records, record_runs, write_wal
 
 
@@ -270,7 +270,7 @@ def test_fsync_failure_poisons_the_writer(tmp_path: Path, monkeypatch: pytest.Mo
     def failing_fdatasync(fd: int) -> NoReturn:
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(wal.os, "fdatasync", failing_fdatasync)
+    monkeypatch.setattr("segments.wal.os.fdatasync", failing_fdatasync)
     writer.append(rec.encode_record(records[1].lsn, records[1].ts_ns, records[1].ops))
     with pytest.raises(WriterPoisoned) as info:
         writer.sync()
@@ -292,7 +292,7 @@ def test_write_failure_poisons_the_writer(tmp_path: Path, monkeypatch: pytest.Mo
     def failing_pwrite(fd: int, data: bytes, offset: int) -> NoReturn:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(wal.os, "pwrite", failing_pwrite)
+    monkeypatch.setattr("segments.wal.os.pwrite", failing_pwrite)
     with pytest.raises(OSError, match="No space"):
         writer.append(rec.encode_record(1, 1, [rec.delete(b"k")]))
     monkeypatch.undo()
