@@ -76,7 +76,7 @@ async def run_cleanup(repo: Repository, plan: CleanupPlan,
     total = plan.deleted_count
     done = 0
     for snap in plan.delete_snapshots:
-        await repo.storage.delete(layout.snapshot_object(snap.name))
+        await repo.delete(layout.snapshot_object(snap.name))
         repo.catalog.remove_snapshot(snap.lsn)
         done += 1
         if progress:
@@ -90,7 +90,7 @@ async def run_cleanup(repo: Repository, plan: CleanupPlan,
             if close:
                 close()
         await anyio.to_thread.run_sync(repo.catalog.remove_segment, seg.first_lsn, rows)
-        await repo.storage.delete(layout.segment_object(seg.name))
+        await repo.delete(layout.segment_object(seg.name))
         done += 1
         if progress:
             progress("cleanup", done, total)

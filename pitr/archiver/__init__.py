@@ -20,11 +20,12 @@ __all__ = ["ArchiveOptions", "Archiver", "CommitSource", "DirectorySource", "Sto
 @asynccontextmanager
 async def archiving(store: Store, *repos: str | Repository, options: ArchiveOptions | None = None,
                     cache_dir: str | None = None, s3_endpoint: str | None = None,
-                    snapshot_every: Any = None) -> AsyncIterator[Archiver]:
+                    snapshot_every: Any = None, source_kind: str = "embedded") -> AsyncIterator[Archiver]:
     """Run an archiver for `store` while the block runs; on exit, ship everything durable.
 
     Repositories may be URLs (opened and closed here) or open `Repository` objects.
-    `snapshot_every` is a `SnapshotSchedule` for periodic snapshots.
+    `snapshot_every` is a `SnapshotSchedule` for periodic snapshots. `source_kind`
+    is recorded in a new repository's identity ("etcd" for an etcd spool).
     """
     from pitr.snapshots.schedule import Snapshotter
 
@@ -36,7 +37,7 @@ async def archiving(store: Store, *repos: str | Repository, options: ArchiveOpti
             else:
                 opened.append(await stack.enter_async_context(
                     open_repository(repo, cache_dir=cache_dir, s3_endpoint=s3_endpoint, create=True)))
-        archiver = Archiver(StoreSource(store), opened, options)
+        archiver = Archiver(StoreSource(store), opened, options, source_kind=source_kind)
         await archiver.start()
         stop = anyio.Event()
         hook = None

@@ -67,22 +67,26 @@ class RepoProgress:
     errors: int = 0
     last_error: str | None = None
     lag_samples_ns: list[int] = field(default_factory=list)
+    uncertain: set[str] = field(default_factory=set)  # names whose publish failed: may exist remotely
 
 
-def identity_for(source: CommitSource) -> RepoIdentity:
+def identity_for(source: CommitSource, kind: str = "embedded") -> RepoIdentity:
+    """The repository identity for `source`'s history; `kind` names where its commits come from
+    ("embedded" for a pitr store, "etcd" for a spool fed by an etcd watch)."""
     ident = source.identity
     return RepoIdentity(ident.store_id, ident.name, ident.created_ns, ident.first_lsn,
-                        ident.start_chain_digest, "embedded", ident.parent)
+                        ident.start_chain_digest, kind, ident.parent)
 
 
 class Archiver:
     """Ships one store's durable commits to one or more repositories."""
 
     def __init__(self, source: CommitSource, repos: list[Repository], options: ArchiveOptions | None = None,
-                 clock: Callable[[], int] = time.time_ns) -> None:
+                 clock: Callable[[], int] = time.time_ns, *, source_kind: str = "embedded") -> None:
         if not repos:
             raise InvalidArgument("the archiver needs at least one repository")
         self.source = source
+        self.source_kind = source_kind
         self.options = options or ArchiveOptions()
         self.clock = clock
         self.progress: list[RepoProgress] = []
@@ -91,7 +95,7 @@ class Archiver:
 
     async def start(self) -> None:
         """Check every repository belongs to this store and resume from what it holds."""
-        ident = identity_for(self.source)
+        ident = identity_for(self.source, self.source_kind)
         for repo in self._repos:
             await repo.claim(ident)
             await repo.sync()
@@ -175,7 +179,16 @@ class Archiver:
 
         blob, sealed = await anyio.to_thread.run_sync(seal)
         name = segment_name(spans[0].lsn, spans[-1].lsn)
-        await _publish(prog.repo, layout.segment_object(name), blob)
+        object_name = layout.segment_object(name)
+        prog.uncertain.add(object_name)
+        await _publish(prog.repo, object_name, blob)
+        prog.uncertain.discard(object_name)
+        for orphan in sorted(prog.uncertain):
+            # An earlier attempt at this range failed after it may have landed; its records are
+            # in the segment just published, so the leftover must not stay beside it.
+            await prog.repo.delete(orphan)
+            prog.uncertain.discard(orphan)
+        await prog.repo.remember(object_name, blob)
         meta = read_meta(BytesSource(blob, name))
         gaps: list[tuple[int, int]] = []
         rows = await anyio.to_thread.run_sync(key_rows_of, data, spans, gaps)
@@ -243,8 +256,9 @@ class Archiver:
         await _publish(repo, layout.segment_object(entry.name), blob)
         await anyio.to_thread.run_sync(repo.catalog.add_segment, entry, blocks, [],
                                        [s.first_lsn for s in run])
+        await repo.remember(layout.segment_object(entry.name), blob)
         for seg in run:
-            await repo.storage.delete(layout.segment_object(seg.name))
+            await repo.delete(layout.segment_object(seg.name))
         return entry
 
     async def run(self, *, stop: anyio.Event | None = None,

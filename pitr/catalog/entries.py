@@ -42,7 +42,7 @@ class SegmentEntry:
         doc["prev_chain_digest"] = self.prev_chain_digest.hex()
         doc["chain_digest"] = self.chain_digest.hex()
         doc["pieces"] = [[p.first_lsn, p.last_lsn, p.records_digest.hex()] for p in self.pieces]
-        return json.dumps(doc, separators=(",", ":")).encode()
+        return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
 
     @classmethod
     def decode(cls, raw: bytes) -> SegmentEntry:
@@ -94,7 +94,7 @@ class SnapshotEntry:
         doc = asdict(self)
         doc["chain_digest"] = self.chain_digest.hex()
         doc["state_digest"] = self.state_digest.hex()
-        return json.dumps(doc, separators=(",", ":")).encode()
+        return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
 
     @classmethod
     def decode(cls, raw: bytes) -> SnapshotEntry:

@@ -1,4 +1,7 @@
-"""pitr archive: ship the store's durable commits to the repositories (once, or --follow)."""
+"""pitr archive: ship the store's durable commits to the repositories (once, or --follow).
+
+With --source etcd://..., archive an etcd prefix through a spool store instead (pitr/cli/_etcd.py).
+"""
 
 from __future__ import annotations
 
@@ -16,8 +19,11 @@ from pitr.snapshots.schedule import SnapshotSchedule, Snapshotter
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("archive", help="archive the store's log into repositories")
+    p = sub.add_parser("archive", help="archive the store's log (or an etcd prefix) into repositories")
     add_data(p)
+    p.add_argument("--source", metavar="etcd://HOST:PORT[,...][/PREFIX]",
+                   help="archive this etcd prefix instead of a store; --data is then its spool directory "
+                        "(default: one in ~/.cache/pitr per prefix and repository)")
     add_repo(p, many=True)
     p.add_argument("--follow", action="store_true", help="keep archiving until interrupted")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between archive cycles (default 1)")
@@ -37,6 +43,10 @@ def summary(archiver: Archiver) -> list[dict[str, Any]]:
 
 
 async def run(args: argparse.Namespace) -> int:
+    if args.source is not None:
+        from pitr.cli._etcd import run_archive
+
+        return await run_archive(args)
     seconds, volume = parse_every(args.snapshot_every)
     schedule = SnapshotSchedule(every_seconds=seconds, every_bytes=volume)
     options = ArchiveOptions(interval=args.interval)
@@ -50,9 +60,14 @@ async def run(args: argparse.Namespace) -> int:
                 await archiver.run(stop=stop, after_cycle=snapshotter.maybe_snapshot if snapshotter else None)
                 tg.cancel_scope.cancel()
         shipped = await archiver.cycle()
+    return report(args, archiver, {"shipped_commits": shipped})
+
+
+def report(args: argparse.Namespace, archiver: Archiver, extra: dict[str, Any]) -> int:
+    """Print what was archived; exit status 1 when a repository is failing."""
     rows = summary(archiver)
     if args.json:
-        print_json({"shipped_commits": shipped, "repositories": rows})
+        print_json({**extra, "repositories": rows})
     else:
         for row in rows:
             print(f"{row['repository']}: archived through LSN {row['archived_through_lsn']}, "

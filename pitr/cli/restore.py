@@ -1,4 +1,4 @@
-"""pitr restore: build the state at a moment into a new store directory."""
+"""pitr restore: build the state at a moment into a new store directory (or into etcd)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,17 @@ from pitr.timefmt import format_time, parse_time
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("restore", help="restore the state at a moment into a new store directory")
+    p = sub.add_parser("restore", help="restore the state at a moment into a new store directory or etcd")
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--to", help="moment: RFC 3339 with offset (2026-11-24T14:03:07Z) or Unix seconds")
     target.add_argument("--lsn", type=int, help="restore through this LSN (inclusive)")
     target.add_argument("--latest", action="store_true", help="the newest restorable point")
-    p.add_argument("--dest", required=True, help="directory of the new store")
+    p.add_argument("--dest", required=True,
+                   help="directory of the new store, or etcd://HOST:PORT[,HOST:PORT...][/PREFIX] to write "
+                        "the state into etcd (default prefix: the archived one)")
     p.add_argument("--exclusive", action="store_true", help="with --to: only commits strictly before it")
     p.add_argument("--dry-run", action="store_true", help="print the plan; restore nothing")
-    p.add_argument("--force", action="store_true", help="replace a non-empty destination")
+    p.add_argument("--force", action="store_true", help="replace a non-empty destination (directory or prefix)")
     p.add_argument("--no-verify", action="store_true", help="skip checking the files before reading them")
     add_repo(p, many=True)
     add_json(p)
@@ -35,6 +37,20 @@ def plan_json(plan: RestorePlan) -> dict[str, object]:
             "bytes_to_read": plan.bytes_to_read}
 
 
+def show_plan(plan: RestorePlan, as_json: bool) -> None:
+    """Print a dry run's plan."""
+    if as_json:
+        print_json(plan_json(plan))
+        return
+    p = plan_json(plan)
+    base = p["base"]
+    print(f"plan: restore {p['target']} -> LSN {p['target_lsn']} (commit at {p['target_commit_time']})")
+    print(f"  base: {base['snapshot'] or 'start of history'} (LSN {base['lsn']})")  # type: ignore[index]
+    print(f"  replay {p['commits_to_replay']:,} commits from {len(plan.segments)} segments; "
+          f"read {human_bytes(plan.bytes_to_read)}")
+    print("  nothing was restored (--dry-run)")
+
+
 async def run(args: argparse.Namespace) -> int:
     if args.exclusive and args.to is None:
         from pitr.errors import InvalidArgument
@@ -42,6 +58,10 @@ async def run(args: argparse.Namespace) -> int:
         raise InvalidArgument("--exclusive applies only to --to")
     target = RestoreTarget(time_ns=parse_time(args.to, what="--to") if args.to is not None else None,
                            lsn=args.lsn, latest=args.latest, exclusive=args.exclusive)
+    if args.dest.startswith(("etcd://", "etcds://")):
+        from pitr.cli._etcd import run_restore
+
+        return await run_restore(args, target)
     options = RestoreOptions(target=target, dest=args.dest, force=args.force, verify=not args.no_verify,
                              dry_run=args.dry_run)
     progress = Progress()
@@ -50,16 +70,7 @@ async def run(args: argparse.Namespace) -> int:
                                say=lambda text: print(text, file=sys.stderr))
     progress.done()
     if isinstance(result, RestorePlan):
-        if args.json:
-            print_json(plan_json(result))
-        else:
-            p = plan_json(result)
-            base = p["base"]
-            print(f"plan: restore {p['target']} -> LSN {p['target_lsn']} (commit at {p['target_commit_time']})")
-            print(f"  base: {base['snapshot'] or 'start of history'} (LSN {base['lsn']})")  # type: ignore[index]
-            print(f"  replay {p['commits_to_replay']:,} commits from {len(result.segments)} segments; "
-                  f"read {human_bytes(result.bytes_to_read)}")
-            print("  nothing was restored (--dry-run)")
+        show_plan(result, args.json)
         return 0
     summary = {"dest": result.dest, "target": target.describe(), "lsn": result.target_lsn,
                "commit_time": format_time(result.target_ts_ns), "base_lsn": result.base_lsn,

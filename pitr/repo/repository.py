@@ -115,18 +115,37 @@ class Repository:
             return self.storage.local_path(object_name)
         return None
 
-    async def open_source(self, object_name: str) -> RangeSource:
-        """A byte source for a published file: the file itself, or a cached download."""
+    def _cache_path(self, object_name: str) -> str:
+        return os.path.join(self.cache_dir, "objects", *object_name.split("/"))
+
+    async def open_source(self, object_name: str, *, fresh: bool = False) -> RangeSource:
+        """A byte source for a published file: the file itself, or a cached download.
+
+        `fresh` reads a remote object from the repository even when a download
+        is cached (verification must check what the repository holds).
+        """
         path = self.local_path(object_name)
         if path is not None:
             return await anyio.to_thread.run_sync(FileSource, path)
-        cached = os.path.join(self.cache_dir, "objects", *object_name.split("/"))
-        source = await anyio.to_thread.run_sync(_cached_source, cached)
-        if source is not None:
-            return source
+        cached = self._cache_path(object_name)
+        if not fresh:
+            source = await anyio.to_thread.run_sync(_cached_source, cached)
+            if source is not None:
+                return source
         data = await self.storage.read(object_name)
         await anyio.to_thread.run_sync(_write_cache, cached, data)
         return BytesSource(data, object_name)
+
+    async def remember(self, object_name: str, data: bytes) -> None:
+        """Keep a copy of a file this process just published to a remote repository (merges reuse it)."""
+        if self.local_path(object_name) is None:
+            await anyio.to_thread.run_sync(_write_cache, self._cache_path(object_name), data)
+
+    async def delete(self, object_name: str) -> None:
+        """Delete a published file and any cached copy of it."""
+        await self.storage.delete(object_name)
+        if self.local_path(object_name) is None:
+            await anyio.to_thread.run_sync(_remove_cached, self._cache_path(object_name))
 
     async def read_block(self, segment: SegmentEntry, block: BlockRow) -> bytes:
         """One decompressed, CRC-checked block, reading only its bytes."""
@@ -234,6 +253,13 @@ def _cached_source(path: str) -> FileSource | None:
         return None
 
 
+def _remove_cached(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def _write_cache(path: str, data: bytes) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
@@ -243,9 +269,12 @@ def _write_cache(path: str, data: bytes) -> None:
 
 
 def catalog_dir(storage: Storage, cache_dir: str | None) -> str:
+    """Beside a local repository by default; else in a per-repository folder of the cache directory."""
     if isinstance(storage, LocalStorage) and cache_dir is None:
         return os.path.join(storage.root, layout.LOCAL_CATALOG_DIR)
-    return os.path.join(cache_dir or default_cache_dir(storage.url), "catalog")
+    if cache_dir is None:
+        return os.path.join(default_cache_dir(storage.url), "catalog")
+    return os.path.join(cache_dir, layout.repo_key(storage.url), "catalog")
 
 
 def _open_local_side(storage: Storage, cache_dir: str | None, create: bool) -> tuple[Catalog, str]:

@@ -10,7 +10,7 @@ from functools import partial
 
 import anyio
 
-from pitr.errors import CorruptData, DestinationExists, InvalidArgument
+from pitr.errors import CorruptData, DestinationExists, InvalidArgument, OutsideWindow
 from pitr.repo import layout
 from pitr.repo.repository import Repository
 from pitr.restore.engine import RestoreResult, build_state
@@ -80,6 +80,28 @@ async def _open_sources(repos: Sequence[Repository], plan: RestorePlan, verify: 
     return snapshot, sources
 
 
+async def _best_plan(repos: list[Repository], options: RestoreOptions) -> RestorePlan:
+    """Plan from every repository's catalog and take the best: one copy may lack files the other has.
+
+    For --latest the plan reaching the highest LSN wins; otherwise the first
+    repository (in the order given) whose windows hold the target.
+    """
+    plans: list[RestorePlan] = []
+    refusal: OutsideWindow | None = None
+    for repo in repos:
+        try:
+            plans.append(await plan_restore(repo, options.target))
+        except OutsideWindow as exc:
+            refusal = refusal or exc
+            continue
+        if not options.target.latest:
+            break
+    if not plans:
+        assert refusal is not None
+        raise refusal
+    return max(plans, key=lambda p: p.target_lsn) if options.target.latest else plans[0]
+
+
 def _check_segment_full(name: str, source: RangeSource) -> Finding | None:
     return check_segment(name, source, full=True)[1]
 
@@ -107,7 +129,7 @@ async def restore(repos: Repository | Sequence[Repository], options: RestoreOpti
         raise CorruptData(
             f"the archive's newest point cannot be restored: damaged files {', '.join(broken)}",
             path=broken[0], hint="run pitr verify; restore to an earlier --to/--lsn inside a window it prints")
-    plan = await plan_restore(repo_list[0], options.target)
+    plan = await _best_plan(repo_list, options)
     if options.dry_run:
         return plan
     await anyio.to_thread.run_sync(check_destination, dest, options.force)

@@ -136,6 +136,7 @@ class Store:
         self._applying: dict[bytes, Change] = {}
         self._applied_lsn = 0
         self._apply_wake = anyio.Event()
+        self._apply_lock = anyio.Lock()
         self._failure: BaseException | None = None
         self._closing = False
         self._tg: anyio.abc.TaskGroup | None = None
@@ -299,11 +300,14 @@ class Store:
 
     async def _apply_pending(self) -> None:
         assert self._state is not None
-        self._applying, self._pending = self._pending, {}
-        lsn, ts = self._durable_lsn, self._durable_ts
-        await anyio.to_thread.run_sync(self._state.apply, self._applying, lsn, ts)
-        self._applying = {}
-        self._applied_lsn = lsn
+        async with self._apply_lock:
+            if not self._pending:
+                return
+            self._applying, self._pending = self._pending, {}
+            lsn, ts = self._durable_lsn, self._durable_ts
+            await anyio.to_thread.run_sync(self._state.apply, self._applying, lsn, ts)
+            self._applying = {}
+            self._applied_lsn = lsn
         await anyio.to_thread.run_sync(self._remove_old_wal_sync)
 
     def _remove_old_wal_sync(self) -> None:
@@ -482,8 +486,7 @@ class Store:
     async def flush(self) -> None:
         """Apply every acknowledged commit to LMDB now (used before snapshots and in tests)."""
         self._check_open()
-        if self._pending:
-            await self._apply_pending()
+        await self._apply_pending()  # waits for an apply already running, then applies the rest
 
     @property
     def state(self) -> StateDB:

@@ -91,7 +91,7 @@ async def verify_repository(repo: Repository, *, mode: str = "full", files: Sequ
         if progress:
             progress("verify", i, len(todo))
         object_name = layout.segment_object(name) if is_segment else layout.snapshot_object(name)
-        source = await repo.open_source(object_name)
+        source = await repo.open_source(object_name, fresh=True)
         try:
             if is_segment:
                 deep = full and (not wanted or name in wanted)

@@ -1,4 +1,5 @@
-"""etcd as a pitr source: an async v3 client over etcd's JSON gRPC-gateway.
+"""etcd as a pitr source: an async v3 client over etcd's JSON gRPC-gateway, the archiver that
+follows a prefix into a spool store (`etcd_archiving`), and restore into etcd (`restore_to_etcd`).
 
 One etcd revision is one pitr commit; the watch stream delivers them as
 `WatchBatch` values. See docs/etcd.md.
@@ -34,7 +35,17 @@ from ._types import (
     plan_txn_batches,
 )
 from ._watch import WatchStream
+from .archive import (
+    EtcdArchive,
+    EtcdFollower,
+    FollowOptions,
+    default_spool_dir,
+    etcd_archiving,
+    source_revision_at,
+)
 from .client import EtcdClient
+from .restore import EtcdRestoreOptions, EtcdRestoreResult, restore_to_etcd, source_prefix_of
+from .url import EtcdLocation, is_etcd_url, parse_etcd_url
 
 __all__ = [
     "DEFAULT_MAX_REQUEST_BYTES",
@@ -44,10 +55,16 @@ __all__ = [
     "Compare",
     "Delete",
     "DeleteResult",
+    "EtcdArchive",
     "EtcdClient",
     "EtcdError",
+    "EtcdFollower",
+    "EtcdLocation",
+    "EtcdRestoreOptions",
+    "EtcdRestoreResult",
     "EtcdUnavailable",
     "EventType",
+    "FollowOptions",
     "Get",
     "GetResult",
     "KeyValue",
@@ -67,7 +84,14 @@ __all__ = [
     "WatchBatch",
     "WatchEvent",
     "WatchStream",
+    "default_spool_dir",
     "estimate_txn_bytes",
+    "etcd_archiving",
+    "is_etcd_url",
     "normalize_endpoint",
+    "parse_etcd_url",
     "plan_txn_batches",
+    "restore_to_etcd",
+    "source_prefix_of",
+    "source_revision_at",
 ]

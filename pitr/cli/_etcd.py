@@ -1,0 +1,97 @@
+"""The etcd side of `pitr archive --source etcd://...` and `pitr restore --dest etcd://...`."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+import anyio
+
+from pitr.archiver import ArchiveOptions
+from pitr.cli.common import Progress, parse_every, print_json, repo_urls, repositories
+from pitr.restore import RestorePlan, RestoreTarget
+from pitr.snapshots.schedule import SnapshotSchedule
+from pitr.sources.etcd import (
+    EtcdClient,
+    EtcdRestoreOptions,
+    default_spool_dir,
+    etcd_archiving,
+    parse_etcd_url,
+    restore_to_etcd,
+)
+from pitr.timefmt import format_time
+
+
+def _shown(prefix: bytes) -> str:
+    return prefix.decode("utf-8", "backslashreplace")
+
+
+async def run_archive(args: argparse.Namespace) -> int:
+    """Load or resume, then catch up with etcd's current revision (or follow until a signal)."""
+    from pitr.cli.archive import report
+
+    location = parse_etcd_url(args.source)
+    spool = args.data or default_spool_dir(location.prefix, repo_urls(args)[0])
+    seconds, volume = parse_every(args.snapshot_every)
+    schedule = SnapshotSchedule(every_seconds=seconds, every_bytes=volume) if args.follow else None
+    complete = True
+    async with EtcdClient(location.endpoints) as client, repositories(args, create=True) as repos:
+        async with etcd_archiving(client, location.prefix, spool, *repos, follow=args.follow,
+                                  options=ArchiveOptions(interval=args.interval),
+                                  snapshot_every=schedule) as session:
+            follower = session.follower
+            if args.follow:
+                print(f"archiving etcd {location.describe()} through spool {spool} every {args.interval:g}s; "
+                      "Ctrl-C to stop", file=sys.stderr)
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for _signal in signals:
+                        break
+            else:
+                complete = await follower.catch_up()
+                if not complete:
+                    print(f"etcd did not confirm revisions after {follower.complete_revision} within "
+                          f"{follower.options.catch_up_timeout:g}s (lower the members' "
+                          "--experimental-watch-progress-notify-interval); the next run resumes there",
+                          file=sys.stderr)
+    etcd = {"prefix": _shown(location.prefix), "spool": spool, "revision": follower.revision,
+            "complete_through_revision": follower.complete_revision, "commits": follower.commits,
+            "resyncs": follower.resyncs, "caught_up": complete}
+    if not args.json:
+        print(f"etcd prefix {_shown(location.prefix)!r}: spool {spool} holds revision {follower.revision} "
+              f"({follower.commits} revisions committed now, {follower.resyncs} base loads)")
+    return report(args, session.archiver, {"etcd": etcd})
+
+
+async def run_restore(args: argparse.Namespace, target: RestoreTarget) -> int:
+    """Build the state at the target and write it under the destination prefix."""
+    from pitr.cli.restore import show_plan
+
+    location = parse_etcd_url(args.dest)
+    options = EtcdRestoreOptions(target=target, prefix=location.prefix if location.prefix_given else None,
+                                 force=args.force, verify=not args.no_verify, dry_run=args.dry_run)
+    progress = Progress()
+    async with EtcdClient(location.endpoints) as client, repositories(args) as repos:
+        result = await restore_to_etcd(repos, client, options, progress=progress,
+                                       say=lambda text: print(text, file=sys.stderr))
+    progress.done()
+    if isinstance(result, RestorePlan):
+        show_plan(result, args.json)
+        return 0
+    summary = {"dest": args.dest, "endpoint": result.endpoint, "prefix": _shown(result.prefix),
+               "target": target.describe(), "lsn": result.target_lsn,
+               "commit_time": format_time(result.target_ts_ns), "source_revision": result.source_revision,
+               "keys": result.keys, "written": result.written, "unchanged": result.unchanged,
+               "deleted": result.deleted, "expired_dropped": result.expired_dropped, "leases": result.leases,
+               "transactions": result.transactions, "first_revision": result.first_revision,
+               "last_revision": result.last_revision, "seconds": round(result.seconds, 3)}
+    if args.json:
+        print_json(summary)
+    else:
+        source = f" (etcd revision {result.source_revision})" if result.source_revision is not None else ""
+        print(f"restored {target.describe()} into {result.endpoint} prefix {_shown(result.prefix)!r}: LSN "
+              f"{result.target_lsn}{source}, {result.keys:,} keys: {result.written:,} written, "
+              f"{result.unchanged:,} unchanged, {result.deleted:,} deleted, {result.leases} leases, in "
+              f"{result.transactions} transactions (revisions {result.first_revision}..{result.last_revision}) "
+              f"in {result.seconds:.2f}s")
+    return 0

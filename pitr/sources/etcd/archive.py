@@ -1,0 +1,506 @@
+"""Archiving etcd: follow a key prefix's watch stream into a local spool store, archived as usual.
+
+The spool is an ordinary pitr `Store`. Each etcd revision that touches the
+prefix becomes one commit (``source_rev`` = the revision) dated when pitr
+observed it; the standard archiver ships the spool's commits to the
+repositories, so segments, catalog, audit and restore work unchanged.
+
+The first start reads the prefix at one revision R and commits it (the first
+commit flagged as a gap: nothing before it can be restored), snapshots that
+state and watches from R + 1. A restart resumes after the last revision in the
+spool. When etcd has compacted past the next revision, the follower reads the
+current state again, commits the difference (again after a gap) and
+snapshots it. See docs/etcd.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from pitr.archiver import ArchiveOptions, Archiver, archiving
+from pitr.errors import CorruptData, InvalidArgument, PitrError, SourceError
+from pitr.repo import layout
+from pitr.repo.repository import Repository
+from pitr.snapshots.schedule import SnapshotSchedule
+from pitr.snapshots.take import take_snapshot
+from pitr.store import Store
+from pitr.store._state import StateDB
+from pitr.store._wal_dir import WalDirectory
+from segments import record as rec
+from segments.fsutil import publish_atomically
+from segments.record import DELETE, PUT, Op
+
+from ._errors import CompactedError, LeaseNotFound
+from ._types import TXN_OP_OVERHEAD_BYTES, EventType, WatchBatch
+from .client import EtcdClient
+
+SPOOL_MARKER = "etcd-source.json"
+_NS = 1_000_000_000
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FollowOptions:
+    """How the follower reads etcd and writes the spool.
+
+    `max_commit_bytes` bounds one commit of a base load or resync (key +
+    value + 32 bytes per key); `max_in_flight` bounds the watch revisions
+    being committed at once (they share fsyncs); `idle_timeout` treats a
+    member silent for that long as failed (set it above the member's
+    progress-notify interval); `catch_up_timeout` bounds how long a one-shot
+    run waits to learn that it has seen everything up to the revision it
+    started at.
+    """
+
+    page_size: int = 1000
+    max_commit_bytes: int = 16 << 20
+    max_in_flight: int = 1024
+    idle_timeout: float | None = None
+    lease_cache_size: int = 100_000
+    catch_up_timeout: float = 10.0
+    resync_attempts: int = 5
+
+    def __post_init__(self) -> None:
+        if self.page_size < 1 or self.max_commit_bytes < 1 or self.max_in_flight < 1:
+            raise InvalidArgument("page_size, max_commit_bytes and max_in_flight must be positive")
+        if self.catch_up_timeout <= 0 or self.resync_attempts < 1:
+            raise InvalidArgument("catch_up_timeout and resync_attempts must be positive")
+
+
+def default_spool_dir(prefix: bytes, repo_url: str) -> str:
+    """The spool used when none is given: one per (prefix, first repository), in the user's cache.
+
+    It is not derived from the member list, which changes when members are replaced.
+    """
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "pitr", "etcd-spool-" + layout.repo_key(repr((prefix, repo_url))))
+
+
+class LeaseExpiries:
+    """Absolute expiry times (ns) for keys attached to leases, one `lease_ttl` query per lease.
+
+    etcd reports whole seconds remaining, rounded down, so the expiry is
+    rounded up to the next second. Keep-alives are invisible in the watch: a
+    cached expiry is refreshed only when a put with that lease is observed after it.
+    """
+
+    def __init__(self, client: EtcdClient, size: int) -> None:
+        self._client = client
+        self._size = size
+        self._cache: OrderedDict[int, int] = OrderedDict()
+        self.queries = 0
+
+    async def expiry(self, lease_id: int, observed_ns: int) -> int | None:
+        if not lease_id:
+            return None
+        cached = self._cache.get(lease_id)
+        if cached is not None and cached > observed_ns:
+            self._cache.move_to_end(lease_id)
+            return cached
+        self.queries += 1
+        try:
+            remaining = (await self._client.lease_ttl(lease_id)).ttl
+        except LeaseNotFound:
+            remaining = -1
+        expires = observed_ns + (max(remaining, 0) + 1) * _NS
+        self._cache[lease_id] = expires
+        self._cache.move_to_end(lease_id)
+        while len(self._cache) > self._size:
+            self._cache.popitem(last=False)
+        return expires
+
+
+class _SpoolCursor:
+    """The spool's entries under a prefix in key order, read from LMDB a chunk at a time."""
+
+    CHUNK = 1000
+
+    def __init__(self, state: StateDB, prefix: bytes) -> None:
+        self._state = state
+        self._prefix = prefix
+        self._stop = _prefix_end(prefix)
+        self._next: bytes | None = prefix
+        self._rows: list[tuple[bytes, bytes, int | None]] = []
+        self._index = 0
+
+    async def peek(self) -> tuple[bytes, bytes, int | None] | None:
+        if self._index >= len(self._rows):
+            if self._next is None:
+                return None
+            self._rows = await anyio.to_thread.run_sync(self._read, self._next)
+            self._index = 0
+            self._next = self._rows[-1][0] + b"\0" if len(self._rows) == self.CHUNK else None
+            if not self._rows:
+                return None
+        return self._rows[self._index]
+
+    def advance(self) -> None:
+        self._index += 1
+
+    def _read(self, start: bytes) -> list[tuple[bytes, bytes, int | None]]:
+        rows = self._state.iter_range(start, self._stop)
+        try:
+            return [(bytes(k), bytes(v), e) for k, v, e in islice(rows, self.CHUNK)]
+        finally:
+            rows.close()  # type: ignore[attr-defined]
+
+
+class EtcdFollower:
+    """Keeps a spool store equal to an etcd prefix, one commit per etcd revision.
+
+    `revision` is the last revision durable in the spool; `complete_revision`
+    the revision through which etcd has confirmed (by progress notification)
+    that nothing else happened under the prefix.
+    """
+
+    def __init__(self, client: EtcdClient, prefix: bytes, store: Store, archiver: Archiver,
+                 options: FollowOptions | None = None) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.store = store
+        self.archiver = archiver
+        self.options = options or FollowOptions()
+        self.leases = LeaseExpiries(client, self.options.lease_cache_size)
+        self.revision = 0
+        self.complete_revision = 0
+        self.commits = 0
+        self.resyncs = 0
+        self._submitted = 0
+        self._in_flight = anyio.Semaphore(self.options.max_in_flight)
+        self._marker = os.path.join(store.path, SPOOL_MARKER)
+
+    # start ---------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Resume after the spool's last revision, or load a base first (empty or unfinished spool)."""
+        marker = await anyio.to_thread.run_sync(self._read_marker)
+        if marker is None and self.store.last_lsn > 0:
+            raise InvalidArgument(f"{self.store.path} holds a pitr store that is not an etcd spool; "
+                                  "give another spool directory (--data)")
+        if marker is not None and marker["prefix"] != self.prefix:
+            raise InvalidArgument(f"{self.store.path} is the spool of etcd prefix {marker['prefix']!r}, not "
+                                  f"{self.prefix!r}; give another spool directory (--data)")
+        if marker is None or marker["phase"] != "following" or self.store.last_lsn == 0:
+            await self.resync("initial load" if self.store.last_lsn == 0 else "unfinished load")
+            return
+        self.revision = self._submitted = self.complete_revision = await self._last_source_revision()
+        current = (await self.client.get_range(self.prefix, limit=1)).revision
+        if current < self.revision:
+            raise SourceError(f"etcd is at revision {current} but the spool {self.store.path} already holds "
+                              f"revision {self.revision}: this is another cluster, or etcd was restored "
+                              "from a backup; archive it with a new spool and repository")
+
+    async def _last_source_revision(self) -> int:
+        lsn = self.store.last_lsn
+        revision = await anyio.to_thread.run_sync(_wal_source_revision, self.store.wal_directory.path, lsn)
+        for prog in self.archiver.progress:
+            if revision is None:
+                revision = await source_revision_at(prog.repo, lsn)
+        if revision is None:
+            raise CorruptData(f"{self.store.path}: the spool's last commit (LSN {lsn}) is neither in its WAL "
+                              "nor in a repository, so the etcd revision to resume from is unknown",
+                              lsn=lsn, hint="archive into a new repository with a new spool directory")
+        return revision
+
+    # following -----------------------------------------------------------------------------------
+    async def follow(self, *, until_revision: int | None = None) -> None:
+        """Commit every revision from the spool's position on; return once `until_revision` is
+        known complete (never, without it). A compaction past the position starts a resync."""
+        while True:
+            compacted: CompactedError | None = None
+            async with anyio.create_task_group() as commits:
+                try:
+                    async with self.client.watch(self.prefix, self._submitted + 1,
+                                                 idle_timeout=self.options.idle_timeout) as batches:
+                        async for batch in batches:
+                            if batch.is_progress:
+                                self.complete_revision = max(self.complete_revision, batch.revision)
+                            else:
+                                await self._submit(commits, batch)
+                            if until_revision is not None and batch.revision >= until_revision:
+                                break
+                except CompactedError as exc:
+                    compacted = exc
+            if compacted is None:
+                return
+            await self.resync(f"etcd compacted revision {compacted.requested_revision} "
+                              f"(oldest left: {compacted.compact_revision})")
+
+    async def catch_up(self) -> bool:
+        """Follow until everything up to etcd's current revision is committed; False when that
+        was not confirmed within `catch_up_timeout` (nothing is lost: the next run resumes)."""
+        target = (await self.client.get_range(self.prefix, limit=1)).revision
+        if self.complete_revision >= target:
+            return True
+        with anyio.move_on_after(self.options.catch_up_timeout):
+            await self.follow(until_revision=target)
+        return self.complete_revision >= target
+
+    async def _submit(self, commits: anyio.abc.TaskGroup, batch: WatchBatch) -> None:
+        observed = self.store.now()
+        ops = []
+        for event in batch.events:
+            if event.type is EventType.PUT:
+                ops.append(Op(PUT, event.key, event.value, await self.leases.expiry(event.lease, observed)))
+            else:
+                ops.append(Op(DELETE, event.key))
+        await self._in_flight.acquire()
+        sequenced = anyio.Event()
+        commits.start_soon(self._commit_in_order, ops, batch.revision, sequenced)
+        await sequenced.wait()
+        self._submitted = batch.revision
+
+    async def _commit_in_order(self, ops: list[Op], revision: int, sequenced: anyio.Event) -> None:
+        # Store.commit assigns the LSN before its first checkpoint, so the next revision (which
+        # waits for `sequenced`) always gets the next LSN, while both share one group fsync.
+        try:
+            expected = self.store.last_lsn + 1
+            sequenced.set()
+            commit = await self.store.commit(ops, source_rev=revision)
+            if commit.lsn != expected:
+                raise PitrError(f"{self.store.path}: revision {revision} was committed at LSN {commit.lsn}, "
+                                f"not {expected}: spool commits were reordered")
+            self.revision = max(self.revision, revision)
+            self.complete_revision = max(self.complete_revision, revision)
+            self.commits += 1
+        finally:
+            self._in_flight.release()
+
+    # base loads and resyncs ----------------------------------------------------------------------
+    async def resync(self, reason: str) -> None:
+        """Make the spool equal etcd's current state, after a gap, and snapshot it."""
+        await anyio.to_thread.run_sync(self._write_marker, "syncing", reason)
+        for attempt in range(self.options.resync_attempts):
+            try:
+                revision = await self._commit_difference()
+                break
+            except CompactedError:  # the revision being read was compacted between pages
+                if attempt == self.options.resync_attempts - 1:
+                    raise
+        await take_snapshot(self.archiver, prepare=self.store.flush, metadata=self.snapshot_metadata(revision))
+        await anyio.to_thread.run_sync(self._write_marker, "following", reason)
+        self.revision = self._submitted = self.complete_revision = revision
+        self.resyncs += 1
+
+    def snapshot_metadata(self, revision: int | None = None) -> dict[str, Any]:
+        meta: dict[str, Any] = {"source": "etcd", "etcd_prefix": base64.b64encode(self.prefix).decode()}
+        if revision is not None:
+            meta["etcd_revision"] = revision
+        return meta
+
+    async def _commit_difference(self) -> int:
+        """Commit puts and deletes turning the spool's state into etcd's at one revision; the first
+        commit is flagged as a gap. Returns that revision."""
+        await self.store.flush()
+        spool = _SpoolCursor(self.store.state, self.prefix)
+        reader = self.client.iter_range(self.prefix, page_size=self.options.page_size)
+        writer = _GapCommits(self.store, self.options.max_commit_bytes)
+        marker_key = self.prefix or b"\0"
+        marker: Op = Op(DELETE, marker_key)
+        async for page in reader:
+            writer.revision = page.revision
+            observed = now = self.store.now()
+            for kv in page.kvs:
+                while (entry := await spool.peek()) is not None and entry[0] < kv.key:
+                    if _live(entry, now):
+                        await writer.add(Op(DELETE, entry[0]))
+                    spool.advance()
+                entry = await spool.peek()
+                if entry is not None and entry[0] == kv.key:
+                    spool.advance()
+                else:
+                    entry = None
+                expires = await self.leases.expiry(kv.lease, observed)
+                put = Op(PUT, kv.key, kv.value, expires)
+                if kv.key == marker_key:
+                    marker = put
+                if entry is None or not _live(entry, now) or entry[1] != kv.value or \
+                        (entry[2] is None) != (expires is None) or \
+                        (expires is not None and entry[2] is not None and entry[2] < expires - _NS):
+                    await writer.add(put)
+        now = self.store.now()
+        while (entry := await spool.peek()) is not None:
+            if _live(entry, now):
+                await writer.add(Op(DELETE, entry[0]))
+            spool.advance()
+        if reader.revision is None:
+            raise SourceError(f"etcd returned no page for prefix {self.prefix!r}")
+        writer.revision = reader.revision
+        if not writer.committed and not writer.ops:
+            # Nothing changed, yet history was lost: record the gap with a commit that changes nothing.
+            await writer.add(marker)
+        await writer.commit()
+        return reader.revision
+
+    def _read_marker(self) -> dict[str, Any] | None:
+        try:
+            with open(self._marker, "rb") as fh:
+                doc = json.load(fh)
+            return {"prefix": base64.b64decode(doc["prefix"]), "phase": str(doc["phase"])}
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CorruptData(f"{self._marker}: unreadable spool marker: {exc}", path=self._marker,
+                              hint="remove the spool directory and archive into a new repository") from exc
+
+    def _write_marker(self, phase: str, reason: str) -> None:
+        data = json.dumps({"version": 1, "source": "etcd", "prefix": base64.b64encode(self.prefix).decode(),
+                           "phase": phase, "reason": reason}).encode()
+        publish_atomically(self._marker, lambda fh: fh.write(data), overwrite=True)
+
+
+class _GapCommits:
+    """Commits of one resync: at most `max_bytes` each, all at one revision, the first after a gap."""
+
+    def __init__(self, store: Store, max_bytes: int) -> None:
+        self.store = store
+        self.max_bytes = max_bytes
+        self.revision = 0
+        self.ops: list[Op] = []
+        self.size = 0
+        self.committed = 0
+
+    async def add(self, op: Op) -> None:
+        self.ops.append(op)
+        self.size += len(op.key) + len(op.value) + TXN_OP_OVERHEAD_BYTES
+        if self.size >= self.max_bytes:
+            await self.commit()
+
+    async def commit(self) -> None:
+        if self.ops:
+            await self.store.commit(self.ops, source_rev=self.revision, gap=not self.committed)
+            self.committed += 1
+            self.ops, self.size = [], 0
+
+
+@dataclass(slots=True)
+class EtcdArchive:
+    """A running etcd archive session (see `etcd_archiving`)."""
+
+    follower: EtcdFollower
+    archiver: Archiver
+    store: Store
+
+    async def snapshot(self) -> None:
+        """Snapshot the spool's current state into every repository."""
+        await take_snapshot(self.archiver, prepare=self.store.flush, metadata=self.follower.snapshot_metadata())
+
+    async def _snapshot_on_schedule(self, schedule: SnapshotSchedule, interval: float) -> None:
+        last_at = anyio.current_time()
+        last_bytes = self._published()
+        while True:
+            await anyio.sleep(interval)
+            seconds, volume = schedule.every_seconds, schedule.every_bytes
+            if (seconds is not None and anyio.current_time() - last_at >= seconds) or \
+                    (volume is not None and self._published() - last_bytes >= volume):
+                await self.snapshot()
+                last_at, last_bytes = anyio.current_time(), self._published()
+
+    def _published(self) -> int:
+        return sum(p.bytes_published for p in self.archiver.progress)
+
+
+@asynccontextmanager
+async def etcd_archiving(client: EtcdClient, prefix: bytes, spool_dir: str, *repos: str | Repository,
+                         options: ArchiveOptions | None = None, follow_options: FollowOptions | None = None,
+                         follow: bool = True, snapshot_every: SnapshotSchedule | None = None,
+                         cache_dir: str | None = None, s3_endpoint: str | None = None,
+                         clock: Callable[[], int] | None = None) -> AsyncIterator[EtcdArchive]:
+    """Archive the keys under `prefix` while the block runs, through a spool store at `spool_dir`.
+
+    On entry the base is loaded (first run) or the position resumed; with
+    `follow` the watch is followed in the background until the block ends
+    (else call ``session.follower.catch_up()``); on exit everything durable
+    in the spool is shipped. Snapshots carry the prefix in their metadata.
+    """
+    async with AsyncExitStack() as stack:
+        shown = prefix.decode("utf-8", "backslashreplace")
+        store = await stack.enter_async_context(Store(spool_dir, name=f"etcd:{shown}", clock=clock))
+        archiver = await stack.enter_async_context(archiving(
+            store, *repos, options=options, cache_dir=cache_dir, s3_endpoint=s3_endpoint, source_kind="etcd"))
+        session = EtcdArchive(EtcdFollower(client, prefix, store, archiver, follow_options), archiver, store)
+        await session.follower.start()
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        if follow:
+            tg.start_soon(session.follower.follow)
+        if snapshot_every is not None and snapshot_every.enabled:
+            tg.start_soon(session._snapshot_on_schedule, snapshot_every, archiver.options.interval)
+        try:
+            yield session
+        except BaseException as exc:
+            tg.cancel_scope.cancel()
+            await _close_group(tg, exc)
+            raise
+        tg.cancel_scope.cancel()
+        await _close_group(tg, None)
+
+
+async def _close_group(tg: anyio.abc.TaskGroup, exc: BaseException | None) -> None:
+    """Leave a task group entered by hand; a single failure comes out unwrapped."""
+    try:
+        if exc is not None and isinstance(exc, anyio.get_cancelled_exc_class()):
+            await tg.__aexit__(type(exc), exc, exc.__traceback__)
+        else:
+            await tg.__aexit__(None, None, None)
+    except BaseExceptionGroup as group:
+        inner = _sole_failure(group)
+        if inner is None:
+            raise
+        raise inner from group
+
+
+def _sole_failure(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    failures = [e for e in group.exceptions if not isinstance(e, anyio.get_cancelled_exc_class())]
+    if len(failures) != 1:
+        return None
+    inner = failures[0]
+    return _sole_failure(inner) if isinstance(inner, BaseExceptionGroup) else inner
+
+
+async def source_revision_at(repo: Repository, lsn: int) -> int | None:
+    """The etcd revision recorded with the archived commit at `lsn`, if the repository holds it."""
+    segment = repo.catalog.segment_containing(lsn)
+    block = repo.catalog.block_for_lsn(lsn)
+    if segment is None or block is None:
+        return None
+    raw = await repo.read_block(segment, block)
+    for span in rec.scan_spans(raw):
+        if span.lsn == lsn:
+            record = rec.decode_payload(raw, span, skip_unknown=True)
+            return None if record is None else record.source_rev
+    return None
+
+
+def _wal_source_revision(wal_path: str, lsn: int) -> int | None:
+    """The source revision of the WAL record at `lsn`, or None when the WAL no longer holds it."""
+    if lsn < 1:
+        return None
+    try:
+        for data, spans in WalDirectory(wal_path).read_after(lsn - 1, lsn, 1 << 20):
+            for span in spans:
+                if span.lsn == lsn:
+                    record = rec.decode_payload(data, span, skip_unknown=True)
+                    return None if record is None else record.source_rev
+    except CorruptData:
+        return None
+    return None
+
+
+def _live(entry: tuple[bytes, bytes, int | None], now: int) -> bool:
+    return entry[2] is None or entry[2] > now
+
+
+def _prefix_end(prefix: bytes) -> bytes | None:
+    stripped = prefix.rstrip(b"\xff")
+    return stripped[:-1] + bytes([stripped[-1] + 1]) if stripped else None
+
