@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_repo(p, many=True)
     p.add_argument("--follow", action="store_true", help="keep archiving until interrupted")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between archive cycles (default 1)")
+    p.add_argument("--watermark-interval", type=float, default=None, metavar="SECONDS",
+                   help="while idle, publish 'complete through now' at most this often (default: --interval); "
+                        "larger values save object-store requests, smaller ones keep recent targets restorable")
     p.add_argument("--snapshot-every", action="append", default=[], metavar="DURATION|SIZE",
                    help="with --follow: take a snapshot every DURATION (30m, 6h) and/or SIZE of log (1GiB)")
     add_json(p)
@@ -49,7 +52,7 @@ async def run(args: argparse.Namespace) -> int:
         return await run_archive(args)
     seconds, volume = parse_every(args.snapshot_every)
     schedule = SnapshotSchedule(every_seconds=seconds, every_bytes=volume)
-    options = ArchiveOptions(interval=args.interval)
+    options = ArchiveOptions(interval=args.interval, watermark_interval=args.watermark_interval)
     async with archiver_session(args, options, sidecar=args.follow) as (archiver, prepare):
         if args.follow:
             snapshotter = Snapshotter(archiver, schedule, prepare) if schedule.enabled else None
