@@ -54,7 +54,9 @@ def build_timeline(catalog: Catalog, ident: RepoIdentity, excluded: frozenset[st
             if b[0].first_lsn > a[-1].last_lsn + 1]
     bases: list[Base] = []
     unbound: list[str] = []
-    if segments and segments[0].first_lsn == ident.first_lsn and \
+    # The empty state before the first LSN is a base only for a history that began empty (LSN 1);
+    # a restored store's history starts from its restored state, which only a snapshot holds.
+    if ident.first_lsn == 1 and segments and segments[0].first_lsn == ident.first_lsn and \
             segments[0].prev_chain_digest == ident.start_chain_digest:
         bases.append(Base(ident.first_lsn - 1, min(ident.created_ns, segments[0].first_ts_ns - 1), None))
     for snap in catalog.snapshots():

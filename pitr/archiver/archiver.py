@@ -215,6 +215,9 @@ class Archiver:
         if prog.last_watermark is not None and prog.last_watermark[0] == mark[0] and \
                 now - prog.watermark_written_at < every:
             return
+        # Promise locally first: a store reopened after a crash must not time a commit inside it.
+        await anyio.to_thread.run_sync(self.source.wal.mark_archived, layout.repo_key(prog.repo.url),
+                                       prog.last_lsn, prog.repo.url, complete_ns)
         await prog.repo.write_watermark(Watermark(self.source.identity.store_id, *mark))
         prog.last_watermark = mark
         prog.watermark_written_at = now

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 
 from pitr.archiver import ArchiveOptions, Archiver, DirectorySource, StoreSource
 from pitr.cli.common import need_data, repositories
+from pitr.snapshots.take import ensure_base
 from pitr.store import Store
 from pitr.store._lock import writer_running
 
@@ -29,6 +30,7 @@ async def archiver_session(args: argparse.Namespace, options: ArchiveOptions, *,
             try:
                 archiver = Archiver(source, repos, options)
                 await archiver.start()
+                await ensure_base(archiver)
                 yield archiver, None
             finally:
                 source.close()
@@ -36,4 +38,5 @@ async def archiver_session(args: argparse.Namespace, options: ArchiveOptions, *,
             async with Store(data, create=False) as store:
                 archiver = Archiver(StoreSource(store), repos, options)
                 await archiver.start()
+                await ensure_base(archiver, prepare=store.flush)
                 yield archiver, store.flush

@@ -65,6 +65,20 @@ def write_snapshot_file(state: StateDB, txn: lmdb.Transaction, path: str, header
     return final, footer.state_digest, size
 
 
+async def ensure_base(archiver: Archiver, *, prepare: Callable[[], Any] | None = None) -> SnapshotEntry | None:
+    """Give a history that does not start empty a base snapshot in every repository lacking one.
+
+    A restored store's history starts at the restore point with the restored
+    state, not with an empty store: its archive is restorable only from a
+    snapshot. This takes one as soon as archiving starts.
+    """
+    if archiver.source.identity.first_lsn <= 1:
+        return None
+    if all(prog.repo.catalog.snapshots() for prog in archiver.progress):
+        return None
+    return await take_snapshot(archiver, prepare=prepare, metadata={"reason": "base of a restored history"})
+
+
 async def take_snapshot(archiver: Archiver, *, prepare: Callable[[], Any] | None = None,
                         metadata: dict[str, Any] | None = None, compress: bool = True,
                         include_metadata: bool = True, progress: Progress | None = None) -> SnapshotEntry:

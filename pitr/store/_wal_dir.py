@@ -135,22 +135,51 @@ class WalDirectory:
         return removed
 
     # archive markers -----------------------------------------------------------
-    def mark_archived(self, repo_key: str, lsn: int, repo_url: str) -> None:
-        """Record that every commit up to `lsn` is in the repository `repo_key`."""
-        data = json.dumps({"lsn": lsn, "repo": repo_url}).encode()
+    def mark_archived(self, repo_key: str, lsn: int, repo_url: str, complete_through_ns: int | None = None) -> None:
+        """Record that every commit up to `lsn` is in the repository `repo_key`.
+
+        `complete_through_ns` records a promise about to be published: no commit
+        will ever be timed at or before it (the store reads it when it opens, so
+        the promise holds even if the clock steps back across a restart).
+        """
+        previous = self._read_marker(repo_key)
+        if complete_through_ns is None and previous is not None:
+            kept = previous.get("complete_through_ns")
+            complete_through_ns = kept if isinstance(kept, int) else None
+        data = json.dumps({"lsn": lsn, "repo": repo_url, "complete_through_ns": complete_through_ns}).encode()
+
         def write(fh: BinaryIO) -> None:
             fh.write(data)
 
         publish_atomically(os.path.join(self.path, ARCHIVED_PREFIX + repo_key), write, overwrite=True)
 
-    def archived_lsns(self) -> dict[str, int]:
+    def _read_marker(self, repo_key: str) -> dict[str, object] | None:
+        try:
+            with open(os.path.join(self.path, ARCHIVED_PREFIX + repo_key)) as fh:
+                doc = json.load(fh)
+        except (OSError, ValueError):
+            return None
+        return doc if isinstance(doc, dict) else None
+
+    def _markers(self) -> dict[str, dict[str, object]]:
         found = {}
         for name in os.listdir(self.path):
             if name.startswith(ARCHIVED_PREFIX):
-                try:
-                    with open(os.path.join(self.path, name)) as fh:
-                        doc = json.load(fh)
-                    found[name[len(ARCHIVED_PREFIX):]] = int(doc["lsn"])
-                except (OSError, ValueError, KeyError, TypeError):
-                    continue
+                doc = self._read_marker(name[len(ARCHIVED_PREFIX):])
+                if doc is not None:
+                    found[name[len(ARCHIVED_PREFIX):]] = doc
         return found
+
+    def archived_lsns(self) -> dict[str, int]:
+        """How far each repository this store archives into holds its commits."""
+        found = {}
+        for key, doc in self._markers().items():
+            lsn = doc.get("lsn")
+            if isinstance(lsn, int):
+                found[key] = lsn
+        return found
+
+    def promised_complete_ns(self) -> int:
+        """The latest time any archive was told no commit would follow (0 if none)."""
+        times = [doc.get("complete_through_ns") for doc in self._markers().values()]
+        return max((t for t in times if isinstance(t, int)), default=0)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -28,7 +28,7 @@ from pitr.store._wal_dir import Recovery, WalDirectory
 from segments import record as rec
 from segments.chain import genesis
 from segments.record import DELETE, PUT, Op
-from segments.wal import TornTail, WalWriter, wal_name
+from segments.wal import PREALLOCATE, TornTail, WalWriter, wal_name
 
 Clock = Callable[[], int]
 WAL_FILE_SIZE = 64 << 20
@@ -62,6 +62,13 @@ def check_key(key: bytes) -> bytes:
     return key
 
 
+def ttl_ns(ttl: float, key: bytes) -> int:
+    """A TTL in seconds as nanoseconds; must be positive."""
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
+        raise InvalidArgument(f"ttl for key {key[:64]!r} must be positive seconds, got {ttl!r}")
+    return int(ttl * 1_000_000_000)
+
+
 def check_value(value: bytes, key: bytes) -> bytes:
     if not isinstance(value, bytes):
         raise InvalidArgument(f"value for key {key[:64]!r} must be bytes, not {type(value).__name__}")
@@ -76,10 +83,22 @@ class Batch:
     def __init__(self, store: Store) -> None:
         self._store = store
         self.ops: list[Op] = []
+        self.ttls: dict[int, int] = {}  # op index -> TTL in ns, turned into an expiry at commit time
         self.commit: Commit | None = None
 
     def put(self, key: bytes, value: bytes, ttl: float | None = None) -> None:
-        self.ops.append(self._store._put_op(key, value, ttl))
+        if type(key) is not bytes or not 0 < len(key) <= MAX_KEY or type(value) is not bytes \
+                or len(value) > rec.MAX_VALUE:
+            check_key(key)
+            check_value(value, key)
+        if ttl is not None:
+            self.ttls[len(self.ops)] = ttl_ns(ttl, key)
+        self.ops.append(Op(PUT, key, value, None))
+
+    def put_many(self, items: Iterable[tuple[bytes, bytes]]) -> None:
+        """Add many puts (no TTL) at once."""
+        for key, value in items:
+            self.put(key, value)
 
     def delete(self, key: bytes) -> None:
         self.ops.append(Op(DELETE, check_key(key)))
@@ -124,9 +143,10 @@ class Store:
         # sequencing (event-loop thread only)
         self._last_lsn = 0
         self._last_ts = 0
-        self._sequenced: dict[bytes, tuple[int, Change]] = {}
+        self._ts_floor = 0  # no commit may be timed at or before this (promised by complete_through)
         self._queue: list[bytes] = []
         self._items: list[tuple[int, int, tuple[Op, ...]]] = []
+        self._inflight: list[tuple[int, int, tuple[Op, ...]]] = []  # the group being written
         self._group = _Group()
         self._wake = anyio.Event()
         # durable, visible, not yet in LMDB
@@ -198,10 +218,11 @@ class Store:
             self._replay_sync(applied_lsn, recovery.last_lsn)
             self._last_lsn = self._durable_lsn = self._applied_lsn = recovery.last_lsn
             self._last_ts = self._durable_ts = recovery.last_ts_ns
+            self._ts_floor = self._wal_dir.promised_complete_ns()
             if recovery.scans and recovery.scans[-1].end < self._wal_file_size:
                 self._wal = WalWriter.reopen(recovery.scans[-1])
             else:
-                self._roll_sync()
+                self._roll_sync(self._last_lsn + 1)
         except BaseException:
             self._close_sync()
             raise
@@ -225,14 +246,15 @@ class Store:
                 changes = {}
         self._state.apply(changes, lsn, ts)
 
-    def _roll_sync(self) -> None:
+    def _roll_sync(self, first: int) -> None:
+        """Start a new WAL file whose first record will be LSN `first`."""
         assert self.identity is not None
         assert self._wal_dir is not None
         if self._wal is not None:
             self._wal.close()
-        first = self._last_lsn + 1
         path = os.path.join(self._wal_dir.path, wal_name(first))
-        self._wal = WalWriter.create(path, self.identity.store_id, first, self._clock())
+        self._wal = WalWriter.create(path, self.identity.store_id, first, self._clock(),
+                                     preallocate=min(self._wal_file_size, PREALLOCATE))
 
     def _close_sync(self) -> None:
         if self._wal is not None:
@@ -256,8 +278,9 @@ class Store:
                 continue
             group, data, items = self._group, self._queue, self._items
             self._group, self._queue, self._items = _Group(), [], []
+            self._inflight = items
             try:
-                await anyio.to_thread.run_sync(self._write_group_sync, b"".join(data))
+                await anyio.to_thread.run_sync(self._write_group_sync, b"".join(data), items[-1][0])
             except BaseException as exc:  # noqa: BLE001 - every failure poisons the store
                 self._failure = exc
                 group.error = exc
@@ -266,26 +289,23 @@ class Store:
                 self._group.done.set()
                 break
             pending = self._pending
-            sequenced = self._sequenced
-            for lsn, _ts, ops in items:
+            for _lsn, _ts, ops in items:
                 for op in ops:
-                    change: Change = (op.value, op.expires_at_ns) if op.kind == PUT else None
-                    pending[op.key] = change
-                    entry = sequenced.get(op.key)
-                    if entry is not None and entry[0] == lsn:
-                        del sequenced[op.key]
+                    pending[op.key] = (op.value, op.expires_at_ns) if op.kind == PUT else None
+            self._inflight = []
             self._durable_lsn, self._durable_ts = items[-1][0], items[-1][1]
             group.done.set()
             if len(pending) >= self._apply_threshold:
                 self._apply_wake.set()
         self._apply_wake.set()
 
-    def _write_group_sync(self, data: bytes) -> None:
+    def _write_group_sync(self, data: bytes, last_lsn: int) -> None:
         assert self._wal is not None
         self._wal.append(data)
         self._wal.sync()
         if self._wal.size >= self._wal_file_size:
-            self._roll_sync()
+            # New commits keep being sequenced meanwhile: the next file starts after this group.
+            self._roll_sync(last_lsn + 1)
 
     async def _apply_task(self) -> None:
         while True:
@@ -328,14 +348,6 @@ class Store:
         if self._closing or self._tg is None:
             raise StoreClosed(f"{self.path}: the store is closed")
 
-    def _put_op(self, key: bytes, value: bytes, ttl: float | None) -> Op:
-        check_key(key)
-        check_value(value, key)
-        if ttl is None:
-            return Op(PUT, key, value, None)
-        if not ttl > 0:
-            raise InvalidArgument(f"ttl for key {key[:64]!r} must be positive seconds, got {ttl}")
-        return Op(PUT, key, value, self._clock() + int(ttl * 1_000_000_000))
 
     async def commit(self, ops: Sequence[Op], *, ts_ns: int | None = None,
                      source_rev: int | None = None, gap: bool = False) -> Commit:
@@ -349,26 +361,29 @@ class Store:
         return await self._commit(tuple(ops), ts_ns, source_rev, gap)
 
     async def _commit(self, ops: tuple[Op, ...], ts_ns: int | None = None,
-                      source_rev: int | None = None, gap: bool = False) -> Commit:
+                      source_rev: int | None = None, gap: bool = False,
+                      ttls: dict[int, int] | None = None) -> Commit:
         self._check_open()
         if not ops:
             raise InvalidArgument("a commit needs at least one operation")
+        floor = self._last_ts if self._last_ts > self._ts_floor else self._ts_floor
         if ts_ns is None:
             now = self._clock()
-            ts = now if now > self._last_ts else self._last_ts + 1
+            ts = now if now > floor else floor + 1
         else:
-            if ts_ns <= self._last_ts:
-                raise InvalidArgument(f"commit time {ts_ns} is not after the last commit's {self._last_ts}")
+            if ts_ns <= floor:
+                raise InvalidArgument(f"commit time {ts_ns} is not after the last commit's (or the time the "
+                                      f"archive was declared complete through) {floor}")
             ts = ts_ns
+        if ttls:
+            ops = tuple(Op(PUT, op.key, op.value, ts + ttls[i]) if i in ttls else op
+                        for i, op in enumerate(ops))
         lsn = self._last_lsn + 1
         try:
             data = rec.encode_record(lsn, ts, ops, source_rev, gap=gap)
         except ValueError as exc:
             raise InvalidArgument(str(exc)) from exc
         self._last_lsn, self._last_ts = lsn, ts
-        sequenced = self._sequenced
-        for op in ops:
-            sequenced[op.key] = (lsn, (op.value, op.expires_at_ns) if op.kind == PUT else None)
         group = self._group
         self._queue.append(data)
         self._items.append((lsn, ts, ops))
@@ -381,7 +396,10 @@ class Store:
 
     async def put(self, key: bytes, value: bytes, ttl: float | None = None) -> Commit:
         """Set `key` to `value`; with `ttl` seconds the key expires at commit time + ttl."""
-        return await self._commit((self._put_op(key, value, ttl),))
+        check_key(key)
+        check_value(value, key)
+        ttls = None if ttl is None else {0: ttl_ns(ttl, key)}
+        return await self._commit((Op(PUT, key, value, None),), ttls=ttls)
 
     async def delete(self, key: bytes) -> Commit:
         """Remove `key` (a commit even when the key is absent)."""
@@ -395,12 +413,17 @@ class Store:
         None (nothing written) when the current value differs.
         """
         check_key(key)
-        op = Op(DELETE, key) if new is None else self._put_op(key, new, ttl)
+        ttls = None
+        if new is None:
+            op = Op(DELETE, key)
+        else:
+            op = Op(PUT, key, check_value(new, key), None)
+            ttls = None if ttl is None else {0: ttl_ns(ttl, key)}
         self._check_open()
         current = self._current(key, sequenced=True)
         if (current[0] if current is not None else None) != expected:
             return None
-        return await self._commit((op,))
+        return await self._commit((op,), ttls=ttls)
 
     @asynccontextmanager
     async def batch(self) -> AsyncIterator[Batch]:
@@ -408,15 +431,17 @@ class Store:
         b = Batch(self)
         yield b
         if b.ops:
-            b.commit = await self._commit(tuple(b.ops))
+            b.commit = await self._commit(tuple(b.ops), ttls=b.ttls)
 
     # reads ---------------------------------------------------------------------
     def _current(self, key: bytes, *, sequenced: bool = False) -> tuple[bytes, int | None] | None:
         now = self._clock()
         if sequenced:
-            entry = self._sequenced.get(key)
-            if entry is not None:
-                return _visible(entry[1], now)
+            # Commits sequenced but not yet durable: the newest one touching the key decides.
+            for _lsn, _ts, ops in reversed(self._items + self._inflight):
+                for op in reversed(ops):
+                    if op.key == key:
+                        return _visible((op.value, op.expires_at_ns) if op.kind == PUT else None, now)
         for layer in (self._pending, self._applying):
             change = layer.get(key, _MISSING)
             if change is not _MISSING:
@@ -480,7 +505,9 @@ class Store:
         """(durable LSN, time through which every commit is known): no later commit can have
         a commit time at or before the returned time."""
         if self._last_lsn == self._durable_lsn:
-            return self._durable_lsn, max(self._durable_ts, self._clock() - 1)
+            through = max(self._durable_ts, self._clock() - 1)
+            self._ts_floor = max(self._ts_floor, through)  # keep the promise if the clock steps back
+            return self._durable_lsn, through
         return self._durable_lsn, self._durable_ts
 
     async def flush(self) -> None:

@@ -69,6 +69,12 @@ def test_cleanup_keeps_every_kept_snapshot_restorable(tmp_path: Path) -> None:
     trio.run(main)
 
 
+def flip_middle_byte(path: str) -> None:
+    data = bytearray(Path(path).read_bytes())
+    data[len(data) // 2] ^= 0x10
+    Path(path).write_bytes(bytes(data))
+
+
 def test_backup_api_mirrors_the_seed(tmp_path: Path) -> None:
     async def main() -> None:
         path = str(tmp_path / "backups")
@@ -93,9 +99,7 @@ def test_backup_api_mirrors_the_seed(tmp_path: Path) -> None:
         async with Store(str(tmp_path / "r")) as store:
             assert await store.get(b"k00") is None
             assert await store.get(b"k07") == b"v" * 7
-        data = bytearray(Path(first.path).read_bytes())
-        data[len(data) // 2] ^= 0x10
-        Path(first.path).write_bytes(bytes(data))
+        flip_middle_byte(first.path)
         bad = await backup.verify(first.path)
         assert not bad.valid
         assert bad.findings[0].file == first.path
