@@ -28,6 +28,7 @@ async def archiving(store: Store, *repos: str | Repository, options: ArchiveOpti
     is recorded in a new repository's identity ("etcd" for an etcd spool).
     """
     from pitr.snapshots.schedule import Snapshotter
+    from pitr.snapshots.take import ensure_base
 
     async with AsyncExitStack() as stack:
         opened = []
@@ -39,6 +40,7 @@ async def archiving(store: Store, *repos: str | Repository, options: ArchiveOpti
                     open_repository(repo, cache_dir=cache_dir, s3_endpoint=s3_endpoint, create=True)))
         archiver = Archiver(StoreSource(store), opened, options, source_kind=source_kind)
         await archiver.start()
+        await ensure_base(archiver, prepare=store.flush)
         stop = anyio.Event()
         hook = None
         if snapshot_every is not None:

@@ -38,7 +38,8 @@ async def run_archive(args: argparse.Namespace) -> int:
     complete = True
     async with EtcdClient(location.endpoints) as client, repositories(args, create=True) as repos:
         async with etcd_archiving(client, location.prefix, spool, *repos, follow=args.follow,
-                                  options=ArchiveOptions(interval=args.interval),
+                                  options=ArchiveOptions(interval=args.interval,
+                                                         watermark_interval=args.watermark_interval),
                                   snapshot_every=schedule) as session:
             follower = session.follower
             if args.follow:

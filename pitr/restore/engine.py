@@ -6,7 +6,7 @@ import os
 import resource
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from pitr.errors import CorruptData
@@ -20,7 +20,7 @@ from segments.segment_reader import SegmentReader
 from segments.snapshot import SnapshotReader
 from segments.source import RangeSource
 
-APPLY_EVERY = 1_000_000  # changed keys held in memory before they are written to LMDB
+MAX_CHANGES = 4_000_000  # changed keys held in memory before the replay spills them into LMDB
 Progress = Callable[[str, int, int], None]
 
 
@@ -52,9 +52,8 @@ def build_state(state_dir: str, plan: RestorePlan, snapshot: RangeSource | None,
     state = StateDB(state_dir)
     try:
         state.init_identity(ident)
-        if snapshot is not None:
-            reader = SnapshotReader(snapshot)
-            state.load_sorted(iter(reader.iter_entries()), plan.base.lsn, plan.base.ts_ns)
+        entries = iter(SnapshotReader(snapshot).iter_entries()) if snapshot is not None else iter(())
+        spilled = False  # the changes outgrew memory: the base went to LMDB and changes are applied there
         expected = plan.base.lsn + 1
         changes: dict[bytes, Change] = {}
         last_ts = plan.base.ts_ns
@@ -71,7 +70,10 @@ def build_state(state_dir: str, plan: RestorePlan, snapshot: RangeSource | None,
                                                      (1 << 63) - 1, path=source.name, check_crc=False)
                 if ts is not None:
                     last_ts = ts
-                if len(changes) >= APPLY_EVERY:
+                if len(changes) >= MAX_CHANGES:
+                    if not spilled:
+                        state.load_sorted(entries, plan.base.lsn, plan.base.ts_ns)
+                        spilled = True
                     state.apply(changes, expected - 1, last_ts)
                     changes = {}
                 if progress is not None:
@@ -81,9 +83,18 @@ def build_state(state_dir: str, plan: RestorePlan, snapshot: RangeSource | None,
         if expected - 1 != plan.target_lsn:
             raise CorruptData(f"replay ended at LSN {expected - 1}, before the target LSN {plan.target_lsn}",
                               lsn=expected, hint="run pitr verify on the repository")
-        state.apply(changes, plan.target_lsn, max(last_ts, plan.target_ts_ns))
-        changes = {}
-        expired = _drop_expired(state, plan.cutoff_ns)
+        final_ts = max(last_ts, plan.target_ts_ns)
+        if spilled:
+            state.apply(changes, plan.target_lsn, final_ts)
+            changes = {}
+            expired = _drop_expired(state, plan.cutoff_ns)
+        else:
+            # One pass: the base (sorted) merged with the sorted changes, appended to a fresh LMDB.
+            counter = [0]
+            merged = _merge_sorted(entries, sorted(changes.items()), plan.cutoff_ns, counter)
+            changes = {}
+            state.load_sorted(merged, plan.target_lsn, final_ts)
+            expired = counter[0]
         keys = _count(state)
         state.env.sync(True)
     except SegmentsError as exc:
@@ -94,6 +105,37 @@ def build_state(state_dir: str, plan: RestorePlan, snapshot: RangeSource | None,
     return RestoreResult(os.path.dirname(state_dir), new_id, plan.target_lsn, plan.target_ts_ns,
                          plan.base.lsn, plan.commits_to_replay, keys, expired,
                          time.monotonic() - started, rss)
+
+
+def _merge_sorted(base: Iterator[tuple[bytes, bytes, int | None]], changes: list[tuple[bytes, Change]],
+                  cutoff_ns: int, expired: list[int]) -> Iterator[tuple[bytes, bytes, int | None]]:
+    """The base entries with the changes applied, in key order, without keys expired at the cutoff."""
+    i, n = 0, len(changes)
+    for key, value, expires in base:
+        while i < n and changes[i][0] < key:
+            ckey, change = changes[i]
+            i += 1
+            if change is not None:
+                if change[1] is not None and change[1] <= cutoff_ns:
+                    expired[0] += 1
+                else:
+                    yield ckey, change[0], change[1]
+        if i < n and changes[i][0] == key:
+            change = changes[i][1]
+            i += 1
+            if change is None:
+                continue
+            value, expires = change
+        if expires is not None and expires <= cutoff_ns:
+            expired[0] += 1
+            continue
+        yield key, value, expires
+    for ckey, change in changes[i:]:
+        if change is not None:
+            if change[1] is not None and change[1] <= cutoff_ns:
+                expired[0] += 1
+            else:
+                yield ckey, change[0], change[1]
 
 
 def _drop_expired(state: StateDB, cutoff_ns: int) -> int:

@@ -59,7 +59,8 @@ def test_compacted_error_is_a_source_error() -> None:
     error = CompactedError(42, endpoint="http://127.0.0.1:2379", requested_revision=7)
     assert isinstance(error, SourceError)
     assert error.compact_revision == 42
-    assert "http://127.0.0.1:2379" in str(error) and "42" in str(error)
+    assert "http://127.0.0.1:2379" in str(error)
+    assert "42" in str(error)
 
 
 @pytest.mark.parametrize(("prefix", "end"), [
@@ -113,7 +114,9 @@ async def test_put_get_delete_roundtrip(etcd_server: EtcdCluster, key_prefix: by
         assert (deleted.deleted, deleted.revision) == (1, revision + 1)
         assert await client.get(key_prefix + b"a", revision=revision) == kv  # history is still there
         status = await client.status()
-        assert status.revision >= revision + 1 and status.is_leader and status.version.startswith("3.")
+        assert status.revision >= revision + 1
+        assert status.is_leader
+        assert status.version.startswith("3.")
         members = await client.member_list()
         assert [m.client_urls for m in members] == [tuple(etcd_server.endpoints)]
 
@@ -128,7 +131,9 @@ async def test_paginated_read_stays_at_the_first_pages_revision(etcd_server: Etc
         reader = client.iter_range(key_prefix, page_size=10)
         first = await reader.__anext__()
         revision = first.revision
-        assert len(first.kvs) == 10 and first.more and first.count == 25
+        assert len(first.kvs) == 10
+        assert first.more
+        assert first.count == 25
 
         # Writes between pages: new keys, an overwrite and a delete, all after `revision`.
         await client.put_many([Put(key(key_prefix, i), b"late") for i in range(25, 35)])
@@ -195,6 +200,49 @@ async def test_watch_reports_progress_while_idle(etcd_server: EtcdCluster, key_p
 
 
 @pytest.mark.integration
+async def test_watch_cancelled_while_waiting_closes_cleanly(etcd_server: EtcdCluster, key_prefix: bytes) -> None:
+    async with EtcdClient(etcd_server.endpoints) as client:
+        revision = await client.put(key_prefix + b"a", b"1")
+        async with client.watch(key_prefix, revision + 1, progress_notify=False) as batches:
+            with anyio.move_on_after(0.2) as scope:
+                await batches.__anext__()
+            assert scope.cancelled_caught
+            # The stream is still usable after a cancelled wait.
+            written = await client.put(key_prefix + b"b", b"2")
+            assert (await next_event_batch(batches)).revision == written
+
+
+@pytest.mark.integration
+async def test_watch_reopens_after_an_idle_timeout(etcd_server: EtcdCluster, key_prefix: bytes) -> None:
+    async with EtcdClient(etcd_server.endpoints) as client:
+        first = await client.put(key_prefix + b"a", b"1")
+        async with client.watch(key_prefix, first, progress_notify=False, idle_timeout=0.2) as batches:
+            assert (await next_event_batch(batches)).revision == first
+            with anyio.move_on_after(0.7):  # silent for several idle timeouts: reopened each time
+                await batches.__anext__()
+            second = await client.put(key_prefix + b"b", b"2")
+            batch = await next_event_batch(batches)
+        assert batch.revision == second
+        assert [e.key for e in batch.events] == [key_prefix + b"b"]
+
+
+@pytest.mark.integration
+def test_client_runs_under_asyncio(etcd_server: EtcdCluster, key_prefix: bytes) -> None:
+    async def exercise() -> tuple[int, int, WatchBatch]:
+        async with EtcdClient(etcd_server.endpoints) as client:
+            written = await client.put_many([Put(key_prefix + b"a", b"1"), Put(key_prefix + b"b", b"2")])
+            revision, kvs = await client.read_all(key_prefix, page_size=1)
+            async with client.watch(key_prefix, written) as batches:
+                batch = await next_event_batch(batches)
+            return written, len(kvs), batch
+
+    written, count, batch = anyio.run(exercise, backend="asyncio")
+    assert count == 2
+    assert batch.revision == written
+    assert len(batch.events) == 2
+
+
+@pytest.mark.integration
 async def test_watch_from_a_compacted_revision_raises(etcd_server: EtcdCluster, key_prefix: bytes) -> None:
     async with EtcdClient(etcd_server.endpoints) as client:
         old = await client.put(key_prefix + b"a", b"1")
@@ -224,10 +272,13 @@ async def test_lease_ttl_is_reported(etcd_server: EtcdCluster, key_prefix: bytes
         assert lease.ttl == 30
         revision = await client.put(key_prefix + b"a", b"1", lease=lease.id)
         kv = await client.get(key_prefix + b"a")
-        assert kv is not None and kv.lease == lease.id
+        assert kv is not None
+        assert kv.lease == lease.id
 
         ttl = await client.lease_ttl(lease.id, keys=True)
-        assert 0 < ttl.ttl <= 30 and ttl.granted_ttl == 30 and not ttl.expired
+        assert 0 < ttl.ttl <= 30
+        assert ttl.granted_ttl == 30
+        assert not ttl.expired
         assert ttl.keys == (key_prefix + b"a",)
 
         async with client.watch(key_prefix, revision) as batches:
@@ -249,10 +300,13 @@ async def test_guarded_transactions(etcd_server: EtcdCluster, key_prefix: bytes)
         assert created.succeeded
         refused = await client.txn([Compare.version(target, "==", 0)], [Put(target, b"second")], [Get(target)])
         assert not refused.succeeded
-        assert refused.responses == (GetResult(refused.revision, (await client.get(target),)),)  # type: ignore[arg-type]
+        current = await client.get(target)
+        assert current is not None
+        assert refused.responses == (GetResult(refused.revision, (current,)),)
         swapped = await client.txn([Compare.mod_revision(target, "==", created.revision),
                                     Compare.value(target, "==", b"first")], [Put(target, b"third")])
-        assert swapped.succeeded and swapped.revision == created.revision + 1
+        assert swapped.succeeded
+        assert swapped.revision == created.revision + 1
 
 
 @pytest.mark.integration
@@ -272,26 +326,45 @@ async def test_request_limits_are_reported(etcd_server: EtcdCluster, key_prefix:
 
 @pytest.mark.integration
 async def test_failover_when_a_member_dies(etcd_cluster: EtcdCluster, key_prefix: bytes) -> None:
-    async with EtcdClient(etcd_cluster.endpoints, retry_timeout=10.0) as client:
+    leader = etcd_cluster.leader_index()
+    assert leader is not None
+    follower = (leader + 1) % 3
+    # The client and its watch start on a follower, so killing it leaves a quorum with its leader.
+    order = [follower, *(i for i in range(3) if i != follower)]
+    endpoints = [etcd_cluster.endpoints[i] for i in order]
+    async with EtcdClient(endpoints, retry_timeout=10.0) as client:
         start = await client.put(key_prefix + b"a", b"1")
         async with client.watch(key_prefix, start) as batches:
             assert (await next_event_batch(batches)).revision == start
-            assert batches.endpoint == etcd_cluster.endpoints[0]
+            assert batches.endpoint == endpoints[0]
 
-            etcd_cluster.kill_member(0)  # the member serving both the client and the watch
+            etcd_cluster.kill_member(follower)
+            with pytest.raises(EtcdUnavailable, match=endpoints[0]):
+                await client.status(endpoints[0])
 
             after = await client.put(key_prefix + b"b", b"2")
-            assert client.endpoint != etcd_cluster.endpoints[0]
+            assert client.endpoint != endpoints[0]
             assert (await client.get(key_prefix + b"b")) is not None
             revision, kvs = await client.read_all(key_prefix)
-            assert revision >= after and [kv.key for kv in kvs] == [key_prefix + b"a", key_prefix + b"b"]
-
+            assert revision >= after
+            assert [kv.key for kv in kvs] == [key_prefix + b"a", key_prefix + b"b"]
             # The watch resumes on another member without losing or repeating a revision.
             batch = await next_event_batch(batches)
-            assert batch.revision == after and batch.events[0].key == key_prefix + b"b"
-            assert batches.endpoint in etcd_cluster.endpoints[1:]
+            assert batch.revision == after
+            assert batch.events[0].key == key_prefix + b"b"
+            assert batches.endpoint in endpoints[1:]
 
-        etcd_cluster.restart_member(0)
-        status = await client.status(etcd_cluster.endpoints[0])
-        assert status.revision >= after
+            etcd_cluster.restart_member(follower)
+            assert (await client.status(endpoints[0])).revision >= after
+
+            # Killing the leader: reads wait out the election on the other members.
+            etcd_cluster.kill_member(leader)
+            revision, kvs = await client.read_all(key_prefix)
+            assert revision >= after
+            assert len(kvs) == 2
+            latest = await client.put(key_prefix + b"c", b"3")
+            batch = await next_event_batch(batches)
+            assert batch.revision == latest
+            assert batch.events[0].key == key_prefix + b"c"
+            assert batches.endpoint != etcd_cluster.endpoints[leader]
         assert len(await client.member_list()) == 3

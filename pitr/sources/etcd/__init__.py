@@ -7,6 +7,7 @@ One etcd revision is one pitr commit; the watch stream delivers them as
 
 from ._errors import CompactedError, EtcdError, EtcdUnavailable, LeaseNotFound, RequestTooLarge
 from ._range import RangeReader
+from ._spool import default_spool_dir, source_revision_at
 from ._transport import normalize_endpoint
 from ._types import (
     DEFAULT_MAX_REQUEST_BYTES,
@@ -35,14 +36,7 @@ from ._types import (
     plan_txn_batches,
 )
 from ._watch import WatchStream
-from .archive import (
-    EtcdArchive,
-    EtcdFollower,
-    FollowOptions,
-    default_spool_dir,
-    etcd_archiving,
-    source_revision_at,
-)
+from .archive import EtcdArchive, EtcdFollower, FollowOptions, etcd_archiving
 from .client import EtcdClient
 from .restore import EtcdRestoreOptions, EtcdRestoreResult, restore_to_etcd, source_prefix_of
 from .url import EtcdLocation, is_etcd_url, parse_etcd_url

@@ -16,13 +16,11 @@ snapshots it. See docs/etcd.md.
 from __future__ import annotations
 
 import base64
-import json
-import os
+import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from itertools import islice
 from typing import Any
 
 import anyio
@@ -30,22 +28,18 @@ import anyio.abc
 
 from pitr.archiver import ArchiveOptions, Archiver, archiving
 from pitr.errors import CorruptData, InvalidArgument, PitrError, SourceError
-from pitr.repo import layout
 from pitr.repo.repository import Repository
 from pitr.snapshots.schedule import SnapshotSchedule
 from pitr.snapshots.take import take_snapshot
 from pitr.store import Store
-from pitr.store._state import StateDB
-from pitr.store._wal_dir import WalDirectory
-from segments import record as rec
-from segments.fsutil import publish_atomically
 from segments.record import DELETE, PUT, Op
 
-from ._errors import CompactedError, LeaseNotFound
+from ._errors import CompactedError, EtcdUnavailable, LeaseNotFound
+from ._spool import SpoolCursor, source_revision_at, spool_phase, wal_source_revision, write_spool_marker
 from ._types import TXN_OP_OVERHEAD_BYTES, EventType, WatchBatch
 from .client import EtcdClient
 
-SPOOL_MARKER = "etcd-source.json"
+log = logging.getLogger("pitr.sources.etcd")
 _NS = 1_000_000_000
 
 
@@ -59,7 +53,8 @@ class FollowOptions:
     member silent for that long as failed (set it above the member's
     progress-notify interval); `catch_up_timeout` bounds how long a one-shot
     run waits to learn that it has seen everything up to the revision it
-    started at.
+    started at. When no member answers, following is retried after
+    `retry_initial` seconds, doubling up to `retry_max`.
     """
 
     page_size: int = 1000
@@ -69,21 +64,14 @@ class FollowOptions:
     lease_cache_size: int = 100_000
     catch_up_timeout: float = 10.0
     resync_attempts: int = 5
+    retry_initial: float = 0.5
+    retry_max: float = 30.0
 
     def __post_init__(self) -> None:
         if self.page_size < 1 or self.max_commit_bytes < 1 or self.max_in_flight < 1:
             raise InvalidArgument("page_size, max_commit_bytes and max_in_flight must be positive")
         if self.catch_up_timeout <= 0 or self.resync_attempts < 1:
             raise InvalidArgument("catch_up_timeout and resync_attempts must be positive")
-
-
-def default_spool_dir(prefix: bytes, repo_url: str) -> str:
-    """The spool used when none is given: one per (prefix, first repository), in the user's cache.
-
-    It is not derived from the member list, which changes when members are replaced.
-    """
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "pitr", "etcd-spool-" + layout.repo_key(repr((prefix, repo_url))))
 
 
 class LeaseExpiries:
@@ -120,47 +108,12 @@ class LeaseExpiries:
         return expires
 
 
-class _SpoolCursor:
-    """The spool's entries under a prefix in key order, read from LMDB a chunk at a time."""
-
-    CHUNK = 1000
-
-    def __init__(self, state: StateDB, prefix: bytes) -> None:
-        self._state = state
-        self._prefix = prefix
-        self._stop = _prefix_end(prefix)
-        self._next: bytes | None = prefix
-        self._rows: list[tuple[bytes, bytes, int | None]] = []
-        self._index = 0
-
-    async def peek(self) -> tuple[bytes, bytes, int | None] | None:
-        if self._index >= len(self._rows):
-            if self._next is None:
-                return None
-            self._rows = await anyio.to_thread.run_sync(self._read, self._next)
-            self._index = 0
-            self._next = self._rows[-1][0] + b"\0" if len(self._rows) == self.CHUNK else None
-            if not self._rows:
-                return None
-        return self._rows[self._index]
-
-    def advance(self) -> None:
-        self._index += 1
-
-    def _read(self, start: bytes) -> list[tuple[bytes, bytes, int | None]]:
-        rows = self._state.iter_range(start, self._stop)
-        try:
-            return [(bytes(k), bytes(v), e) for k, v, e in islice(rows, self.CHUNK)]
-        finally:
-            rows.close()  # type: ignore[attr-defined]
-
-
 class EtcdFollower:
     """Keeps a spool store equal to an etcd prefix, one commit per etcd revision.
 
     `revision` is the last revision durable in the spool; `complete_revision`
-    the revision through which etcd has confirmed (by progress notification)
-    that nothing else happened under the prefix.
+    the revision through which the spool is known to hold everything (etcd's
+    progress notifications confirm revisions that did not touch the prefix).
     """
 
     def __init__(self, client: EtcdClient, prefix: bytes, store: Store, archiver: Archiver,
@@ -175,21 +128,18 @@ class EtcdFollower:
         self.complete_revision = 0
         self.commits = 0
         self.resyncs = 0
+        self.outages = 0
         self._submitted = 0
+        self._progress = 0
         self._in_flight = anyio.Semaphore(self.options.max_in_flight)
-        self._marker = os.path.join(store.path, SPOOL_MARKER)
+        self._stopping = False
+        self._scope: anyio.CancelScope | None = None
 
     # start ---------------------------------------------------------------------------------------
     async def start(self) -> None:
         """Resume after the spool's last revision, or load a base first (empty or unfinished spool)."""
-        marker = await anyio.to_thread.run_sync(self._read_marker)
-        if marker is None and self.store.last_lsn > 0:
-            raise InvalidArgument(f"{self.store.path} holds a pitr store that is not an etcd spool; "
-                                  "give another spool directory (--data)")
-        if marker is not None and marker["prefix"] != self.prefix:
-            raise InvalidArgument(f"{self.store.path} is the spool of etcd prefix {marker['prefix']!r}, not "
-                                  f"{self.prefix!r}; give another spool directory (--data)")
-        if marker is None or marker["phase"] != "following" or self.store.last_lsn == 0:
+        phase = await anyio.to_thread.run_sync(spool_phase, self.store.path, self.prefix, self.store.last_lsn)
+        if phase != "following" or self.store.last_lsn == 0:
             await self.resync("initial load" if self.store.last_lsn == 0 else "unfinished load")
             return
         self.revision = self._submitted = self.complete_revision = await self._last_source_revision()
@@ -201,7 +151,7 @@ class EtcdFollower:
 
     async def _last_source_revision(self) -> int:
         lsn = self.store.last_lsn
-        revision = await anyio.to_thread.run_sync(_wal_source_revision, self.store.wal_directory.path, lsn)
+        revision = await anyio.to_thread.run_sync(wal_source_revision, self.store.wal_directory.path, lsn)
         for prog in self.archiver.progress:
             if revision is None:
                 revision = await source_revision_at(prog.repo, lsn)
@@ -214,26 +164,48 @@ class EtcdFollower:
     # following -----------------------------------------------------------------------------------
     async def follow(self, *, until_revision: int | None = None) -> None:
         """Commit every revision from the spool's position on; return once `until_revision` is
-        known complete (never, without it). A compaction past the position starts a resync."""
-        while True:
+        known complete, or after `stop`. A compaction past the position starts a resync."""
+        backoff = self.options.retry_initial
+        while not self._stopping:
             compacted: CompactedError | None = None
+            unavailable: EtcdUnavailable | None = None
             async with anyio.create_task_group() as commits:
-                try:
-                    async with self.client.watch(self.prefix, self._submitted + 1,
-                                                 idle_timeout=self.options.idle_timeout) as batches:
-                        async for batch in batches:
-                            if batch.is_progress:
-                                self.complete_revision = max(self.complete_revision, batch.revision)
-                            else:
-                                await self._submit(commits, batch)
-                            if until_revision is not None and batch.revision >= until_revision:
-                                break
-                except CompactedError as exc:
-                    compacted = exc
+                with anyio.CancelScope() as self._scope:  # `stop` ends the watch, not the commits
+                    try:
+                        async with self.client.watch(self.prefix, self._submitted + 1,
+                                                     idle_timeout=self.options.idle_timeout) as batches:
+                            async for batch in batches:
+                                backoff = self.options.retry_initial
+                                if batch.is_progress:
+                                    self._progress = batch.revision
+                                    self._note_complete()
+                                else:
+                                    await self._submit(commits, batch)
+                                if until_revision is not None and batch.revision >= until_revision:
+                                    break
+                    except CompactedError as exc:
+                        compacted = exc
+                    except EtcdUnavailable as exc:
+                        unavailable = exc
+            if unavailable is not None:
+                # No member answered for the client's retry_timeout: keep trying, the position is kept.
+                self.outages += 1
+                log.warning("etcd unavailable; following again in %.1f s: %s", backoff, unavailable)
+                with anyio.CancelScope() as self._scope:
+                    await anyio.sleep(backoff)
+                backoff = min(backoff * 2, self.options.retry_max)
+                continue
             if compacted is None:
                 return
+            # A resync runs to its end even after `stop`: it leaves a base to restore from.
             await self.resync(f"etcd compacted revision {compacted.requested_revision} "
                               f"(oldest left: {compacted.compact_revision})")
+
+    def stop(self) -> None:
+        """End `follow` once the revisions already received are durable in the spool."""
+        self._stopping = True
+        if self._scope is not None:
+            self._scope.cancel()
 
     async def catch_up(self) -> bool:
         """Follow until everything up to etcd's current revision is committed; False when that
@@ -241,9 +213,20 @@ class EtcdFollower:
         target = (await self.client.get_range(self.prefix, limit=1)).revision
         if self.complete_revision >= target:
             return True
-        with anyio.move_on_after(self.options.catch_up_timeout):
+        self._stopping = False
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._stop_after, self.options.catch_up_timeout)
             await self.follow(until_revision=target)
+            tg.cancel_scope.cancel()
         return self.complete_revision >= target
+
+    async def _stop_after(self, seconds: float) -> None:
+        await anyio.sleep(seconds)
+        self.stop()
+
+    def _note_complete(self) -> None:
+        if self.revision >= self._submitted:  # nothing in flight: a progress notification counts
+            self.complete_revision = max(self.complete_revision, self.revision, self._progress)
 
     async def _submit(self, commits: anyio.abc.TaskGroup, batch: WatchBatch) -> None:
         observed = self.store.now()
@@ -269,16 +252,16 @@ class EtcdFollower:
             if commit.lsn != expected:
                 raise PitrError(f"{self.store.path}: revision {revision} was committed at LSN {commit.lsn}, "
                                 f"not {expected}: spool commits were reordered")
-            self.revision = max(self.revision, revision)
-            self.complete_revision = max(self.complete_revision, revision)
+            self.revision = max(self.revision, revision)  # durable in LSN order: all before it are too
             self.commits += 1
+            self._note_complete()
         finally:
             self._in_flight.release()
 
     # base loads and resyncs ----------------------------------------------------------------------
     async def resync(self, reason: str) -> None:
         """Make the spool equal etcd's current state, after a gap, and snapshot it."""
-        await anyio.to_thread.run_sync(self._write_marker, "syncing", reason)
+        await anyio.to_thread.run_sync(write_spool_marker, self.store.path, self.prefix, "syncing", reason)
         for attempt in range(self.options.resync_attempts):
             try:
                 revision = await self._commit_difference()
@@ -287,7 +270,7 @@ class EtcdFollower:
                 if attempt == self.options.resync_attempts - 1:
                     raise
         await take_snapshot(self.archiver, prepare=self.store.flush, metadata=self.snapshot_metadata(revision))
-        await anyio.to_thread.run_sync(self._write_marker, "following", reason)
+        await anyio.to_thread.run_sync(write_spool_marker, self.store.path, self.prefix, "following", reason)
         self.revision = self._submitted = self.complete_revision = revision
         self.resyncs += 1
 
@@ -301,7 +284,7 @@ class EtcdFollower:
         """Commit puts and deletes turning the spool's state into etcd's at one revision; the first
         commit is flagged as a gap. Returns that revision."""
         await self.store.flush()
-        spool = _SpoolCursor(self.store.state, self.prefix)
+        spool = SpoolCursor(self.store.state, self.prefix)
         reader = self.client.iter_range(self.prefix, page_size=self.options.page_size)
         writer = _GapCommits(self.store, self.options.max_commit_bytes)
         marker_key = self.prefix or b"\0"
@@ -341,22 +324,6 @@ class EtcdFollower:
         await writer.commit()
         return reader.revision
 
-    def _read_marker(self) -> dict[str, Any] | None:
-        try:
-            with open(self._marker, "rb") as fh:
-                doc = json.load(fh)
-            return {"prefix": base64.b64decode(doc["prefix"]), "phase": str(doc["phase"])}
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise CorruptData(f"{self._marker}: unreadable spool marker: {exc}", path=self._marker,
-                              hint="remove the spool directory and archive into a new repository") from exc
-
-    def _write_marker(self, phase: str, reason: str) -> None:
-        data = json.dumps({"version": 1, "source": "etcd", "prefix": base64.b64encode(self.prefix).decode(),
-                           "phase": phase, "reason": reason}).encode()
-        publish_atomically(self._marker, lambda fh: fh.write(data), overwrite=True)
-
 
 class _GapCommits:
     """Commits of one resync: at most `max_bytes` each, all at one revision, the first after a gap."""
@@ -394,14 +361,17 @@ class EtcdArchive:
         """Snapshot the spool's current state into every repository."""
         await take_snapshot(self.archiver, prepare=self.store.flush, metadata=self.follower.snapshot_metadata())
 
-    async def _snapshot_on_schedule(self, schedule: SnapshotSchedule, interval: float) -> None:
-        last_at = anyio.current_time()
-        last_bytes = self._published()
-        while True:
-            await anyio.sleep(interval)
+    async def _snapshot_on_schedule(self, schedule: SnapshotSchedule, interval: float,
+                                    stopped: anyio.Event) -> None:
+        last_at, last_bytes, last_lsn = anyio.current_time(), self._published(), self.store.last_lsn
+        while not stopped.is_set():
+            with anyio.move_on_after(interval):
+                await stopped.wait()
             seconds, volume = schedule.every_seconds, schedule.every_bytes
-            if (seconds is not None and anyio.current_time() - last_at >= seconds) or \
-                    (volume is not None and self._published() - last_bytes >= volume):
+            due = (seconds is not None and anyio.current_time() - last_at >= seconds) or \
+                (volume is not None and self._published() - last_bytes >= volume)
+            if due and self.store.last_lsn != last_lsn:  # an unchanged spool has its snapshot already
+                last_lsn = self.store.last_lsn
                 await self.snapshot()
                 last_at, last_bytes = anyio.current_time(), self._published()
 
@@ -425,23 +395,28 @@ async def etcd_archiving(client: EtcdClient, prefix: bytes, spool_dir: str, *rep
     async with AsyncExitStack() as stack:
         shown = prefix.decode("utf-8", "backslashreplace")
         store = await stack.enter_async_context(Store(spool_dir, name=f"etcd:{shown}", clock=clock))
+        # Checked before the repositories are claimed for this spool's history.
+        await anyio.to_thread.run_sync(spool_phase, spool_dir, prefix, store.last_lsn)
         archiver = await stack.enter_async_context(archiving(
             store, *repos, options=options, cache_dir=cache_dir, s3_endpoint=s3_endpoint, source_kind="etcd"))
         session = EtcdArchive(EtcdFollower(client, prefix, store, archiver, follow_options), archiver, store)
         await session.follower.start()
         tg = anyio.create_task_group()
         await tg.__aenter__()
+        stopped = anyio.Event()
         if follow:
             tg.start_soon(session.follower.follow)
         if snapshot_every is not None and snapshot_every.enabled:
-            tg.start_soon(session._snapshot_on_schedule, snapshot_every, archiver.options.interval)
+            tg.start_soon(session._snapshot_on_schedule, snapshot_every, archiver.options.interval, stopped)
         try:
             yield session
         except BaseException as exc:
             tg.cancel_scope.cancel()
             await _close_group(tg, exc)
             raise
-        tg.cancel_scope.cancel()
+        # Stop gracefully: revisions already received become durable, so the last cycle ships them.
+        stopped.set()
+        session.follower.stop()
         await _close_group(tg, None)
 
 
@@ -467,40 +442,6 @@ def _sole_failure(group: BaseExceptionGroup[BaseException]) -> BaseException | N
     return _sole_failure(inner) if isinstance(inner, BaseExceptionGroup) else inner
 
 
-async def source_revision_at(repo: Repository, lsn: int) -> int | None:
-    """The etcd revision recorded with the archived commit at `lsn`, if the repository holds it."""
-    segment = repo.catalog.segment_containing(lsn)
-    block = repo.catalog.block_for_lsn(lsn)
-    if segment is None or block is None:
-        return None
-    raw = await repo.read_block(segment, block)
-    for span in rec.scan_spans(raw):
-        if span.lsn == lsn:
-            record = rec.decode_payload(raw, span, skip_unknown=True)
-            return None if record is None else record.source_rev
-    return None
-
-
-def _wal_source_revision(wal_path: str, lsn: int) -> int | None:
-    """The source revision of the WAL record at `lsn`, or None when the WAL no longer holds it."""
-    if lsn < 1:
-        return None
-    try:
-        for data, spans in WalDirectory(wal_path).read_after(lsn - 1, lsn, 1 << 20):
-            for span in spans:
-                if span.lsn == lsn:
-                    record = rec.decode_payload(data, span, skip_unknown=True)
-                    return None if record is None else record.source_rev
-    except CorruptData:
-        return None
-    return None
-
-
 def _live(entry: tuple[bytes, bytes, int | None], now: int) -> bool:
     return entry[2] is None or entry[2] > now
-
-
-def _prefix_end(prefix: bytes) -> bytes | None:
-    stripped = prefix.rstrip(b"\xff")
-    return stripped[:-1] + bytes([stripped[-1] + 1]) if stripped else None
 

@@ -29,8 +29,9 @@ from pitr.restore import RestoreOptions, RestorePlan, RestoreTarget, plan_restor
 from pitr.store._state import StateDB
 
 from ._errors import EtcdUnavailable, LeaseNotFound
+from ._spool import SpoolCursor, source_revision_at
 from ._types import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS, Delete, Get, Put, plan_txn_batches
-from .archive import _sole_failure, _SpoolCursor, source_revision_at
+from .archive import _sole_failure
 from .client import EtcdClient
 
 Progress = Callable[[str, int, int], None]
@@ -199,7 +200,7 @@ class _Writer:
 
     async def _merge(self, state: StateDB, source_prefix: bytes, prefix: bytes,
                      send: anyio.abc.ObjectSendStream[list[_Item]]) -> None:
-        restored = _SpoolCursor(state, source_prefix)
+        restored = SpoolCursor(state, source_prefix)
         pending: list[_Item] = []
         chunk = self.options.max_txn_ops * self.options.concurrency
 
