@@ -89,11 +89,21 @@ def build_state(state_dir: str, plan: RestorePlan, snapshot: RangeSource | None,
             changes = {}
             expired = _drop_expired(state, plan.cutoff_ns)
         else:
-            # One pass: the base (sorted) merged with the sorted changes, appended to a fresh LMDB.
+            # One pass over the sorted base, taking each key's change from the map as it goes, appended
+            # to a fresh LMDB; the keys the base did not have are inserted afterwards.
             counter = [0]
-            merged = _merge_sorted(entries, sorted(changes.items()), plan.cutoff_ns, counter)
+            state.load_sorted(_over_base(entries, changes, plan.cutoff_ns, counter), plan.target_lsn, final_ts)
+            new_keys: dict[bytes, Change] = {}
+            for key, change in changes.items():
+                if change is None:
+                    continue
+                if change[1] is not None and change[1] <= plan.cutoff_ns:
+                    counter[0] += 1
+                else:
+                    new_keys[key] = change
             changes = {}
-            state.load_sorted(merged, plan.target_lsn, final_ts)
+            if new_keys:
+                state.apply(new_keys, plan.target_lsn, final_ts)
             expired = counter[0]
         keys = _count(state)
         state.env.sync(True)
@@ -107,35 +117,24 @@ def build_state(state_dir: str, plan: RestorePlan, snapshot: RangeSource | None,
                          time.monotonic() - started, rss)
 
 
-def _merge_sorted(base: Iterator[tuple[bytes, bytes, int | None]], changes: list[tuple[bytes, Change]],
-                  cutoff_ns: int, expired: list[int]) -> Iterator[tuple[bytes, bytes, int | None]]:
-    """The base entries with the changes applied, in key order, without keys expired at the cutoff."""
-    i, n = 0, len(changes)
+_KEEP = object()
+
+
+def _over_base(base: Iterator[tuple[bytes, bytes, int | None]], changes: dict[bytes, Change],
+               cutoff_ns: int, expired: list[int]) -> Iterator[tuple[bytes, bytes, int | None]]:
+    """The base entries with their changes applied (and removed from `changes`), in key order,
+    without keys expired at the cutoff."""
+    take = changes.pop
     for key, value, expires in base:
-        while i < n and changes[i][0] < key:
-            ckey, change = changes[i]
-            i += 1
-            if change is not None:
-                if change[1] is not None and change[1] <= cutoff_ns:
-                    expired[0] += 1
-                else:
-                    yield ckey, change[0], change[1]
-        if i < n and changes[i][0] == key:
-            change = changes[i][1]
-            i += 1
+        change = take(key, _KEEP)
+        if change is not _KEEP:
             if change is None:
                 continue
-            value, expires = change
+            value, expires = change  # type: ignore[misc]
         if expires is not None and expires <= cutoff_ns:
             expired[0] += 1
             continue
         yield key, value, expires
-    for ckey, change in changes[i:]:
-        if change is not None:
-            if change[1] is not None and change[1] <= cutoff_ns:
-                expired[0] += 1
-            else:
-                yield ckey, change[0], change[1]
 
 
 def _drop_expired(state: StateDB, cutoff_ns: int) -> int:
