@@ -104,11 +104,11 @@ class StateDigest:
         self.count = 0
 
     def add(self, key: bytes, value: bytes, expires_at_ns: int | None) -> None:
-        self.total = (self.total + entry_digest(key, value, expires_at_ns)) % _MOD
+        self.total += entry_digest(key, value, expires_at_ns)  # reduced in digest()
         self.count += 1
 
     def digest(self) -> bytes:
-        return self.total.to_bytes(32, "little")
+        return (self.total % _MOD).to_bytes(32, "little")
 
 
 def _encode_header(h: SnapshotHeader) -> bytes:
@@ -189,7 +189,7 @@ class SnapshotWriter:
             raise ValueError(f"entry of {len(key)}+{len(value)} bytes exceeds the key or value limit")
         self._last_key = key
         data = encode_entry(key, value, expires_at_ns)
-        self._state.total = (self._state.total + int.from_bytes(blake3(data).digest(), "little")) % _MOD
+        self._state.total += int.from_bytes(blake3(data).digest(), "little")  # reduced in digest()
         self._state.count += 1
         self.logical_bytes += len(key) + len(value)
         if self._first_key is None:
@@ -327,6 +327,11 @@ class SnapshotReader:
         return raw
 
     def _entries(self, i: int, raw: bytes) -> Iterator[tuple[bytes, bytes, int | None]]:
+        for key, value, expires, _end in self._entry_spans(i, raw):
+            yield key, value, expires
+
+    def _entry_spans(self, i: int, raw: bytes) -> Iterator[tuple[bytes, bytes, int | None, int]]:
+        """(key, value, expiry, offset just past the entry) for every entry of block `i`."""
         pos, end, b = 0, len(raw), self.blocks[i]
         path = self.source.name
         unpack = ENTRY.unpack_from
@@ -345,9 +350,8 @@ class SnapshotReader:
                 raise CorruptFile(f"snapshot block {i} entry {n} runs past the block", path=path,
                                   offset=b.offset)
             key = raw[pos : pos + klen]
-            pos += klen
-            yield key, raw[pos : pos + vlen], expires
-            pos += vlen
+            pos += klen + vlen
+            yield key, raw[pos - vlen : pos], expires, pos
         if pos != end:
             raise CorruptFile(f"snapshot block {i} has stray bytes", path=path, offset=b.offset)
 
@@ -377,10 +381,12 @@ class SnapshotReader:
         state = StateDigest()
         last: bytes | None = None
         logical = 0
+        total = 0
         for i in range(len(self.blocks)):
             raw = self._block(i)
             first = True
-            for key, value, expires in self._entries(i, raw):
+            start = 0
+            for key, value, _expires, end in self._entry_spans(i, raw):
                 if first and key != self.blocks[i].first_key:
                     raise CorruptFile(f"snapshot block {i} first key does not match the index", path=path,
                                       offset=self.blocks[i].offset)
@@ -389,8 +395,12 @@ class SnapshotReader:
                     raise CorruptFile(f"snapshot block {i} keys out of order", path=path,
                                       offset=self.blocks[i].offset)
                 last = key
-                state.add(key, value, expires)
+                # the entry's bytes in the block are exactly its canonical encoding: hash them as they are
+                total += int.from_bytes(blake3(raw[start:end]).digest(), "little")
+                start = end
+                state.count += 1
                 logical += len(key) + len(value)
+        state.total = total
         if state.count != self.footer.entry_count or logical != self.footer.logical_bytes:
             raise CorruptFile("entry count or logical bytes do not match the footer", path=path)
         if state.digest() != self.footer.state_digest:
