@@ -105,6 +105,27 @@ def delete(key: bytes) -> Op:
     return Op(DELETE, key)
 
 
+_SINGLE = struct.Struct("<IIBBHIQqBBHII")  # a record header and its only operation's header
+
+
+def encode_single(lsn: int, ts_ns: int, kind: int, key: bytes, value: bytes = b"") -> bytes:
+    """Encode a commit of one put (without expiry) or delete: the common case, in one pack.
+
+    Produces exactly the bytes `encode_record` produces for the same commit.
+    """
+    if kind == DELETE:
+        value = b""
+    elif kind != PUT:
+        raise ValueError(f"unknown operation kind {kind}")
+    if len(key) > MAX_KEY or len(value) > MAX_VALUE or not 0 <= lsn <= MAX_LSN \
+            or not MIN_I64 <= ts_ns <= MAX_I64:
+        return encode_record(lsn, ts_ns, [Op(kind, key, value)])  # raises the precise ValueError
+    length = PAYLOAD_FIXED + OP_HEADER.size + len(key) + len(value)
+    head = _SINGLE.pack(0, length, TYPE_COMMIT, 0, 0, 1, lsn, ts_ns, kind, 0, 0, len(key), len(value))
+    crc = crc32c(value, crc32c(key, crc32c(head[4:])))
+    return struct.pack("<I", crc) + head[4:] + key + value
+
+
 def encode_record(
     lsn: int, ts_ns: int, ops: Sequence[Op], source_rev: int | None = None, *, gap: bool = False
 ) -> bytes:
@@ -118,8 +139,15 @@ def encode_record(
     if source_rev is not None and not 0 <= source_rev <= MAX_U64:
         raise ValueError(f"source revision {source_rev} does not fit an unsigned 64-bit integer")
     parts: list[bytes] = []
+    append = parts.append
+    pack = OP_HEADER.pack
     for op in ops:
         kind, key, value, expires = op
+        if kind == PUT and expires is None and len(key) <= MAX_KEY and len(value) <= MAX_VALUE:
+            append(pack(PUT, 0, 0, len(key), len(value)))  # the common case, checked in one test
+            append(key)
+            append(value)
+            continue
         if kind == DELETE:
             value = b""
             expires = None

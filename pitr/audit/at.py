@@ -122,6 +122,8 @@ class ValueReader:
         return reader
 
     def close(self) -> None:
+        """Close the files this reader keeps open."""
+        self.records.close()
         for reader in self._snapshots.values():
             reader.close()
         self._snapshots.clear()

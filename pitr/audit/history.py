@@ -16,7 +16,6 @@ from pitr.audit.records import RecordReader, last_op_on, take
 from pitr.catalog.entries import KeyVersion, is_long_key
 from pitr.errors import CorruptData
 from pitr.repo.repository import Repository
-from pitr.timefmt import format_time
 from segments import record as rec
 
 PAGE = 1024  # key versions read per catalog transaction while streaming
@@ -44,10 +43,6 @@ class KeyChange:
     def live_at(self, ts_ns: int) -> bool:
         """Whether a read at `ts_ns` sees this change as a value (a put not yet expired)."""
         return self.op == "put" and (self.expires_at_ns is None or self.expires_at_ns > ts_ns)
-
-    def describe(self) -> str:
-        when = f"LSN {self.lsn} at {format_time(self.ts_ns)}"
-        return f"{self.op} {when}" + (f" (from snapshot {self.snapshot})" if self.snapshot else "")
 
 
 def change_of(record: rec.Record, op: rec.Op) -> KeyChange:
@@ -85,14 +80,14 @@ async def history(repo: Repository, key: bytes, *, since_ns: int | None = None,
     its net effect. Streams: versions are read from the catalog a page at a
     time and each block is decompressed once for all the versions it holds.
     """
-    reader = RecordReader(repo)
     since = since_ns
-    while True:
-        page = take(repo.catalog.key_versions(key, since, until_ns), PAGE)
-        for version in page:
-            change = await change_at(reader, key, version)
-            if change is not None:
-                yield change
-        if len(page) < PAGE:
-            return
-        since = page[-1].ts_ns + 1
+    with RecordReader(repo) as reader:
+        while True:
+            page = take(repo.catalog.key_versions(key, since, until_ns), PAGE)
+            for version in page:
+                change = await change_at(reader, key, version)
+                if change is not None:
+                    yield change
+            if len(page) < PAGE:
+                return
+            since = page[-1].ts_ns + 1

@@ -76,18 +76,19 @@ async def commit_log(repo: Repository, *, since_ns: int | None = None, until_ns:
     first = start_lsn(repo, since_ns, since_lsn)
     if first is None:
         return
-    async with aclosing(RecordReader(repo).records_from(first, until_lsn)) as records:
-        async for record in records:
-            if since_ns is not None and record.ts_ns < since_ns:
-                continue
-            if until_ns is not None and record.ts_ns > until_ns:
-                return
-            if prefix is None:
-                ops = [_log_op(op) for op in record.ops]
-            else:
-                ops = [_log_op(op) for op in record.ops if op.key.startswith(prefix)]
-            if ops:
-                yield LogCommit(record.lsn, record.ts_ns, ops, record.source_rev)
+    with RecordReader(repo) as reader:
+        async with aclosing(reader.records_from(first, until_lsn)) as records:
+            async for record in records:
+                if since_ns is not None and record.ts_ns < since_ns:
+                    continue
+                if until_ns is not None and record.ts_ns > until_ns:
+                    return
+                if prefix is None:
+                    ops = [_log_op(op) for op in record.ops]
+                else:
+                    ops = [_log_op(op) for op in record.ops if op.key.startswith(prefix)]
+                if ops:
+                    yield LogCommit(record.lsn, record.ts_ns, ops, record.source_rev)
 
 
 def bytes_to_json(data: bytes) -> str | dict[str, str]:

@@ -89,8 +89,10 @@ class Catalog:
         `replaces` lists first LSNs of segments this one supersedes (merges): their
         rows go; key versions stay valid because they point at LSNs and times.
         """
-        rows = sorted((key_prefix(k) + U64BE.pack(ts), KEY_VALUE.pack(lsn, kind, KEY_FLAG_EXPIRY if exp else 0))
-                      for k, ts, lsn, kind, exp in key_rows)
+        # Sorted by index key only: the sort is stable, so when a batch touches a key twice its last
+        # operation comes last and wins the overwrite below.
+        rows = sorted(((key_prefix(k) + U64BE.pack(ts), KEY_VALUE.pack(lsn, kind, KEY_FLAG_EXPIRY if exp else 0))
+                       for k, ts, lsn, kind, exp in key_rows), key=lambda row: row[0])
         with self.env.begin(write=True) as txn:
             for first in replaces:
                 self._drop_segment_rows(txn, first)
@@ -209,7 +211,9 @@ class Catalog:
             return start_digest
         seg = self.segment_containing(lsn)
         if seg is None:
-            return None
+            # Retention may have removed the segment ending at `lsn`: the next one links to it.
+            after = self.segment_containing(lsn + 1)
+            return after.prev_chain_digest if after is not None and after.first_lsn == lsn + 1 else None
         digest = seg.prev_chain_digest
         for piece in seg.pieces:
             digest = chain.link(digest, piece)

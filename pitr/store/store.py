@@ -14,9 +14,8 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import anyio.abc
@@ -35,8 +34,7 @@ WAL_FILE_SIZE = 64 << 20
 _MISSING = object()
 
 
-@dataclass(frozen=True, slots=True)
-class Commit:
+class Commit(NamedTuple):
     """An acknowledged commit: durable in the WAL when returned."""
 
     lsn: int
@@ -290,8 +288,8 @@ class Store:
                 break
             pending = self._pending
             for _lsn, _ts, ops in items:
-                for op in ops:
-                    pending[op.key] = (op.value, op.expires_at_ns) if op.kind == PUT else None
+                for kind, key, value, expires in ops:
+                    pending[key] = (value, expires) if kind == PUT else None
             self._inflight = []
             self._durable_lsn, self._durable_ts = items[-1][0], items[-1][1]
             group.done.set()
@@ -380,14 +378,18 @@ class Store:
                         for i, op in enumerate(ops))
         lsn = self._last_lsn + 1
         try:
-            data = rec.encode_record(lsn, ts, ops, source_rev, gap=gap)
+            if len(ops) == 1 and ops[0].expires_at_ns is None and source_rev is None and not gap:
+                data = rec.encode_single(lsn, ts, ops[0].kind, ops[0].key, ops[0].value)
+            else:
+                data = rec.encode_record(lsn, ts, ops, source_rev, gap=gap)
         except ValueError as exc:
             raise InvalidArgument(str(exc)) from exc
         self._last_lsn, self._last_ts = lsn, ts
         group = self._group
         self._queue.append(data)
         self._items.append((lsn, ts, ops))
-        self._wake.set()
+        if len(self._queue) == 1:  # the first of a new group wakes the group-commit task
+            self._wake.set()
         await group.done.wait()
         if group.error is not None:
             raise StoreClosed(f"{self.path}: commit at LSN {lsn} was not acknowledged: "
@@ -396,8 +398,10 @@ class Store:
 
     async def put(self, key: bytes, value: bytes, ttl: float | None = None) -> Commit:
         """Set `key` to `value`; with `ttl` seconds the key expires at commit time + ttl."""
-        check_key(key)
-        check_value(value, key)
+        if type(key) is not bytes or not 0 < len(key) <= MAX_KEY or type(value) is not bytes \
+                or len(value) > rec.MAX_VALUE:
+            check_key(key)
+            check_value(value, key)
         ttls = None if ttl is None else {0: ttl_ns(ttl, key)}
         return await self._commit((Op(PUT, key, value, None),), ttls=ttls)
 

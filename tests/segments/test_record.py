@@ -189,3 +189,10 @@ def test_check_run_agrees_with_scan_spans(stream: tuple[bytes, int, int]) -> Non
         return
     assert expected_ok
     assert run == rec.Run([s.end for s in spans], spans[0].ts_ns, spans[-1].ts_ns)
+
+
+@given(lsn=st.integers(0, (1 << 63) - 1), ts=st.integers(-(1 << 63), (1 << 63) - 1),
+       kind=st.sampled_from([rec.PUT, rec.DELETE]), key=st.binary(max_size=64), value=st.binary(max_size=64))
+def test_encode_single_matches_encode_record(lsn: int, ts: int, kind: int, key: bytes, value: bytes) -> None:
+    op = rec.Op(kind, key, value if kind == rec.PUT else b"")
+    assert rec.encode_single(lsn, ts, kind, key, value) == rec.encode_record(lsn, ts, [op])

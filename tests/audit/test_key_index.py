@@ -1,0 +1,183 @@
+"""The key index at work: across blocks, merged segments and a rebuilt catalog; long keys by digest."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pitr.archiver import ArchiveOptions, Archiver, DirectorySource
+from pitr.audit import commit_log, history, open_value_reader, value_at
+from pitr.audit.records import RecordReader
+from pitr.catalog.entries import KEY_VALUE, U64BE, key_prefix
+from pitr.errors import CorruptData
+from pitr.repo.repository import Repository, open_repository
+from segments import record as rec
+from tests.audit.model import LONG_A, LONG_B, Step, Written, check_value, net_ops, write_history
+
+pytestmark = pytest.mark.anyio
+
+NO_MERGE = ArchiveOptions(interval=3600.0, merge_count=1000)
+
+
+def big_history(seed: int = 7) -> list[Step]:
+    """~150 commits of 3 KB values: about 20 records per 64 KiB block, a segment every 10 commits."""
+    rng = random.Random(seed)
+    steps: list[Step] = []
+    for i in range(150):
+        key = b"k%d" % rng.randrange(5)
+        if rng.random() < 0.15:
+            steps.append(("delete", key))
+        else:
+            steps.append(("put", key, rng.randbytes(3000), rng.choice([None, None, 2500])))
+        steps.append(("tick", rng.choice([0, 1, 1000])))
+        if i % 10 == 9:
+            steps.append(("cycle",))
+    return steps
+
+
+async def answers(repo: Repository, written: Written) -> tuple[object, ...]:
+    """Everything the audit functions say about a history, checked against the model on the way."""
+    commits = written.commits
+    keys = sorted({op.key for c in commits for op in c.ops})
+    hist = {k: [(c.lsn, c.op, c.value) async for c in history(repo, k)] for k in keys}
+    for key in keys:
+        assert [lsn for lsn, _op, _v in hist[key]] == [c.lsn for c in commits if key in net_ops(c)]
+    values = []
+    async with open_value_reader(repo) as reader:
+        for commit in commits:
+            for ts in (commit.ts_ns - 1, commit.ts_ns):
+                if ts < reader.timeline.windows[0].start_ns:
+                    continue
+                moment = reader.moment(ts)
+                for key in keys:
+                    got = await reader.value_at(key, moment)
+                    check_value(got, commits, key, ts, False, moment.base.lsn)
+                    values.append(got)
+    log = [(c.lsn, c.ts_ns, c.ops) async for c in commit_log(repo)]
+    assert [lsn for lsn, _ts, _ops in log] == [c.lsn for c in commits]
+    return hist, values, log
+
+
+async def test_lookups_survive_merges_and_reindex(tmp_path: Path) -> None:
+    steps = big_history()
+    merged: list[str] = []
+    written = await write_history(str(tmp_path), steps, options=NO_MERGE)
+    async with open_repository(str(tmp_path / "repo")) as repo:
+        await repo.sync()
+        segments = repo.catalog.segments()
+        assert len(segments) >= 10
+        first = repo.catalog.block_for_lsn(1)
+        assert first is not None
+        assert first.record_count < 30
+        before = await answers(repo, written)
+        keys_before = repo.catalog.dump()["keys"]
+
+        # merge two runs of segments the way the archiver does; key rows stay, segment rows change
+        archiver = Archiver(DirectorySource(str(tmp_path / "data")), [repo], NO_MERGE)
+        for run in (segments[1:4], segments[5:9]):
+            entry = await archiver.merge(repo, run)
+            merged.append(entry.name)
+            assert len(entry.pieces) == len(run)
+        assert {s.name for s in repo.catalog.segments()} >= set(merged)
+        assert repo.catalog.dump()["keys"] == keys_before
+        assert await answers(repo, written) == before
+
+        # the catalog rebuilt from the files alone says the same
+        report = await repo.reindex()
+        assert set(merged) <= set(report.indexed)
+        assert repo.catalog.dump()["keys"] == keys_before
+        assert await answers(repo, written) == before
+
+
+async def test_each_block_is_read_once_while_versions_share_it(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    steps: list[Step] = [("put", b"hot", b"%d" % i, None) for i in range(300)] + [("cycle",)]
+    written = await write_history(str(tmp_path), steps, options=NO_MERGE)
+    async with open_repository(str(tmp_path / "repo")) as repo:
+        await repo.sync()
+        reads = count_block_reads(monkeypatch)
+        got = [c.value async for c in history(repo, b"hot")]
+        assert got == [b"%d" % i for i in range(300)]
+        assert reads() == 1  # 300 small records fit one block
+        reader = RecordReader(repo)
+        for commit in written.commits:
+            record = await reader.record_at(commit.lsn)
+            assert record is not None
+            assert record.lsn == commit.lsn
+        assert reader.blocks_read == 1
+        assert await reader.record_at(10_000) is None
+
+
+def count_block_reads(monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
+    calls = 0
+    original: Callable[..., Awaitable[bytes]] = RecordReader._read_block
+
+    async def counting(*args: object) -> bytes:
+        nonlocal calls
+        calls += 1
+        return await original(*args)
+
+    monkeypatch.setattr(RecordReader, "_read_block", counting)
+    return lambda: calls
+
+
+def forge_key_row(repo: Repository, key: bytes, ts_ns: int, lsn: int) -> None:
+    """Add a key-index row claiming the commit (lsn, ts_ns) changed `key`."""
+    with repo.catalog.env.begin(write=True, db=repo.catalog.keys_db) as txn:
+        txn.put(key_prefix(key) + U64BE.pack(ts_ns), KEY_VALUE.pack(lsn, rec.PUT, 0))
+
+
+async def test_long_keys_are_checked_against_the_record(tmp_path: Path) -> None:
+    steps: list[Step] = [("put", LONG_A, b"a1", None), ("put", LONG_B, b"b1", None),
+                         ("put", LONG_A, b"a2", None), ("put", LONG_B, b"b2", None),
+                         ("batch", [("put", LONG_B, b"b3", None), ("put", b"short", b"s", None)])]
+    written = await write_history(str(tmp_path), steps, options=NO_MERGE)
+    a1, b1, a2, b2, b3 = written.commits
+    async with open_repository(str(tmp_path / "repo")) as repo:
+        await repo.sync()
+        assert [c.value async for c in history(repo, LONG_A)] == [b"a1", b"a2"]
+        # a digest collision, simulated: LONG_A's index rows also name LONG_B's commits
+        for commit in (b1, b2, b3):
+            forge_key_row(repo, LONG_A, commit.ts_ns, commit.lsn)
+        assert [c.value async for c in history(repo, LONG_A)] == [b"a1", b"a2"]
+        for ts, expected in ((a1.ts_ns, b"a1"), (b1.ts_ns, b"a1"), (a2.ts_ns, b"a2"), (b3.ts_ns, b"a2")):
+            got = await value_at(repo, LONG_A, ts)
+            assert got is not None
+            assert got.value == expected
+        assert await value_at(repo, LONG_A, a1.ts_ns - 1) is None
+        got_b = await value_at(repo, LONG_B, b3.ts_ns)
+        assert got_b is not None
+        assert (got_b.value, got_b.lsn) == (b"b3", b3.lsn)
+        # a short key is indexed by itself: a row naming a record without it is corruption
+        forge_key_row(repo, b"short", a2.ts_ns, a2.lsn)
+        with pytest.raises(CorruptData, match="does not touch it") as caught:
+            _ = [c async for c in history(repo, b"short")]
+        assert caught.value.hint is not None
+        assert "reindex" in caught.value.hint
+        with pytest.raises(CorruptData):
+            await value_at(repo, b"short", a2.ts_ns)
+
+
+async def test_repositories_without_local_files_read_through_the_storage(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remote repositories (S3) have no local path: blocks come from `Repository.read_block`."""
+    written = await write_history(str(tmp_path), big_history(seed=3)[:60], options=NO_MERGE)
+    async with open_repository(str(tmp_path / "repo")) as repo:
+        await repo.sync()
+        local = await answers(repo, written)
+        monkeypatch.setattr(repo, "local_path", lambda name: None)
+        calls = 0
+        original = repo.read_block
+
+        async def counting(*args: Any) -> bytes:
+            nonlocal calls
+            calls += 1
+            return await original(*args)
+
+        monkeypatch.setattr(repo, "read_block", counting)
+        assert await answers(repo, written) == local
+        assert calls > 0
