@@ -86,9 +86,7 @@ async def run_cleanup(repo: Repository, plan: CleanupPlan,
         try:
             _entry, _blocks, rows = await anyio.to_thread.run_sync(index_segment, seg.name, source)
         finally:
-            close = getattr(source, "close", None)
-            if close:
-                close()
+            source.close()
         await anyio.to_thread.run_sync(repo.catalog.remove_segment, seg.first_lsn, rows)
         await repo.delete(layout.segment_object(seg.name))
         done += 1

@@ -110,9 +110,7 @@ class SegmentReader:
         return cls(FileSource(path))
 
     def close(self) -> None:
-        close = getattr(self.source, "close", None)
-        if close is not None:
-            close()
+        self.source.close()
 
     def __enter__(self) -> SegmentReader:
         return self

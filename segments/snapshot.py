@@ -264,9 +264,7 @@ class SnapshotReader:
         return cls(FileSource(path))
 
     def close(self) -> None:
-        close = getattr(self.source, "close", None)
-        if close is not None:
-            close()
+        self.source.close()
 
     def __enter__(self) -> SnapshotReader:
         return self

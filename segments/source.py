@@ -16,6 +16,8 @@ class RangeSource(Protocol):
 
     def read(self, offset: int, length: int) -> bytes: ...
 
+    def close(self) -> None: ...
+
 
 class BytesSource:
     """A whole file already in memory."""
@@ -27,6 +29,9 @@ class BytesSource:
 
     def read(self, offset: int, length: int) -> bytes:
         return read_exact(self, offset, length, self._data[offset : offset + length])
+
+    def close(self) -> None:
+        """Nothing to release: the bytes are garbage-collected with the object."""
 
 
 class FileSource:

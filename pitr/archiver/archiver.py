@@ -253,9 +253,7 @@ class Archiver:
             blob, entry, blocks = await anyio.to_thread.run_sync(do_merge)
         finally:
             for src in sources:
-                close = getattr(src, "close", None)
-                if close:
-                    close()
+                src.close()
         await _publish(repo, layout.segment_object(entry.name), blob)
         await anyio.to_thread.run_sync(repo.catalog.add_segment, entry, blocks, [],
                                        [s.first_lsn for s in run])

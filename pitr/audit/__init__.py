@@ -11,7 +11,8 @@ All read an open `Repository` whose catalog is synced (`await repo.sync()`).
 from pitr.audit.at import ValueReader, open_value_reader, value_at
 from pitr.audit.diff import KeyDiff, diff
 from pitr.audit.history import KeyChange, history
-from pitr.audit.log import LogCommit, LogOp, bytes_from_json, bytes_to_json, commit_log, to_import_json
+from pitr.audit.log import LogCommit, LogOp, commit_log, to_import_json
+from pitr.jsonbytes import bytes_from_json, bytes_to_json
 
 __all__ = [
     "KeyChange",

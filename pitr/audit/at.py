@@ -114,9 +114,7 @@ class ValueReader:
             try:
                 reader = await anyio.to_thread.run_sync(SnapshotReader, source)
             except SegmentsError as exc:
-                close = getattr(source, "close", None)
-                if close is not None:
-                    close()
+                source.close()
                 raise to_corrupt(exc) from exc
             self._snapshots[name] = reader
         return reader

@@ -8,8 +8,6 @@ writes a commit in the JSON-lines form that `pitr import` reads back
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -17,12 +15,10 @@ from typing import Any, NamedTuple
 
 from pitr.audit.history import Operation
 from pitr.audit.records import RecordReader
-from pitr.errors import InvalidArgument
+from pitr.jsonbytes import bytes_to_json
 from pitr.repo.repository import Repository
 from pitr.timefmt import format_time
 from segments import record as rec
-
-_ALLOWED_CONTROLS = frozenset("\t\n\r")
 
 
 class LogOp(NamedTuple):
@@ -89,39 +85,6 @@ async def commit_log(repo: Repository, *, since_ns: int | None = None, until_ns:
                     ops = [_log_op(op) for op in record.ops if op.key.startswith(prefix)]
                 if ops:
                     yield LogCommit(record.lsn, record.ts_ns, ops, record.source_rev)
-
-
-def bytes_to_json(data: bytes) -> str | dict[str, str]:
-    """A key or value for JSON: the text itself when it is printable UTF-8, else {"b64": ...}.
-
-    Printable means valid UTF-8 whose characters are all printable
-    (`str.isprintable`) or tab, newline and carriage return.
-    """
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
-    if text is not None and (text.isprintable() or
-                             all(ch.isprintable() or ch in _ALLOWED_CONTROLS for ch in text)):
-        return text
-    return {"b64": base64.b64encode(data).decode("ascii")}
-
-
-def bytes_from_json(field: object, *, what: str = "field") -> bytes:
-    """The bytes a JSON key or value field stands for: a string (UTF-8) or {"b64": "..."}."""
-    if isinstance(field, str):
-        try:
-            return field.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise InvalidArgument(f"{what}: {field[:40]!r} is not valid Unicode text ({exc.reason}); "
-                                  "write binary data as {\"b64\": \"...\"}") from exc
-    if isinstance(field, dict) and set(field) == {"b64"} and isinstance(field["b64"], str):
-        try:
-            return base64.b64decode(field["b64"], validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise InvalidArgument(f"{what}: {field['b64'][:40]!r} is not valid base64: {exc}") from exc
-    raise InvalidArgument(f"{what} must be a string or an object {{\"b64\": \"...\"}}, "
-                          f"not {str(field)[:60]!r}")
 
 
 def _op_json(op: LogOp) -> dict[str, Any]:

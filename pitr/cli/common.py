@@ -15,6 +15,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from pitr.errors import InvalidArgument
+from pitr.jsonbytes import bytes_from_json, bytes_to_json
 from pitr.repo.repository import Repository, open_repository
 from pitr.timefmt import format_time
 
@@ -77,27 +78,12 @@ def decode_arg(text: str, b64: bool, what: str) -> bytes:
         raise InvalidArgument(f"{what} {text!r} is not valid base64") from exc
 
 
-def encode_bytes(data: bytes) -> str | dict[str, str]:
-    """JSON form of a key or value: a string when it is printable UTF-8, else {"b64": ...}."""
-    try:
-        text = data.decode()
-    except UnicodeDecodeError:
-        return {"b64": base64.b64encode(data).decode()}
-    if text.isprintable():
-        return text
-    return {"b64": base64.b64encode(data).decode()}
+encode_bytes = bytes_to_json  # the JSON form of keys and values (pitr.jsonbytes)
 
 
 def decode_json_bytes(value: Any, what: str) -> bytes:
-    """Inverse of encode_bytes, for import lines."""
-    if isinstance(value, str):
-        return value.encode()
-    if isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
-        try:
-            return base64.b64decode(value["b64"], validate=True)
-        except binascii.Error as exc:
-            raise InvalidArgument(f"{what}: invalid base64") from exc
-    raise InvalidArgument(f"{what} must be a string or {{\"b64\": \"...\"}}, not {json.dumps(value)[:60]}")
+    """A key or value field of an import line."""
+    return bytes_from_json(value, what=what)
 
 
 def show_bytes(data: bytes) -> str:

@@ -208,9 +208,7 @@ class Repository:
             report.broken.append((name, str(exc)))
             return
         finally:
-            close = getattr(source, "close", None)
-            if close:
-                close()
+            source.close()
         replaces = [s.first_lsn for s in self.catalog.segments()
                     if entry.first_lsn <= s.first_lsn and s.last_lsn <= entry.last_lsn]
         await anyio.to_thread.run_sync(self.catalog.add_segment, entry, blocks, rows, replaces, gaps)
@@ -232,9 +230,7 @@ class Repository:
                 report.broken.append((name, str(exc)))
                 continue
             finally:
-                close = getattr(source, "close", None)
-                if close:
-                    close()
+                source.close()
             self.catalog.add_snapshot(entry)
             report.indexed.append(name)
 

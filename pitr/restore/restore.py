@@ -50,7 +50,7 @@ async def _open_sources(repos: Sequence[Repository], plan: RestorePlan, verify: 
                 finding = await anyio.to_thread.run_sync(check, source)
                 if finding is not None:
                     problems.append(f"{repo.url}: {finding}")
-                    _close(source)
+                    source.close()
                     if say:
                         say(f"{repo.url}/{object_name} is damaged; trying the next repository")
                     continue
@@ -106,12 +106,6 @@ def _check_segment_full(name: str, source: RangeSource) -> Finding | None:
     return check_segment(name, source, full=True)[1]
 
 
-def _close(source: object) -> None:
-    close = getattr(source, "close", None)
-    if close is not None:
-        close()
-
-
 async def restore(repos: Repository | Sequence[Repository], options: RestoreOptions, *,
                   progress: Progress | None = None, say: Say | None = None) -> RestorePlan | RestoreResult:
     """Restore the state at `options.target` into `options.dest`.
@@ -141,7 +135,8 @@ async def restore(repos: Repository | Sequence[Repository], options: RestoreOpti
             lambda state_dir: build_state(state_dir, plan, snapshot, sources, name=name, progress=progress))
     finally:
         for src in [snapshot, *sources]:
-            _close(src)
+            if src is not None:
+                src.close()
     return result
 
 

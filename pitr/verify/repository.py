@@ -59,12 +59,6 @@ class VerifyReport:
                 "seconds": round(self.seconds, 3)}
 
 
-def _close(source: object) -> None:
-    close = getattr(source, "close", None)
-    if close is not None:
-        close()
-
-
 async def verify_repository(repo: Repository, *, mode: str = "full", files: Sequence[str] = (),
                             progress: Progress | None = None) -> VerifyReport:
     """Check the repository's files and report what is broken and what remains restorable."""
@@ -104,7 +98,7 @@ async def verify_repository(repo: Repository, *, mode: str = "full", files: Sequ
             report.files_checked += 1
             report.bytes_checked += source.size
         finally:
-            _close(source)
+            source.close()
         if finding is not None:
             broken.add(name)
             report.findings.append(finding)
@@ -157,7 +151,7 @@ async def _replay_checks(repo: Repository, report: VerifyReport, broken: set[str
                 state.close()
         finally:
             for src in sources:
-                _close(src)
+                src.close()
             shutil.rmtree(tmp, ignore_errors=True)
         matched = digest == nxt.state_digest
         report.replays.append((prev.name, nxt.name, matched))

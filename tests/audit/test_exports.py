@@ -9,6 +9,6 @@ def test_exports() -> None:
     assert sorted(pitr.audit.__all__) == sorted(set(pitr.audit.__all__))
     for name in pitr.audit.__all__:
         assert not name.startswith("_")
-        assert getattr(pitr.audit, name).__module__.startswith("pitr.audit.")
+        assert getattr(pitr.audit, name).__module__.startswith(("pitr.audit.", "pitr.jsonbytes"))
     assert {"history", "value_at", "commit_log", "diff", "to_import_json", "KeyChange", "KeyDiff",
             "LogCommit"} <= set(pitr.audit.__all__)

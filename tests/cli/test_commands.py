@@ -87,7 +87,7 @@ def test_import_then_export_round_trips(env: Path, capsys: pytest.CaptureFixture
 @pytest.mark.parametrize(("bad", "message"), [
     ("not json", "line 2: not JSON"),
     (json.dumps({"op": "frob", "key": "x"}), "line 2: op must be"),
-    (json.dumps({"op": "put", "key": "x", "value": {"b64": "!!"}}), "line 2: value: invalid base64"),
+    (json.dumps({"op": "put", "key": "x", "value": {"b64": "!!"}}), "line 2: value: '!!' is not valid base64"),
     (json.dumps({"batch": [{"op": "put", "key": "x", "value": "1"}, {"op": "put", "key": 5, "value": "1"}]}),
      "line 2, batch item 2: key"),
     (json.dumps({"op": "put", "key": "x", "value": "1", "ts": "2019-01-01T00:00:00Z"}), "line 2: ts"),
