@@ -8,8 +8,6 @@ taken. A change is ``(value, expires_at_ns)`` for a put, None for a delete.
 
 from __future__ import annotations
 
-import struct
-
 from crc32c import crc32c
 
 from segments import record as rec
@@ -17,9 +15,6 @@ from segments._errors import CorruptFile
 
 Change = tuple[bytes, int | None] | None
 
-# A record header followed by its first operation header: every commit record is at least this long.
-_FIRST_OP = struct.Struct("<IIBBHIQqBBHII")
-_FIRST_OP_SIZE = _FIRST_OP.size  # 44
 
 
 def fold_records(
@@ -41,7 +36,7 @@ def fold_records(
     `check_crc=False` skips the per-record CRC when the caller has already
     checked a checksum covering these exact bytes (an archive block's CRC).
     """
-    first_op = _FIRST_OP.unpack_from
+    first_op = rec.FIRST_OP.unpack_from
     view = memoryview(buf)
     pos, end = 0, len(buf)
     last_ts = None
@@ -49,7 +44,7 @@ def fold_records(
     first = True
     put, delete, commit = rec.PUT, rec.DELETE, rec.TYPE_COMMIT
     while pos < end:
-        if end - pos >= _FIRST_OP_SIZE:
+        if end - pos >= rec.FIRST_OP_SIZE:
             crc, length, rtype, flags, _r, count, lsn, ts, kind, oflags, _r2, klen, vlen = first_op(buf, pos)
         else:
             if end - pos < rec.HEADER_SIZE:
@@ -73,8 +68,8 @@ def fold_records(
             pos = stop
             continue
         if rtype == commit:
-            if count == 1 and flags == 0 and oflags == 0 and _FIRST_OP_SIZE + klen + vlen == stop - pos:
-                p = pos + _FIRST_OP_SIZE
+            if count == 1 and flags == 0 and oflags == 0 and rec.FIRST_OP_SIZE + klen + vlen == stop - pos:
+                p = pos + rec.FIRST_OP_SIZE
                 if kind == put:
                     changes[buf[p : p + klen]] = (buf[p + klen : stop], None)
                 elif kind == delete and vlen == 0:

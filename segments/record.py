@@ -105,7 +105,9 @@ def delete(key: bytes) -> Op:
     return Op(DELETE, key)
 
 
-_SINGLE = struct.Struct("<IIBBHIQqBBHII")  # a record header and its only operation's header
+# A record header followed by its first operation's header: every commit record is at least this long.
+FIRST_OP = struct.Struct("<IIBBHIQqBBHII")
+FIRST_OP_SIZE = FIRST_OP.size  # 44
 
 
 def encode_single(lsn: int, ts_ns: int, kind: int, key: bytes, value: bytes = b"") -> bytes:
@@ -121,7 +123,7 @@ def encode_single(lsn: int, ts_ns: int, kind: int, key: bytes, value: bytes = b"
             or not MIN_I64 <= ts_ns <= MAX_I64:
         return encode_record(lsn, ts_ns, [Op(kind, key, value)])  # raises the precise ValueError
     length = PAYLOAD_FIXED + OP_HEADER.size + len(key) + len(value)
-    head = _SINGLE.pack(0, length, TYPE_COMMIT, 0, 0, 1, lsn, ts_ns, kind, 0, 0, len(key), len(value))
+    head = FIRST_OP.pack(0, length, TYPE_COMMIT, 0, 0, 1, lsn, ts_ns, kind, 0, 0, len(key), len(value))
     crc = crc32c(value, crc32c(key, crc32c(head[4:])))
     return struct.pack("<I", crc) + head[4:] + key + value
 

@@ -88,7 +88,10 @@ async def _run_at(args: argparse.Namespace, key: bytes) -> int:
         await repo.sync()
         change = await value_at(repo, key, at, exclusive=args.exclusive)
     extra: dict[str, object] = {"at": format_time(at)}
-    if change is not None:
+    if change is not None and change.snapshot is not None:
+        # the log before the base is gone: the value comes from the snapshot, as of its LSN and time
+        extra.update({"from_snapshot": change.snapshot, "as_of_lsn": change.lsn, "as_of": format_time(change.ts_ns)})
+    elif change is not None:
         extra.update({"lsn": change.lsn, "changed_at": format_time(change.ts_ns)})
         if change.expires_at_ns is not None:
             extra["expires_at"] = format_time(change.expires_at_ns)

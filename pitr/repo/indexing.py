@@ -30,16 +30,27 @@ def key_rows_of(data: bytes | memoryview, spans: list[rec.Span],
     `gaps` as (LSN, commit time of the commit before it; -1 when that is not in `data`).
     """
     rows: list[KeyRow] = []
+    append = rows.append
+    first_op = rec.FIRST_OP.unpack_from
     prev_ts = -1
     for span in spans:
-        record = rec.decode_payload(data, span, skip_unknown=True)
-        if record is None:
+        start, end = span.start, span.end
+        if end - start < rec.FIRST_OP_SIZE:
+            continue  # shorter than any commit: a record type this reader skips
+        _crc, _len, rtype, flags, _r, count, lsn, ts, kind, oflags, _r2, klen, vlen = first_op(data, start)
+        if rtype != rec.TYPE_COMMIT:
             continue
-        lsn, ts = record.lsn, record.ts_ns
-        if record.gap and gaps is not None:
+        if flags & rec.FLAG_GAP and gaps is not None:
             gaps.append((lsn, prev_ts))
         prev_ts = ts
-        rows.extend((op.key, ts, lsn, op.kind, op.expires_at_ns is not None) for op in record.ops)
+        if count == 1 and flags & rec.FLAG_SOURCE_REV == 0 and oflags == 0 and \
+                rec.FIRST_OP_SIZE + klen + vlen == end - start:
+            key_at = start + rec.FIRST_OP_SIZE  # the common single-operation commit, without decoding
+            append((bytes(data[key_at : key_at + klen]), ts, lsn, kind, False))
+            continue
+        record = rec.decode_payload(data, span, skip_unknown=True)
+        if record is not None:
+            rows.extend((op.key, ts, lsn, op.kind, op.expires_at_ns is not None) for op in record.ops)
     return rows
 
 
