@@ -26,7 +26,8 @@ from pitr.repo.identity import RepoIdentity, Watermark
 from pitr.repo.indexing import block_rows, key_rows_of, segment_entry
 from pitr.repo.repository import Repository
 from segments import SegmentsError, merge_segments, seal_segment, segment_name
-from segments.segment_reader import SegmentReader, read_meta
+from segments.record import Span
+from segments.segment_reader import SegmentMeta, SegmentReader, read_meta
 from segments.source import BytesSource
 
 log = logging.getLogger("pitr.archiver")
@@ -168,41 +169,42 @@ class Archiver:
             shipped += len(spans)
         return shipped
 
-    async def _publish_segment(self, prog: RepoProgress, data: bytes, spans: list) -> None:  # type: ignore[type-arg]
+    async def _publish_segment(self, prog: RepoProgress, data: bytes, spans: list[Span]) -> None:
         ident = self.source.identity
-        complete = spans[-1].ts_ns
-
-        def seal() -> tuple[bytes, object]:
-            out = io.BytesIO()
-            sealed = seal_segment(out, ident.store_id, prog.chain_digest, data, spans, complete)
-            return out.getvalue(), sealed
-
-        blob, sealed = await anyio.to_thread.run_sync(seal)
         name = segment_name(spans[0].lsn, spans[-1].lsn)
+
+        def seal() -> tuple[bytes, SegmentMeta]:
+            out = io.BytesIO()
+            seal_segment(out, ident.store_id, prog.chain_digest, data, spans, spans[-1].ts_ns)
+            blob = out.getvalue()
+            return blob, read_meta(BytesSource(blob, name))
+
+        blob, meta = await anyio.to_thread.run_sync(seal)
         object_name = layout.segment_object(name)
         prog.uncertain.add(object_name)
         await _publish(prog.repo, object_name, blob)
         prog.uncertain.discard(object_name)
+        # The commits are off the machine now: that is the lag that bounds what a lost disk costs.
+        prog.lag_samples_ns.append(max(0, self.clock() - spans[-1].ts_ns))
+        del prog.lag_samples_ns[:-10_000]
         for orphan in sorted(prog.uncertain):
             # An earlier attempt at this range failed after it may have landed; its records are
             # in the segment just published, so the leftover must not stay beside it.
             await prog.repo.delete(orphan)
             prog.uncertain.discard(orphan)
         await prog.repo.remember(object_name, blob)
-        meta = read_meta(BytesSource(blob, name))
-        gaps: list[tuple[int, int]] = []
-        rows = await anyio.to_thread.run_sync(key_rows_of, data, spans, gaps)
-        await anyio.to_thread.run_sync(prog.repo.catalog.add_segment, segment_entry(name, meta),
-                                       block_rows(meta), rows, (), gaps)
+
+        def index() -> None:
+            gaps: list[tuple[int, int]] = []
+            rows = key_rows_of(data, spans, gaps)
+            prog.repo.catalog.add_segment(segment_entry(name, meta), block_rows(meta), rows, (), gaps)
+            self.source.wal.mark_archived(layout.repo_key(prog.repo.url), meta.last_lsn, prog.repo.url)
+
+        await anyio.to_thread.run_sync(index)
         prog.last_lsn = meta.last_lsn
         prog.chain_digest = meta.chain_digest
         prog.segments_published += 1
         prog.bytes_published += len(blob)
-        prog.lag_samples_ns.append(max(0, self.clock() - spans[-1].ts_ns))
-        del prog.lag_samples_ns[:-10_000]
-        del sealed
-        await anyio.to_thread.run_sync(self.source.wal.mark_archived, layout.repo_key(prog.repo.url),
-                                       prog.last_lsn, prog.repo.url)
 
     async def _mark_complete(self, prog: RepoProgress, complete_ns: int) -> None:
         mark = (prog.last_lsn, complete_ns)
