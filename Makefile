@@ -22,8 +22,13 @@ demo: $(STAMP)
 	$(PY) tools/demo.py
 
 bench: $(STAMP)
+	$(PY) tools/testenv.py
 	$(PY) tools/bench/segments.py
 	$(PY) tools/bench/store.py
+	$(PY) tools/bench/restore.py
+	$(PY) tools/bench/audit.py
+	$(PY) tools/bench/remote.py
+	$(PY) tools/bench/etcd.py
 
 clean:
 	rm -rf $(VENV) demo-data
