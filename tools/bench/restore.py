@@ -299,9 +299,11 @@ def main() -> int:
         out = json.loads(proc.stdout.strip().splitlines()[-1])
     r, bulk, snap, ver = out["restore"], out["bulk"], out["snapshot"], out["verify"]
     figures: list[Figure | Absolute] = [
-        Absolute("restore: replayed commits/s", r["replayed"] / r["build_s"], "commits/s", None,
-                 f"{r['replayed']:,.0f} commits after the snapshot at LSN {r['base_lsn']:,.0f}, "
-                 f"{r['build_s']:.1f} s to load and replay"),
+        Figure("restore: replayed commits/s", "commits/s", r["replayed"] / r["build_s"],
+               "target (Redis AOF reload, ~820k ops/s)", 800_000, target=1.0),
+        Absolute("restore: replay detail", r["build_s"], "s", None,
+                 f"{r['replayed']:,.0f} commits after the snapshot at LSN {r['base_lsn']:,.0f} loaded and "
+                 "replayed"),
         Figure("restore, whole (keys of the final state/s)", "keys/s", r["keys"] / r["total_s"],
                "LMDB bulk load, sorted putmulti(append)", bulk["keys"] / bulk["seconds"]),
         Figure("snapshot (write_snapshot_file)", "MB/s", snap["logical_mb"] / snap["snapshot_s"],
