@@ -118,8 +118,8 @@ class Store:
         clock: Clock | None = None,
         create: bool = True,
         wal_file_size: int = WAL_FILE_SIZE,
-        apply_interval: float = 0.05,
-        apply_threshold: int = 200_000,
+        apply_interval: float = 0.2,
+        apply_threshold: int = 500_000,
         require_archive: bool = True,
         identity: StoreIdentity | None = None,
     ) -> None:
