@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -29,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-import pytest
+from tests.servers import free_ports, require_binary
 
 INSTALL_COMMAND = "sudo apt-get update && sudo apt-get install -y etcd-server  (as root: python3 tools/testenv.py)"
 PROGRESS_NOTIFY_INTERVAL = 0.5
@@ -49,22 +48,7 @@ def find_etcd() -> str | None:
 
 def require_etcd() -> str:
     """The etcd binary; without it skip the test, or fail it under CI=true."""
-    binary = find_etcd()
-    if binary is None:
-        message = f"etcd is not installed; install it with: {INSTALL_COMMAND}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    return binary
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free ports on 127.0.0.1 (held open together so none repeats)."""
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
+    return require_binary(find_etcd, "etcd", INSTALL_COMMAND)
 
 
 def _request_json(port: int, method: str, path: str, timeout: float = 1.0) -> object:

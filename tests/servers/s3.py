@@ -13,7 +13,6 @@ import contextlib
 import http.client
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -24,7 +23,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import IO
 
-import pytest
+from tests.servers import free_ports, require_binary
 
 ACCESS_KEY = "pitr-test-access-key"
 SECRET_KEY = "pitr-test-secret-key"
@@ -43,19 +42,11 @@ def find_rclone() -> str | None:
 
 def require_rclone() -> str:
     """The rclone binary; without it skip the test, or fail it under CI=true."""
-    binary = find_rclone()
-    if binary is None:
-        message = f"rclone is not installed; install it with: {INSTALL_COMMAND}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    return binary
+    return require_binary(find_rclone, "rclone", INSTALL_COMMAND)
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
 
 
 @dataclass
