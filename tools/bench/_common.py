@@ -38,7 +38,7 @@ class Figure:
     def line(self) -> str:
         verdict = ""
         if self.target is not None:
-            verdict = f"  target >= {self.target:g}x  {'MISSED' if self.missed else 'ok'}"
+            verdict = f"  target >= {self.target:.2f}x  {'MISSED' if self.missed else 'ok'}"
         return (f"{self.name:<44} {self.ours:>13,.0f} {self.unit:<10} | {self.baseline_name:<34} "
                 f"{self.baseline:>13,.0f} {self.unit:<10} ratio {self.ratio:6.2f}{verdict}")
 
