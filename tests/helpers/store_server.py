@@ -28,6 +28,7 @@ from pitr.archiver import ArchiveOptions, Archiver, archiving
 from pitr.repo.repository import Repository, open_repository
 from pitr.restore import RestoreOptions, RestoreTarget, restore
 from pitr.restore.engine import RestoreResult
+from pitr.retention import plan_cleanup, run_cleanup
 from pitr.snapshots.take import take_snapshot
 from pitr.store import Store
 from pitr.store._state import StateDB
@@ -127,7 +128,7 @@ class Server:
         if op == "flush":
             await store.flush()
             return None
-        if op in ("archive", "snapshot", "restore"):
+        if op in ("archive", "snapshot", "restore", "cleanup"):
             return await self.handle_archive(op, req)
         if op == "info":
             return self.info()
@@ -143,6 +144,14 @@ class Server:
         if op == "snapshot":
             entry = await take_snapshot(self.archiver, prepare=self.store.flush)
             return {"lsn": entry.lsn, "ts": entry.ts_ns, "name": entry.name}
+        if op == "cleanup":
+            async with self.archiver.cycle_lock:
+                plan = await plan_cleanup(self.repo, req["keep_count"], 0, self.store.now())
+                await run_cleanup(self.repo, plan)
+            return {"kept": [s.lsn for s in plan.keep_snapshots],
+                    "deleted_segments": [[s.first_lsn, s.last_lsn] for s in plan.delete_segments],
+                    "windows": [[w.start_lsn, w.end_lsn] for w in plan.windows_after],
+                    "segments": [[s.first_lsn, s.last_lsn] for s in self.repo.catalog.segments()]}
         await self.archiver.cycle()  # restore
         target = RestoreTarget(**req["target"])
         async with self.archiver.cycle_lock:

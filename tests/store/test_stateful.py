@@ -77,6 +77,7 @@ class StoreMachine(RuleBasedStateMachine):
         # history[0] is the empty store before LSN 1, dated at creation (the clock then).
         self.history = [Moment(0, START_NS, {})]
         self.snapshots: list[int] = []
+        self.first_restorable = 0  # retention removed the log before this LSN's snapshot
         self.watermark_ns = 0  # the latest completeness time the archive has published
         self.max_clock = self.clock  # the archive may have declared completeness up to this - 1
         self.restores = 0
@@ -246,6 +247,29 @@ class StoreMachine(RuleBasedStateMachine):
         assert snap["ts"] == self.last.ts_ns
         self.snapshots.append(snap["lsn"])
 
+    @rule(keep_count=st.integers(1, 2))
+    def cleanup(self, keep_count: int) -> None:
+        """Retention keeps the newest snapshots (keep_days=0) and the log they need; nothing else."""
+        self.server.request("archive")
+        reply = self.server.request("cleanup", keep_count=keep_count)
+        if not self.snapshots:
+            assert reply["deleted_segments"] == [], "with no snapshot the start of history is the only base"
+            return
+        kept = self.snapshots[-keep_count:]
+        assert reply["kept"] == kept
+        assert all(last < kept[0] for _first, last in reply["deleted_segments"])
+        if reply["segments"]:
+            assert reply["segments"][0][1] >= kept[0], "the segment ending at the oldest kept snapshot stays"
+        if reply["deleted_segments"]:
+            self.first_restorable = kept[0]
+        self.snapshots = kept
+        assert reply["windows"][0][0] <= max(self.first_restorable, 0)
+
+    def restorable(self, moments: list[Moment], *, before_too: bool = False) -> list[Moment]:
+        """The moments a restore can still reach after retention (with the commit before, for exclusive)."""
+        least = self.first_restorable + (1 if before_too else 0)
+        return [m for m in moments if m.lsn >= least]
+
     # restore -------------------------------------------------------------------------
     def restore(self, target: dict[str, Any]) -> dict[str, Any]:
         self.restores += 1
@@ -272,19 +296,29 @@ class StoreMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def restore_to_a_commit(self, data: st.DataObject) -> None:
         """At a commit's exact time (inclusive and exclusive) and at its LSN."""
-        moment = data.draw(st.sampled_from(self.history[1:]), label="commit")
+        choices = self.restorable(self.history[1:])
+        if not choices:
+            return
+        moment = data.draw(st.sampled_from(choices), label="commit")
         before = self.history[moment.lsn - 1]
         self.check_restored(self.restore({"time_ns": moment.ts_ns}), moment, moment.ts_ns,
                             f"time {moment.ts_ns} inclusive")
-        self.check_restored(self.restore({"time_ns": moment.ts_ns, "exclusive": True}), before,
-                            moment.ts_ns - 1, f"time {moment.ts_ns} exclusive")
+        if before.lsn >= self.first_restorable:
+            self.check_restored(self.restore({"time_ns": moment.ts_ns, "exclusive": True}), before,
+                                moment.ts_ns - 1, f"time {moment.ts_ns} exclusive")
+        else:
+            with pytest.raises(ServerError, match="OutsideWindow"):
+                self.restore({"time_ns": moment.ts_ns, "exclusive": True})
         self.check_restored(self.restore({"lsn": moment.lsn}), moment, moment.ts_ns, f"LSN {moment.lsn}")
 
     @precondition(lambda self: self.last.lsn > 0)
     @rule(data=st.data())
     def restore_between_commits(self, data: st.DataObject) -> None:
         """A time strictly between two commits restores the earlier one, TTL judged at that time."""
-        moment = data.draw(st.sampled_from(self.history[1:-1] or self.history[1:]), label="commit")
+        choices = self.restorable(self.history[1:-1] or self.history[1:])
+        if not choices:
+            return
+        moment = data.draw(st.sampled_from(choices), label="commit")
         if moment.lsn == self.last.lsn:
             return
         following = self.history[moment.lsn + 1]
