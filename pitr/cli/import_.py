@@ -18,7 +18,7 @@ from typing import Any
 from pitr.cli.common import add_data, add_json, decode_json_bytes, need_data, print_json
 from pitr.errors import InvalidArgument
 from pitr.store import Store
-from pitr.store.store import check_key, check_value
+from pitr.store._checks import check_key, check_value
 from pitr.timefmt import parse_time
 from segments.record import DELETE, PUT, Op
 

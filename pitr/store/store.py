@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, NamedTuple
@@ -21,9 +21,12 @@ import anyio
 import anyio.abc
 
 from pitr.errors import InvalidArgument, StoreClosed
+from pitr.store._checks import check_key, check_put, check_value, ttl_ns
 from pitr.store._lock import WriterLock
-from pitr.store._state import MAX_KEY, Change, StateDB, StoreIdentity
+from pitr.store._overlay import fold, merge, prefix_end, visible
+from pitr.store._state import Change, StateDB, StoreIdentity
 from pitr.store._wal_dir import Recovery, WalDirectory
+from pitr.store.batch import Batch
 from segments import record as rec
 from segments.chain import genesis
 from segments.record import DELETE, PUT, Op
@@ -47,59 +50,6 @@ class _Group:
     def __init__(self) -> None:
         self.done = anyio.Event()
         self.error: BaseException | None = None
-
-
-def check_key(key: bytes) -> bytes:
-    if not isinstance(key, bytes):
-        raise InvalidArgument(f"key must be bytes, not {type(key).__name__}")
-    if not key:
-        raise InvalidArgument("key must not be empty")
-    if len(key) > MAX_KEY:
-        raise InvalidArgument(f"key of {len(key)} bytes is longer than the {MAX_KEY}-byte limit "
-                              f"(key starts {key[:32]!r})")
-    return key
-
-
-def ttl_ns(ttl: float, key: bytes) -> int:
-    """A TTL in seconds as nanoseconds; must be positive."""
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
-        raise InvalidArgument(f"ttl for key {key[:64]!r} must be positive seconds, got {ttl!r}")
-    return int(ttl * 1_000_000_000)
-
-
-def check_value(value: bytes, key: bytes) -> bytes:
-    if not isinstance(value, bytes):
-        raise InvalidArgument(f"value for key {key[:64]!r} must be bytes, not {type(value).__name__}")
-    if len(value) > rec.MAX_VALUE:
-        raise InvalidArgument(f"value for key {key[:64]!r} is larger than {rec.MAX_VALUE} bytes")
-    return value
-
-
-class Batch:
-    """Operations collected for one atomic commit (see `Store.batch`)."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self.ops: list[Op] = []
-        self.ttls: dict[int, int] = {}  # op index -> TTL in ns, turned into an expiry at commit time
-        self.commit: Commit | None = None
-
-    def put(self, key: bytes, value: bytes, ttl: float | None = None) -> None:
-        if type(key) is not bytes or not 0 < len(key) <= MAX_KEY or type(value) is not bytes \
-                or len(value) > rec.MAX_VALUE:
-            check_key(key)
-            check_value(value, key)
-        if ttl is not None:
-            self.ttls[len(self.ops)] = ttl_ns(ttl, key)
-        self.ops.append(Op(PUT, key, value, None))
-
-    def put_many(self, items: Iterable[tuple[bytes, bytes]]) -> None:
-        """Add many puts (no TTL) at once."""
-        for key, value in items:
-            self.put(key, value)
-
-    def delete(self, key: bytes) -> None:
-        self.ops.append(Op(DELETE, check_key(key)))
 
 
 class Store:
@@ -237,7 +187,7 @@ class Store:
             for span in spans:
                 record = rec.decode_payload(data, span, skip_unknown=True)
                 if record is not None:
-                    _fold(changes, record.ops)
+                    fold(changes, record.ops)
             lsn, ts = spans[-1].lsn, spans[-1].ts_ns
             if len(changes) >= self._apply_threshold:
                 self._state.apply(changes, lsn, ts)
@@ -398,10 +348,7 @@ class Store:
 
     async def put(self, key: bytes, value: bytes, ttl: float | None = None) -> Commit:
         """Set `key` to `value`; with `ttl` seconds the key expires at commit time + ttl."""
-        if type(key) is not bytes or not 0 < len(key) <= MAX_KEY or type(value) is not bytes \
-                or len(value) > rec.MAX_VALUE:
-            check_key(key)
-            check_value(value, key)
+        check_put(key, value)
         ttls = None if ttl is None else {0: ttl_ns(ttl, key)}
         return await self._commit((Op(PUT, key, value, None),), ttls=ttls)
 
@@ -445,11 +392,11 @@ class Store:
             for _lsn, _ts, ops in reversed(self._items + self._inflight):
                 for op in reversed(ops):
                     if op.key == key:
-                        return _visible((op.value, op.expires_at_ns) if op.kind == PUT else None, now)
+                        return visible((op.value, op.expires_at_ns) if op.kind == PUT else None, now)
         for layer in (self._pending, self._applying):
             change = layer.get(key, _MISSING)
             if change is not _MISSING:
-                return _visible(change, now)  # type: ignore[arg-type]
+                return visible(change, now)  # type: ignore[arg-type]
         assert self._state is not None
         return self._state.get(key, now)
 
@@ -472,13 +419,13 @@ class Store:
         lo = max(prefix, start) if start is not None else prefix
         hi = end
         if prefix:
-            stop = _prefix_end(prefix)
+            stop = prefix_end(prefix)
             hi = stop if hi is None or (stop is not None and stop < hi) else hi
         now = self._clock()
         overlay = {**self._applying, **self._pending}
         pending = sorted((k, c) for k, c in overlay.items() if k >= lo and (hi is None or k < hi))
         out: list[tuple[bytes, bytes]] = []
-        merged = _merge(self._state.iter_range(lo, hi), pending)
+        merged = merge(self._state.iter_range(lo, hi), pending)
         for key, value, expires in merged:
             if expires is not None and expires <= now:
                 continue
@@ -537,48 +484,6 @@ class Store:
         assert self.identity is not None
         return {"path": self.path, "store_id": str(self.identity.store_id), "name": self.identity.name,
                 "last_lsn": self._last_lsn, "applied_lsn": self._applied_lsn}
-
-
-def _fold(changes: dict[bytes, Change], ops: tuple[Op, ...]) -> None:
-    for op in ops:
-        changes[op.key] = (op.value, op.expires_at_ns) if op.kind == PUT else None
-
-
-def _visible(change: Change, now: int) -> tuple[bytes, int | None] | None:
-    if change is None:
-        return None
-    if change[1] is not None and change[1] <= now:
-        return None
-    return change
-
-
-def _prefix_end(prefix: bytes) -> bytes | None:
-    """The smallest key greater than every key starting with `prefix` (None if unbounded)."""
-    stripped = prefix.rstrip(b"\xff")
-    if not stripped:
-        return None
-    return stripped[:-1] + bytes([stripped[-1] + 1])
-
-
-def _merge(base: Any, overlay: list[tuple[bytes, Change]]) -> Any:
-    """Merge LMDB rows with newer overlay changes (both sorted by key)."""
-    i = 0
-    for key, value, expires in base:
-        while i < len(overlay) and overlay[i][0] < key:
-            k, change = overlay[i]
-            if change is not None:
-                yield k, change[0], change[1]
-            i += 1
-        if i < len(overlay) and overlay[i][0] == key:
-            change = overlay[i][1]
-            if change is not None:
-                yield key, change[0], change[1]
-            i += 1
-        else:
-            yield key, value, expires
-    for k, change in overlay[i:]:
-        if change is not None:
-            yield k, change[0], change[1]
 
 
 def _archive_to(self: Store, *repos: Any, **kwargs: Any) -> Any:

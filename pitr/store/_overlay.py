@@ -1,0 +1,50 @@
+"""The not-yet-applied changes that reads consult before LMDB, and merging them into scans."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pitr.store._state import Change
+from segments.record import PUT, Op
+
+
+def fold(changes: dict[bytes, Change], ops: tuple[Op, ...]) -> None:
+    for op in ops:
+        changes[op.key] = (op.value, op.expires_at_ns) if op.kind == PUT else None
+
+
+def visible(change: Change, now: int) -> tuple[bytes, int | None] | None:
+    if change is None:
+        return None
+    if change[1] is not None and change[1] <= now:
+        return None
+    return change
+
+
+def prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest key greater than every key starting with `prefix` (None if unbounded)."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+def merge(base: Any, overlay: list[tuple[bytes, Change]]) -> Any:
+    """Merge LMDB rows with newer overlay changes (both sorted by key)."""
+    i = 0
+    for key, value, expires in base:
+        while i < len(overlay) and overlay[i][0] < key:
+            k, change = overlay[i]
+            if change is not None:
+                yield k, change[0], change[1]
+            i += 1
+        if i < len(overlay) and overlay[i][0] == key:
+            change = overlay[i][1]
+            if change is not None:
+                yield key, change[0], change[1]
+            i += 1
+        else:
+            yield key, value, expires
+    for k, change in overlay[i:]:
+        if change is not None:
+            yield k, change[0], change[1]

@@ -1,0 +1,36 @@
+"""`Batch`: operations collected for one atomic commit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from pitr.store._checks import check_key, check_put, ttl_ns
+from segments.record import DELETE, PUT, Op
+
+if TYPE_CHECKING:
+    from pitr.store.store import Commit, Store
+
+
+class Batch:
+    """Operations collected for one atomic commit (see `Store.batch`)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.ops: list[Op] = []
+        self.ttls: dict[int, int] = {}  # op index -> TTL in ns, turned into an expiry at commit time
+        self.commit: Commit | None = None
+
+    def put(self, key: bytes, value: bytes, ttl: float | None = None) -> None:
+        check_put(key, value)
+        if ttl is not None:
+            self.ttls[len(self.ops)] = ttl_ns(ttl, key)
+        self.ops.append(Op(PUT, key, value, None))
+
+    def put_many(self, items: Iterable[tuple[bytes, bytes]]) -> None:
+        """Add many puts (no TTL) at once."""
+        for key, value in items:
+            self.put(key, value)
+
+    def delete(self, key: bytes) -> None:
+        self.ops.append(Op(DELETE, check_key(key)))
