@@ -17,100 +17,36 @@ import base64
 import builtins
 import hashlib
 import os
-import random
 import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoCredentialsError
-from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from pitr.errors import InvalidArgument, ObjectExists, ObjectNotFound, StorageError
+from pitr.storage._s3_errors import (
+    RetryPolicy,
+    code_of,
+    conditional_put_unsupported,
+    is_not_found,
+    is_precondition_failed,
+    is_transient,
+    parse_s3_url,
+    status_of,
+)
 from pitr.storage.base import ObjectInfo, check_name
 
 T = TypeVar("T")
 
 _MIB = 1 << 20
-# Error codes S3 and its imitators use for "slow down" and "try again".
-_TRANSIENT_CODES = frozenset({
-    "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException",
-    "RequestTimeout", "InternalError", "ServiceUnavailable", "ConditionalRequestConflict",
-})
+DEFAULT_RETRY = RetryPolicy()
 # The conditional-put probe writes and deletes one object with this name prefix.
 _PROBE_PREFIX = ".pitr-probe-"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RetryPolicy:
-    """How often and how patiently to retry a transient failure.
-
-    `attempts` counts the first try. The pause before retry n is
-    ``min(max_delay, base_delay * 2**(n-1))`` scaled by a random factor in
-    [0.5, 1] so that many clients do not retry in lockstep.
-    """
-
-    attempts: int = 5
-    base_delay: float = 0.2
-    max_delay: float = 5.0
-
-    def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise InvalidArgument(f"retry attempts must be at least 1, not {self.attempts}")
-        if self.base_delay < 0 or self.max_delay < 0:
-            raise InvalidArgument("retry delays must not be negative")
-
-    def delay(self, retry: int) -> float:
-        """Seconds to wait before retry number `retry` (1-based)."""
-        return min(self.max_delay, self.base_delay * 2.0 ** (retry - 1)) * random.uniform(0.5, 1.0)
-
-
-def parse_s3_url(url: str) -> tuple[str, str]:
-    """Split ``s3://bucket/prefix`` into bucket and prefix (without slashes at either end)."""
-    if not url.startswith("s3://"):
-        raise InvalidArgument(f"{url!r} is not an s3://bucket/prefix URL")
-    bucket, _, prefix = url[len("s3://"):].partition("/")
-    prefix = prefix.strip("/")
-    if not bucket:
-        raise InvalidArgument(f"{url!r} names no bucket; expected s3://bucket/prefix")
-    if prefix:
-        check_name(prefix)
-    return bucket, prefix
-
-
-def _status(exc: ClientError) -> int:
-    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, BotoConnectionError | HTTPClientError):
-        return True
-    if isinstance(exc, ClientError):
-        if _conditional_put_unsupported(exc):
-            return False
-        return _status(exc) >= 500 or _status(exc) == 429 or _code(exc) in _TRANSIENT_CODES
-    return False
-
-
-def _is_precondition_failed(exc: ClientError) -> bool:
-    return _status(exc) == 412 or _code(exc) == "PreconditionFailed"
-
-
-def _is_not_found(exc: ClientError) -> bool:
-    return _code(exc) != "NoSuchBucket" and (_status(exc) == 404 or _code(exc) in ("NoSuchKey", "404"))
-
-
-def _conditional_put_unsupported(exc: ClientError) -> bool:
-    return _status(exc) == 501 or _code(exc) == "NotImplemented"
 
 
 def _md5(data: bytes) -> Any:
@@ -138,7 +74,7 @@ class S3Storage:
 
     def __init__(self, url: str, *, endpoint_url: str | None = None, region: str | None = None,
                  multipart_threshold: int = 16 * _MIB, part_size: int = 16 * _MIB,
-                 list_page_size: int = 1000, retry: RetryPolicy = RetryPolicy(),
+                 list_page_size: int = 1000, retry: RetryPolicy = DEFAULT_RETRY,
                  conditional_put: bool | None = None) -> None:
         self.bucket, self.prefix = parse_s3_url(url)
         self.url = f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
@@ -203,7 +139,7 @@ class S3Storage:
             try:
                 return await anyio.to_thread.run_sync(fn, attempt, *args)
             except (BotoCoreError, ClientError) as exc:
-                if not _is_transient(exc) or attempt + 1 >= self.retry.attempts:
+                if not is_transient(exc) or attempt + 1 >= self.retry.attempts:
                     raise self._translate(what, exc, attempt + 1) from exc
             attempt += 1
             with self._lock:
@@ -215,7 +151,7 @@ class S3Storage:
         if isinstance(exc, NoCredentialsError):
             return StorageError(f"{where}: cannot {what}: no AWS credentials; set AWS_ACCESS_KEY_ID and "
                                 "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE")
-        if isinstance(exc, ClientError) and _code(exc) == "NoSuchBucket":
+        if isinstance(exc, ClientError) and code_of(exc) == "NoSuchBucket":
             return StorageError(f"{where}: bucket {self.bucket!r} does not exist")
         tries = f" after {attempts} attempts" if attempts > 1 else ""
         return StorageError(f"{where}: cannot {what}{tries}: {exc}")
@@ -225,7 +161,7 @@ class S3Storage:
         try:
             return str(s3.head_object(Bucket=self.bucket, Key=key)["ETag"]).strip('"')
         except ClientError as exc:
-            if _is_not_found(exc):
+            if is_not_found(exc):
                 return None
             raise
 
@@ -246,9 +182,9 @@ class S3Storage:
                 s3.put_object(Bucket=self.bucket, Key=key, Body=b"", IfNoneMatch="*")
             return False  # the second put replaced the first: the header was ignored
         except ClientError as exc:
-            if _is_precondition_failed(exc):
+            if is_precondition_failed(exc):
                 return True
-            if _conditional_put_unsupported(exc):
+            if conditional_put_unsupported(exc):
                 return False
             raise
         finally:
@@ -278,7 +214,7 @@ class S3Storage:
             s3.put_object(Bucket=self.bucket, Key=key, Body=data,
                           ContentMD5=base64.b64encode(digest.digest()).decode(), **extra)
         except ClientError as exc:
-            if not _is_precondition_failed(exc):
+            if not is_precondition_failed(exc):
                 raise
             if attempt > 0 and self._etag(s3, key) == digest.hexdigest():
                 return
@@ -292,7 +228,7 @@ class S3Storage:
             await self._call(f"publish {name}", self._put_new_sync, name, data, conditional)
         except StorageError as exc:
             cause = exc.__cause__
-            if not (conditional and isinstance(cause, ClientError) and _conditional_put_unsupported(cause)):
+            if not (conditional and isinstance(cause, ClientError) and conditional_put_unsupported(cause)):
                 raise
             self.conditional_put = False
             await self._call(f"publish {name}", self._put_new_sync, name, data, False)
@@ -366,10 +302,10 @@ class S3Storage:
             s3.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id,
                                          MultipartUpload={"Parts": parts}, **extra)
         except ClientError as exc:
-            landed = attempt > 0 and (_is_precondition_failed(exc) or _code(exc) == "NoSuchUpload")
+            landed = attempt > 0 and (is_precondition_failed(exc) or code_of(exc) == "NoSuchUpload")
             if landed and self._etag(s3, key) in ours:
                 return
-            if _is_precondition_failed(exc):
+            if is_precondition_failed(exc):
                 raise self._exists_error(name) from exc
             raise
 
@@ -377,7 +313,7 @@ class S3Storage:
         try:
             self._s3().abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
         except ClientError as exc:
-            if _code(exc) != "NoSuchUpload":
+            if code_of(exc) != "NoSuchUpload":
                 raise
 
     async def replace(self, name: str, data: bytes) -> None:
@@ -402,9 +338,9 @@ class S3Storage:
         try:
             response = s3.get_object(Bucket=self.bucket, Key=self._key(name), **extra)
         except ClientError as exc:
-            if _is_not_found(exc):
+            if is_not_found(exc):
                 raise ObjectNotFound(f"{self.url}: {name} does not exist") from exc
-            if _status(exc) == 416:
+            if status_of(exc) == 416:
                 return b""  # the range starts at or past the end of an existing object
             raise
         body = response["Body"]
@@ -437,7 +373,7 @@ class S3Storage:
             try:
                 response = self._s3().head_object(Bucket=self.bucket, Key=key)
             except ClientError as exc:
-                if _is_not_found(exc):
+                if is_not_found(exc):
                     return None
                 raise
             return ObjectInfo(name, int(response["ContentLength"]))
@@ -481,7 +417,7 @@ class S3Storage:
             try:
                 self._s3().delete_object(Bucket=self.bucket, Key=key)
             except ClientError as exc:
-                if not _is_not_found(exc):
+                if not is_not_found(exc):
                     raise
 
         await self._call(f"delete {name}", delete)
