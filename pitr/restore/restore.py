@@ -35,10 +35,14 @@ def check_destination(dest: str, force: bool) -> None:
 
 
 async def _open_sources(repos: Sequence[Repository], plan: RestorePlan, verify: bool,
-                        say: Say | None) -> tuple[RangeSource | None, list[RangeSource]]:
+                        say: Say | None, progress: Progress | None = None,
+                        ) -> tuple[RangeSource | None, list[RangeSource]]:
     """Open every file the plan reads, from the first repository holding a valid copy of it."""
+    total = len(plan.segments) + (1 if plan.snapshot is not None else 0)
+    opened = 0
 
     async def fetch(object_name: str, check: Callable[[RangeSource], object]) -> RangeSource:
+        nonlocal opened
         problems = []
         for repo in repos:
             try:
@@ -47,6 +51,8 @@ async def _open_sources(repos: Sequence[Repository], plan: RestorePlan, verify: 
                 problems.append(f"{repo.url}: {exc}")
                 continue
             if verify:
+                if progress is not None:
+                    progress("verify", opened, total)
                 finding = await anyio.to_thread.run_sync(check, source)
                 if finding is not None:
                     problems.append(f"{repo.url}: {finding}")
@@ -54,6 +60,7 @@ async def _open_sources(repos: Sequence[Repository], plan: RestorePlan, verify: 
                     if say:
                         say(f"{repo.url}/{object_name} is damaged; trying the next repository")
                     continue
+            opened += 1
             return source
         raise CorruptData(f"no repository holds a valid copy of {object_name}: " + "; ".join(problems),
                           path=object_name, hint="run pitr verify to see what remains restorable")
@@ -127,7 +134,7 @@ async def restore(repos: Repository | Sequence[Repository], options: RestoreOpti
     if options.dry_run:
         return plan
     await anyio.to_thread.run_sync(check_destination, dest, options.force)
-    snapshot, sources = await _open_sources(repo_list, plan, options.verify, say)
+    snapshot, sources = await _open_sources(repo_list, plan, options.verify, say, progress)
     name = options.name or plan.identity.name
     try:
         result = await publish_restored(
