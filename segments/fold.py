@@ -43,8 +43,9 @@ def fold_records(
     prev_lsn = expected_lsn - 1
     first = True
     put, delete, commit = rec.PUT, rec.DELETE, rec.TYPE_COMMIT
+    op_size, fixed = rec.FIRST_OP_SIZE, rec.PAYLOAD_FIXED  # locals: this loop runs per record
     while pos < end:
-        if end - pos >= rec.FIRST_OP_SIZE:
+        if end - pos >= op_size:
             crc, length, rtype, flags, _r, count, lsn, ts, kind, oflags, _r2, klen, vlen = first_op(buf, pos)
         else:
             if end - pos < rec.HEADER_SIZE:
@@ -52,7 +53,7 @@ def fold_records(
             crc, length, rtype, flags, _r, count, lsn, ts = rec.HEADER.unpack_from(buf, pos)
             kind = oflags = klen = vlen = -1
         stop = pos + 8 + length
-        if length < rec.PAYLOAD_FIXED or stop > end:
+        if length < fixed or stop > end:
             raise CorruptFile(f"record length {length} out of bounds", path=path, offset=pos)
         if check_crc and crc32c(view[pos + 4 : stop]) != crc:
             raise CorruptFile("record CRC-32C mismatch", path=path, offset=pos, lsn=lsn)
@@ -68,8 +69,8 @@ def fold_records(
             pos = stop
             continue
         if rtype == commit:
-            if count == 1 and flags == 0 and oflags == 0 and rec.FIRST_OP_SIZE + klen + vlen == stop - pos:
-                p = pos + rec.FIRST_OP_SIZE
+            if count == 1 and flags == 0 and oflags == 0 and op_size + klen + vlen == stop - pos:
+                p = pos + op_size
                 if kind == put:
                     changes[buf[p : p + klen]] = (buf[p + klen : stop], None)
                 elif kind == delete and vlen == 0:
