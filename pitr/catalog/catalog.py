@@ -13,7 +13,6 @@ The catalog is derived data: `Repository.reindex` rebuilds it from the files.
 
 from __future__ import annotations
 
-import bisect
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -283,11 +282,6 @@ class Catalog:
     def snapshots(self) -> list[SnapshotEntry]:
         with self.env.begin(db=self.snapshots_db) as txn:
             return [SnapshotEntry.decode(v) for _k, v in txn.cursor()]
-
-    def snapshot_at_or_before(self, lsn: int) -> SnapshotEntry | None:
-        snaps = self.snapshots()
-        i = bisect.bisect_right([s.lsn for s in snaps], lsn) - 1
-        return snaps[i] if i >= 0 else None
 
     def dump(self) -> dict[str, list[tuple[bytes, bytes]]]:
         """Every row of every sub-database (for comparing a reindexed catalog with a live one)."""

@@ -95,10 +95,6 @@ class StateDB:
         return U64BE.unpack(lsn)[0], I64BE.unpack(ts)[0]
 
     # reads ---------------------------------------------------------------------
-    def has_expiries(self) -> bool:
-        with self.env.begin() as txn:
-            return bool(txn.stat(self.expiry)["entries"])
-
     def get(self, key: bytes, now_ns: int | None) -> tuple[bytes, int | None] | None:
         """The value and expiry of `key`, or None; an expiry at or before now_ns hides it."""
         with self.env.begin(buffers=False) as txn:
