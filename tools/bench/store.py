@@ -31,7 +31,7 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 # Run as a script, this directory comes first on sys.path and tools/bench/segments.py would hide
 # the segments package: drop it until the packages are imported, then add it back for _common.
@@ -113,6 +113,15 @@ def lmdb_rate(directory: str, seconds: float, per_txn: int, sync: bool) -> float
 # -- the store ------------------------------------------------------------------------------------
 
 
+async def run_writers(writer: Callable[[int], Awaitable[None]], writers: int) -> float:
+    """Run `writers` concurrent writer tasks to completion; the seconds they took."""
+    start = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for w in range(writers):
+            nursery.start_soon(writer, w)
+    return time.perf_counter() - start
+
+
 async def store_single_ops(path: str, writers: int, seconds: float) -> float:
     """Single-put commits/s from `writers` concurrent tasks."""
     done = [0] * writers
@@ -126,11 +135,7 @@ async def store_single_ops(path: str, writers: int, seconds: float) -> float:
                 seq += 1
             done[w] = seq
 
-        start = time.perf_counter()
-        async with trio.open_nursery() as nursery:
-            for w in range(writers):
-                nursery.start_soon(writer, w)
-        elapsed = time.perf_counter() - start
+        elapsed = await run_writers(writer, writers)
     return sum(done) / elapsed
 
 
@@ -149,11 +154,7 @@ async def store_batches(path: str, writers: int, batch: int, seconds: float) -> 
                 seq += batch
             done[w] = seq
 
-        start = time.perf_counter()
-        async with trio.open_nursery() as nursery:
-            for w in range(writers):
-                nursery.start_soon(writer, w)
-        elapsed = time.perf_counter() - start
+        elapsed = await run_writers(writer, writers)
     return sum(done) / elapsed
 
 
