@@ -3,18 +3,37 @@
 This is the loop a restore spends its time in, so it decodes records inline
 rather than building `Record` objects, with a fast path for the common
 single-operation commit; every bound is still checked before a slice is
-taken. A change is ``(value, expires_at_ns)`` for a put, None for a delete.
+taken. Per record it unpacks one struct that skips the fields the loop does
+not need (the CRC unless it checks it, the reserved bytes) and stores the
+value itself rather than a tuple, so a single-put commit costs two slices
+and one dict store.
+
+A change is the new value (bytes) for a put without expiry,
+``(value, expires_at_ns)`` for a put with one, and None for a delete.
 """
 
 from __future__ import annotations
+
+import struct
 
 from crc32c import crc32c
 
 from segments import record as rec
 from segments._errors import CorruptFile
 
-Change = tuple[bytes, int | None] | None
+Change = bytes | tuple[bytes, int] | None
 
+# rec.FIRST_OP without the CRC and the two reserved fields:
+# length, type, flags, op_count, lsn, ts, kind, op flags, key length, value length
+_FIRST_OP_LEAN = struct.Struct("<4xIBB2xIQqBB2xII")
+assert _FIRST_OP_LEAN.size == rec.FIRST_OP_SIZE
+
+
+def change_value(change: Change) -> tuple[bytes, int | None] | None:
+    """A change as (value, expires_at_ns) or None."""
+    if change is None or type(change) is tuple:
+        return change
+    return change, None  # type: ignore[return-value]
 
 
 def fold_records(
@@ -36,7 +55,8 @@ def fold_records(
     `check_crc=False` skips the per-record CRC when the caller has already
     checked a checksum covering these exact bytes (an archive block's CRC).
     """
-    first_op = rec.FIRST_OP.unpack_from
+    first_op = _FIRST_OP_LEAN.unpack_from
+    u32 = rec.PREFIX.unpack_from
     view = memoryview(buf)
     pos, end = 0, len(buf)
     last_ts = None
@@ -46,16 +66,16 @@ def fold_records(
     op_size, fixed = rec.FIRST_OP_SIZE, rec.PAYLOAD_FIXED  # locals: this loop runs per record
     while pos < end:
         if end - pos >= op_size:
-            crc, length, rtype, flags, _r, count, lsn, ts, kind, oflags, _r2, klen, vlen = first_op(buf, pos)
+            length, rtype, flags, count, lsn, ts, kind, oflags, klen, vlen = first_op(buf, pos)
         else:
             if end - pos < rec.HEADER_SIZE:
                 raise CorruptFile("incomplete record header", path=path, offset=pos)
-            crc, length, rtype, flags, _r, count, lsn, ts = rec.HEADER.unpack_from(buf, pos)
+            _crc, length, rtype, flags, _r, count, lsn, ts = rec.HEADER.unpack_from(buf, pos)
             kind = oflags = klen = vlen = -1
         stop = pos + 8 + length
         if length < fixed or stop > end:
             raise CorruptFile(f"record length {length} out of bounds", path=path, offset=pos)
-        if check_crc and crc32c(view[pos + 4 : stop]) != crc:
+        if check_crc and crc32c(view[pos + 4 : stop]) != u32(buf, pos)[0]:
             raise CorruptFile("record CRC-32C mismatch", path=path, offset=pos, lsn=lsn)
         if lsn != prev_lsn + 1:
             if not first or lsn > expected_lsn:
@@ -72,7 +92,7 @@ def fold_records(
             if count == 1 and flags == 0 and oflags == 0 and op_size + klen + vlen == stop - pos:
                 p = pos + op_size
                 if kind == put:
-                    changes[buf[p : p + klen]] = (buf[p + klen : stop], None)
+                    changes[buf[p : p + klen]] = buf[p + klen : stop]
                 elif kind == delete and vlen == 0:
                     changes[buf[p:stop]] = None
                 else:
@@ -83,8 +103,6 @@ def fold_records(
         last_ts = ts
         pos = stop
     return expected_lsn, last_ts, False
-
-
 def _fold_ops(buf: bytes, pos: int, stop: int, flags: int, count: int, lsn: int,
               changes: dict[bytes, Change], path: str | None) -> None:
     """The general case: several operations, expiries or a source revision."""
@@ -107,7 +125,7 @@ def _fold_ops(buf: bytes, pos: int, stop: int, flags: int, count: int, lsn: int,
         key = buf[p : p + klen]
         p += klen
         if kind == rec.PUT:
-            changes[key] = (buf[p : p + vlen], expires)
+            changes[key] = buf[p : p + vlen] if expires is None else (buf[p : p + vlen], expires)
             p += vlen
         elif kind == rec.DELETE and vlen == 0:
             changes[key] = None

@@ -328,6 +328,14 @@ class SnapshotReader:
         for key, value, expires, _end in self._entry_spans(i, raw):
             yield key, value, expires
 
+    def read_block(self, i: int) -> bytes:
+        """Block `i` decompressed, its CRC checked (a restore calls this from a prefetch thread)."""
+        return self._block(i)
+
+    def block_entries(self, i: int, raw: bytes) -> list[tuple[bytes, bytes, int | None]]:
+        """The (key, value, expiry) entries of block `i` given its decompressed bytes, in key order."""
+        return [(key, value, expires) for key, value, expires, _end in self._entry_spans(i, raw)]
+
     def _entry_spans(self, i: int, raw: bytes) -> Iterator[tuple[bytes, bytes, int | None, int]]:
         """(key, value, expiry, offset just past the entry) for every entry of block `i`."""
         pos, end, b = 0, len(raw), self.blocks[i]

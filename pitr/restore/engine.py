@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import bisect
 import os
 import resource
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 
 from pitr.errors import CorruptData
+from pitr.gcpause import gc_paused
 from pitr.restore.plan import RestorePlan
+from pitr.restore.prefetch import prefetched
 from pitr.store._state import I64BE, StateDB, StoreIdentity
 from pitr.store._wal_dir import to_corrupt
 from segments import SegmentsError
+from segments import record as rec
 from segments.chain import genesis
 from segments.fold import Change, fold_records
 from segments.segment_reader import SegmentReader
@@ -21,6 +26,9 @@ from segments.snapshot import SnapshotReader
 from segments.source import RangeSource
 
 MAX_CHANGES = 4_000_000  # changed keys held in memory before the replay spills them into LMDB
+MAX_MERGED = 4_000_000  # base entries + changes merged in a dict; a larger base is streamed
+BLOCKS_PER_READ = 64  # blocks decompressed per call by the reader thread (4 MiB of records)
+LOAD_CHUNK = 100_000  # entries per LMDB transaction when loading the base
 Progress = Callable[[str, int, int], None]
 
 
@@ -51,62 +59,19 @@ def build_state(state_dir: str, plan: RestorePlan, snapshot: RangeSource | None,
     ident = StoreIdentity(new_id, name, clock(), plan.target_lsn + 1, genesis(new_id), parent)
     state = StateDB(state_dir)
     try:
-        state.init_identity(ident)
-        entries = iter(SnapshotReader(snapshot).iter_entries()) if snapshot is not None else iter(())
-        spilled = False  # the changes outgrew memory: the base went to LMDB and changes are applied there
-        expected = plan.base.lsn + 1
-        changes: dict[bytes, Change] = {}
-        last_ts = plan.base.ts_ns
-        total = plan.commits_to_replay
-        for source in segments:
-            if expected > plan.target_lsn:
-                break
-            seg = SegmentReader(source)
-            first_block = seg.block_for_lsn(max(expected, seg.meta.first_lsn))
-            for i in range(first_block, len(seg.meta.index)):
-                raw = seg.read_block(i)
-                # read_block checked the block's CRC over exactly these bytes: no per-record CRC needed
-                expected, ts, stopped = fold_records(raw, changes, expected, plan.target_lsn,
-                                                     (1 << 63) - 1, path=source.name, check_crc=False)
-                if ts is not None:
-                    last_ts = ts
-                if len(changes) >= MAX_CHANGES:
-                    if not spilled:
-                        state.load_sorted(entries, plan.base.lsn, plan.base.ts_ns)
-                        spilled = True
-                    state.apply(changes, expected - 1, last_ts)
-                    changes = {}
-                if progress is not None:
-                    progress("replay", expected - 1 - plan.base.lsn, total)
-                if stopped or expected > plan.target_lsn:
-                    break
-        if expected - 1 != plan.target_lsn:
-            raise CorruptData(f"replay ended at LSN {expected - 1}, before the target LSN {plan.target_lsn}",
-                              lsn=expected, hint="run pitr verify on the repository")
-        final_ts = max(last_ts, plan.target_ts_ns)
-        if spilled:
-            state.apply(changes, plan.target_lsn, final_ts)
-            changes = {}
-            expired = _drop_expired(state, plan.cutoff_ns)
-        else:
-            # One pass over the sorted base, taking each key's change from the map as it goes, appended
-            # to a fresh LMDB; the keys the base did not have are inserted afterwards.
-            counter = [0]
-            state.load_sorted(_over_base(entries, changes, plan.cutoff_ns, counter), plan.target_lsn, final_ts)
-            new_keys: dict[bytes, Change] = {}
-            for key, change in changes.items():
-                if change is None:
-                    continue
-                if change[1] is not None and change[1] <= plan.cutoff_ns:
-                    counter[0] += 1
-                else:
-                    new_keys[key] = change
-            changes = {}
-            if new_keys:
-                state.apply(new_keys, plan.target_lsn, final_ts)
-            expired = counter[0]
-        keys = _count(state)
-        state.env.sync(True)
+        with gc_paused():
+            state.init_identity(ident)
+            base = SnapshotReader(snapshot) if snapshot is not None else None
+            changes, spilled = _replay(state, plan, base, segments, progress)
+            final_ts = max(plan.target_ts_ns, plan.base.ts_ns)
+            if spilled:
+                state.apply(changes, plan.target_lsn, final_ts)
+                changes = {}
+                expired = _drop_expired(state, plan.cutoff_ns)
+            else:
+                expired = _load_final(state, base, changes, plan.cutoff_ns, plan.target_lsn, final_ts)
+            keys = _count(state)
+            state.env.sync(True)
     except SegmentsError as exc:
         raise to_corrupt(exc) from exc
     finally:
@@ -117,24 +82,149 @@ def build_state(state_dir: str, plan: RestorePlan, snapshot: RangeSource | None,
                          time.monotonic() - started, rss)
 
 
+def _replay(state: StateDB, plan: RestorePlan, base: SnapshotReader | None, segments: list[RangeSource],
+            progress: Progress | None) -> tuple[dict[bytes, Change], bool]:
+    """Fold the log after the base up to the target LSN into a key -> change map.
+
+    When the map outgrows MAX_CHANGES the base is loaded into LMDB and the map
+    applied there (`spilled`): memory stays bounded whatever the history.
+    """
+    expected = plan.base.lsn + 1
+    changes: dict[bytes, Change] = {}
+    spilled = False
+    last_ts = plan.base.ts_ns
+    total = plan.commits_to_replay
+    stopped = False
+    with prefetched(_blocks(plan, segments), depth=4) as blocks:
+        for path, run in blocks:
+            for raw in run:
+                # read_blocks checked the block's CRC over exactly these bytes: no per-record CRC needed
+                expected, ts, stopped = fold_records(raw, changes, expected, plan.target_lsn, rec.MAX_I64,
+                                                     path=path, check_crc=False)
+                if ts is not None:
+                    last_ts = ts
+                if stopped or expected > plan.target_lsn:
+                    break
+            if len(changes) >= MAX_CHANGES:
+                if not spilled:
+                    _load_base(state, base, plan)
+                    spilled = True
+                state.apply(changes, expected - 1, last_ts)
+                changes = {}
+            if progress is not None:
+                progress("replay", expected - 1 - plan.base.lsn, total)
+            if stopped or expected > plan.target_lsn:
+                break
+    if expected - 1 != plan.target_lsn:
+        raise CorruptData(f"replay ended at LSN {expected - 1}, before the target LSN {plan.target_lsn}",
+                          lsn=expected, hint="run pitr verify on the repository")
+    return changes, spilled
+
+
+def _blocks(plan: RestorePlan, segments: list[RangeSource]) -> Iterator[tuple[str, list[bytes]]]:
+    """(file name, decompressed blocks) for every block from base LSN + 1 through the target LSN,
+    a run of up to BLOCKS_PER_READ blocks at a time."""
+    start = plan.base.lsn + 1
+    for source in segments:
+        seg = SegmentReader(source)
+        if seg.meta.first_lsn > plan.target_lsn:
+            return
+        if seg.meta.last_lsn < start:
+            continue
+        index = seg.meta.index
+        first = seg.block_for_lsn(max(start, seg.meta.first_lsn))
+        stop = bisect.bisect_right([e.first_lsn for e in index], plan.target_lsn, lo=first)
+        for i in range(first, stop, BLOCKS_PER_READ):
+            yield source.name, seg.read_blocks(i, min(i + BLOCKS_PER_READ, stop))
+
+
+def _base_blocks(base: SnapshotReader | None) -> Iterator[list[tuple[bytes, bytes, int | None]]]:
+    """The base snapshot's entries, one sorted list per block, decompressed a few blocks ahead."""
+    if base is None:
+        return
+    with prefetched(iter(map(base.read_block, range(len(base.blocks))))) as raws:
+        for i, raw in enumerate(raws):
+            yield base.block_entries(i, raw)
+
+
+def _load_base(state: StateDB, base: SnapshotReader | None, plan: RestorePlan) -> None:
+    for entries in _base_blocks(base):
+        state.append_sorted([(k, v) for k, v, _e in entries],
+                            [(k, I64BE.pack(e)) for k, _v, e in entries if e is not None])
+    state.set_checkpoint(plan.base.lsn, plan.base.ts_ns)
+
+
+def _load_final(state: StateDB, base: SnapshotReader | None, changes: dict[bytes, Change],
+                cutoff_ns: int, lsn: int, ts_ns: int) -> int:
+    """Write the base with `changes` applied into the empty state, without keys expired at the
+    cutoff, and set the checkpoint; returns how many keys expired. Empties `changes`."""
+    if base is not None and base.footer.entry_count + len(changes) > MAX_MERGED:
+        # a large base is streamed: each of its keys takes its change out of the map
+        expired = _append_in_key_order(state, _base_with_changes(base, changes), cutoff_ns)
+        new_keys = {key: change for key, change in changes.items() if change is not None}
+    else:
+        # The base is read into a dict in key order and the changes merged into it by one
+        # C-level update: far fewer Python steps than a lookup per base key. Keys the base
+        # did not have land after its own, in no particular order.
+        merged: dict[bytes, Change] = {}
+        for entries in _base_blocks(base):
+            merged.update([(k, v) if e is None else (k, (v, e)) for k, v, e in entries])
+        in_order = len(merged)
+        merged.update(changes)
+        items = iter(merged.items())
+        expired = _append_in_key_order(state, islice(items, in_order), cutoff_ns)
+        new_keys = {key: change for key, change in items if change is not None}
+    changes.clear()
+    expired += _drop_expiring(new_keys, cutoff_ns)
+    state.apply(new_keys, lsn, ts_ns)  # sorts them, and sets the checkpoint
+    return expired
+
+
 _KEEP = object()
 
 
-def _over_base(base: Iterator[tuple[bytes, bytes, int | None]], changes: dict[bytes, Change],
-               cutoff_ns: int, expired: list[int]) -> Iterator[tuple[bytes, bytes, int | None]]:
-    """The base entries with their changes applied (and removed from `changes`), in key order,
-    without keys expired at the cutoff."""
+def _base_with_changes(base: SnapshotReader, changes: dict[bytes, Change]) -> Iterator[tuple[bytes, Change]]:
+    """(key, change) for every base key in key order, its change taken out of `changes` if it has one."""
     take = changes.pop
-    for key, value, expires in base:
-        change = take(key, _KEEP)
-        if change is not _KEEP:
+    for entries in _base_blocks(base):
+        for key, value, expires in entries:
+            change = take(key, _KEEP)
+            if change is _KEEP:
+                change = value if expires is None else (value, expires)
+            yield key, change  # type: ignore[misc]
+
+
+def _append_in_key_order(state: StateDB, items: Iterator[tuple[bytes, Change]], cutoff_ns: int) -> int:
+    """Append (key, change) pairs sorted by key to the state, skipping deletes and keys expired
+    at the cutoff; returns how many expired."""
+    pack = I64BE.pack
+    expired = 0
+    while chunk := list(islice(items, LOAD_CHUNK)):
+        puts: list[tuple[bytes, bytes]] = []
+        expiring: list[tuple[bytes, bytes]] = []
+        for key, change in chunk:
             if change is None:
                 continue
-            value, expires = change  # type: ignore[misc]
-        if expires is not None and expires <= cutoff_ns:
-            expired[0] += 1
-            continue
-        yield key, value, expires
+            if isinstance(change, bytes):
+                puts.append((key, change))
+                continue
+            value, expires = change
+            if expires <= cutoff_ns:
+                expired += 1
+                continue
+            expiring.append((key, pack(expires)))
+            puts.append((key, value))
+        state.append_sorted(puts, expiring)
+    return expired
+
+
+def _drop_expiring(changes: dict[bytes, bytes | tuple[bytes, int]], cutoff_ns: int) -> int:
+    """Remove from `changes` the puts whose expiry is at or before the cutoff; returns how many."""
+    doomed = [key for key, change in changes.items()
+              if isinstance(change, tuple) and change[1] <= cutoff_ns]
+    for key in doomed:
+        del changes[key]
+    return len(doomed)
 
 
 def _drop_expired(state: StateDB, cutoff_ns: int) -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import struct
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,8 +134,11 @@ class StateDB:
         return digest.digest(), digest.count
 
     # writes --------------------------------------------------------------------
-    def apply(self, changes: dict[bytes, Change], applied_lsn: int, applied_ts_ns: int) -> None:
-        """Apply the final state of each changed key and move the checkpoint, in one transaction."""
+    def apply(self, changes: Mapping[bytes, Change | bytes], applied_lsn: int, applied_ts_ns: int) -> None:
+        """Apply the final state of each changed key and move the checkpoint, in one transaction.
+
+        A change is (value, expiry) or a bare value (no expiry) for a put, None for a delete.
+        """
         puts: list[tuple[bytes, bytes]] = []
         expiring: list[tuple[bytes, bytes]] = []
         plain: list[bytes] = []
@@ -144,12 +147,16 @@ class StateDB:
             change = changes[key]
             if change is None:
                 deletes.append(key)
+            elif isinstance(change, bytes):
+                puts.append((key, change))
+                plain.append(key)
             else:
-                puts.append((key, change[0]))
-                if change[1] is None:
+                value, expires = change
+                puts.append((key, value))
+                if expires is None:
                     plain.append(key)
                 else:
-                    expiring.append((key, I64BE.pack(change[1])))
+                    expiring.append((key, I64BE.pack(expires)))
         with self.env.begin(write=True) as txn:
             had_expiry = bool(txn.stat(self.expiry)["entries"]) or bool(expiring)
             if puts:
@@ -163,32 +170,23 @@ class StateDB:
                     txn.delete(key, db=self.expiry)
                 if expiring:
                     txn.cursor(self.expiry).putmulti(expiring, dupdata=False, overwrite=True)
-            txn.put(b"applied_lsn", U64BE.pack(applied_lsn), db=self.meta)
-            txn.put(b"applied_ts_ns", I64BE.pack(applied_ts_ns), db=self.meta)
+            self._put_checkpoint(txn, applied_lsn, applied_ts_ns)
 
-    def load_sorted(self, entries: Iterator[tuple[bytes, bytes, int | None]], applied_lsn: int,
-                    applied_ts_ns: int, chunk: int = 100_000) -> int:
-        """Bulk-load sorted entries into an empty state (restore); returns the count."""
-        count = 0
-        done = False
-        while not done:
-            batch: list[tuple[bytes, bytes]] = []
-            expiring: list[tuple[bytes, bytes]] = []
-            for key, value, expires in entries:
-                batch.append((key, value))
-                if expires is not None:
-                    expiring.append((key, I64BE.pack(expires)))
-                if len(batch) >= chunk:
-                    break
-            else:
-                done = True
-            with self.env.begin(write=True) as txn:
-                if batch:
-                    txn.cursor(self.data).putmulti(batch, append=True)
-                if expiring:
-                    txn.cursor(self.expiry).putmulti(expiring, append=True)
-                if done:
-                    txn.put(b"applied_lsn", U64BE.pack(applied_lsn), db=self.meta)
-                    txn.put(b"applied_ts_ns", I64BE.pack(applied_ts_ns), db=self.meta)
-            count += len(batch)
-        return count
+    def append_sorted(self, puts: list[tuple[bytes, bytes]], expiring: list[tuple[bytes, bytes]]) -> None:
+        """Append entries whose keys all sort after the state's last key (restore), in one transaction.
+
+        `expiring` holds (key, i64 big-endian expiry) for the puts that have one.
+        """
+        with self.env.begin(write=True) as txn:
+            if puts:
+                txn.cursor(self.data).putmulti(puts, append=True)
+            if expiring:
+                txn.cursor(self.expiry).putmulti(expiring, append=True)
+
+    def set_checkpoint(self, applied_lsn: int, applied_ts_ns: int) -> None:
+        with self.env.begin(write=True) as txn:
+            self._put_checkpoint(txn, applied_lsn, applied_ts_ns)
+
+    def _put_checkpoint(self, txn: lmdb.Transaction, applied_lsn: int, applied_ts_ns: int) -> None:
+        txn.put(b"applied_lsn", U64BE.pack(applied_lsn), db=self.meta)
+        txn.put(b"applied_ts_ns", I64BE.pack(applied_ts_ns), db=self.meta)

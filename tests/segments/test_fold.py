@@ -27,7 +27,8 @@ def test_fold_matches_decoding_record_by_record(records: list[rec.Record], data:
         if r.lsn < expected:
             continue
         for op in r.ops:
-            model[op.key] = (op.value, op.expires_at_ns) if op.kind == rec.PUT else None
+            model[op.key] = None if op.kind != rec.PUT else \
+                op.value if op.expires_at_ns is None else (op.value, op.expires_at_ns)
         next_lsn, last_ts = r.lsn + 1, r.ts_ns
     changes: dict[bytes, Change] = {}
     assert fold_records(encode_all(records), changes, expected, max_lsn, max_ts) == (next_lsn, last_ts, stopped)

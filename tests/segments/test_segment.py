@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import struct
 
@@ -228,3 +229,35 @@ def test_block_size_is_bounded() -> None:
         SegmentBuilder(io.BytesIO(), STORE_ID, chain.genesis(STORE_ID), block_size=fmt.MAX_BLOCK_SIZE + 1)
     with pytest.raises(ValueError, match="block size"):
         SegmentBuilder(io.BytesIO(), STORE_ID, chain.genesis(STORE_ID), block_size=0)
+
+
+@settings(max_examples=50, deadline=None)
+@given(records=record_runs(min_size=1, max_size=40), block_size=block_sizes, data=st.data())
+def test_reading_a_run_of_blocks_at_once_gives_each_block(records: list[rec.Record], block_size: int,
+                                                          data: st.DataObject) -> None:
+    blob, _ = seal(records, block_size=block_size)
+    reader = SegmentReader(BytesSource(blob, "test.seg"))
+    count = len(reader.meta.index)
+    first = data.draw(st.integers(0, count - 1), label="first")
+    stop = data.draw(st.integers(first, count), label="stop")
+    assert reader.read_blocks(first, stop) == [reader.read_block(i) for i in range(first, stop)]
+
+
+@pytest.mark.parametrize("where", ["crc", "frame"])
+def test_a_damaged_block_in_a_run_is_named(where: str) -> None:
+    records = plain_records(1, 60)
+    blob, _ = seal(records, block_size=200)
+    meta = read_meta(BytesSource(blob, "damaged.seg"))
+    assert len(meta.index) >= 4
+    victim = meta.index[2]
+    if where == "crc":  # a changed byte: the block CRC no longer matches
+        damaged = flip(blob, victim.offset + victim.compressed_size // 2, 0x40)
+    else:  # consistent CRC over a frame that does not decompress: only zstd notices
+        frame = bytearray(blob[victim.offset: victim.offset + victim.compressed_size])
+        frame[-3:] = b"\xff\xff\xff"
+        damaged = blob[:victim.offset] + bytes(frame) + blob[victim.offset + len(frame):]
+        meta.index[2] = dataclasses.replace(victim, crc=crc32c(bytes(frame)))  # as if the index agreed
+    reader = SegmentReader(BytesSource(damaged, "damaged.seg"), meta)
+    with pytest.raises(CorruptFile) as caught:
+        reader.read_blocks(0, len(meta.index))
+    assert caught.value.path == "damaged.seg" and caught.value.offset == victim.offset

@@ -132,6 +132,19 @@ async def check(history: History, target: RestoreTarget, lsn: int, cutoff_ns: in
     return result
 
 
+@pytest.fixture(params=["merged", "streamed", "spilled"])
+def build_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each way the restore engine builds the state: the base merged with the changes in memory,
+    the base streamed past the changes, and the changes spilled into LMDB as the replay goes."""
+    from pitr.restore import engine
+
+    if request.param == "streamed":
+        monkeypatch.setattr(engine, "MAX_MERGED", 0)
+    elif request.param == "spilled":
+        monkeypatch.setattr(engine, "MAX_CHANGES", 1)
+    return str(request.param)
+
+
 # -- the window -----------------------------------------------------------------------------------
 
 
@@ -173,8 +186,9 @@ async def test_a_batch_is_restored_entirely_or_not_at_all(tmp_path: Path) -> Non
     assert restored_entries(after) == {b"a": (b"2", None), b"b": (b"1", None), b"c": (b"1", None)}
 
 
-async def test_ttl_is_judged_at_the_target_time(tmp_path: Path) -> None:
-    history = await make_history(tmp_path)
+@pytest.mark.parametrize("snapshot_after", [None, 3])
+async def test_ttl_is_judged_at_the_target_time(tmp_path: Path, build_path: str, snapshot_after: int | None) -> None:
+    history = await make_history(tmp_path, snapshot_after=snapshot_after)
     expires = history.expires_ns
     assert history.ts(5) < expires < history.watermark_ns, "the expiry falls in the quiet interval"
     session = (b"s", expires)
@@ -204,7 +218,7 @@ async def test_the_quiet_interval_after_the_last_commit_restores_exactly(tmp_pat
     assert latest.target_ts_ns == history.ts(5)
 
 
-async def test_snapshot_base_gives_the_same_states(tmp_path: Path) -> None:
+async def test_snapshot_base_gives_the_same_states(tmp_path: Path, build_path: str) -> None:
     history = await make_history(tmp_path, snapshot_after=3)
     for lsn in range(0, 6):
         ts = history.ts(lsn) if lsn else history.created_ns
