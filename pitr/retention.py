@@ -1,8 +1,9 @@
 """Retention: which snapshots and segments `cleanup` keeps.
 
 Rule (DESIGN.md): a snapshot is kept if it is among the `keep_count` newest OR
-younger than `keep_days` days (by its commit time); the newest snapshot is
-always kept. Every segment that a kept snapshot's restores need is kept: all
+younger than `keep_days` days (by its commit time; `keep_days=0` turns the age
+rule off, so a snapshot timed after a clock that stepped back is not "young");
+the newest snapshot is always kept. Every segment that a kept snapshot's restores need is kept: all
 segments from the one that ends at the oldest kept snapshot's LSN (so its
 chain binding stays verifiable) onwards. With no snapshot at all nothing is
 deleted, because the start of history is then the only base.
@@ -52,7 +53,8 @@ def choose(snapshots: list[SnapshotEntry], segments: list[SegmentEntry], keep_co
     ordered = sorted(snapshots, key=lambda s: s.lsn)
     newest = ordered[-keep_count:] if keep_count else []
     cutoff = now_ns - int(keep_days * DAY_NS)
-    keep = [s for s in ordered if s in newest or s.ts_ns > cutoff or s is ordered[-1]]
+    by_age = keep_days > 0  # keep_days=0 keeps nothing for its age, even a snapshot timed after `now`
+    keep = [s for s in ordered if s in newest or (by_age and s.ts_ns > cutoff) or s is ordered[-1]]
     drop = [s for s in ordered if s not in keep]
     oldest = keep[0].lsn
     doomed = [seg for seg in segments if seg.last_lsn < oldest]

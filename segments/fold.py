@@ -29,11 +29,18 @@ _FIRST_OP_LEAN = struct.Struct("<4xIBB2xIQqBB2xII")
 assert _FIRST_OP_LEAN.size == rec.FIRST_OP_SIZE
 
 
-def change_value(change: Change) -> tuple[bytes, int | None] | None:
-    """A change as (value, expires_at_ns) or None."""
-    if change is None or type(change) is tuple:
-        return change
-    return change, None  # type: ignore[return-value]
+def change_of(op: rec.Op) -> Change:
+    """The change an operation makes."""
+    if op.kind != rec.PUT:
+        return None
+    return op.value if op.expires_at_ns is None else (op.value, op.expires_at_ns)
+
+
+def change_value(change: bytes | tuple[bytes, int]) -> tuple[bytes, int | None]:
+    """A put's change as (value, expires_at_ns or None)."""
+    if isinstance(change, bytes):
+        return change, None
+    return change
 
 
 def fold_records(

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from pitr.store._state import Change
-from segments.record import PUT, Op
+from segments.fold import Change, change_of, change_value
+from segments.record import Op
 
 
 def fold(changes: dict[bytes, Change], ops: tuple[Op, ...]) -> None:
     for op in ops:
-        changes[op.key] = (op.value, op.expires_at_ns) if op.kind == PUT else None
+        changes[op.key] = change_of(op)
 
 
 def visible(change: Change, now: int) -> tuple[bytes, int | None] | None:
+    """(value, expiry) of a change, or None for a delete or a put expired at `now`."""
     if change is None:
         return None
-    if change[1] is not None and change[1] <= now:
+    if isinstance(change, bytes):
+        return change, None
+    if change[1] <= now:
         return None
     return change
 
@@ -36,15 +39,15 @@ def merge(base: Any, overlay: list[tuple[bytes, Change]]) -> Any:
         while i < len(overlay) and overlay[i][0] < key:
             k, change = overlay[i]
             if change is not None:
-                yield k, change[0], change[1]
+                yield (k, *change_value(change))
             i += 1
         if i < len(overlay) and overlay[i][0] == key:
             change = overlay[i][1]
             if change is not None:
-                yield key, change[0], change[1]
+                yield (key, *change_value(change))
             i += 1
         else:
             yield key, value, expires
     for k, change in overlay[i:]:
         if change is not None:
-            yield k, change[0], change[1]
+            yield (k, *change_value(change))

@@ -22,6 +22,7 @@ from typing import Any
 import lmdb
 
 from pitr.errors import CorruptData
+from segments.fold import Change
 from segments.snapshot import StateDigest
 
 I64BE = struct.Struct(">q")
@@ -29,8 +30,6 @@ U64BE = struct.Struct(">Q")
 DEFAULT_MAP_SIZE = 1 << 40
 MAX_KEY = 511  # LMDB's compiled-in limit for keys
 
-# One pending change: (value, expires_at_ns) for a put, None for a delete.
-Change = tuple[bytes, int | None] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,10 +133,10 @@ class StateDB:
         return digest.digest(), digest.count
 
     # writes --------------------------------------------------------------------
-    def apply(self, changes: Mapping[bytes, Change | bytes], applied_lsn: int, applied_ts_ns: int) -> None:
+    def apply(self, changes: Mapping[bytes, Change], applied_lsn: int, applied_ts_ns: int) -> None:
         """Apply the final state of each changed key and move the checkpoint, in one transaction.
 
-        A change is (value, expiry) or a bare value (no expiry) for a put, None for a delete.
+        A change is the value (no expiry) or (value, expiry) for a put, None for a delete.
         """
         puts: list[tuple[bytes, bytes]] = []
         expiring: list[tuple[bytes, bytes]] = []
@@ -153,10 +152,7 @@ class StateDB:
             else:
                 value, expires = change
                 puts.append((key, value))
-                if expires is None:
-                    plain.append(key)
-                else:
-                    expiring.append((key, I64BE.pack(expires)))
+                expiring.append((key, I64BE.pack(expires)))
         with self.env.begin(write=True) as txn:
             had_expiry = bool(txn.stat(self.expiry)["entries"]) or bool(expiring)
             if puts:

@@ -12,6 +12,9 @@ if TYPE_CHECKING:
     from pitr.store.store import Commit, Store
 
 
+_new_op = tuple.__new__
+
+
 class Batch:
     """Operations collected for one atomic commit (see `Store.batch`)."""
 
@@ -25,7 +28,7 @@ class Batch:
         check_put(key, value)
         if ttl is not None:
             self.ttls[len(self.ops)] = ttl_ns(ttl, key)
-        self.ops.append(Op(PUT, key, value, None))
+        self.ops.append(_new_op(Op, (PUT, key, value, None)))  # Op(...) without its Python-level __new__
 
     def put_many(self, items: Iterable[tuple[bytes, bytes]]) -> None:
         """Add many puts (no TTL) at once."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -22,13 +23,15 @@ import anyio.abc
 
 from pitr.errors import InvalidArgument, StoreClosed
 from pitr.store._checks import check_key, check_put, check_value, ttl_ns
+from pitr.store._group_commit import Group, GroupCommitter, loop_hooks
 from pitr.store._lock import WriterLock
 from pitr.store._overlay import fold, merge, prefix_end, visible
-from pitr.store._state import Change, StateDB, StoreIdentity
+from pitr.store._state import StateDB, StoreIdentity
 from pitr.store._wal_dir import Recovery, WalDirectory
 from pitr.store.batch import Batch
 from segments import record as rec
 from segments.chain import genesis
+from segments.fold import Change, change_of
 from segments.record import DELETE, PUT, Op
 from segments.wal import PREALLOCATE, TornTail, WalWriter, wal_name
 
@@ -42,14 +45,6 @@ class Commit(NamedTuple):
 
     lsn: int
     ts_ns: int
-
-
-class _Group:
-    __slots__ = ("done", "error")
-
-    def __init__(self) -> None:
-        self.done = anyio.Event()
-        self.error: BaseException | None = None
 
 
 class Store:
@@ -92,11 +87,8 @@ class Store:
         self._last_lsn = 0
         self._last_ts = 0
         self._ts_floor = 0  # no commit may be timed at or before this (promised by complete_through)
-        self._queue: list[bytes] = []
-        self._items: list[tuple[int, int, tuple[Op, ...]]] = []
-        self._inflight: list[tuple[int, int, tuple[Op, ...]]] = []  # the group being written
-        self._group = _Group()
-        self._wake = anyio.Event()
+        self._unacked: deque[tuple[int, int, tuple[Op, ...]]] = deque()  # sequenced, not yet durable
+        self._committer: GroupCommitter | None = None
         # durable, visible, not yet in LMDB
         self._durable_lsn = 0
         self._durable_ts = 0
@@ -112,16 +104,19 @@ class Store:
     # lifecycle -----------------------------------------------------------------
     async def __aenter__(self) -> Store:
         await anyio.to_thread.run_sync(self._open_sync)
+        self._committer = GroupCommitter(self._write_group_sync, loop_hooks(), self._group_durable,
+                                         self._group_failed)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
-        self._tg.start_soon(self._group_commit_task)
+        self._tg.start_soon(self._wal_thread)
         self._tg.start_soon(self._apply_task)
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         self._closing = True
-        self._wake.set()
+        assert self._committer is not None
+        self._committer.close()
         self._apply_wake.set()
         assert self._tg is not None
         try:
@@ -216,35 +211,31 @@ class Store:
             self._lock = None
 
     # background tasks --------------------------------------------------------
-    async def _group_commit_task(self) -> None:
-        while True:
-            if not self._queue:
-                if self._closing or self._failure is not None:
-                    break
-                self._wake = anyio.Event()
-                await self._wake.wait()
-                continue
-            group, data, items = self._group, self._queue, self._items
-            self._group, self._queue, self._items = _Group(), [], []
-            self._inflight = items
-            try:
-                await anyio.to_thread.run_sync(self._write_group_sync, b"".join(data), items[-1][0])
-            except BaseException as exc:  # noqa: BLE001 - every failure poisons the store
-                self._failure = exc
-                group.error = exc
-                group.done.set()
-                self._group.error = exc
-                self._group.done.set()
-                break
-            pending = self._pending
-            for _lsn, _ts, ops in items:
-                for kind, key, value, expires in ops:
-                    pending[key] = (value, expires) if kind == PUT else None
-            self._inflight = []
-            self._durable_lsn, self._durable_ts = items[-1][0], items[-1][1]
-            group.done.set()
-            if len(pending) >= self._apply_threshold:
-                self._apply_wake.set()
+    async def _wal_thread(self) -> None:
+        """Run the WAL thread for the store's lifetime (it returns once closed and drained)."""
+        assert self._committer is not None
+        await anyio.to_thread.run_sync(self._committer.run, limiter=anyio.CapacityLimiter(1))
+        self._apply_wake.set()
+
+    def _group_durable(self, group: Group) -> None:
+        """(event loop) A group is fsynced: make it visible to reads, then wake its writers."""
+        pending = self._pending
+        popleft = self._unacked.popleft
+        for _ in range(group.count):
+            lsn, ts, ops = popleft()
+            for kind, key, value, expires in ops:
+                pending[key] = (value if expires is None else (value, expires)) if kind == PUT else None
+        self._durable_lsn, self._durable_ts = lsn, ts
+        group.done.set()
+        if len(pending) >= self._apply_threshold:
+            self._apply_wake.set()
+
+    def _group_failed(self, group: Group, exc: BaseException) -> None:
+        """(event loop) A group could not be made durable: the store stops acknowledging writes."""
+        if self._failure is None:
+            self._failure = exc
+        group.error = exc
+        group.done.set()
         self._apply_wake.set()
 
     def _write_group_sync(self, data: bytes, last_lsn: int) -> None:
@@ -260,7 +251,7 @@ class Store:
             with anyio.move_on_after(self._apply_interval):
                 await self._apply_wake.wait()
             self._apply_wake = anyio.Event()
-            stopping = self._closing and not self._queue and self._durable_lsn == self._last_lsn
+            stopping = self._closing and self._durable_lsn == self._last_lsn
             if self._pending and self._failure is None:
                 await self._apply_pending()
             if stopping or self._failure is not None:
@@ -311,6 +302,13 @@ class Store:
     async def _commit(self, ops: tuple[Op, ...], ts_ns: int | None = None,
                       source_rev: int | None = None, gap: bool = False,
                       ttls: dict[int, int] | None = None) -> Commit:
+        group, lsn, ts = self._sequence(ops, ts_ns, source_rev, gap, ttls)
+        await group.done.wait()
+        return self._acknowledged(group, lsn, ts)
+
+    def _sequence(self, ops: tuple[Op, ...], ts_ns: int | None = None, source_rev: int | None = None,
+                  gap: bool = False, ttls: dict[int, int] | None = None) -> tuple[Group, int, int]:
+        """Give the commit its LSN and time, encode it and queue it; returns (group, lsn, ts)."""
         self._check_open()
         if not ops:
             raise InvalidArgument("a commit needs at least one operation")
@@ -335,12 +333,11 @@ class Store:
         except ValueError as exc:
             raise InvalidArgument(str(exc)) from exc
         self._last_lsn, self._last_ts = lsn, ts
-        group = self._group
-        self._queue.append(data)
-        self._items.append((lsn, ts, ops))
-        if len(self._queue) == 1:  # the first of a new group wakes the group-commit task
-            self._wake.set()
-        await group.done.wait()
+        self._unacked.append((lsn, ts, ops))
+        assert self._committer is not None
+        return self._committer.add(data, lsn), lsn, ts
+
+    def _acknowledged(self, group: Group, lsn: int, ts: int) -> Commit:
         if group.error is not None:
             raise StoreClosed(f"{self.path}: commit at LSN {lsn} was not acknowledged: "
                               f"{group.error}") from group.error
@@ -350,7 +347,9 @@ class Store:
         """Set `key` to `value`; with `ttl` seconds the key expires at commit time + ttl."""
         check_put(key, value)
         ttls = None if ttl is None else {0: ttl_ns(ttl, key)}
-        return await self._commit((Op(PUT, key, value, None),), ttls=ttls)
+        group, lsn, ts = self._sequence((Op(PUT, key, value, None),), ttls=ttls)  # the hot path: one await
+        await group.done.wait()
+        return self._acknowledged(group, lsn, ts)
 
     async def delete(self, key: bytes) -> Commit:
         """Remove `key` (a commit even when the key is absent)."""
@@ -389,14 +388,14 @@ class Store:
         now = self._clock()
         if sequenced:
             # Commits sequenced but not yet durable: the newest one touching the key decides.
-            for _lsn, _ts, ops in reversed(self._items + self._inflight):
+            for _lsn, _ts, ops in reversed(self._unacked):
                 for op in reversed(ops):
                     if op.key == key:
-                        return visible((op.value, op.expires_at_ns) if op.kind == PUT else None, now)
+                        return visible(change_of(op), now)
         for layer in (self._pending, self._applying):
             change = layer.get(key, _MISSING)
             if change is not _MISSING:
-                return visible(change, now)  # type: ignore[arg-type]
+                return visible(change, now)  # type: ignore[arg-type]  # not _MISSING
         assert self._state is not None
         return self._state.get(key, now)
 

@@ -27,7 +27,7 @@ def seg(first: int, last: int) -> SegmentEntry:
     return SegmentEntry(f"{first}-{last}.seg", first, last, 0, 0, 0, 1, 0, 0, 1, b"", b"")
 
 
-@given(ages=st.lists(st.floats(min_value=0, max_value=100), min_size=1, max_size=12),
+@given(ages=st.lists(st.floats(min_value=-1, max_value=100), min_size=1, max_size=12),  # < 0: clock stepped back
        keep_count=st.integers(0, 6), keep_days=st.floats(min_value=0, max_value=60))
 def test_keep_rule(ages: list[float], keep_count: int, keep_days: float) -> None:
     ages = sorted(ages, reverse=True)  # higher LSN = younger
@@ -37,7 +37,8 @@ def test_keep_rule(ages: list[float], keep_count: int, keep_days: float) -> None
     assert keep + drop == snaps or sorted(keep + drop, key=lambda s: s.lsn) == snaps
     assert snaps[-1] in keep
     for i, s in enumerate(snaps):
-        wanted = i >= len(snaps) - keep_count or s.ts_ns > NOW - int(keep_days * DAY_NS) or i == len(snaps) - 1
+        young = keep_days > 0 and s.ts_ns > NOW - int(keep_days * DAY_NS)  # keep_days=0: no age rule
+        wanted = i >= len(snaps) - keep_count or young or i == len(snaps) - 1
         assert (s in keep) == wanted
     oldest = min(s.lsn for s in keep)
     assert doomed == [g for g in segs if g.last_lsn < oldest]
