@@ -1,8 +1,11 @@
 """The continuous archiver: durable WAL records -> sealed, chained segments in every repository.
 
-One cycle per `interval`: for each repository, seal the durable commits it
-lacks into one segment, publish it atomically, index it, and record how far the
-archive is known complete. Trailing runs of small segments are merged into one
+Cycles are paced so that a commit is published within about `interval` of
+being made: for each repository, a cycle seals the durable commits it lacks
+into one segment, publishes it atomically, indexes it, and records how far the
+archive is known complete; the pause before the next cycle is the interval
+less this cycle's own duration and its publish latency (so under load cycles
+run back to back rather than letting the lag grow to interval + cycle time). Trailing runs of small segments are merged into one
 so a repository holds few files however short the interval.
 """
 
@@ -93,6 +96,8 @@ class Archiver:
         self.progress: list[RepoProgress] = []
         self._repos = repos
         self.cycle_lock = anyio.Lock()
+        self.last_publish_seconds = 0.0
+        self._published_at = 0.0
 
     async def start(self) -> None:
         """Check every repository belongs to this store and resume from what it holds."""
@@ -120,6 +125,7 @@ class Archiver:
         reported and retried next cycle; the others go on.
         """
         async with self.cycle_lock:
+            started = self._published_at = time.monotonic()
             durable_lsn, complete_ns = self.source.durable()
             shipped = 0
             for prog in self.progress:
@@ -134,6 +140,7 @@ class Archiver:
                     prog.errors += 1
                     prog.last_error = str(exc)
                     log.warning("archiving to %s failed: %s", prog.repo.url, exc)
+            self.last_publish_seconds = self._published_at - started  # reading the log to the last publish
             return shipped
 
     async def ship_through(self, lsn: int) -> None:
@@ -186,6 +193,7 @@ class Archiver:
         prog.uncertain.discard(object_name)
         # The commits are off the machine now: that is the lag that bounds what a lost disk costs.
         prog.lag_samples_ns.append(max(0, self.clock() - spans[-1].ts_ns))
+        self._published_at = time.monotonic()
         del prog.lag_samples_ns[:-10_000]
         for orphan in sorted(prog.uncertain):
             # An earlier attempt at this range failed after it may have landed; its records are
@@ -272,11 +280,18 @@ class Archiver:
         """
         delay = self.options.interval
         while stop is None or not stop.is_set():
+            started = time.monotonic()
             await self.cycle()
             if after_cycle is not None:
                 await after_cycle()
             failing = any(p.last_error for p in self.progress)
-            delay = min(delay * 2, self.options.retry_max) if failing else self.options.interval
+            if failing:
+                delay = min(delay * 2, self.options.retry_max)
+            else:
+                # A commit made just after this cycle read the log waits for the next cycle to
+                # read it, then for that cycle's publish (about as long as this one's).
+                took = time.monotonic() - started
+                delay = max(0.0, self.options.interval - took - self.last_publish_seconds)
             if stop is None:
                 await anyio.sleep(delay)
             else:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -108,6 +109,12 @@ def lmdb_rate(directory: str, seconds: float, per_txn: int, sync: bool) -> float
         return count / (time.perf_counter() - start)
     finally:
         env.close()
+        shutil.rmtree(path)  # its unsynced pages are dropped, not written back during the next figure
+
+
+def quiet_disk() -> None:
+    """Write back every dirty page now, so that no earlier figure's writeback slows the next one's fsyncs."""
+    os.sync()
 
 
 # -- the store ------------------------------------------------------------------------------------
@@ -265,6 +272,7 @@ def main() -> int:
     with work_dir(args.dir, "pitr-bench-store-") as directory:
         if not args.lag_only:
             throughput(directory, args, show)
+        quiet_disk()
         try:
             lag = trio.run(archive_lag, directory, args.lag_rate, args.lag_seconds, args.lag_writers,
                            args.lag_wal_file_size)
@@ -288,11 +296,13 @@ def throughput(directory: str, args: argparse.Namespace, show: Callable[[Figure 
     lmdb_single = lmdb_rate(directory, args.seconds, 1, sync=True)
     print(f"baselines: single-fsync rate {fsync_rate:,.0f} commits/s (os.pwrite + os.fdatasync); "
           f"LMDB one put per synced txn {lmdb_single:,.0f} puts/s", flush=True)
+    quiet_disk()
     one = trio.run(store_single_ops, os.path.join(directory, "one"), 1, args.seconds)
     show(Figure("1 writer, single-op commits", "commits/s", one, "one fsync per commit (raw WAL)",
                 fsync_rate))
     show(Figure("1 writer, single-op commits", "commits/s", one, "LMDB one put per synced txn",
                 lmdb_single))
+    quiet_disk()
     many = trio.run(store_single_ops, os.path.join(directory, "many"), args.writers, args.seconds)
     show(Figure(f"{args.writers} writers, single-op commits", "commits/s", many,
                 "one fsync per commit (raw WAL)", fsync_rate, target=10.0))
@@ -300,6 +310,7 @@ def throughput(directory: str, args: argparse.Namespace, show: Callable[[Figure 
     lmdb_batch = lmdb_rate(directory, args.seconds, args.batch, sync=True)
     lmdb_nosync = lmdb_rate(directory, args.seconds, args.batch, sync=False)
     for writers in (1, 4):
+        quiet_disk()
         ops = trio.run(store_batches, os.path.join(directory, f"batch-{writers}"), writers, args.batch,
                        args.seconds)
         name = f"batches of {args.batch}, {writers} writer{'s' if writers > 1 else ''}"
