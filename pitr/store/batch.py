@@ -8,11 +8,10 @@ from typing import TYPE_CHECKING
 from pitr.store._checks import check_key, check_put, ttl_ns
 from segments.record import DELETE, PUT, Op
 
+_new_tuple = tuple.__new__
+
 if TYPE_CHECKING:
     from pitr.store.store import Commit, Store
-
-
-_new_op = tuple.__new__
 
 
 class Batch:
@@ -28,7 +27,7 @@ class Batch:
         check_put(key, value)
         if ttl is not None:
             self.ttls[len(self.ops)] = ttl_ns(ttl, key)
-        self.ops.append(_new_op(Op, (PUT, key, value, None)))  # Op(...) without its Python-level __new__
+        self.ops.append(_new_tuple(Op, (PUT, key, value, None)))  # Op(...) without its Python-level __new__
 
     def put_many(self, items: Iterable[tuple[bytes, bytes]]) -> None:
         """Add many puts (no TTL) at once."""

@@ -36,6 +36,7 @@ from segments.record import DELETE, PUT, Op
 from segments.wal import PREALLOCATE, TornTail, WalWriter, wal_name
 
 Clock = Callable[[], int]
+_new_tuple = tuple.__new__  # builds a NamedTuple in one C call (the hot paths build one per commit)
 WAL_FILE_SIZE = 64 << 20
 _MISSING = object()
 
@@ -341,13 +342,13 @@ class Store:
         if group.error is not None:
             raise StoreClosed(f"{self.path}: commit at LSN {lsn} was not acknowledged: "
                               f"{group.error}") from group.error
-        return Commit(lsn, ts)
+        return _new_tuple(Commit, (lsn, ts))  # Commit(lsn, ts) without its Python-level __new__
 
     async def put(self, key: bytes, value: bytes, ttl: float | None = None) -> Commit:
         """Set `key` to `value`; with `ttl` seconds the key expires at commit time + ttl."""
         check_put(key, value)
         ttls = None if ttl is None else {0: ttl_ns(ttl, key)}
-        group, lsn, ts = self._sequence((Op(PUT, key, value, None),), ttls=ttls)  # the hot path: one await
+        group, lsn, ts = self._sequence((_new_tuple(Op, (PUT, key, value, None)),), ttls=ttls)  # the hot path
         await group.done.wait()
         return self._acknowledged(group, lsn, ts)
 
