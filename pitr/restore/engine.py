@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import bisect
 import os
-import resource
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,6 +12,7 @@ from itertools import islice
 
 from pitr.errors import CorruptData
 from pitr.gcpause import gc_paused
+from pitr.memory import peak_rss_bytes
 from pitr.restore.plan import RestorePlan
 from pitr.restore.prefetch import prefetched
 from pitr.store._state import I64BE, StateDB, StoreIdentity
@@ -76,7 +76,7 @@ def build_state(state_dir: str, plan: RestorePlan, snapshot: RangeSource | None,
         raise to_corrupt(exc) from exc
     finally:
         state.close()
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rss = peak_rss_bytes()
     return RestoreResult(os.path.dirname(state_dir), new_id, plan.target_lsn, plan.target_ts_ns,
                          plan.base.lsn, plan.commits_to_replay, keys, expired,
                          time.monotonic() - started, rss)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-import resource
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+
+from pitr.memory import peak_rss_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +73,8 @@ def rate_for(seconds: float, fn: Callable[[], int]) -> float:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set size in MB (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident set size in MiB."""
+    return peak_rss_bytes() / 2**20
 
 
 @contextmanager

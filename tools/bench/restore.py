@@ -294,6 +294,7 @@ def main() -> int:
                   f"snapshot at LSN {int(args.commits * args.snapshot_at):,}; generated in "
                   f"{built['written_s']:.1f} s, indexed by Repository.sync in {built['indexed_s']:.1f} s "
                   f"({args.commits / built['indexed_s']:,.0f} commits/s)", flush=True)
+        os.sync()  # the history just written is on disk: its writeback does not run during the figures
         proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", repo_dir, work],
                               check=True, capture_output=True, text=True)
         out = json.loads(proc.stdout.strip().splitlines()[-1])
