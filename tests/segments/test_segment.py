@@ -260,4 +260,5 @@ def test_a_damaged_block_in_a_run_is_named(where: str) -> None:
     reader = SegmentReader(BytesSource(damaged, "damaged.seg"), meta)
     with pytest.raises(CorruptFile) as caught:
         reader.read_blocks(0, len(meta.index))
-    assert caught.value.path == "damaged.seg" and caught.value.offset == victim.offset
+    assert caught.value.path == "damaged.seg"
+    assert caught.value.offset == victim.offset

@@ -21,10 +21,14 @@ def test_an_error_is_raised_after_the_items_before_it() -> None:
         yield 2
         raise ValueError("block 3 is damaged")
 
-    seen = []
-    with pytest.raises(ValueError, match="block 3 is damaged"), prefetched(source(), depth=8) as items:
-        for item in items:
-            seen.append(item)
+    seen: list[int] = []
+
+    def consume() -> None:
+        with prefetched(source(), depth=8) as items:
+            seen.extend(items)
+
+    with pytest.raises(ValueError, match="block 3 is damaged"):
+        consume()
     assert seen == [1, 2]
 
 
