@@ -148,9 +148,9 @@ def _base_blocks(base: SnapshotReader | None) -> Iterator[list[tuple[bytes, byte
 
 
 def _load_base(state: StateDB, base: SnapshotReader | None, plan: RestorePlan) -> None:
-    for entries in _base_blocks(base):
-        state.append_sorted([(k, v) for k, v, _e in entries],
-                            [(k, I64BE.pack(e)) for k, _v, e in entries if e is not None])
+    """The base as it is, expired keys included (judged after the replay), with its checkpoint."""
+    if base is not None:
+        _append_in_key_order(state, _base_with_changes(base, {}), rec.MIN_I64 - 1)  # nothing expires
     state.set_checkpoint(plan.base.lsn, plan.base.ts_ns)
 
 
