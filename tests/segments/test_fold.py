@@ -12,8 +12,32 @@ from tests.segments.strategies import encode_all, record_runs
 from tests.segments.test_record import checksummed_garbage
 
 
-@given(records=record_runs(max_size=10), data=st.data())
-def test_fold_matches_decoding_record_by_record(records: list[rec.Record], data: st.DataObject) -> None:
+@st.composite
+def single_put_runs(draw: st.DrawFn) -> list[rec.Record]:
+    """Runs in which most commits take the fold's single-put fast path, with the odd delete or batch."""
+    first, ts = draw(st.integers(0, 1 << 40)), draw(st.integers(0, 1 << 60))
+    records = []
+    for i in range(draw(st.integers(1, 30))):
+        ts += draw(st.integers(1, 1000))
+        key = draw(st.sampled_from([b"a", b"b", b"c", b"dd"]))
+        shape = draw(st.sampled_from(["put"] * 6 + ["delete", "batch", "expiring"]))
+        if shape == "put":
+            ops: tuple[rec.Op, ...] = (rec.put(key, draw(st.binary(max_size=8))),)
+        elif shape == "delete":
+            ops = (rec.delete(key),)
+        elif shape == "batch":
+            ops = (rec.put(key, b"x"), rec.delete(b"a"))
+        else:
+            ops = (rec.put(key, b"e", ts + 5),)
+        records.append(rec.Record(first + i, ts, ops, None))
+    return records
+
+
+@given(records=st.one_of(record_runs(max_size=10), single_put_runs()), data=st.data(), check_crc=st.booleans())
+def test_fold_matches_decoding_record_by_record(records: list[rec.Record], data: st.DataObject,
+                                                check_crc: bool) -> None:
+    """With or without the per-record CRC (a restore trusts the block CRC), and so through the
+    single-put fast path too, the fold gives what decoding every record gives."""
     first, last = records[0].lsn, records[-1].lsn
     expected = data.draw(st.integers(first, last + 1), label="expected_lsn")
     max_lsn = data.draw(st.integers(expected - 1, last + 1), label="max_lsn")
@@ -31,14 +55,15 @@ def test_fold_matches_decoding_record_by_record(records: list[rec.Record], data:
                 op.value if op.expires_at_ns is None else (op.value, op.expires_at_ns)
         next_lsn, last_ts = r.lsn + 1, r.ts_ns
     changes: dict[bytes, Change] = {}
-    assert fold_records(encode_all(records), changes, expected, max_lsn, max_ts) == (next_lsn, last_ts, stopped)
+    got = fold_records(encode_all(records), changes, expected, max_lsn, max_ts, check_crc=check_crc)
+    assert got == (next_lsn, last_ts, stopped)
     assert changes == model
 
 
-@given(checksummed_garbage())
-def test_fold_raises_only_corrupt_file_on_checksummed_garbage(data: bytes) -> None:
+@given(checksummed_garbage(), st.booleans())
+def test_fold_raises_only_corrupt_file_on_checksummed_garbage(data: bytes, check_crc: bool) -> None:
     (lsn,) = rec.U64.unpack_from(data, rec.LSN_OFFSET)
     try:
-        fold_records(data, {}, lsn, rec.MAX_LSN, rec.MAX_I64)
+        fold_records(data, {}, lsn, rec.MAX_LSN, rec.MAX_I64, check_crc=check_crc)
     except SegmentsError:
         pass
