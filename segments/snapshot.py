@@ -27,6 +27,7 @@ from crc32c import crc32c
 
 from segments import record as rec
 from segments._errors import CorruptFile, UnsupportedVersion
+from segments.fold import Change
 from segments.source import FileSource, RangeSource
 
 MAGIC = b"PITRSNP\n"
@@ -332,9 +333,41 @@ class SnapshotReader:
         """Block `i` decompressed, its CRC checked (a restore calls this from a prefetch thread)."""
         return self._block(i)
 
-    def block_entries(self, i: int, raw: bytes) -> list[tuple[bytes, bytes, int | None]]:
-        """The (key, value, expiry) entries of block `i` given its decompressed bytes, in key order."""
-        return [(key, value, expires) for key, value, expires, _end in self._entry_spans(i, raw)]
+    def block_changes(self, i: int, raw: bytes) -> list[tuple[bytes, Change]]:
+        """Block `i`'s entries as (key, change) in key order, given its decompressed bytes: the value
+        for an entry without expiry, else (value, expiry) (the replay's representation).
+
+        The restore's hot path over the base: one loop and one tuple per entry, with the same
+        checks as `_entry_spans`.
+        """
+        pos, end, b = 0, len(raw), self.blocks[i]
+        unpack = ENTRY.unpack_from
+        size = ENTRY.size
+        out: list[tuple[bytes, Change]] = []
+        append = out.append
+        for _ in range(b.entry_count):
+            if end - pos < size:
+                break
+            flags, klen, vlen = unpack(raw, pos)
+            pos += size
+            if flags & FLAG_EXPIRY:
+                if end - pos < 8:
+                    break
+                (expires,) = rec.I64.unpack_from(raw, pos)
+                pos += 8
+                if klen + vlen > end - pos:
+                    break
+                append((raw[pos : pos + klen], (raw[pos + klen : pos + klen + vlen], expires)))
+            else:
+                if klen + vlen > end - pos:
+                    break
+                append((raw[pos : pos + klen], raw[pos + klen : pos + klen + vlen]))
+            pos += klen + vlen
+        if len(out) != b.entry_count or pos != end:
+            for _ in self._entry_spans(i, raw):  # raises with the precise reason
+                pass
+            raise CorruptFile(f"snapshot block {i} does not decode", path=self.source.name, offset=b.offset)
+        return out
 
     def _entry_spans(self, i: int, raw: bytes) -> Iterator[tuple[bytes, bytes, int | None, int]]:
         """(key, value, expiry, offset just past the entry) for every entry of block `i`."""

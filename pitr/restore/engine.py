@@ -138,13 +138,14 @@ def _blocks(plan: RestorePlan, segments: list[RangeSource]) -> Iterator[tuple[st
             yield source.name, seg.read_blocks(i, min(i + BLOCKS_PER_READ, stop))
 
 
-def _base_blocks(base: SnapshotReader | None) -> Iterator[list[tuple[bytes, bytes, int | None]]]:
-    """The base snapshot's entries, one sorted list per block, decompressed a few blocks ahead."""
+def _base_blocks(base: SnapshotReader | None) -> Iterator[list[tuple[bytes, Change]]]:
+    """The base snapshot's entries as (key, change), one sorted list per block, decompressed a few
+    blocks ahead."""
     if base is None:
         return
     with prefetched(iter(map(base.read_block, range(len(base.blocks))))) as raws:
         for i, raw in enumerate(raws):
-            yield base.block_entries(i, raw)
+            yield base.block_changes(i, raw)
 
 
 def _load_base(state: StateDB, base: SnapshotReader | None, plan: RestorePlan) -> None:
@@ -168,7 +169,7 @@ def _load_final(state: StateDB, base: SnapshotReader | None, changes: dict[bytes
         # did not have land after its own, in no particular order.
         merged: dict[bytes, Change] = {}
         for entries in _base_blocks(base):
-            merged.update([(k, v) if e is None else (k, (v, e)) for k, v, e in entries])
+            merged.update(entries)
         in_order = len(merged)
         merged.update(changes)
         items = iter(merged.items())
@@ -187,11 +188,9 @@ def _base_with_changes(base: SnapshotReader, changes: dict[bytes, Change]) -> It
     """(key, change) for every base key in key order, its change taken out of `changes` if it has one."""
     take = changes.pop
     for entries in _base_blocks(base):
-        for key, value, expires in entries:
-            change = take(key, _KEEP)
-            if change is _KEEP:
-                change = value if expires is None else (value, expires)
-            yield key, change  # type: ignore[misc]
+        for key, change in entries:
+            newer = take(key, _KEEP)
+            yield (key, change) if newer is _KEEP else (key, newer)  # type: ignore[misc]
 
 
 def _append_in_key_order(state: StateDB, items: Iterator[tuple[bytes, Change]], cutoff_ns: int) -> int:
@@ -200,20 +199,24 @@ def _append_in_key_order(state: StateDB, items: Iterator[tuple[bytes, Change]], 
     pack = I64BE.pack
     expired = 0
     while chunk := list(islice(items, LOAD_CHUNK)):
-        puts: list[tuple[bytes, bytes]] = []
+        # the common change, a bare value, is already the (key, value) pair putmulti takes
+        puts: list[tuple[bytes, bytes]] = [item for item in chunk if type(item[1]) is bytes]  # type: ignore[misc]
         expiring: list[tuple[bytes, bytes]] = []
-        for key, change in chunk:
-            if change is None:
-                continue
-            if isinstance(change, bytes):
-                puts.append((key, change))
-                continue
-            value, expires = change
-            if expires <= cutoff_ns:
-                expired += 1
-                continue
-            expiring.append((key, pack(expires)))
-            puts.append((key, value))
+        if len(puts) != len(chunk):
+            puts = []
+            for item in chunk:
+                key, change = item
+                if change is None:
+                    continue
+                if isinstance(change, bytes):
+                    puts.append((key, change))
+                    continue
+                value, expires = change
+                if expires <= cutoff_ns:
+                    expired += 1
+                    continue
+                expiring.append((key, pack(expires)))
+                puts.append((key, value))
         state.append_sorted(puts, expiring)
     return expired
 
