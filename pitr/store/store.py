@@ -1,8 +1,9 @@
 """`Store`: the embedded key-value store whose every commit is logged before it is acknowledged.
 
-Commit path: a writer encodes its commit as one WAL record and queues it; the
-group-commit task writes every queued record and fsyncs once for all of them
-(in a worker thread), then makes the group visible and wakes the writers. The
+Commit path: a writer encodes its commit as one WAL record and adds it to the
+open group; the WAL thread (`_group_commit.py`) writes every queued record and
+fsyncs once for all of them, then hands the group back to the event loop, which
+makes it visible and wakes the writers. The
 apply task later writes the durable changes into LMDB in large, key-sorted
 transactions; reads look at the not-yet-applied changes first, then LMDB.
 """
@@ -235,6 +236,8 @@ class Store:
         """(event loop) A group could not be made durable: the store stops acknowledging writes."""
         if self._failure is None:
             self._failure = exc
+        for _ in range(group.count):
+            self._unacked.popleft()  # never durable: no longer a sequenced commit that CAS must see
         group.error = exc
         group.done.set()
         self._apply_wake.set()
