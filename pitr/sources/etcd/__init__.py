@@ -36,8 +36,9 @@ from ._types import (
     plan_txn_batches,
 )
 from ._watch import WatchStream
-from .archive import EtcdArchive, EtcdFollower, FollowOptions, etcd_archiving
+from .archive import EtcdArchive, etcd_archiving
 from .client import EtcdClient
+from .follower import EtcdFollower, FollowOptions
 from .restore import EtcdRestoreOptions, EtcdRestoreResult, restore_to_etcd, source_prefix_of
 from .url import EtcdLocation, is_etcd_url, parse_etcd_url
 
