@@ -164,21 +164,48 @@ def _load_final(state: StateDB, base: SnapshotReader | None, changes: dict[bytes
         expired = _append_in_key_order(state, _base_with_changes(base, changes), cutoff_ns)
         new_keys = {key: change for key, change in changes.items() if change is not None}
     else:
-        # The base is read into a dict in key order and the changes merged into it by one
-        # C-level update: far fewer Python steps than a lookup per base key. Keys the base
-        # did not have land after its own, in no particular order.
-        merged: dict[bytes, Change] = {}
-        for entries in _base_blocks(base):
-            merged.update(entries)
-        in_order = len(merged)
-        merged.update(changes)
-        items = iter(merged.items())
-        expired = _append_in_key_order(state, islice(items, in_order), cutoff_ns)
-        new_keys = {key: change for key, change in items if change is not None}
+        expired, new_keys = 0, _append_merged(state, base, changes)
     changes.clear()
     expired += _drop_expiring(new_keys, cutoff_ns)
     state.apply(new_keys, lsn, ts_ns)  # sorts them, and sets the checkpoint
     return expired
+
+
+def _append_merged(state: StateDB, base: SnapshotReader | None,
+                   changes: dict[bytes, Change]) -> dict[bytes, bytes | tuple[bytes, int]]:
+    """The base read into a dict in key order, the changes merged into it by one C-level
+    `dict.update`, and the result handed to LMDB's `putmulti` without a Python step per key.
+
+    Returns the changes left to apply: keys the base did not have, and the entries with
+    an expiry (not yet judged at the cutoff). Keys whose final change is not a bare value
+    (deletes, puts with an expiry) are taken out of the dict first, so that its first
+    entries are exactly the base's surviving keys, in order, each with a bare value.
+    """
+    merged: dict[bytes, Change] = {}
+    for entries in _base_blocks(base):
+        merged.update(entries)
+    in_base = len(merged)
+    odd = [key for key, change in changes.items() if type(change) is not bytes]  # deletes, expiries
+    odd += [key for key, change in merged.items() if type(change) is not bytes]  # the base's expiries
+    odd_in_base = {key for key in odd if key in merged}
+    merged.update(changes)
+    rest: dict[bytes, bytes | tuple[bytes, int]] = {}
+    for key in odd:
+        change = merged.get(key, _KEEP)
+        if change is _KEEP or type(change) is bytes:
+            continue  # taken already, or a bare value now: stays where it is
+        del merged[key]
+        if key in odd_in_base:
+            in_base -= 1
+        if change is not None:
+            rest[key] = change  # type: ignore[assignment]
+    items = iter(merged.items())
+    while in_base > 0:
+        chunk = min(in_base, LOAD_CHUNK)
+        state.append_sorted(islice(items, chunk), [])  # type: ignore[arg-type]  # bare values only
+        in_base -= chunk
+    rest.update(items)  # type: ignore[arg-type]  # keys the base did not have (bare values), unordered
+    return rest
 
 
 _KEEP = object()

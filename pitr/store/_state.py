@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import struct
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,14 +168,14 @@ class StateDB:
                     txn.cursor(self.expiry).putmulti(expiring, dupdata=False, overwrite=True)
             self._put_checkpoint(txn, applied_lsn, applied_ts_ns)
 
-    def append_sorted(self, puts: list[tuple[bytes, bytes]], expiring: list[tuple[bytes, bytes]]) -> None:
+    def append_sorted(self, puts: Iterable[tuple[bytes, bytes]], expiring: list[tuple[bytes, bytes]]) -> None:
         """Append entries whose keys all sort after the state's last key (restore), in one transaction.
 
+        `puts` may be any iterable (LMDB consumes it without a Python step per entry);
         `expiring` holds (key, i64 big-endian expiry) for the puts that have one.
         """
         with self.env.begin(write=True) as txn:
-            if puts:
-                txn.cursor(self.data).putmulti(puts, append=True)
+            txn.cursor(self.data).putmulti(puts, append=True)
             if expiring:
                 txn.cursor(self.expiry).putmulti(expiring, append=True)
 
