@@ -27,7 +27,7 @@ from segments.source import RangeSource
 
 MAX_CHANGES = 4_000_000  # changed keys held in memory before the replay spills them into LMDB
 MAX_MERGED = 4_000_000  # base entries + changes merged in a dict; a larger base is streamed
-BLOCKS_PER_READ = 64  # blocks decompressed per call by the reader thread (4 MiB of records)
+BLOCKS_PER_READ = 256  # blocks decompressed per call by the reader thread (16 MiB of records)
 LOAD_CHUNK = 100_000  # entries per LMDB transaction when loading the base
 Progress = Callable[[str, int, int], None]
 
@@ -95,7 +95,7 @@ def _replay(state: StateDB, plan: RestorePlan, base: SnapshotReader | None, segm
     last_ts = plan.base.ts_ns
     total = plan.commits_to_replay
     stopped = False
-    with prefetched(_blocks(plan, segments), depth=4) as blocks:
+    with prefetched(_blocks(plan, segments), depth=2) as blocks:
         for path, run in blocks:
             for raw in run:
                 # read_blocks checked the block's CRC over exactly these bytes: no per-record CRC needed
