@@ -6,7 +6,8 @@ import bisect
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from itertools import islice
 
@@ -138,7 +139,7 @@ def _blocks(plan: RestorePlan, segments: list[RangeSource]) -> Iterator[tuple[st
             yield source.name, seg.read_blocks(i, min(i + BLOCKS_PER_READ, stop))
 
 
-def _base_blocks(base: SnapshotReader | None) -> Iterator[list[tuple[bytes, Change]]]:
+def _base_blocks(base: SnapshotReader | None) -> Generator[list[tuple[bytes, Change]], None, None]:
     """The base snapshot's entries as (key, change), one sorted list per block, decompressed a few
     blocks ahead."""
     if base is None:
@@ -151,7 +152,8 @@ def _base_blocks(base: SnapshotReader | None) -> Iterator[list[tuple[bytes, Chan
 def _load_base(state: StateDB, base: SnapshotReader | None, plan: RestorePlan) -> None:
     """The base as it is, expired keys included (judged after the replay), with its checkpoint."""
     if base is not None:
-        _append_in_key_order(state, _base_with_changes(base, {}), rec.MIN_I64 - 1)  # nothing expires
+        with closing(_base_with_changes(base, {})) as entries:  # its read-ahead thread stops on errors
+            _append_in_key_order(state, entries, rec.MIN_I64 - 1)  # nothing expires
     state.set_checkpoint(plan.base.lsn, plan.base.ts_ns)
 
 
@@ -161,7 +163,8 @@ def _load_final(state: StateDB, base: SnapshotReader | None, changes: dict[bytes
     cutoff, and set the checkpoint; returns how many keys expired. Empties `changes`."""
     if base is not None and base.footer.entry_count + len(changes) > MAX_MERGED:
         # a large base is streamed: each of its keys takes its change out of the map
-        expired = _append_in_key_order(state, _base_with_changes(base, changes), cutoff_ns)
+        with closing(_base_with_changes(base, changes)) as entries:
+            expired = _append_in_key_order(state, entries, cutoff_ns)
         new_keys = {key: change for key, change in changes.items() if change is not None}
     else:
         expired, new_keys = 0, _append_merged(state, base, changes)
@@ -182,8 +185,9 @@ def _append_merged(state: StateDB, base: SnapshotReader | None,
     entries are exactly the base's surviving keys, in order, each with a bare value.
     """
     merged: dict[bytes, Change] = {}
-    for entries in _base_blocks(base):
-        merged.update(entries)
+    with closing(_base_blocks(base)) as blocks:
+        for entries in blocks:
+            merged.update(entries)
     in_base = len(merged)
     odd = [key for key, change in changes.items() if type(change) is not bytes]  # deletes, expiries
     odd += [key for key, change in merged.items() if type(change) is not bytes]  # the base's expiries
@@ -211,13 +215,15 @@ def _append_merged(state: StateDB, base: SnapshotReader | None,
 _KEEP = object()
 
 
-def _base_with_changes(base: SnapshotReader, changes: dict[bytes, Change]) -> Iterator[tuple[bytes, Change]]:
+def _base_with_changes(base: SnapshotReader,
+                       changes: dict[bytes, Change]) -> Generator[tuple[bytes, Change], None, None]:
     """(key, change) for every base key in key order, its change taken out of `changes` if it has one."""
     take = changes.pop
-    for entries in _base_blocks(base):
-        for key, change in entries:
-            newer = take(key, _KEEP)
-            yield (key, change) if newer is _KEEP else (key, newer)  # type: ignore[misc]
+    with closing(_base_blocks(base)) as blocks:
+        for entries in blocks:
+            for key, change in entries:
+                newer = take(key, _KEEP)
+                yield (key, change) if newer is _KEEP else (key, newer)  # type: ignore[misc]
 
 
 def _append_in_key_order(state: StateDB, items: Iterator[tuple[bytes, Change]], cutoff_ns: int) -> int:
