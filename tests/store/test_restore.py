@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -329,6 +330,26 @@ async def test_a_failed_restore_leaves_nothing_that_looks_finished(tmp_path: Pat
         with pytest.raises(OSError, match="No space"):
             await restore(repo, RestoreOptions(target=RestoreTarget(latest=True), dest=str(tmp_path / "out")))
     assert sorted(os.listdir(tmp_path)) == before
+
+
+async def test_a_build_failing_midway_stops_its_reader_threads(tmp_path: Path, build_path: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """LMDB failing while the base is written (a full disk): the error reaches the caller, and the
+    threads reading the snapshot and the log ahead are gone with it, not left reading."""
+    from pitr.store._state import StateDB as State
+
+    history = await make_history(tmp_path, snapshot_after=3)
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(State, "append_sorted", full)
+    monkeypatch.setattr(State, "apply", full)
+    async with open_repository(history.repo_dir) as repo:
+        with pytest.raises(OSError, match="No space"):
+            await restore(repo, RestoreOptions(target=RestoreTarget(latest=True), dest=str(tmp_path / "out")))
+    assert [t for t in threading.enumerate() if t.name == "pitr-prefetch"] == []
+    assert not (tmp_path / "out").exists()  # noqa: ASYNC240 - a test assertion, no loop to block
 
 
 # -- the restored store ---------------------------------------------------------------------------
