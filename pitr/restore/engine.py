@@ -58,7 +58,7 @@ def build_state(state_dir: str, plan: RestorePlan, snapshot: RangeSource | None,
     parent = {"store_id": str(plan.identity.store_id), "lsn": plan.target_lsn, "ts_ns": plan.target_ts_ns,
               "target": plan.target.describe()}
     ident = StoreIdentity(new_id, name, clock(), plan.target_lsn + 1, genesis(new_id), parent)
-    state = StateDB(state_dir)
+    state = StateDB(state_dir, sync=False)  # synced once, when complete; discarded if not
     try:
         with gc_paused():
             state.init_identity(ident)

@@ -47,12 +47,15 @@ class StoreIdentity:
 class StateDB:
     """One LMDB environment holding a store's state."""
 
-    def __init__(self, path: str, *, readonly: bool = False, map_size: int = DEFAULT_MAP_SIZE) -> None:
+    def __init__(self, path: str, *, readonly: bool = False, map_size: int = DEFAULT_MAP_SIZE,
+                 sync: bool = True) -> None:
+        """`sync=False` skips the fsync of each transaction: for a state that is built whole and
+        synced once at the end (a restore), and thrown away if the build does not finish."""
         self.path = path
         try:
             self.env = lmdb.open(
                 path, map_size=map_size, max_dbs=4, readonly=readonly, subdir=True,
-                metasync=False, sync=True, writemap=False, readahead=False, max_readers=256,
+                metasync=False, sync=sync, writemap=False, readahead=False, max_readers=256,
                 create=not readonly, lock=True,
             )
         except lmdb.Error as exc:
