@@ -40,6 +40,7 @@ OP_HEADER = struct.Struct("<BBHII")
 U64 = struct.Struct("<Q")
 _LSN_TS = struct.Struct("<Qq")
 I64 = struct.Struct("<q")
+_U32 = struct.Struct("<I")
 
 HEADER_SIZE = HEADER.size  # 32
 PAYLOAD_FIXED = HEADER_SIZE - PREFIX.size  # 24
@@ -123,9 +124,9 @@ def encode_single(lsn: int, ts_ns: int, kind: int, key: bytes, value: bytes = b"
             or not MIN_I64 <= ts_ns <= MAX_I64:
         return encode_record(lsn, ts_ns, [Op(kind, key, value)])  # raises the precise ValueError
     length = PAYLOAD_FIXED + OP_HEADER.size + len(key) + len(value)
-    head = FIRST_OP.pack(0, length, TYPE_COMMIT, 0, 0, 1, lsn, ts_ns, kind, 0, 0, len(key), len(value))
-    crc = crc32c(value, crc32c(key, crc32c(head[4:])))
-    return struct.pack("<I", crc) + head[4:] + key + value
+    body = FIRST_OP.pack(0, length, TYPE_COMMIT, 0, 0, 1, lsn, ts_ns, kind, 0, 0, len(key), len(value))[4:] \
+        + key + value
+    return _U32.pack(crc32c(body)) + body  # one CRC call over the joined bytes: cheaper than three
 
 
 def encode_record(

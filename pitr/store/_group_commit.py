@@ -30,13 +30,14 @@ YIELD_EVERY = 16  # commits queued between GIL hand-overs to a WAL thread that i
 class Group:
     """Commits that share one write and one fsync; `done` is set on the event loop when settled."""
 
-    __slots__ = ("done", "error", "count", "last_lsn")
+    __slots__ = ("done", "error", "count", "last_lsn", "last_ts")
 
     def __init__(self, done: Any) -> None:
         self.done = done  # the event loop's own Event: a group is waited for by every writer in it
         self.error: BaseException | None = None
         self.count = 0
         self.last_lsn = 0
+        self.last_ts = 0
 
 
 class LoopHooks(NamedTuple):
@@ -81,13 +82,13 @@ class GroupCommitter:
         self._closing = False
         self._waiting = False  # the WAL thread waits for work, or was woken and wants the GIL back
 
-    def add(self, data: bytes, lsn: int) -> Group:
+    def add(self, data: bytes, lsn: int, ts: int) -> Group:
         """Queue one encoded commit (event-loop thread); returns the group to wait for."""
         with self._cond:
             group = self._group
             self._data.append(data)
             group.count += 1
-            group.last_lsn = lsn
+            group.last_lsn, group.last_ts = lsn, ts
             if group.count == 1:
                 self._cond.notify()
             waiting = self._waiting

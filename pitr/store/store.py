@@ -89,7 +89,7 @@ class Store:
         self._last_lsn = 0
         self._last_ts = 0
         self._ts_floor = 0  # no commit may be timed at or before this (promised by complete_through)
-        self._unacked: deque[tuple[int, int, tuple[Op, ...]]] = deque()  # sequenced, not yet durable
+        self._unacked: deque[tuple[Op, ...]] = deque()  # the ops of commits sequenced, not yet durable
         self._committer: GroupCommitter | None = None
         # durable, visible, not yet in LMDB
         self._durable_lsn = 0
@@ -224,10 +224,9 @@ class Store:
         pending = self._pending
         popleft = self._unacked.popleft
         for _ in range(group.count):
-            lsn, ts, ops = popleft()
-            for kind, key, value, expires in ops:
+            for kind, key, value, expires in popleft():
                 pending[key] = (value if expires is None else (value, expires)) if kind == PUT else None
-        self._durable_lsn, self._durable_ts = lsn, ts
+        self._durable_lsn, self._durable_ts = group.last_lsn, group.last_ts
         group.done.set()
         if len(pending) >= self._apply_threshold:
             self._apply_wake.set()
@@ -316,19 +315,10 @@ class Store:
         self._check_open()
         if not ops:
             raise InvalidArgument("a commit needs at least one operation")
-        floor = self._last_ts if self._last_ts > self._ts_floor else self._ts_floor
-        if ts_ns is None:
-            now = self._clock()
-            ts = now if now > floor else floor + 1
-        else:
-            if ts_ns <= floor:
-                raise InvalidArgument(f"commit time {ts_ns} is not after the last commit's (or the time the "
-                                      f"archive was declared complete through) {floor}")
-            ts = ts_ns
+        lsn, ts = self._stamp(ts_ns)
         if ttls:
             ops = tuple(Op(PUT, op.key, op.value, ts + ttls[i]) if i in ttls else op
                         for i, op in enumerate(ops))
-        lsn = self._last_lsn + 1
         try:
             if len(ops) == 1 and ops[0].expires_at_ns is None and source_rev is None and not gap:
                 data = rec.encode_single(lsn, ts, ops[0].kind, ops[0].key, ops[0].value)
@@ -336,10 +326,24 @@ class Store:
                 data = rec.encode_record(lsn, ts, ops, source_rev, gap=gap)
         except ValueError as exc:
             raise InvalidArgument(str(exc)) from exc
+        return self._enqueue(lsn, ts, ops, data), lsn, ts
+
+    def _stamp(self, ts_ns: int | None) -> tuple[int, int]:
+        """The next LSN and a commit time after the last one (and after any completeness promise)."""
+        floor = self._last_ts if self._last_ts > self._ts_floor else self._ts_floor
+        if ts_ns is None:
+            now = self._clock()
+            return self._last_lsn + 1, (now if now > floor else floor + 1)
+        if ts_ns <= floor:
+            raise InvalidArgument(f"commit time {ts_ns} is not after the last commit's (or the time the "
+                                  f"archive was declared complete through) {floor}")
+        return self._last_lsn + 1, ts_ns
+
+    def _enqueue(self, lsn: int, ts: int, ops: tuple[Op, ...], data: bytes) -> Group:
         self._last_lsn, self._last_ts = lsn, ts
-        self._unacked.append((lsn, ts, ops))
+        self._unacked.append(ops)
         assert self._committer is not None
-        return self._committer.add(data, lsn), lsn, ts
+        return self._committer.add(data, lsn, ts)
 
     def _acknowledged(self, group: Group, lsn: int, ts: int) -> Commit:
         if group.error is not None:
@@ -350,8 +354,16 @@ class Store:
     async def put(self, key: bytes, value: bytes, ttl: float | None = None) -> Commit:
         """Set `key` to `value`; with `ttl` seconds the key expires at commit time + ttl."""
         check_put(key, value)
-        ttls = None if ttl is None else {0: ttl_ns(ttl, key)}
-        group, lsn, ts = self._sequence((_new_tuple(Op, (PUT, key, value, None)),), ttls=ttls)  # the hot path
+        if ttl is not None:
+            group, lsn, ts = self._sequence((Op(PUT, key, value, None),), ttls={0: ttl_ns(ttl, key)})
+        else:  # the hot path: one put, no expiry, straight to its record
+            self._check_open()
+            lsn, ts = self._stamp(None)
+            try:
+                data = rec.encode_single(lsn, ts, PUT, key, value)
+            except ValueError as exc:
+                raise InvalidArgument(str(exc)) from exc
+            group = self._enqueue(lsn, ts, (_new_tuple(Op, (PUT, key, value, None)),), data)
         await group.done.wait()
         return self._acknowledged(group, lsn, ts)
 
@@ -392,7 +404,7 @@ class Store:
         now = self._clock()
         if sequenced:
             # Commits sequenced but not yet durable: the newest one touching the key decides.
-            for _lsn, _ts, ops in reversed(self._unacked):
+            for ops in reversed(self._unacked):
                 for op in reversed(ops):
                     if op.key == key:
                         return visible(change_of(op), now)
