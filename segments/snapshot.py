@@ -306,7 +306,8 @@ class SnapshotReader:
                                 bytes(tail[-40:-8]))
         return footer, blocks
 
-    def _block(self, i: int) -> bytes:
+    def read_block(self, i: int) -> bytes:
+        """Block `i` decompressed, its CRC checked (a restore calls this from a read-ahead thread)."""
         b = self.blocks[i]
         path = self.source.name
         data = self.source.read(b.offset, b.compressed_size)
@@ -328,10 +329,6 @@ class SnapshotReader:
     def _entries(self, i: int, raw: bytes) -> Iterator[tuple[bytes, bytes, int | None]]:
         for key, value, expires, _end in self._entry_spans(i, raw):
             yield key, value, expires
-
-    def read_block(self, i: int) -> bytes:
-        """Block `i` decompressed, its CRC checked (a restore calls this from a prefetch thread)."""
-        return self._block(i)
 
     def block_changes(self, i: int, raw: bytes) -> list[tuple[bytes, Change]]:
         """Block `i`'s entries as (key, change) in key order, given its decompressed bytes: the value
@@ -398,7 +395,7 @@ class SnapshotReader:
         """Entries in key order, from the first key >= `start`."""
         first = 0 if start is None else max(0, bisect.bisect_right(self._keys, start) - 1)
         for i in range(first, len(self.blocks)):
-            for entry in self._entries(i, self._block(i)):
+            for entry in self._entries(i, self.read_block(i)):
                 if start is None or entry[0] >= start:
                     yield entry
 
@@ -407,7 +404,7 @@ class SnapshotReader:
         i = bisect.bisect_right(self._keys, key) - 1
         if i < 0:
             return None
-        for k, v, e in self._entries(i, self._block(i)):
+        for k, v, e in self._entries(i, self.read_block(i)):
             if k == key:
                 return v, e
             if k > key:
@@ -422,7 +419,7 @@ class SnapshotReader:
         logical = 0
         total = 0
         for i in range(len(self.blocks)):
-            raw = self._block(i)
+            raw = self.read_block(i)
             first = True
             start = 0
             for key, value, _expires, end in self._entry_spans(i, raw):

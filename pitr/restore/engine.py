@@ -232,24 +232,20 @@ def _append_in_key_order(state: StateDB, items: Iterator[tuple[bytes, Change]], 
     pack = I64BE.pack
     expired = 0
     while chunk := list(islice(items, LOAD_CHUNK)):
-        # the common change, a bare value, is already the (key, value) pair putmulti takes
-        puts: list[tuple[bytes, bytes]] = [item for item in chunk if type(item[1]) is bytes]  # type: ignore[misc]
+        puts: list[tuple[bytes, bytes]] = []
         expiring: list[tuple[bytes, bytes]] = []
-        if len(puts) != len(chunk):
-            puts = []
-            for item in chunk:
-                key, change = item
-                if change is None:
-                    continue
-                if isinstance(change, bytes):
-                    puts.append((key, change))
-                    continue
-                value, expires = change
-                if expires <= cutoff_ns:
-                    expired += 1
-                    continue
-                expiring.append((key, pack(expires)))
-                puts.append((key, value))
+        for key, change in chunk:
+            if change is None:
+                continue
+            if isinstance(change, bytes):
+                puts.append((key, change))
+                continue
+            value, expires = change
+            if expires <= cutoff_ns:
+                expired += 1
+                continue
+            expiring.append((key, pack(expires)))
+            puts.append((key, value))
         state.append_sorted(puts, expiring)
     return expired
 
