@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -55,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         code = trio.run(args.run, args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handlers, not at interpreter exit
     except InvalidArgument as exc:
         print(f"pitr {args.command}: {exc}", file=sys.stderr)
         code = 2
@@ -70,6 +73,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     except KeyboardInterrupt:
         print(f"pitr {args.command}: interrupted", file=sys.stderr)
         code = 130
+    except BrokenPipeError:
+        # the reader went away (`pitr log | head`): stop quietly, as a command killed by SIGPIPE does;
+        # stdout points at /dev/null so that flushing it at exit does not fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 128 + signal.SIGPIPE
     sys.exit(code)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -204,3 +206,17 @@ def test_history_log_diff_and_log_reimports(env: Path, capsys: pytest.CaptureFix
     assert code == 0
     diffs = {json.loads(line)["key"]: json.loads(line)["change"] for line in out.splitlines()}
     assert diffs == {"k": "removed", "other": "added"}
+
+
+def test_a_reader_closing_the_pipe_early_is_not_a_crash(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`pitr export | head -1`: the command stops quietly when its reader goes away."""
+    for i in range(3):
+        assert run(capsys, "put", f"k{i}", "v")[0] == 0
+    env_vars = {**os.environ, "PITR_DATA": str(env / "data")}
+    proc = subprocess.Popen([sys.executable, "-m", "pitr.cli.main", "export"], env=env_vars,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    proc.stdout.close()  # the reader is gone before the first line
+    _, err = proc.communicate(timeout=60)
+    assert b"Traceback" not in err, err.decode()
+    assert proc.returncode == 141
