@@ -1,4 +1,4 @@
-"""pitr reindex: rebuild the catalog from the repository's files alone."""
+"""pitr reindex: rebuild the catalog from the repository's files alone, whatever state the old one is in."""
 
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ async def run(args: argparse.Namespace) -> int:
             started = time.monotonic()
             report = await repo.reindex(progress)
             progress.done()
-            rows.append({"repository": repo.url, "indexed": len(report.indexed), "broken": report.broken,
+            rows.append({"repository": repo.url, "catalog": repo.catalog.path, "indexed": len(report.indexed),
+                         "unindexed": [{"file": c.name, "kind": c.kind, "first_lsn": c.first_lsn,
+                                        "last_lsn": c.last_lsn, "reason": c.detail} for c in report.unindexed],
                          "segments": len(repo.catalog.segments()), "snapshots": len(repo.catalog.snapshots()),
                          "key_versions": repo.catalog.keys_count(),
                          "seconds": round(time.monotonic() - started, 3)})
@@ -33,6 +35,6 @@ async def run(args: argparse.Namespace) -> int:
         for row in rows:
             print(f"{row['repository']}: indexed {row['indexed']} files ({row['segments']} segments, "
                   f"{row['snapshots']} snapshots, {row['key_versions']:,} key versions) in {row['seconds']}s")
-            for name, why in row["broken"]:  # type: ignore[attr-defined]
-                print(f"  broken: {name}: {why}")
-    return 1 if any(r["broken"] for r in rows) else 0
+            for c in row["unindexed"]:  # type: ignore[attr-defined]
+                print(f"  cannot index {c['file']} (LSN {c['first_lsn']}..{c['last_lsn']}): {c['reason']}")
+    return 1 if any(r["unindexed"] for r in rows) else 0

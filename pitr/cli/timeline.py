@@ -1,4 +1,9 @@
-"""pitr timeline: the recoverable windows, snapshots and gaps of each repository."""
+"""pitr timeline: the recoverable windows, snapshots, holes and damaged files of each repository.
+
+Exits 1 when anything known is missing or damaged (a hole, a file that could
+not be indexed or that verify found damaged, a snapshot that does not match
+the log) or nothing is restorable; the listing is printed either way.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,49 @@ from typing import Any
 
 from pitr.cli.common import add_json, add_repo, print_json, repositories, window_json, window_text
 from pitr.timefmt import format_time
-from pitr.timeline import build_timeline
+from pitr.timeline import Timeline, build_timeline
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("timeline", help="show the recoverable windows")
+    p = sub.add_parser("timeline", help="show the recoverable windows, holes and damaged files")
     add_repo(p, many=True)
     add_json(p)
     p.set_defaults(run=run)
+
+
+def timeline_json(url: str, tl: Timeline, ident: Any, segments: int, last_lsn: int | None) -> dict[str, Any]:
+    return {"repository": url, "store_id": str(ident.store_id), "name": ident.name, "ok": tl.ok,
+            "windows": [window_json(w) for w in tl.windows],
+            "gaps": [{"first_lsn": a, "last_lsn": b} for a, b in tl.gaps],
+            "holes": [{"first_lsn": h.first_lsn, "last_lsn": h.last_lsn, "reason": h.reason} for h in tl.holes],
+            "damaged": [{"file": c.name, "kind": c.kind, "status": c.status, "first_lsn": c.first_lsn,
+                         "last_lsn": c.last_lsn, "detail": c.detail,
+                         "checked": format_time(c.checked_ns) if c.checked_ns else None,
+                         "checked_ns": c.checked_ns or None} for c in tl.damaged],
+            "unverified": [{"first_lsn": a, "last_lsn": b} for a, b in tl.unverified],
+            "bases": [{"lsn": b.lsn, "time": format_time(b.ts_ns), "ts_ns": b.ts_ns, "snapshot": b.snapshot}
+                      for b in tl.bases],
+            "unbound_snapshots": tl.unbound_snapshots, "segments": segments, "last_lsn": last_lsn}
+
+
+def print_timeline(r: dict[str, Any], tl: Timeline) -> None:
+    print(f"{r['repository']}  store {r['name']} ({r['store_id']})")
+    if not tl.windows:
+        print("  no recoverable window")
+    for w in dict.fromkeys(tl.windows):
+        print(f"  recoverable  {window_text(w)}")
+    for h in tl.holes:
+        print(f"  hole         LSN {h.first_lsn}..{h.last_lsn}: {h.reason}")
+    for c in tl.damaged:
+        what = "cannot be indexed" if c.status == "unindexed" else "damaged"
+        when = f" (found {format_time(c.checked_ns)})" if c.checked_ns else ""
+        print(f"  {what:<12} {c.name}: LSN {c.first_lsn}..{c.last_lsn}{when}")
+    for a, b in tl.unverified:
+        print(f"  unverified   LSN {a}..{b} (not yet checked by pitr verify)")
+    for b in r["bases"]:
+        print(f"  base         LSN {b['lsn']} at {b['time']}  {b['snapshot'] or '(start of history)'}")
+    for name in tl.unbound_snapshots:
+        print(f"  unusable     {name} (does not match the log)")
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -26,27 +66,11 @@ async def run(args: argparse.Namespace) -> int:
             await repo.sync()
             tl = build_timeline(repo.catalog, ident)
             segs = repo.catalog.segments()
-            rows.append({"repository": repo.url, "store_id": str(ident.store_id), "name": ident.name,
-                         "windows": [window_json(w) for w in tl.windows],
-                         "gaps": [{"first_lsn": a, "last_lsn": b} for a, b in tl.gaps],
-                         "bases": [{"lsn": b.lsn, "time": format_time(b.ts_ns), "snapshot": b.snapshot}
-                                   for b in tl.bases],
-                         "unbound_snapshots": tl.unbound_snapshots, "segments": len(segs),
-                         "last_lsn": segs[-1].last_lsn if segs else None})
+            rows.append(timeline_json(repo.url, tl, ident, len(segs), segs[-1].last_lsn if segs else None))
             timelines.append(tl)
     if args.json:
         print_json(rows)
-        return 0
-    for r, tl in zip(rows, timelines, strict=True):
-        print(f"{r['repository']}  store {r['name']} ({r['store_id']})")
-        if not tl.windows:
-            print("  no recoverable window")
-        for w in tl.windows:
-            print(f"  recoverable  {window_text(w)}")
-        for gap in r["gaps"]:
-            print(f"  gap          LSN {gap['first_lsn']}..{gap['last_lsn']} missing")
-        for b in r["bases"]:
-            print(f"  base         LSN {b['lsn']} at {b['time']}  {b['snapshot'] or '(start of history)'}")
-        for name in r["unbound_snapshots"]:
-            print(f"  unusable     {name} (does not match the log)")
-    return 0
+    else:
+        for r, tl in zip(rows, timelines, strict=True):
+            print_timeline(r, tl)
+    return 0 if all(tl.ok for tl in timelines) else 1

@@ -1,16 +1,16 @@
-"""pitr verify: check every file, the chain and the bindings; report what remains restorable."""
+"""pitr verify: check every file, the chain, the bindings and the catalog; report what remains restorable."""
 
 from __future__ import annotations
 
 import argparse
 
 from pitr.cli.common import Progress, add_json, add_repo, print_json, repositories, window_text
-from pitr.verify import verify_repository
+from pitr.verify import Finding, VerifyReport, verify_repository
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("verify", help="verify the repository's files and chain")
-    p.add_argument("files", nargs="*", help="only these segment or snapshot files")
+    p = sub.add_parser("verify", help="verify the repository's files, chain and catalog")
+    p.add_argument("files", nargs="*", help="only these segment or snapshot files (no repository-wide claims)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="headers, footers and chain links only")
     mode.add_argument("--replay", action="store_true",
@@ -18,6 +18,38 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_repo(p, many=True)
     add_json(p)
     p.set_defaults(run=run)
+
+
+def finding_text(f: Finding) -> str:
+    where = ", ".join(x for x in (f"offset {f.offset}" if f.offset is not None else "",
+                                  f"LSN {f.lsn}" if f.lsn is not None else "") if x)
+    label = "CATALOG" if f.kind == "catalog" else "MISSING" if f.kind == "missing" else "BROKEN"
+    return f"{label} {f.file}{' (' + where + ')' if where else ''}: {f.message}"
+
+
+def print_report(r: VerifyReport) -> None:
+    if r.scope == "files":
+        for f in r.findings:
+            print(f"{r.url}: {finding_text(f)}")
+        bad = {f.file for f in r.findings}
+        for name in r.checked:
+            if name not in bad:
+                print(f"{r.url}: {name}: OK ({r.mode})")
+        return
+    state = "OK" if r.ok else "NOT OK"
+    print(f"{r.url}: {state} ({r.mode}: {r.files_checked} files, {r.bytes_checked:,} bytes, {r.seconds:.2f}s)")
+    for f in r.findings:
+        print(f"  {finding_text(f)}")
+    for h in r.holes:
+        print(f"  HOLE LSN {h.first_lsn}..{h.last_lsn}: {h.reason}")
+    for a, b, matched in r.replays:
+        print(f"  replay {a} -> {b}: {'state digest matches' if matched else 'MISMATCH'}")
+    if r.catalog_damaged:
+        print("  restorable windows unknown until the catalog is rebuilt (pitr reindex)")
+        return
+    print("  restorable:" if r.windows else "  nothing is restorable")
+    for w in dict.fromkeys(r.windows):
+        print(f"    {window_text(w)}")
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -32,16 +64,5 @@ async def run(args: argparse.Namespace) -> int:
         print_json([r.as_dict() for r in reports])
     else:
         for r in reports:
-            state = "OK" if r.ok else f"{len(r.findings)} problem(s)"
-            print(f"{r.url}: {state} ({r.mode}: {r.files_checked} files, {r.bytes_checked:,} bytes, "
-                  f"{r.seconds:.2f}s)")
-            for f in r.findings:
-                where = ", ".join(x for x in (f"offset {f.offset}" if f.offset is not None else "",
-                                              f"LSN {f.lsn}" if f.lsn is not None else "") if x)
-                print(f"  BROKEN {f.file}{' (' + where + ')' if where else ''}: {f.message}")
-            for a, b, matched in r.replays:
-                print(f"  replay {a} -> {b}: {'state digest matches' if matched else 'MISMATCH'}")
-            print("  restorable:" if r.windows else "  nothing is restorable")
-            for w in r.windows:
-                print(f"    {window_text(w)}")
+            print_report(r)
     return 0 if all(r.ok for r in reports) else 1

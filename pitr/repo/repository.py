@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -12,8 +13,8 @@ import anyio
 import zstandard
 
 from pitr.catalog.catalog import Catalog
-from pitr.catalog.entries import BlockRow, SegmentEntry
-from pitr.errors import CorruptData, ForeignRepository, ObjectExists
+from pitr.catalog.entries import BlockRow, FileCheck, SegmentEntry
+from pitr.errors import CorruptData, ForeignRepository, NotARepository, ObjectExists, file_error
 from pitr.repo import layout
 from pitr.repo.identity import RepoIdentity, Watermark
 from pitr.repo.indexing import index_segment, snapshot_entry
@@ -31,12 +32,18 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass(slots=True)
 class SyncReport:
-    """What a catalog catch-up found in the repository."""
+    """What a catalog catch-up found in the repository.
+
+    `broken` and `unindexed` list every file the catalog could not index, found
+    by this catch-up or an earlier one (the catalog remembers them until they are
+    deleted or a reindex reads them): their LSNs are a hole in the history.
+    """
 
     indexed: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
     superseded: list[str] = field(default_factory=list)
     broken: list[tuple[str, str]] = field(default_factory=list)
+    unindexed: list[FileCheck] = field(default_factory=list)
 
 
 def default_cache_dir(url: str) -> str:
@@ -106,8 +113,7 @@ class Repository:
         self.catalog.set_meta("watermark", [mark.lsn, mark.complete_through_ns])
 
     def watermark(self) -> tuple[int, int] | None:
-        value = self.catalog.get_meta("watermark")
-        return None if value is None else (int(value[0]), int(value[1]))
+        return self.catalog.watermark()
 
     # reading files ------------------------------------------------------------------
     def local_path(self, object_name: str) -> str | None:
@@ -164,38 +170,32 @@ class Repository:
         report = SyncReport()
         await self.identity()
         listed = await self.storage.list(layout.SEGMENTS)
-        ranges = {}
-        for info in listed:
-            base = info.name[len(layout.SEGMENTS):]
-            parsed = parse_segment_name(base)
-            if parsed is not None:
-                ranges[base] = parsed
-        # a merged segment supersedes the smaller ones it covers (a merge interrupted before cleanup)
-        covering = sorted(ranges.items(), key=lambda kv: (kv[1][0], -kv[1][1]))
-        keep: dict[str, tuple[int, int]] = {}
-        reach = -1
-        for name, (first, last) in covering:
-            if last <= reach:
-                report.superseded.append(name)
-                continue
-            keep[name] = (first, last)
-            reach = max(reach, last)
+        keep, report.superseded = live_segments(info.name[len(layout.SEGMENTS):] for info in listed)
         known = {e.name: e for e in self.catalog.segments()}
         for name, entry in known.items():
             if name not in keep:
                 await anyio.to_thread.run_sync(self.catalog.remove_segment, entry.first_lsn)
                 report.dropped.append(name)
-        todo = [n for n in sorted(keep, key=lambda n: keep[n]) if n not in known]
+        listed_snapshots = {i.name[len(layout.SNAPSHOTS):] for i in await self.storage.list(layout.SNAPSHOTS)}
+        checks = {c.name: c for c in self.catalog.file_checks()}
+        for name in checks:
+            if name not in keep and name not in listed_snapshots:  # the file is gone: so is what we knew
+                await anyio.to_thread.run_sync(self.catalog.forget_file, name)
+        # A file that could not be indexed is not read again on every command: reindex retries it.
+        skipped = {n for n, c in checks.items() if c.status == "unindexed"}
+        todo = [n for n in sorted(keep, key=lambda n: keep[n]) if n not in known and n not in skipped]
         for i, name in enumerate(todo):
             if progress:
                 progress("index", i, len(todo))
             await self._index_segment(name, report)
-        await self._sync_snapshots(report)
+        await self._sync_snapshots(report, listed_snapshots, skipped)
         mark = await self.read_watermark()
         if mark is not None:
             self.catalog.set_meta("watermark", [mark.lsn, mark.complete_through_ns])
         if progress and todo:
             progress("index", len(todo), len(todo))
+        report.unindexed = await anyio.to_thread.run_sync(self.catalog.unindexed)
+        report.broken = [(c.name, c.detail) for c in report.unindexed]
         return report
 
     async def _index_segment(self, name: str, report: SyncReport) -> None:
@@ -205,7 +205,9 @@ class Repository:
             gaps: list[tuple[int, int]] = []
             entry, blocks, rows = await anyio.to_thread.run_sync(index_segment, name, source, gaps)
         except SegmentsError as exc:
-            report.broken.append((name, str(exc)))
+            first, last = parse_segment_name(name) or (0, 0)
+            await anyio.to_thread.run_sync(self.catalog.record_file, FileCheck(
+                name, "segment", first, last, "unindexed", str(exc), time.time_ns(), "index"))
             return
         finally:
             source.close()
@@ -214,20 +216,21 @@ class Repository:
         await anyio.to_thread.run_sync(self.catalog.add_segment, entry, blocks, rows, replaces, gaps)
         report.indexed.append(name)
 
-    async def _sync_snapshots(self, report: SyncReport) -> None:
-        listed = {i.name[len(layout.SNAPSHOTS):] for i in await self.storage.list(layout.SNAPSHOTS)}
+    async def _sync_snapshots(self, report: SyncReport, listed: set[str], skipped: set[str]) -> None:
         listed = {n for n in listed if parse_snapshot_name(n) is not None}
         known = {s.name: s for s in self.catalog.snapshots()}
         for name, snap in known.items():
             if name not in listed:
                 self.catalog.remove_snapshot(snap.lsn)
                 report.dropped.append(name)
-        for name in sorted(listed - set(known)):
+        for name in sorted(listed - set(known) - skipped):
             source = await self.open_source(layout.snapshot_object(name))
             try:
                 entry = await anyio.to_thread.run_sync(snapshot_entry, name, source)
             except SegmentsError as exc:
-                report.broken.append((name, str(exc)))
+                lsn = parse_snapshot_name(name) or 0
+                await anyio.to_thread.run_sync(self.catalog.record_file, FileCheck(
+                    name, "snapshot", lsn, lsn, "unindexed", str(exc), time.time_ns(), "index"))
                 continue
             finally:
                 source.close()
@@ -235,10 +238,37 @@ class Repository:
             report.indexed.append(name)
 
     async def reindex(self, progress: Progress | None = None) -> SyncReport:
-        """Rebuild the catalog from the repository's files alone."""
-        await anyio.to_thread.run_sync(self.catalog.clear)
+        """Rebuild the catalog from the repository's files alone, whatever state the old one is in.
+
+        The old catalog is removed (a damaged LMDB file, a regular file in its
+        place, rows failing their checksums) and a new one is built from nothing.
+        """
+        await anyio.to_thread.run_sync(self.catalog.rebuild)
         self._identity = None
         return await self.sync(progress)
+
+
+def live_segments(names: Iterable[str]) -> tuple[dict[str, tuple[int, int]], list[str]]:
+    """The segment files that hold the history, by name with their LSN range, and those superseded.
+
+    A merged segment supersedes the smaller ones it covers (a merge interrupted
+    before its cleanup); names that are not segment names are ignored.
+    """
+    ranges = {}
+    for name in names:
+        parsed = parse_segment_name(name)
+        if parsed is not None:
+            ranges[name] = parsed
+    keep: dict[str, tuple[int, int]] = {}
+    superseded: list[str] = []
+    reach = -1
+    for name, (first, last) in sorted(ranges.items(), key=lambda kv: (kv[1][0], -kv[1][1])):
+        if last <= reach:
+            superseded.append(name)
+            continue
+        keep[name] = (first, last)
+        reach = max(reach, last)
+    return keep, superseded
 
 
 def _cached_source(path: str) -> FileSource | None:
@@ -257,11 +287,37 @@ def _remove_cached(path: str) -> None:
 
 
 def _write_cache(path: str, data: bytes) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
+    """Cache a downloaded immutable object (private: directories 0700, the file 0600 from mkstemp)."""
+    try:
+        make_private_dirs(os.path.dirname(path))
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            _remove_cached(tmp)
+            raise
+    except OSError as exc:
+        raise file_error(exc, path, "write the cached download") from exc
+
+
+def make_private_dirs(path: str) -> None:
+    """`os.makedirs` whose new directories are 0700 whatever the umask."""
+    missing = []
+    probe = os.path.abspath(path)
+    while not os.path.isdir(probe):
+        missing.append(probe)
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            continue
+        os.chmod(directory, 0o700)
 
 
 def catalog_dir(storage: Storage, cache_dir: str | None) -> str:
@@ -277,12 +333,19 @@ def _open_local_side(storage: Storage, cache_dir: str | None, create: bool) -> t
     """Check a local repository directory and open the catalog and work directory."""
     if isinstance(storage, LocalStorage) and not os.path.isdir(storage.root):
         if not create:
-            raise CorruptData(f"{storage.root}: repository directory does not exist")
-        os.makedirs(storage.root, exist_ok=True)
+            raise NotARepository(f"{storage.root}: no repository there (the directory does not exist)",
+                                 hint="check --repo / PITR_REPO; `pitr archive` creates a repository")
+        try:
+            make_private_dirs(storage.root)
+        except OSError as exc:
+            raise file_error(exc, storage.root, "create the repository directory") from exc
     cdir = catalog_dir(storage, cache_dir)
     work = os.path.join(storage.root, ".work") if isinstance(storage, LocalStorage) and cache_dir is None \
         else os.path.dirname(cdir)
-    os.makedirs(work, exist_ok=True)
+    try:
+        make_private_dirs(work)
+    except OSError as exc:
+        raise file_error(exc, work, "create the work directory") from exc
     return Catalog(cdir), work
 
 

@@ -54,10 +54,30 @@ def check_snapshot(name: str, source: RangeSource, *, full: bool) -> Finding | N
 
 
 def chain_findings(metas: list[tuple[str, SegmentMeta]], start_digest: bytes | None) -> list[Finding]:
-    """Chain problems across segments given in LSN order."""
-    problems = check_chain([m for _n, m in metas], start_digest)
-    out = []
-    for p in problems:
-        file = next((n for n, m in metas if m.name == p.path), p.path)
-        out.append(Finding(file, p.message, kind="chain"))
+    """Chain problems across healthy segments given in LSN order, blamed only on the file at fault.
+
+    Missing LSNs (a deleted or damaged file between two healthy ones) are a hole,
+    reported by the timeline, not a fault of the next file: the chain is checked
+    within each LSN-contiguous run. A file that fails to link to a file already
+    blamed for a broken link is not blamed again (it may well link to the
+    original that was replaced).
+    """
+    runs: list[list[tuple[str, SegmentMeta]]] = []
+    for name, meta in metas:
+        if runs and meta.first_lsn <= runs[-1][-1][1].last_lsn + 1:
+            runs[-1].append((name, meta))
+        else:
+            runs.append([(name, meta)])
+    out: list[Finding] = []
+    blamed: set[str] = set()
+    for i, run in enumerate(runs):
+        problems = check_chain([m for _n, m in run], start_digest if i == 0 else None)
+        names = {m.name: n for n, m in run}
+        for p in problems:
+            file = names.get(p.path, p.path)
+            previous = names.get(p.previous, p.previous) if p.previous is not None else None
+            if p.kind == "link" and previous in blamed:
+                continue
+            blamed.add(file)
+            out.append(Finding(file, p.message, kind="chain"))
     return out

@@ -1,15 +1,17 @@
-"""Verifying a whole repository: every file, the chain, snapshot bindings, and optionally replays.
+"""Verifying a whole repository: every file, the chain, snapshot bindings, the catalog, optionally replays.
 
 quick   headers, trailers, tables, chain links and LSN continuity (no block is read)
-full    also every block and record checksum and every file digest (the default)
+full    also every block and record checksum, every file digest, and the key index (the default)
 replay  also: each snapshot plus the log after it reproduces the next snapshot's state digest
+
+Verifying named files (`files=`) checks those files only and makes no claim
+about the repository (no windows). Every result is recorded in the catalog,
+so `timeline` and restores leave out what verify found damaged.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,17 +19,20 @@ from functools import partial
 
 import anyio
 
-from pitr.errors import InvalidArgument, Window
+from pitr.catalog.entries import FileCheck, SnapshotEntry
+from pitr.errors import CatalogDamaged, Gap, InvalidArgument, Window
 from pitr.repo import layout
-from pitr.repo.repository import Repository
-from pitr.restore.engine import build_state
-from pitr.restore.options import RestoreTarget
-from pitr.restore.plan import RestorePlan
-from pitr.store._state import StateDB
-from pitr.timeline import Base, build_timeline
-from pitr.verify.checks import Finding, chain_findings, check_segment, check_snapshot
-from segments import parse_segment_name, parse_snapshot_name
+from pitr.repo.identity import RepoIdentity
+from pitr.repo.indexing import block_rows, index_segment, segment_entry, snapshot_entry
+from pitr.repo.repository import Repository, live_segments
+from pitr.timefmt import format_time
+from pitr.timeline import build_timeline
+from pitr.verify.catalog_check import ExpectedRows, check_catalog
+from pitr.verify.checks import Finding, chain_findings, check_segment, check_snapshot, finding_from
+from pitr.verify.replay import replay_checks
+from segments import SegmentsError, parse_snapshot_name
 from segments.segment_reader import SegmentMeta
+from segments.source import RangeSource
 
 MODES = ("quick", "full", "replay")
 Progress = Callable[[str, int, int], None]
@@ -35,28 +40,75 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass(slots=True)
 class VerifyReport:
-    """The outcome of verifying one repository."""
+    """The outcome of verifying one repository (`scope` "repository"), or of named files (`scope` "files")."""
 
     url: str
     mode: str
+    scope: str = "repository"
     files_checked: int = 0
     bytes_checked: int = 0
     findings: list[Finding] = field(default_factory=list)
     windows: list[Window] = field(default_factory=list)
+    holes: list[Gap] = field(default_factory=list)
     replays: list[tuple[str, str, bool]] = field(default_factory=list)  # (from, to, matched)
+    checked: list[str] = field(default_factory=list)  # names of the files checked (scope "files")
+    catalog_damaged: bool = False
     seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return not self.findings
+        """No finding; for a repository also no hole and something restorable."""
+        if self.scope == "files":
+            return not self.findings
+        return not self.findings and not self.holes and bool(self.windows)
 
     def as_dict(self) -> dict[str, object]:
-        return {"repository": self.url, "mode": self.mode, "ok": self.ok, "files_checked": self.files_checked,
-                "bytes_checked": self.bytes_checked, "findings": [f.as_dict() for f in self.findings],
-                "windows": [{"start_ns": w.start_ns, "end_ns": w.end_ns, "start_lsn": w.start_lsn,
+        return {"repository": self.url, "mode": self.mode, "scope": self.scope, "ok": self.ok,
+                "files_checked": self.files_checked, "bytes_checked": self.bytes_checked,
+                "findings": [f.as_dict() for f in self.findings],
+                "windows": [{"start": format_time(w.start_ns), "end": format_time(w.end_ns),
+                             "start_ns": w.start_ns, "end_ns": w.end_ns, "start_lsn": w.start_lsn,
                              "end_lsn": w.end_lsn} for w in self.windows],
+                "holes": [{"first_lsn": h.first_lsn, "last_lsn": h.last_lsn, "reason": h.reason} for h in self.holes],
                 "replays": [{"from": a, "to": b, "matched": m} for a, b, m in self.replays],
+                "catalog_damaged": self.catalog_damaged, "checked": self.checked,
                 "seconds": round(self.seconds, 3)}
+
+
+def _check_segment_file(name: str, source: RangeSource, *, full: bool, index: bool
+                        ) -> tuple[SegmentMeta | None, Finding | None, list[tuple[bytes, int, int, int, bool]] | None,
+                                   list[int] | None]:
+    """A segment's meta and finding; with `index`, also the key rows and source-gap LSNs it implies."""
+    meta, finding = check_segment(name, source, full=full)
+    if meta is None or finding is not None or not index:
+        return meta, finding, None, None
+    gaps: list[tuple[int, int]] = []
+    try:
+        _entry, _blocks, rows = index_segment(name, source, gaps)
+    except SegmentsError as exc:
+        return None, finding_from(name, exc), None, None
+    return meta, None, rows, [lsn for lsn, _ts in gaps]
+
+
+def _check_snapshot_file(name: str, source: RangeSource, *, full: bool
+                         ) -> tuple[Finding | None, SnapshotEntry | None]:
+    finding = check_snapshot(name, source, full=full)
+    if finding is not None:
+        return finding, None
+    try:
+        return None, snapshot_entry(name, source)
+    except SegmentsError as exc:
+        return finding_from(name, exc), None
+
+
+async def _identity(repo: Repository) -> tuple[RepoIdentity, CatalogDamaged | None]:
+    """The repository's identity, read past a damaged catalog (verify still checks the files then)."""
+    try:
+        return await repo.require_identity(), None
+    except CatalogDamaged as exc:
+        damage = exc
+    ident = RepoIdentity.decode(await repo.storage.read(layout.IDENTITY), f"{repo.url}/{layout.IDENTITY}")
+    return ident, damage
 
 
 async def verify_repository(repo: Repository, *, mode: str = "full", files: Sequence[str] = (),
@@ -65,96 +117,108 @@ async def verify_repository(repo: Repository, *, mode: str = "full", files: Sequ
     if mode not in MODES:
         raise InvalidArgument(f"verify mode must be one of {', '.join(MODES)}, not {mode!r}")
     started = time.monotonic()
-    report = VerifyReport(repo.url, mode)
-    ident = await repo.require_identity()
-    sync = await repo.sync()
     wanted = {os.path.basename(f) for f in files}
-    seg_names = sorted(i.name[len(layout.SEGMENTS):] for i in await repo.storage.list(layout.SEGMENTS))
-    seg_names = [n for n in seg_names if parse_segment_name(n) and n not in sync.superseded]
-    snap_names = sorted(i.name[len(layout.SNAPSHOTS):] for i in await repo.storage.list(layout.SNAPSHOTS))
-    snap_names = [n for n in snap_names if parse_snapshot_name(n)]
-    if wanted:
-        unknown = wanted - set(seg_names) - set(snap_names)
-        for name in sorted(unknown):
-            report.findings.append(Finding(name, "no such segment or snapshot in the repository", kind="missing"))
+    report = VerifyReport(repo.url, mode, "files" if wanted else "repository")
+    ident, damage = await _identity(repo)
+    if damage is None:
+        try:
+            await repo.sync()
+        except CatalogDamaged as exc:
+            damage = exc
+    if damage is not None:
+        report.catalog_damaged = True
+        report.findings.append(Finding(damage.path or repo.catalog.path, f"{damage.message} (hint: {damage.hint})",
+                                       kind="catalog"))
+    listed = [i.name[len(layout.SEGMENTS):] for i in await repo.storage.list(layout.SEGMENTS)]
+    keep, _superseded = live_segments(listed)
+    seg_names = sorted(keep, key=lambda n: keep[n])
+    snap_names = sorted(n for n in (i.name[len(layout.SNAPSHOTS):] for i in await repo.storage.list(layout.SNAPSHOTS))
+                        if parse_snapshot_name(n) is not None)
+    for name in sorted(wanted - set(seg_names) - set(snap_names)):
+        report.findings.append(Finding(name, "no such segment or snapshot in the repository", kind="missing"))
     full = mode != "quick"
+    compare = damage is None and not wanted
+    expected = ExpectedRows(gap_lsns=set() if full and compare else None)
     metas: list[tuple[str, SegmentMeta]] = []
-    broken: set[str] = set()
+    results: dict[str, tuple[str, int, int, Finding | None]] = {}
     todo = [(n, True) for n in seg_names] + [(n, False) for n in snap_names]
     for i, (name, is_segment) in enumerate(todo):
         if progress:
             progress("verify", i, len(todo))
+        deep = full and (not wanted or name in wanted)
         object_name = layout.segment_object(name) if is_segment else layout.snapshot_object(name)
         source = await repo.open_source(object_name, fresh=True)
         try:
             if is_segment:
-                deep = full and (not wanted or name in wanted)
-                meta, finding = await anyio.to_thread.run_sync(partial(check_segment, name, source, full=deep))
+                meta, finding, rows, gap_lsns = await anyio.to_thread.run_sync(partial(
+                    _check_segment_file, name, source, full=deep, index=compare and full))
+                first, last = keep[name]
                 if meta is not None:
                     metas.append((name, meta))
+                    expected.segments[name] = segment_entry(name, meta)
+                    expected.blocks.update((b.first_lsn, b) for b in block_rows(meta))
+                    if rows is not None:
+                        expected.add_key_rows(rows)
+                    if gap_lsns is not None and expected.gap_lsns is not None:
+                        expected.gap_lsns.update(gap_lsns)
             else:
-                deep = full and (not wanted or name in wanted)
-                finding = await anyio.to_thread.run_sync(partial(check_snapshot, name, source, full=deep))
-            report.files_checked += 1
-            report.bytes_checked += source.size
+                finding, entry = await anyio.to_thread.run_sync(partial(_check_snapshot_file, name, source, full=deep))
+                first = last = parse_snapshot_name(name) or 0
+                if entry is not None:
+                    expected.snapshots[name] = entry
+            if not wanted or name in wanted:
+                report.files_checked += 1
+                report.bytes_checked += source.size
         finally:
             source.close()
         if finding is not None:
-            broken.add(name)
-            report.findings.append(finding)
+            expected.segments.pop(name, None)
+            expected.snapshots.pop(name, None)
+            expected.unchecked.append((first, last))
+            expected.unchecked_names.add(name)
+        if not wanted or name in wanted:
+            results[name] = ("segment" if is_segment else "snapshot", first, last, finding)
     if progress:
         progress("verify", len(todo), len(todo))
     metas.sort(key=lambda nm: nm[1].first_lsn)
     start = ident.start_chain_digest if metas and metas[0][1].first_lsn == ident.first_lsn else None
     for finding in chain_findings(metas, start):
-        if not wanted or finding.file in wanted:
+        if finding.file in results and results[finding.file][3] is None:
+            kind, first, last, _none = results[finding.file]
+            results[finding.file] = (kind, first, last, finding)
+    for _kind, _first, _last, finding in results.values():
+        if finding is not None:
             report.findings.append(finding)
-            broken.add(finding.file)
-    timeline = build_timeline(repo.catalog, ident, frozenset(broken))
+    report.checked = sorted(results)
+    if damage is not None:
+        report.seconds = time.monotonic() - started
+        return report
+    await _record(repo, mode, results)
+    if compare:
+        for name in (n for n in seg_names if n not in expected.segments):
+            expected.unchecked_names.add(name)
+            expected.unchecked.append(keep[name])
+        report.findings.extend(await anyio.to_thread.run_sync(check_catalog, repo.catalog, expected))
+    broken = frozenset(n for n, r in results.items() if r[3] is not None)
+    timeline = build_timeline(repo.catalog, ident, broken)
     for name in timeline.unbound_snapshots:
-        if name not in broken and (not wanted or name in wanted):
+        if name in results and name not in broken:
             report.findings.append(Finding(name, "snapshot's chain digest does not match the log at its LSN",
                                            kind="binding"))
-            broken.add(name)
-    if mode == "replay":
-        await _replay_checks(repo, report, broken)
-    report.windows = build_timeline(repo.catalog, ident, frozenset(broken)).windows
+    if mode == "replay" and not wanted:
+        await replay_checks(repo, report.replays, report.findings, set(broken) | set(timeline.unbound_snapshots))
+    if not wanted:
+        report.windows = timeline.windows
+        report.holes = timeline.holes
     report.seconds = time.monotonic() - started
     return report
 
 
-async def _replay_checks(repo: Repository, report: VerifyReport, broken: set[str]) -> None:
-    """Prove snapshot N + log reproduces snapshot N+1's state digest, for each consecutive pair."""
-    ident = await repo.require_identity()
-    snaps = [s for s in repo.catalog.snapshots() if s.name not in broken]
-    for prev, nxt in zip(snaps, snaps[1:], strict=False):
-        segments = [s for s in repo.catalog.segments_from(prev.lsn + 1)
-                    if s.first_lsn <= nxt.lsn and s.last_lsn > prev.lsn]
-        if any(s.name in broken for s in segments):
-            continue
-        window = Window(prev.ts_ns, nxt.ts_ns, prev.lsn, nxt.lsn)
-        plan = RestorePlan(RestoreTarget(lsn=nxt.lsn), window, Base(prev.lsn, prev.ts_ns, prev.name), prev,
-                           segments, nxt.lsn, nxt.ts_ns, nxt.ts_ns, ident)
-        tmp = tempfile.mkdtemp(prefix=".verify-replay-", dir=repo.cache_dir)
-        sources = []
-        try:
-            snap_src = await repo.open_source(layout.snapshot_object(prev.name))
-            sources.append(snap_src)
-            for seg in segments:
-                sources.append(await repo.open_source(layout.segment_object(seg.name)))
-            await anyio.to_thread.run_sync(partial(build_state, os.path.join(tmp, "state"), plan, snap_src,
-                                                   sources[1:], name="verify"))
-            state = StateDB(os.path.join(tmp, "state"))
-            try:
-                digest, _count = await anyio.to_thread.run_sync(state.state_digest, nxt.ts_ns)
-            finally:
-                state.close()
-        finally:
-            for src in sources:
-                src.close()
-            shutil.rmtree(tmp, ignore_errors=True)
-        matched = digest == nxt.state_digest
-        report.replays.append((prev.name, nxt.name, matched))
-        if not matched:
-            report.findings.append(Finding(nxt.name, f"replaying the log from {prev.name} does not reproduce "
-                                           "this snapshot's state digest", lsn=nxt.lsn, kind="replay"))
+async def _record(repo: Repository, mode: str, results: dict[str, tuple[str, int, int, Finding | None]]) -> None:
+    """Record each file's result in the catalog (a file that could not be indexed stays so until reindex)."""
+    now = time.time_ns()
+    unindexed = {c.name for c in await anyio.to_thread.run_sync(repo.catalog.unindexed)}
+    checks = [FileCheck(name, kind, first, last, "ok" if finding is None else "damaged",
+                        finding.message if finding is not None else "", now, mode)
+              for name, (kind, first, last, finding) in results.items() if name not in unindexed]
+    await anyio.to_thread.run_sync(repo.catalog.record_files, checks)

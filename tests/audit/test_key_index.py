@@ -13,6 +13,7 @@ from pitr.archiver import ArchiveOptions, Archiver, DirectorySource
 from pitr.audit import commit_log, history, open_value_reader, value_at
 from pitr.audit.records import RecordReader
 from pitr.catalog.entries import KEY_VALUE, U64BE, key_prefix
+from pitr.catalog.rows import seal
 from pitr.errors import CorruptData
 from pitr.repo.repository import Repository, open_repository
 from segments import record as rec
@@ -127,8 +128,10 @@ def count_block_reads(monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
 
 def forge_key_row(repo: Repository, key: bytes, ts_ns: int, lsn: int) -> None:
     """Add a key-index row claiming the commit (lsn, ts_ns) changed `key`."""
+    assert repo.catalog.env is not None
+    row = key_prefix(key) + U64BE.pack(ts_ns)
     with repo.catalog.env.begin(write=True, db=repo.catalog.keys_db) as txn:
-        txn.put(key_prefix(key) + U64BE.pack(ts_ns), KEY_VALUE.pack(lsn, rec.PUT, 0))
+        txn.put(row, seal(b"keys", row, KEY_VALUE.pack(lsn, rec.PUT, 0)))  # a well-sealed, wrong row
 
 
 async def test_long_keys_are_checked_against_the_record(tmp_path: Path) -> None:
