@@ -309,11 +309,12 @@ class Catalog:
                 found = cursor.first()
                 while found:
                     lsn, _kind, _flags = self._decode(b"keys", cursor.key(), cursor.value(), _decode_key_value)
-                    found = cursor.delete() if entry.first_lsn <= lsn <= entry.last_lsn else cursor.next()
+                    found = cursor.delete() and bool(cursor.key()) if entry.first_lsn <= lsn <= entry.last_lsn \
+                        else cursor.next()
                 cursor = txn.cursor(self.gaps_db)
                 found = cursor.set_range(U64BE.pack(entry.first_lsn))
                 while found and self._key(b"gaps", bytes(cursor.key())) <= entry.last_lsn:
-                    found = cursor.delete()
+                    found = cursor.delete() and bool(cursor.key())  # past the last row, the cursor is unset
 
     def segments(self) -> list[SegmentEntry]:
         return [entry for _k, entry in self._rows(b"segments", SegmentEntry.decode)]
