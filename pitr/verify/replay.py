@@ -9,6 +9,7 @@ from functools import partial
 
 import anyio
 
+from pitr.catalog.entries import SegmentEntry
 from pitr.errors import Window
 from pitr.repo import layout
 from pitr.repo.repository import Repository
@@ -20,6 +21,16 @@ from pitr.timeline import Base
 from pitr.verify.checks import Finding
 
 
+def _contiguous(segments: list[SegmentEntry], first_lsn: int, last_lsn: int) -> bool:
+    """Whether the segments hold every LSN in first_lsn..last_lsn."""
+    reach = first_lsn - 1
+    for seg in segments:
+        if seg.first_lsn > reach + 1:
+            return False
+        reach = max(reach, seg.last_lsn)
+    return reach >= last_lsn or last_lsn < first_lsn
+
+
 async def replay_checks(repo: Repository, replays: list[tuple[str, str, bool]], findings: list[Finding],
                         broken: set[str]) -> None:
     """Prove snapshot N + log reproduces snapshot N+1's state digest, for each consecutive pair."""
@@ -28,8 +39,8 @@ async def replay_checks(repo: Repository, replays: list[tuple[str, str, bool]], 
     for prev, nxt in zip(snaps, snaps[1:], strict=False):
         segments = [s for s in repo.catalog.segments_from(prev.lsn + 1)
                     if s.first_lsn <= nxt.lsn and s.last_lsn > prev.lsn]
-        if any(s.name in broken for s in segments):
-            continue
+        if any(s.name in broken for s in segments) or not _contiguous(segments, prev.lsn + 1, nxt.lsn):
+            continue  # the damage or the hole is reported already; there is nothing to replay over it
         window = Window(prev.ts_ns, nxt.ts_ns, prev.lsn, nxt.lsn)
         plan = RestorePlan(RestoreTarget(lsn=nxt.lsn), window, Base(prev.lsn, prev.ts_ns, prev.name), prev,
                            segments, nxt.lsn, nxt.ts_ns, nxt.ts_ns, ident)

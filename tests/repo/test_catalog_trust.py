@@ -144,12 +144,15 @@ def test_a_damaged_row_is_catalog_damaged_never_a_traceback(merged: History, tmp
     put_raw(repo, db, key, damaged)
     catalog = Catalog(os.path.join(repo, ".catalog"))
     try:
-        with pytest.raises(CatalogDamaged) as exc:
-            if catalog.damage is not None:
-                raise catalog.damage
-            read_everything(catalog)
-        assert exc.value.hint is not None and "reindex" in exc.value.hint
-        assert ".catalog" in str(exc.value)
+        if catalog.damage is not None:
+            exc_value: CatalogDamaged = catalog.damage
+        else:
+            with pytest.raises(CatalogDamaged) as exc:
+                read_everything(catalog)
+            exc_value = exc.value
+        assert exc_value.hint is not None
+        assert "reindex" in exc_value.hint
+        assert ".catalog" in str(exc_value)
     finally:
         catalog.close()
     report = trio.run(verify, repo)
@@ -195,7 +198,9 @@ def test_a_missing_key_index_row_fails_verify_with_the_reindex_hint(
     code, out, _err = cli(capsys, "verify", "--repo", repo)
     assert code == 1
     lsn = KEY_VALUE.unpack(value[:-CRC_SIZE])[0]
-    assert "key index lacks 1 row" in out and f"LSN {lsn}" in out and "reindex" in out
+    assert "key index lacks 1 row" in out
+    assert f"LSN {lsn}" in out
+    assert "reindex" in out
     assert cli(capsys, "reindex", "--repo", repo)[0] == 0
     assert cli(capsys, "verify", "--repo", repo)[0] == 0
 
@@ -234,12 +239,15 @@ def test_a_garbled_catalog_is_reported_by_every_command_and_reindex_rebuilds_it(
     repo = copy_repo(merged, tmp_path / "repo")
     garble(os.path.join(repo, ".catalog"), how)
     code, out, _err = cli(capsys, "verify", "--repo", repo)
-    assert code == 1 and "CATALOG" in out and "reindex" in out
+    assert code == 1
+    assert "CATALOG" in out
+    assert "reindex" in out
     for argv in (["timeline"], ["history", "key001"], ["log"], ["get", "key001", "--at", "2099-01-01T00:00:00Z"],
                  ["restore", "--latest", "--dest", str(tmp_path / "dest")]):
         code, _out, err = cli(capsys, *argv, "--repo", repo)
         assert code == 1, argv
-        assert "catalog" in err and "pitr reindex" in err, (argv, err)
+        assert "catalog" in err, (argv, err)
+        assert "pitr reindex" in err, (argv, err)
     assert not os.path.exists(tmp_path / "dest")
     code, out, _err = cli(capsys, "reindex", "--repo", repo, "--json")
     assert code == 0
@@ -259,7 +267,8 @@ def test_an_unindexable_segment_is_remembered_and_is_a_hole_naming_it(
     Path(victim).write_bytes(bytes(data))
     name = os.path.basename(victim)
     code, out, _err = cli(capsys, "reindex", "--repo", repo)
-    assert code == 1 and f"cannot index {name}" in out
+    assert code == 1
+    assert f"cannot index {name}" in out
     # a later command, in a new process, still knows: the catalog recorded it
     report = trio.run(sync_report, repo)
     assert [c.name for c in report.unindexed] == [name]
@@ -269,9 +278,12 @@ def test_an_unindexable_segment_is_remembered_and_is_a_hole_naming_it(
     assert any(h.first_lsn <= first and last <= h.last_lsn and name in h.reason for h in tl.holes)
     assert not any(w.start_lsn < first <= w.end_lsn for w in tl.windows)
     code, out, _err = cli(capsys, "timeline", "--repo", repo)
-    assert code == 1 and name in out and f"LSN {first}..{last}" in out
-    code, out, _err = cli(capsys, "verify", "--replay", "--repo", repo)
-    assert code == 1 and f"BROKEN {name}" in out
+    assert code == 1
+    assert name in out
+    assert f"LSN {first}..{last}" in out
+    code, out, err = cli(capsys, "verify", "--replay", "--repo", repo)
+    assert code == 1
+    assert f"BROKEN {name}" in out, err
 
 
 # item 6: blame only damaged files; windows equal what restores and what timeline prints --------------------------------
@@ -314,7 +326,10 @@ def test_verify_of_named_files_speaks_only_of_them(
     os.unlink(segs[2])  # damage elsewhere must not show up
     healthy = os.path.basename(segs[-1])
     report = trio.run(verify, repo, "full", (healthy,))
-    assert report.ok and report.scope == "files" and not report.windows and report.checked == [healthy]
+    assert report.ok
+    assert report.scope == "files"
+    assert not report.windows
+    assert report.checked == [healthy]
     code, out, _err = cli(capsys, "verify", healthy, "--repo", repo)
     assert code == 0
     assert out.strip() == f"{repo}: {healthy}: OK (full)"
@@ -329,9 +344,11 @@ def test_verify_fails_when_nothing_is_restorable(unmerged: History, tmp_path: Pa
     for path in files(repo, "snapshots"):
         os.unlink(path)
     code, out, _err = cli(capsys, "verify", "--repo", repo)
-    assert code == 1 and "nothing is restorable" in out
+    assert code == 1
+    assert "nothing is restorable" in out
     code, out, _err = cli(capsys, "verify", "--repo", repo, "--json")
-    assert code == 1 and json.loads(out)[0]["ok"] is False
+    assert code == 1
+    assert json.loads(out)[0]["ok"] is False
 
 
 def test_verify_and_timeline_json_name_holes_and_show_times(unmerged: History, tmp_path: Path,
@@ -343,13 +360,15 @@ def test_verify_and_timeline_json_name_holes_and_show_times(unmerged: History, t
     code, out, _err = cli(capsys, "verify", "--repo", repo, "--json")
     doc = json.loads(out)[0]
     assert code == 1
-    assert doc["holes"][0]["first_lsn"] == first and doc["holes"][0]["last_lsn"] == last
+    assert doc["holes"][0]["first_lsn"] == first
+    assert doc["holes"][0]["last_lsn"] == last
     assert all(w["start"].endswith("Z") for w in doc["windows"])
     code, out, _err = cli(capsys, "timeline", "--repo", repo, "--json")
     assert code == 1
     assert json.loads(out)[0]["holes"] == doc["holes"]
     code, out, _err = cli(capsys, "verify", "--repo", repo)
-    assert out.count("restorable:") == 1 and "Finding(" not in out
+    assert out.count("restorable:") == 1
+    assert "Finding(" not in out
     assert len(set(line for line in out.splitlines() if "LSN" in line and ".." in line)) == \
         len([line for line in out.splitlines() if "LSN" in line and ".." in line])
 
@@ -377,7 +396,8 @@ def test_a_full_disk_under_the_catalog_is_disk_full(merged: History, tmp_path: P
         segment = catalog.segments()[0]
         with pytest.raises(DiskFull) as exc:
             catalog.add_segment(segment, [], [])
-        assert ".catalog" in str(exc.value) and exc.value.hint
+        assert ".catalog" in str(exc.value)
+        assert exc.value.hint
         with pytest.raises(DiskFull):
             catalog.set_meta("watermark", [1, 2])
     finally:
@@ -414,4 +434,6 @@ def test_a_missing_repository_directory_is_not_a_repository(tmp_path: Path,
     with pytest.raises(NotARepository):
         trio.run(open_missing)
     code, _out, err = cli(capsys, "verify", "--repo", str(tmp_path / "nope"))
-    assert code == 1 and "does not exist" in err and "PITR_REPO" in err
+    assert code == 1
+    assert "does not exist" in err
+    assert "PITR_REPO" in err

@@ -112,7 +112,8 @@ def test_missing_segment_is_a_gap_and_windows_shrink(tmp_path: Path) -> None:
     # A missing file is a hole naming its LSN range; no healthy neighbour is blamed for it (issue 11, item 6).
     assert not report.ok
     assert not [f for f in report.findings if f.kind == "chain"]
-    assert report.holes and "missing" in report.holes[0].reason
+    assert report.holes
+    assert "missing" in report.holes[0].reason
     # What remains restorable: from the start up to the gap, and from the snapshot after it (if any).
     first = report.windows[0]
     assert first.start_lsn == 0
