@@ -36,7 +36,7 @@ def print_report(r: VerifyReport) -> None:
             if name not in bad:
                 print(f"{r.url}: {name}: OK ({r.mode})")
         return
-    state = "OK" if r.ok else "NOT OK"
+    state = "OK" if r.ok else f"{len(r.findings)} problem(s)" if r.findings else "NOT OK"
     print(f"{r.url}: {state} ({r.mode}: {r.files_checked} files, {r.bytes_checked:,} bytes, {r.seconds:.2f}s)")
     for f in r.findings:
         print(f"  {finding_text(f)}")

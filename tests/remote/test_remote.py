@@ -32,6 +32,7 @@ import trio
 from pitr.archiver import ArchiveOptions, Archiver, StoreSource, archiving
 from pitr.archiver.archiver import UPLOAD_VIA_FILE
 from pitr.catalog.catalog import Catalog
+from pitr.catalog.rows import CRC_SIZE
 from pitr.cli.main import main as pitr_main
 from pitr.repo.repository import Repository, open_repository
 from pitr.restore import RestoreOptions, RestoreTarget, restore
@@ -152,8 +153,8 @@ def history(tmp_path_factory: pytest.TempPathFactory, s3: S3Server) -> DualHisto
 
 
 def normalized(dump: CatalogDump) -> dict[str, list[tuple[bytes, object]]]:
-    """A catalog dump with snapshot rows decoded, for readable assertion failures."""
-    return {table: [(key, json.loads(value) if table == "snapshots" else value) for key, value in rows]
+    """A catalog dump with snapshot rows decoded (without their checksum), for readable assertion failures."""
+    return {table: [(key, json.loads(value[:-CRC_SIZE]) if table == "snapshots" else value) for key, value in rows]
             for table, rows in dump.items()}
 
 

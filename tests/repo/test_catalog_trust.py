@@ -437,3 +437,9 @@ def test_a_missing_repository_directory_is_not_a_repository(tmp_path: Path,
     assert code == 1
     assert "does not exist" in err
     assert "PITR_REPO" in err
+
+
+def test_catalog_row_checksum_matches_the_format_spec_vectors() -> None:
+    assert seal(b"meta", b"format", b"2").hex() == "324f9d08e2"
+    key = (1).to_bytes(8, "big")
+    assert seal(b"gaps", key, (5).to_bytes(8, "big")).hex() == "0000000000000005" "23310a8f"
