@@ -8,6 +8,8 @@ import random
 import shutil
 import stat
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import lmdb
 import pytest
@@ -23,6 +25,7 @@ from pitr.restore import RestoreOptions, RestoreTarget, restore
 from pitr.store import Store
 from pitr.timeline import build_timeline
 from pitr.verify import verify_repository
+from pitr.verify.checks import chain_findings
 from tests.repo.history import History, build_history, files
 
 COMPARED = (b"segments", b"blocks", b"times", b"keys", b"snapshots")
@@ -443,3 +446,17 @@ def test_catalog_row_checksum_matches_the_format_spec_vectors() -> None:
     assert seal(b"meta", b"format", b"2").hex() == "324f9d08e2"
     key = (1).to_bytes(8, "big")
     assert seal(b"gaps", key, (5).to_bytes(8, "big")).hex() == "0000000000000005" "23310a8f"
+
+
+def fake_meta(name: str, first: int, last: int, prev: bytes, digest: bytes) -> Any:
+    header = SimpleNamespace(store_id="s", first_lsn=first, prev_chain_digest=prev)
+    return SimpleNamespace(name=name, header=header, first_lsn=first, last_lsn=last, chain_digest=digest)
+
+
+def test_a_replaced_segment_is_blamed_and_its_healthy_successor_is_not() -> None:
+    a = fake_meta("a.seg", 1, 10, b"g", b"A")
+    replaced = fake_meta("b.seg", 11, 20, b"forged", b"B'")  # links to nothing; the original ended in b"B"
+    c = fake_meta("c.seg", 21, 30, b"B", b"C")
+    d = fake_meta("d.seg", 41, 50, b"D0", b"D")  # after a hole: not a chain fault of d
+    findings = chain_findings([(m.name, m) for m in (a, replaced, c, d)], b"g")
+    assert [f.file for f in findings] == ["b.seg"]
