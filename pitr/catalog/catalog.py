@@ -264,11 +264,19 @@ class Catalog(CatalogEnvironment):
         start = prefix + U64BE.pack(max(since_ns or 0, 0))
         with self._txn("read") as txn:
             cursor = txn.cursor(self.keys_db)
+            if cursor.set_range(start) and cursor.prev():
+                # the row before the start is checked too: it must not be a version this answer should hold
+                before = bytes(cursor.key())
+                self._decode(b"keys", before, cursor.value(), _decode_key_value)
+                if before[:-8] == prefix and len(before) == len(start) and before >= start:
+                    raise CatalogDamaged("the key index is out of order (damaged LMDB pages)", path=self.path)
             if not cursor.set_range(start):
                 return
             for raw_key, v in cursor:
                 k = bytes(raw_key)
                 if not k.startswith(prefix) or len(k) != len(prefix) + 8:
+                    # the row that ends the answer is checked too: a damaged key must not end it early
+                    self._decode(b"keys", k, v, _decode_key_value)
                     break
                 version = self._version(k, v, len(prefix))
                 if until_ns is not None and version.ts_ns > until_ns:
@@ -285,15 +293,22 @@ class Catalog(CatalogEnvironment):
         bound = ts_ns + 1 if inclusive else ts_ns
         with self._txn("read") as txn:
             cursor = txn.cursor(self.keys_db)
-            found = cursor.prev() if cursor.set_range(prefix + U64BE.pack(max(bound, 0))) else cursor.last()
+            if cursor.set_range(prefix + U64BE.pack(max(bound, 0))):
+                # the row after the answer is checked too: a damaged key there may be this key's newer version
+                self._decode(b"keys", cursor.key(), cursor.value(), _decode_key_value)
+                found = cursor.prev()
+            else:
+                found = cursor.last()
             for _ in range(skip):
                 if not found:
                     break
+                self._decode(b"keys", cursor.key(), cursor.value(), _decode_key_value)
                 found = cursor.prev()
             if not found:
                 return None
             k = bytes(cursor.key())
             if not k.startswith(prefix) or len(k) != len(prefix) + 8:
+                self._decode(b"keys", k, cursor.value(), _decode_key_value)
                 return None
             return self._version(k, cursor.value(), len(prefix))
 

@@ -460,3 +460,26 @@ def test_a_replaced_segment_is_blamed_and_its_healthy_successor_is_not() -> None
     d = fake_meta("d.seg", 41, 50, b"D0", b"D")  # after a hole: not a chain fault of d
     findings = chain_findings([(m.name, m) for m in (a, replaced, c, d)], b"g")
     assert [f.file for f in findings] == ["b.seg"]
+
+
+def test_a_damaged_key_next_to_the_answer_is_damage_not_a_shorter_answer(merged: History, tmp_path: Path) -> None:
+    """A row whose key was damaged moves out of the key's range; the lookups must not stop quietly before it."""
+    repo = copy_repo(merged, tmp_path / "repo")
+    catalog = Catalog(os.path.join(repo, ".catalog"))
+    try:
+        versions = list(catalog.key_versions(b"key001"))
+        assert len(versions) > 2
+    finally:
+        catalog.close()
+    rows = [(k, v) for k, v in raw_rows(repo)[b"keys"] if k[2:-8] == b"key001"]
+    newest_key, newest_value = rows[-1]
+    put_raw(repo, b"keys", newest_key, None)
+    put_raw(repo, b"keys", newest_key + b"\0", newest_value)  # the key grew a byte: its checksum no longer holds
+    catalog = Catalog(os.path.join(repo, ".catalog"))
+    try:
+        with pytest.raises(CatalogDamaged):
+            list(catalog.key_versions(b"key001"))
+        with pytest.raises(CatalogDamaged):
+            catalog.key_version_at(b"key001", 1 << 62)
+    finally:
+        catalog.close()
