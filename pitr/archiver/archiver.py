@@ -183,7 +183,8 @@ class Archiver:
                     await self._mark_complete(prog, complete_ns)
                     await self._maybe_merge(prog)
                 except Exception as exc:
-                    error = translate(exc, catalog_path=prog.repo.catalog.path, operation="archive")
+                    error = translate(exc, catalog_path=prog.repo.catalog.path, operation="archive",
+                                      where=prog.repo.url)
                     if error is None:
                         raise
                     if not is_transient(error):

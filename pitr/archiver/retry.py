@@ -21,14 +21,17 @@ from segments import SegmentsError
 TRANSIENT = (FileError, StorageError, SourceError)
 
 
-def translate(exc: BaseException, *, catalog_path: str, operation: str) -> PitrError | None:
-    """`exc` as a `PitrError` (None for an exception pitr does not know: a bug, left to escape)."""
+def translate(exc: BaseException, *, catalog_path: str, operation: str, where: str | None = None) -> PitrError | None:
+    """`exc` as a `PitrError` (None for an exception pitr does not know: a bug, left to escape).
+
+    `where` names the place an `OSError` without a file name is reported at.
+    """
     if isinstance(exc, PitrError):
         return exc
     if isinstance(exc, lmdb.Error):
         return lmdb_error(exc, catalog_path, operation)
     if isinstance(exc, OSError):
-        return file_error(exc, exc.filename, operation)
+        return file_error(exc, exc.filename or where, operation)
     if isinstance(exc, SegmentsError):
         return CorruptData(str(exc), path=getattr(exc, "path", None), offset=getattr(exc, "offset", None),
                            lsn=getattr(exc, "lsn", None), hint=getattr(exc, "hint", None))
