@@ -172,7 +172,13 @@ class Archiver:
         """
         async with self.cycle_lock:
             started = self._published_at = self.monotonic()
-            durable_lsn, complete_ns = self.source.durable()
+            try:
+                durable_lsn, complete_ns = self.source.durable()
+            except Exception as exc:
+                error = translate(exc, catalog_path=self.source.state.path, operation="read the store's state")
+                if error is None or error is exc:
+                    raise
+                raise error from exc
             shipped = 0
             for prog in self.progress:
                 if respect_backoff and prog.backoff.waiting(self.monotonic()):

@@ -8,6 +8,7 @@ boundary and a restore can prove the snapshot belongs to the log it replays.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import tempfile
@@ -19,7 +20,7 @@ import lmdb
 
 from pitr.archiver.archiver import Archiver
 from pitr.catalog.entries import SnapshotEntry
-from pitr.errors import CorruptData, ObjectExists
+from pitr.errors import CorruptData, ObjectExists, file_error, lmdb_error
 from pitr.repo import layout
 from pitr.store._state import I64BE, U64BE, StateDB
 from segments.naming import snapshot_name
@@ -93,7 +94,10 @@ async def take_snapshot(archiver: Archiver, *, prepare: Callable[[], Any] | None
     async with archiver.cycle_lock:
         if prepare is not None:
             await prepare()
-        txn = await anyio.to_thread.run_sync(lambda: state.env.begin(buffers=False))
+        try:
+            txn = await anyio.to_thread.run_sync(lambda: state.env.begin(buffers=False))
+        except lmdb.Error as exc:
+            raise lmdb_error(exc, state.path, "read the store's state") from exc
         try:
             raw_lsn = txn.get(b"applied_lsn", db=state.meta)
             raw_ts = txn.get(b"applied_ts_ns", db=state.meta)
@@ -119,12 +123,20 @@ async def take_snapshot(archiver: Archiver, *, prepare: Callable[[], Any] | None
                              **(metadata or {})})
             header = SnapshotHeader(ident.store_id, lsn, ts, chain_digest, 0, 0, archiver.clock(), meta)
             tmpdir = archiver.progress[0].repo.cache_dir
-            os.makedirs(tmpdir, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".snapshot-", dir=tmpdir)
-            os.close(fd)
             try:
-                final, state_digest, size = await anyio.to_thread.run_sync(
-                    write_snapshot_file, state, txn, tmp, header, progress, compress)
+                os.makedirs(tmpdir, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=".snapshot-", dir=tmpdir)
+                os.close(fd)
+            except OSError as exc:
+                raise file_error(exc, tmpdir, "create a snapshot file") from exc
+            try:
+                try:
+                    final, state_digest, size = await anyio.to_thread.run_sync(
+                        write_snapshot_file, state, txn, tmp, header, progress, compress)
+                except OSError as exc:
+                    raise file_error(exc, tmp, "write the snapshot") from exc
+                except lmdb.Error as exc:
+                    raise lmdb_error(exc, state.path, "read the store's state") from exc
                 name = snapshot_name(lsn, ts)
                 entry = SnapshotEntry(name, lsn, ts, size, final.entry_count, final.logical_bytes,
                                       final.created_ns, chain_digest, state_digest, meta)
@@ -133,9 +145,13 @@ async def take_snapshot(archiver: Archiver, *, prepare: Callable[[], Any] | None
                         await prog.repo.storage.publish_file(layout.snapshot_object(name), tmp)
                     except ObjectExists:
                         pass  # a snapshot at this LSN exists already: same state, keep the first
-                    prog.repo.catalog.add_snapshot(entry)
+                    try:
+                        prog.repo.catalog.add_snapshot(entry)
+                    except lmdb.Error as exc:
+                        raise lmdb_error(exc, prog.repo.catalog.path, f"index {name}") from exc
             finally:
-                os.unlink(tmp)
+                with contextlib.suppress(FileNotFoundError):  # only a temporary copy: published or not
+                    os.unlink(tmp)
         finally:
             await anyio.to_thread.run_sync(txn.abort)
     return entry

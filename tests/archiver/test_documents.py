@@ -178,3 +178,42 @@ def test_commands_refuse_a_wrong_typed_identity_naming_it(tmp_path: Path, monkey
     assert str(path) in err
     assert "'store_id'" in err
     assert "Traceback" not in err
+
+
+def test_the_format_spec_watermark_vector() -> None:
+    """docs/format.md, "Repository documents": the watermark test vector."""
+    vector = (b'PITRWMK 1\n{"complete_through_ns": 1795961387250000001, "lsn": 42, '
+              b'"store_id": "0b3ac1c8-5d2e-4d0e-9a43-0f5a2b1f9c11"}\ncrc32c:4cdaa639\n')
+    mark = Watermark(uuid.UUID("0b3ac1c8-5d2e-4d0e-9a43-0f5a2b1f9c11"), 42, 1795961387250000001)
+    assert mark.encode() == vector
+    assert len(vector) == 134
+    assert Watermark.decode(vector, NAME) == mark
+
+
+@pytest.mark.anyio
+async def test_a_watermark_beyond_the_history_or_the_present_is_not_trusted(tmp_path: Path) -> None:
+    from pitr.archiver import ArchiveOptions, archiving
+    from pitr.store import Store
+
+    repo_dir = tmp_path / "repo"
+    async with Store(str(tmp_path / "data")) as store:
+        async with archiving(store, str(repo_dir), options=ArchiveOptions(interval=3600.0)):
+            for n in range(3):
+                await store.put(b"k%d" % n, b"v")
+        assert store.identity is not None
+        store_id = store.identity.store_id
+    path = repo_dir / layout.WATERMARK
+    async with open_repository(str(repo_dir)) as repo:
+        mark = await repo.read_watermark(now_ns=2**62)
+        assert mark is not None
+        assert mark.lsn == 3
+        now = mark.complete_through_ns
+        path.write_bytes(Watermark(store_id, 3, 2**62).encode())  # restore --latest would drop every TTL key
+        with pytest.raises(CorruptData, match="later than now") as info:
+            await repo.read_watermark(now_ns=now)
+        assert info.value.path == str(path)
+        assert (await repo.read_watermark(now_ns=2**62 - 1)) is not None, "within the skew"
+        path.write_bytes(Watermark(store_id, 9, now).encode())
+        with pytest.raises(CorruptData, match="segments end at LSN 3") as info:
+            await repo.read_watermark(now_ns=now)
+        assert info.value.path == str(path)
