@@ -64,9 +64,9 @@ class ArchiveOptions:
     def __post_init__(self) -> None:
         if not self.interval > 0:
             raise InvalidArgument(f"interval must be positive seconds, got {self.interval}")
-        if not 0 < self.retry_initial <= self.retry_max:
-            raise InvalidArgument(f"retry_initial ({self.retry_initial}) must be positive and at most "
-                                  f"retry_max ({self.retry_max})")
+        if not (self.retry_initial > 0 and self.retry_max > 0):  # the first delay is the smaller of the two
+            raise InvalidArgument(f"retry_initial and retry_max must be positive seconds, got "
+                                  f"{self.retry_initial} and {self.retry_max}")
         if self.merge_count < 2:
             raise InvalidArgument(f"merge_count must be at least 2, got {self.merge_count}")
 
