@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import anyio
 import lmdb
+from blake3 import blake3
 
 from pitr.archiver.retry import Backoff, is_transient, translate
 from pitr.archiver.sources import CommitSource
@@ -156,6 +157,26 @@ class Archiver:
             backoff = Backoff(self.options.retry_initial, self.options.retry_max)
             self.progress.append(RepoProgress(repo, tail.lsn, tail.chain_digest, mark, claimed=claimed,
                                               tail_object=tail.object_name, backoff=backoff))
+
+    def needs_base(self, prog: RepoProgress) -> bool:
+        """Whether `prog`'s repository is empty and the local WAL no longer reaches the start of the
+        history: its history can only start with a snapshot (see `pitr.snapshots.take.ensure_base`)."""
+        if prog.tail_object is not None:
+            return False
+        files = self.source.wal.files()
+        return bool(files) and files[0][0] > prog.last_lsn + 1
+
+    def rebase(self, prog: RepoProgress, lsn: int) -> None:
+        """Start an empty repository's history at `lsn`, where a base snapshot is about to be published.
+
+        Its segments chain from a digest fixed by the store id and `lsn` (the log
+        before it is not in this repository, so its chain digest is not known here).
+        """
+        if not self.needs_base(prog):
+            raise InvalidArgument(f"{prog.repo.url} does not need a new base")
+        prog.last_lsn = lsn
+        prog.chain_digest = blake3(b"pitr base\0" + self.source.identity.store_id.bytes +
+                                   lsn.to_bytes(8, "little")).digest()
 
     @property
     def failing(self) -> dict[str, str]:

@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import lmdb
 
-from pitr.archiver.archiver import Archiver
+from pitr.archiver.archiver import Archiver, RepoProgress
 from pitr.catalog.entries import SnapshotEntry
 from pitr.errors import CorruptData, ObjectExists, file_error, lmdb_error
 from pitr.repo import layout
@@ -71,8 +71,13 @@ async def ensure_base(archiver: Archiver, *, prepare: Callable[[], Any] | None =
 
     A restored store's history starts at the restore point with the restored
     state, not with an empty store: its archive is restorable only from a
-    snapshot. This takes one as soon as archiving starts.
+    snapshot. So does a new, empty repository of a store whose WAL no longer
+    holds the start of its history (its old repository was lost). This takes
+    one as soon as archiving starts.
     """
+    if any(archiver.needs_base(prog) for prog in archiver.progress):
+        return await take_snapshot(archiver, prepare=prepare, metadata={
+            "reason": "base of a new repository: the local WAL no longer reaches the start of the history"})
     if archiver.source.identity.first_lsn <= 1:
         return None
     if all(prog.repo.catalog.snapshots() for prog in archiver.progress):
@@ -98,6 +103,7 @@ async def take_snapshot(archiver: Archiver, *, prepare: Callable[[], Any] | None
             txn = await anyio.to_thread.run_sync(lambda: state.env.begin(buffers=False))
         except lmdb.Error as exc:
             raise lmdb_error(exc, state.path, "read the store's state") from exc
+        saved: list[tuple[RepoProgress, int, bytes]] = []
         try:
             raw_lsn = txn.get(b"applied_lsn", db=state.meta)
             raw_ts = txn.get(b"applied_ts_ns", db=state.meta)
@@ -106,16 +112,23 @@ async def take_snapshot(archiver: Archiver, *, prepare: Callable[[], Any] | None
             lsn, ts = U64BE.unpack(raw_lsn)[0], I64BE.unpack(raw_ts)[0]
             if ts == 0:  # nothing committed yet: the snapshot of the empty store is dated at creation
                 ts = ident.created_ns
+            rebased = [prog for prog in archiver.progress if archiver.needs_base(prog)]
+            saved = [(prog, prog.last_lsn, prog.chain_digest) for prog in rebased]  # put back on failure
+            for prog in rebased:
+                archiver.rebase(prog, lsn)
             await archiver.ship_through(lsn)
             digests = set()
             for prog in archiver.progress:
-                digest = prog.repo.catalog.chain_digest_at(lsn, ident.start_chain_digest, ident.first_lsn)
+                digest = prog.chain_digest if prog.last_lsn == lsn else \
+                    prog.repo.catalog.chain_digest_at(lsn, ident.start_chain_digest, ident.first_lsn)
                 if digest is None:
                     raise CorruptData(f"{prog.repo.url}: no segment boundary at LSN {lsn}; cannot bind "
                                       "a snapshot there")
                 digests.add(digest)
             if len(digests) != 1:
-                raise CorruptData(f"repositories disagree on the chain digest at LSN {lsn}")
+                raise CorruptData(f"repositories disagree on the chain digest at LSN {lsn}",
+                                  hint="a new repository's base snapshot is taken into it alone: "
+                                       "run pitr snapshot with only that --repo" if rebased else None)
             chain_digest = digests.pop()
             meta: dict[str, Any] = {"store_name": ident.name, "first_lsn": ident.first_lsn}
             if include_metadata:
@@ -145,6 +158,8 @@ async def take_snapshot(archiver: Archiver, *, prepare: Callable[[], Any] | None
                         await prog.repo.storage.publish_file(layout.snapshot_object(name), tmp)
                     except ObjectExists:
                         pass  # a snapshot at this LSN exists already: same state, keep the first
+                    if prog in rebased:
+                        prog.tail_object = layout.snapshot_object(name)  # what the history now ends with
                     try:
                         prog.repo.catalog.add_snapshot(entry)
                     except lmdb.Error as exc:
@@ -153,5 +168,8 @@ async def take_snapshot(archiver: Archiver, *, prepare: Callable[[], Any] | None
                 with contextlib.suppress(FileNotFoundError):  # only a temporary copy: published or not
                     os.unlink(tmp)
         finally:
+            for prog, last_lsn, digest in saved:
+                if prog.tail_object is None:  # its base was not published: nothing may follow it there
+                    prog.last_lsn, prog.chain_digest = last_lsn, digest
             await anyio.to_thread.run_sync(txn.abort)
     return entry

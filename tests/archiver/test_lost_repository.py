@@ -222,3 +222,36 @@ def test_archive_follow_exits_non_zero_naming_the_repository_when_it_is_deleted(
     assert "archived into this repository before" in again.stderr
     verify = pitr("verify")
     assert verify.returncode != 0
+
+
+async def test_a_new_repository_starts_with_a_base_when_the_wal_no_longer_reaches_back(tmp_path: Path) -> None:
+    """The way out of RepositoryLost: a new, empty repository, whose history starts with a snapshot."""
+    from pitr.restore import RestoreOptions, RestoreTarget, restore
+    from pitr.verify import verify_repository
+
+    clock = FakeClock()
+    async with Store(str(tmp_path / "data"), clock=clock, wal_file_size=4096) as store:
+        async with open_repository(str(tmp_path / "lost"), create=True) as repo:
+            async with archiving(store, repo, options=MANUAL):
+                await put_some(store, clock, 300)
+            await store.flush()
+            await put_some(store, clock, 5, "more")
+            async with archiving(store, repo, options=MANUAL):
+                pass
+            await store.flush()
+        first_wal = store.wal_directory.files()[0][0]
+        assert first_wal > 1, "the WAL no longer holds the start of the history"
+        shutil.rmtree(tmp_path / "lost")
+        async with open_repository(str(tmp_path / "new"), create=True) as repo:
+            async with archiving(store, repo, options=MANUAL):
+                await put_some(store, clock, 3, "after")
+            snaps = repo.catalog.snapshots()
+            assert len(snaps) == 1
+            assert snaps[0].metadata["reason"].startswith("base of a new repository")
+            report = await verify_repository(repo)
+            assert report.ok, report.findings
+            live = dict(await store.scan())
+            dest = str(tmp_path / "restored")
+            await restore(repo, RestoreOptions(target=RestoreTarget(latest=True), dest=dest))
+        async with Store(dest) as restored:
+            assert dict(await restored.scan()) == live
