@@ -9,7 +9,8 @@ from typing import Any
 
 import anyio
 
-from pitr.archiver.archiver import ArchiveOptions, Archiver
+from pitr.archiver.archiver import Archiver
+from pitr.archiver.options import ArchiveOptions
 from pitr.archiver.sources import CommitSource, DirectorySource, StoreSource
 from pitr.repo.repository import Repository, open_repository
 from pitr.store.store import Store

@@ -14,15 +14,17 @@ from __future__ import annotations
 import io
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
 import anyio
 import lmdb
 from blake3 import blake3
 
+from pitr.archiver.options import ArchiveOptions as ArchiveOptions
+from pitr.archiver.options import RepoProgress as RepoProgress
+from pitr.archiver.publish import UPLOAD_VIA_FILE as UPLOAD_VIA_FILE  # re-exported: tests size uploads by it
+from pitr.archiver.publish import merge_run, publish_new
 from pitr.archiver.retry import Backoff, is_transient, translate
 from pitr.archiver.sources import CommitSource
 from pitr.catalog.entries import SegmentEntry
@@ -40,56 +42,12 @@ from pitr.repo.continuity import LOST_HINT, HistoryTail, check_continuity, check
 from pitr.repo.identity import RepoIdentity, Watermark
 from pitr.repo.indexing import block_rows, key_rows_of, segment_entry
 from pitr.repo.repository import Repository
-from segments import merge_segments, seal_segment, segment_name
+from segments import seal_segment, segment_name
 from segments.record import Span
-from segments.segment_reader import SegmentMeta, SegmentReader, read_meta
+from segments.segment_reader import SegmentMeta, read_meta
 from segments.source import BytesSource
 
 log = logging.getLogger("pitr.archiver")
-UPLOAD_VIA_FILE = 8 << 20
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class ArchiveOptions:
-    """How the archiver batches, merges and reports."""
-
-    interval: float = 1.0
-    max_segment_bytes: int = 64 << 20
-    merge_count: int = 32
-    merge_small_bytes: int = 4 << 20
-    merge_max_bytes: int = 64 << 20
-    watermark_interval: float | None = None  # default: interval
-    retry_initial: float = 1.0  # backoff after a failure: doubled per consecutive failure ...
-    retry_max: float = 60.0  # ... up to this many seconds
-
-    def __post_init__(self) -> None:
-        if not self.interval > 0:
-            raise InvalidArgument(f"interval must be positive seconds, got {self.interval}")
-        if not (self.retry_initial > 0 and self.retry_max > 0):  # the first delay is the smaller of the two
-            raise InvalidArgument(f"retry_initial and retry_max must be positive seconds, got "
-                                  f"{self.retry_initial} and {self.retry_max}")
-        if self.merge_count < 2:
-            raise InvalidArgument(f"merge_count must be at least 2, got {self.merge_count}")
-
-
-@dataclass(slots=True)
-class RepoProgress:
-    """What the archiver knows about one repository."""
-
-    repo: Repository
-    last_lsn: int
-    chain_digest: bytes
-    last_watermark: tuple[int, int] | None = None
-    claimed: bytes = b""  # the identity document as read when the archiver started: must not change
-    tail_object: str | None = None  # the file ending at last_lsn: must not disappear
-    backoff: Backoff = field(default_factory=lambda: Backoff(1.0, 60.0))
-    watermark_written_at: float = 0.0
-    segments_published: int = 0
-    bytes_published: int = 0
-    errors: int = 0
-    last_error: str | None = None
-    lag_samples_ns: list[int] = field(default_factory=list)
-    uncertain: set[str] = field(default_factory=set)  # names whose publish failed: may exist remotely
 
 
 def _mark_archived(source: CommitSource, repo_url: str, lsn: int, complete_ns: int | None = None) -> None:
@@ -286,7 +244,7 @@ class Archiver:
         blob, meta = await anyio.to_thread.run_sync(seal)
         object_name = layout.segment_object(name)
         prog.uncertain.add(object_name)
-        await _publish(prog.repo, object_name, blob)
+        await publish_new(prog.repo, object_name, blob)
         prog.uncertain.discard(object_name)
         # The commits are off the machine now: that is the lag that bounds what a lost disk costs.
         prog.lag_samples_ns.append(max(0, self.clock() - spans[-1].ts_ns))
@@ -352,34 +310,11 @@ class Archiver:
 
     async def merge(self, repo: Repository, run: list[SegmentEntry]) -> SegmentEntry:
         """Merge consecutive segments into one, publish it, then delete the originals."""
-        sources = [await repo.open_source(layout.segment_object(s.name)) for s in run]
-
-        def do_merge() -> tuple[bytes, SegmentEntry, list]:  # type: ignore[type-arg]
-            readers = [SegmentReader(src) for src in sources]
-            out = io.BytesIO()
-            merge_segments(readers, out)
-            blob = out.getvalue()
-            name = segment_name(run[0].first_lsn, run[-1].last_lsn)
-            meta = read_meta(BytesSource(blob, name))
-            return blob, segment_entry(name, meta), block_rows(meta)
-
-        try:
-            blob, entry, blocks = await anyio.to_thread.run_sync(do_merge)
-        finally:
-            for src in sources:
-                src.close()
-        await _publish(repo, layout.segment_object(entry.name), blob)
-        try:
-            await anyio.to_thread.run_sync(repo.catalog.add_segment, entry, blocks, [],
-                                           [s.first_lsn for s in run])
-        except lmdb.Error as exc:
-            raise lmdb_error(exc, repo.catalog.path, f"index {entry.name}") from exc
+        inputs = {layout.segment_object(s.name) for s in run}
+        entry = await merge_run(repo, run)
         for prog in self.progress:  # the merged file now ends the history where an input did
-            if prog.repo is repo and prog.tail_object in {layout.segment_object(s.name) for s in run}:
+            if prog.repo is repo and prog.tail_object in inputs:
                 prog.tail_object = layout.segment_object(entry.name)
-        await repo.remember(layout.segment_object(entry.name), blob)
-        for seg in run:
-            await repo.delete(layout.segment_object(seg.name))
         return entry
 
     async def run(self, *, stop: anyio.Event | None = None,
@@ -431,26 +366,3 @@ class Archiver:
             return samples[min(len(samples) - 1, int(q * len(samples)))] / 1e6
 
         return {"p50_ms": pct(0.5), "p99_ms": pct(0.99)}
-
-
-async def _publish(repo: Repository, object_name: str, blob: bytes) -> None:
-    """Publish a new file; an identical file already there (a retry after a crash) is fine."""
-    from pitr.errors import ObjectExists
-
-    try:
-        if len(blob) > UPLOAD_VIA_FILE:
-            fd, tmp = tempfile.mkstemp(prefix=".upload-")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(blob)
-                await repo.storage.publish_file(object_name, tmp)
-            finally:
-                os.unlink(tmp)
-        else:
-            await repo.storage.publish(object_name, blob)
-    except ObjectExists:
-        existing = await repo.storage.read(object_name)
-        if existing != blob:
-            raise CorruptData(f"{repo.url}/{object_name} exists with different contents; published files "
-                              "are never overwritten", path=object_name,
-                              hint="another archiver may be writing to this repository") from None

@@ -18,7 +18,8 @@ from typing import Any
 import anyio
 import lmdb
 
-from pitr.archiver.archiver import Archiver, RepoProgress
+from pitr.archiver.archiver import Archiver
+from pitr.archiver.options import RepoProgress
 from pitr.catalog.entries import SnapshotEntry
 from pitr.errors import CorruptData, ObjectExists, file_error, lmdb_error
 from pitr.repo import layout
