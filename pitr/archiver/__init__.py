@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from functools import partial
@@ -14,6 +15,8 @@ from pitr.archiver.options import ArchiveOptions
 from pitr.archiver.sources import CommitSource, DirectorySource, StoreSource
 from pitr.repo.repository import Repository, open_repository
 from pitr.store.store import Store
+
+log = logging.getLogger("pitr.archiver")
 
 __all__ = ["ArchiveOptions", "Archiver", "CommitSource", "DirectorySource", "StoreSource", "archiving"]
 
@@ -68,6 +71,9 @@ async def archiving(store: Store, *repos: str | Repository, options: ArchiveOpti
         with _archiver_error():
             await tg.__aexit__(None, None, None)
         await archiver.cycle()
+        for url, error in archiver.failing.items():
+            log.warning("archiving to %s failed as archiving ended; its newest commits are not there yet "
+                        "(the store's WAL keeps them for the next archiver): %s", url, error)
 
 
 @contextmanager

@@ -148,6 +148,8 @@ class Archiver:
         transient error (full disk, storage or file error) is reported and
         retried (after its backoff, with `respect_backoff`); the others go on.
         Any other error (lost or foreign repository, damaged history) is raised.
+        Failures are logged only with `respect_backoff` (a running archiver);
+        otherwise the caller reads `failing`.
         """
         async with self.cycle_lock:
             started = self._published_at = self.monotonic()
@@ -176,21 +178,23 @@ class Archiver:
                         if error is exc:
                             raise
                         raise error from exc
-                    self._failed(prog, error)
+                    self._failed(prog, error, report=respect_backoff)
                     continue
                 prog.last_error = None
                 line = prog.backoff.succeeded()
-                if line is not None:
+                if line is not None and respect_backoff:
                     log.warning("archiving to %s %s", prog.repo.url, line)
             self.last_publish_seconds = self._published_at - started  # reading the log to the last publish
             return shipped
 
-    def _failed(self, prog: RepoProgress, error: PitrError) -> None:
+    def _failed(self, prog: RepoProgress, error: PitrError, *, report: bool) -> None:
+        """Count a transient failure; `report` logs it (sparingly) for a running archiver, whose
+        caller does not see each cycle's outcome."""
         prog.errors += 1
         hint = getattr(error, "hint", None)
         prog.last_error = str(error) + (f" (hint: {hint})" if hint else "")
         line = prog.backoff.failed(self.monotonic(), str(error))
-        if line is not None:
+        if line is not None and report:
             log.warning("archiving to %s failed: %s", prog.repo.url, line)
 
     @staticmethod
