@@ -165,7 +165,8 @@ class Archiver:
                 if respect_backoff and prog.backoff.waiting(self.monotonic()):
                     continue
                 try:
-                    await check_unchanged(prog.repo.storage, prog.claimed, self._tail(prog))
+                    if prog.last_lsn < durable_lsn:  # about to publish (the watermark checks on its own)
+                        await check_unchanged(prog.repo.storage, prog.claimed, self._tail(prog))
                     shipped += await self._ship(prog, durable_lsn)
                     await self._mark_complete(prog, complete_ns)
                     await self._maybe_merge(prog)
