@@ -23,7 +23,10 @@ from pitr.archiver.options import RepoProgress
 from pitr.catalog.entries import SnapshotEntry
 from pitr.errors import CorruptData, ObjectExists, file_error, lmdb_error
 from pitr.repo import layout
+from pitr.repo.indexing import snapshot_entry
+from pitr.repo.repository import Repository
 from pitr.store._state import I64BE, U64BE, StateDB
+from segments import SegmentsError
 from segments.naming import snapshot_name
 from segments.snapshot import SnapshotHeader, SnapshotWriter
 
@@ -155,14 +158,15 @@ async def take_snapshot(archiver: Archiver, *, prepare: Callable[[], Any] | None
                 entry = SnapshotEntry(name, lsn, ts, size, final.entry_count, final.logical_bytes,
                                       final.created_ns, chain_digest, state_digest, meta)
                 for prog in archiver.progress:
+                    indexed = entry
                     try:
                         await prog.repo.storage.publish_file(layout.snapshot_object(name), tmp)
-                    except ObjectExists:
-                        pass  # a snapshot at this LSN exists already: same state, keep the first
+                    except ObjectExists:  # a snapshot at this LSN exists already: keep the first if it agrees
+                        indexed = await _existing_snapshot(prog.repo, name, entry)
                     if prog in rebased:
                         prog.tail_object = layout.snapshot_object(name)  # what the history now ends with
                     try:
-                        prog.repo.catalog.add_snapshot(entry)
+                        prog.repo.catalog.add_snapshot(indexed)
                     except lmdb.Error as exc:
                         raise lmdb_error(exc, prog.repo.catalog.path, f"index {name}") from exc
             finally:
@@ -174,3 +178,22 @@ async def take_snapshot(archiver: Archiver, *, prepare: Callable[[], Any] | None
                     prog.last_lsn, prog.chain_digest = last_lsn, digest
             await anyio.to_thread.run_sync(txn.abort)
     return entry
+
+
+async def _existing_snapshot(repo: Repository, name: str, taken: SnapshotEntry) -> SnapshotEntry:
+    """The catalog row of a snapshot already published under `name`; it must hold the same state."""
+    object_name = layout.snapshot_object(name)
+    source = await repo.open_source(object_name, fresh=True)
+    try:
+        existing = await anyio.to_thread.run_sync(snapshot_entry, name, source)
+    except SegmentsError as exc:
+        raise CorruptData(f"{repo.url}/{object_name} exists but cannot be read: {exc}", path=object_name,
+                          hint="run `pitr verify` on the repository") from exc
+    finally:
+        source.close()
+    if (existing.lsn, existing.state_digest, existing.chain_digest) != \
+            (taken.lsn, taken.state_digest, taken.chain_digest):
+        raise CorruptData(f"{repo.url}/{object_name} exists with another state or chain digest than the "
+                          f"store's state at LSN {taken.lsn}; published files are never overwritten",
+                          path=object_name, hint="another history may be writing to this repository")
+    return existing

@@ -255,3 +255,25 @@ async def test_a_new_repository_starts_with_a_base_when_the_wal_no_longer_reache
             await restore(repo, RestoreOptions(target=RestoreTarget(latest=True), dest=dest))
         async with Store(dest) as restored:
             assert dict(await restored.scan()) == live
+
+
+async def test_a_snapshot_already_published_at_that_lsn_is_kept_only_if_it_agrees(tmp_path: Path) -> None:
+    from pitr.errors import CorruptData
+
+    clock = FakeClock()
+    async with Store(str(tmp_path / "data"), clock=clock) as store, \
+            open_repository(str(tmp_path / "repo"), create=True) as repo:
+        archiver = Archiver(StoreSource(store), [repo], MANUAL, clock=clock)
+        await archiver.start()
+        await put_some(store, clock, 3)
+        first = await take_snapshot(archiver, prepare=store.flush)
+        again = await take_snapshot(archiver, prepare=store.flush)  # same LSN, same name: the first stays
+        assert again.name == first.name
+        assert [s.name for s in repo.catalog.snapshots()] == [first.name]
+        path = tmp_path / "repo" / layout.snapshot_object(first.name)
+        raw = bytearray(path.read_bytes())
+        raw[-5] ^= 0xFF  # the footer: its digest no longer matches
+        path.write_bytes(bytes(raw))
+        with pytest.raises(CorruptData) as info:
+            await take_snapshot(archiver, prepare=store.flush)
+        assert first.name in str(info.value)
