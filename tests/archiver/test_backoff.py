@@ -200,3 +200,46 @@ def test_disk_full_is_a_transient_error() -> None:
 
     assert is_transient(DiskFull("full"))
     assert not is_transient(CorruptData("damaged"))
+
+
+async def test_a_failing_scheduled_snapshot_backs_off_and_does_not_end_the_run(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    mono = Clock()
+    calls: list[float] = []
+
+    async def snapshot_on_a_full_disk() -> None:
+        calls.append(mono.now)
+        raise DiskFull("/cache/.snapshot-x: cannot write the snapshot: No space left on device")
+
+    caplog.set_level(logging.WARNING, logger="pitr.archiver")
+    options = ArchiveOptions(interval=0.01, retry_initial=1.0, retry_max=60.0)
+    with anyio.fail_after(60):
+        async with open_repository(str(tmp_path / "repo"), create=True) as repo, \
+                Store(str(tmp_path / "data")) as store:
+            archiver = Archiver(StoreSource(store), [repo], options, monotonic=mono)
+            await archiver.start()
+            cycles = [0]
+            real_cycle = archiver.cycle
+
+            async def counted_cycle(**kwargs: Any) -> int:
+                cycles[0] += 1
+                return await real_cycle(**kwargs)
+
+            archiver.cycle = counted_cycle  # type: ignore[method-assign]
+            stop = anyio.Event()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: archiver.run(stop=stop, after_cycle=snapshot_on_a_full_disk))
+                seen = []
+                for now in (0.0, 0.5, 1.0, 2.9, 3.0):  # due at 0, then 1 s later, then 2 s after that
+                    mono.now = now
+                    target = cycles[0] + 3
+                    await until(lambda target=target: cycles[0] >= target)  # a few cycles at this time
+                    seen.append(len(calls))
+                await store.put(b"k", b"v")
+                await until(lambda: archiver.progress[0].last_lsn == 1)
+                stop.set()
+            assert seen == [1, 1, 2, 2, 3]
+            assert archiver.progress[0].last_lsn == 1, "archiving went on between the attempts"
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0].startswith("scheduled snapshot failed:")
+    assert "No space left" in lines[0]
