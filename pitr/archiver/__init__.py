@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+import logging
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from functools import partial
 from typing import Any
 
 import anyio
 
-from pitr.archiver.archiver import ArchiveOptions, Archiver
+from pitr.archiver.archiver import Archiver
+from pitr.archiver.options import ArchiveOptions
 from pitr.archiver.sources import CommitSource, DirectorySource, StoreSource
 from pitr.repo.repository import Repository, open_repository
 from pitr.store.store import Store
+
+log = logging.getLogger("pitr.archiver")
 
 __all__ = ["ArchiveOptions", "Archiver", "CommitSource", "DirectorySource", "StoreSource", "archiving"]
 
@@ -22,6 +26,11 @@ async def archiving(store: Store, *repos: str | Repository, options: ArchiveOpti
                     cache_dir: str | None = None, s3_endpoint: str | None = None,
                     snapshot_every: Any = None, source_kind: str = "embedded") -> AsyncIterator[Archiver]:
     """Run an archiver for `store` while the block runs; on exit, ship everything durable.
+
+    A repository that fails transiently (full disk, storage errors) never stops
+    the block: it is retried with backoff and shown in `archiver.failing`. A
+    fatal error (`RepositoryLost`, `ForeignRepository`, damaged history) cancels
+    the block and is raised from it.
 
     Repositories may be URLs (opened and closed here) or open `Repository` objects.
     `snapshot_every` is a `SnapshotSchedule` for periodic snapshots. `source_kind`
@@ -52,11 +61,40 @@ async def archiving(store: Store, *repos: str | Repository, options: ArchiveOpti
             yield archiver
         except BaseException as exc:
             stop.set()
-            if isinstance(exc, anyio.get_cancelled_exc_class()):
-                await tg.__aexit__(type(exc), exc, exc.__traceback__)
-            else:  # keep the body's exception unwrapped
-                await tg.__aexit__(None, None, None)
+            with _archiver_error():
+                if isinstance(exc, anyio.get_cancelled_exc_class()):
+                    await tg.__aexit__(type(exc), exc, exc.__traceback__)
+                else:  # keep the body's exception unwrapped
+                    await tg.__aexit__(None, None, None)
             raise
         stop.set()
-        await tg.__aexit__(None, None, None)
+        with _archiver_error():
+            await tg.__aexit__(None, None, None)
         await archiver.cycle()
+        for url, error in archiver.failing.items():
+            log.warning("archiving to %s failed as archiving ended; its newest commits are not there yet "
+                        "(the store's WAL keeps them for the next archiver): %s", url, error)
+
+
+@contextmanager
+def _archiver_error() -> Iterator[None]:
+    """Raise the archiver's own fatal error (RepositoryLost, ...) as itself, not inside a group.
+
+    The archiver task ends only on a fatal error; that cancels the block, and
+    the application sees the error that ended archiving.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = _leaves(group)
+        errors = [e for e in leaves if not isinstance(e, anyio.get_cancelled_exc_class())]
+        if len(errors) == 1 and isinstance(errors[0], Exception):
+            raise errors[0] from None
+        raise
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out

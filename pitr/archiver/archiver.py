@@ -14,64 +14,49 @@ from __future__ import annotations
 import io
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
 import anyio
+import lmdb
+from blake3 import blake3
 
+from pitr.archiver.options import ArchiveOptions as ArchiveOptions
+from pitr.archiver.options import RepoProgress as RepoProgress
+from pitr.archiver.publish import UPLOAD_VIA_FILE as UPLOAD_VIA_FILE  # re-exported: tests size uploads by it
+from pitr.archiver.publish import merge_run, publish_new
+from pitr.archiver.retry import Backoff, is_transient, translate
 from pitr.archiver.sources import CommitSource
 from pitr.catalog.entries import SegmentEntry
-from pitr.errors import CorruptData, InvalidArgument, PitrError
+from pitr.errors import (
+    CorruptData,
+    InvalidArgument,
+    ObjectNotFound,
+    PitrError,
+    RepositoryLost,
+    file_error,
+    lmdb_error,
+)
 from pitr.repo import layout
+from pitr.repo.continuity import LOST_HINT, HistoryTail, check_continuity, check_unchanged
 from pitr.repo.identity import RepoIdentity, Watermark
 from pitr.repo.indexing import block_rows, key_rows_of, segment_entry
 from pitr.repo.repository import Repository
-from segments import SegmentsError, merge_segments, seal_segment, segment_name
+from segments import seal_segment, segment_name
 from segments.record import Span
-from segments.segment_reader import SegmentMeta, SegmentReader, read_meta
+from segments.segment_reader import SegmentMeta, read_meta
 from segments.source import BytesSource
 
 log = logging.getLogger("pitr.archiver")
-UPLOAD_VIA_FILE = 8 << 20
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class ArchiveOptions:
-    """How the archiver batches, merges and reports."""
-
-    interval: float = 1.0
-    max_segment_bytes: int = 64 << 20
-    merge_count: int = 32
-    merge_small_bytes: int = 4 << 20
-    merge_max_bytes: int = 64 << 20
-    watermark_interval: float | None = None  # default: interval
-    retry_initial: float = 0.5
-    retry_max: float = 30.0
-
-    def __post_init__(self) -> None:
-        if not self.interval > 0:
-            raise InvalidArgument(f"interval must be positive seconds, got {self.interval}")
-        if self.merge_count < 2:
-            raise InvalidArgument(f"merge_count must be at least 2, got {self.merge_count}")
-
-
-@dataclass(slots=True)
-class RepoProgress:
-    """What the archiver knows about one repository."""
-
-    repo: Repository
-    last_lsn: int
-    chain_digest: bytes
-    last_watermark: tuple[int, int] | None = None
-    watermark_written_at: float = 0.0
-    segments_published: int = 0
-    bytes_published: int = 0
-    errors: int = 0
-    last_error: str | None = None
-    lag_samples_ns: list[int] = field(default_factory=list)
-    uncertain: set[str] = field(default_factory=set)  # names whose publish failed: may exist remotely
+def _mark_archived(source: CommitSource, repo_url: str, lsn: int, complete_ns: int | None = None) -> None:
+    """Record in the store's WAL directory how far `repo_url` holds its commits (FileError on failure)."""
+    try:
+        source.wal.mark_archived(layout.repo_key(repo_url), lsn, repo_url, complete_ns)
+    except OSError as exc:
+        raise file_error(exc, os.path.join(source.wal.path, f"archived-{layout.repo_key(repo_url)}"),
+                         "write the archive marker") from exc
 
 
 def identity_for(source: CommitSource, kind: str = "embedded") -> RepoIdentity:
@@ -86,62 +71,136 @@ class Archiver:
     """Ships one store's durable commits to one or more repositories."""
 
     def __init__(self, source: CommitSource, repos: list[Repository], options: ArchiveOptions | None = None,
-                 clock: Callable[[], int] = time.time_ns, *, source_kind: str = "embedded") -> None:
+                 clock: Callable[[], int] = time.time_ns, *, source_kind: str = "embedded",
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         if not repos:
             raise InvalidArgument("the archiver needs at least one repository")
         self.source = source
         self.source_kind = source_kind
         self.options = options or ArchiveOptions()
         self.clock = clock
+        self.monotonic = monotonic
         self.progress: list[RepoProgress] = []
         self._repos = repos
         self.cycle_lock = anyio.Lock()
         self.last_publish_seconds = 0.0
         self._published_at = 0.0
+        self._hook_backoff = Backoff(self.options.retry_initial, self.options.retry_max)
 
     async def start(self) -> None:
-        """Check every repository belongs to this store and resume from what it holds."""
+        """Check every repository holds this store's history, whole, and resume from its end.
+
+        A brand-new repository is claimed; one that lost its identity or the
+        history this store already archived into it is `RepositoryLost`.
+        """
         ident = identity_for(self.source, self.source_kind)
+        markers = await anyio.to_thread.run_sync(self.source.wal.archived_lsns)
         for repo in self._repos:
-            await repo.claim(ident)
-            await repo.sync()
-            self.progress.append(self._resume_point(repo))
+            archived = markers.get(layout.repo_key(repo.url))
+            try:
+                held = await repo.claim(ident, archived_before=archived is not None)
+                report = await repo.sync()
+                claimed = await repo.storage.read(layout.IDENTITY)
+                tail = check_continuity(repo.url, held, repo.catalog.segments(), repo.catalog.snapshots(),
+                                        archived_lsn=archived, unreadable=[name for name, _ in report.broken])
+                mark = repo.watermark()
+            except ObjectNotFound as exc:
+                raise RepositoryLost(f"{repo.url}: the identity document vanished while the archiver "
+                                     "started", hint=LOST_HINT) from exc
+            except Exception as exc:
+                error = translate(exc, catalog_path=repo.catalog.path, operation="open the catalog")
+                if error is None or error is exc:
+                    raise
+                raise error from exc
+            backoff = Backoff(self.options.retry_initial, self.options.retry_max)
+            self.progress.append(RepoProgress(repo, tail.lsn, tail.chain_digest, mark, claimed=claimed,
+                                              tail_object=tail.object_name, backoff=backoff))
 
-    def _resume_point(self, repo: Repository) -> RepoProgress:
-        ident = self.source.identity
-        last = repo.catalog.last_segment()
-        snaps = repo.catalog.snapshots()
-        lsn, digest = ident.first_lsn - 1, ident.start_chain_digest
-        if last is not None:
-            lsn, digest = last.last_lsn, last.chain_digest
-        if snaps and snaps[-1].lsn > lsn:
-            lsn, digest = snaps[-1].lsn, snaps[-1].chain_digest
-        return RepoProgress(repo, lsn, digest, repo.watermark())
+    def needs_base(self, prog: RepoProgress) -> bool:
+        """Whether `prog`'s repository is empty and the local WAL no longer reaches the start of the
+        history: its history can only start with a snapshot (see `pitr.snapshots.take.ensure_base`)."""
+        if prog.tail_object is not None:
+            return False
+        files = self.source.wal.files()
+        return bool(files) and files[0][0] > prog.last_lsn + 1
 
-    async def cycle(self) -> int:
+    def rebase(self, prog: RepoProgress, lsn: int) -> None:
+        """Start an empty repository's history at `lsn`, where a base snapshot is about to be published.
+
+        Its segments chain from a digest fixed by the store id and `lsn` (the log
+        before it is not in this repository, so its chain digest is not known here).
+        """
+        if not self.needs_base(prog):
+            raise InvalidArgument(f"{prog.repo.url} does not need a new base")
+        prog.last_lsn = lsn
+        prog.chain_digest = blake3(b"pitr base\0" + self.source.identity.store_id.bytes +
+                                   lsn.to_bytes(8, "little")).digest()
+
+    @property
+    def failing(self) -> dict[str, str]:
+        """Repositories whose last attempt failed (URL -> error); they are being retried."""
+        return {p.repo.url: p.last_error for p in self.progress if p.last_error is not None}
+
+    async def cycle(self, *, respect_backoff: bool = False) -> int:
         """Archive everything durable to every repository.
 
-        Returns the number of commits shipped. A repository that fails is
-        reported and retried next cycle; the others go on.
+        Returns the number of commits shipped. A repository failing with a
+        transient error (full disk, storage or file error) is reported and
+        retried (after its backoff, with `respect_backoff`); the others go on.
+        Any other error (lost or foreign repository, damaged history) is raised.
+        Failures are logged only with `respect_backoff` (a running archiver);
+        otherwise the caller reads `failing`.
         """
         async with self.cycle_lock:
-            started = self._published_at = time.monotonic()
-            durable_lsn, complete_ns = self.source.durable()
+            started = self._published_at = self.monotonic()
+            try:
+                durable_lsn, complete_ns = self.source.durable()
+            except Exception as exc:
+                error = translate(exc, catalog_path=self.source.state.path, operation="read the store's state")
+                if error is None or error is exc:
+                    raise
+                raise error from exc
             shipped = 0
             for prog in self.progress:
+                if respect_backoff and prog.backoff.waiting(self.monotonic()):
+                    continue
                 try:
+                    if prog.last_lsn < durable_lsn:  # about to publish (the watermark checks on its own)
+                        await check_unchanged(prog.repo.storage, prog.claimed, self._tail(prog))
                     shipped += await self._ship(prog, durable_lsn)
                     await self._mark_complete(prog, complete_ns)
                     await self._maybe_merge(prog)
-                    prog.last_error = None
-                except (PitrError, SegmentsError, OSError) as exc:
-                    if isinstance(exc, CorruptData):
+                except Exception as exc:
+                    error = translate(exc, catalog_path=prog.repo.catalog.path, operation="archive",
+                                      where=prog.repo.url)
+                    if error is None:
                         raise
-                    prog.errors += 1
-                    prog.last_error = str(exc)
-                    log.warning("archiving to %s failed: %s", prog.repo.url, exc)
+                    if not is_transient(error):
+                        if error is exc:
+                            raise
+                        raise error from exc
+                    self._failed(prog, error, report=respect_backoff)
+                    continue
+                prog.last_error = None
+                line = prog.backoff.succeeded()
+                if line is not None and respect_backoff:
+                    log.warning("archiving to %s %s", prog.repo.url, line)
             self.last_publish_seconds = self._published_at - started  # reading the log to the last publish
             return shipped
+
+    def _failed(self, prog: RepoProgress, error: PitrError, *, report: bool) -> None:
+        """Count a transient failure; `report` logs it (sparingly) for a running archiver, whose
+        caller does not see each cycle's outcome."""
+        prog.errors += 1
+        hint = getattr(error, "hint", None)
+        prog.last_error = str(error) + (f" (hint: {hint})" if hint else "")
+        line = prog.backoff.failed(self.monotonic(), str(error))
+        if line is not None and report:
+            log.warning("archiving to %s failed: %s", prog.repo.url, line)
+
+    @staticmethod
+    def _tail(prog: RepoProgress) -> HistoryTail:
+        return HistoryTail(prog.last_lsn, prog.chain_digest, prog.tail_object)
 
     async def ship_through(self, lsn: int) -> None:
         """Seal a segment boundary at exactly `lsn` in every repository (caller holds cycle_lock)."""
@@ -149,6 +208,7 @@ class Archiver:
         if lsn > durable_lsn:
             raise InvalidArgument(f"cannot archive through LSN {lsn}: durable only through {durable_lsn}")
         for prog in self.progress:
+            await check_unchanged(prog.repo.storage, prog.claimed, self._tail(prog))
             await self._ship(prog, lsn)
 
     async def _ship(self, prog: RepoProgress, durable_lsn: int) -> int:
@@ -189,11 +249,11 @@ class Archiver:
         blob, meta = await anyio.to_thread.run_sync(seal)
         object_name = layout.segment_object(name)
         prog.uncertain.add(object_name)
-        await _publish(prog.repo, object_name, blob)
+        await publish_new(prog.repo, object_name, blob)
         prog.uncertain.discard(object_name)
         # The commits are off the machine now: that is the lag that bounds what a lost disk costs.
         prog.lag_samples_ns.append(max(0, self.clock() - spans[-1].ts_ns))
-        self._published_at = time.monotonic()
+        self._published_at = self.monotonic()
         del prog.lag_samples_ns[:-10_000]
         for orphan in sorted(prog.uncertain):
             # An earlier attempt at this range failed after it may have landed; its records are
@@ -205,12 +265,16 @@ class Archiver:
         def index() -> None:
             gaps: list[tuple[int, int]] = []
             rows = key_rows_of(data, spans, gaps)
-            prog.repo.catalog.add_segment(segment_entry(name, meta), block_rows(meta), rows, (), gaps)
-            self.source.wal.mark_archived(layout.repo_key(prog.repo.url), meta.last_lsn, prog.repo.url)
+            try:
+                prog.repo.catalog.add_segment(segment_entry(name, meta), block_rows(meta), rows, (), gaps)
+            except lmdb.Error as exc:
+                raise lmdb_error(exc, prog.repo.catalog.path, f"index {name}") from exc
+            _mark_archived(self.source, prog.repo.url, meta.last_lsn)
 
         await anyio.to_thread.run_sync(index)
         prog.last_lsn = meta.last_lsn
         prog.chain_digest = meta.chain_digest
+        prog.tail_object = object_name
         prog.segments_published += 1
         prog.bytes_published += len(blob)
 
@@ -221,13 +285,14 @@ class Archiver:
             return
         every = self.options.watermark_interval
         every = self.options.interval if every is None else every
-        now = time.monotonic()
+        now = self.monotonic()
         if prog.last_watermark is not None and prog.last_watermark[0] == mark[0] and \
                 now - prog.watermark_written_at < every:
             return
         # Promise locally first: a store reopened after a crash must not time a commit inside it.
-        await anyio.to_thread.run_sync(self.source.wal.mark_archived, layout.repo_key(prog.repo.url),
-                                       prog.last_lsn, prog.repo.url, complete_ns)
+        await anyio.to_thread.run_sync(_mark_archived, self.source, prog.repo.url, prog.last_lsn, complete_ns)
+        # the promise goes only into the repository this archiver claimed, still whole
+        await check_unchanged(prog.repo.storage, prog.claimed, self._tail(prog))
         await prog.repo.write_watermark(Watermark(self.source.identity.store_id, *mark))
         prog.last_watermark = mark
         prog.watermark_written_at = now
@@ -244,59 +309,58 @@ class Archiver:
         if len(run) < self.options.merge_count:
             return
         run.reverse()
-        await self.merge(prog.repo, run)
+        merged = await self.merge(prog.repo, run)
+        if merged.last_lsn == prog.last_lsn:
+            prog.tail_object = layout.segment_object(merged.name)
 
     async def merge(self, repo: Repository, run: list[SegmentEntry]) -> SegmentEntry:
         """Merge consecutive segments into one, publish it, then delete the originals."""
-        sources = [await repo.open_source(layout.segment_object(s.name)) for s in run]
-
-        def do_merge() -> tuple[bytes, SegmentEntry, list]:  # type: ignore[type-arg]
-            readers = [SegmentReader(src) for src in sources]
-            out = io.BytesIO()
-            merge_segments(readers, out)
-            blob = out.getvalue()
-            name = segment_name(run[0].first_lsn, run[-1].last_lsn)
-            meta = read_meta(BytesSource(blob, name))
-            return blob, segment_entry(name, meta), block_rows(meta)
-
-        try:
-            blob, entry, blocks = await anyio.to_thread.run_sync(do_merge)
-        finally:
-            for src in sources:
-                src.close()
-        await _publish(repo, layout.segment_object(entry.name), blob)
-        await anyio.to_thread.run_sync(repo.catalog.add_segment, entry, blocks, [],
-                                       [s.first_lsn for s in run])
-        await repo.remember(layout.segment_object(entry.name), blob)
-        for seg in run:
-            await repo.delete(layout.segment_object(seg.name))
+        inputs = {layout.segment_object(s.name) for s in run}
+        entry = await merge_run(repo, run)
+        for prog in self.progress:  # the merged file now ends the history where an input did
+            if prog.repo is repo and prog.tail_object in inputs:
+                prog.tail_object = layout.segment_object(entry.name)
         return entry
 
     async def run(self, *, stop: anyio.Event | None = None,
                   after_cycle: Callable[[], Awaitable[object]] | None = None) -> None:
         """Archive every `interval` until cancelled (or `stop` is set), backing off on failures.
 
-        `after_cycle` runs after each cycle (the snapshot schedule hooks in there).
+        `after_cycle` runs after each cycle (the snapshot schedule hooks in there);
+        its transient failures are retried with the same backoff. A fatal error
+        (see `pitr.archiver.retry`) ends the run with that error.
         """
-        delay = self.options.interval
         while stop is None or not stop.is_set():
-            started = time.monotonic()
-            await self.cycle()
-            if after_cycle is not None:
-                await after_cycle()
-            failing = any(p.last_error for p in self.progress)
-            if failing:
-                delay = min(delay * 2, self.options.retry_max)
-            else:
-                # A commit made just after this cycle read the log waits for the next cycle to
-                # read it, then for that cycle's publish (about as long as this one's).
-                took = time.monotonic() - started
-                delay = max(0.0, self.options.interval - took - self.last_publish_seconds)
+            started = self.monotonic()
+            await self.cycle(respect_backoff=True)
+            if after_cycle is not None and not self._hook_backoff.waiting(self.monotonic()):
+                await self._run_hook(after_cycle)
+            # A commit made just after this cycle read the log waits for the next cycle to
+            # read it, then for that cycle's publish (about as long as this one's).
+            took = self.monotonic() - started
+            delay = max(0.0, self.options.interval - took - self.last_publish_seconds)
+            if self.progress and all(p.backoff.failures for p in self.progress):
+                delay = max(delay, min(p.backoff.retry_at for p in self.progress) - self.monotonic())
             if stop is None:
                 await anyio.sleep(delay)
             else:
                 with anyio.move_on_after(delay):
                     await stop.wait()
+
+    async def _run_hook(self, after_cycle: Callable[[], Awaitable[object]]) -> None:
+        try:
+            await after_cycle()
+        except Exception as exc:
+            error = translate(exc, catalog_path=self.progress[0].repo.catalog.path, operation="take a snapshot")
+            if error is None or not is_transient(error):
+                raise
+            line = self._hook_backoff.failed(self.monotonic(), str(error))
+            if line is not None:
+                log.warning("scheduled snapshot failed: %s", line)
+            return
+        line = self._hook_backoff.succeeded()
+        if line is not None:
+            log.warning("scheduled snapshot %s", line)
 
     def lag_percentiles(self) -> dict[str, float]:
         samples = sorted(s for p in self.progress for s in p.lag_samples_ns)
@@ -307,26 +371,3 @@ class Archiver:
             return samples[min(len(samples) - 1, int(q * len(samples)))] / 1e6
 
         return {"p50_ms": pct(0.5), "p99_ms": pct(0.99)}
-
-
-async def _publish(repo: Repository, object_name: str, blob: bytes) -> None:
-    """Publish a new file; an identical file already there (a retry after a crash) is fine."""
-    from pitr.errors import ObjectExists
-
-    try:
-        if len(blob) > UPLOAD_VIA_FILE:
-            fd, tmp = tempfile.mkstemp(prefix=".upload-")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(blob)
-                await repo.storage.publish_file(object_name, tmp)
-            finally:
-                os.unlink(tmp)
-        else:
-            await repo.storage.publish(object_name, blob)
-    except ObjectExists:
-        existing = await repo.storage.read(object_name)
-        if existing != blob:
-            raise CorruptData(f"{repo.url}/{object_name} exists with different contents; published files "
-                              "are never overwritten", path=object_name,
-                              hint="another archiver may be writing to this repository") from None

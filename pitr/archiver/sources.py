@@ -12,12 +12,14 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
-from pitr.errors import InvalidArgument, PitrError
+from pitr.errors import CorruptData, InvalidArgument, file_error
 from pitr.store._lock import writer_running
 from pitr.store._state import StateDB, StoreIdentity
 from pitr.store._wal_dir import WalDirectory
 from pitr.store.store import Store
+from segments import CorruptFile, SegmentsError
 from segments.record import Span
+from segments.wal import scan_wal
 
 
 class CommitSource(Protocol):
@@ -70,6 +72,7 @@ class DirectorySource:
         self.identity = ident
         self.wal = WalDirectory(os.path.join(self.data_dir, "wal"))
         self._clock = clock
+        self._scanned: tuple[tuple[str, int, int], int] | None = None  # (file, size, mtime) -> last LSN
 
     def durable(self) -> tuple[int, int]:
         lsn, ts = self.state.checkpoint()
@@ -79,11 +82,32 @@ class DirectorySource:
 
     def _unapplied_after(self, lsn: int) -> bool:
         """Whether the WAL holds records past the checkpoint (a writer crashed before applying them:
-        they may be durable, so the log is not known complete until a writer recovers them)."""
-        try:
-            return any(spans for _data, spans in self.wal.read_after(lsn, lsn + 1, 1 << 16))
-        except PitrError:
+        they may be durable, so the log is not known complete until a writer recovers them).
+
+        This decides a promise (complete through now), so an unreadable WAL is
+        raised (`CorruptData` or `FileError` naming the file), never taken as empty.
+        """
+        expected = lsn + 1
+        files = self.wal.files()
+        if any(first > expected for first, _path in files):
+            return True  # a file starting later means LSNs past the checkpoint were written
+        candidates = [path for first, path in files if first <= expected]
+        if not candidates:
             return False
+        path = candidates[-1]
+        try:
+            st = os.stat(path)
+            key = (path, st.st_size, st.st_mtime_ns)
+            if self._scanned is None or self._scanned[0] != key:  # an idle WAL is scanned once
+                self._scanned = (key, scan_wal(path).last_lsn)  # mid-log damage raises; a torn tail is no commit
+        except OSError as exc:
+            raise file_error(exc, path, "read the WAL") from exc
+        except CorruptFile as exc:
+            raise CorruptData(str(exc), path=exc.path or path, offset=exc.offset, lsn=exc.lsn,
+                              hint=exc.hint) from exc
+        except SegmentsError as exc:
+            raise CorruptData(str(exc), path=path) from exc
+        return self._scanned[1] > lsn
 
     def read_after(self, lsn: int, upto: int, max_bytes: int) -> Iterator[tuple[bytes, list[Span]]]:
         return self.wal.read_after(lsn, upto, max_bytes)

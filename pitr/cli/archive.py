@@ -15,6 +15,7 @@ import anyio
 from pitr.archiver import ArchiveOptions, Archiver
 from pitr.cli._archive_session import archiver_session
 from pitr.cli.common import add_data, add_json, add_repo, human_bytes, parse_every, print_json
+from pitr.errors import PitrError
 from pitr.snapshots.schedule import SnapshotSchedule, Snapshotter
 
 
@@ -57,11 +58,18 @@ async def run(args: argparse.Namespace) -> int:
         if args.follow:
             snapshotter = Snapshotter(archiver, schedule, prepare) if schedule.enabled else None
             stop = anyio.Event()
+            fatal: list[PitrError] = []
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_stop_on_signal, stop, tg.cancel_scope)
                 print(f"archiving {args.data} every {args.interval:g}s; Ctrl-C to stop", file=sys.stderr)
-                await archiver.run(stop=stop, after_cycle=snapshotter.maybe_snapshot if snapshotter else None)
+                try:
+                    await archiver.run(stop=stop,
+                                       after_cycle=snapshotter.maybe_snapshot if snapshotter else None)
+                except PitrError as exc:  # raised below, outside the task group, as itself
+                    fatal.append(exc)
                 tg.cancel_scope.cancel()
+            if fatal:
+                raise fatal[0]
         shipped = await archiver.cycle()
     return report(args, archiver, {"shipped_commits": shipped})
 

@@ -1,4 +1,9 @@
-"""The repository's identity document and its watermark (how far the archive is known complete)."""
+"""The repository's identity document and its watermark (how far the archive is known complete).
+
+Both are `documents` (magic, version, JSON body, CRC-32C); after the checksum
+every field is checked for type and range, so a decoded document can be used
+without further checks.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,15 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from pitr.errors import CorruptData
-from pitr.repo.documents import decode_document, encode_document
+from pitr.repo.documents import Fields, decode_document, encode_document
 
 IDENTITY_MAGIC = "PITRREPO"
 WATERMARK_MAGIC = "PITRWMK"
 VERSION = 1
+SOURCES = ("embedded", "etcd")
+WATERMARK_SKEW_NS = 10 * 60 * 10**9  # how far a watermark may run ahead of the reader's clock
+WATERMARK_HINT = ("delete the watermark file: the archiver writes a new one on its next cycle (until then "
+                  "restores end at the last archived commit)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,13 +42,21 @@ class RepoIdentity:
 
     @classmethod
     def decode(cls, data: bytes, name: str) -> RepoIdentity:
-        doc = decode_document(IDENTITY_MAGIC, VERSION, data, name)
-        try:
-            return cls(uuid.UUID(doc["store_id"]), str(doc["name"]), int(doc["created_ns"]),
-                       int(doc["first_lsn"]), bytes.fromhex(doc["start_chain_digest"]),
-                       str(doc.get("source", "embedded")), doc.get("parent"))
-        except (KeyError, ValueError, TypeError) as exc:
-            raise CorruptData(f"{name}: identity document is missing a field: {exc}", path=name) from exc
+        """Parse and validate an identity document; `CorruptData` naming `name` and the field if wrong."""
+        fields = Fields(decode_document(IDENTITY_MAGIC, VERSION, data, name), name, "identity")
+        source = fields.text("source", "embedded")
+        if source not in SOURCES:
+            fields.bad("source", " or ".join(repr(s) for s in SOURCES))
+        parent = fields.nested("parent")
+        if parent is not None:  # where a restored history branched off: checked, kept as read
+            parent.store_id()
+            parent.integer("lsn")
+            parent.integer("ts_ns")
+            if "target" in parent.doc:
+                parent.text("target")
+        return cls(fields.store_id(), fields.text("name"), fields.integer("created_ns"),
+                   fields.integer("first_lsn", low=1), fields.digest("start_chain_digest"), source,
+                   None if parent is None else dict(parent.doc))
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +73,6 @@ class Watermark:
 
     @classmethod
     def decode(cls, data: bytes, name: str) -> Watermark:
-        doc = decode_document(WATERMARK_MAGIC, VERSION, data, name)
-        try:
-            return cls(uuid.UUID(doc["store_id"]), int(doc["lsn"]), int(doc["complete_through_ns"]))
-        except (KeyError, ValueError, TypeError) as exc:
-            raise CorruptData(f"{name}: watermark is missing a field: {exc}", path=name) from exc
+        """Parse and validate a watermark; `CorruptData` naming `name` and the field if wrong."""
+        fields = Fields(decode_document(WATERMARK_MAGIC, VERSION, data, name), name, "watermark")
+        return cls(fields.store_id(), fields.integer("lsn"), fields.integer("complete_through_ns"))

@@ -10,18 +10,29 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import anyio
+import lmdb
 import zstandard
 
 from pitr.catalog.catalog import Catalog
 from pitr.catalog.entries import BlockRow, FileCheck, SegmentEntry
-from pitr.errors import CorruptData, ForeignRepository, NotARepository, ObjectExists, file_error
+from pitr.errors import (
+    CorruptData,
+    ForeignRepository,
+    NotARepository,
+    ObjectExists,
+    RepositoryLost,
+    file_error,
+    lmdb_error,
+)
 from pitr.repo import layout
-from pitr.repo.identity import RepoIdentity, Watermark
+from pitr.repo.continuity import LOST_HINT
+from pitr.repo.identity import WATERMARK_HINT, WATERMARK_SKEW_NS, RepoIdentity, Watermark
 from pitr.repo.indexing import index_segment, snapshot_entry
 from pitr.storage import open_storage
 from pitr.storage.base import Storage
 from pitr.storage.local import LocalStorage
 from pitr.store._wal_dir import to_corrupt
+from pitr.timefmt import format_time
 from segments import SegmentsError, parse_segment_name, parse_snapshot_name
 from segments.segment_format import BlockEntry
 from segments.segment_reader import decompress_block
@@ -63,33 +74,58 @@ class Repository:
 
     # identity ---------------------------------------------------------------------
     async def identity(self) -> RepoIdentity | None:
+        """The identity document (checked field by field), or None when there is none."""
         if self._identity is None:
             info = await self.storage.stat(layout.IDENTITY)
             if info is None:
                 return None
             self._identity = RepoIdentity.decode(await self.storage.read(layout.IDENTITY),
                                                  f"{self.url}/{layout.IDENTITY}")
-            known = self.catalog.get_meta("store_id")
-            if known is not None and known != str(self._identity.store_id):
-                self.catalog.clear()  # the catalog describes another history: rebuild
-            self.catalog.set_meta("store_id", str(self._identity.store_id))
+            try:
+                known = self.catalog.get_meta("store_id")
+                if known is not None and known != str(self._identity.store_id):
+                    self.catalog.clear()  # the catalog describes another history: rebuild
+                self.catalog.set_meta("store_id", str(self._identity.store_id))
+            except lmdb.Error as exc:
+                raise lmdb_error(exc, self.catalog.path, "record the store id in the catalog") from exc
         return self._identity
 
     async def require_identity(self) -> RepoIdentity:
+        """The identity document; `NotARepository` when there is none."""
         ident = await self.identity()
         if ident is None:
-            raise CorruptData(f"{self.url}: not a pitr repository (no {layout.IDENTITY})",
-                              hint="archive a store into it first (pitr archive)")
+            raise NotARepository(f"{self.url}: not a pitr repository (no {layout.IDENTITY} document)",
+                                 hint="`pitr archive --repo URL` makes a new, empty place a repository")
         return ident
 
-    async def claim(self, ident: RepoIdentity) -> RepoIdentity:
-        """Make this repository hold `ident`'s history, or refuse if it holds another."""
+    async def claim(self, ident: RepoIdentity, *, archived_before: bool = False) -> RepoIdentity:
+        """Make this repository hold `ident`'s history, or refuse if it holds another.
+
+        Only a brand-new, empty repository is claimed: one holding files but no
+        identity lost it, and one this store's archive marker says it already
+        archived into (`archived_before`) lost everything; both are
+        `RepositoryLost`, so a new history is never started over a lost one.
+        """
         existing = await self.identity()
         if existing is None:
+            if archived_before:
+                raise RepositoryLost(
+                    f"{self.url}: no {layout.IDENTITY} document, but this store has archived into this "
+                    "repository before (its WAL directory holds an archive marker for it): the repository "
+                    "was deleted or replaced", hint=LOST_HINT)
+            leftovers = [i.name for i in await self.storage.list(layout.SEGMENTS)]
+            leftovers += [i.name for i in await self.storage.list(layout.SNAPSHOTS)]
+            if await self.storage.stat(layout.WATERMARK) is not None:
+                leftovers.append(layout.WATERMARK)
+            if leftovers:
+                raise RepositoryLost(
+                    f"{self.url}: holds {len(leftovers)} history file(s) ({leftovers[0]}, ...) but no "
+                    f"{layout.IDENTITY} document: its identity was removed; refusing to start a history there",
+                    hint=LOST_HINT)
             try:
                 await self.storage.publish(layout.IDENTITY, ident.encode())
             except ObjectExists:
-                pass
+                pass  # another archiver claimed it at the same moment: checked below
             self._identity = None
             existing = await self.require_identity()
         if existing.store_id != ident.store_id:
@@ -99,18 +135,53 @@ class Repository:
         return existing
 
     # watermark --------------------------------------------------------------------
-    async def read_watermark(self) -> Watermark | None:
+    async def read_watermark(self, *, now_ns: int | None = None) -> Watermark | None:
+        """The watermark, checked against the history (and the present, given `now_ns`); None when absent.
+
+        A watermark claiming commits beyond the repository's segments, or
+        (given `now_ns`) completeness beyond now plus `WATERMARK_SKEW_NS`, is
+        `CorruptData`: it would make a restore drop keys with a TTL or invent
+        a quiet interval. Callers that answer about the present (restore,
+        verify) pass their clock's `now_ns`.
+        """
         if await self.storage.stat(layout.WATERMARK) is None:
             return None
-        mark = Watermark.decode(await self.storage.read(layout.WATERMARK), f"{self.url}/{layout.WATERMARK}")
+        where = f"{self.url}/{layout.WATERMARK}"
+        mark = Watermark.decode(await self.storage.read(layout.WATERMARK), where)
         ident = await self.identity()
         if ident is not None and mark.store_id != ident.store_id:
             return None
+        if now_ns is not None and mark.complete_through_ns > now_ns + WATERMARK_SKEW_NS:
+            raise CorruptData(
+                f"the watermark says the archive is complete through {format_time(mark.complete_through_ns)}"
+                f", later than now ({format_time(now_ns)}) plus {WATERMARK_SKEW_NS // 10**9} s of clock skew",
+                path=where, hint=WATERMARK_HINT)
+        reach = self._reach(ident.first_lsn - 1 if ident is not None else 0)
+        if mark.lsn > reach:  # a publish may have landed since the catalog was synced: ask the files
+            names = [i.name[len(layout.SEGMENTS):] for i in await self.storage.list(layout.SEGMENTS)]
+            ranges = [r for r in map(parse_segment_name, names) if r is not None]
+            reach = max([reach, *(last for _first, last in ranges)])
+        if mark.lsn > reach:
+            raise CorruptData(f"the watermark says the archive holds commits through LSN {mark.lsn}, but its "
+                              f"segments end at LSN {reach}", path=where, lsn=mark.lsn, hint=WATERMARK_HINT)
         return mark
 
     async def write_watermark(self, mark: Watermark) -> None:
+        """Publish how far the archive is known complete (replacing the previous watermark)."""
         await self.storage.replace(layout.WATERMARK, mark.encode())
-        self.catalog.set_meta("watermark", [mark.lsn, mark.complete_through_ns])
+        try:
+            self.catalog.set_meta("watermark", [mark.lsn, mark.complete_through_ns])
+        except lmdb.Error as exc:
+            raise lmdb_error(exc, self.catalog.path, "record the watermark in the catalog") from exc
+
+    def _reach(self, floor: int) -> int:
+        """The last LSN the catalog knows the repository holds (`floor` when none)."""
+        try:
+            last = self.catalog.last_segment()
+            snaps = self.catalog.snapshots()
+        except lmdb.Error as exc:
+            raise lmdb_error(exc, self.catalog.path, "read the catalog") from exc
+        return max([floor, *([last.last_lsn] if last else []), *(s.lsn for s in snaps)])
 
     def watermark(self) -> tuple[int, int] | None:
         return self.catalog.watermark()

@@ -8,7 +8,7 @@ import pytest
 
 from pitr.archiver import ArchiveOptions
 from pitr.audit import commit_log, diff, history, value_at
-from pitr.errors import CorruptData, InvalidArgument, OutsideWindow
+from pitr.errors import InvalidArgument, NotARepository, OutsideWindow
 from pitr.repo.repository import open_repository
 from pitr.timeline import build_timeline
 from tests.audit.model import Step, write_history
@@ -104,5 +104,5 @@ async def test_a_repository_without_commits(tmp_path: Path) -> None:
 async def test_not_a_repository(tmp_path: Path) -> None:
     async with open_repository(str(tmp_path / "empty"), create=True) as repo:
         await repo.sync()
-        with pytest.raises(CorruptData, match="not a pitr repository"):
+        with pytest.raises(NotARepository, match="not a pitr repository"):
             await value_at(repo, b"k", 1)

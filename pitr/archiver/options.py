@@ -1,0 +1,52 @@
+"""What the archiver is told (`ArchiveOptions`) and what it knows about each repository (`RepoProgress`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pitr.archiver.retry import Backoff
+from pitr.errors import InvalidArgument
+from pitr.repo.repository import Repository
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ArchiveOptions:
+    """How the archiver batches, merges and reports."""
+
+    interval: float = 1.0
+    max_segment_bytes: int = 64 << 20
+    merge_count: int = 32
+    merge_small_bytes: int = 4 << 20
+    merge_max_bytes: int = 64 << 20
+    watermark_interval: float | None = None  # default: interval
+    retry_initial: float = 1.0  # backoff after a failure: doubled per consecutive failure ...
+    retry_max: float = 60.0  # ... up to this many seconds
+
+    def __post_init__(self) -> None:
+        if not self.interval > 0:
+            raise InvalidArgument(f"interval must be positive seconds, got {self.interval}")
+        if not (self.retry_initial > 0 and self.retry_max > 0):  # the first delay is the smaller of the two
+            raise InvalidArgument(f"retry_initial and retry_max must be positive seconds, got "
+                                  f"{self.retry_initial} and {self.retry_max}")
+        if self.merge_count < 2:
+            raise InvalidArgument(f"merge_count must be at least 2, got {self.merge_count}")
+
+
+@dataclass(slots=True)
+class RepoProgress:
+    """What the archiver knows about one repository."""
+
+    repo: Repository
+    last_lsn: int
+    chain_digest: bytes
+    last_watermark: tuple[int, int] | None = None
+    claimed: bytes = b""  # the identity document as read when the archiver started: must not change
+    tail_object: str | None = None  # the file ending at last_lsn: must not disappear
+    backoff: Backoff = field(default_factory=lambda: Backoff(1.0, 60.0))
+    watermark_written_at: float = 0.0
+    segments_published: int = 0
+    bytes_published: int = 0
+    errors: int = 0
+    last_error: str | None = None
+    lag_samples_ns: list[int] = field(default_factory=list)
+    uncertain: set[str] = field(default_factory=set)  # names whose publish failed: may exist remotely

@@ -1,0 +1,75 @@
+"""Publishing archive files: a new segment (never overwriting), and merging a run of small segments."""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+
+import anyio
+import lmdb
+
+from pitr.catalog.entries import BlockRow, SegmentEntry
+from pitr.errors import CorruptData, ObjectExists, file_error, lmdb_error
+from pitr.repo import layout
+from pitr.repo.indexing import block_rows, segment_entry
+from pitr.repo.repository import Repository
+from segments import merge_segments, segment_name
+from segments.segment_reader import SegmentReader, read_meta
+from segments.source import BytesSource
+
+UPLOAD_VIA_FILE = 8 << 20
+
+
+async def publish_new(repo: Repository, object_name: str, blob: bytes) -> None:
+    """Publish a new file; an identical file already there (a retry after a crash) is fine."""
+    try:
+        if len(blob) > UPLOAD_VIA_FILE:
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=".upload-")
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(blob)
+            except OSError as exc:
+                raise file_error(exc, tempfile.gettempdir(), "stage an upload") from exc
+            try:
+                await repo.storage.publish_file(object_name, tmp)
+            finally:
+                os.unlink(tmp)
+        else:
+            await repo.storage.publish(object_name, blob)
+    except ObjectExists:
+        existing = await repo.storage.read(object_name)
+        if existing != blob:
+            raise CorruptData(f"{repo.url}/{object_name} exists with different contents; published files "
+                              "are never overwritten", path=object_name,
+                              hint="another archiver may be writing to this repository") from None
+
+
+async def merge_run(repo: Repository, run: list[SegmentEntry]) -> SegmentEntry:
+    """Merge consecutive segments into one, publish and index it, then delete the originals."""
+    sources = [await repo.open_source(layout.segment_object(s.name)) for s in run]
+
+    def do_merge() -> tuple[bytes, SegmentEntry, list[BlockRow]]:
+        readers = [SegmentReader(src) for src in sources]
+        out = io.BytesIO()
+        merge_segments(readers, out)
+        blob = out.getvalue()
+        name = segment_name(run[0].first_lsn, run[-1].last_lsn)
+        meta = read_meta(BytesSource(blob, name))
+        return blob, segment_entry(name, meta), block_rows(meta)
+
+    try:
+        blob, entry, blocks = await anyio.to_thread.run_sync(do_merge)
+    finally:
+        for src in sources:
+            src.close()
+    await publish_new(repo, layout.segment_object(entry.name), blob)
+    try:
+        await anyio.to_thread.run_sync(repo.catalog.add_segment, entry, blocks, [],
+                                       [s.first_lsn for s in run])
+    except lmdb.Error as exc:
+        raise lmdb_error(exc, repo.catalog.path, f"index {entry.name}") from exc
+    await repo.remember(layout.segment_object(entry.name), blob)
+    for seg in run:
+        await repo.delete(layout.segment_object(seg.name))
+    return entry
