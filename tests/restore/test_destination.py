@@ -31,8 +31,8 @@ LATEST = RestoreTarget(latest=True)
 class LiveWriter:
     """`pitr.Store(data)` held open by another process."""
 
-    def __init__(self, data: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, WRITER, data], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    def __init__(self, data: str, apply_interval: float = 0.05) -> None:
+        self.proc = subprocess.Popen([sys.executable, WRITER, data, str(apply_interval)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True, cwd=os.getcwd())
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -56,8 +56,8 @@ class LiveWriter:
 
 
 @contextmanager
-def live_writer(data: str) -> Iterator[LiveWriter]:
-    writer = LiveWriter(data)
+def live_writer(data: str, apply_interval: float = 0.05) -> Iterator[LiveWriter]:
+    writer = LiveWriter(data, apply_interval)
     try:
         yield writer
     finally:

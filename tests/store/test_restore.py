@@ -310,12 +310,14 @@ async def test_non_empty_destination_needs_force(tmp_path: Path) -> None:
         with pytest.raises(UnsafeDestination, match="not a pitr store") as refused:
             await restore(repo, RestoreOptions(target=RestoreTarget(lsn=2), dest=str(dest), force=True))
         assert "1 file, 7 B" in str(refused.value), "the refusal says what the directory holds"
-        assert refused.value.hint is not None and "--replace-foreign" in refused.value.hint
+        assert refused.value.hint is not None
+        assert "--replace-foreign" in refused.value.hint
         assert (dest / "precious.txt").read_text() == "keep me", "--force alone never replaces a foreign directory"
         result = await restore(repo, RestoreOptions(target=RestoreTarget(lsn=2), dest=str(dest), force=True,
                                                     replace_foreign=True))
         assert isinstance(result, RestoreResult)
-        assert result.replaced is not None and (result.replaced.kind, result.replaced.files) == ("directory", 1)
+        assert result.replaced is not None
+        assert (result.replaced.kind, result.replaced.files) == ("directory", 1)
         assert sorted(os.listdir(dest)) == ["state", "wal"]
         empty = tmp_path / "empty"
         empty.mkdir()
