@@ -89,6 +89,7 @@ async def test_a_damaged_newest_snapshot_falls_back_to_an_older_base(tmp_path: P
     assert [s.snapshot for s in result.skipped] == [history.snapshots[1]]
     assert history.snapshots[1] in result.skipped[0].reason
     assert any("falling back" in line and history.snapshots[0] in line for line in said)
+    assert not any("next repository" in line for line in said), "there is only one repository"
     # both damaged: the start of the history serves
     damage_body(history.snapshot_path(0))
     code, out, _err = await run_cli("restore", "--lsn", "6", "--dest", str(tmp_path / "r2"), "--repo",
