@@ -11,7 +11,9 @@ from contextlib import closing
 from dataclasses import dataclass
 from itertools import islice
 
-from pitr.errors import CorruptData
+import lmdb
+
+from pitr.errors import CorruptData, file_error, lmdb_error
 from pitr.gcpause import gc_paused
 from pitr.memory import peak_rss_bytes
 from pitr.restore.destination import Replacement
@@ -80,6 +82,10 @@ def build_state(state_dir: str, plan: RestorePlan, snapshot: RangeSource | None,
             state.env.sync(True)
     except SegmentsError as exc:
         raise to_corrupt(exc) from exc
+    except lmdb.Error as exc:
+        raise lmdb_error(exc, state_dir, "write the restored state") from exc
+    except OSError as exc:
+        raise file_error(exc, state_dir, "write the restored state") from exc
     finally:
         state.close()
     rss = peak_rss_bytes()

@@ -199,12 +199,14 @@ async def restore(repos: Repository | Sequence[Repository], options: RestoreOpti
             f"the archive's newest point cannot be restored: damaged files {', '.join(broken)}",
             path=broken[0], hint="run pitr verify; restore to an earlier --to/--lsn inside a window it prints")
     plan = await _best_plan(repo_list, options, clock())
-    if options.dry_run:
-        return plan
     roots = _repo_roots(repo_list)
     check = partial(check_destination, dest, force=options.force, replace_foreign=options.replace_foreign,
                     repo_roots=roots)
-    await anyio.to_thread.run_sync(check)
+    replaced = await anyio.to_thread.run_sync(check)  # a dry run refuses what the restore would refuse
+    if options.dry_run:
+        if replaced is not None:
+            plan = replace(plan, notes=(*plan.notes, f"would replace {replaced.describe()}"))
+        return plan
     plan, snapshot = await open_base(repo_list, plan, verify=options.verify, explicit=options.base is not None,
                                      say=say)
     try:
@@ -243,7 +245,10 @@ async def publish_restored(dest: str, force: bool, build: Callable[[str], Restor
     tmp, fd = await anyio.to_thread.run_sync(_make_workdir, dest)
     try:
         try:
-            result = await anyio.to_thread.run_sync(build, os.path.join(tmp, "state"))
+            try:
+                result = await anyio.to_thread.run_sync(build, os.path.join(tmp, "state"))
+            except OSError as exc:
+                raise file_error(exc, os.path.join(tmp, "state"), "write the restored state") from exc
             await anyio.to_thread.run_sync(_finish_workdir, tmp)
             replaced, notes = await anyio.to_thread.run_sync(_publish_directory, tmp, dest, check)
         except BaseException:

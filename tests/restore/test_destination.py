@@ -181,6 +181,10 @@ async def test_force_lists_the_store_it_replaces(tmp_path: Path) -> None:
     assert f"replaced {tmp_path / 'r'}: a pitr store" in out
     assert f"store id {second.store_id}" in out
     assert "applied through LSN 4" in out
+    code, out, _err = await run_cli("restore", "--lsn", "3", "--dest", str(tmp_path / "r"), "--force",
+                                    "--repo", history.repo_dir, "--dry-run")
+    assert code == 0
+    assert f"would replace {tmp_path / 'r'}: a pitr store" in out
     assert sorted(os.listdir(tmp_path)) == ["data", "r", "repo"], "the replaced store is removed afterwards"
 
 
@@ -277,3 +281,13 @@ def test_lock_holder_reports_a_live_writer_and_never_blocks_it(tmp_path: Path) -
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # lock_holder left no lock of its own behind
     finally:
         os.close(fd)
+
+
+async def test_an_unwritable_destination_is_one_line_naming_it(tmp_path: Path) -> None:
+    history = await make_history(tmp_path)
+    code, out, err = await run_cli("restore", "--latest", "--dest", "/proc/nope", "--repo", history.repo_dir)
+    assert code == 1
+    assert "/proc" in err
+    assert "cannot" in err
+    assert "Traceback" not in err
+    assert out == ""

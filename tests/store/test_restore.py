@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pitr.archiver import ArchiveOptions, Archiver, StoreSource, archiving
-from pitr.errors import DestinationExists, OutsideWindow, UnsafeDestination, Window
+from pitr.errors import DestinationExists, DiskFull, OutsideWindow, UnsafeDestination, Window
 from pitr.repo.repository import Repository, open_repository
 from pitr.restore import RestoreOptions, RestorePlan, RestoreResult, RestoreTarget, restore
 from pitr.snapshots.take import take_snapshot
@@ -336,7 +336,7 @@ async def test_a_failed_restore_leaves_nothing_that_looks_finished(tmp_path: Pat
 
     monkeypatch.setattr(sys.modules["pitr.restore.restore"], "build_state", broken)
     async with open_repository(history.repo_dir) as repo:
-        with pytest.raises(OSError, match="No space"):
+        with pytest.raises(DiskFull, match="No space"):
             await restore(repo, RestoreOptions(target=RestoreTarget(latest=True), dest=str(tmp_path / "out")))
     assert sorted(os.listdir(tmp_path)) == before
 
@@ -355,7 +355,7 @@ async def test_a_build_failing_midway_stops_its_reader_threads(tmp_path: Path, b
     monkeypatch.setattr(State, "append_sorted", full)
     monkeypatch.setattr(State, "apply", full)
     async with open_repository(history.repo_dir) as repo:
-        with pytest.raises(OSError, match="No space"):
+        with pytest.raises(DiskFull, match="No space"):
             await restore(repo, RestoreOptions(target=RestoreTarget(latest=True), dest=str(tmp_path / "out")))
     assert [t for t in threading.enumerate() if t.name == "pitr-prefetch"] == []
     assert not (tmp_path / "out").exists()  # noqa: ASYNC240 - a test assertion, no loop to block
