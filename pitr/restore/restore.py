@@ -81,13 +81,14 @@ def _check_snapshot(full: bool, source: RangeSource) -> Finding | None:
 
 
 async def open_base(repos: Sequence[Repository], plan: RestorePlan, *, verify: bool, explicit: bool,
-                    say: Say | None) -> tuple[RestorePlan, RangeSource | None]:
+                    say: Say | None, planned_from: Repository | None = None) -> tuple[RestorePlan, RangeSource | None]:
     """Open the plan's base snapshot; a damaged one makes the restore fall back to the next older base.
 
     Returns the plan actually used (its `skipped` lists the bases passed over)
     and the open snapshot (None for the start of the history). With an
     `explicit` base there is no fallback. When no base can be read, the
-    CorruptData raised names every file tried.
+    CorruptData raised names every file tried. `planned_from` is the
+    repository whose catalog made the plan (the first one by default).
     """
     skipped: list[SkippedBase] = list(plan.skipped)
     while True:
@@ -110,7 +111,7 @@ async def open_base(repos: Sequence[Repository], plan: RestorePlan, *, verify: b
             if say:
                 say(f"base {plan.snapshot.name} is damaged ({exc}); falling back to "
                     f"{older.snapshot or 'the start of the history'} (LSN {older.lsn})")
-            plan = await with_base(repos[0], plan, older)
+            plan = await with_base(planned_from or repos[0], plan, older)
 
 
 async def _open_segments(repos: Sequence[Repository], plan: RestorePlan, verify: bool,
@@ -143,17 +144,18 @@ async def _open_segments(repos: Sequence[Repository], plan: RestorePlan, verify:
     return sources
 
 
-async def _best_plan(repos: list[Repository], options: RestoreOptions, now_ns: int) -> RestorePlan:
+async def _best_plan(repos: list[Repository], options: RestoreOptions,
+                     now_ns: int) -> tuple[RestorePlan, Repository]:
     """Plan from every repository's catalog and take the best: one copy may lack files the other has.
 
     For --latest the plan reaching the highest LSN wins; otherwise the first
     repository (in the order given) whose windows hold the target.
     """
-    plans: list[RestorePlan] = []
+    plans: list[tuple[RestorePlan, Repository]] = []
     refusal: OutsideWindow | None = None
     for repo in repos:
         try:
-            plans.append(await plan_restore(repo, options.target, base=options.base, now_ns=now_ns))
+            plans.append((await plan_restore(repo, options.target, base=options.base, now_ns=now_ns), repo))
         except OutsideWindow as exc:
             refusal = refusal or exc
             continue
@@ -162,7 +164,7 @@ async def _best_plan(repos: list[Repository], options: RestoreOptions, now_ns: i
     if not plans:
         assert refusal is not None
         raise refusal
-    return max(plans, key=lambda p: p.target_lsn) if options.target.latest else plans[0]
+    return max(plans, key=lambda p: p[0].target_lsn) if options.target.latest else plans[0]
 
 
 def _check_segment_full(name: str, source: RangeSource) -> Finding | None:
@@ -198,7 +200,7 @@ async def restore(repos: Repository | Sequence[Repository], options: RestoreOpti
         raise CorruptData(
             f"the archive's newest point cannot be restored: damaged files {', '.join(broken)}",
             path=broken[0], hint="run pitr verify; restore to an earlier --to/--lsn inside a window it prints")
-    plan = await _best_plan(repo_list, options, clock())
+    plan, planned_from = await _best_plan(repo_list, options, clock())
     roots = _repo_roots(repo_list)
     check = partial(check_destination, dest, force=options.force, replace_foreign=options.replace_foreign,
                     repo_roots=roots)
@@ -208,7 +210,7 @@ async def restore(repos: Repository | Sequence[Repository], options: RestoreOpti
             plan = replace(plan, notes=(*plan.notes, f"would replace {replaced.describe()}"))
         return plan
     plan, snapshot = await open_base(repo_list, plan, verify=options.verify, explicit=options.base is not None,
-                                     say=say)
+                                     say=say, planned_from=planned_from)
     try:
         sources = await _open_segments(repo_list, plan, options.verify, say, progress)
     except BaseException:
