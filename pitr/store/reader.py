@@ -5,8 +5,9 @@ state read-only (LMDB readers never block its writer) and folds the WAL
 records after the state's checkpoint over it, so it sees every commit the
 writer has logged, applied to LMDB or not. The checkpoint and the data come
 from one LMDB read transaction; the WAL is read from the LSN after that
-checkpoint. If the writer applied and removed WAL files in between, the read
-starts again from a fresh transaction.
+checkpoint. If the writer applied and removed WAL files in between (or is
+creating the next file), the read starts again from a fresh transaction;
+damage still there after a few attempts is reported, naming the file.
 
 The WAL is read as `segments.wal_follow` reads it for archivers: complete,
 checked records only, stopping at a record not yet fully written. A record
@@ -17,6 +18,7 @@ acknowledged.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,7 +34,8 @@ from segments import record as rec
 from segments.fold import Change
 from segments.wal_follow import read_wal_from
 
-ATTEMPTS = 5  # fresh starts when the writer removes WAL files under the reader
+ATTEMPTS = 5  # fresh starts when the WAL changes under the reader (files removed or being created)
+RETRY_DELAY = 0.02  # seconds, times the attempt number
 MAX_OVERLAY = 1 << 20  # unapplied changed keys a reader holds (the writer applies far sooner)
 
 
@@ -106,22 +109,25 @@ class StoreReader:
                 try:
                     view = self._fold_wal(applied)
                 except (CorruptData, FileNotFoundError) as exc:
-                    if not self._moved_past(applied):
-                        if isinstance(exc, FileNotFoundError):
-                            raise CorruptData(f"{exc.filename}: WAL file vanished while reading",
-                                              path=exc.filename) from exc
-                        raise
-                    last_error = exc if isinstance(exc, CorruptData) else None
+                    # The writer applied and removed WAL files, or is creating the next one (its header
+                    # not yet written): read again. Damage that is really there is still there after
+                    # the last attempt, and is reported then.
+                    if isinstance(exc, FileNotFoundError):
+                        last_error = CorruptData(f"{exc.filename}: WAL file vanished while reading",
+                                                 path=exc.filename)
+                    else:
+                        last_error = exc
                     txn.abort()
-                    continue  # the writer applied and removed WAL files: read again from its new checkpoint
+                    if not self._moved_past(applied):
+                        time.sleep(RETRY_DELAY * (_attempt + 1))
+                    continue
                 break
             except BaseException:
                 txn.abort()
                 raise
         else:
-            raise CorruptData(f"{self.path}: the writer kept removing WAL files under the reader "
-                              f"({ATTEMPTS} attempts)", path=self._wal_path, hint="run the command again") \
-                from last_error
+            assert last_error is not None
+            raise last_error
         try:
             yield txn, view
         finally:

@@ -51,7 +51,10 @@ class LiveWriter:
             self.proc.stdin.write("quit\n")
             self.proc.stdin.close()
             assert self.proc.wait(timeout=30) == 0
+        assert self.proc.stdin is not None
         assert self.proc.stdout is not None
+        if not self.proc.stdin.closed:
+            self.proc.stdin.close()
         self.proc.stdout.close()
 
 

@@ -137,3 +137,24 @@ def test_a_missing_store_is_one_line_naming_it(tmp_path: Path) -> None:
         assert f"{tmp_path / 'nope'}: no pitr store here" in done.stderr
         assert "Traceback" not in done.stderr
     assert not os.path.exists(tmp_path / "nope"), "a reader creates nothing"
+
+
+def test_a_damaged_wal_is_reported_naming_the_file_not_read_around(tmp_path: Path) -> None:
+    data = str(tmp_path / "data")
+    with live_writer(data, apply_interval=3600) as writer:
+        assert writer.send("put k v1") == "ok 1"
+        assert writer.send("flush") == "ok 1"
+        assert writer.send("put k v2") == "ok 2"  # logged, not applied
+        writer.proc.kill()  # a crash: the WAL holds what LMDB lacks
+        writer.proc.wait()
+    got = pitr("get", "--data", data, "k")
+    assert (got.returncode, got.stdout) == (0, "v2\n"), "a reader sees the logged commit after a crash too"
+    [wal] = [os.path.join(data, "wal", n) for n in os.listdir(os.path.join(data, "wal")) if n.endswith(".wal")]
+    with open(wal, "r+b") as fh:
+        fh.write(b"garbage!")  # the header's magic
+    for argv in (("get", "k"), ("export",)):
+        done = pitr(*argv, "--data", data)
+        assert done.returncode == 1, done
+        assert wal in done.stderr
+        assert "Traceback" not in done.stderr
+        assert "v1" not in done.stdout, "an answer read around the damage would be the old state"
