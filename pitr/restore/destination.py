@@ -112,7 +112,10 @@ def check_destination(dest: str, *, force: bool, replace_foreign: bool = False,
                                     hint="restore into a directory of its own")
     if not os.path.lexists(dest):
         return None
-    if os.path.islink(dest) or not os.path.isdir(dest):
+    if os.path.islink(dest):
+        raise DestinationExists(f"{dest} is a symbolic link; name the directory itself "
+                                f"({os.path.realpath(dest)})")
+    if not os.path.isdir(dest):
         raise DestinationExists(f"{dest} exists and is not a directory")
     holder = lock_holder(dest)
     if holder is not None:
