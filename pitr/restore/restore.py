@@ -39,7 +39,7 @@ Say = Callable[[str], None]
 __all__ = ["INCOMPLETE_MARK", "absolute", "check_destination", "open_base", "publish_restored", "restore"]
 
 
-async def _fetch(repos: Sequence[Repository], object_name: str, check: Callable[[RangeSource], object] | None,
+async def _fetch(repos: Sequence[Repository], object_name: str, check: Callable[[RangeSource], Finding | None] | None,
                  say: Say | None) -> RangeSource:
     """Open `object_name` from the first repository holding a copy that passes `check`."""
     problems = []
@@ -59,7 +59,7 @@ async def _fetch(repos: Sequence[Repository], object_name: str, check: Callable[
                 source.close()
                 raise
             if finding is not None:
-                problems.append(f"{repo.url}: {finding}")
+                problems.append(f"{repo.url}: {_describe(finding)}")
                 source.close()
                 if say and more:
                     say(f"{repo.url}/{object_name} is damaged; trying the next repository")
@@ -68,6 +68,16 @@ async def _fetch(repos: Sequence[Repository], object_name: str, check: Callable[
     where = "no repository holds a valid copy of" if len(repos) > 1 else "cannot use"
     raise CorruptData(f"{where} {object_name}: " + "; ".join(problems), path=object_name,
                       hint="run pitr verify to see what remains restorable")
+
+
+def _describe(finding: Finding) -> str:
+    """A finding as one line for a person: what is wrong, and where."""
+    where = []
+    if finding.offset is not None and f"offset {finding.offset}" not in finding.message:
+        where.append(f"offset {finding.offset}")
+    if finding.lsn is not None and f"LSN {finding.lsn}" not in finding.message:
+        where.append(f"LSN {finding.lsn}")
+    return finding.message + (f" ({', '.join(where)})" if where else "")
 
 
 def _check_snapshot(full: bool, source: RangeSource) -> Finding | None:

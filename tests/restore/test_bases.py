@@ -88,6 +88,7 @@ async def test_a_damaged_newest_snapshot_falls_back_to_an_older_base(tmp_path: P
     assert entries(str(tmp_path / "r")) == history.model[5]
     assert [s.snapshot for s in result.skipped] == [history.snapshots[1]]
     assert history.snapshots[1] in result.skipped[0].reason
+    assert "Finding(" not in result.skipped[0].reason, "a message for a person, not a Python repr"
     assert any("falling back" in line and history.snapshots[0] in line for line in said)
     assert not any("next repository" in line for line in said), "there is only one repository"
     # both damaged: the start of the history serves
