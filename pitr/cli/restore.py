@@ -64,6 +64,8 @@ def show_plan(plan: RestorePlan, as_json: bool) -> None:
     print(f"  base: {base['snapshot'] or 'start of history'} (LSN {base['lsn']})")  # type: ignore[index]
     print(f"  replay {p['commits_to_replay']:,} commits from {len(plan.segments)} segments; "
           f"read {human_bytes(plan.bytes_to_read)}")
+    for skipped in plan.skipped:
+        print(f"  skipped base {skipped.snapshot} (LSN {skipped.lsn}): {skipped.reason}")
     for note in plan.notes:
         print(f"  note: {note}")
     print("  nothing was restored (--dry-run)")

@@ -215,12 +215,14 @@ async def restore(repos: Repository | Sequence[Repository], options: RestoreOpti
     check = partial(check_destination, dest, force=options.force, replace_foreign=options.replace_foreign,
                     repo_roots=roots)
     replaced = await anyio.to_thread.run_sync(check)  # a dry run refuses what the restore would refuse
-    if options.dry_run:
+    plan, snapshot = await open_base(repo_list, plan, verify=options.verify, explicit=options.base is not None,
+                                     say=say, planned_from=planned_from)
+    if options.dry_run:  # the base it names is the one the restore would use (verified, unless --no-verify)
+        if snapshot is not None:
+            snapshot.close()
         if replaced is not None:
             plan = replace(plan, notes=(*plan.notes, f"would replace {replaced.describe()}"))
         return plan
-    plan, snapshot = await open_base(repo_list, plan, verify=options.verify, explicit=options.base is not None,
-                                     say=say, planned_from=planned_from)
     try:
         sources = await _open_segments(repo_list, plan, options.verify, say, progress)
     except BaseException:

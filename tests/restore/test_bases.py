@@ -18,7 +18,7 @@ from pitr.archiver import archiving
 from pitr.errors import CorruptData, InvalidArgument, OutsideWindow
 from pitr.repo import layout
 from pitr.repo.repository import open_repository
-from pitr.restore import RestoreOptions, RestoreResult, RestoreTarget, restore
+from pitr.restore import RestoreOptions, RestorePlan, RestoreResult, RestoreTarget, restore
 from pitr.snapshots.take import take_snapshot
 from pitr.store import Store
 from tests.store.support import SECOND, START_NS, FakeClock
@@ -91,6 +91,12 @@ async def test_a_damaged_newest_snapshot_falls_back_to_an_older_base(tmp_path: P
     assert "Finding(" not in result.skipped[0].reason, "a message for a person, not a Python repr"
     assert any("falling back" in line and history.snapshots[0] in line for line in said)
     assert not any("next repository" in line for line in said), "there is only one repository"
+    async with open_repository(history.repo_dir) as repo:
+        plan = await restore(repo, RestoreOptions(target=RestoreTarget(lsn=5), dest=str(tmp_path / "d"),
+                                                  dry_run=True))
+    assert isinstance(plan, RestorePlan)
+    assert (plan.base.lsn, [s.snapshot for s in plan.skipped]) == (2, [history.snapshots[1]]), \
+        "a dry run names the base the restore would use"
     # both damaged: the start of the history serves
     damage_body(history.snapshot_path(0))
     code, out, _err = await run_cli("restore", "--lsn", "6", "--dest", str(tmp_path / "r2"), "--repo",
