@@ -12,14 +12,17 @@ from __future__ import annotations
 import builtins
 import os
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import anyio
 
 from pitr.archiver import ArchiveOptions, Archiver, DirectorySource, StoreSource
-from pitr.errors import CorruptData, InvalidArgument
+from pitr.errors import CorruptData, InvalidArgument, ObjectNotFound, Window, file_error
 from pitr.repo import layout
 from pitr.repo.identity import RepoIdentity
 from pitr.repo.repository import Repository, open_repository
@@ -35,7 +38,7 @@ from pitr.timeline import Base
 from pitr.verify.checks import Finding, check_snapshot
 from segments import SegmentsError, parse_snapshot_name
 from segments.snapshot import read_header
-from segments.source import FileSource
+from segments.source import FileSource, RangeSource
 
 DEFAULT_PATH = "./backups"
 
@@ -78,15 +81,34 @@ def _dt(ns: int) -> datetime:
     return datetime.fromtimestamp(ns / 1e9, UTC)
 
 
+def _is_url(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+def _split_backup(file: str) -> tuple[str, str]:
+    """(repository URL, object name) of a backup named by URL (`s3://b/p/snapshots/NAME`)."""
+    repo_url, sep, name = file.rpartition("/" + layout.SNAPSHOTS)
+    if not sep or not repo_url or not parse_snapshot_name(name):
+        raise InvalidArgument(f"{file}: not a backup (expected REPOSITORY/{layout.SNAPSHOTS}NAME.snap)")
+    return repo_url, layout.snapshot_object(name)
+
+
+def _backup_path(repo: Repository, name: str) -> str:
+    """How a backup is named to the user: its local file, or its URL in a remote repository."""
+    object_name = layout.snapshot_object(name)
+    return repo.local_path(object_name) or f"{repo.url}/{object_name}"
+
+
 async def create(path: str = DEFAULT_PATH, *, data: str | Store, compress: bool = True,
-                 include_metadata: bool = True) -> BackupInfo:
+                 include_metadata: bool = True, s3_endpoint: str | None = None) -> BackupInfo:
     """Take a backup of the store (an open `Store`, or a data directory) into repository `path`.
 
     The log up to the backup's LSN is archived into the same repository, which
     is what binds the backup to the log. `compress=False` stores blocks raw;
-    `include_metadata=False` leaves out host and producer details.
+    `include_metadata=False` leaves out host and producer details. `path` may
+    be a directory or a repository URL (`s3://BUCKET/PREFIX`).
     """
-    async with open_repository(path, create=True) as repo:
+    async with open_repository(path, create=True, s3_endpoint=s3_endpoint) as repo:
         if isinstance(data, Store):
             return await _create_from(repo, StoreSource(data), data.flush, compress, include_metadata)
         if writer_running(data):
@@ -106,16 +128,19 @@ async def _create_from(repo: Repository, source: Any, prepare: Any, compress: bo
     await archiver.cycle()
     entry = await take_snapshot(archiver, prepare=prepare, compress=compress,
                                 include_metadata=include_metadata)
-    return _info(repo.local_path(layout.snapshot_object(entry.name)) or entry.name, entry.size,
-                 await anyio.to_thread.run_sync(_read_header_path,
-                                                repo.local_path(layout.snapshot_object(entry.name))))
+    src = await repo.open_source(layout.snapshot_object(entry.name))
+    try:
+        header = await anyio.to_thread.run_sync(_read_header, src, entry.name)
+    finally:
+        src.close()
+    return _info(_backup_path(repo, entry.name), entry.size, header)
 
 
-def _read_header_path(path: str | None) -> Any:
-    if path is None:
-        return None
-    with FileSource(path) as src:
+def _read_header(src: RangeSource, name: str) -> Any:
+    try:
         return read_header(src)
+    except SegmentsError as exc:
+        raise CorruptData(f"{name}: unreadable backup header: {exc}", path=name) from exc
 
 
 def _info(path: str, size: int, header: Any) -> BackupInfo:
@@ -134,8 +159,20 @@ def _snapshot_paths(path: str) -> builtins.list[str]:
     return [os.path.join(folder, n) for n in sorted(os.listdir(folder)) if parse_snapshot_name(n)]
 
 
-async def list(path: str = DEFAULT_PATH) -> builtins.list[BackupInfo]:  # noqa: A001 - the seed's name
-    """Every backup in repository `path`, oldest first, read from headers only."""
+async def list(path: str = DEFAULT_PATH, *,  # noqa: A001 - the seed's name
+               s3_endpoint: str | None = None) -> builtins.list[BackupInfo]:
+    """Every backup in repository `path`, oldest first, read from headers only.
+
+    A local directory is read directly; a remote repository's backups come
+    from its catalog, brought up to date with the repository first.
+    """
+    if _is_url(path):
+        async with open_repository(path, s3_endpoint=s3_endpoint) as repo:
+            await repo.sync()
+            return [BackupInfo(_backup_path(repo, s.name), _dt(s.ts_ns), s.size, s.entry_count, s.lsn, s.ts_ns,
+                               s.logical_bytes, str(repo_id), s.metadata.get("store_name"), s.chain_digest.hex(),
+                               _dt(s.created_ns), dict(s.metadata))
+                    for repo_id in [await _store_id(repo)] for s in repo.catalog.snapshots()]
 
     def read_all() -> builtins.list[BackupInfo]:
         out = []
@@ -145,67 +182,100 @@ async def list(path: str = DEFAULT_PATH) -> builtins.list[BackupInfo]:  # noqa: 
                     out.append(_info(file, src.size, read_header(src)))
             except SegmentsError as exc:
                 raise CorruptData(f"{file}: unreadable backup header: {exc}", path=file) from exc
+            except OSError as exc:
+                raise file_error(exc, file, "read the backup header") from exc
         return out
 
     return await anyio.to_thread.run_sync(read_all)
 
 
-async def verify(file: str) -> VerifyResult:
-    """Check every block, the state digest and the file digest of one backup file."""
-    def check() -> Finding | None:
-        if not os.path.isfile(file):
-            raise InvalidArgument(f"{file}: no such backup file")
-        with FileSource(file) as src:
-            return check_snapshot(file, src, full=True)
+async def _store_id(repo: Repository) -> str:
+    ident = await repo.identity()
+    return "" if ident is None else str(ident.store_id)
 
-    finding = await anyio.to_thread.run_sync(check)
+
+@asynccontextmanager
+async def _open_backup(file: str, s3_endpoint: str | None) -> AsyncIterator[tuple[RangeSource, str | None]]:
+    """The backup's bytes, and the local repository directory holding it (None for a remote one)."""
+    if not _is_url(file):
+        def open_file() -> FileSource:
+            if not os.path.isfile(file):
+                raise InvalidArgument(f"{file}: no such backup file")
+            try:
+                return FileSource(file)
+            except OSError as exc:
+                raise file_error(exc, file, "open the backup") from exc
+
+        src = await anyio.to_thread.run_sync(open_file)
+        try:
+            yield src, os.path.dirname(os.path.dirname(absolute(file)))
+        finally:
+            src.close()
+        return
+    repo_url, object_name = _split_backup(file)
+    async with open_repository(repo_url, s3_endpoint=s3_endpoint) as repo:
+        try:
+            remote = await repo.open_source(object_name, fresh=True)
+        except ObjectNotFound as exc:
+            raise InvalidArgument(f"{file}: no such backup") from exc
+        try:
+            yield remote, None
+        finally:
+            remote.close()
+
+
+async def verify(file: str, *, s3_endpoint: str | None = None) -> VerifyResult:
+    """Check every block, the state digest and the file digest of one backup (a file or a URL)."""
+    async with _open_backup(file, s3_endpoint) as (src, _root):
+        finding = await anyio.to_thread.run_sync(lambda: check_snapshot(file, src, full=True))
     return VerifyResult(file, finding is None, [] if finding is None else [finding])
 
 
-async def restore(file: str, *, dest: str, force: bool = False, verify: bool = True,
-                  name: str | None = None) -> RestoreResult:
-    """Restore the state exactly as one backup file holds it into a new store at `dest`.
+async def restore(file: str, *, dest: str, force: bool = False, replace_foreign: bool = False,
+                  verify: bool = True, name: str | None = None, s3_endpoint: str | None = None) -> RestoreResult:
+    """Restore the state exactly as one backup (a file or a URL) holds it into a new store at `dest`.
 
-    For any other moment, use `pitr.restore.restore` with the repository.
+    The destination rules are `pitr.restore`'s: never a store a live writer
+    holds, never inside or around a repository; `force` replaces a pitr store,
+    and `replace_foreign` too any other non-empty directory. For any other
+    moment, use `pitr.restore.restore` with the repository.
     """
-    if verify:
-        result = await globals()["verify"](file)
-        if not result.valid:
-            raise CorruptData(f"{file}: backup is damaged: {result.findings[0].message}", path=file,
-                              hint="pick another backup (pitr backups list)")
     dest = absolute(dest)
-    await anyio.to_thread.run_sync(check_destination, dest, force)
+    if replace_foreign and not force:
+        raise InvalidArgument("replace_foreign needs force as well")
+    async with _open_backup(file, s3_endpoint) as (src, root):
+        roots = [] if root is None else [root]
+        await anyio.to_thread.run_sync(partial(check_destination, dest, force=force,
+                                               replace_foreign=replace_foreign, repo_roots=roots))
+        if verify:
+            finding = await anyio.to_thread.run_sync(lambda: check_snapshot(file, src, full=True))
+            if finding is not None:
+                raise CorruptData(f"{file}: backup is damaged: {finding.message}", path=file,
+                                  offset=finding.offset, hint="pick another backup (pitr backups list)")
 
-    def build(state_dir: str) -> RestoreResult:
-        with FileSource(file) as src:
-            header = read_header(src)
+        def build(state_dir: str) -> RestoreResult:
+            header = _read_header(src, file)
             meta = header.metadata
             ident = RepoIdentity(header.store_id, str(meta.get("store_name") or "restored"), header.created_ns,
                                  int(meta.get("first_lsn", 1)), header.chain_digest)
             target = RestoreTarget(lsn=header.lsn)
-            window = _window(header.lsn, header.ts_ns)
+            window = Window(header.ts_ns, header.ts_ns, header.lsn, header.lsn)
             plan = RestorePlan(target, window, Base(header.lsn, header.ts_ns, os.path.basename(file)), None,
                                [], header.lsn, header.ts_ns, header.ts_ns, ident)
             return build_state(state_dir, plan, src, [], name=name or ident.name)
 
-    return await publish_restored(dest, force, build)
-
-
-def _window(lsn: int, ts_ns: int) -> Any:
-    from pitr.errors import Window
-
-    return Window(ts_ns, ts_ns, lsn, lsn)
+        return await publish_restored(dest, force, build, replace_foreign=replace_foreign, repo_roots=roots)
 
 
 async def cleanup(path: str = DEFAULT_PATH, *, keep_count: int = 10, keep_days: float = 30,
-                  dry_run: bool = False, now_ns: int | None = None) -> int:
+                  dry_run: bool = False, now_ns: int | None = None, s3_endpoint: str | None = None) -> int:
     """Delete backups outside the retention rule and the log no kept backup needs; returns the count.
 
     Keeps a backup if it is among the `keep_count` newest OR younger than
     `keep_days`; never deletes the newest. With `dry_run`, deletes nothing and
     returns how many files would go.
     """
-    async with open_repository(path) as repo:
+    async with open_repository(path, s3_endpoint=s3_endpoint) as repo:
         plan = await plan_cleanup(repo, keep_count, keep_days, now_ns or time.time_ns())
         if dry_run:
             return plan.deleted_count

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 import anyio
 
 from pitr.catalog.entries import SegmentEntry, SnapshotEntry
-from pitr.errors import InvalidArgument, Window
+from pitr.errors import CorruptData, InvalidArgument, Window
 from pitr.repo import layout
 from pitr.repo.indexing import index_segment
 from pitr.repo.repository import Repository
 from pitr.timeline import build_timeline
+from pitr.verify.checks import check_snapshot
 
 DAY_NS = 86_400 * 1_000_000_000
 
@@ -72,9 +73,41 @@ async def plan_cleanup(repo: Repository, keep_count: int, keep_days: float, now_
     return CleanupPlan(keep, drop, doomed, before, after)
 
 
+async def check_oldest_kept(repo: Repository, plan: CleanupPlan) -> None:
+    """Refuse a cleanup that would leave a damaged snapshot as the oldest base.
+
+    Everything older than the oldest kept snapshot goes; if that snapshot does
+    not verify, the history it replaces is the only way to restore that far
+    back (and perhaps at all), so nothing is deleted.
+    """
+    if not plan.deleted_count or not plan.keep_snapshots:
+        return
+    oldest = min(plan.keep_snapshots, key=lambda s: s.lsn)
+    name = layout.snapshot_object(oldest.name)
+    source = await repo.open_source(name, fresh=True)
+    try:
+        finding = await anyio.to_thread.run_sync(lambda: check_snapshot(oldest.name, source, full=True))
+    finally:
+        source.close()
+    if finding is not None:
+        raise CorruptData(f"{repo.url}: cleanup would make the damaged snapshot {oldest.name} the oldest base "
+                          f"({finding.message}); nothing was deleted", path=name, offset=finding.offset,
+                          hint="run pitr verify; take a new snapshot (pitr snapshot), then clean up again")
+    if plan.windows_before and (not plan.windows_after or
+                                plan.windows_after[-1].end_lsn < plan.windows_before[-1].end_lsn):
+        raise CorruptData(f"{repo.url}: cleanup would leave the newest point (LSN "
+                          f"{plan.windows_before[-1].end_lsn}) unrestorable; nothing was deleted", path=name,
+                          hint="run pitr verify; take a new snapshot (pitr snapshot), then clean up again")
+
+
 async def run_cleanup(repo: Repository, plan: CleanupPlan,
                       progress: Callable[[str, int, int], None] | None = None) -> int:
-    """Delete what the plan names: snapshots first, then segments oldest first; returns the count."""
+    """Delete what the plan names: snapshots first, then segments oldest first; returns the count.
+
+    Nothing is deleted unless the oldest snapshot kept verifies in full and the
+    newest restorable point stays restorable (`check_oldest_kept`).
+    """
+    await check_oldest_kept(repo, plan)
     total = plan.deleted_count
     done = 0
     for snap in plan.delete_snapshots:

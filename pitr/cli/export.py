@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+
+import anyio
 
 from pitr.cli.common import add_data, encode_bytes, need_data
-from pitr.store import Store
+from pitr.store.reader import StoreReader
 from pitr.timefmt import format_time
 
 
@@ -19,18 +22,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 async def run(args: argparse.Namespace) -> int:
-    async with Store(need_data(args), create=False) as store:
-        await store.flush()
-        now = store.now()
-        out = sys.stdout
-        for key, value, expires in store.state.iter_range(args.prefix.encode(), None):
-            if not key.startswith(args.prefix.encode()):
-                break
-            if expires is not None and expires <= now:
-                continue
-            line: dict[str, object] = {"op": "put", "key": encode_bytes(bytes(key)),
-                                       "value": encode_bytes(bytes(value))}
+    data = need_data(args)
+    await anyio.to_thread.run_sync(_export, data, args.prefix.encode())
+    return 0
+
+
+def _export(data: str, prefix: bytes) -> None:
+    """Write the live state from one consistent view, read-only: the writer is never locked out."""
+    out = sys.stdout
+    with StoreReader(data) as reader:
+        for key, value, expires in reader.scan(prefix, time.time_ns()):
+            line: dict[str, object] = {"op": "put", "key": encode_bytes(key), "value": encode_bytes(value)}
             if expires is not None:
                 line["expires_at"] = format_time(expires)
             out.write(json.dumps(line) + "\n")
-    return 0

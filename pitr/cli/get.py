@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+import time
+
+import anyio
 
 from pitr.cli.common import (
     add_data,
@@ -18,9 +20,7 @@ from pitr.cli.common import (
     show_bytes,
 )
 from pitr.errors import InvalidArgument
-from pitr.store import Store
-from pitr.store._lock import writer_running
-from pitr.store._state import StateDB
+from pitr.store.reader import StoreReader
 from pitr.timefmt import format_time, parse_time
 
 
@@ -61,22 +61,17 @@ async def run(args: argparse.Namespace) -> int:
     if args.exclusive:
         raise InvalidArgument("--exclusive needs --at")
     data = need_data(args)
-    if writer_running(data):
-        # Another process is the writer: read its applied state (lags it by at most the apply interval).
-        state = StateDB(os.path.join(data, "state"), readonly=True)
-        try:
-            import time
-
-            found = state.get(key, time.time_ns())
-        finally:
-            state.close()
-        return _emit(args, key, None if found is None else found[0], {})
-    async with Store(data, create=False) as store:
-        found = await store.get_with_expiry(key)
+    # read-only: never the writer lock, so a writer (pitr put, an application) is never refused or made to wait
+    found = await anyio.to_thread.run_sync(_read_live, data, key)
     extra: dict[str, object] = {}
     if found is not None and found[1] is not None:
         extra["expires_at"] = format_time(found[1])
     return _emit(args, key, None if found is None else found[0], extra)
+
+
+def _read_live(data: str, key: bytes) -> tuple[bytes, int | None] | None:
+    with StoreReader(data) as reader:
+        return reader.get(key, time.time_ns())
 
 
 async def _run_at(args: argparse.Namespace, key: bytes) -> int:

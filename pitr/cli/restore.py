@@ -6,7 +6,10 @@ import argparse
 import sys
 
 from pitr.cli.common import Progress, add_json, add_repo, human_bytes, print_json, repositories
+from pitr.errors import InvalidArgument
 from pitr.restore import RestoreOptions, RestorePlan, RestoreTarget, restore
+from pitr.restore.plan import SkippedBase
+from pitr.restore.restore import absolute
 from pitr.timefmt import format_time, parse_time
 
 
@@ -21,7 +24,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         "the state into etcd (default prefix: the archived one)")
     p.add_argument("--exclusive", action="store_true", help="with --to: only commits strictly before it")
     p.add_argument("--dry-run", action="store_true", help="print the plan; restore nothing")
-    p.add_argument("--force", action="store_true", help="replace a non-empty destination (directory or prefix)")
+    p.add_argument("--force", action="store_true",
+                   help="replace a non-empty destination that is a pitr store (or an etcd prefix); never a "
+                        "store whose writer is running")
+    p.add_argument("--replace-foreign", metavar="DIR",
+                   help="with --force: also replace DIR (the --dest directory, named again) when it is not a "
+                        "pitr store; everything in it is deleted")
+    p.add_argument("--base", metavar="SNAPSHOT",
+                   help="start from this snapshot (a name from `pitr backups list`) instead of the newest "
+                        "valid one at or before the target")
     p.add_argument("--no-verify", action="store_true", help="skip checking the files before reading them")
     add_repo(p, many=True)
     add_json(p)
@@ -34,7 +45,12 @@ def plan_json(plan: RestorePlan) -> dict[str, object]:
             "base": {"lsn": plan.base.lsn, "time": format_time(plan.base.ts_ns),
                      "snapshot": plan.base.snapshot},
             "segments": [s.name for s in plan.segments], "commits_to_replay": plan.commits_to_replay,
-            "bytes_to_read": plan.bytes_to_read}
+            "bytes_to_read": plan.bytes_to_read, "skipped_bases": _skipped(plan.skipped),
+            "notes": list(plan.notes)}
+
+
+def _skipped(skipped: tuple[SkippedBase, ...]) -> list[dict[str, object]]:
+    return [{"snapshot": s.snapshot, "lsn": s.lsn, "reason": s.reason} for s in skipped]
 
 
 def show_plan(plan: RestorePlan, as_json: bool) -> None:
@@ -48,13 +64,15 @@ def show_plan(plan: RestorePlan, as_json: bool) -> None:
     print(f"  base: {base['snapshot'] or 'start of history'} (LSN {base['lsn']})")  # type: ignore[index]
     print(f"  replay {p['commits_to_replay']:,} commits from {len(plan.segments)} segments; "
           f"read {human_bytes(plan.bytes_to_read)}")
+    for skipped in plan.skipped:
+        print(f"  skipped base {skipped.snapshot} (LSN {skipped.lsn}): {skipped.reason}")
+    for note in plan.notes:
+        print(f"  note: {note}")
     print("  nothing was restored (--dry-run)")
 
 
 async def run(args: argparse.Namespace) -> int:
     if args.exclusive and args.to is None:
-        from pitr.errors import InvalidArgument
-
         raise InvalidArgument("--exclusive applies only to --to")
     target = RestoreTarget(time_ns=parse_time(args.to, what="--to") if args.to is not None else None,
                            lsn=args.lsn, latest=args.latest, exclusive=args.exclusive)
@@ -62,8 +80,16 @@ async def run(args: argparse.Namespace) -> int:
         from pitr.cli._etcd import run_restore
 
         return await run_restore(args, target)
-    options = RestoreOptions(target=target, dest=args.dest, force=args.force, verify=not args.no_verify,
-                             dry_run=args.dry_run)
+    replace_foreign = False
+    if args.replace_foreign is not None:
+        if not args.force:
+            raise InvalidArgument("--replace-foreign needs --force")
+        if absolute(args.replace_foreign) != absolute(args.dest):
+            raise InvalidArgument(f"--replace-foreign {args.replace_foreign} does not name the destination "
+                                  f"{args.dest}; name the directory to be replaced")
+        replace_foreign = True
+    options = RestoreOptions(target=target, dest=args.dest, force=args.force, replace_foreign=replace_foreign,
+                             verify=not args.no_verify, dry_run=args.dry_run, base=args.base)
     progress = Progress()
     async with repositories(args) as repos:
         result = await restore(repos, options, progress=progress,
@@ -76,13 +102,23 @@ async def run(args: argparse.Namespace) -> int:
                "commit_time": format_time(result.target_ts_ns), "base_lsn": result.base_lsn,
                "commits_replayed": result.commits_replayed, "keys": result.keys,
                "expired_dropped": result.expired_dropped, "seconds": round(result.seconds, 3),
-               "peak_rss_bytes": result.peak_rss_bytes, "store_id": str(result.store_id)}
+               "peak_rss_bytes": result.peak_rss_bytes, "store_id": str(result.store_id),
+               "base": result.base_snapshot, "skipped_bases": _skipped(result.skipped),
+               "replaced": None if result.replaced is None else result.replaced.as_dict(),
+               "notes": list(result.notes)}
     if args.json:
         print_json(summary)
-    else:
-        rate = result.commits_replayed / result.seconds if result.seconds > 0 else 0
-        print(f"restored {target.describe()} into {result.dest}: LSN {result.target_lsn} "
-              f"(commit at {format_time(result.target_ts_ns)}), {result.keys:,} keys, "
-              f"{result.commits_replayed:,} commits replayed from LSN {result.base_lsn} in "
-              f"{result.seconds:.2f}s ({rate:,.0f}/s); new store id {result.store_id}")
+        return 0
+    for skipped in result.skipped:
+        print(f"skipped base {skipped.snapshot} (LSN {skipped.lsn}): {skipped.reason}")
+    if result.replaced is not None:
+        print(f"replaced {result.replaced.describe()}")
+    for note in result.notes:
+        print(f"note: {note}")
+    rate = result.commits_replayed / result.seconds if result.seconds > 0 else 0
+    base = f"snapshot {result.base_snapshot}" if result.base_snapshot else "the start of the history"
+    print(f"restored {target.describe()} into {result.dest}: LSN {result.target_lsn} "
+          f"(commit at {format_time(result.target_ts_ns)}), {result.keys:,} keys, "
+          f"{result.commits_replayed:,} commits replayed from LSN {result.base_lsn} ({base}) in "
+          f"{result.seconds:.2f}s ({rate:,.0f}/s); new store id {result.store_id}")
     return 0

@@ -1,8 +1,10 @@
 """Restore to any moment."""
 
+from pitr.restore.destination import Replacement
 from pitr.restore.engine import RestoreResult
 from pitr.restore.options import RestoreOptions, RestoreTarget
-from pitr.restore.plan import RestorePlan, plan_restore
+from pitr.restore.plan import RestorePlan, SkippedBase, plan_restore
 from pitr.restore.restore import restore
 
-__all__ = ["RestoreOptions", "RestorePlan", "RestoreResult", "RestoreTarget", "plan_restore", "restore"]
+__all__ = ["Replacement", "RestoreOptions", "RestorePlan", "RestoreResult", "RestoreTarget", "SkippedBase",
+           "plan_restore", "restore"]

@@ -11,10 +11,13 @@ from contextlib import closing
 from dataclasses import dataclass
 from itertools import islice
 
-from pitr.errors import CorruptData
+import lmdb
+
+from pitr.errors import CorruptData, file_error, lmdb_error
 from pitr.gcpause import gc_paused
 from pitr.memory import peak_rss_bytes
-from pitr.restore.plan import RestorePlan
+from pitr.restore.destination import Replacement
+from pitr.restore.plan import RestorePlan, SkippedBase
 from pitr.restore.prefetch import prefetched
 from pitr.store._state import I64BE, StateDB, StoreIdentity
 from pitr.store._wal_dir import to_corrupt
@@ -47,6 +50,10 @@ class RestoreResult:
     expired_dropped: int
     seconds: float
     peak_rss_bytes: int
+    base_snapshot: str | None = None  # None: the start of the history
+    replaced: Replacement | None = None  # what a forced restore replaced at dest
+    skipped: tuple[SkippedBase, ...] = ()  # damaged bases passed over
+    notes: tuple[str, ...] = ()
 
 
 def build_state(state_dir: str, plan: RestorePlan, snapshot: RangeSource | None,
@@ -75,12 +82,16 @@ def build_state(state_dir: str, plan: RestorePlan, snapshot: RangeSource | None,
             state.env.sync(True)
     except SegmentsError as exc:
         raise to_corrupt(exc) from exc
+    except lmdb.Error as exc:
+        raise lmdb_error(exc, state_dir, "write the restored state") from exc
+    except OSError as exc:
+        raise file_error(exc, state_dir, "write the restored state") from exc
     finally:
         state.close()
     rss = peak_rss_bytes()
     return RestoreResult(os.path.dirname(state_dir), new_id, plan.target_lsn, plan.target_ts_ns,
                          plan.base.lsn, plan.commits_to_replay, keys, expired,
-                         time.monotonic() - started, rss)
+                         time.monotonic() - started, rss, plan.base.snapshot, None, plan.skipped, plan.notes)
 
 
 def _replay(state: StateDB, plan: RestorePlan, base: SnapshotReader | None, segments: list[RangeSource],

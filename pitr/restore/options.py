@@ -40,11 +40,25 @@ class RestoreTarget:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RestoreOptions:
-    """How to restore: where, and whether to verify, replace or only plan."""
+    """How to restore: where, and whether to verify, replace or only plan.
+
+    `force` replaces a non-empty destination that is a pitr store (never one a
+    live writer holds); `replace_foreign` also lets it replace a non-empty
+    directory that is not one. `base` names the snapshot to start from (by
+    default the newest valid one at or before the target).
+    """
 
     target: RestoreTarget
     dest: str
     force: bool = False
+    replace_foreign: bool = False
     verify: bool = True
     dry_run: bool = False
     name: str | None = None
+    base: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.replace_foreign and not self.force:
+            raise InvalidArgument("replacing a directory that is not a pitr store needs force as well")
+        if self.base is not None and not self.base.strip():
+            raise InvalidArgument("base must name a snapshot")

@@ -5,99 +5,167 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from functools import partial
 
 import anyio
 
-from pitr.errors import CorruptData, DestinationExists, InvalidArgument, OutsideWindow
+from pitr.errors import CorruptData, InvalidArgument, OutsideWindow, PitrError, file_error
 from pitr.repo import layout
 from pitr.repo.repository import Repository
+from pitr.restore.destination import (
+    INCOMPLETE_MARK,
+    Replacement,
+    check_destination,
+    hold_writer_lock,
+    lock_staging,
+    make_private,
+    remove_stale_staging,
+    staging_prefix,
+)
 from pitr.restore.engine import RestoreResult, build_state
 from pitr.restore.options import RestoreOptions
-from pitr.restore.plan import RestorePlan, plan_restore
+from pitr.restore.plan import RestorePlan, SkippedBase, plan_restore, with_base
 from pitr.verify.checks import Finding, chain_findings, check_segment, check_snapshot
+from segments import SegmentsError
 from segments.fsutil import fsync_dir
+from segments.snapshot import read_header
 from segments.source import RangeSource
 
 Progress = Callable[[str, int, int], None]
 Say = Callable[[str], None]
-INCOMPLETE_MARK = "RESTORE-INCOMPLETE"
+__all__ = ["INCOMPLETE_MARK", "absolute", "check_destination", "open_base", "publish_restored", "restore"]
 
 
-def check_destination(dest: str, force: bool) -> None:
-    """Refuse a non-empty destination unless `force`; refuse a file in its place."""
-    if os.path.exists(dest):
-        if not os.path.isdir(dest):
-            raise DestinationExists(f"{dest} exists and is not a directory")
-        if os.listdir(dest) and not force:
-            raise DestinationExists(f"{dest} is not empty; pass --force (force=True) to replace it")
-
-
-async def _open_sources(repos: Sequence[Repository], plan: RestorePlan, verify: bool,
-                        say: Say | None, progress: Progress | None = None,
-                        ) -> tuple[RangeSource | None, list[RangeSource]]:
-    """Open every file the plan reads, from the first repository holding a valid copy of it."""
-    total = len(plan.segments) + (1 if plan.snapshot is not None else 0)
-    opened = 0
-
-    async def fetch(object_name: str, check: Callable[[RangeSource], object]) -> RangeSource:
-        nonlocal opened
-        problems = []
-        for repo in repos:
+async def _fetch(repos: Sequence[Repository], object_name: str, check: Callable[[RangeSource], Finding | None] | None,
+                 say: Say | None) -> RangeSource:
+    """Open `object_name` from the first repository holding a copy that passes `check`."""
+    problems = []
+    for i, repo in enumerate(repos):
+        more = i + 1 < len(repos)
+        try:
+            source = await repo.open_source(object_name)
+        except PitrError as exc:
+            problems.append(f"{repo.url}: {exc}")
+            if say and more:
+                say(f"{repo.url}/{object_name} cannot be read ({exc}); trying the next repository")
+            continue
+        if check is not None:
             try:
-                source = await repo.open_source(object_name)
-            except Exception as exc:  # noqa: BLE001 - any failure means: try the next repository
-                problems.append(f"{repo.url}: {exc}")
-                continue
-            if verify:
-                if progress is not None:
-                    progress("verify", opened, total)
                 finding = await anyio.to_thread.run_sync(check, source)
-                if finding is not None:
-                    problems.append(f"{repo.url}: {finding}")
-                    source.close()
-                    if say:
-                        say(f"{repo.url}/{object_name} is damaged; trying the next repository")
-                    continue
-            opened += 1
-            return source
-        raise CorruptData(f"no repository holds a valid copy of {object_name}: " + "; ".join(problems),
-                          path=object_name, hint="run pitr verify to see what remains restorable")
-
-    snapshot = None
-    if plan.snapshot is not None:
-        snapshot = await fetch(layout.snapshot_object(plan.snapshot.name),
-                               lambda s: check_snapshot(s.name, s, full=True))
-    sources = []
-    for seg in plan.segments:
-        sources.append(await fetch(layout.segment_object(seg.name), partial(_check_segment_full, seg.name)))
-    if verify:
-        metas = []
-        for seg, src in zip(plan.segments, sources, strict=True):
-            meta, _ = check_segment(seg.name, src, full=False)
-            if meta is not None:
-                metas.append((seg.name, meta))
-        start = plan.snapshot.chain_digest if plan.snapshot is not None else plan.identity.start_chain_digest
-        problems = [f for f in chain_findings(metas, None)]
-        if metas and plan.snapshot is None and metas[0][1].header.prev_chain_digest != start:
-            problems.append(chain_findings(metas[:1], start)[0])
-        if problems:
-            raise CorruptData("the log to replay does not chain: " + "; ".join(p.message for p in problems))
-    return snapshot, sources
+            except BaseException:
+                source.close()
+                raise
+            if finding is not None:
+                problems.append(f"{repo.url}: {_describe(finding)}")
+                source.close()
+                if say and more:
+                    say(f"{repo.url}/{object_name} is damaged; trying the next repository")
+                continue
+        return source
+    where = "no repository holds a valid copy of" if len(repos) > 1 else "cannot use"
+    raise CorruptData(f"{where} {object_name}: " + "; ".join(problems), path=object_name,
+                      hint="run pitr verify to see what remains restorable")
 
 
-async def _best_plan(repos: list[Repository], options: RestoreOptions) -> RestorePlan:
+def _describe(finding: Finding) -> str:
+    """A finding as one line for a person: what is wrong, and where."""
+    where = []
+    if finding.offset is not None and f"offset {finding.offset}" not in finding.message:
+        where.append(f"offset {finding.offset}")
+    if finding.lsn is not None and f"LSN {finding.lsn}" not in finding.message:
+        where.append(f"LSN {finding.lsn}")
+    return finding.message + (f" ({', '.join(where)})" if where else "")
+
+
+def _check_snapshot(full: bool, source: RangeSource) -> Finding | None:
+    if full:
+        return check_snapshot(source.name, source, full=True)
+    try:
+        read_header(source)
+    except SegmentsError as exc:
+        return Finding(source.name, f"unreadable snapshot header: {exc}")
+    return None
+
+
+async def open_base(repos: Sequence[Repository], plan: RestorePlan, *, verify: bool, explicit: bool,
+                    say: Say | None, planned_from: Repository | None = None) -> tuple[RestorePlan, RangeSource | None]:
+    """Open the plan's base snapshot; a damaged one makes the restore fall back to the next older base.
+
+    Returns the plan actually used (its `skipped` lists the bases passed over)
+    and the open snapshot (None for the start of the history). With an
+    `explicit` base there is no fallback. When no base can be read, the
+    CorruptData raised names every file tried. `planned_from` is the
+    repository whose catalog made the plan (the first one by default).
+    """
+    skipped: list[SkippedBase] = list(plan.skipped)
+    while True:
+        if plan.snapshot is None:
+            return replace(plan, skipped=tuple(skipped)), None
+        name = layout.snapshot_object(plan.snapshot.name)
+        try:
+            source = await _fetch(repos, name, partial(_check_snapshot, verify), say)
+            return replace(plan, skipped=tuple(skipped)), source
+        except CorruptData as exc:
+            skipped.append(SkippedBase(plan.snapshot.name, plan.base.lsn, str(exc)))
+            if explicit or not plan.alternatives:
+                tried = "; ".join(f"{s.snapshot} (LSN {s.lsn}): {s.reason}" for s in skipped)
+                why = "the base chosen with --base is damaged" if explicit else \
+                    "no base at or before the target can be read"
+                raise CorruptData(f"{why}: {tried}", path=name,
+                                  hint="run pitr verify; pick another base with --base, or restore to "
+                                       "another target inside a window verify prints") from exc
+            older = plan.alternatives[0]
+            if say:
+                say(f"base {plan.snapshot.name} is damaged ({exc}); falling back to "
+                    f"{older.snapshot or 'the start of the history'} (LSN {older.lsn})")
+            plan = await with_base(planned_from or repos[0], plan, older)
+
+
+async def _open_segments(repos: Sequence[Repository], plan: RestorePlan, verify: bool,
+                         say: Say | None, progress: Progress | None = None) -> list[RangeSource]:
+    """Open every segment the plan replays, from the first repository holding a valid copy of it."""
+    sources: list[RangeSource] = []
+    try:
+        for i, seg in enumerate(plan.segments):
+            if verify and progress is not None:
+                progress("verify", i, len(plan.segments))
+            check = partial(_check_segment_full, seg.name) if verify else None
+            sources.append(await _fetch(repos, layout.segment_object(seg.name), check, say))
+        if verify:
+            metas = []
+            for seg, src in zip(plan.segments, sources, strict=True):
+                meta, _ = check_segment(seg.name, src, full=False)
+                if meta is not None:
+                    metas.append((seg.name, meta))
+            start = plan.snapshot.chain_digest if plan.snapshot is not None else plan.identity.start_chain_digest
+            problems = list(chain_findings(metas, None))
+            if metas and plan.snapshot is None and metas[0][1].header.prev_chain_digest != start:
+                problems.append(chain_findings(metas[:1], start)[0])
+            if problems:
+                raise CorruptData("the log to replay does not chain: " + "; ".join(p.message for p in problems),
+                                  path=layout.segment_object(problems[0].file))
+    except BaseException:
+        for src in sources:
+            src.close()
+        raise
+    return sources
+
+
+async def _best_plan(repos: list[Repository], options: RestoreOptions,
+                     now_ns: int) -> tuple[RestorePlan, Repository]:
     """Plan from every repository's catalog and take the best: one copy may lack files the other has.
 
     For --latest the plan reaching the highest LSN wins; otherwise the first
     repository (in the order given) whose windows hold the target.
     """
-    plans: list[RestorePlan] = []
+    plans: list[tuple[RestorePlan, Repository]] = []
     refusal: OutsideWindow | None = None
     for repo in repos:
         try:
-            plans.append(await plan_restore(repo, options.target))
+            plans.append((await plan_restore(repo, options.target, base=options.base, now_ns=now_ns), repo))
         except OutsideWindow as exc:
             refusal = refusal or exc
             continue
@@ -106,19 +174,31 @@ async def _best_plan(repos: list[Repository], options: RestoreOptions) -> Restor
     if not plans:
         assert refusal is not None
         raise refusal
-    return max(plans, key=lambda p: p.target_lsn) if options.target.latest else plans[0]
+    return max(plans, key=lambda p: p[0].target_lsn) if options.target.latest else plans[0]
 
 
 def _check_segment_full(name: str, source: RangeSource) -> Finding | None:
     return check_segment(name, source, full=True)[1]
 
 
+def _repo_roots(repos: Sequence[Repository]) -> list[str]:
+    roots = []
+    for repo in repos:
+        identity = repo.local_path(layout.IDENTITY)
+        if identity is not None:
+            roots.append(os.path.dirname(identity))
+    return roots
+
+
 async def restore(repos: Repository | Sequence[Repository], options: RestoreOptions, *,
-                  progress: Progress | None = None, say: Say | None = None) -> RestorePlan | RestoreResult:
+                  progress: Progress | None = None, say: Say | None = None,
+                  clock: Callable[[], int] = time.time_ns) -> RestorePlan | RestoreResult:
     """Restore the state at `options.target` into `options.dest`.
 
     Returns the plan for a dry run, else the result. Nothing appears at `dest`
-    until the state is complete; with `force`, a non-empty `dest` is replaced.
+    until the state is complete; with `force`, a non-empty `dest` is replaced
+    (see `check_destination` for what is never replaced). `clock` is the
+    present: no archive is taken as complete beyond it.
     """
     repo_list = [repos] if isinstance(repos, Repository) else list(repos)
     if not repo_list:
@@ -130,16 +210,32 @@ async def restore(repos: Repository | Sequence[Repository], options: RestoreOpti
         raise CorruptData(
             f"the archive's newest point cannot be restored: damaged files {', '.join(broken)}",
             path=broken[0], hint="run pitr verify; restore to an earlier --to/--lsn inside a window it prints")
-    plan = await _best_plan(repo_list, options)
-    if options.dry_run:
+    plan, planned_from = await _best_plan(repo_list, options, clock())
+    roots = _repo_roots(repo_list)
+    check = partial(check_destination, dest, force=options.force, replace_foreign=options.replace_foreign,
+                    repo_roots=roots)
+    replaced = await anyio.to_thread.run_sync(check)  # a dry run refuses what the restore would refuse
+    plan, snapshot = await open_base(repo_list, plan, verify=options.verify, explicit=options.base is not None,
+                                     say=say, planned_from=planned_from)
+    if options.dry_run:  # the base it names is the one the restore would use (verified, unless --no-verify)
+        if snapshot is not None:
+            snapshot.close()
+        if replaced is not None:
+            plan = replace(plan, notes=(*plan.notes, f"would replace {replaced.describe()}"))
         return plan
-    await anyio.to_thread.run_sync(check_destination, dest, options.force)
-    snapshot, sources = await _open_sources(repo_list, plan, options.verify, say, progress)
+    try:
+        sources = await _open_segments(repo_list, plan, options.verify, say, progress)
+    except BaseException:
+        if snapshot is not None:
+            snapshot.close()
+        raise
     name = options.name or plan.identity.name
+    final = plan
     try:
         result = await publish_restored(
             dest, options.force,
-            lambda state_dir: build_state(state_dir, plan, snapshot, sources, name=name, progress=progress))
+            lambda state_dir: build_state(state_dir, final, snapshot, sources, name=name, progress=progress),
+            replace_foreign=options.replace_foreign, repo_roots=roots)
     finally:
         for src in [snapshot, *sources]:
             if src is not None:
@@ -147,24 +243,35 @@ async def restore(repos: Repository | Sequence[Repository], options: RestoreOpti
     return result
 
 
-async def publish_restored(dest: str, force: bool, build: Callable[[str], RestoreResult]) -> RestoreResult:
-    """Run `build(state_dir)` in a hidden temporary directory beside `dest`, then move it into place.
+async def publish_restored(dest: str, force: bool, build: Callable[[str], RestoreResult], *,
+                           replace_foreign: bool = False, repo_roots: Sequence[str] = ()) -> RestoreResult:
+    """Run `build(state_dir)` in a hidden staging directory beside `dest`, then move it into place.
 
-    The temporary directory carries a RESTORE-INCOMPLETE file until the build
-    is done, and never has `dest`'s name: an interrupted restore leaves nothing
-    that looks finished.
+    The staging directory (`.DEST.restoring-*`) carries a RESTORE-INCOMPLETE
+    file until the build is done and never has `dest`'s name: an interrupted
+    restore leaves nothing that looks finished, and the next restore to `dest`
+    removes what it left. An existing `dest` is checked again at the moment it
+    is replaced, holding its writer lock: it is renamed aside, the new
+    directory renamed in, and only then is the old one removed.
     """
-    tmp = await anyio.to_thread.run_sync(_make_workdir, dest)
+    check = partial(check_destination, dest, force=force, replace_foreign=replace_foreign, repo_roots=repo_roots)
+    await anyio.to_thread.run_sync(check)
+    tmp, fd = await anyio.to_thread.run_sync(_make_workdir, dest)
     try:
-        result = await anyio.to_thread.run_sync(build, os.path.join(tmp, "state"))
-        await anyio.to_thread.run_sync(_finish_workdir, tmp, dest, force)
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(lambda: shutil.rmtree(tmp, ignore_errors=True))
-        raise
-    return RestoreResult(dest, result.store_id, result.target_lsn, result.target_ts_ns, result.base_lsn,
-                         result.commits_replayed, result.keys, result.expired_dropped, result.seconds,
-                         result.peak_rss_bytes)
+        try:
+            try:
+                result = await anyio.to_thread.run_sync(build, os.path.join(tmp, "state"))
+            except OSError as exc:
+                raise file_error(exc, os.path.join(tmp, "state"), "write the restored state") from exc
+            await anyio.to_thread.run_sync(_finish_workdir, tmp)
+            replaced, notes = await anyio.to_thread.run_sync(_publish_directory, tmp, dest, check)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(lambda: shutil.rmtree(tmp, ignore_errors=True))
+            raise
+    finally:
+        os.close(fd)
+    return replace(result, dest=dest, replaced=replaced, notes=(*result.notes, *notes))
 
 
 def absolute(path: str) -> str:
@@ -172,32 +279,62 @@ def absolute(path: str) -> str:
     return os.path.normpath(os.path.join(os.getcwd(), path))
 
 
-def _make_workdir(dest: str) -> str:
+def _make_workdir(dest: str) -> tuple[str, int]:
+    """A new staging directory beside `dest`, marked and locked; stale ones of earlier restores go first."""
     parent = os.path.dirname(dest)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.restoring-", dir=parent)
-    with open(os.path.join(tmp, INCOMPLETE_MARK), "w") as fh:
-        fh.write("this directory is an unfinished restore; it is safe to delete\n")
-    return tmp
+    try:
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+        remove_stale_staging(dest)
+        tmp = tempfile.mkdtemp(prefix=staging_prefix(dest), dir=parent)
+        fd = lock_staging(tmp)
+        fh = os.open(os.path.join(tmp, INCOMPLETE_MARK), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fh, "w") as mark:
+            mark.write("this directory is an unfinished restore; it is safe to delete\n")
+    except OSError as exc:
+        raise file_error(exc, parent, "create the restore's staging directory") from exc
+    return tmp, fd
 
 
-def _finish_workdir(tmp: str, dest: str, force: bool) -> None:
-    os.makedirs(os.path.join(tmp, "wal"))
-    os.unlink(os.path.join(tmp, INCOMPLETE_MARK))
-    fsync_dir(tmp)
-    _publish_directory(tmp, dest, force)
+def _finish_workdir(tmp: str) -> None:
+    try:
+        os.makedirs(os.path.join(tmp, "wal"), mode=0o700)
+        make_private(tmp)
+        os.unlink(os.path.join(tmp, INCOMPLETE_MARK))
+        fsync_dir(tmp)
+    except OSError as exc:
+        raise file_error(exc, tmp, "finish the restored directory") from exc
 
 
-def _publish_directory(tmp: str, dest: str, force: bool) -> None:
+def _publish_directory(tmp: str, dest: str, check: Callable[[], Replacement | None]
+                       ) -> tuple[Replacement | None, list[str]]:
+    """Move the finished `tmp` to `dest`; returns what was replaced and anything the user must know."""
     parent = os.path.dirname(dest)
+    replaced = check()  # again: the destination may have changed during the build
+    lock = hold_writer_lock(dest) if os.path.isdir(dest) else None
     old = None
-    if os.path.exists(dest):
-        if os.listdir(dest) and not force:
-            raise DestinationExists(f"{dest} is not empty; pass --force to replace it")
-        old = tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.replaced-", dir=parent)
-        os.rmdir(old)
-        os.rename(dest, old)
-    os.rename(tmp, dest)
-    fsync_dir(parent)
+    notes: list[str] = []
+    try:
+        if os.path.exists(dest):
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.replaced-", dir=parent)
+            os.rmdir(old)
+            os.rename(dest, old)
+        try:
+            os.rename(tmp, dest)
+        except OSError:
+            if old is not None:
+                os.rename(old, dest)  # put the old directory back
+            raise
+        fsync_dir(parent)
+    except OSError as exc:
+        raise file_error(exc, dest, "move the restored directory into place") from exc
+    finally:
+        if lock is not None:
+            lock.release()
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        try:
+            shutil.rmtree(old)
+        except OSError as exc:
+            notes.append(f"the replaced directory was kept at {old}: cannot remove it ({exc}); delete it "
+                         "yourself")
+    return replaced, notes
+

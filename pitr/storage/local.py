@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from collections.abc import Callable
@@ -9,9 +10,16 @@ from typing import BinaryIO
 
 import anyio
 
-from pitr.errors import ObjectExists, ObjectNotFound, StorageError
+from pitr.errors import ObjectExists, ObjectNotFound, PitrError, StorageError, file_error
 from pitr.storage.base import ObjectInfo, check_name
 from segments.fsutil import publish_atomically
+
+
+def _storage_error(exc: OSError, url: str, name: str, operation: str) -> PitrError:
+    """A failed file operation in the repository: DiskFull for a full file system, else StorageError."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return file_error(exc, os.path.join(url, name), operation)
+    return StorageError(f"{url}: cannot {operation} {name}: {exc.strerror or exc}")
 
 
 class LocalStorage:
@@ -26,14 +34,14 @@ class LocalStorage:
 
     def _publish_sync(self, name: str, write: Callable[[BinaryIO], object], overwrite: bool) -> None:
         path = self._path(name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
         try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
             publish_atomically(path, write, overwrite=overwrite)
         except FileExistsError as exc:
             raise ObjectExists(f"{self.url}: {name} already exists; published files are never "
                                "overwritten") from exc
         except OSError as exc:
-            raise StorageError(f"{self.url}: cannot publish {name}: {exc}") from exc
+            raise _storage_error(exc, self.url, name, "publish") from exc
 
     async def publish(self, name: str, data: bytes) -> None:
         await anyio.to_thread.run_sync(self._publish_sync, name, lambda fh: fh.write(data), False)
@@ -56,7 +64,7 @@ class LocalStorage:
         except FileNotFoundError as exc:
             raise ObjectNotFound(f"{self.url}: {name} does not exist") from exc
         except OSError as exc:
-            raise StorageError(f"{self.url}: cannot read {name}: {exc}") from exc
+            raise _storage_error(exc, self.url, name, "read") from exc
 
     async def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         return await anyio.to_thread.run_sync(self._read_sync, name, offset, length)
@@ -66,6 +74,8 @@ class LocalStorage:
             st = await anyio.to_thread.run_sync(os.stat, self._path(name))
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise _storage_error(exc, self.url, name, "stat") from exc
         return ObjectInfo(name, st.st_size)
 
     def _list_sync(self, prefix: str, after: str | None) -> list[ObjectInfo]:
@@ -76,12 +86,19 @@ class LocalStorage:
             entries = list(os.scandir(base))
         except FileNotFoundError:
             return found
+        except OSError as exc:
+            raise _storage_error(exc, self.url, prefix, "list") from exc
         for entry in entries:
             if entry.name.startswith(".tmp-") or not entry.name.startswith(stem):
                 continue
             name = f"{directory}/{entry.name}" if directory else entry.name
-            if entry.is_file() and (after is None or name > after):
-                found.append(ObjectInfo(name, entry.stat().st_size))
+            try:
+                if entry.is_file() and (after is None or name > after):
+                    found.append(ObjectInfo(name, entry.stat().st_size))
+            except FileNotFoundError:
+                continue  # deleted while listing
+            except OSError as exc:
+                raise _storage_error(exc, self.url, name, "list") from exc
         found.sort(key=lambda info: info.name)
         return found
 
@@ -93,6 +110,8 @@ class LocalStorage:
             await anyio.to_thread.run_sync(os.unlink, self._path(name))
         except FileNotFoundError:
             pass
+        except OSError as exc:
+            raise _storage_error(exc, self.url, name, "delete") from exc
 
     def local_path(self, name: str) -> str:
         """The file behind `name` (local backend only; lets readers use pread directly)."""

@@ -5,8 +5,9 @@ from __future__ import annotations
 import fcntl
 import os
 import time
+from dataclasses import dataclass
 
-from pitr.errors import StoreLocked
+from pitr.errors import StoreLocked, file_error
 
 LOCK_NAME = "LOCK"
 
@@ -16,7 +17,7 @@ class WriterLock:
 
     def __init__(self, data_dir: str) -> None:
         self.path = os.path.join(data_dir, LOCK_NAME)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         for attempt in range(20):
             try:
                 fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -47,19 +48,46 @@ def read_holder(path: str) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def writer_running(data_dir: str) -> bool:
-    """True when some process holds the store's writer lock."""
+@dataclass(frozen=True, slots=True)
+class LockHolder:
+    """A live process holding a store's writer lock; `pid` is None when the lock file names none."""
+
+    path: str
+    pid: int | None
+
+    def describe(self) -> str:
+        return f"process {self.pid}" if self.pid else "a process (PID unknown)"
+
+
+def lock_holder(data_dir: str) -> LockHolder | None:
+    """Who holds the writer lock of the store at `data_dir`, or None when nobody does.
+
+    The probe is a shared, non-blocking flock released at once: it never waits
+    and never makes a writer wait (a writer opening meanwhile retries it out,
+    see `WriterLock`). A lock file whose flock nobody holds is stale, whatever
+    PID it names: the kernel drops an flock when its process dies.
+    """
     path = os.path.join(data_dir, LOCK_NAME)
-    if not os.path.exists(path):
-        return False
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise file_error(exc, path, "open the writer lock") from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
-        return True
+        return LockHolder(path, read_holder(path))
+    except OSError as exc:
+        raise file_error(exc, path, "probe the writer lock") from exc
     finally:
         os.close(fd)
-    return False
+    return None
+
+
+def writer_running(data_dir: str) -> bool:
+    """True when some process holds the store's writer lock."""
+    return lock_holder(data_dir) is not None
 
 
 def _probe_only(path: str) -> bool:

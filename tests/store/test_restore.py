@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pitr.archiver import ArchiveOptions, Archiver, StoreSource, archiving
-from pitr.errors import DestinationExists, OutsideWindow, Window
+from pitr.errors import DestinationExists, DiskFull, OutsideWindow, UnsafeDestination, Window
 from pitr.repo.repository import Repository, open_repository
 from pitr.restore import RestoreOptions, RestorePlan, RestoreResult, RestoreTarget, restore
 from pitr.snapshots.take import take_snapshot
@@ -307,8 +307,17 @@ async def test_non_empty_destination_needs_force(tmp_path: Path) -> None:
         with pytest.raises(DestinationExists):
             await restore(repo, RestoreOptions(target=RestoreTarget(latest=True), dest=str(file_dest),
                                                force=True))
-        result = await restore(repo, RestoreOptions(target=RestoreTarget(lsn=2), dest=str(dest), force=True))
+        with pytest.raises(UnsafeDestination, match="not a pitr store") as refused:
+            await restore(repo, RestoreOptions(target=RestoreTarget(lsn=2), dest=str(dest), force=True))
+        assert "1 file, 7 B" in str(refused.value), "the refusal says what the directory holds"
+        assert refused.value.hint is not None
+        assert "--replace-foreign" in refused.value.hint
+        assert (dest / "precious.txt").read_text() == "keep me", "--force alone never replaces a foreign directory"
+        result = await restore(repo, RestoreOptions(target=RestoreTarget(lsn=2), dest=str(dest), force=True,
+                                                    replace_foreign=True))
         assert isinstance(result, RestoreResult)
+        assert result.replaced is not None
+        assert (result.replaced.kind, result.replaced.files) == ("directory", 1)
         assert sorted(os.listdir(dest)) == ["state", "wal"]
         empty = tmp_path / "empty"
         empty.mkdir()
@@ -327,7 +336,7 @@ async def test_a_failed_restore_leaves_nothing_that_looks_finished(tmp_path: Pat
 
     monkeypatch.setattr(sys.modules["pitr.restore.restore"], "build_state", broken)
     async with open_repository(history.repo_dir) as repo:
-        with pytest.raises(OSError, match="No space"):
+        with pytest.raises(DiskFull, match="No space"):
             await restore(repo, RestoreOptions(target=RestoreTarget(latest=True), dest=str(tmp_path / "out")))
     assert sorted(os.listdir(tmp_path)) == before
 
@@ -346,7 +355,7 @@ async def test_a_build_failing_midway_stops_its_reader_threads(tmp_path: Path, b
     monkeypatch.setattr(State, "append_sorted", full)
     monkeypatch.setattr(State, "apply", full)
     async with open_repository(history.repo_dir) as repo:
-        with pytest.raises(OSError, match="No space"):
+        with pytest.raises(DiskFull, match="No space"):
             await restore(repo, RestoreOptions(target=RestoreTarget(latest=True), dest=str(tmp_path / "out")))
     assert [t for t in threading.enumerate() if t.name == "pitr-prefetch"] == []
     assert not (tmp_path / "out").exists()  # noqa: ASYNC240 - a test assertion, no loop to block
@@ -387,10 +396,11 @@ async def test_restoring_a_restored_stores_archive_keeps_what_it_started_from(tm
         expected = sorted([*((k, v) for k, (v, _e) in state_at(history, 3, clock.now).items()), (b"e", b"1")])
         assert await restored.scan() == expected
         final = str(tmp_path / "second-generation")
-        try:
-            await restore(repo2, RestoreOptions(target=RestoreTarget(latest=True), dest=final))
-        except OutsideWindow:
-            return  # refusing is acceptable: the archive lacks the starting state
+        # archiving a restored store starts its archive with a base snapshot of the restored state,
+        # so the archive restores it: a refusal here is the bug (the base was never taken)
+        result = await restore(repo2, RestoreOptions(target=RestoreTarget(latest=True), dest=final))
+        assert isinstance(result, RestoreResult)
+        assert result.base_lsn == 3, "restored from the base snapshot of the restored state"
     async with Store(final, clock=clock) as second:
         assert await second.scan() == expected, "the restored state lost the data it started from"
 

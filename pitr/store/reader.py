@@ -1,0 +1,203 @@
+"""Reading a store's data directory without being its writer (`pitr get`, `pitr export`).
+
+A reader never takes, probes or waits for the writer lock: it opens the LMDB
+state read-only (LMDB readers never block its writer) and folds the WAL
+records after the state's checkpoint over it, so it sees every commit the
+writer has logged, applied to LMDB or not. The checkpoint and the data come
+from one LMDB read transaction; the WAL is read from the LSN after that
+checkpoint. If the writer applied and removed WAL files in between (or is
+creating the next file), the read starts again from a fresh transaction;
+damage still there after a few attempts is reported, naming the file.
+
+The WAL is read as `segments.wal_follow` reads it for archivers: complete,
+checked records only, stopping at a record not yet fully written. A record
+the writer has written but not yet fsynced may be seen a moment before it is
+acknowledged.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import lmdb
+
+from pitr.errors import CorruptData, InvalidArgument, lmdb_error
+from pitr.store._overlay import fold, merge, visible
+from pitr.store._state import I64BE, U64BE, StateDB
+from pitr.store._wal_dir import WalDirectory, to_corrupt
+from segments import SegmentsError
+from segments import record as rec
+from segments.fold import Change
+from segments.wal_follow import read_wal_from
+
+ATTEMPTS = 5  # fresh starts when the WAL changes under the reader (files removed or being created)
+RETRY_DELAY = 0.02  # seconds, times the attempt number
+MAX_OVERLAY = 1 << 20  # unapplied changed keys a reader holds (the writer applies far sooner)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadView:
+    """One consistent view: LMDB at `applied_lsn` plus the WAL's changes through `lsn`."""
+
+    lsn: int
+    applied_lsn: int
+    overlay: dict[bytes, Change]
+
+
+class StoreReader:
+    """Read-only access to the store at `data_dir`; use as a context manager."""
+
+    def __init__(self, data_dir: str) -> None:
+        self.path = os.path.abspath(data_dir)
+        state_dir = os.path.join(self.path, "state")
+        if not os.path.isfile(os.path.join(state_dir, "data.mdb")):
+            raise InvalidArgument(f"{self.path}: no pitr store here (no state/data.mdb)")
+        self.state = StateDB(state_dir, readonly=True)
+        self._wal_path = os.path.join(self.path, "wal")
+
+    def __enter__(self) -> StoreReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.state.close()
+
+    def get(self, key: bytes, now_ns: int) -> tuple[bytes, int | None] | None:
+        """The value and expiry of `key` as the writer's last logged commit left it, or None."""
+        with self.view() as (txn, view):
+            change = view.overlay.get(key, _MISSING)
+            if change is not _MISSING:
+                return visible(change, now_ns)  # type: ignore[arg-type]  # not _MISSING
+            value = txn.get(key, db=self.state.data)
+            if value is None:
+                return None
+            raw = txn.get(key, db=self.state.expiry)
+            expires = None if raw is None else I64BE.unpack(raw)[0]
+            if expires is not None and expires <= now_ns:
+                return None
+            return bytes(value), expires
+
+    def scan(self, prefix: bytes, now_ns: int) -> Iterator[tuple[bytes, bytes, int | None]]:
+        """(key, value, expiry) of every live key starting with `prefix`, in key order, from one view."""
+        with self.view() as (txn, view):
+            overlay = sorted((k, c) for k, c in view.overlay.items() if k.startswith(prefix))
+            for key, value, expires in merge(_rows(txn, self.state, prefix), overlay):
+                if expires is not None and expires <= now_ns:
+                    continue
+                yield key, value, expires
+
+    @contextmanager
+    def view(self) -> Iterator[tuple[lmdb.Transaction, ReadView]]:
+        """A read transaction and the WAL folded after its checkpoint: one consistent state."""
+        last_error: CorruptData | None = None
+        for _attempt in range(ATTEMPTS):
+            try:
+                txn = self.state.env.begin(buffers=False)
+            except lmdb.Error as exc:
+                raise lmdb_error(exc, self.state.path, "read the state") from exc
+            try:
+                raw = txn.get(b"applied_lsn", db=self.state.meta)
+                if raw is None:
+                    raise CorruptData(f"{self.state.path}: state has no checkpoint", path=self.state.path)
+                applied = U64BE.unpack(raw)[0]
+                try:
+                    view = self._fold_wal(applied)
+                except (CorruptData, FileNotFoundError) as exc:
+                    # The writer applied and removed WAL files, or is creating the next one (its header
+                    # not yet written): read again. Damage that is really there is still there after
+                    # the last attempt, and is reported then.
+                    if isinstance(exc, FileNotFoundError):
+                        last_error = CorruptData(f"{exc.filename}: WAL file vanished while reading",
+                                                 path=exc.filename)
+                    else:
+                        last_error = exc
+                    txn.abort()
+                    if not self._moved_past(applied):
+                        time.sleep(RETRY_DELAY * (_attempt + 1))
+                    continue
+                break
+            except BaseException:
+                txn.abort()
+                raise
+        else:
+            assert last_error is not None
+            raise last_error
+        try:
+            yield txn, view
+        finally:
+            txn.abort()
+
+    def _moved_past(self, applied: int) -> bool:
+        try:
+            with self.state.env.begin() as txn:
+                raw = txn.get(b"applied_lsn", db=self.state.meta)
+        except lmdb.Error as exc:
+            raise lmdb_error(exc, self.state.path, "read the state") from exc
+        return raw is not None and U64BE.unpack(raw)[0] > applied
+
+    def _fold_wal(self, applied: int) -> ReadView:
+        """The changes of every complete WAL record after LSN `applied`."""
+        overlay: dict[bytes, Change] = {}
+        if not os.path.isdir(self._wal_path):
+            return ReadView(applied, applied, overlay)
+        files = WalDirectory(self._wal_path).files()
+        expected = applied + 1
+        for i, (first_lsn, path) in enumerate(files):
+            next_first = files[i + 1][0] if i + 1 < len(files) else None
+            if next_first is not None and next_first <= expected:
+                continue  # every record in this file is applied
+            if first_lsn > expected:
+                raise CorruptData(f"{path}: LSNs {expected}..{first_lsn - 1} are missing from the WAL",
+                                  path=path, lsn=expected)
+            offset = 0
+            while True:
+                try:
+                    chunk = read_wal_from(path, offset, expected, rec.MAX_I64)
+                except SegmentsError as exc:
+                    raise to_corrupt(exc) from exc
+                if not chunk.spans:
+                    break
+                for span in chunk.spans:
+                    try:
+                        record = rec.decode_payload(chunk.data, span, skip_unknown=True)
+                    except SegmentsError as exc:
+                        raise to_corrupt(exc) from exc
+                    if record is not None:
+                        fold(overlay, record.ops)
+                expected = chunk.spans[-1].lsn + 1
+                offset = chunk.next_offset
+                if len(overlay) > MAX_OVERLAY:
+                    raise CorruptData(f"{self.path}: more than {MAX_OVERLAY:,} changed keys are logged but "
+                                      "not applied; open the store with its writer to apply them",
+                                      path=self._wal_path)
+            if next_first is not None and expected < next_first:
+                raise CorruptData(f"{path}: the WAL file ends at LSN {expected - 1} but the next one starts "
+                                  f"at LSN {next_first}", path=path, lsn=expected,
+                                  hint="open the store with its writer (pitr put) to recover it")
+        return ReadView(expected - 1, applied, overlay)
+
+
+_MISSING = object()
+
+
+def _rows(txn: lmdb.Transaction, state: StateDB, prefix: bytes) -> Iterator[tuple[bytes, bytes, int | None]]:
+    expiry = txn.cursor(state.expiry)
+    has_expiry = bool(txn.stat(state.expiry)["entries"])
+    cursor = txn.cursor(state.data)
+    if not cursor.set_range(prefix):
+        return
+    for raw_key, raw_value in cursor:
+        key, value = bytes(raw_key), bytes(raw_value)
+        if not key.startswith(prefix):
+            return
+        expires = None
+        if has_expiry:
+            raw = expiry.get(key)
+            expires = None if raw is None else I64BE.unpack(raw)[0]
+        yield key, value, expires
