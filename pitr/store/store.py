@@ -25,13 +25,13 @@ from typing import Any, NamedTuple
 import anyio
 import anyio.abc
 
-from pitr.errors import FileError, InvalidArgument, PitrError, StoreClosed, file_error
+from pitr.errors import CorruptData, FileError, InvalidArgument, PitrError, StoreClosed, file_error
 from pitr.store._checks import check_key, check_put, check_value, ttl_ns
 from pitr.store._group_commit import Group, GroupCommitter, loop_hooks
 from pitr.store._lock import LOCK_NAME, WriterLock
 from pitr.store._overlay import fold, merge, prefix_end, visible
 from pitr.store._state import StateDB, StoreIdentity
-from pitr.store._wal_dir import Recovery, WalDirectory, to_corrupt
+from pitr.store._wal_dir import Recovery, WalDirectory
 from pitr.store.batch import Batch
 from pitr.timefmt import format_time
 from segments import CorruptFile, SegmentsError
@@ -40,7 +40,7 @@ from segments.chain import genesis
 from segments.fold import Change, change_of
 from segments.fsutil import fsync_dir
 from segments.record import DELETE, PUT, Op
-from segments.wal import PREALLOCATE, TornTail, WalFileOps, WalWriter, wal_name
+from segments.wal import MID_LOG_HINT, PREALLOCATE, TornTail, WalFileOps, WalWriter, wal_name
 from segments.wal import VERSION as WAL_VERSION
 
 Clock = Callable[[], int]
@@ -219,8 +219,9 @@ class Store:
             for span in spans:
                 try:
                     record = rec.decode_payload(data, span, skip_unknown=True)
-                except CorruptFile as exc:  # scan_wal checks every body: only a file changed since
-                    raise to_corrupt(exc.located(path=self._wal_dir.path, offset_base=-span.start)) from exc
+                except CorruptFile as exc:  # scan_wal checked every body: only a file changed since
+                    raise CorruptData(f"WAL record at LSN {span.lsn}: {exc.reason}", path=self._wal_dir.path,
+                                      lsn=span.lsn, hint=MID_LOG_HINT) from exc
                 if record is not None:
                     fold(changes, record.ops)
             lsn, ts = spans[-1].lsn, spans[-1].ts_ns
