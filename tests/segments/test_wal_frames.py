@@ -36,7 +36,8 @@ def test_the_issue_reproduction_a_torn_last_group_is_repaired_not_refused(tmp_pa
     records = plain_records(1, 9, value_size=100)
     path = str(tmp_path / wal.wal_name(1))
     offsets = write_groups(path, [records[:1], records[1:]], sync_last=False)
-    assert offsets[1] < 512 and os.path.getsize(path) > 1024
+    assert offsets[1] < 512
+    assert os.path.getsize(path) > 1024
     end = scan_wal(path).end
     assert end > 1024, "the zeroed range lies inside the last group"
     data = bytearray(Path(path).read_bytes())
@@ -140,7 +141,8 @@ def test_a_newest_file_whose_creation_was_interrupted_is_moved_aside(tmp_path: P
     path = str(tmp_path / wal.wal_name(7))
     Path(path).write_bytes(wal.MAGIC + bytes(100))  # header never fully written; no commit inside
     torn = wal.abandon_unborn(path)
-    assert torn is not None and not os.path.exists(path)
+    assert torn is not None
+    assert not os.path.exists(path)
     assert Path(torn.broken_path).read_bytes() == wal.MAGIC + bytes(100)
     records = plain_records(7, 2)
     real = str(tmp_path / wal.wal_name(8))

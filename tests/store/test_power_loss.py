@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.lowlevel
 
 from pitr.store import Store
 from segments.record import DELETE, PUT, Op
@@ -91,7 +92,8 @@ class DiskModel:
         kind = event[0]
         if kind == "existing":
             path, data = event[1], event[2]
-            assert isinstance(path, str) and isinstance(data, bytes)
+            assert isinstance(path, str)
+            assert isinstance(data, bytes)
             self.synced[path], self.current[path] = bytearray(data), bytearray(data)
             self.durable_names.add(path)
         elif kind == "create":
@@ -99,14 +101,17 @@ class DiskModel:
             self.synced[event[1]], self.current[event[1]] = bytearray(), bytearray()
         elif kind == "write":
             path, offset, data = event[1], event[2], event[3]
-            assert isinstance(path, str) and isinstance(offset, int) and isinstance(data, bytes)
+            assert isinstance(path, str)
+            assert isinstance(offset, int)
+            assert isinstance(data, bytes)
             image = self.current[path]
             if len(image) < offset + len(data):
                 image.extend(bytes(offset + len(data) - len(image)))
             image[offset : offset + len(data)] = data
         elif kind == "extend":
             path, size = event[1], event[2]
-            assert isinstance(path, str) and isinstance(size, int)
+            assert isinstance(path, str)
+            assert isinstance(size, int)
             image = self.current[path]
             if len(image) < size:
                 image.extend(bytes(size - len(image)))
@@ -170,7 +175,7 @@ async def run_writers(data: str, ops: TracingOps, history: dict[int, tuple[Op, .
                 history[commit.lsn] = commit_ops
                 ops.acknowledged(commit.lsn)
                 if local.random() < 0.2:
-                    await trio.sleep(0)
+                    await trio.lowlevel.checkpoint()
 
         async with trio.open_nursery() as nursery:
             for w in range(8):

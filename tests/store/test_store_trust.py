@@ -9,7 +9,8 @@ import math
 import os
 import stat
 import struct
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import lmdb
@@ -47,6 +48,26 @@ def append_groups(wal_path: str, groups: list[list[bytes]], *, sync_last: bool =
     return offsets
 
 
+def damage(path: str, edit: Callable[[bytearray], None]) -> bytes:
+    """Change a file's bytes in place; returns the new contents."""
+    data = bytearray(Path(path).read_bytes())
+    edit(data)
+    Path(path).write_bytes(data)
+    return bytes(data)
+
+
+def exists(path: str | Path) -> bool:
+    return os.path.exists(path)
+
+
+def size_of(path: str | Path) -> int:
+    return os.path.getsize(path)
+
+
+def remount(mount: Path, size: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,size={size}", str(mount)], check=True)
+
+
 def records(first: int, count: int, size: int = 100) -> list[bytes]:
     return [rec.encode_record(lsn, START_NS + lsn, [rec.put(b"k%d" % lsn, b"v" * size)])
             for lsn in range(first, first + count)]
@@ -59,10 +80,8 @@ async def test_a_store_whose_unsynced_last_group_lost_a_sector_opens_with_every_
         tmp_path: Path) -> None:
     wal_path = await new_store(tmp_path)
     offsets = append_groups(wal_path, [records(1, 1), records(2, 8)], sync_last=False)
-    data = bytearray(Path(wal_path).read_bytes())
-    data[512:1024] = bytes(512)  # the issue's reproduction: part of the last group never reached the disk
     assert offsets[1] < 512
-    Path(wal_path).write_bytes(data)
+    damage(wal_path, lambda data: data.__setitem__(slice(512, 1024), bytes(512)))  # the issue's reproduction
     async with Store(str(tmp_path)) as store:
         assert store.last_lsn == 1
         assert await store.get(b"k1") == b"v" * 100
@@ -73,14 +92,13 @@ async def test_a_store_whose_unsynced_last_group_lost_a_sector_opens_with_every_
 async def test_damage_before_the_last_group_refuses_to_open_naming_the_file(tmp_path: Path) -> None:
     wal_path = await new_store(tmp_path)
     offsets = append_groups(wal_path, [records(1, 3), records(4, 3), records(7, 1)])
-    data = bytearray(Path(wal_path).read_bytes())
-    data[offsets[1] + 100] ^= 0x01
-    Path(wal_path).write_bytes(data)
+    damage(wal_path, lambda data: data.__setitem__(offsets[1] + 100, data[offsets[1] + 100] ^ 0x01))
     with pytest.raises(CorruptData) as info:
         async with Store(str(tmp_path)):
             pass
     assert (info.value.path, info.value.offset, info.value.lsn) == (wal_path, offsets[1], 4)
-    assert wal_path in str(info.value) and f"offset {offsets[1]}" in str(info.value)
+    assert wal_path in str(info.value)
+    assert f"offset {offsets[1]}" in str(info.value)
 
 
 # -- item 13: a valid CRC over an invalid body -----------------------------------------------------
@@ -112,7 +130,7 @@ async def test_a_record_with_a_valid_crc_and_an_invalid_body_is_refused_with_fil
             pass
     assert (info.value.path, info.value.offset, info.value.lsn) == (wal_path, record_offset, 2)
     assert f"offset {record_offset}" in str(info.value)
-    assert not os.path.exists(wal_path + ".broken"), "an invalid body is not a torn tail"
+    assert not exists(wal_path + ".broken"), "an invalid body is not a torn tail"
 
 
 # -- item 3: commit times far in the future ---------------------------------------------------------
@@ -148,7 +166,7 @@ def full_lmdb(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         raise lmdb.MapFullError("mdb_put: MDB_MAP_FULL: Environment mapsize limit reached")
 
     monkeypatch.setattr(StateDB, "_apply_sorted", full)
-    yield
+    return
 
 
 async def test_an_lmdb_failure_in_the_apply_task_is_one_pitr_error_not_a_group(tmp_path: Path,
@@ -156,7 +174,8 @@ async def test_an_lmdb_failure_in_the_apply_task_is_one_pitr_error_not_a_group(t
     with pytest.raises(DiskFull) as info:
         async with Store(str(tmp_path), apply_interval=0.01) as store:
             await store.put(b"k", b"v")
-    assert "state" in str(info.value) and "durable in the WAL" in str(info.value)
+    assert "state" in str(info.value)
+    assert "durable in the WAL" in str(info.value)
     assert isinstance(info.value.__cause__, lmdb.MapFullError)
 
 
@@ -185,7 +204,8 @@ async def test_an_unreadable_archive_marker_keeps_every_wal_file(tmp_path: Path,
         before = store.wal_directory.files()
         assert len(before) > 3
         store.wal_directory.mark_archived("repo", store.last_lsn, "file:///repo")
-        Path(store.wal_directory.path, "archived-repo").write_bytes(b"{garbage")
+        damage(os.path.join(store.wal_directory.path, "archived-repo"),
+               lambda data: data.__setitem__(slice(None), b"{garbage"))
         await store.flush()
         assert store.wal_directory.files() == before, "a marker that cannot be read deletes nothing"
         assert any("archived-repo" in r.getMessage() and "kept" in r.getMessage() for r in caplog.records)
@@ -193,11 +213,13 @@ async def test_an_unreadable_archive_marker_keeps_every_wal_file(tmp_path: Path,
         await store.put(b"more", b"1")
         await store.flush()
         assert len(store.wal_directory.files()) < len(before), "a readable marker lets retention work"
-    Path(tmp_path, "wal", "archived-repo").write_text(json.dumps({"lsn": "7", "repo": "x"}))
+    damage(str(tmp_path / "wal" / "archived-repo"),
+           lambda data: data.__setitem__(slice(None), json.dumps({"lsn": "7", "repo": "x"}).encode()))
     with pytest.raises(CorruptData, match="archived-repo") as info:
         async with Store(str(tmp_path)):
             pass  # its completeness promise is unknown: commits could be dated inside it
-    assert info.value.hint and "marker" in info.value.hint
+    assert info.value.hint
+    assert "marker" in info.value.hint
 
 
 async def test_opening_a_missing_store_without_create_speaks_to_a_user(tmp_path: Path) -> None:
@@ -205,7 +227,8 @@ async def test_opening_a_missing_store_without_create_speaks_to_a_user(tmp_path:
         async with Store(str(tmp_path / "nope"), create=False):
             pass
     assert "create=True" not in str(info.value)
-    assert "no pitr store" in str(info.value) and "pitr put" in str(info.value)
+    assert "no pitr store" in str(info.value)
+    assert "pitr put" in str(info.value)
 
 
 # -- item 9: a full disk ---------------------------------------------------------------------------
@@ -224,9 +247,10 @@ async def test_preallocation_degrades_instead_of_failing_the_first_put(
     async with Store(str(tmp_path), wal_ops=SmallDisk()) as store:
         assert (await store.put(b"k", b"v")).lsn == 1
     (message,) = [r.getMessage() for r in caplog.records if "preallocate" in r.getMessage()]
-    assert "16.00 MiB" in message and "preallocated 1.00 MiB (" in message
+    assert "16.00 MiB" in message
+    assert "preallocated 1.00 MiB (" in message
     (name,) = [n for n in os.listdir(tmp_path / "wal") if n.endswith(".wal")]
-    assert os.path.getsize(tmp_path / "wal" / name) <= limit + wal.HEADER_SIZE
+    assert size_of(tmp_path / "wal" / name) <= limit + wal.HEADER_SIZE
 
 
 @pytest.fixture
@@ -234,12 +258,13 @@ def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 4 MiB tmpfs (root only); skipped where mounting is not permitted."""
     mount = tmp_path / "small"
     mount.mkdir()
-    if os.geteuid() != 0 or os.system(f"mount -t tmpfs -o size=4m tmpfs {mount} 2>/dev/null") != 0:
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
         pytest.skip("cannot mount a small tmpfs here (needs root); the fault-injecting tests cover the logic")
     try:
         yield mount
     finally:
-        os.system(f"umount {mount}")
+        subprocess.run(["umount", str(mount)], check=True)
 
 
 async def test_a_full_tmpfs_under_lmdb_gives_disk_full_and_loses_nothing(small_tmpfs: Path,
@@ -249,13 +274,19 @@ async def test_a_full_tmpfs_under_lmdb_gives_disk_full_and_loses_nothing(small_t
     async with Store(str(data), apply_interval=3600) as store:
         assert (await store.put(b"first", b"1")).lsn == 1  # 16 MiB preallocation did not fit: degraded
         assert any("preallocate" in r.getMessage() for r in caplog.records)
-        with pytest.raises(DiskFull) as info:
+
+        async def fill() -> None:
             for i in range(10):
                 acknowledged.append((await store.put(b"big%d" % i, b"%d" % i * (700 << 10))).lsn)
                 await store.flush()
-        assert "LMDB state" in str(info.value) and "durable in the WAL" in str(info.value)
-        assert info.value.hint and "free space" in info.value.hint
-    os.system(f"mount -o remount,size=64m {small_tmpfs}")
+
+        with pytest.raises(DiskFull) as info:
+            await fill()
+        assert "LMDB state" in str(info.value)
+        assert "durable in the WAL" in str(info.value)
+        assert info.value.hint
+        assert "free space" in info.value.hint
+    remount(small_tmpfs, "64m")
     async with Store(str(data)) as store:
         assert await store.get(b"first") == b"1"
         for i, _lsn in enumerate(acknowledged):
@@ -266,13 +297,18 @@ async def test_a_full_tmpfs_under_the_wal_gives_disk_full_naming_the_file(small_
     data = small_tmpfs / "data"
     acknowledged = []
     async with Store(str(data), apply_interval=3600) as store:
-        with pytest.raises(DiskFull) as info:
+
+        async def fill() -> None:
             for i in range(10):
                 await store.put(b"big%d" % i, b"%d" % i * (700 << 10))
                 acknowledged.append(i)
-        assert ".wal" in str(info.value) and info.value.errno == errno.ENOSPC
+
+        with pytest.raises(DiskFull) as info:
+            await fill()
+        assert ".wal" in str(info.value)
+        assert info.value.errno == errno.ENOSPC
         assert acknowledged, "the disk held some commits"
-    os.system(f"mount -o remount,size=64m {small_tmpfs}")
+    remount(small_tmpfs, "64m")
     async with Store(str(data)) as store:
         for i in acknowledged:
             assert await store.get(b"big%d" % i) == b"%d" % i * (700 << 10)
@@ -288,9 +324,8 @@ async def test_everything_the_store_creates_is_private(tmp_path: Path, umask: in
         data = tmp_path / "data"
         wal_path = await new_store(data)
         append_groups(wal_path, [records(1, 2)], sync_last=False)
-        with open(wal_path, "r+b") as fh:  # a torn tail, so that a .broken copy is made
-            fh.seek(scan_wal(wal_path).end - 5)
-            fh.write(b"\xff")
+        end = scan_wal(wal_path).end
+        damage(wal_path, lambda data: data.__setitem__(end - 5, 0xFF))  # a torn tail: a .broken copy is made
         async with Store(str(data)) as store:
             await store.put(b"k", b"v")
     finally:
