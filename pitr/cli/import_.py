@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from pitr.cli.common import add_data, add_json, decode_json_bytes, need_data, print_json
-from pitr.errors import InvalidArgument
+from pitr.errors import InvalidArgument, file_error
 from pitr.store import Store
 from pitr.store._checks import check_key, check_value
 from pitr.store.store import MAX_CLOCK_SKEW
@@ -102,7 +102,10 @@ def parse_line(text: str, number: int) -> tuple[list[tuple[Op, float | None]], i
 
 
 def _lines(path: str) -> Iterator[tuple[int, str]]:
-    fh = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+    try:
+        fh = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        raise file_error(exc, path, "read the import file") from exc
     try:
         for number, line in enumerate(fh, 1):
             if len(line) > MAX_LINE:
@@ -111,6 +114,8 @@ def _lines(path: str) -> Iterator[tuple[int, str]]:
                 yield number, line
     except UnicodeDecodeError as exc:
         raise InvalidArgument(f"{path}: not UTF-8 text: {exc}") from exc
+    except OSError as exc:
+        raise file_error(exc, path, "read the import file") from exc
     finally:
         if fh is not sys.stdin:
             fh.close()
@@ -121,6 +126,7 @@ async def run(args: argparse.Namespace) -> int:
         lines = list(_lines("-"))
     else:
         lines = None
+        next(_lines(args.file), None)  # an unreadable file is refused before the store is created
     progress = _Progress()
     skew_ns = math.inf if math.isinf(args.max_clock_skew) else int(args.max_clock_skew * 1e9)
     async with Store(need_data(args), max_clock_skew=args.max_clock_skew) as store:

@@ -160,7 +160,7 @@ class Store:
         try:
             self._open_files_sync()
         except OSError as exc:
-            raise file_error(exc, exc.filename, "open the store") from exc
+            raise file_error(exc, exc.filename or self.path, "open the store") from exc
 
     def _open_files_sync(self) -> None:
         if not os.path.isdir(self.path):

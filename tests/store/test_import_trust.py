@@ -75,3 +75,13 @@ def test_an_import_stopped_by_a_full_disk_names_the_last_committed_line_and_lsn(
                                                "last_line": 4, "unacknowledged_line": 5}
     for i in range(4):
         assert run(capsys, "get", f"k{i}", "--data", data)[:2] == (0, "v" * 100 + "\n")
+
+
+def test_a_missing_import_file_is_one_line_and_creates_no_store(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    code, _, err = run(capsys, "import", str(tmp_path / "nonexistent.jsonl"), "--data", str(data))
+    assert code == 1
+    assert "nonexistent.jsonl: cannot read the import file" in err
+    assert "Traceback" not in err
+    assert not data.exists()
