@@ -150,7 +150,19 @@ def check_unit_at(buf: rec.Buffer, offset: int, size: int, version: int) -> Unit
     return Unit(end, spans)
 
 
+_FIRST_OP = rec.FIRST_OP
+_SINGLE_KINDS = (rec.PUT, rec.DELETE)
+
+
 def _check_body(buf: rec.Buffer, span: rec.Span) -> None:
+    # The common record (one put or delete, no expiry, no source revision) in one unpack.
+    if span.end - span.start >= rec.FIRST_OP_SIZE:
+        _c, _l, rtype, flags, _r, count, _lsn, _ts, kind, oflags, _r2, klen, vlen = _FIRST_OP.unpack_from(
+            buf, span.start)
+        if rtype == rec.TYPE_COMMIT and not flags & rec.FLAG_SOURCE_REV and count == 1 and not oflags \
+                and kind in _SINGLE_KINDS and klen <= rec.MAX_KEY and vlen <= rec.MAX_VALUE \
+                and span.start + rec.FIRST_OP_SIZE + klen + vlen == span.end and (kind == rec.PUT or not vlen):
+            return
     try:
         rec.check_payload(buf, span)
     except CorruptFile as exc:
