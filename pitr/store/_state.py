@@ -125,11 +125,14 @@ class StateDB:
     # reads ---------------------------------------------------------------------
     def get(self, key: bytes, now_ns: int | None) -> tuple[bytes, int | None] | None:
         """The value and expiry of `key`, or None; an expiry at or before now_ns hides it."""
-        with self.env.begin(buffers=False) as txn:
-            value = txn.get(key, db=self.data)
-            if value is None:
-                return None
-            raw = txn.get(key, db=self.expiry)
+        try:
+            with self.env.begin(buffers=False) as txn:
+                value = txn.get(key, db=self.data)
+                if value is None:
+                    return None
+                raw = txn.get(key, db=self.expiry)
+        except lmdb.Error as exc:
+            raise lmdb_error(exc, self.path, "read the LMDB state") from exc
         expires = None if raw is None else I64BE.unpack(raw)[0]
         if expires is not None and now_ns is not None and expires <= now_ns:
             return None
@@ -137,6 +140,12 @@ class StateDB:
 
     def iter_range(self, start: bytes, stop: bytes | None) -> Iterator[tuple[bytes, bytes, int | None]]:
         """(key, value, expiry) for start <= key < stop in key order, from one read transaction."""
+        try:
+            yield from self._iter_range(start, stop)
+        except lmdb.Error as exc:
+            raise lmdb_error(exc, self.path, "read the LMDB state") from exc
+
+    def _iter_range(self, start: bytes, stop: bytes | None) -> Iterator[tuple[bytes, bytes, int | None]]:
         with self.env.begin() as txn:
             expiry_cursor = txn.cursor(self.expiry)
             has_expiry = bool(txn.stat(self.expiry)["entries"])

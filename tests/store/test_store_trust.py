@@ -339,3 +339,12 @@ async def test_everything_the_store_creates_is_private(tmp_path: Path, umask: in
 
 def test_pitr_errors_are_raised_not_segments_ones() -> None:
     assert issubclass(DiskFull, PitrError)
+
+
+def test_lmdb_read_errors_are_translated_naming_the_state(tmp_path: Path) -> None:
+    state = StateDB(str(tmp_path / "state"))
+    state.close()  # every later read fails inside LMDB
+    with pytest.raises(PitrError, match="state: cannot read the LMDB state"):
+        state.get(b"k", None)
+    with pytest.raises(PitrError, match="state: cannot read the LMDB state"):
+        list(state.iter_range(b"", None))
