@@ -233,7 +233,7 @@ def _wal_listing(options: DumpOptions) -> _Listing:
         assert failure is not None
         assert failure.offset is not None
         header, end = wal.decode_header(data[: wal.HEADER_SIZE], path), failure.offset
-        spans = list(rec.scan_spans(data, wal.HEADER_SIZE, end))
+        spans = wal.spans_until(data, header, end)
     head = {
         "store_id": str(header.store_id),
         "first_lsn": header.first_lsn,

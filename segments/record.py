@@ -321,6 +321,38 @@ def decode_payload(buf: Buffer, span: Span, *, skip_unknown: bool = False) -> Re
     return Record(lsn, ts_ns, tuple(ops), source_rev, rtype, bool(flags & FLAG_GAP))
 
 
+def check_payload(buf: Buffer, span: Span) -> None:
+    """Check a checked record's payload as `decode_payload` would, without copying keys or values.
+
+    A record of an unknown (future) type passes: its operations are not read.
+    Raises CorruptFile (offset relative to `buf`) for a body that breaks a rule.
+    """
+    offset, end = span.start, span.end
+    _crc, _length, rtype, flags, _res, count, lsn, _ts = HEADER.unpack_from(buf, offset)
+    if rtype not in KNOWN_TYPES:
+        return
+    pos = offset + HEADER_SIZE + (8 if flags & FLAG_SOURCE_REV else 0)
+    if pos > end or count == 0 or count > (end - pos) // OP_HEADER.size:
+        raise CorruptFile(f"operation count {count} does not fit the record", offset=offset, lsn=lsn)
+    op_unpack = OP_HEADER.unpack_from
+    op_size = OP_HEADER.size
+    for _ in range(count):
+        if end - pos < op_size:
+            raise CorruptFile("operation header runs past the record", offset=offset, lsn=lsn)
+        kind, oflags, _r, klen, vlen = op_unpack(buf, pos)
+        pos += op_size + (8 if oflags & OP_FLAG_EXPIRY else 0)
+        if klen > MAX_KEY or vlen > MAX_VALUE or pos + klen + vlen > end:
+            raise CorruptFile("key or value length runs past the record", offset=offset, lsn=lsn)
+        if kind == DELETE:
+            if vlen or oflags & OP_FLAG_EXPIRY:
+                raise CorruptFile("delete carries a value or expiry", offset=offset, lsn=lsn)
+        elif kind != PUT:
+            raise CorruptFile(f"unknown operation kind {kind}", offset=offset, lsn=lsn)
+        pos += klen + vlen
+    if pos != end:
+        raise CorruptFile(f"{end - pos} stray bytes after the last operation", offset=offset, lsn=lsn)
+
+
 def decode_records(
     buf: Buffer,
     start: int = 0,

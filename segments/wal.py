@@ -1,47 +1,63 @@
-"""Local write-ahead log files: append, group fsync, preallocation, torn-tail repair.
+"""Local write-ahead log files: recovery of torn tails, refusal on mid-log damage.
 
-A WAL file is a 64-byte header followed by records (segments.record) and then
-zeros up to the preallocated size. The first zero record prefix (crc 0, length 0)
-or the end of the file marks the end of the log. See docs/format.md, "WAL file".
+A WAL file is a 64-byte header followed by one frame per commit group (the
+frame header carries the group's length, record count, first LSN and a
+CRC-32C of its records), then zeros up to the preallocated size. Eight zero
+bytes where a frame would start, or the end of the file, mark the end of the
+log. See docs/format.md, "WAL file". Version 1 files (records back to back,
+no frames) are still read; the unit of reasoning there is one record.
 
-Recovery rule: the records are read until the first one that fails its checks.
-If only zeros follow, the log ends there. If no valid record with a later LSN
-follows, the failing bytes are a torn tail from a crash between write and
-fsync: they are copied to ``<file>.broken`` and the file is truncated. If a valid
-later record does follow, acknowledged data was damaged: opening is refused
-with `MidLogCorruption` naming the file, the offset and the LSN.
+Recovery rule: write units (frames) are read until the first one that fails
+its checks. Groups are written one at a time, each fsynced before the next,
+so only the last unit can be unsynced: if no valid unit follows the failure,
+the failing bytes are a torn tail from a crash between write and fsync; they
+are copied to ``<file>.broken`` and the file is truncated. If a valid unit
+follows, acknowledged data was damaged: opening is refused with
+`MidLogCorruption` naming the file, the offset and the LSN. A unit whose
+checksums pass but whose contents break a rule (an invalid record body, an
+LSN out of order) was written so and is refused the same way, wherever it is.
+
+The writer lives in `segments.wal_writer`; this module re-exports it.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
-import struct
+import re
 import sys
-import uuid
 from array import array
 from dataclasses import dataclass
 
-from crc32c import crc32c
-
 from segments import record as rec
-from segments._errors import CorruptFile, MidLogCorruption, SegmentsError, UnsupportedVersion, WriterPoisoned
+from segments._errors import CorruptFile, MidLogCorruption
 from segments.fsutil import fsync_dir
+from segments.wal_format import (
+    FRAME_LSN_OFFSET,
+    FRAME_SIZE,
+    HEADER_SIZE,
+    MAGIC,
+    OLDEST_VERSION,
+    VERSION,
+    InvalidUnit,
+    WalHeader,
+    check_unit_at,
+    decode_header,
+    encode_frame,
+    encode_header,
+    is_end_marker,
+    wal_name,
+)
+from segments.wal_writer import PREALLOCATE, WalFileOps, WalWriter
 
-MAGIC = b"PITRWAL\n"
-VERSION = 1
-HEADER = struct.Struct("<8sHHI16sQq12sI")
-HEADER_SIZE = HEADER.size  # 64
-PREALLOCATE = 16 << 20
+__all__ = [
+    "FRAME_SIZE", "HEADER_SIZE", "MAGIC", "OLDEST_VERSION", "PREALLOCATE", "VERSION", "TornTail",
+    "WalFileOps", "WalHeader", "WalScan", "WalWriter", "abandon_unborn", "decode_header",
+    "encode_frame", "encode_header", "scan_wal", "spans_until", "wal_name",
+]
 
-
-@dataclass(frozen=True, slots=True)
-class WalHeader:
-    """The fixed header of a WAL file."""
-
-    store_id: uuid.UUID
-    first_lsn: int
-    created_ts_ns: int
+MID_LOG_HINT = ("acknowledged commits are damaged; restore from the archive (pitr restore), or move this "
+                "file aside to open the store without its records from this offset on")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,38 +90,12 @@ class WalScan:
         return self.spans[-1].ts_ns if self.spans else None
 
 
-def encode_header(header: WalHeader) -> bytes:
-    body = HEADER.pack(
-        MAGIC, VERSION, HEADER_SIZE, 0, header.store_id.bytes, header.first_lsn,
-        header.created_ts_ns, b"\0" * 12, 0,
-    )
-    return body[:-4] + struct.pack("<I", crc32c(body[:-4]))
-
-
-def decode_header(data: bytes, path: str | None = None) -> WalHeader:
-    """Parse and check a WAL header."""
-    if len(data) < HEADER_SIZE:
-        raise CorruptFile("file is shorter than a WAL header", path=path, offset=0)
-    magic, version, size, _flags, store_id, first_lsn, created, _res, crc = HEADER.unpack_from(data, 0)
-    if magic != MAGIC:
-        raise CorruptFile(f"bad magic {magic!r}, not a pitr WAL file", path=path, offset=0)
-    if crc32c(data[: HEADER_SIZE - 4]) != crc:
-        raise CorruptFile("WAL header CRC-32C mismatch", path=path, offset=0)
-    if version > VERSION:
-        raise UnsupportedVersion(path, "WAL", version, VERSION)
-    if version < 1 or size != HEADER_SIZE:
-        raise CorruptFile(f"bad WAL header version {version} / size {size}", path=path, offset=0)
-    return WalHeader(uuid.UUID(bytes=store_id), first_lsn, created)
-
-
-def wal_name(first_lsn: int) -> str:
-    return f"{first_lsn:020d}.wal"
-
-
 def scan_wal(path: str, *, repair: bool = False) -> WalScan:
-    """Read a WAL file, checking every record; optionally repair a torn tail.
+    """Read a WAL file, checking every unit and record; optionally repair a torn tail.
 
     Without `repair`, a torn tail is reported in the result but left in place.
+    Raises `MidLogCorruption` for damage before the last unit, `CorruptFile`
+    for a bad header, `UnsupportedVersion` for a newer file.
     """
     with open(path, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
@@ -113,12 +103,12 @@ def scan_wal(path: str, *, repair: bool = False) -> WalScan:
             raise CorruptFile("empty WAL file (no header)", path=path, offset=0)
         with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
             header = decode_header(buf[:HEADER_SIZE], path)
-            spans, end, failure = _scan_records(buf, header, size)
+            spans, end, failure = _scan_units(buf, path, header, size)
             torn = None
             if failure is not None:
                 tail_end = _last_nonzero(buf, end, size)
                 if tail_end > end:
-                    _refuse_if_valid_records_follow(buf, path, spans, header, end, tail_end, size, failure)
+                    _refuse_if_valid_units_follow(buf, path, spans, header, end, tail_end, size, failure)
                     torn = TornTail(end, tail_end - end, _broken_path(path), failure.reason)
                     if repair:
                         _keep_aside(torn.broken_path, buf[end:tail_end])
@@ -130,36 +120,70 @@ def scan_wal(path: str, *, repair: bool = False) -> WalScan:
     return WalScan(path, header, spans, end, torn)
 
 
-def _scan_records(
-    buf: mmap.mmap, header: WalHeader, size: int
+def spans_until(buf: rec.Buffer, header: WalHeader, stop: int) -> list[rec.Span]:
+    """The record spans of the units in [HEADER_SIZE, stop) (a dump of what precedes damage)."""
+    spans: list[rec.Span] = []
+    offset = HEADER_SIZE
+    while offset < stop:
+        try:
+            unit = check_unit_at(buf, offset, stop, header.version)
+        except CorruptFile:  # the unit `stop` falls in: its records before `stop`
+            first = offset + (FRAME_SIZE if header.version >= 2 else 0)
+            spans.extend(rec.scan_spans(buf, first, stop) if first < stop else ())
+            break
+        spans.extend(unit.spans)
+        offset = unit.end
+    return spans
+
+
+def _scan_units(
+    buf: mmap.mmap, path: str, header: WalHeader, size: int
 ) -> tuple[list[rec.Span], int, CorruptFile | None]:
     spans: list[rec.Span] = []
     offset = HEADER_SIZE
     expected = header.first_lsn
-    last_ts = None
-    prefix = rec.PREFIX
+    last_ts: int | None = None
+    framed = header.version >= 2
     while offset < size:
-        if size - offset >= 8:
-            crc, length = prefix.unpack_from(buf, offset)
-            if crc == 0 and length == 0:
-                return spans, offset, CorruptFile("end marker", offset=offset)
+        if is_end_marker(buf, offset, size):
+            return spans, offset, CorruptFile("end marker", offset=offset)
         try:
-            span = rec.check_record_at(buf, offset, size)
+            unit = check_unit_at(buf, offset, size, header.version)
+        except InvalidUnit as exc:
+            raise _mid_log(path, exc.offset if exc.offset is not None else offset, exc.lsn or expected,
+                           exc.reason) from exc
         except CorruptFile as exc:
             return spans, offset, exc
-        if span.lsn != expected:
-            return spans, offset, CorruptFile(
-                f"expected LSN {expected}, found {span.lsn}", offset=offset, lsn=span.lsn
-            )
-        if last_ts is not None and span.ts_ns <= last_ts:
-            return spans, offset, CorruptFile(
-                f"commit time {span.ts_ns} does not follow {last_ts}", offset=offset, lsn=span.lsn
-            )
-        spans.append(span)
-        last_ts = span.ts_ns
-        expected += 1
-        offset = span.end
+        first = unit.spans[0]
+        problem = None
+        if first.lsn != expected:
+            problem = CorruptFile(f"expected LSN {expected}, found {first.lsn}", offset=offset, lsn=first.lsn)
+        elif last_ts is not None and first.ts_ns <= last_ts:
+            problem = CorruptFile(f"commit time {first.ts_ns} does not follow {last_ts}", offset=offset,
+                                  lsn=first.lsn)
+        else:
+            problem = _unordered_times(unit.spans)
+        if problem is not None:
+            if framed:  # a checksummed frame out of place was written so: never a torn write
+                raise _mid_log(path, problem.offset or offset, problem.lsn or expected, problem.reason)
+            return spans, offset, problem
+        spans.extend(unit.spans)
+        last_ts = unit.spans[-1].ts_ns
+        expected = unit.spans[-1].lsn + 1
+        offset = unit.end
     return spans, offset, None
+
+
+def _unordered_times(spans: list[rec.Span]) -> CorruptFile | None:
+    for before, after in zip(spans, spans[1:], strict=False):
+        if after.ts_ns <= before.ts_ns:
+            return CorruptFile(f"commit time {after.ts_ns} does not follow {before.ts_ns}", offset=after.start,
+                               lsn=after.lsn)
+    return None
+
+
+def _mid_log(path: str, offset: int, lsn: int, reason: str) -> MidLogCorruption:
+    return MidLogCorruption(reason, path=path, offset=offset, lsn=lsn, hint=MID_LOG_HINT)
 
 
 def _last_nonzero(buf: mmap.mmap, start: int, size: int) -> int:
@@ -176,7 +200,7 @@ def _last_nonzero(buf: mmap.mmap, start: int, size: int) -> int:
     return start
 
 
-def _refuse_if_valid_records_follow(
+def _refuse_if_valid_units_follow(
     buf: mmap.mmap,
     path: str,
     spans: list[rec.Span],
@@ -187,35 +211,34 @@ def _refuse_if_valid_records_follow(
     failure: CorruptFile,
 ) -> None:
     expected = spans[-1].lsn + 1 if spans else header.first_lsn
-    # Every record is at least HEADER_SIZE bytes, so no later record can carry a higher LSN.
+    # Every unit is at least one record header long, so no later unit can carry a higher LSN.
     highest = expected + (size - bad) // rec.HEADER_SIZE
-    found = _first_valid_record_after(buf, bad, tail_end, size, expected, highest)
+    found = _first_valid_unit_after(buf, bad, tail_end, size, expected, highest, header.version)
     if found is not None:
+        unit_kind = "commit group" if header.version >= 2 else "record"
         raise MidLogCorruption(
-            f"record at LSN {expected} is damaged ({failure.reason}) but a valid record "
-            f"with LSN {found.lsn} follows at offset {found.start}",
+            f"{unit_kind} at LSN {expected} is damaged ({failure.reason}) but a valid {unit_kind} "
+            f"with LSN {found[1]} follows at offset {found[0]}",
             path=path,
             offset=bad,
             lsn=expected,
-            hint="acknowledged commits are damaged; restore from the archive "
-            "(pitr restore) or move this file aside to open without its later records",
+            hint=MID_LOG_HINT,
         )
 
 
-def _first_valid_record_after(
-    buf: mmap.mmap, bad: int, stop: int, size: int, lowest: int, highest: int
-) -> rec.Span | None:
-    """The first record starting in (bad, stop) that passes its checks with an LSN in [lowest, highest].
+def _first_valid_unit_after(
+    buf: mmap.mmap, bad: int, stop: int, size: int, lowest: int, highest: int, version: int
+) -> tuple[int, int] | None:
+    """(offset, LSN) of the first unit starting in (bad, stop) whose checksums pass, with an LSN in range.
 
     Every byte offset is a candidate (damage can shift anything), so the LSN
     field under each offset is read eight alignments at a time and only offsets
-    with a plausible LSN are CRC-checked; the search stops at the first hit.
+    with a plausible LSN are checked; the search stops at the first hit.
     """
     window_size = 1 << 16
     for base in range(bad + 1, stop, window_size):
         top = min(base + window_size, stop)
-        # LSN fields of the records that would start in [base, top)
-        fields = bytes(buf[base + rec.LSN_OFFSET : min(size, top + rec.LSN_OFFSET + 7)])
+        fields = bytes(buf[base + FRAME_LSN_OFFSET : min(size, top + FRAME_LSN_OFFSET + 7)])
         candidates: list[int] = []
         for align in range(8):
             count = (len(fields) - align) // 8
@@ -227,10 +250,48 @@ def _first_valid_record_after(
             candidates.extend(base + align + 8 * i for i, lsn in enumerate(lsns) if lowest <= lsn <= highest)
         for start in sorted(candidates):
             try:
-                return rec.check_record_at(buf, start, size)
+                unit = check_unit_at(buf, start, size, version)
+            except InvalidUnit as exc:  # its checksums pass: written data follows the damage
+                return start, exc.lsn if exc.lsn is not None else lowest
             except CorruptFile:
                 continue
+            return start, unit.spans[0].lsn
     return None
+
+
+_WAL_NAME = re.compile(r"^(\d{20})\.wal$")
+
+
+def abandon_unborn(path: str) -> TornTail | None:
+    """Move aside a newest WAL file whose creation a crash interrupted; None if it may hold commits.
+
+    A WAL file's header is fsynced (with its directory) before any commit is
+    appended, so a file whose header is missing or damaged and which holds no
+    unit with valid checksums never acknowledged anything. It is renamed to
+    ``<file>.broken`` (never overwriting) so the store can start that file
+    again. Call only for the newest file.
+    """
+    match = _WAL_NAME.match(os.path.basename(path))
+    if match is None:
+        return None
+    first_lsn = int(match.group(1))
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size:
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+                tail_end = _last_nonzero(buf, 0, size)
+                highest = first_lsn + size // rec.HEADER_SIZE
+                for version in range(OLDEST_VERSION, VERSION + 1):
+                    if tail_end and _first_valid_unit_after(buf, -1, tail_end, size, first_lsn, highest,
+                                                            version) is not None:
+                        return None
+        else:
+            tail_end = 0
+    broken = _broken_path(path)
+    os.link(path, broken)
+    os.unlink(path)
+    fsync_dir(os.path.dirname(path) or ".")
+    return TornTail(0, tail_end, broken, "the file's creation was interrupted (no valid header)")
 
 
 def _broken_path(path: str) -> str:
@@ -243,113 +304,8 @@ def _broken_path(path: str) -> str:
 
 
 def _keep_aside(path: str, data: bytes) -> None:
-    with open(path, "xb") as fh:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
-
-
-class WalWriter:
-    """Appends records to one WAL file; the caller decides when a commit group is fsynced.
-
-    An OSError from fsync poisons the writer: every later call raises
-    WriterPoisoned, because the kernel may have dropped the dirty pages and a
-    retry could report success for data that never reached the disk.
-    """
-
-    def __init__(
-        self, path: str, fd: int, offset: int, allocated: int, header: WalHeader,
-        preallocate: int = PREALLOCATE,
-    ) -> None:
-        self.path = path
-        self.header = header
-        self._fd = fd
-        self._offset = offset
-        self._allocated = allocated
-        self._preallocate = max(preallocate, 0)
-        self._poisoned: BaseException | None = None
-
-    @classmethod
-    def create(
-        cls, path: str, store_id: uuid.UUID, first_lsn: int, created_ts_ns: int,
-        preallocate: int = PREALLOCATE,
-    ) -> WalWriter:
-        """Create a new WAL file (never overwriting one) and make it durable."""
-        header = WalHeader(store_id, first_lsn, created_ts_ns)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        try:
-            os.pwrite(fd, encode_header(header), 0)
-            allocated = _preallocate(fd, HEADER_SIZE, max(preallocate, HEADER_SIZE))
-            os.fsync(fd)
-            fsync_dir(os.path.dirname(path) or ".")
-        except BaseException:
-            os.close(fd)
-            os.unlink(path)
-            raise
-        return cls(path, fd, HEADER_SIZE, allocated, header, preallocate)
-
-    @classmethod
-    def reopen(cls, scan: WalScan, preallocate: int = PREALLOCATE) -> WalWriter:
-        """Continue appending after the last valid record of a scanned (and repaired) file."""
-        if scan.torn is not None and os.path.getsize(scan.path) > scan.end:
-            raise SegmentsError(f"{scan.path}: torn tail not repaired; scan with repair=True first")
-        fd = os.open(scan.path, os.O_RDWR | os.O_CLOEXEC)
-        try:
-            size = os.fstat(fd).st_size
-            allocated = size
-            if size < scan.end + preallocate // 4:
-                allocated = _preallocate(fd, size, scan.end + preallocate)
-                os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            raise
-        return cls(scan.path, fd, scan.end, allocated, scan.header, preallocate)
-
-    @property
-    def size(self) -> int:
-        """Bytes of header and records written so far."""
-        return self._offset
-
-    def append(self, data: bytes) -> None:
-        """Write encoded records after the last ones (not yet durable)."""
-        if self._poisoned is not None:
-            raise WriterPoisoned(f"{self.path}: an earlier fsync failed; reopen the store") from self._poisoned
-        end = self._offset + len(data)
-        try:
-            if end > self._allocated:
-                self._allocated = _preallocate(self._fd, self._allocated, end + self._preallocate)
-            written = os.pwrite(self._fd, data, self._offset)
-            while written < len(data):
-                written += os.pwrite(self._fd, data[written:], self._offset + written)
-        except OSError as exc:
-            self._poisoned = exc
-            raise
-        self._offset = end
-
-    def sync(self) -> None:
-        """Make everything appended durable (fdatasync). Failure poisons the writer."""
-        if self._poisoned is not None:
-            raise WriterPoisoned(f"{self.path}: an earlier fsync failed; reopen the store") from self._poisoned
-        try:
-            os.fdatasync(self._fd)
-        except OSError as exc:
-            self._poisoned = exc
-            raise WriterPoisoned(f"{self.path}: fsync failed: {exc}; reopen the store") from exc
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-
-def _preallocate(fd: int, start: int, end: int) -> int:
-    """Reserve [start, end) as zeros; returns the new allocated size."""
-    if end <= start:
-        return start
-    try:
-        os.posix_fallocate(fd, start, end - start)
-    except OSError as exc:
-        if exc.errno not in (95, 22):  # EOPNOTSUPP, EINVAL: filesystem without fallocate
-            raise
-        os.ftruncate(fd, end)
-    return end

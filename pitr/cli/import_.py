@@ -4,22 +4,28 @@ Each line is one commit: ``{"op": "put"|"delete", "key": K, "value": V, "ts": T,
 "ttl": S | "expires_at": T}`` or ``{"batch": [op, ...], "ts": T}``. K and V
 are strings or ``{"b64": "..."}``; T is RFC 3339 with an offset or integer ns.
 The whole file is validated first: a bad line is reported with its number and
-nothing is imported, so an import is never left half done.
+nothing is imported. A commit time more than ``--max-clock-skew`` seconds
+(default 300) ahead of the clock is refused like any bad line, so one wrong
+time cannot date every later commit in the future. If the import stops midway
+anyway (a full disk, Ctrl-C), it says which line and LSN were the last ones
+committed, so the rest can be imported from the next line.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Iterator
 from typing import Any
 
 from pitr.cli.common import add_data, add_json, decode_json_bytes, need_data, print_json
-from pitr.errors import InvalidArgument
+from pitr.errors import InvalidArgument, file_error
 from pitr.store import Store
 from pitr.store._checks import check_key, check_value
-from pitr.timefmt import parse_time
+from pitr.store.store import MAX_CLOCK_SKEW
+from pitr.timefmt import format_time, parse_time
 from segments.record import DELETE, PUT, Op
 
 MAX_LINE = 256 << 20
@@ -28,9 +34,22 @@ MAX_LINE = 256 << 20
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("import", help="commit JSON lines (one commit per line or per batch)")
     p.add_argument("file", help="JSON lines file, or - for standard input")
+    p.add_argument("--max-clock-skew", type=_skew, default=MAX_CLOCK_SKEW, metavar="SECONDS",
+                   help=f"refuse a \"ts\" more than this far ahead of the clock (default {MAX_CLOCK_SKEW:g}; "
+                        "inf trusts the file's clock)")
     add_data(p)
     add_json(p)
     p.set_defaults(run=run)
+
+
+def _skew(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if math.isnan(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or more seconds (or inf), not {text!r}")
+    return value
 
 
 def _time(value: Any, where: str) -> int:
@@ -83,7 +102,10 @@ def parse_line(text: str, number: int) -> tuple[list[tuple[Op, float | None]], i
 
 
 def _lines(path: str) -> Iterator[tuple[int, str]]:
-    fh = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+    try:
+        fh = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        raise file_error(exc, path, "read the import file") from exc
     try:
         for number, line in enumerate(fh, 1):
             if len(line) > MAX_LINE:
@@ -92,6 +114,8 @@ def _lines(path: str) -> Iterator[tuple[int, str]]:
                 yield number, line
     except UnicodeDecodeError as exc:
         raise InvalidArgument(f"{path}: not UTF-8 text: {exc}") from exc
+    except OSError as exc:
+        raise file_error(exc, path, "read the import file") from exc
     finally:
         if fh is not sys.stdin:
             fh.close()
@@ -102,9 +126,10 @@ async def run(args: argparse.Namespace) -> int:
         lines = list(_lines("-"))
     else:
         lines = None
-    commits = 0
-    first = last = None
-    async with Store(need_data(args)) as store:
+        next(_lines(args.file), None)  # an unreadable file is refused before the store is created
+    progress = _Progress()
+    skew_ns = math.inf if math.isinf(args.max_clock_skew) else int(args.max_clock_skew * 1e9)
+    async with Store(need_data(args), max_clock_skew=args.max_clock_skew) as store:
         last_ts: int | None = store.last_ts
         for number, line in lines if lines is not None else _lines(args.file):
             _ops, ts = parse_line(line, number)
@@ -113,26 +138,65 @@ async def run(args: argparse.Namespace) -> int:
             elif last_ts is not None and ts <= last_ts:
                 raise InvalidArgument(f"line {number}: ts {ts} is not after the previous commit's time "
                                       f"{last_ts}; commit times must increase (nothing was imported)")
+            elif ts - store.now() > skew_ns:
+                raise InvalidArgument(f"line {number}: ts {format_time(ts)} is more than "
+                                      f"{args.max_clock_skew:g} s ahead of the clock ({format_time(store.now())}); "
+                                      f"pass --max-clock-skew to trust it (nothing was imported)")
             else:
                 last_ts = ts
-        for number, line in lines if lines is not None else _lines(args.file):
-            pairs, ts = parse_line(line, number)
-            ops = []
-            for op, ttl in pairs:
-                if ttl is not None:
-                    op = Op(PUT, op.key, op.value, store.now() + int(ttl * 1e9))
-                ops.append(op)
-            try:
+        try:
+            for number, line in lines if lines is not None else _lines(args.file):
+                pairs, ts = parse_line(line, number)
+                ops = []
+                for op, ttl in pairs:
+                    if ttl is not None:
+                        op = Op(PUT, op.key, op.value, store.now() + int(ttl * 1e9))
+                    ops.append(op)
+                progress.line = number
                 commit = await store.commit(ops, ts_ns=ts)
-            except InvalidArgument as exc:
-                raise InvalidArgument(f"line {number}: {exc} (lines before it were imported)") from exc
-            commits += 1
-            first = first or commit
-            last = commit
-    summary = {"commits": commits, "first_lsn": first.lsn if first else None,
-               "last_lsn": last.lsn if last else None}
+                progress.committed(number, commit.lsn)
+        except BaseException:
+            progress.report(args.json)
+            raise
+    summary = progress.summary()
     if args.json:
         print_json(summary)
     else:
-        print(f"imported {commits} commits" + (f" (LSN {first.lsn}..{last.lsn})" if first and last else ""))
+        first, last = summary["first_lsn"], summary["last_lsn"]
+        print(f"imported {summary['commits']} commits" + (f" (LSN {first}..{last})" if first else ""))
     return 0
+
+
+class _Progress:
+    """How far an import got: what a user needs to resume one that stopped midway."""
+
+    def __init__(self) -> None:
+        self.commits = 0
+        self.first_lsn: int | None = None
+        self.last_lsn: int | None = None
+        self.last_line: int | None = None
+        self.line: int | None = None  # the line being committed
+
+    def committed(self, line: int, lsn: int) -> None:
+        self.commits += 1
+        self.first_lsn = self.first_lsn or lsn
+        self.last_lsn, self.last_line = lsn, line
+        self.line = None
+
+    def summary(self) -> dict[str, Any]:
+        return {"commits": self.commits, "first_lsn": self.first_lsn, "last_lsn": self.last_lsn}
+
+    def report(self, as_json: bool) -> None:
+        """Say, on standard error, what got in before the import stopped (and on stdout with --json)."""
+        if self.last_line is None:
+            done = "no line was committed"
+        else:
+            done = (f"lines up to {self.last_line} are committed ({self.commits} commits, LSN "
+                    f"{self.first_lsn}..{self.last_lsn})")
+        pending = "" if self.line is None else (
+            f"; line {self.line} was not acknowledged (it may or may not be in the store: check it "
+            f"with `pitr get` before importing again from line {self.line})")
+        print(f"pitr import: stopped: {done}{pending}", file=sys.stderr)
+        if as_json:
+            print_json({**self.summary(), "complete": False, "last_line": self.last_line,
+                        "unacknowledged_line": self.line})

@@ -13,6 +13,7 @@ the same transaction as the data it covers.
 from __future__ import annotations
 
 import json
+import os
 import struct
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -21,7 +22,7 @@ from typing import Any
 
 import lmdb
 
-from pitr.errors import CorruptData
+from pitr.errors import CorruptData, lmdb_error
 from segments.fold import Change
 from segments.snapshot import StateDigest
 
@@ -48,62 +49,90 @@ class StateDB:
     """One LMDB environment holding a store's state."""
 
     def __init__(self, path: str, *, readonly: bool = False, map_size: int = DEFAULT_MAP_SIZE,
-                 sync: bool = True) -> None:
+                 sync: bool = True, create: bool = True) -> None:
         """`sync=False` skips the fsync of each transaction: for a state that is built whole and
-        synced once at the end (a restore), and thrown away if the build does not finish."""
+        synced once at the end (a restore), and thrown away if the build does not finish.
+        A state it creates is private to the user (directory 0700, files 0600)."""
         self.path = path
+        create = create and not readonly
+        if create and not os.path.isdir(path):
+            os.mkdir(path, 0o700)
         try:
             self.env = lmdb.open(
                 path, map_size=map_size, max_dbs=4, readonly=readonly, subdir=True,
                 metasync=False, sync=sync, writemap=False, readahead=False, max_readers=256,
-                create=not readonly, lock=True,
+                create=create, lock=True, mode=0o600,
             )
         except lmdb.Error as exc:
-            raise CorruptData(f"{path}: cannot open the LMDB state: {exc}", path=path) from exc
-        create = not readonly
-        self.data = self.env.open_db(b"data", create=create)
-        self.expiry = self.env.open_db(b"expiry", create=create)
-        self.meta = self.env.open_db(b"meta", create=create)
+            raise lmdb_error(exc, path, "open the LMDB state") from exc
+        try:
+            self.data = self.env.open_db(b"data", create=create)
+            self.expiry = self.env.open_db(b"expiry", create=create)
+            self.meta = self.env.open_db(b"meta", create=create)
+        except lmdb.Error as exc:
+            self.env.close()
+            raise lmdb_error(exc, path, "open the LMDB state") from exc
 
     def close(self) -> None:
         self.env.close()
 
     # identity and checkpoint -------------------------------------------------
     def identity(self) -> StoreIdentity | None:
-        with self.env.begin(db=self.meta) as txn:
-            raw = txn.get(b"identity")
+        try:
+            with self.env.begin(db=self.meta) as txn:
+                raw = txn.get(b"identity")
+        except lmdb.Error as exc:
+            raise lmdb_error(exc, self.path, "read the store identity") from exc
         if raw is None:
             return None
-        doc = json.loads(raw)
-        return StoreIdentity(uuid.UUID(doc["store_id"]), doc["name"], doc["created_ns"], doc["first_lsn"],
-                             bytes.fromhex(doc["start_chain_digest"]), doc.get("parent"))
+        try:
+            doc = json.loads(raw)
+            ident = StoreIdentity(uuid.UUID(doc["store_id"]), doc["name"], doc["created_ns"], doc["first_lsn"],
+                                  bytes.fromhex(doc["start_chain_digest"]), doc.get("parent"))
+            if not (isinstance(ident.name, str) and type(ident.created_ns) is int and type(ident.first_lsn) is int
+                    and ident.first_lsn >= 1 and (ident.parent is None or isinstance(ident.parent, dict))):
+                raise ValueError("a field has the wrong type")
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise CorruptData(f"the store identity is damaged ({exc})", path=self.path,
+                              hint="restore the store from its archive (pitr restore)") from exc
+        return ident
 
     def init_identity(self, ident: StoreIdentity) -> None:
         doc = {"store_id": str(ident.store_id), "name": ident.name, "created_ns": ident.created_ns,
                "first_lsn": ident.first_lsn, "start_chain_digest": ident.start_chain_digest.hex(),
                "parent": ident.parent}
-        with self.env.begin(write=True, db=self.meta) as txn:
-            txn.put(b"identity", json.dumps(doc).encode())
-            txn.put(b"applied_lsn", U64BE.pack(ident.first_lsn - 1))
-            txn.put(b"applied_ts_ns", I64BE.pack(0))
+        try:
+            with self.env.begin(write=True, db=self.meta) as txn:
+                txn.put(b"identity", json.dumps(doc).encode())
+                txn.put(b"applied_lsn", U64BE.pack(ident.first_lsn - 1))
+                txn.put(b"applied_ts_ns", I64BE.pack(0))
+        except lmdb.Error as exc:
+            raise lmdb_error(exc, self.path, "create the store") from exc
 
     def checkpoint(self) -> tuple[int, int]:
         """(applied_lsn, applied_ts_ns): every commit up to applied_lsn is in the state."""
-        with self.env.begin(db=self.meta) as txn:
-            lsn = txn.get(b"applied_lsn")
-            ts = txn.get(b"applied_ts_ns")
-        if lsn is None or ts is None:
-            raise CorruptData(f"{self.path}: state has no checkpoint", path=self.path)
+        try:
+            with self.env.begin(db=self.meta) as txn:
+                lsn = txn.get(b"applied_lsn")
+                ts = txn.get(b"applied_ts_ns")
+        except lmdb.Error as exc:
+            raise lmdb_error(exc, self.path, "read the checkpoint") from exc
+        if lsn is None or ts is None or len(lsn) != 8 or len(ts) != 8:
+            raise CorruptData("state has no valid checkpoint", path=self.path,
+                              hint="restore the store from its archive (pitr restore)")
         return U64BE.unpack(lsn)[0], I64BE.unpack(ts)[0]
 
     # reads ---------------------------------------------------------------------
     def get(self, key: bytes, now_ns: int | None) -> tuple[bytes, int | None] | None:
         """The value and expiry of `key`, or None; an expiry at or before now_ns hides it."""
-        with self.env.begin(buffers=False) as txn:
-            value = txn.get(key, db=self.data)
-            if value is None:
-                return None
-            raw = txn.get(key, db=self.expiry)
+        try:
+            with self.env.begin(buffers=False) as txn:
+                value = txn.get(key, db=self.data)
+                if value is None:
+                    return None
+                raw = txn.get(key, db=self.expiry)
+        except lmdb.Error as exc:
+            raise lmdb_error(exc, self.path, "read the LMDB state") from exc
         expires = None if raw is None else I64BE.unpack(raw)[0]
         if expires is not None and now_ns is not None and expires <= now_ns:
             return None
@@ -111,6 +140,12 @@ class StateDB:
 
     def iter_range(self, start: bytes, stop: bytes | None) -> Iterator[tuple[bytes, bytes, int | None]]:
         """(key, value, expiry) for start <= key < stop in key order, from one read transaction."""
+        try:
+            yield from self._iter_range(start, stop)
+        except lmdb.Error as exc:
+            raise lmdb_error(exc, self.path, "read the LMDB state") from exc
+
+    def _iter_range(self, start: bytes, stop: bytes | None) -> Iterator[tuple[bytes, bytes, int | None]]:
         with self.env.begin() as txn:
             expiry_cursor = txn.cursor(self.expiry)
             has_expiry = bool(txn.stat(self.expiry)["entries"])
@@ -156,6 +191,14 @@ class StateDB:
                 value, expires = change
                 puts.append((key, value))
                 expiring.append((key, I64BE.pack(expires)))
+        try:
+            self._apply_sorted(puts, plain, expiring, deletes, applied_lsn, applied_ts_ns)
+        except lmdb.Error as exc:
+            raise lmdb_error(exc, self.path, "apply commits to the LMDB state") from exc
+
+    def _apply_sorted(self, puts: list[tuple[bytes, bytes]], plain: list[bytes],
+                      expiring: list[tuple[bytes, bytes]], deletes: list[bytes], applied_lsn: int,
+                      applied_ts_ns: int) -> None:
         with self.env.begin(write=True) as txn:
             had_expiry = bool(txn.stat(self.expiry)["entries"]) or bool(expiring)
             if puts:

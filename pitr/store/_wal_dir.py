@@ -9,15 +9,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from pitr.errors import CorruptData
+from pitr.errors import CorruptData, file_error
 from segments import CorruptFile, MidLogCorruption, SegmentsError
 from segments.fsutil import fsync_dir, publish_atomically
 from segments.record import Span
-from segments.wal import TornTail, WalScan, scan_wal
+from segments.wal import TornTail, WalScan, abandon_unborn, scan_wal
 from segments.wal_follow import read_wal_from
 
 _WAL = re.compile(r"^(\d{20})\.wal$")
 ARCHIVED_PREFIX = "archived-"
+MARKER_HINT = ("the marker records how far that repository holds this store's commits and the time it was "
+               "promised complete through; while it cannot be read no WAL file is removed. Restore the "
+               "file, or move it aside if that repository is no longer used")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +45,7 @@ class WalDirectory:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        os.makedirs(path, exist_ok=True)
+        os.makedirs(path, mode=0o700, exist_ok=True)
         self._resume: tuple[int, str, int] | None = None  # (next LSN, file, byte offset)
 
     def files(self) -> list[tuple[int, str]]:
@@ -67,8 +70,16 @@ class WalDirectory:
                 scan = scan_wal(path, repair=is_last)
             except MidLogCorruption as exc:
                 raise to_corrupt(exc) from exc
+            except CorruptFile as exc:
+                unborn = abandon_unborn(path) if is_last and exc.offset == 0 else None
+                if unborn is None:
+                    raise to_corrupt(exc) from exc
+                torn.append(unborn)  # a crash interrupted the file's creation: it never held a commit
+                continue
             except SegmentsError as exc:
                 raise to_corrupt(exc) from exc
+            except OSError as exc:
+                raise file_error(exc, path, "recover the WAL file") from exc
             if scan.header.first_lsn != first_lsn:
                 raise CorruptData(f"{path}: header says first LSN {scan.header.first_lsn}", path=path)
             if scan.torn is not None:
@@ -128,7 +139,10 @@ class WalDirectory:
         removed = []
         for (_first, path), (next_first, _p) in zip(files, files[1:], strict=False):
             if next_first - 1 <= lsn:
-                os.unlink(path)
+                try:
+                    os.unlink(path)
+                except OSError as exc:
+                    raise file_error(exc, path, "remove the archived WAL file") from exc
                 removed.append(path)
         if removed:
             fsync_dir(self.path)
@@ -142,9 +156,9 @@ class WalDirectory:
         will ever be timed at or before it (the store reads it when it opens, so
         the promise holds even if the clock steps back across a restart).
         """
-        previous = self._read_marker(repo_key)
-        if complete_through_ns is None and previous is not None:
-            kept = previous.get("complete_through_ns")
+        if complete_through_ns is None:
+            previous = self._read_marker(repo_key)
+            kept = None if previous is None else previous.get("complete_through_ns")
             complete_through_ns = kept if isinstance(kept, int) else None
         data = json.dumps({"lsn": lsn, "repo": repo_url, "complete_through_ns": complete_through_ns}).encode()
 
@@ -154,16 +168,34 @@ class WalDirectory:
         publish_atomically(os.path.join(self.path, ARCHIVED_PREFIX + repo_key), write, overwrite=True)
 
     def _read_marker(self, repo_key: str) -> dict[str, object] | None:
+        """The marker's document, None when there is none; a marker that cannot be read is an error."""
+        path = os.path.join(self.path, ARCHIVED_PREFIX + repo_key)
         try:
-            with open(os.path.join(self.path, ARCHIVED_PREFIX + repo_key)) as fh:
-                doc = json.load(fh)
-        except (OSError, ValueError):
+            with open(path, "rb") as fh:
+                raw = fh.read(1 << 16)
+        except FileNotFoundError:
             return None
-        return doc if isinstance(doc, dict) else None
+        except OSError as exc:
+            raise file_error(exc, path, "read the archive marker", hint=MARKER_HINT) from exc
+        try:
+            doc = json.loads(raw)
+        except ValueError as exc:
+            raise CorruptData("the archive marker is not JSON", path=path, hint=MARKER_HINT) from exc
+        lsn = doc.get("lsn") if isinstance(doc, dict) else None
+        through = doc.get("complete_through_ns") if isinstance(doc, dict) else None
+        if not isinstance(doc, dict) or type(lsn) is not int or lsn < 0 \
+                or not (through is None or (type(through) is int and 0 <= through < 1 << 63)):
+            raise CorruptData("the archive marker does not hold a valid LSN and completeness time",
+                              path=path, hint=MARKER_HINT)
+        return doc
 
     def _markers(self) -> dict[str, dict[str, object]]:
         found = {}
-        for name in os.listdir(self.path):
+        try:
+            names = os.listdir(self.path)
+        except OSError as exc:
+            raise file_error(exc, self.path, "list the WAL directory") from exc
+        for name in names:
             if name.startswith(ARCHIVED_PREFIX):
                 doc = self._read_marker(name[len(ARCHIVED_PREFIX):])
                 if doc is not None:
@@ -171,12 +203,16 @@ class WalDirectory:
         return found
 
     def archived_lsns(self) -> dict[str, int]:
-        """How far each repository this store archives into holds its commits."""
+        """How far each repository this store archives into holds its commits.
+
+        Raises (CorruptData, FileError) when a marker cannot be read: a caller
+        deciding what to delete must keep everything then.
+        """
         found = {}
         for key, doc in self._markers().items():
-            lsn = doc.get("lsn")
-            if isinstance(lsn, int):
-                found[key] = lsn
+            lsn = doc["lsn"]
+            assert isinstance(lsn, int)  # checked by _read_marker
+            found[key] = lsn
         return found
 
     def promised_complete_ns(self) -> int:

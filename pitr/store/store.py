@@ -10,6 +10,9 @@ transactions; reads look at the not-yet-applied changes first, then LMDB.
 
 from __future__ import annotations
 
+import errno
+import logging
+import math
 import os
 import time
 import uuid
@@ -22,24 +25,31 @@ from typing import Any, NamedTuple
 import anyio
 import anyio.abc
 
-from pitr.errors import InvalidArgument, StoreClosed
+from pitr.errors import CorruptData, FileError, InvalidArgument, PitrError, StoreClosed, file_error
 from pitr.store._checks import check_key, check_put, check_value, ttl_ns
 from pitr.store._group_commit import Group, GroupCommitter, loop_hooks
-from pitr.store._lock import WriterLock
+from pitr.store._lock import LOCK_NAME, WriterLock
 from pitr.store._overlay import fold, merge, prefix_end, visible
 from pitr.store._state import StateDB, StoreIdentity
 from pitr.store._wal_dir import Recovery, WalDirectory
 from pitr.store.batch import Batch
+from pitr.timefmt import format_time
+from segments import CorruptFile, SegmentsError
 from segments import record as rec
 from segments.chain import genesis
 from segments.fold import Change, change_of
+from segments.fsutil import fsync_dir
 from segments.record import DELETE, PUT, Op
-from segments.wal import PREALLOCATE, TornTail, WalWriter, wal_name
+from segments.wal import MID_LOG_HINT, PREALLOCATE, TornTail, WalFileOps, WalWriter, wal_name
+from segments.wal import VERSION as WAL_VERSION
 
 Clock = Callable[[], int]
 _new_tuple = tuple.__new__  # builds a NamedTuple in one C call (the hot paths build one per commit)
 WAL_FILE_SIZE = 64 << 20
+MAX_CLOCK_SKEW = 300.0  # seconds an explicit commit time may lie ahead of the store's clock
 _MISSING = object()
+log = logging.getLogger("pitr.store")
+NO_STORE_HINT = "run `pitr put` (or open it with pitr.Store) to create one, or check --data / PITR_DATA"
 
 
 class Commit(NamedTuple):
@@ -69,7 +79,15 @@ class Store:
         apply_threshold: int = 500_000,
         require_archive: bool = True,
         identity: StoreIdentity | None = None,
+        max_clock_skew: float = MAX_CLOCK_SKEW,
+        wal_ops: WalFileOps | None = None,
     ) -> None:
+        """`max_clock_skew` (seconds) bounds how far an explicit commit time (`ts_ns=`) may lie
+        ahead of the clock (`math.inf` trusts every time); `wal_ops` carries the WAL writer's
+        system calls (tests trace or fault them)."""
+        if isinstance(max_clock_skew, bool) or not isinstance(max_clock_skew, (int, float)) \
+                or math.isnan(max_clock_skew) or max_clock_skew < 0:
+            raise InvalidArgument(f"max_clock_skew must be zero or more seconds, not {max_clock_skew!r}")
         self.path = os.path.abspath(path)
         self._name = name
         self._clock: Clock = clock or time.time_ns
@@ -79,6 +97,8 @@ class Store:
         self._apply_threshold = apply_threshold
         self._require_archive = require_archive
         self._new_identity = identity
+        self._max_skew_ns = math.inf if math.isinf(max_clock_skew) else int(max_clock_skew * 1e9)
+        self._wal_ops = wal_ops or WalFileOps()
         self._lock: WriterLock | None = None
         self._state: StateDB | None = None
         self._wal: WalWriter | None = None
@@ -100,6 +120,8 @@ class Store:
         self._apply_wake = anyio.Event()
         self._apply_lock = anyio.Lock()
         self._failure: BaseException | None = None
+        self._apply_failure: PitrError | None = None  # raised when the block ends: the body never saw it
+        self._retention_note: str | None = None
         self._closing = False
         self._tg: anyio.abc.TaskGroup | None = None
 
@@ -131,19 +153,28 @@ class Store:
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self._close_sync)
+        if exc is None and self._apply_failure is not None:
+            raise self._apply_failure
 
     def _open_sync(self) -> None:
+        try:
+            self._open_files_sync()
+        except OSError as exc:
+            raise file_error(exc, exc.filename or self.path, "open the store") from exc
+
+    def _open_files_sync(self) -> None:
         if not os.path.isdir(self.path):
             if not self._create:
-                raise InvalidArgument(f"{self.path}: no store here (create it with create=True)")
-            os.makedirs(self.path, exist_ok=True)
+                raise InvalidArgument(f"{self.path}: no pitr store here ({NO_STORE_HINT})")
+            os.makedirs(self.path, mode=0o700, exist_ok=True)
+        _create_private(os.path.join(self.path, LOCK_NAME))
         self._lock = WriterLock(self.path)
         try:
-            self._state = StateDB(os.path.join(self.path, "state"))
+            self._state = StateDB(os.path.join(self.path, "state"), create=self._create)
             ident = self._state.identity()
             if ident is None:
                 if not self._create:
-                    raise InvalidArgument(f"{self.path}: no store here")
+                    raise InvalidArgument(f"{self.path}: no pitr store here ({NO_STORE_HINT})")
                 ident = self._new_identity or StoreIdentity(
                     uuid.uuid4(), self._name or os.path.basename(self.path), self._clock(), 1,
                     b"", None)
@@ -164,9 +195,13 @@ class Store:
             self._last_lsn = self._durable_lsn = self._applied_lsn = recovery.last_lsn
             self._last_ts = self._durable_ts = recovery.last_ts_ns
             self._ts_floor = self._wal_dir.promised_complete_ns()
-            if recovery.scans and recovery.scans[-1].end < self._wal_file_size:
-                self._wal = WalWriter.reopen(recovery.scans[-1])
+            last = recovery.scans[-1] if recovery.scans else None
+            if last is not None and last.header.version == WAL_VERSION and last.end < self._wal_file_size:
+                self._wal = WalWriter.reopen(last, ops=self._wal_ops)
             else:
+                if last is not None and not last.spans and last.header.first_lsn == self._last_lsn + 1:
+                    os.unlink(last.path)  # an empty file of an older WAL version: start it again
+                    fsync_dir(self._wal_dir.path)
                 self._roll_sync(self._last_lsn + 1)
         except BaseException:
             self._close_sync()
@@ -182,7 +217,11 @@ class Store:
         lsn = ts = 0
         for data, spans in self._wal_dir.read_after(applied_lsn, last_lsn):
             for span in spans:
-                record = rec.decode_payload(data, span, skip_unknown=True)
+                try:
+                    record = rec.decode_payload(data, span, skip_unknown=True)
+                except CorruptFile as exc:  # scan_wal checked every body: only a file changed since
+                    raise CorruptData(f"WAL record at LSN {span.lsn}: {exc.reason}", path=self._wal_dir.path,
+                                      lsn=span.lsn, hint=MID_LOG_HINT) from exc
                 if record is not None:
                     fold(changes, record.ops)
             lsn, ts = spans[-1].lsn, spans[-1].ts_ns
@@ -195,11 +234,12 @@ class Store:
         """Start a new WAL file whose first record will be LSN `first`."""
         assert self.identity is not None
         assert self._wal_dir is not None
+        path = os.path.join(self._wal_dir.path, wal_name(first))
+        new = WalWriter.create(path, self.identity.store_id, first, self._clock(),
+                               preallocate=min(self._wal_file_size, PREALLOCATE), ops=self._wal_ops)
         if self._wal is not None:
             self._wal.close()
-        path = os.path.join(self._wal_dir.path, wal_name(first))
-        self._wal = WalWriter.create(path, self.identity.store_id, first, self._clock(),
-                                     preallocate=min(self._wal_file_size, PREALLOCATE))
+        self._wal = new
 
     def _close_sync(self) -> None:
         if self._wal is not None:
@@ -233,6 +273,7 @@ class Store:
 
     def _group_failed(self, group: Group, exc: BaseException) -> None:
         """(event loop) A group could not be made durable: the store stops acknowledging writes."""
+        exc = self._translate_wal_error(exc)
         if self._failure is None:
             self._failure = exc
         for _ in range(group.count):
@@ -241,13 +282,30 @@ class Store:
         group.done.set()
         self._apply_wake.set()
 
+    def _translate_wal_error(self, exc: BaseException) -> BaseException:
+        """A WAL write or fsync failure as the PitrError a caller can act on (cause kept)."""
+        path = self._wal.path if self._wal is not None else os.path.join(self.path, "wal")
+        if isinstance(exc, OSError):
+            translated: BaseException = file_error(exc, path, "write the WAL",
+                                                   hint=_full_hint() if exc.errno in _FULL else None)
+        elif isinstance(exc, SegmentsError) and isinstance(exc.__cause__, OSError) \
+                and exc.__cause__.errno in _FULL:
+            translated = file_error(exc.__cause__, path, "fsync the WAL", hint=_full_hint())
+        else:
+            return exc  # an fsync failure: StoreClosed, raised by the waiting writers
+        translated.__cause__ = exc
+        return translated
+
     def _write_group_sync(self, data: bytes, last_lsn: int) -> None:
         assert self._wal is not None
-        self._wal.append(data)
+        self._wal.append(data, last_lsn)
         self._wal.sync()
         if self._wal.size >= self._wal_file_size:
             # New commits keep being sequenced meanwhile: the next file starts after this group.
-            self._roll_sync(last_lsn + 1)
+            try:
+                self._roll_sync(last_lsn + 1)
+            except OSError as exc:  # the group is durable: keep appending here and try again later
+                log.warning("%s", file_error(exc, exc.filename, "start the next WAL file"))
 
     async def _apply_task(self) -> None:
         while True:
@@ -256,7 +314,10 @@ class Store:
             self._apply_wake = anyio.Event()
             stopping = self._closing and self._durable_lsn == self._last_lsn
             if self._pending and self._failure is None:
-                await self._apply_pending()
+                try:
+                    await self._apply_pending()
+                except PitrError:
+                    return  # recorded as the store's failure; raised when the block ends
             if stopping or self._failure is not None:
                 return
 
@@ -267,26 +328,55 @@ class Store:
                 return
             self._applying, self._pending = self._pending, {}
             lsn, ts = self._durable_lsn, self._durable_ts
-            await anyio.to_thread.run_sync(self._state.apply, self._applying, lsn, ts)
+            try:
+                await anyio.to_thread.run_sync(self._state.apply, self._applying, lsn, ts)
+            except PitrError as exc:
+                self._pending, self._applying = {**self._applying, **self._pending}, {}
+                self._fail_apply(exc, lsn)
+                raise
             self._applying = {}
             self._applied_lsn = lsn
         await anyio.to_thread.run_sync(self._remove_old_wal_sync)
 
+    def _fail_apply(self, exc: PitrError, lsn: int) -> None:
+        """Applying to LMDB failed: stop acknowledging, and say that the WAL holds the commits."""
+        exc.args = (f"{exc}; every commit through LSN {lsn} is durable in the WAL and is applied when "
+                    f"the store is next opened",)
+        if self._failure is None:
+            self._failure = exc
+        self._apply_failure = exc
+        if self._committer is not None:
+            self._committer.close()
+
     def _remove_old_wal_sync(self) -> None:
+        """Delete WAL files checkpointed and archived everywhere; on any doubt keep them, and say so."""
         assert self._wal_dir is not None
         through = self._applied_lsn
-        if self._require_archive:
-            archived = self._wal_dir.archived_lsns()
-            if not archived:
-                return
-            through = min(through, *archived.values())
-        self._wal_dir.remove_through(through)
+        try:
+            if self._require_archive:
+                archived = self._wal_dir.archived_lsns()
+                if not archived:
+                    return
+                through = min(through, *archived.values())
+            self._wal_dir.remove_through(through)
+        except PitrError as exc:
+            note = f"{exc}; WAL files are kept until this is fixed"
+            if note != self._retention_note:  # once per distinct problem, not every apply
+                self._retention_note = note
+                log.warning("%s", note)
+            return
+        self._retention_note = None
 
     # commits -------------------------------------------------------------------
     def _check_open(self) -> None:
         if self._failure is not None:
-            raise StoreClosed(f"{self.path}: the store stopped acknowledging writes after a WAL "
-                              f"failure ({self._failure}); reopen it to recover") from self._failure
+            failure = self._failure
+            if isinstance(failure, FileError):
+                raise type(failure)(f"{self.path}: the store stopped acknowledging writes: {failure}; "
+                                    f"reopen it to recover", path=failure.path, operation=failure.operation,
+                                    errno=failure.errno, hint=failure.hint) from failure
+            raise StoreClosed(f"{self.path}: the store stopped acknowledging writes after a failure "
+                              f"({failure}); reopen it to recover") from failure
         if self._closing or self._tg is None:
             raise StoreClosed(f"{self.path}: the store is closed")
 
@@ -337,6 +427,13 @@ class Store:
         if ts_ns <= floor:
             raise InvalidArgument(f"commit time {ts_ns} is not after the last commit's (or the time the "
                                   f"archive was declared complete through) {floor}")
+        now = self._clock()
+        if ts_ns - now > self._max_skew_ns:
+            raise InvalidArgument(
+                f"commit time {_time_text(ts_ns)} is {(ts_ns - now) / 1e9:.3f} s ahead of the store's clock "
+                f"({_time_text(now)}); the limit is {self._max_skew_ns / 1e9:g} s (max_clock_skew; "
+                f"`pitr import --max-clock-skew`), so that one bad time cannot date every later commit "
+                f"in the future")
         return self._last_lsn + 1, ts_ns
 
     def _enqueue(self, lsn: int, ts: int, ops: tuple[Op, ...], data: bytes) -> Group:
@@ -347,8 +444,12 @@ class Store:
 
     def _acknowledged(self, group: Group, lsn: int, ts: int) -> Commit:
         if group.error is not None:
+            error = group.error
+            if isinstance(error, FileError):
+                raise type(error)(f"commit at LSN {lsn} was not acknowledged: {error}", path=error.path,
+                                  operation=error.operation, errno=error.errno, hint=error.hint) from error
             raise StoreClosed(f"{self.path}: commit at LSN {lsn} was not acknowledged: "
-                              f"{group.error}") from group.error
+                              f"{error}") from error
         return _new_tuple(Commit, (lsn, ts))  # Commit(lsn, ts) without its Python-level __new__
 
     async def put(self, key: bytes, value: bytes, ttl: float | None = None) -> Commit:
@@ -479,7 +580,11 @@ class Store:
     async def flush(self) -> None:
         """Apply every acknowledged commit to LMDB now (used before snapshots and in tests)."""
         self._check_open()
-        await self._apply_pending()  # waits for an apply already running, then applies the rest
+        try:
+            await self._apply_pending()  # waits for an apply already running, then applies the rest
+        except PitrError:
+            self._apply_failure = None  # raised here: the caller has seen it
+            raise
 
     @property
     def state(self) -> StateDB:
@@ -499,6 +604,29 @@ class Store:
         assert self.identity is not None
         return {"path": self.path, "store_id": str(self.identity.store_id), "name": self.identity.name,
                 "last_lsn": self._last_lsn, "applied_lsn": self._applied_lsn}
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _full_hint() -> str:
+    return ("free space on the data directory's file system, then reopen the store: every acknowledged "
+            "commit is in the WAL")
+
+
+def _time_text(ts_ns: int) -> str:
+    try:
+        return f"{format_time(ts_ns)} ({ts_ns} ns)"
+    except (OverflowError, ValueError):
+        return f"{ts_ns} ns"
+
+
+def _create_private(path: str) -> None:
+    """Create an empty file private to the user unless it exists."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    except FileExistsError:
+        pass
 
 
 def _archive_to(self: Store, *repos: Any, **kwargs: Any) -> Any:

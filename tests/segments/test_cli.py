@@ -58,7 +58,7 @@ def files(tmp_path: Path) -> dict[str, Any]:
 def test_dump_wal_text(capsys: pytest.CaptureFixture[str], files: dict[str, Any]) -> None:
     status, out = run(capsys, "dump", files["wal"])
     assert status == 0
-    assert "lsn 1  time 2026-11-29T14:09:47.250000000Z  offset 64" in out
+    assert f"lsn 1  time 2026-11-29T14:09:47.250000000Z  offset {wal.HEADER_SIZE + wal.FRAME_SIZE}" in out
     assert 'put     key "user:123456:profile" (19 B)  value "{\\"name\\": \\"Ada\\"}" (15 B)' in out
     assert "expires 2026-11-29T14:09:48.250000000Z" in out
     assert "source_rev 7" in out
@@ -126,7 +126,7 @@ def test_dump_wal_with_mid_log_damage_shows_records_before_it(
 ) -> None:
     path = Path(files["wal"])
     data = bytearray(path.read_bytes())
-    second = wal.HEADER_SIZE + len(rec.encode_record(1, TS0, files["records"][0].ops, 7))
+    second = wal.HEADER_SIZE + wal.FRAME_SIZE + len(rec.encode_record(1, TS0, files["records"][0].ops, 7))
     data[second + 20] ^= 1
     path.write_bytes(data)
     status, doc = run_json(capsys, "dump", str(path))
@@ -251,9 +251,10 @@ def test_verify_and_dump_decode_every_record(capsys: pytest.CaptureFixture[str],
     status, doc = run_json(capsys, "verify", str(path))
     assert status == 1
     problem = doc["files"][0]["problems"][0]
-    assert (problem["path"], problem["offset"], problem["lsn"]) == (str(path), wal.HEADER_SIZE + len(good), 2)
+    record_offset = wal.HEADER_SIZE + wal.FRAME_SIZE + len(good)  # the record itself, inside its frame
+    assert (problem["path"], problem["offset"], problem["lsn"]) == (str(path), record_offset, 2)
     assert "unknown operation kind 9" in problem["message"]
     status, doc = run_json(capsys, "dump", str(path))
     assert status == 1
     assert [r["lsn"] for r in doc["records"]] == [1]
-    assert doc["error"]["lsn"] == 2
+    assert (doc["findings"][0]["finding"], doc["findings"][0]["lsn"]) == ("mid-log corruption", 2)

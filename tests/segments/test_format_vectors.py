@@ -32,6 +32,8 @@ def doc_hex_blocks() -> list[str]:
         ("first record", FIRST),
         ("second record", SECOND),
         ("WAL header", wal.encode_header(wal.WalHeader(NIL, 1, 0))),
+        ("version 1 WAL header", wal.encode_header(wal.WalHeader(NIL, 1, 0, version=1))),
+        ("WAL frame header", wal.encode_frame(1, 1, FIRST)),
     ],
 )
 def test_documented_bytes(name: str, data: bytes) -> None:

@@ -42,7 +42,7 @@ def test_append_sync_and_scan(tmp_path: Path) -> None:
     scan = scan_wal(path)
     assert scan.torn is None
     assert scan.header == wal.WalHeader(STORE_ID, 1, 0)
-    assert scan.end == wal.HEADER_SIZE + sum(map(len, encoded))
+    assert scan.end == wal.HEADER_SIZE + sum(wal.FRAME_SIZE + len(piece) for piece in encoded)
     assert (scan.last_lsn, scan.last_ts_ns) == (50, records[-1].ts_ns)
     assert read_records(path, scan) == records
 
@@ -103,7 +103,7 @@ def test_truncation_recovers_exactly_the_complete_records(records: list[rec.Reco
             fh.truncate(cut)
         ends = [wal.HEADER_SIZE]
         for piece in encoded:
-            ends.append(ends[-1] + len(piece))
+            ends.append(ends[-1] + wal.FRAME_SIZE + len(piece))
         complete = sum(1 for end in ends[1:] if end <= cut)
         boundary = ends[complete]
         removed = original[boundary:cut].rstrip(b"\0")
@@ -169,9 +169,10 @@ def test_unsupported_version_is_not_mistaken_for_damage(tmp_path: Path) -> None:
 
 
 def record_offsets(encoded: list[bytes]) -> list[int]:
+    """Where each record's frame starts in a file write_wal wrote (one commit group per record)."""
     offsets = [wal.HEADER_SIZE]
     for piece in encoded[:-1]:
-        offsets.append(offsets[-1] + len(piece))
+        offsets.append(offsets[-1] + wal.FRAME_SIZE + len(piece))
     return offsets
 
 
@@ -186,10 +187,11 @@ def test_mid_log_damage_refuses_to_open(records: list[rec.Record], data: st.Data
         damaged = bytearray(original)
         how = data.draw(st.sampled_from(["flip", "zero"]), label="how")
         if how == "flip":
-            at = offsets[victim] + data.draw(st.integers(0, len(encoded[victim]) - 1), label="at")
+            at = offsets[victim] + data.draw(st.integers(0, wal.FRAME_SIZE + len(encoded[victim]) - 1), label="at")
             damaged[at] ^= data.draw(st.integers(1, 255), label="xor")
         else:
-            damaged[offsets[victim] : offsets[victim] + len(encoded[victim])] = bytes(len(encoded[victim]))
+            unit = wal.FRAME_SIZE + len(encoded[victim])
+            damaged[offsets[victim] : offsets[victim] + unit] = bytes(unit)
         Path(path).write_bytes(damaged)
         with pytest.raises(MidLogCorruption) as info:
             scan_wal(path, repair=True)
@@ -221,7 +223,7 @@ def test_record_with_a_wrong_lsn_followed_by_valid_ones_is_mid_log_damage(tmp_pa
     writer.append(stream)
     writer.sync()
     writer.close()
-    with pytest.raises(MidLogCorruption, match="expected LSN 3, found 9"):
+    with pytest.raises(MidLogCorruption, match="expected LSN 3 inside the commit group, found 9"):
         scan_wal(path)
 
 
@@ -237,7 +239,7 @@ def test_torn_tail_is_kept_aside_and_never_overwritten(tmp_path: Path) -> None:
     assert scan.torn is not None
     assert scan.torn.broken_path == path + ".broken.1"
     assert Path(path + ".broken").read_bytes() == b"earlier"
-    assert Path(scan.torn.broken_path).read_bytes() == bytes(data[last : last + len(encoded[-1])])
+    assert Path(scan.torn.broken_path).read_bytes() == bytes(data[last : last + wal.FRAME_SIZE + len(encoded[-1])])
     assert "CRC" in scan.torn.reason
     assert os.path.getsize(path) == last
     assert read_records(path, scan) == records[:2]
@@ -289,10 +291,10 @@ def test_write_failure_poisons_the_writer(tmp_path: Path, monkeypatch: pytest.Mo
     path = str(tmp_path / wal.wal_name(1))
     writer = WalWriter.create(path, STORE_ID, 1, 0, preallocate=4096)
 
-    def failing_pwrite(fd: int, data: bytes, offset: int) -> NoReturn:
+    def failing_pwrite(fd: int, data: list[bytes], offset: int) -> NoReturn:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("segments.wal.os.pwrite", failing_pwrite)
+    monkeypatch.setattr("segments.wal_writer.os.pwritev", failing_pwrite)
     with pytest.raises(OSError, match="No space"):
         writer.append(rec.encode_record(1, 1, [rec.delete(b"k")]))
     monkeypatch.undo()

@@ -1,0 +1,87 @@
+"""`pitr import` over bad times and faults: refused whole, or stopped saying exactly how far it got."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from pitr.cli.main import main
+from segments import wal_writer
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(list(argv))
+    out, err = capsys.readouterr()
+    assert isinstance(exc.value.code, int)
+    return exc.value.code, out, err
+
+
+def write_lines(path: Path, lines: list[dict[str, object]]) -> str:
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return str(path)
+
+
+def test_a_commit_time_far_in_the_future_is_refused_before_anything_is_imported(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = str(tmp_path / "data")
+    src = write_lines(tmp_path / "in.jsonl", [
+        {"op": "put", "key": "a", "value": "1", "ts": "2020-01-01T00:00:00Z"},
+        {"op": "put", "key": "b", "value": "2", "ts": "2099-01-01T00:00:00Z"},
+        {"op": "put", "key": "c", "value": "3"},
+    ])
+    code, _, err = run(capsys, "import", src, "--data", data)
+    assert code == 2
+    assert "line 2" in err
+    assert "2099-01-01" in err
+    assert "--max-clock-skew" in err
+    code, _, _ = run(capsys, "get", "a", "--data", data)
+    assert code == 1, "nothing was imported"
+    code, out, _ = run(capsys, "import", src, "--data", data, "--max-clock-skew", "inf", "--json")
+    assert code == 0
+    assert json.loads(out) == {"commits": 3, "first_lsn": 1, "last_lsn": 3}
+    assert run(capsys, "import", src, "--data", data, "--max-clock-skew", "-5")[0] == 2
+
+
+def test_an_import_stopped_by_a_full_disk_names_the_last_committed_line_and_lsn(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    data = str(tmp_path / "data")
+    src = write_lines(tmp_path / "in.jsonl",
+                      [{"op": "put", "key": f"k{i}", "value": "v" * 100} for i in range(10)])
+    real = os.pwritev
+    calls = 0
+
+    def full_after_some(fd: int, buffers: Sequence[bytes], offset: int) -> int:
+        nonlocal calls
+        calls += 1
+        if calls > 5:  # the header, then four commits
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd, buffers, offset)
+
+    monkeypatch.setattr(wal_writer.os, "pwritev", full_after_some)
+    code, out, err = run(capsys, "import", src, "--data", data, "--json")
+    monkeypatch.undo()
+    assert code == 1
+    assert "lines up to 4 are committed (4 commits, LSN 1..4)" in err
+    assert "line 5 was not acknowledged" in err
+    assert "No space left on device" in err
+    assert "Traceback" not in err
+    assert json.loads(out.splitlines()[0]) == {"commits": 4, "first_lsn": 1, "last_lsn": 4, "complete": False,
+                                               "last_line": 4, "unacknowledged_line": 5}
+    for i in range(4):
+        assert run(capsys, "get", f"k{i}", "--data", data)[:2] == (0, "v" * 100 + "\n")
+
+
+def test_a_missing_import_file_is_one_line_and_creates_no_store(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    code, _, err = run(capsys, "import", str(tmp_path / "nonexistent.jsonl"), "--data", str(data))
+    assert code == 1
+    assert "nonexistent.jsonl: cannot read the import file" in err
+    assert "Traceback" not in err
+    assert not data.exists()
