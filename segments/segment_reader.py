@@ -193,7 +193,13 @@ class SegmentReader:
             raw = self.read_block(i)
             for span in self.block_spans(i, raw):
                 if lo <= span.lsn <= hi:
-                    record = rec.decode_payload(raw, span, skip_unknown=skip_unknown)
+                    try:
+                        record = rec.decode_payload(raw, span, skip_unknown=skip_unknown)
+                    except CorruptFile as exc:
+                        # the offset inside the decompressed block means nothing in the file: name the block
+                        entry = self.meta.index[i]
+                        raise CorruptFile(f"block {i}: {exc.reason}", path=self.meta.name, offset=entry.offset,
+                                          lsn=span.lsn, hint=exc.hint) from exc
                     if record is not None:
                         yield record
 
