@@ -73,7 +73,8 @@ def _check_meta(meta: SegmentMeta) -> None:
     for entry in meta.index:
         if entry.offset != expected_offset or entry.first_lsn != next_lsn or entry.first_ts_ns <= prev_ts:
             raise bad(f"block index entry at LSN {entry.first_lsn} out of place")
-        if entry.raw_size > fmt.MAX_BLOCK_RAW or entry.record_count == 0:
+        if entry.raw_size > fmt.MAX_BLOCK_RAW or entry.raw_size > entry.compressed_size * fmt.MAX_ZSTD_RATIO \
+                or entry.record_count == 0 or entry.raw_size < entry.record_count * rec.HEADER_SIZE:
             raise bad(f"block at LSN {entry.first_lsn} has a bad size or record count")
         expected_offset += entry.compressed_size
         next_lsn += entry.record_count
@@ -269,6 +270,9 @@ def check_block_frame(data: bytes | memoryview, entry: fmt.BlockEntry, path: str
     """A block's CRC, and the size its zstd frame declares against the index's."""
     if crc32c(data) != entry.crc:
         raise CorruptFile("block CRC-32C mismatch", path=path, offset=entry.offset, lsn=entry.first_lsn)
+    if entry.raw_size > len(data) * fmt.MAX_ZSTD_RATIO:
+        raise CorruptFile(f"block of {len(data)} bytes cannot decompress to the {entry.raw_size} it declares",
+                          path=path, offset=entry.offset, lsn=entry.first_lsn)
     try:
         declared = zstandard.frame_content_size(data)
     except zstandard.ZstdError as exc:
