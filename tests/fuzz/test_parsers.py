@@ -39,7 +39,7 @@ from segments import record as rec
 from segments.__main__ import main as segments_main
 from tests.audit.model import Step, Written, write_history
 from tests.fuzz.reseal import mutate_bytes, mutate_field, rebuild_segment, reseal_segment, reseal_snapshot
-from tests.segments.strategies import STORE_ID, plain_records, seal
+from tests.segments.strategies import STORE_ID, plain_records, seal, seal_chain
 from tests.segments.test_snapshot import HEADER, write_snapshot
 
 SEED = int(os.environ.get("PITR_FUZZ_SEED") or random.SystemRandom().randrange(1 << 32))
@@ -156,6 +156,35 @@ def test_segments_command_line_survives_mutation(tmp_path: Path, capsys: pytest.
             assert "Traceback" not in err + out
             if code == 1:
                 assert NAME in err + out, f"seed {SEED} case {case}: {what}: {command} names no file"
+
+
+def test_segments_verify_of_a_chain_blames_or_reads_true(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m segments verify` of two linked segments, the first mutated: exit 1 naming a file,
+    or exit 0 only when the first still holds the original records and chain digest."""
+    rng = rng_for("segments-chain")
+    (first, first_sealed), (second, _) = seal_chain(RECORDS, [30], block_size=600)
+    names = ["00000000000000001000-00000000000000001029.seg", "00000000000000001030-00000000000000001060.seg"]
+    (tmp_path / names[1]).write_bytes(second)
+    for case in range(max(ROUNDS // 10, 10)):
+        mode = rng.choice(["raw", "reseal", "rebuild"])
+        if mode == "rebuild":
+            data, what = rebuild_segment(rng, first)
+        else:
+            data, what = mutate_bytes(rng, first)
+            data = reseal_segment(data) if mode == "reseal" else data
+        what = f"seed {SEED} case {case}: {mode} {what}"
+        (tmp_path / names[0]).write_bytes(data)
+        with bounded(what):
+            code = segments_main(["verify", str(tmp_path / names[0]), str(tmp_path / names[1])])
+        out, err = capsys.readouterr()
+        assert "Traceback" not in out + err, what
+        assert code in (0, 1), what
+        if code == 1:
+            assert names[0] in out + err or names[1] in out + err, f"{what}: names no file"
+            continue
+        reader = SegmentReader(BytesSource(data, names[0]))
+        assert reader.meta.chain_digest == first_sealed.chain_digest, f"{what}: verify passed a broken link"
+        assert list(reader.iter_records()) == RECORDS[:30], f"{what}: verify passed altered records"
 
 
 def test_resealing_reaches_past_the_checksums() -> None:
