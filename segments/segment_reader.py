@@ -222,6 +222,7 @@ class SegmentReader:
             if len(run.ends) != entry.record_count or run.first_ts_ns != entry.first_ts_ns:
                 raise CorruptFile(f"block {i} records do not match the block index", path=path,
                                   offset=entry.offset, lsn=entry.first_lsn)
+            _check_types(raw, run.ends, entry, i, path)
             prev_ts = run.last_ts_ns
             done = 0
             with memoryview(raw) as view:
@@ -248,6 +249,19 @@ class SegmentReader:
             pos += n
         if file_hasher.digest() != meta.trailer.file_digest:
             raise CorruptFile("file digest (BLAKE3) mismatch", path=path, offset=digest_end)
+
+
+_KNOWN_TYPES = bytes(sorted(rec.KNOWN_TYPES))
+
+
+def _check_types(raw: bytes, ends: list[int], entry: fmt.BlockEntry, i: int, path: str) -> None:
+    """Every record of the block is of a type this reader can replay (a restore refuses the others)."""
+    for k, start in enumerate([0, *ends[:-1]]):
+        rtype = raw[start + 8]  # the type is byte 8 of every record header
+        if rtype not in _KNOWN_TYPES:
+            raise CorruptFile(f"block {i}: unknown record type {rtype}", path=path, offset=entry.offset,
+                              lsn=entry.first_lsn + k,
+                              hint="a newer pitr wrote this record; upgrade pitr to verify and restore it")
 
 
 def decompress_block(

@@ -1,16 +1,19 @@
-"""The replay fold refuses what it cannot apply: a record of an unknown type, a commit without operations."""
+"""What a restore cannot apply is refused, never passed over: a record of an unknown type, a commit
+without operations (by the replay fold, and an unknown type by full verification too)."""
 
 from __future__ import annotations
 
+import io
 import struct
 
 import pytest
 from crc32c import crc32c
 
-from segments import CorruptFile
+from segments import BytesSource, CorruptFile, SegmentReader, chain
 from segments import record as rec
 from segments.fold import Change, fold_records
-from tests.segments.strategies import encode_all, plain_records
+from segments.segment_writer import seal_segment
+from tests.segments.strategies import STORE_ID, encode_all, plain_records
 
 
 def with_header_field(record: bytes, offset: int, fmt: str, value: int) -> bytes:
@@ -38,3 +41,16 @@ def test_a_commit_without_operations_is_refused(check_crc: bool) -> None:
     data = with_header_field(bare, 12, "<I", 0)  # a well-framed record of no operations
     with pytest.raises(CorruptFile, match="without operations"):
         fold_records(data, {}, 5, rec.MAX_LSN, rec.MAX_I64, check_crc=check_crc)
+
+
+def test_full_verification_refuses_a_record_type_a_restore_cannot_replay() -> None:
+    records = plain_records(5, 4)
+    encoded = [encode_all([r]) for r in records]
+    encoded[2] = with_header_field(encoded[2], 8, "<B", 9)
+    buf = b"".join(encoded)
+    out = io.BytesIO()
+    seal_segment(out, STORE_ID, chain.genesis(STORE_ID), buf, list(rec.scan_spans(buf)), 0)
+    reader = SegmentReader(BytesSource(out.getvalue(), "future.seg"))
+    with pytest.raises(CorruptFile, match="unknown record type 9") as caught:
+        reader.verify()  # every digest matches: only the type tells this pitr it cannot restore it
+    assert (caught.value.path, caught.value.lsn) == ("future.seg", 7)
