@@ -57,7 +57,8 @@ def fold_records(
 
     Records before `expected_lsn` are checked and skipped. Returns (the next
     expected LSN, the last folded commit time or None, whether a record past
-    the limits was reached). Unknown record types are skipped.
+    the limits was reached). A record of an unknown type is refused
+    (CorruptFile), never passed over: the state without it would be wrong.
 
     `check_crc=False` skips the per-record CRC when the caller has already
     checked a checksum covering these exact bytes (an archive block's CRC).
@@ -117,27 +118,34 @@ def fold_records(
         if lsn < expected_lsn:
             pos = stop
             continue
-        if rtype == commit:
-            if count == 1 and flags == 0 and oflags == 0 and op_size + klen + vlen == stop - pos:
-                p = pos + op_size
-                if kind == put:
-                    changes[buf[p : p + klen]] = buf[p + klen : stop]
-                elif kind == delete and vlen == 0:
-                    changes[buf[p:stop]] = None
-                else:
-                    raise CorruptFile(f"bad operation kind {kind}", path=path, offset=pos, lsn=lsn)
+        if rtype != commit:
+            # a restore that passed over a commit it cannot read would exit 0 with the wrong state
+            raise CorruptFile(f"unknown record type {rtype}", path=path, offset=pos, lsn=lsn,
+                              hint="a newer pitr wrote this record; upgrade pitr to replay it")
+        if count == 1 and flags == 0 and oflags == 0 and op_size + klen + vlen == stop - pos:
+            p = pos + op_size
+            if kind == put:
+                changes[buf[p : p + klen]] = buf[p + klen : stop]
+            elif kind == delete and vlen == 0:
+                changes[buf[p:stop]] = None
             else:
-                _fold_ops(buf, pos, stop, flags, count, lsn, changes, path)
+                raise CorruptFile(f"bad operation kind {kind}", path=path, offset=pos, lsn=lsn)
+        else:
+            _fold_ops(buf, pos, stop, flags, count, lsn, changes, path)
         expected_lsn = lsn + 1
         last_ts = ts
         pos = stop
     return expected_lsn, last_ts, False
+
+
 def _fold_ops(buf: bytes, pos: int, stop: int, flags: int, count: int, lsn: int,
               changes: dict[bytes, Change], path: str | None) -> None:
     """The general case: several operations, expiries or a source revision."""
     op_header = rec.OP_HEADER.unpack_from
     i64 = rec.I64.unpack_from
     p = pos + rec.HEADER_SIZE + (8 if flags & rec.FLAG_SOURCE_REV else 0)
+    if count == 0:
+        raise CorruptFile("a commit without operations", path=path, offset=pos, lsn=lsn)
     for _ in range(count):
         if stop - p < rec.OP_HEADER.size:
             raise CorruptFile("operation runs past the record", path=path, offset=pos, lsn=lsn)

@@ -35,6 +35,10 @@ MAX_BLOCK_SIZE = 64 << 20  # the largest block size a writer may be asked for
 # A block is cut after the record that reaches the block size, so it may exceed it by one record.
 MAX_BLOCK_RAW = MAX_BLOCK_SIZE + rec.PREFIX.size + rec.MAX_PAYLOAD  # a block never decompresses to more
 MAX_ENTRIES = 1 << 24
+# A zstd block regenerates at most 128 KiB from at least 4 bytes (3-byte header + 1 RLE byte), so no
+# frame decompresses to more than 32768 times its size: a larger declared raw size is damage, refused
+# before a decompressor allocates it.
+MAX_ZSTD_RATIO = 32768
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,7 +73,8 @@ def _check_meta(meta: SegmentMeta) -> None:
     for entry in meta.index:
         if entry.offset != expected_offset or entry.first_lsn != next_lsn or entry.first_ts_ns <= prev_ts:
             raise bad(f"block index entry at LSN {entry.first_lsn} out of place")
-        if entry.raw_size > fmt.MAX_BLOCK_RAW or entry.record_count == 0:
+        if entry.raw_size > fmt.MAX_BLOCK_RAW or entry.raw_size > entry.compressed_size * fmt.MAX_ZSTD_RATIO \
+                or entry.record_count == 0 or entry.raw_size < entry.record_count * rec.HEADER_SIZE:
             raise bad(f"block at LSN {entry.first_lsn} has a bad size or record count")
         expected_offset += entry.compressed_size
         next_lsn += entry.record_count
@@ -193,7 +194,13 @@ class SegmentReader:
             raw = self.read_block(i)
             for span in self.block_spans(i, raw):
                 if lo <= span.lsn <= hi:
-                    record = rec.decode_payload(raw, span, skip_unknown=skip_unknown)
+                    try:
+                        record = rec.decode_payload(raw, span, skip_unknown=skip_unknown)
+                    except CorruptFile as exc:
+                        # the offset inside the decompressed block means nothing in the file: name the block
+                        entry = self.meta.index[i]
+                        raise CorruptFile(f"block {i}: {exc.reason}", path=self.meta.name, offset=entry.offset,
+                                          lsn=span.lsn, hint=exc.hint) from exc
                     if record is not None:
                         yield record
 
@@ -215,6 +222,7 @@ class SegmentReader:
             if len(run.ends) != entry.record_count or run.first_ts_ns != entry.first_ts_ns:
                 raise CorruptFile(f"block {i} records do not match the block index", path=path,
                                   offset=entry.offset, lsn=entry.first_lsn)
+            _check_types(raw, run.ends, entry, i, path)
             prev_ts = run.last_ts_ns
             done = 0
             with memoryview(raw) as view:
@@ -243,6 +251,19 @@ class SegmentReader:
             raise CorruptFile("file digest (BLAKE3) mismatch", path=path, offset=digest_end)
 
 
+_KNOWN_TYPES = bytes(sorted(rec.KNOWN_TYPES))
+
+
+def _check_types(raw: bytes, ends: list[int], entry: fmt.BlockEntry, i: int, path: str) -> None:
+    """Every record of the block is of a type this reader can replay (a restore refuses the others)."""
+    for k, start in enumerate([0, *ends[:-1]]):
+        rtype = raw[start + 8]  # the type is byte 8 of every record header
+        if rtype not in _KNOWN_TYPES:
+            raise CorruptFile(f"block {i}: unknown record type {rtype}", path=path, offset=entry.offset,
+                              lsn=entry.first_lsn + k,
+                              hint="a newer pitr wrote this record; upgrade pitr to verify and restore it")
+
+
 def decompress_block(
     dctx: zstandard.ZstdDecompressor, data: bytes, entry: fmt.BlockEntry, path: str
 ) -> bytes:
@@ -263,6 +284,9 @@ def check_block_frame(data: bytes | memoryview, entry: fmt.BlockEntry, path: str
     """A block's CRC, and the size its zstd frame declares against the index's."""
     if crc32c(data) != entry.crc:
         raise CorruptFile("block CRC-32C mismatch", path=path, offset=entry.offset, lsn=entry.first_lsn)
+    if entry.raw_size > len(data) * fmt.MAX_ZSTD_RATIO:
+        raise CorruptFile(f"block of {len(data)} bytes cannot decompress to the {entry.raw_size} it declares",
+                          path=path, offset=entry.offset, lsn=entry.first_lsn)
     try:
         declared = zstandard.frame_content_size(data)
     except zstandard.ZstdError as exc:

@@ -28,6 +28,7 @@ from crc32c import crc32c
 from segments import record as rec
 from segments._errors import CorruptFile, UnsupportedVersion
 from segments.fold import Change
+from segments.segment_format import MAX_ZSTD_RATIO
 from segments.source import FileSource, RangeSource
 
 MAGIC = b"PITRSNP\n"
@@ -294,7 +295,9 @@ class SnapshotReader:
                 raise CorruptFile("snapshot index truncated", path=path, offset=index_offset + pos)
             off, csize, rsize, n, bcrc, klen = INDEX_ENTRY.unpack_from(index, pos)
             pos += INDEX_ENTRY.size
-            if klen > index_size - pos or off != expected_offset or rsize > MAX_BLOCK_RAW or n == 0:
+            stored = self.header.flags & FLAG_RAW_BLOCKS
+            if klen > index_size - pos or off != expected_offset or rsize > MAX_BLOCK_RAW or n == 0 or \
+                    rsize > csize * (1 if stored else MAX_ZSTD_RATIO) or rsize < n * ENTRY.size:
                 raise CorruptFile("snapshot index entry out of bounds", path=path, offset=index_offset + pos)
             blocks.append(SnapshotBlock(off, csize, rsize, n, bcrc, bytes(index[pos : pos + klen])))
             pos += klen

@@ -18,16 +18,17 @@ catalog lookups and one block read:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import anyio
 
 from pitr.audit.history import KeyChange, change_of
+from pitr.audit.holes import Hole, archive_end_ns, find_holes, history_gap, holes_at, key_text
 from pitr.audit.records import RecordReader, last_op_on
-from pitr.audit.window import Moment, locate
+from pitr.audit.window import Moment, describe_moment, locate
 from pitr.catalog.entries import is_long_key
-from pitr.errors import CorruptData
+from pitr.errors import CorruptData, OutsideWindow
 from pitr.repo import layout
 from pitr.repo.repository import Repository
 from pitr.store._wal_dir import to_corrupt
@@ -42,15 +43,27 @@ class ValueReader:
     Open it with `open_value_reader`; `value_at` opens one per call.
     """
 
-    def __init__(self, repo: Repository, timeline: Timeline) -> None:
+    def __init__(self, repo: Repository, timeline: Timeline, holes: Sequence[Hole] = ()) -> None:
         self.repo = repo
         self.timeline = timeline
+        self.holes = list(holes)
         self.records = RecordReader(repo)
         self._snapshots: dict[str, SnapshotReader] = {}
 
     def moment(self, ts_ns: int, *, exclusive: bool = False) -> Moment:
-        """Resolve a time against the timeline (raises OutsideWindow)."""
-        return locate(self.timeline, ts_ns, exclusive=exclusive)
+        """Resolve a time against the timeline.
+
+        Raises HistoryGap, naming the hole, when the state at the moment
+        depends on commits the archive lacks; OutsideWindow for any other
+        moment no restore could reach.
+        """
+        try:
+            return locate(self.timeline, ts_ns, exclusive=exclusive)
+        except OutsideWindow as exc:
+            holes = holes_at(self.holes, ts_ns - 1 if exclusive else ts_ns, archive_end_ns(self.repo.catalog))
+            if holes:
+                raise history_gap(f"the state {describe_moment(ts_ns, exclusive)}", holes, can_allow=False) from exc
+            raise
 
     async def value_at(self, key: bytes, moment: Moment) -> KeyChange | None:
         """The change that gives `key` its value at `moment`, or None when absent there."""
@@ -83,7 +96,7 @@ class ValueReader:
                 return change_of(record, op)
             if not is_long_key(key):
                 raise CorruptData(f"{self.repo.url}: the catalog says LSN {version.lsn} changed key "
-                                  f"{key[:64]!r}, but that record does not touch it", lsn=version.lsn,
+                                  f"{key_text(key)}, but that record does not touch it", lsn=version.lsn,
                                   hint="rebuild the catalog with `pitr reindex`")
             skip += 1  # another long key with the same digest
         return await self._from_base(key, moment)
@@ -128,11 +141,15 @@ class ValueReader:
 
 
 @asynccontextmanager
-async def open_value_reader(repo: Repository, timeline: Timeline | None = None) -> AsyncIterator[ValueReader]:
-    """A ValueReader over the repository's current timeline (or the one given)."""
+async def open_value_reader(repo: Repository, timeline: Timeline | None = None,
+                            holes: Sequence[Hole] | None = None) -> AsyncIterator[ValueReader]:
+    """A ValueReader over the repository's current timeline and holes (or the ones given)."""
+    ident = await repo.require_identity()
     if timeline is None:
-        timeline = build_timeline(repo.catalog, await repo.require_identity())
-    reader = ValueReader(repo, timeline)
+        timeline = build_timeline(repo.catalog, ident)
+    if holes is None:
+        holes = find_holes(repo.catalog, ident)
+    reader = ValueReader(repo, timeline, holes)
     try:
         yield reader
     finally:
@@ -140,14 +157,16 @@ async def open_value_reader(repo: Repository, timeline: Timeline | None = None) 
 
 
 async def value_at(repo: Repository, key: bytes, ts_ns: int, *, exclusive: bool = False,
-                   timeline: Timeline | None = None) -> KeyChange | None:
+                   timeline: Timeline | None = None, holes: Sequence[Hole] | None = None) -> KeyChange | None:
     """The value `key` has at `ts_ns` in a restore to that moment, or None when absent.
 
     Inclusive (commits with ts <= ts_ns) by default, `exclusive` for ts < ts_ns;
     TTL is judged at the moment (ts_ns - 1 when exclusive). Raises
-    OutsideWindow, with the windows, when no restore could reach the moment.
+    OutsideWindow, with the windows, when no restore could reach the moment,
+    and HistoryGap, with the holes, when the moment depends on commits the
+    archive lacks (a hole before it with no snapshot between).
     Pass `timeline` (from `pitr.timeline.build_timeline`) to save rebuilding
     it when asking many questions of an unchanging catalog.
     """
-    async with open_value_reader(repo, timeline) as reader:
+    async with open_value_reader(repo, timeline, holes) as reader:
         return await reader.value_at(key, reader.moment(ts_ns, exclusive=exclusive))

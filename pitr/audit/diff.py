@@ -20,7 +20,7 @@ gap in the archive, the commits in the gap are unknown.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -28,6 +28,7 @@ import anyio
 
 from pitr.audit.at import ValueReader, open_value_reader
 from pitr.audit.history import KeyChange
+from pitr.audit.holes import Hole, history_gap
 from pitr.audit.log import commit_log
 from pitr.audit.window import Moment
 from pitr.errors import InvalidArgument, OutsideWindow
@@ -70,26 +71,33 @@ def classify(key: bytes, before: KeyChange | None, after: KeyChange | None) -> K
 
 
 async def diff(repo: Repository, t1_ns: int, t2_ns: int, *, prefix: bytes | None = None,
-               include_expiry: bool = True, timeline: Timeline | None = None) -> AsyncIterator[KeyDiff]:
+               include_expiry: bool = True, timeline: Timeline | None = None,
+               holes: Sequence[Hole] | None = None) -> AsyncIterator[KeyDiff]:
     """Keys whose value or expiry differs between the states at t1 and at t2, in key order.
 
     Both moments are inclusive (commits with ts <= t) and TTL is judged at each.
     A key re-put with the same value and expiry is not a difference. Raises
-    InvalidArgument when t1 > t2 and OutsideWindow when the moments are not in
-    one recoverable window.
+    InvalidArgument when t1 > t2, HistoryGap (naming the holes) when commits
+    between or before the moments are missing from the archive, and
+    OutsideWindow when the moments are not in one recoverable window.
     """
     if t1_ns > t2_ns:
         raise InvalidArgument(f"diff from {format_time(t1_ns)} to the earlier {format_time(t2_ns)}; "
                               "give the earlier moment first")
-    async with open_value_reader(repo, timeline) as reader:
+    async with open_value_reader(repo, timeline, holes) as reader:
         m1, m2 = reader.moment(t1_ns), reader.moment(t2_ns)
         if m1.window != m2.window:
+            between = [h for h in reader.holes if h.meets_times(t1_ns, t2_ns)]
+            if between:
+                raise history_gap(f"the difference between {format_time(t1_ns)} and {format_time(t2_ns)}",
+                                  between, can_allow=False)
             windows = reader.timeline.windows
             raise OutsideWindow(f"{format_time(t1_ns)} and {format_time(t2_ns)} are in different "
                                 f"recoverable windows, with commits missing between them; "
                                 f"{describe_windows(windows)}", windows)
         touched: dict[bytes, KeyChange] = {}
-        async for commit in commit_log(repo, since_ns=t1_ns + 1, until_ns=t2_ns, prefix=prefix):
+        async for commit in commit_log(repo, since_ns=t1_ns + 1, until_ns=t2_ns, prefix=prefix,
+                                        holes=reader.holes):
             for op in commit.ops:
                 touched[op.key] = KeyChange(commit.lsn, commit.ts_ns, op.op, op.value, op.expires_at_ns)
         candidates = set(touched)
@@ -115,7 +123,8 @@ async def expiring_keys(repo: Repository, reader: ValueReader, at: Moment, until
             found = await anyio.to_thread.run_sync(_snapshot_expiring, snapshot, prefix or b"", t1, until_ns)
         except SegmentsError as exc:
             raise to_corrupt(exc) from exc
-    async for commit in commit_log(repo, since_lsn=at.base.lsn + 1, until_ns=t1, prefix=prefix):
+    async for commit in commit_log(repo, since_lsn=at.base.lsn + 1, until_ns=t1, prefix=prefix,
+                                    holes=reader.holes):
         for op in commit.ops:
             if op.op == "put" and op.expires_at_ns is not None and t1 < op.expires_at_ns <= until_ns:
                 found.add(op.key)

@@ -8,13 +8,15 @@ is compared and a colliding key's commits are passed over.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Literal
 
+from pitr.audit.holes import Hole, find_holes, history_gap, history_start, key_text
 from pitr.audit.records import RecordReader, last_op_on, take
 from pitr.catalog.entries import KeyVersion, is_long_key
-from pitr.errors import CorruptData
+from pitr.errors import CatalogDamaged, CorruptData, Gap
 from pitr.repo.repository import Repository
 from segments import record as rec
 
@@ -67,27 +69,61 @@ async def change_at(reader: RecordReader, key: bytes, version: KeyVersion) -> Ke
         if is_long_key(key):
             return None
         raise CorruptData(f"{reader.repo.url}: the catalog says LSN {version.lsn} changed key "
-                          f"{key[:64]!r}, but that record does not touch it", lsn=version.lsn,
+                          f"{key_text(key)}, but that record does not touch it", lsn=version.lsn,
                           hint="rebuild the catalog with `pitr reindex`")
     return change_of(record, op)
 
 
-async def history(repo: Repository, key: bytes, *, since_ns: int | None = None,
-                  until_ns: int | None = None) -> AsyncIterator[KeyChange]:
+async def history(repo: Repository, key: bytes, *, since_ns: int | None = None, until_ns: int | None = None,
+                  allow_gaps: bool = False, holes: Sequence[Hole] | None = None) -> AsyncIterator[KeyChange]:
     """Every archived change to `key` with since_ns <= commit time <= until_ns, oldest first.
 
     A commit that touches the key more than once (a batch) appears once, with
     its net effect. Streams: versions are read from the catalog a page at a
     time and each block is decompressed once for all the versions it holds.
+
+    Raises HistoryGap, before yielding anything, when a hole in the archive
+    (`find_holes`; pass `holes` to use ones already found) lies in the range:
+    the key may have changed there. With `allow_gaps` the known changes are
+    listed; `history_entries` lists them with each hole in place.
     """
+    async with aclosing(history_entries(repo, key, since_ns=since_ns, until_ns=until_ns, holes=holes,
+                                        allow_gaps=allow_gaps)) as entries:
+        async for entry in entries:
+            if isinstance(entry, KeyChange):
+                yield entry
+
+
+async def history_entries(repo: Repository, key: bytes, *, since_ns: int | None = None,
+                          until_ns: int | None = None, holes: Sequence[Hole] | None = None,
+                          allow_gaps: bool = True) -> AsyncGenerator[KeyChange | Gap, None]:
+    """`history` with each hole in the range yielded in place, as a `Gap`, between the changes around it.
+
+    Raises HistoryGap before yielding anything when there is a hole and not `allow_gaps`.
+    """
+    ident = await repo.require_identity()
+    if holes is None:
+        holes = find_holes(repo.catalog, ident)
+    start = history_start(repo.catalog, ident)
+    pending = [h for h in holes if h.meets_times(since_ns, until_ns)]
+    if pending and not allow_gaps:
+        raise history_gap(f"the history of {key_text(key)}", pending)
     since = since_ns
     with RecordReader(repo) as reader:
         while True:
             page = take(repo.catalog.key_versions(key, since, until_ns), PAGE)
             for version in page:
+                while pending and pending[0].gap.last_lsn < version.lsn:
+                    yield pending.pop(0).gap
                 change = await change_at(reader, key, version)
                 if change is not None:
                     yield change
+                elif version.lsn >= start and not is_long_key(key) and \
+                        not any(h.gap.first_lsn <= version.lsn <= h.gap.last_lsn for h in holes):
+                    raise CatalogDamaged(f"{repo.url}: the catalog's key index names LSN {version.lsn} for "
+                                         f"{key_text(key)}, but no indexed segment holds that LSN")
             if len(page) < PAGE:
-                return
+                break
             since = page[-1].ts_ns + 1
+    for hole in pending:
+        yield hole.gap

@@ -8,13 +8,15 @@ writes a commit in the JSON-lines form that `pitr import` reads back
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from pitr.audit.history import Operation
+from pitr.audit.holes import Hole, find_holes, history_gap
 from pitr.audit.records import RecordReader
+from pitr.errors import Gap
 from pitr.jsonbytes import bytes_to_json
 from pitr.repo.repository import Repository
 from pitr.timefmt import format_time
@@ -62,29 +64,56 @@ def start_lsn(repo: Repository, since_ns: int | None, since_lsn: int | None) -> 
 
 async def commit_log(repo: Repository, *, since_ns: int | None = None, until_ns: int | None = None,
                      since_lsn: int | None = None, until_lsn: int | None = None,
-                     prefix: bytes | None = None) -> AsyncIterator[LogCommit]:
+                     prefix: bytes | None = None, allow_gaps: bool = False,
+                     holes: Sequence[Hole] | None = None) -> AsyncIterator[LogCommit]:
     """Archived commits with since <= time <= until and since_lsn <= LSN <= until_lsn, in order.
 
     With `prefix`, only operations on keys starting with it are kept, and
-    commits left with none are omitted. Commits the archive lacks (gaps the
-    timeline reports) are not listed.
+    commits left with none are omitted. Raises HistoryGap, before yielding
+    anything, when a hole in the archive (`find_holes`; pass `holes` to use
+    ones already found) lies in the range; with `allow_gaps` the commits the
+    archive holds are listed, and `log_entries` lists them with each hole in place.
     """
+    async with aclosing(log_entries(repo, since_ns=since_ns, until_ns=until_ns, since_lsn=since_lsn,
+                                    until_lsn=until_lsn, prefix=prefix, allow_gaps=allow_gaps,
+                                    holes=holes)) as entries:
+        async for entry in entries:
+            if isinstance(entry, LogCommit):
+                yield entry
+
+
+async def log_entries(repo: Repository, *, since_ns: int | None = None, until_ns: int | None = None,
+                      since_lsn: int | None = None, until_lsn: int | None = None,
+                      prefix: bytes | None = None, allow_gaps: bool = True,
+                      holes: Sequence[Hole] | None = None) -> AsyncGenerator[LogCommit | Gap, None]:
+    """`commit_log` with each hole in the range yielded in place, as a `Gap`, between the commits around it.
+
+    Raises HistoryGap before yielding anything when there is a hole and not `allow_gaps`.
+    """
+    if holes is None:
+        holes = find_holes(repo.catalog, await repo.require_identity())
+    pending = [h for h in holes if h.meets_times(since_ns, until_ns) and h.meets_lsns(since_lsn, until_lsn)]
+    if pending and not allow_gaps:
+        raise history_gap("the commit log asked for", pending)
     first = start_lsn(repo, since_ns, since_lsn)
-    if first is None:
-        return
-    with RecordReader(repo) as reader:
-        async with aclosing(reader.records_from(first, until_lsn)) as records:
-            async for record in records:
-                if since_ns is not None and record.ts_ns < since_ns:
-                    continue
-                if until_ns is not None and record.ts_ns > until_ns:
-                    return
-                if prefix is None:
-                    ops = [_log_op(op) for op in record.ops]
-                else:
-                    ops = [_log_op(op) for op in record.ops if op.key.startswith(prefix)]
-                if ops:
-                    yield LogCommit(record.lsn, record.ts_ns, ops, record.source_rev)
+    if first is not None:
+        with RecordReader(repo) as reader:
+            async with aclosing(reader.records_from(first, until_lsn)) as records:
+                async for record in records:
+                    if since_ns is not None and record.ts_ns < since_ns:
+                        continue
+                    if until_ns is not None and record.ts_ns > until_ns:
+                        break
+                    while pending and pending[0].gap.last_lsn < record.lsn:
+                        yield pending.pop(0).gap
+                    if prefix is None:
+                        ops = [_log_op(op) for op in record.ops]
+                    else:
+                        ops = [_log_op(op) for op in record.ops if op.key.startswith(prefix)]
+                    if ops:
+                        yield LogCommit(record.lsn, record.ts_ns, ops, record.source_rev)
+    for hole in pending:
+        yield hole.gap
 
 
 def _op_json(op: LogOp) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from pitr.audit import diff
+from pitr.cli._gaps import synced_holes
 from pitr.cli.common import add_json, add_repo, encode_bytes, print_json, repositories, show_bytes
 from pitr.timefmt import parse_time
 
@@ -27,8 +28,8 @@ async def run(args: argparse.Namespace) -> int:
     count = 0
     async with repositories(args) as repos:
         repo = repos[0]
-        await repo.sync()
-        async for d in diff(repo, t1, t2, prefix=prefix):
+        holes = await synced_holes(repo)
+        async for d in diff(repo, t1, t2, prefix=prefix, holes=holes):
             count += 1
             before = d.before.value if d.before is not None else None
             after = d.after.value if d.after is not None else None

@@ -76,12 +76,13 @@ def _read_live(data: str, key: bytes) -> tuple[bytes, int | None] | None:
 
 async def _run_at(args: argparse.Namespace, key: bytes) -> int:
     from pitr.audit import value_at
+    from pitr.cli._gaps import synced_holes
 
     at = parse_time(args.at, what="--at")
     async with repositories(args) as repos:
         repo = repos[0]
-        await repo.sync()
-        change = await value_at(repo, key, at, exclusive=args.exclusive)
+        holes = await synced_holes(repo)
+        change = await value_at(repo, key, at, exclusive=args.exclusive, holes=holes)
     extra: dict[str, object] = {"at": format_time(at)}
     if change is not None and change.snapshot is not None:
         # the log before the base is gone: the value comes from the snapshot, as of its LSN and time

@@ -6,8 +6,10 @@ import argparse
 import hashlib
 from typing import Any
 
-from pitr.audit import KeyChange, history
+from pitr.audit import KeyChange, history_entries
+from pitr.cli._gaps import add_allow_gaps, check_range, print_gap, summarize_gaps, synced_holes
 from pitr.cli.common import add_json, add_repo, decode_arg, encode_bytes, print_json, repositories, show_bytes
+from pitr.errors import Gap
 from pitr.timefmt import format_time, parse_time
 
 
@@ -18,6 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--until", help="up to this moment, inclusive")
     p.add_argument("--values", action="store_true", help="print values (default: size and digest)")
     p.add_argument("--b64", action="store_true", help="KEY is base64")
+    add_allow_gaps(p)
     add_repo(p)
     add_json(p)
     p.set_defaults(run=run)
@@ -40,11 +43,18 @@ async def run(args: argparse.Namespace) -> int:
     key = decode_arg(args.key, args.b64, "key")
     since = parse_time(args.since, what="--since") if args.since else None
     until = parse_time(args.until, what="--until") if args.until else None
+    check_range(since, until)
     count = 0
+    gaps: list[Gap] = []
     async with repositories(args) as repos:
         repo = repos[0]
-        await repo.sync()
-        async for change in history(repo, key, since_ns=since, until_ns=until):
+        holes = await synced_holes(repo)
+        async for change in history_entries(repo, key, since_ns=since, until_ns=until, holes=holes,
+                                            allow_gaps=args.allow_gaps):
+            if isinstance(change, Gap):
+                gaps.append(change)
+                print_gap(change, holes, args.json)
+                continue
             count += 1
             row = change_json(change, args.values)
             if args.json:
@@ -54,6 +64,7 @@ async def run(args: argparse.Namespace) -> int:
                     show_bytes(change.value) if args.values else f"{row['size']} bytes {row['blake2b'][:12]}")
                 ttl = f"  expires {row['expires_at']}" if "expires_at" in row else ""
                 print(f"LSN {change.lsn:>10}  {row['ts']}  {change.op:<6} {what}{ttl}", flush=True)
+    summarize_gaps("history", gaps, holes)
     if count == 0 and not args.json:
-        print(f"no changes to {show_bytes(key)} in the archive")
+        print(f"no changes to {show_bytes(key)} in the archive" + (" outside its holes" if gaps else ""))
     return 0 if count else 1

@@ -6,8 +6,10 @@ import argparse
 import json
 import sys
 
-from pitr.audit import commit_log, to_import_json
+from pitr.audit import log_entries, to_import_json
+from pitr.cli._gaps import add_allow_gaps, check_range, print_gap, summarize_gaps, synced_holes
 from pitr.cli.common import add_json, add_repo, repositories, show_bytes
+from pitr.errors import Gap, InvalidArgument
 from pitr.timefmt import format_time, parse_time
 
 
@@ -18,6 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--since-lsn", type=int, help="from this LSN")
     p.add_argument("--until-lsn", type=int, help="up to this LSN, inclusive")
     p.add_argument("--prefix", help="only operations on keys starting with this text")
+    add_allow_gaps(p)
     add_repo(p)
     add_json(p)
     p.set_defaults(run=run)
@@ -26,17 +29,29 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 async def run(args: argparse.Namespace) -> int:
     since = parse_time(args.since, what="--since") if args.since else None
     until = parse_time(args.until, what="--until") if args.until else None
+    check_range(since, until)
+    if args.since_lsn is not None and args.until_lsn is not None and args.since_lsn > args.until_lsn:
+        raise InvalidArgument("--since-lsn is after --until-lsn; give the smaller LSN as --since-lsn")
     prefix = args.prefix.encode() if args.prefix is not None else None
     out = sys.stdout
+    gaps: list[Gap] = []
     async with repositories(args) as repos:
         repo = repos[0]
-        await repo.sync()
-        async for commit in commit_log(repo, since_ns=since, until_ns=until, since_lsn=args.since_lsn,
-                                       until_lsn=args.until_lsn, prefix=prefix):
+        holes = await synced_holes(repo)
+        async for commit in log_entries(repo, since_ns=since, until_ns=until, since_lsn=args.since_lsn,
+                                        until_lsn=args.until_lsn, prefix=prefix, holes=holes,
+                                        allow_gaps=args.allow_gaps):
+            if isinstance(commit, Gap):
+                gaps.append(commit)
+                out.flush()
+                print_gap(commit, holes, args.json)
+                continue
             if args.json:
                 out.write(json.dumps(to_import_json(commit)) + "\n")
                 continue
             ops = ", ".join(f"{op.op} {show_bytes(op.key)}" + (f"={show_bytes(op.value)}" if op.value is not None
                                                                else "") for op in commit.ops)
             out.write(f"LSN {commit.lsn:>10}  {format_time(commit.ts_ns)}  {ops}\n")
+    out.flush()
+    summarize_gaps("log", gaps, holes)
     return 0

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from pitr.archiver import ArchiveOptions
-from pitr.audit import commit_log, diff, history, value_at
-from pitr.errors import InvalidArgument, NotARepository, OutsideWindow
+from pitr.audit import commit_log, diff, history, history_entries, log_entries, value_at
+from pitr.errors import Gap, HistoryGap, InvalidArgument, NotARepository, OutsideWindow
 from pitr.repo.repository import open_repository
 from pitr.timeline import build_timeline
 from tests.audit.model import Step, write_history
@@ -42,25 +42,36 @@ async def test_a_gap_splits_the_windows_and_the_snapshot_answers_after_it(tmp_pa
 
         snap = timeline.bases[-1].snapshot
         assert await value(b"k1", c2.ts_ns) == (b"x1", 1, None)
-        with pytest.raises(OutsideWindow, match="recoverable") as caught:
+        # c3 is in the hole: what k1 held then is unknown, and the refusal names the hole
+        with pytest.raises(HistoryGap, match="LSN 3..3") as gap:
             await value_at(repo, b"k1", c3.ts_ns)
-        assert caught.value.windows == timeline.windows
+        assert gap.value.gaps == [Gap(3, 3)]
         # the key index still names LSN 3, but its segment is gone: the snapshot holds the value
         assert await value(b"k1", c4.ts_ns) == (b"x2", 4, snap)
         # k2's last version (LSN 2) is archived, but the log breaks before the snapshot
         assert await value(b"k2", c4.ts_ns) == (b"y1", 4, snap)
         assert await value(b"k2", c5.ts_ns) == (b"y2", 5, None)
         assert await value(b"k3", c5.ts_ns) == (b"z1", 4, None)
-        with pytest.raises(OutsideWindow):
-            await value_at(repo, b"k1", c4.ts_ns, exclusive=True)  # nothing restorable before the base
+        with pytest.raises(HistoryGap):
+            await value_at(repo, b"k1", c4.ts_ns, exclusive=True)  # the state before c4 holds c3, in the hole
         assert await value(b"k1", c4.ts_ns + 1, exclusive=True) == (b"x2", 4, snap)
 
-        assert [c.lsn async for c in history(repo, b"k1")] == [1]
-        assert [c.lsn async for c in commit_log(repo)] == [1, 2, 4, 5]
-        assert [c.lsn async for c in commit_log(repo, since_lsn=3)] == [4, 5]
-
-        with pytest.raises(OutsideWindow, match="different"):
-            _ = [d async for d in diff(repo, c1.ts_ns, c5.ts_ns)]
+        # an answer over the hole refuses, naming it; with allow_gaps it is named in place
+        for answer in (history(repo, b"k1"), commit_log(repo), commit_log(repo, since_lsn=3),
+                       diff(repo, c1.ts_ns, c5.ts_ns)):
+            with pytest.raises(HistoryGap, match="LSN 3..3") as gap:
+                _ = [c async for c in answer]  # type: ignore[attr-defined]
+            assert gap.value.gaps == [Gap(3, 3)]
+        assert [c.lsn async for c in history(repo, b"k1", allow_gaps=True)] == [1]
+        assert [c.lsn async for c in history(repo, b"k2", since_ns=c4.ts_ns)] == [5]  # after the hole
+        assert [c.lsn async for c in history(repo, b"k2", until_ns=c2.ts_ns)] == [2]  # before it
+        assert [c.lsn async for c in commit_log(repo, allow_gaps=True)] == [1, 2, 4, 5]
+        assert [c.lsn async for c in commit_log(repo, since_lsn=4)] == [4, 5]  # after the hole: no refusal
+        assert [c.lsn async for c in commit_log(repo, until_lsn=2)] == [1, 2]
+        entries = [e async for e in log_entries(repo)]
+        assert [getattr(e, "lsn", e) for e in entries] == [1, 2, Gap(3, 3), 4, 5]
+        entries = [e async for e in history_entries(repo, b"k1")]
+        assert [getattr(e, "lsn", e) for e in entries] == [1, Gap(3, 3)]
         found = [(d.key, d.kind) async for d in diff(repo, c4.ts_ns, c5.ts_ns)]
         assert found == [(b"k2", "changed")]
         with pytest.raises(InvalidArgument):
