@@ -11,11 +11,14 @@ import anyio
 
 from pitr.errors import ObjectExists, ObjectNotFound, StorageError
 from pitr.storage.base import ObjectInfo, check_name
-from segments.fsutil import publish_atomically
+from segments.fsutil import makedirs_private, publish_atomically
 
 
 class LocalStorage:
-    """Files under one directory; publish is write-temp, fsync, link, fsync-dir."""
+    """Files under one directory; publish is write-temp, fsync, link, fsync-dir.
+
+    Directories it creates are 0700 and files it publishes 0600, whatever the umask.
+    """
 
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
@@ -26,8 +29,8 @@ class LocalStorage:
 
     def _publish_sync(self, name: str, write: Callable[[BinaryIO], object], overwrite: bool) -> None:
         path = self._path(name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
         try:
+            makedirs_private(os.path.dirname(path))
             publish_atomically(path, write, overwrite=overwrite)
         except FileExistsError as exc:
             raise ObjectExists(f"{self.url}: {name} already exists; published files are never "
