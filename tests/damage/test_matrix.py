@@ -24,7 +24,6 @@ import shutil
 import subprocess
 import sys
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,11 +144,11 @@ def fresh_copy(world: World, *, with_data: bool) -> None:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     root = tmp_path_factory.mktemp("golden")
     work = tmp_path_factory.mktemp("cell")
     golden = build_golden(str(root), str(work))
-    yield World(golden, work, {})
+    return World(golden, work, {})
 
 
 def pristine(world: World, capsys: pytest.CaptureFixture[str], command: str) -> Result:
