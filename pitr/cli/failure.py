@@ -94,7 +94,12 @@ def as_pitr_error(exc: BaseException) -> PitrError | None:
         return exc
     if isinstance(exc, OSError):
         path = exc.filename if isinstance(exc.filename, str) else None
-        return file_error(exc, path, "access")
+        translated = file_error(exc, path, "access")
+        if path is None:  # the system call named no file: say so rather than print a placeholder
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            return type(translated)(f"cannot access a file (the operating system did not say which): {reason}",
+                                    operation="access", errno=exc.errno, hint=translated.hint)
+        return translated
     return None
 
 

@@ -221,3 +221,47 @@ def test_the_installed_command_shows_no_traceback(env: Path) -> None:
                               env={**os.environ, "PITR_DATA": str(env / "data"), "PITR_REPO": str(env / "repo")})
         assert proc.returncode in (1, 2), (argv, proc.returncode, proc.stderr)
         one_clear_line(proc.stderr)
+
+
+def test_a_file_size_limit_on_the_first_put_is_one_line(tmp_path: Path) -> None:
+    """A write failing for lack of room (here RLIMIT_FSIZE: EFBIG on the WAL preallocation) is no traceback."""
+    import resource
+    import signal
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PITR_")}
+    proc = subprocess.run([sys.executable, "-m", "pitr", "put", "k", "v", "--data", str(tmp_path / "data")],
+                          capture_output=True, text=True, timeout=120, env=env, preexec_fn=limit)
+    if proc.returncode == 0:  # the WAL degraded its preallocation and the commit fit: right as well
+        assert "committed LSN 1" in proc.stdout
+        return
+    assert proc.returncode == 1, proc.stderr
+    line = one_clear_line(proc.stderr)
+    assert "?" not in line.split(":")[1], line
+
+
+def test_an_os_error_naming_no_file_says_so(env: Path, capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    failing_put(monkeypatch, OSError(errno.EFBIG, "File too large"))
+    code, _, err = run(capsys, "put", "k", "v")
+    assert code == 1
+    assert one_clear_line(err) == ("pitr put: cannot access a file (the operating system did not say which): "
+                                   "File too large")
+
+
+def test_every_subcommand_reports_its_own_bad_flag(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pitr.cli.main import build_parser
+
+    parser = build_parser()
+    [sub] = [a for a in parser._actions if a.choices and "put" in a.choices]  # the subcommands
+    assert isinstance(sub.choices, dict)
+    for name, subparser in sub.choices.items():
+        nested = [a for a in subparser._actions if a.choices and isinstance(a.choices, dict)]
+        argv = [name, *([next(iter(nested[0].choices))] if nested else []), "--bogus-flag"]
+        code, _, err = run(capsys, *argv)
+        assert code == 2
+        assert err.startswith(f"usage: pitr {' '.join(argv[:-1])} "), err
+        assert f"pitr {' '.join(argv[:-1])}: error: " in err
