@@ -159,7 +159,7 @@ def command_argv(world: World, command: str) -> list[str]:
     repo, ts = ["--repo", world.repo], world.golden.ts
     dest = str(world.work / "restored")
     return {
-        "verify": ["verify", *repo],
+        "verify": ["verify", "--json", *repo],
         "timeline": ["timeline", "--json", *repo],
         "restore_latest": ["restore", "--latest", "--dest", dest, "--json", *repo],
         "restore_mid": ["restore", "--lsn", str(MID_LSN), "--dest", dest, "--json", *repo],
@@ -326,6 +326,24 @@ def answer_is_right(world: World, capsys: pytest.CaptureFixture[str], kind: str,
     return None if result.out == want_out else f"{command} answered differently from the undamaged repository"
 
 
+def verify_blames_only_the_damage(world: World, kind: str, result: Result) -> str | None:
+    """A failed verify names only the damaged file and prints the windows that truly remain."""
+    if kind not in ("segment_mid", "segment_newest", "snapshot_newest"):
+        return None
+    try:
+        [report] = json.loads(result.out)
+        findings, windows = report["findings"], report["windows"]
+    except (ValueError, KeyError, TypeError) as exc:
+        return f"verify --json printed no report with findings and windows ({exc!r}): {result.out[:500]}"
+    damaged = os.path.basename(damaged_path(world, kind))
+    blamed = sorted({os.path.basename(f["file"]) for f in findings if f.get("file")} - {damaged})
+    if blamed:
+        return f"verify blames healthy files {blamed} for damage to {damaged}"
+    got = [(w["start_lsn"], w["end_lsn"]) for w in windows]
+    want = restorable_lsns(kind)
+    return None if got == want else f"verify prints windows {got}, truly restorable {want}"
+
+
 async def _commit_more(data: str) -> None:
     async with Store(data) as store:
         for i in range(NEW_COMMITS):
@@ -361,3 +379,6 @@ def test_cell(world: World, capsys: pytest.CaptureFixture[str], kind: str, damag
         assert outcome != RIGHT, f"{where}: refused (exit {result.code}) where the true answer is known:\n{result.err}"
         assert result.code == 1, f"{where}: exit {result.code}:\n{result.err}"
         assert names_the_damage(world, kind, text), f"{where}: the refusal does not name the damage:\n{text[-2000:]}"
+        if command == "verify":
+            wrong = verify_blames_only_the_damage(world, kind, result)
+            assert wrong is None, f"{where}: {wrong}"
