@@ -30,6 +30,7 @@ from pitr.cli import (
     timeline,
     verify,
 )
+from pitr.cli.common import check_ranges
 from pitr.cli.failure import EXIT_USAGE, leaves, report_failure
 
 COMMANDS = [put, get, delete, import_, export, archive, snapshot, backups, verify, restore, cleanup, timeline,
@@ -94,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     command = _command_name(args)
     code: Any
     try:
+        check_ranges(args)
         code = trio.run(args.run, args)
         sys.stdout.flush()  # a closed pipe shows here, inside the handlers, not at interpreter exit
     except BaseException as exc:  # noqa: BLE001 - the one place that turns every failure into an exit code

@@ -265,3 +265,16 @@ def test_every_subcommand_reports_its_own_bad_flag(env: Path, capsys: pytest.Cap
         assert code == 2
         assert err.startswith(f"usage: pitr {' '.join(argv[:-1])} "), err
         assert f"pitr {' '.join(argv[:-1])}: error: " in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["history", "k", "--since", "2026-11-24T15:00:00Z", "--until", "2026-11-24T14:00:00Z"],
+    ["log", "--since", "1795961387.5", "--until", "1795961387.25"],
+    ["log", "--since-lsn", "10", "--until-lsn", "9"],
+])
+def test_a_range_that_ends_before_it_starts_is_an_argument_error(env: Path, capsys: pytest.CaptureFixture[str],
+                                                                  argv: list[str]) -> None:
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert out == ""
+    assert "is after --until" in one_clear_line(err)
