@@ -382,3 +382,24 @@ def test_cell(world: World, capsys: pytest.CaptureFixture[str], kind: str, damag
         if command == "verify":
             wrong = verify_blames_only_the_damage(world, kind, result)
             assert wrong is None, f"{where}: {wrong}"
+
+
+@pytest.mark.parametrize("damage", [*DAMAGES, "regular_file"])
+def test_reindex_rebuilds_the_catalog_whatever_its_state(world: World, capsys: pytest.CaptureFixture[str],
+                                                         damage: str) -> None:
+    """The catalog is derived data: `pitr reindex` rebuilds it from nothing, then every answer is right."""
+    want = pristine(world, capsys, "history")
+    fresh_copy(world, with_data=False)
+    path = damaged_path(world, "catalog")
+    if damage == "regular_file":
+        shutil.rmtree(os.path.dirname(path))
+        with open(os.path.dirname(path), "wb") as fh:
+            fh.write(b"not a catalog\n")
+    else:
+        damage_file(path, "catalog", damage, random.Random(zlib.crc32(damage.encode())))
+    result = run_cli(capsys, "reindex", "--repo", world.repo, isolated=True)
+    assert result.code == 0, f"reindex over a catalog damaged by {damage}: exit {result.code}\n{result.err}"
+    result = run_cli(capsys, *command_argv(world, "verify"), isolated=True)
+    assert result.code == 0, f"verify after reindex: exit {result.code}\n{result.out}{result.err}"
+    fresh = run_cli(capsys, *command_argv(world, "history"), isolated=True)
+    assert (fresh.code, fresh.out) == (0, want.out)
