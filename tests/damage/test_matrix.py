@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,7 +121,9 @@ def run_forked(argv: list[str]) -> Result:
     """Run the entry point in a forked child: cheaper than a new interpreter, and a SIGBUS stays there."""
     with tempfile.TemporaryDirectory() as tmp:
         out_path, err_path = os.path.join(tmp, "out"), os.path.join(tmp, "err")
-        pid = os.fork()
+        with warnings.catch_warnings():  # 3.12+ warns when forking with threads; the child only runs pitr
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
         if pid == 0:  # the child: never returns into pytest
             code = 99
             try:
