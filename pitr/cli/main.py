@@ -58,7 +58,7 @@ class CommandParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         if CommandParser.json_errors:
             sys.stderr.write(json.dumps({"error": "usage", "message": message, "usage": self.format_usage().strip(),
-                                         "command": self.prog}, sort_keys=True) + "\n")
+                                         "command": self.prog.removeprefix("pitr ")}, sort_keys=True) + "\n")
             sys.exit(EXIT_USAGE)
         super().error(message)
 
@@ -102,7 +102,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         if isinstance(exc, SystemExit | GeneratorExit):
             raise
         if _interrupted(exc):
-            print(f"pitr {command}: interrupted", file=sys.stderr)
+            if getattr(args, "json", False):
+                print(json.dumps({"command": command, "error": "interrupted", "message": "interrupted"}),
+                      file=sys.stderr)
+            else:
+                print(f"pitr {command}: interrupted", file=sys.stderr)
             code = 128 + signal.SIGINT
         elif _pipe_closed(exc):
             # the reader went away (`pitr log | head`): stop quietly, as a command killed by SIGPIPE does;

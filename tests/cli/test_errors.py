@@ -206,7 +206,7 @@ def test_a_bad_flag_shows_the_subcommands_own_usage(env: Path, capsys: pytest.Ca
     code, _, err = run(capsys, "history", "k", "--json", "--bogus")
     assert code == 2
     doc = json.loads(err)
-    assert doc["error"] == "usage"
+    assert (doc["error"], doc["command"]) == ("usage", "history")
     assert doc["usage"].startswith("usage: pitr history ")
 
 
@@ -278,3 +278,13 @@ def test_a_range_that_ends_before_it_starts_is_an_argument_error(env: Path, caps
     assert code == 2
     assert out == ""
     assert "is after --until" in one_clear_line(err)
+
+
+def test_an_interrupted_command_exits_130_in_one_line(env: Path, capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    failing_put(monkeypatch, KeyboardInterrupt())
+    code, _, err = run(capsys, "put", "k", "v")
+    assert (code, err) == (130, "pitr put: interrupted\n")
+    code, _, err = run(capsys, "put", "k", "v", "--json")
+    assert code == 130
+    assert json.loads(err) == {"command": "put", "error": "interrupted", "message": "interrupted"}
