@@ -10,8 +10,9 @@ from pitr.errors import InvalidArgument
 _RFC3339 = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})?$"
 )
-_NUMBER = re.compile(r"^-?\d+(\.\d{1,9})?$")
+_NUMBER = re.compile(r"^-?\d{1,20}(\.\d{1,9})?$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LIMIT_NS = 1 << 63  # commit times are signed 64-bit nanoseconds
 
 
 def parse_time(text: str, *, what: str = "time") -> int:
@@ -25,7 +26,7 @@ def parse_time(text: str, *, what: str = "time") -> int:
         whole, _, frac = text.partition(".")
         sign = -1 if whole.startswith("-") else 1
         ns = int(whole) * 1_000_000_000 + sign * int((frac + "000000000")[:9] or 0)
-        return ns
+        return _in_range(ns, text, what)
     match = _RFC3339.match(text)
     if match is None:
         raise InvalidArgument(
@@ -41,15 +42,36 @@ def parse_time(text: str, *, what: str = "time") -> int:
     except ValueError as exc:
         raise InvalidArgument(f"{what} {text!r}: {exc}") from exc
     if offset.upper() != "Z":
+        if int(offset[1:3]) > 23 or int(offset[4:6]) > 59:
+            raise InvalidArgument(f"{what} {text!r}: UTC offset {offset} is not a valid offset (at most ±23:59)")
         sign = 1 if offset[0] == "+" else -1
         moment -= sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6]))
     delta = moment - _EPOCH
     seconds = delta.days * 86400 + delta.seconds
-    return seconds * 1_000_000_000 + int(((frac or "") + "000000000")[:9])
+    return _in_range(seconds * 1_000_000_000 + int(((frac or "") + "000000000")[:9]), text, what)
+
+
+def _in_range(ns: int, text: str, what: str) -> int:
+    if not -_LIMIT_NS <= ns < _LIMIT_NS:
+        raise InvalidArgument(f"{what} {text!r} is out of range: times are nanoseconds since 1970 that fit in "
+                              "64 bits (years 1678 to 2262)")
+    return ns
 
 
 def format_time(ts_ns: int) -> str:
-    """RFC 3339 in UTC with nanoseconds, e.g. 2026-11-24T14:03:07.250000000Z."""
+    """RFC 3339 in UTC with nanoseconds, e.g. 2026-11-24T14:03:07.250000000Z.
+
+    Never fails: a value beyond what a calendar date can show (a damaged
+    field, say) is printed as raw nanoseconds, saying so.
+    """
     seconds, nanos = divmod(ts_ns, 1_000_000_000)
-    moment = _EPOCH + timedelta(seconds=seconds)
+    try:
+        moment = _EPOCH + timedelta(seconds=seconds)
+    except OverflowError:
+        return f"{ts_ns} ns since 1970 (beyond any calendar date)"
     return f"{moment:%Y-%m-%dT%H:%M:%S}.{nanos:09d}Z"
+
+
+def format_ns(ts_ns: int) -> str:
+    """A raw nanosecond time for a message: RFC 3339 with the number beside it."""
+    return f"{format_time(ts_ns)} ({ts_ns} ns)"

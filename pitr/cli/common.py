@@ -17,7 +17,7 @@ from typing import Any
 from pitr.errors import InvalidArgument
 from pitr.jsonbytes import bytes_from_json, bytes_to_json
 from pitr.repo.repository import Repository, open_repository
-from pitr.timefmt import format_time
+from pitr.timefmt import format_time, parse_time
 
 
 def add_data(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +45,23 @@ def need_data(args: argparse.Namespace) -> str:
     if not args.data:
         raise InvalidArgument("no store directory: pass --data DIR or set PITR_DATA")
     return str(args.data)
+
+
+def check_ranges(args: argparse.Namespace) -> None:
+    """Refuse a range that ends before it starts (`--since` after `--until`, `--since-lsn` after `--until-lsn`).
+
+    An empty answer to a backwards range would look like "nothing happened";
+    it is an argument error instead, whichever subcommand takes the flags.
+    """
+    since, until = getattr(args, "since", None), getattr(args, "until", None)
+    if since is not None and until is not None:
+        since_ns, until_ns = parse_time(since, what="--since"), parse_time(until, what="--until")
+        if since_ns > until_ns:
+            raise InvalidArgument(f"--since {since} ({format_time(since_ns)}) is after --until {until} "
+                                  f"({format_time(until_ns)}); give the earlier moment as --since")
+    first, last = getattr(args, "since_lsn", None), getattr(args, "until_lsn", None)
+    if first is not None and last is not None and first > last:
+        raise InvalidArgument(f"--since-lsn {first} is after --until-lsn {last}; give the smaller LSN as --since-lsn")
 
 
 def repo_urls(args: argparse.Namespace) -> list[str]:

@@ -10,9 +10,9 @@ from typing import BinaryIO
 
 import anyio
 
-from pitr.errors import ObjectExists, ObjectNotFound, PitrError, StorageError, file_error
+from pitr.errors import ObjectExists, ObjectNotFound, PitrError, RepositoryLost, StorageError, file_error
 from pitr.storage.base import ObjectInfo, check_name
-from segments.fsutil import publish_atomically
+from segments.fsutil import makedirs_private, publish_atomically
 
 
 def _storage_error(exc: OSError, url: str, name: str, operation: str) -> PitrError:
@@ -23,7 +23,10 @@ def _storage_error(exc: OSError, url: str, name: str, operation: str) -> PitrErr
 
 
 class LocalStorage:
-    """Files under one directory; publish is write-temp, fsync, link, fsync-dir."""
+    """Files under one directory; publish is write-temp, fsync, link, fsync-dir.
+
+    Directories it creates are 0700 and files it publishes 0600, whatever the umask.
+    """
 
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
@@ -35,7 +38,10 @@ class LocalStorage:
     def _publish_sync(self, name: str, write: Callable[[BinaryIO], object], overwrite: bool) -> None:
         path = self._path(name)
         try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            if not os.path.isdir(self.root):  # never recreate a repository that was deleted under us
+                raise RepositoryLost(f"{self.url}: the repository directory is gone; nothing was published",
+                                     hint="archive into a new, empty repository (the old history is lost)")
+            makedirs_private(os.path.dirname(path))
             publish_atomically(path, write, overwrite=overwrite)
         except FileExistsError as exc:
             raise ObjectExists(f"{self.url}: {name} already exists; published files are never "
