@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 
 from pitr.errors import InvalidArgument
 
@@ -40,5 +41,5 @@ def bytes_from_json(field: object, *, what: str = "field") -> bytes:
             return base64.b64decode(field["b64"], validate=True)
         except (binascii.Error, ValueError) as exc:
             raise InvalidArgument(f"{what}: {field['b64'][:40]!r} is not valid base64: {exc}") from exc
-    raise InvalidArgument(f"{what} must be a string or an object {{\"b64\": \"...\"}}, "
-                          f"not {str(field)[:60]!r}")
+    found = "missing (null)" if field is None else f"{type(field).__name__} {json.dumps(field)[:60]}"
+    raise InvalidArgument(f"{what} must be a string or an object {{\"b64\": \"...\"}}, not {found}")

@@ -124,6 +124,13 @@ def build_timeline(catalog: Catalog, ident: RepoIdentity, excluded: frozenset[st
         bases.append(Base(snap.lsn, snap.ts_ns, snap.name))
     bases.sort(key=lambda b: b.lsn)
     mark = catalog.watermark()
+    held = max([ident.first_lsn - 1, *(s.last_lsn for s in all_segments), *(b.lsn for b in bases)])
+    if mark is not None and int(mark[0]) > held:
+        # The watermark is the archiver's word that it published commits through mark[0]: the newest
+        # segments holding them are gone (or not yet readable), a hole at the end of the history.
+        holes.append(Gap(held + 1, int(mark[0]), f"missing: the watermark says the archive held commits "
+                         f"through LSN {int(mark[0])}, but no segment holds LSNs {held + 1}..{int(mark[0])}"))
+        gaps.append((held + 1, int(mark[0])))
     source_gaps = catalog.gaps()
     windows: list[Window] = []
     for base in bases:

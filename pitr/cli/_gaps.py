@@ -9,19 +9,13 @@ from collections.abc import Sequence
 from pitr.audit import Hole, damaged_ranges, find_holes, gap_json
 from pitr.audit.holes import describe_hole
 from pitr.cli.common import print_json
-from pitr.errors import Gap, InvalidArgument
+from pitr.errors import Gap
 from pitr.repo.repository import Repository
 
 
 def add_allow_gaps(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-gaps", action="store_true",
                         help="answer with what the archive holds when it has holes (each is named; exit 0)")
-
-
-def check_range(since_ns: int | None, until_ns: int | None) -> None:
-    """Refuse --since after --until (an argument error, not an empty answer)."""
-    if since_ns is not None and until_ns is not None and since_ns > until_ns:
-        raise InvalidArgument("--since is after --until; give the earlier moment as --since")
 
 
 async def synced_holes(repo: Repository) -> list[Hole]:

@@ -7,9 +7,9 @@ import json
 import sys
 
 from pitr.audit import log_entries, to_import_json
-from pitr.cli._gaps import add_allow_gaps, check_range, print_gap, summarize_gaps, synced_holes
+from pitr.cli._gaps import add_allow_gaps, print_gap, summarize_gaps, synced_holes
 from pitr.cli.common import add_json, add_repo, repositories, show_bytes
-from pitr.errors import Gap, InvalidArgument
+from pitr.errors import Gap
 from pitr.timefmt import format_time, parse_time
 
 
@@ -29,9 +29,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 async def run(args: argparse.Namespace) -> int:
     since = parse_time(args.since, what="--since") if args.since else None
     until = parse_time(args.until, what="--until") if args.until else None
-    check_range(since, until)
-    if args.since_lsn is not None and args.until_lsn is not None and args.since_lsn > args.until_lsn:
-        raise InvalidArgument("--since-lsn is after --until-lsn; give the smaller LSN as --since-lsn")
     prefix = args.prefix.encode() if args.prefix is not None else None
     out = sys.stdout
     gaps: list[Gap] = []

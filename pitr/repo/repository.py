@@ -138,11 +138,13 @@ class Repository:
     async def read_watermark(self, *, now_ns: int | None = None) -> Watermark | None:
         """The watermark, checked against the history (and the present, given `now_ns`); None when absent.
 
-        A watermark claiming commits beyond the repository's segments, or
-        (given `now_ns`) completeness beyond now plus `WATERMARK_SKEW_NS`, is
-        `CorruptData`: it would make a restore drop keys with a TTL or invent
-        a quiet interval. Callers that answer about the present (restore,
-        verify) pass their clock's `now_ns`.
+        Completeness claimed beyond now plus `WATERMARK_SKEW_NS` (given
+        `now_ns`) is `CorruptData`: it would make a restore drop keys with a
+        TTL or invent a quiet interval. Callers that answer about the present
+        (restore, verify) pass their clock's `now_ns`. A watermark claiming
+        commits beyond the repository's segments is returned as it is: it is
+        the evidence that the newest segments are missing, and the timeline
+        reports those LSNs as a hole (deleting the watermark would hide the loss).
         """
         if await self.storage.stat(layout.WATERMARK) is None:
             return None
@@ -156,14 +158,6 @@ class Repository:
                 f"the watermark says the archive is complete through {format_time(mark.complete_through_ns)}"
                 f", later than now ({format_time(now_ns)}) plus {WATERMARK_SKEW_NS // 10**9} s of clock skew",
                 path=where, hint=WATERMARK_HINT)
-        reach = self._reach(ident.first_lsn - 1 if ident is not None else 0)
-        if mark.lsn > reach:  # a publish may have landed since the catalog was synced: ask the files
-            names = [i.name[len(layout.SEGMENTS):] for i in await self.storage.list(layout.SEGMENTS)]
-            ranges = [r for r in map(parse_segment_name, names) if r is not None]
-            reach = max([reach, *(last for _first, last in ranges)])
-        if mark.lsn > reach:
-            raise CorruptData(f"the watermark says the archive holds commits through LSN {mark.lsn}, but its "
-                              f"segments end at LSN {reach}", path=where, lsn=mark.lsn, hint=WATERMARK_HINT)
         return mark
 
     async def write_watermark(self, mark: Watermark) -> None:
@@ -173,15 +167,6 @@ class Repository:
             self.catalog.set_meta("watermark", [mark.lsn, mark.complete_through_ns])
         except lmdb.Error as exc:
             raise lmdb_error(exc, self.catalog.path, "record the watermark in the catalog") from exc
-
-    def _reach(self, floor: int) -> int:
-        """The last LSN the catalog knows the repository holds (`floor` when none)."""
-        try:
-            last = self.catalog.last_segment()
-            snaps = self.catalog.snapshots()
-        except lmdb.Error as exc:
-            raise lmdb_error(exc, self.catalog.path, "read the catalog") from exc
-        return max([floor, *([last.last_lsn] if last else []), *(s.lsn for s in snaps)])
 
     def watermark(self) -> tuple[int, int] | None:
         return self.catalog.watermark()
@@ -240,6 +225,9 @@ class Repository:
         """Index files the catalog lacks and forget files that are gone."""
         report = SyncReport()
         await self.identity()
+        # The watermark is read before the listing: the archiver publishes a segment before the
+        # watermark that covers it, so the files listed afterwards reach at least as far.
+        mark = await self.read_watermark()
         listed = await self.storage.list(layout.SEGMENTS)
         keep, report.superseded = live_segments(info.name[len(layout.SEGMENTS):] for info in listed)
         known = {e.name: e for e in self.catalog.segments()}
@@ -260,7 +248,6 @@ class Repository:
                 progress("index", i, len(todo))
             await self._index_segment(name, report)
         await self._sync_snapshots(report, listed_snapshots, skipped)
-        mark = await self.read_watermark()
         if mark is not None:
             self.catalog.set_meta("watermark", [mark.lsn, mark.complete_through_ns])
         if progress and todo:

@@ -30,7 +30,7 @@ from pitr.restore.options import RestoreOptions
 from pitr.restore.plan import RestorePlan, SkippedBase, plan_restore, with_base
 from pitr.verify.checks import Finding, chain_findings, check_segment, check_snapshot
 from segments import SegmentsError
-from segments.fsutil import fsync_dir
+from segments.fsutil import fsync_dir, makedirs_private
 from segments.snapshot import read_header
 from segments.source import RangeSource
 
@@ -283,7 +283,7 @@ def _make_workdir(dest: str) -> tuple[str, int]:
     """A new staging directory beside `dest`, marked and locked; stale ones of earlier restores go first."""
     parent = os.path.dirname(dest)
     try:
-        os.makedirs(parent, mode=0o700, exist_ok=True)
+        makedirs_private(parent)
         remove_stale_staging(dest)
         tmp = tempfile.mkdtemp(prefix=staging_prefix(dest), dir=parent)
         fd = lock_staging(tmp)
@@ -291,7 +291,7 @@ def _make_workdir(dest: str) -> tuple[str, int]:
         with os.fdopen(fh, "w") as mark:
             mark.write("this directory is an unfinished restore; it is safe to delete\n")
     except OSError as exc:
-        raise file_error(exc, parent, "create the restore's staging directory") from exc
+        raise file_error(exc, parent, f"create the staging directory of the restore to {dest}") from exc
     return tmp, fd
 
 

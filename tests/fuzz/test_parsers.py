@@ -279,8 +279,6 @@ def test_repository_documents_survive_mutation() -> None:
                 names_file(exc, "identity", what)
 
 
-@pytest.mark.xfail(strict=True, reason="decode_document lets json's RecursionError out (archiver slice "
-                                       "owns pitr/repo/documents.py); remove this mark once it is a CorruptData")
 def test_a_deeply_nested_document_is_corrupt_data() -> None:
     data = encode_document(IDENTITY_MAGIC, 1, {}).replace(b"{}", b"[" * 30000 + b"]" * 30000)
     with pytest.raises(CorruptData, match="identity"):

@@ -70,6 +70,7 @@ def make_s3_storage(s3_server: S3Server, aws_env: None) -> Callable[..., S3Stora
 @pytest.fixture(params=BACKENDS)
 def storage_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Storage]:
     if request.param == "local":
+        (tmp_path / "repository").mkdir(mode=0o700)  # like a bucket, the repository directory exists
         return lambda: LocalStorage(str(tmp_path / "repository"))
     make: Callable[[], Storage] = request.getfixturevalue("make_s3_storage")
     return make

@@ -359,6 +359,7 @@ async def test_s3_missing_bucket(s3_server: S3Server, make_s3_storage: Callable[
 
 async def test_open_storage_local(tmp_path: Path) -> None:
     for url in (str(tmp_path / "a"), f"file://{tmp_path / 'b'}"):
+        os.makedirs(url.removeprefix("file://"))
         storage = open_storage(url)
         assert isinstance(storage, LocalStorage)
         await storage.publish("x", b"1")
