@@ -20,6 +20,7 @@ import lmdb
 from pitr.catalog.entries import U64BE
 from pitr.catalog.rows import decode_row, dump_json, load_json, seal
 from pitr.errors import CatalogDamaged, DiskFull, FileError, PitrError, file_error, lmdb_error
+from pitr.lmdbfile import truncation_problem
 
 FORMAT_VERSION = 2
 MAP_SIZE = 1 << 40
@@ -58,6 +59,9 @@ class CatalogEnvironment:
                 os.chmod(self.path, 0o700)
         except OSError as exc:
             raise file_error(exc, self.path, "create the catalog directory") from exc
+        problem = truncation_problem(self.path)
+        if problem is not None:  # mapping it would end the process with SIGBUS
+            raise CatalogDamaged(problem, path=self.path)
         try:
             env = lmdb.open(self.path, map_size=MAP_SIZE, max_dbs=12, subdir=True, sync=True, metasync=False,
                             readahead=False, max_readers=256, readonly=self.readonly, mode=0o600)

@@ -15,8 +15,9 @@ import anyio
 from pitr.archiver import ArchiveOptions, Archiver
 from pitr.cli._archive_session import archiver_session
 from pitr.cli.common import add_data, add_json, add_repo, human_bytes, parse_every, print_json
-from pitr.errors import PitrError
+from pitr.errors import Gap, PitrError
 from pitr.snapshots.schedule import SnapshotSchedule, Snapshotter
+from pitr.timeline import build_timeline
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -71,12 +72,27 @@ async def run(args: argparse.Namespace) -> int:
             if fatal:
                 raise fatal[0]
         shipped = await archiver.cycle()
-    return report(args, archiver, {"shipped_commits": shipped})
+        holes = {prog.repo.url: build_timeline(prog.repo.catalog, await prog.repo.require_identity()).holes
+                 for prog in archiver.progress}
+    return report(args, archiver, {"shipped_commits": shipped}, holes)
 
 
-def report(args: argparse.Namespace, archiver: Archiver, extra: dict[str, Any]) -> int:
-    """Print what was archived; exit status 1 when a repository is failing."""
+def report(args: argparse.Namespace, archiver: Archiver, extra: dict[str, Any],
+           holes: dict[str, list[Gap]] | None = None) -> int:
+    """Print what was archived; exit status 1 when a repository is failing.
+
+    Holes in a repository's older history (before a base the new commits
+    follow) do not stop archiving, which keeps the new commits restorable;
+    they are named on every run, in `--json` too, and `verify` fails on them.
+    """
     rows = summary(archiver)
+    for row in rows:
+        found = (holes or {}).get(row["repository"], [])
+        row["holes"] = [{"first_lsn": h.first_lsn, "last_lsn": h.last_lsn, "reason": h.reason} for h in found]
+        for h in found:
+            print(f"pitr archive: warning: {row['repository']} has a hole in its older history, LSN "
+                  f"{h.first_lsn}..{h.last_lsn}: {h.reason}; archiving goes on after it (run `pitr verify`)",
+                  file=sys.stderr)
     if args.json:
         print_json({**extra, "repositories": rows})
     else:

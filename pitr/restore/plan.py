@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, replace
 
 from pitr.catalog.entries import SegmentEntry, SnapshotEntry
-from pitr.errors import InvalidArgument, OutsideWindow, Window
+from pitr.errors import HistoryGap, InvalidArgument, OutsideWindow, Window
 from pitr.repo import layout
 from pitr.repo.identity import RepoIdentity
 from pitr.repo.repository import Repository
@@ -120,6 +120,14 @@ async def plan_restore(repo: Repository, target: RestoreTarget, timeline: Timeli
     if target.latest:
         window = windows[-1]
         target_lsn, cutoff = window.end_lsn, window.end_ns
+        after = [h for h in timeline.holes if h.last_lsn > window.end_lsn]
+        if after:  # the newest commits are unreadable: "latest" would silently be an older point
+            named = "; ".join(f"LSN {h.first_lsn}..{h.last_lsn}: {h.reason}" for h in after)
+            raise HistoryGap(
+                f"{repo.url}: the newest history cannot be read ({named}); the latest restorable point is "
+                f"LSN {window.end_lsn} at {format_time(window.end_ns)}", after,
+                hint=f"to restore that point, pass --lsn {window.end_lsn}; or bring back the missing or "
+                     "damaged segments (from another repository), then restore --latest")
     elif target.lsn is not None:
         lsn = target.lsn
         found_window = next((w for w in reversed(windows) if w.start_lsn <= lsn <= w.end_lsn), None)

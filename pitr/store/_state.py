@@ -23,6 +23,7 @@ from typing import Any
 import lmdb
 
 from pitr.errors import CorruptData, lmdb_error
+from pitr.lmdbfile import truncation_problem
 from segments.fold import Change
 from segments.snapshot import StateDigest
 
@@ -57,6 +58,10 @@ class StateDB:
         create = create and not readonly
         if create and not os.path.isdir(path):
             os.mkdir(path, 0o700)
+        problem = truncation_problem(path)
+        if problem is not None:  # mapping it would end the process with SIGBUS
+            raise CorruptData(problem, path=path, hint="the store's state is damaged: restore it from the "
+                              "archive (pitr restore --latest --dest NEW), then use NEW")
         try:
             self.env = lmdb.open(
                 path, map_size=map_size, max_dbs=4, readonly=readonly, subdir=True,
