@@ -34,6 +34,7 @@ from pitr.storage.local import LocalStorage
 from pitr.store._wal_dir import to_corrupt
 from pitr.timefmt import format_time
 from segments import SegmentsError, parse_segment_name, parse_snapshot_name
+from segments.fsutil import makedirs_private
 from segments.segment_format import BlockEntry
 from segments.segment_reader import decompress_block
 from segments.source import BytesSource, FileSource, RangeSource
@@ -347,7 +348,7 @@ def _remove_cached(path: str) -> None:
 def _write_cache(path: str, data: bytes) -> None:
     """Cache a downloaded immutable object (private: directories 0700, the file 0600 from mkstemp)."""
     try:
-        make_private_dirs(os.path.dirname(path))
+        makedirs_private(os.path.dirname(path))
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -358,24 +359,6 @@ def _write_cache(path: str, data: bytes) -> None:
             raise
     except OSError as exc:
         raise file_error(exc, path, "write the cached download") from exc
-
-
-def make_private_dirs(path: str) -> None:
-    """`os.makedirs` whose new directories are 0700 whatever the umask."""
-    missing = []
-    probe = os.path.abspath(path)
-    while not os.path.isdir(probe):
-        missing.append(probe)
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
-    for directory in reversed(missing):
-        try:
-            os.mkdir(directory, 0o700)
-        except FileExistsError:
-            continue
-        os.chmod(directory, 0o700)
 
 
 def catalog_dir(storage: Storage, cache_dir: str | None) -> str:
@@ -394,14 +377,14 @@ def _open_local_side(storage: Storage, cache_dir: str | None, create: bool) -> t
             raise NotARepository(f"{storage.root}: no repository there (the directory does not exist)",
                                  hint="check --repo / PITR_REPO; `pitr archive` creates a repository")
         try:
-            make_private_dirs(storage.root)
+            makedirs_private(storage.root)
         except OSError as exc:
             raise file_error(exc, storage.root, "create the repository directory") from exc
     cdir = catalog_dir(storage, cache_dir)
     work = os.path.join(storage.root, ".work") if isinstance(storage, LocalStorage) and cache_dir is None \
         else os.path.dirname(cdir)
     try:
-        make_private_dirs(work)
+        makedirs_private(work)
     except OSError as exc:
         raise file_error(exc, work, "create the work directory") from exc
     return Catalog(cdir), work

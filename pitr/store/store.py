@@ -33,7 +33,7 @@ from pitr.store._overlay import fold, merge, prefix_end, visible
 from pitr.store._state import StateDB, StoreIdentity
 from pitr.store._wal_dir import Recovery, WalDirectory
 from pitr.store.batch import Batch
-from pitr.timefmt import format_time
+from pitr.timefmt import format_ns
 from segments import CorruptFile, SegmentsError
 from segments import record as rec
 from segments.chain import genesis
@@ -425,13 +425,13 @@ class Store:
             now = self._clock()
             return self._last_lsn + 1, (now if now > floor else floor + 1)
         if ts_ns <= floor:
-            raise InvalidArgument(f"commit time {ts_ns} is not after the last commit's (or the time the "
-                                  f"archive was declared complete through) {floor}")
+            raise InvalidArgument(f"commit time {format_ns(ts_ns)} is not after the last commit's (or the "
+                                  f"time the archive was declared complete through) {format_ns(floor)}")
         now = self._clock()
         if ts_ns - now > self._max_skew_ns:
             raise InvalidArgument(
-                f"commit time {_time_text(ts_ns)} is {(ts_ns - now) / 1e9:.3f} s ahead of the store's clock "
-                f"({_time_text(now)}); the limit is {self._max_skew_ns / 1e9:g} s (max_clock_skew; "
+                f"commit time {format_ns(ts_ns)} is {(ts_ns - now) / 1e9:.3f} s ahead of the store's clock "
+                f"({format_ns(now)}); the limit is {self._max_skew_ns / 1e9:g} s (max_clock_skew; "
                 f"`pitr import --max-clock-skew`), so that one bad time cannot date every later commit "
                 f"in the future")
         return self._last_lsn + 1, ts_ns
@@ -612,13 +612,6 @@ _FULL = (errno.ENOSPC, errno.EDQUOT)
 def _full_hint() -> str:
     return ("free space on the data directory's file system, then reopen the store: every acknowledged "
             "commit is in the WAL")
-
-
-def _time_text(ts_ns: int) -> str:
-    try:
-        return f"{format_time(ts_ns)} ({ts_ns} ns)"
-    except (OverflowError, ValueError):
-        return f"{ts_ns} ns"
 
 
 def _create_private(path: str) -> None:

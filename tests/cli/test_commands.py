@@ -11,15 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pitr.cli.main import main
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    assert isinstance(exc.value.code, int)
-    return exc.value.code, out, err
+from tests.helpers.cli import run_cli as run
 
 
 @pytest.fixture

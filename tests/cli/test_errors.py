@@ -26,14 +26,7 @@ from pitr.errors import (
     StoreLocked,
     Window,
 )
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    assert isinstance(exc.value.code, int)
-    return exc.value.code, out, err
+from tests.helpers.cli import run_cli as run
 
 
 def failing_put(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> None:

@@ -30,7 +30,6 @@ import pytest
 import trio
 
 from pitr.archiver import ArchiveOptions
-from pitr.cli.main import main as pitr_main
 from pitr.errors import CorruptData
 from pitr.repo.documents import decode_document, encode_document
 from pitr.repo.identity import IDENTITY_MAGIC, WATERMARK_MAGIC, RepoIdentity, Watermark
@@ -39,6 +38,7 @@ from segments import record as rec
 from segments.__main__ import main as segments_main
 from tests.audit.model import Step, Written, write_history
 from tests.fuzz.reseal import mutate_bytes, mutate_field, rebuild_segment, reseal_segment, reseal_snapshot
+from tests.helpers.cli import run_cli
 from tests.segments.strategies import STORE_ID, plain_records, seal, seal_chain
 from tests.segments.test_snapshot import HEADER, write_snapshot
 
@@ -316,14 +316,6 @@ def true_state(written: Written, lsn: int) -> dict[str, str]:
             else:
                 state.pop(op.key.decode(), None)
     return state
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        pitr_main(list(argv))
-    out, err = capsys.readouterr()
-    assert isinstance(exc.value.code, int)
-    return exc.value.code, out, err
 
 
 def test_a_restore_over_a_fuzzed_repository_is_right_or_refuses(

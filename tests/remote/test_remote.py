@@ -33,7 +33,6 @@ from pitr.archiver import ArchiveOptions, Archiver, StoreSource, archiving
 from pitr.archiver.archiver import UPLOAD_VIA_FILE
 from pitr.catalog.catalog import Catalog
 from pitr.catalog.rows import CRC_SIZE
-from pitr.cli.main import main as pitr_main
 from pitr.repo.repository import Repository, open_repository
 from pitr.restore import RestoreOptions, RestoreTarget, restore
 from pitr.snapshots.take import take_snapshot
@@ -42,6 +41,7 @@ from pitr.storage.s3 import RetryPolicy
 from pitr.store import Store
 from pitr.verify import verify_repository
 from segments import parse_segment_name
+from tests.helpers.cli import run_cli
 from tests.remote.conftest import s3_url
 from tests.repo.history import FakeClock
 from tests.servers.s3 import FaultProxy, S3Server, require_rclone
@@ -546,14 +546,6 @@ def test_large_segments_and_snapshots_go_up_in_parts(tmp_path: Path, s3: S3Serve
 
 
 # -- the command line with a directory and an S3 repository ------------------------------------------------
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        pitr_main(list(argv))
-    out, err = capsys.readouterr()
-    assert isinstance(exc.value.code, int)
-    return exc.value.code, out, err
 
 
 def test_cli_archives_to_a_directory_and_s3_and_reports_each(
