@@ -12,7 +12,7 @@ from functools import partial
 
 import anyio
 
-from pitr.errors import CorruptData, InvalidArgument, OutsideWindow, PitrError, file_error
+from pitr.errors import CorruptData, HistoryGap, InvalidArgument, OutsideWindow, PitrError, file_error
 from pitr.repo import layout
 from pitr.repo.repository import Repository
 from pitr.restore.destination import (
@@ -162,11 +162,11 @@ async def _best_plan(repos: list[Repository], options: RestoreOptions,
     repository (in the order given) whose windows hold the target.
     """
     plans: list[tuple[RestorePlan, Repository]] = []
-    refusal: OutsideWindow | None = None
+    refusal: OutsideWindow | HistoryGap | None = None
     for repo in repos:
         try:
             plans.append((await plan_restore(repo, options.target, base=options.base, now_ns=now_ns), repo))
-        except OutsideWindow as exc:
+        except (OutsideWindow, HistoryGap) as exc:  # another copy may hold what this one lacks
             refusal = refusal or exc
             continue
         if not options.target.latest:
@@ -204,12 +204,8 @@ async def restore(repos: Repository | Sequence[Repository], options: RestoreOpti
     if not repo_list:
         raise InvalidArgument("restore needs at least one repository")
     dest = absolute(options.dest)
-    reports = [await repo.sync() for repo in repo_list]
-    broken = sorted({name for r in reports for name, _why in r.broken})
-    if broken and options.target.latest and all(r.broken for r in reports):
-        raise CorruptData(
-            f"the archive's newest point cannot be restored: damaged files {', '.join(broken)}",
-            path=broken[0], hint="run pitr verify; restore to an earlier --to/--lsn inside a window it prints")
+    for repo in repo_list:  # files that cannot be indexed are holes in the timeline the plan reads
+        await repo.sync()
     plan, planned_from = await _best_plan(repo_list, options, clock())
     roots = _repo_roots(repo_list)
     check = partial(check_destination, dest, force=options.force, replace_foreign=options.replace_foreign,
