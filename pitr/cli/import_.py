@@ -70,7 +70,9 @@ def _op(obj: Any, where: str, ts: int | None) -> tuple[Op, float | None]:
     if kind == "delete":
         return Op(DELETE, key), None
     if kind != "put":
-        raise InvalidArgument(f"{where}: op must be \"put\" or \"delete\", not {kind!r}")
+        found = "missing" if kind is None else json.dumps(kind)[:40]
+        raise InvalidArgument(f"{where}: \"op\" must be \"put\" or \"delete\", not {found} "
+                              '(a line is {"op": "put", "key": ..., "value": ...} or {"op": "delete", "key": ...})')
     value = check_value(decode_json_bytes(obj.get("value"), f"{where}: value"), key)
     expires = None
     ttl = obj.get("ttl")

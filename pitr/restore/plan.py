@@ -132,6 +132,13 @@ async def plan_restore(repo: Repository, target: RestoreTarget, timeline: Timeli
         lsn = target.lsn
         found_window = next((w for w in reversed(windows) if w.start_lsn <= lsn <= w.end_lsn), None)
         if found_window is None:
+            inside = [h for h in timeline.holes if h.first_lsn <= lsn <= h.last_lsn]
+            if inside:  # not "outside the archive": the archive had it, and lost or damaged it
+                hole = inside[0]
+                raise HistoryGap(f"LSN {lsn} is in a hole of the archived history (LSN {hole.first_lsn}.."
+                                 f"{hole.last_lsn}: {hole.reason}); {describe_windows(windows)}", inside,
+                                 hint="restore to a point inside a window above, or bring back the missing or "
+                                      "damaged segments (from another repository)")
             raise OutsideWindow(f"LSN {lsn} is outside the archive; {describe_windows(windows)}", windows)
         window, target_lsn, cutoff = found_window, lsn, -1
     else:

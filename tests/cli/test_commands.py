@@ -80,7 +80,8 @@ def test_import_then_export_round_trips(env: Path, capsys: pytest.CaptureFixture
 
 @pytest.mark.parametrize(("bad", "message"), [
     ("not json", "line 2: not JSON"),
-    (json.dumps({"op": "frob", "key": "x"}), "line 2: op must be"),
+    (json.dumps({"op": "frob", "key": "x"}), "line 2: \"op\" must be \"put\" or \"delete\", not \"frob\""),
+    (json.dumps({"key": "x"}), "line 2: \"op\" must be \"put\" or \"delete\", not missing"),
     (json.dumps({"op": "put", "key": "x", "value": {"b64": "!!"}}), "line 2: value: '!!' is not valid base64"),
     (json.dumps({"batch": [{"op": "put", "key": "x", "value": "1"}, {"op": "put", "key": 5, "value": "1"}]}),
      "line 2, batch item 2: key"),
