@@ -135,7 +135,7 @@ def check_destination(dest: str, *, force: bool, replace_foreign: bool = False,
     if replacement.kind != "pitr store" and not replace_foreign:
         raise UnsafeDestination(
             f"{replacement.describe()}; --force replaces only pitr stores",
-            hint=f"to replace it anyway, name it: --replace-foreign {dest} (replace_foreign=True)")
+            hint=f"to replace it anyway, name it: --replace-foreign {dest}")
     return replacement
 
 
