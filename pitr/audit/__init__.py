@@ -14,7 +14,7 @@ An answer that spans a hole in the archived history (`find_holes`) raises
 from pitr.audit.at import ValueReader, open_value_reader, value_at
 from pitr.audit.diff import KeyDiff, diff
 from pitr.audit.history import KeyChange, history, history_entries
-from pitr.audit.holes import Hole, damaged_ranges, find_holes, gap_json
+from pitr.audit.holes import Hole, find_holes, gap_json
 from pitr.audit.log import LogCommit, LogOp, commit_log, log_entries, to_import_json
 from pitr.jsonbytes import bytes_from_json, bytes_to_json
 
@@ -28,7 +28,6 @@ __all__ = [
     "bytes_from_json",
     "bytes_to_json",
     "commit_log",
-    "damaged_ranges",
     "diff",
     "find_holes",
     "gap_json",

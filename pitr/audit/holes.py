@@ -30,10 +30,9 @@ from pitr.catalog.catalog import Catalog
 from pitr.errors import Gap, HistoryGap
 from pitr.repo.identity import RepoIdentity
 from pitr.timefmt import format_time
-from segments.naming import parse_segment_name
 
 ALLOW_HINT = "the changes in a hole are unknown; restore the missing segments, or pass --allow-gaps " \
-             "(allow_gaps=True) to get what the archive holds with each hole named"
+             "to get what the archive holds with each hole named"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,16 +65,6 @@ class Hole:
             (self.before_ns is None or ts_ns < self.before_ns)
 
 
-def damaged_ranges(broken: Iterable[tuple[str, str]]) -> list[tuple[int, int, str]]:
-    """LSN ranges of segment files that could not be indexed ((name, why) pairs from a sync)."""
-    found = []
-    for name, why in broken:
-        parsed = parse_segment_name(name)
-        if parsed is not None:
-            found.append((parsed[0], parsed[1], f"segment {name} is damaged: {why}"))
-    return found
-
-
 def history_start(catalog: Catalog, ident: RepoIdentity) -> int:
     """The first LSN of the history the archive still means to hold (see the module docstring)."""
     first = catalog.first_segment()
@@ -90,11 +79,19 @@ def find_holes(catalog: Catalog, ident: RepoIdentity,
                damaged: Iterable[tuple[int, int, str]] = ()) -> list[Hole]:
     """Every hole of the history, in LSN order.
 
-    `damaged` adds LSN ranges (first, last, reason) of files known to be
-    unreadable; the reason is given to the part of a hole they cover.
+    Segments the catalog records as unindexable or damaged (by `pitr verify`)
+    are holes naming the file; `damaged` adds more LSN ranges (first, last,
+    reason) known to be unreadable, and each reason is given to the part of a
+    hole it covers.
     """
-    reasons = sorted(damaged)
-    segments = catalog.segments()
+    # Segments that could not be indexed, or that verify found damaged, hold nothing an answer can use:
+    # their LSNs are holes naming the file, as in the timeline's windows.
+    bad = [c for c in catalog.file_checks() if c.kind == "segment" and c.status != "ok"]
+    bad_names = {c.name for c in bad}
+    reasons = sorted([*damaged, *((c.first_lsn, c.last_lsn, f"segment {c.name} "
+                                   f"{'cannot be indexed' if c.status == 'unindexed' else 'is damaged'}: {c.detail}")
+                                  for c in bad)])
+    segments = [s for s in catalog.segments() if s.name not in bad_names]
     start = history_start(catalog, ident)
     end = segments[-1].last_lsn if segments else start - 1
     mark = catalog.get_meta("watermark")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from pitr.audit import Hole, damaged_ranges, find_holes, gap_json
+from pitr.audit import Hole, find_holes, gap_json
 from pitr.audit.holes import describe_hole
 from pitr.cli.common import print_json
 from pitr.errors import Gap
@@ -20,8 +20,8 @@ def add_allow_gaps(parser: argparse.ArgumentParser) -> None:
 
 async def synced_holes(repo: Repository) -> list[Hole]:
     """Catch the catalog up, then the holes of the history, damaged segments named with their error."""
-    report = await repo.sync()
-    return find_holes(repo.catalog, await repo.require_identity(), damaged_ranges(report.broken))
+    await repo.sync()
+    return find_holes(repo.catalog, await repo.require_identity())
 
 
 def print_gap(gap: Gap, holes: Sequence[Hole], as_json: bool) -> None:

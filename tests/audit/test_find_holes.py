@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pitr.audit import Hole, find_holes
-from pitr.catalog.entries import SegmentEntry, SnapshotEntry
+from pitr.catalog.entries import FileCheck, SegmentEntry, SnapshotEntry
 from pitr.errors import Gap
 from pitr.repo.identity import RepoIdentity
 
@@ -25,6 +25,7 @@ class FakeCatalog:
     segs: list[SegmentEntry]
     snaps: list[SnapshotEntry] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    checks: list[FileCheck] = field(default_factory=list)
 
     def segments(self) -> list[SegmentEntry]:
         return self.segs
@@ -37,6 +38,9 @@ class FakeCatalog:
 
     def get_meta(self, name: str) -> Any:
         return self.meta.get(name)
+
+    def file_checks(self) -> list[FileCheck]:
+        return self.checks
 
 
 def holes(catalog: FakeCatalog, damaged: list[tuple[int, int, str]] | None = None) -> list[Hole]:
@@ -72,3 +76,11 @@ def test_retention_floor_is_not_a_hole_but_a_lost_first_segment_is() -> None:
                          chain_digest=b"\0" * 32, state_digest=b"\0" * 32)
     assert holes(FakeCatalog([segment(20, 30), segment(31, 40)], [snap])) == []
     assert [h.gap for h in holes(FakeCatalog([segment(31, 40)], [snap]))] == [Gap(1, 30)]
+
+
+def test_a_segment_verify_found_damaged_is_a_hole_naming_it_and_an_ok_one_is_not() -> None:
+    middle = segment(10, 19)
+    checks = [FileCheck(middle.name, "segment", 10, 19, "damaged", "block CRC-32C mismatch", 1, "full"),
+              FileCheck(segment(1, 9).name, "segment", 1, 9, "ok", "", 1, "full")]
+    found = holes(FakeCatalog([segment(1, 9), middle, segment(20, 30)], checks=checks))
+    assert [h.gap for h in found] == [Gap(10, 19, f"segment {middle.name} is damaged: block CRC-32C mismatch")]

@@ -100,16 +100,20 @@ async def test_each_block_is_read_once_while_versions_share_it(tmp_path: Path,
     written = await write_history(str(tmp_path), steps, options=NO_MERGE)
     async with open_repository(str(tmp_path / "repo")) as repo:
         await repo.sync()
+        # 300 small records fit one block, but the archiver's first cycle may race the writes and ship
+        # a few of them in a segment of their own: each block, however many there are, is read once
+        blocks = sum(s.block_count for s in repo.catalog.segments())
+        assert blocks <= 2
         reads = count_block_reads(monkeypatch)
         got = [c.value async for c in history(repo, b"hot")]
         assert got == [b"%d" % i for i in range(300)]
-        assert reads() == 1  # 300 small records fit one block
+        assert reads() == blocks
         reader = RecordReader(repo)
         for commit in written.commits:
             record = await reader.record_at(commit.lsn)
             assert record is not None
             assert record.lsn == commit.lsn
-        assert reader.blocks_read == 1
+        assert reader.blocks_read == blocks
         assert await reader.record_at(10_000) is None
 
 
