@@ -116,6 +116,12 @@ async def plan_restore(repo: Repository, target: RestoreTarget, timeline: Timeli
     timeline = timeline or build_timeline(repo.catalog, ident)
     windows, notes = _clamp_to_present(repo, timeline.windows, time.time_ns() if now_ns is None else now_ns)
     if not windows:
+        if timeline.holes:  # say what made the history unrestorable, not only that it is
+            named = "; ".join(f"LSN {h.first_lsn}..{h.last_lsn}: {h.reason}" for h in timeline.holes)
+            raise HistoryGap(f"{repo.url}: nothing to restore: no base reaches past the holes in the "
+                             f"archived history ({named})", timeline.holes,
+                             hint="bring back the missing or damaged segments (from another repository); "
+                                  "`pitr verify` lists every damaged file")
         raise OutsideWindow(f"{repo.url}: nothing to restore; {describe_windows(windows)}", windows)
     if target.latest:
         window = windows[-1]

@@ -38,3 +38,17 @@ def test_latest_past_a_hole_at_the_end_is_refused_with_the_lsn_that_restores(
     assert "pass --lsn 6" in err
     assert not (tmp_path / "r").exists()
     assert run_cli(capsys, "restore", "--lsn", "6", "--dest", str(tmp_path / "r"))[0] == 0
+
+
+def test_nothing_restorable_names_the_damaged_file_that_made_it_so(
+        three_segments: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    first = next(three_segments.glob("00000000000000000001-*.seg"))
+    data = bytearray(first.read_bytes())
+    data[150] ^= 0xFF  # inside the first block: LSNs 1..3 unreadable, no base after them
+    first.write_bytes(bytes(data))
+    assert run_cli(capsys, "verify")[0] == 1  # the catalog now knows the file is damaged
+    code, _, err = run_cli(capsys, "restore", "--latest", "--dest", str(tmp_path / "r"))
+    assert code == 1
+    assert "nothing to restore" in err
+    assert first.name in err
+    assert not (tmp_path / "r").exists()
