@@ -131,17 +131,21 @@ class StateDB:
     def get(self, key: bytes, now_ns: int | None) -> tuple[bytes, int | None] | None:
         """The value and expiry of `key`, or None; an expiry at or before now_ns hides it."""
         try:
-            with self.env.begin(buffers=False) as txn:
-                value = txn.get(key, db=self.data)
-                if value is None:
-                    return None
-                raw = txn.get(key, db=self.expiry)
+            with self.env.begin() as txn:
+                return self.read_in(txn, key, now_ns)
         except lmdb.Error as exc:
             raise lmdb_error(exc, self.path, "read the LMDB state") from exc
+
+    def read_in(self, txn: lmdb.Transaction, key: bytes, now_ns: int | None) -> tuple[bytes, int | None] | None:
+        """`get` inside a read transaction the caller holds (a reader's consistent view)."""
+        value = txn.get(key, db=self.data)
+        if value is None:
+            return None
+        raw = txn.get(key, db=self.expiry)
         expires = None if raw is None else I64BE.unpack(raw)[0]
         if expires is not None and now_ns is not None and expires <= now_ns:
             return None
-        return value, expires
+        return bytes(value), expires
 
     def iter_range(self, start: bytes, stop: bytes | None) -> Iterator[tuple[bytes, bytes, int | None]]:
         """(key, value, expiry) for start <= key < stop in key order, from one read transaction."""
@@ -152,19 +156,26 @@ class StateDB:
 
     def _iter_range(self, start: bytes, stop: bytes | None) -> Iterator[tuple[bytes, bytes, int | None]]:
         with self.env.begin() as txn:
-            expiry_cursor = txn.cursor(self.expiry)
-            has_expiry = bool(txn.stat(self.expiry)["entries"])
-            cursor = txn.cursor(self.data)
-            if not cursor.set_range(start):
+            yield from self.rows_in(txn, start, stop)
+
+    def rows_in(self, txn: lmdb.Transaction, start: bytes, stop: bytes | None, *,
+                prefix: bytes = b"") -> Iterator[tuple[bytes, bytes, int | None]]:
+        """(key, value, expiry) from `start` in key order, before `stop` and while keys start with
+        `prefix`, inside a read transaction the caller holds."""
+        expiry_cursor = txn.cursor(self.expiry)
+        has_expiry = bool(txn.stat(self.expiry)["entries"])
+        cursor = txn.cursor(self.data)
+        if not cursor.set_range(start):
+            return
+        for raw_key, raw_value in cursor:
+            key = bytes(raw_key)
+            if (stop is not None and key >= stop) or (prefix and not key.startswith(prefix)):
                 return
-            for key, value in cursor:
-                if stop is not None and key >= stop:
-                    break
-                expires = None
-                if has_expiry:
-                    raw = expiry_cursor.get(key)
-                    expires = None if raw is None else I64BE.unpack(raw)[0]
-                yield key, value, expires
+            expires = None
+            if has_expiry:
+                raw = expiry_cursor.get(key)
+                expires = None if raw is None else I64BE.unpack(raw)[0]
+            yield key, bytes(raw_value), expires
 
     def state_digest(self, now_ns: int | None) -> tuple[bytes, int]:
         """Order-independent digest and count of the entries visible at now_ns."""

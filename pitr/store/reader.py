@@ -27,7 +27,7 @@ import lmdb
 
 from pitr.errors import CorruptData, InvalidArgument, lmdb_error
 from pitr.store._overlay import fold, merge, visible
-from pitr.store._state import I64BE, U64BE, StateDB
+from pitr.store._state import U64BE, StateDB
 from pitr.store._wal_dir import WalDirectory, to_corrupt
 from segments import SegmentsError
 from segments import record as rec
@@ -74,20 +74,13 @@ class StoreReader:
             change = view.overlay.get(key, _MISSING)
             if change is not _MISSING:
                 return visible(change, now_ns)  # type: ignore[arg-type]  # not _MISSING
-            value = txn.get(key, db=self.state.data)
-            if value is None:
-                return None
-            raw = txn.get(key, db=self.state.expiry)
-            expires = None if raw is None else I64BE.unpack(raw)[0]
-            if expires is not None and expires <= now_ns:
-                return None
-            return bytes(value), expires
+            return self.state.read_in(txn, key, now_ns)
 
     def scan(self, prefix: bytes, now_ns: int) -> Iterator[tuple[bytes, bytes, int | None]]:
         """(key, value, expiry) of every live key starting with `prefix`, in key order, from one view."""
         with self.view() as (txn, view):
             overlay = sorted((k, c) for k, c in view.overlay.items() if k.startswith(prefix))
-            for key, value, expires in merge(_rows(txn, self.state, prefix), overlay):
+            for key, value, expires in merge(self.state.rows_in(txn, prefix, None, prefix=prefix), overlay):
                 if expires is not None and expires <= now_ns:
                     continue
                 yield key, value, expires
@@ -184,20 +177,3 @@ class StoreReader:
 
 
 _MISSING = object()
-
-
-def _rows(txn: lmdb.Transaction, state: StateDB, prefix: bytes) -> Iterator[tuple[bytes, bytes, int | None]]:
-    expiry = txn.cursor(state.expiry)
-    has_expiry = bool(txn.stat(state.expiry)["entries"])
-    cursor = txn.cursor(state.data)
-    if not cursor.set_range(prefix):
-        return
-    for raw_key, raw_value in cursor:
-        key, value = bytes(raw_key), bytes(raw_value)
-        if not key.startswith(prefix):
-            return
-        expires = None
-        if has_expiry:
-            raw = expiry.get(key)
-            expires = None if raw is None else I64BE.unpack(raw)[0]
-        yield key, value, expires
