@@ -18,7 +18,6 @@ import time
 from collections.abc import Awaitable, Callable
 
 import anyio
-import lmdb
 from blake3 import blake3
 
 from pitr.archiver.options import ArchiveOptions as ArchiveOptions
@@ -35,7 +34,6 @@ from pitr.errors import (
     PitrError,
     RepositoryLost,
     file_error,
-    lmdb_error,
 )
 from pitr.repo import layout
 from pitr.repo.continuity import LOST_HINT, HistoryTail, check_continuity, check_unchanged
@@ -265,10 +263,7 @@ class Archiver:
         def index() -> None:
             gaps: list[tuple[int, int]] = []
             rows = key_rows_of(data, spans, gaps)
-            try:
-                prog.repo.catalog.add_segment(segment_entry(name, meta), block_rows(meta), rows, (), gaps)
-            except lmdb.Error as exc:
-                raise lmdb_error(exc, prog.repo.catalog.path, f"index {name}") from exc
+            prog.repo.catalog.add_segment(segment_entry(name, meta), block_rows(meta), rows, (), gaps)
             _mark_archived(self.source, prog.repo.url, meta.last_lsn)
 
         await anyio.to_thread.run_sync(index)

@@ -7,10 +7,9 @@ import os
 import tempfile
 
 import anyio
-import lmdb
 
 from pitr.catalog.entries import BlockRow, SegmentEntry
-from pitr.errors import CorruptData, ObjectExists, file_error, lmdb_error
+from pitr.errors import CorruptData, ObjectExists, file_error
 from pitr.repo import layout
 from pitr.repo.indexing import block_rows, segment_entry
 from pitr.repo.repository import Repository
@@ -64,11 +63,7 @@ async def merge_run(repo: Repository, run: list[SegmentEntry]) -> SegmentEntry:
         for src in sources:
             src.close()
     await publish_new(repo, layout.segment_object(entry.name), blob)
-    try:
-        await anyio.to_thread.run_sync(repo.catalog.add_segment, entry, blocks, [],
-                                       [s.first_lsn for s in run])
-    except lmdb.Error as exc:
-        raise lmdb_error(exc, repo.catalog.path, f"index {entry.name}") from exc
+    await anyio.to_thread.run_sync(repo.catalog.add_segment, entry, blocks, [], [s.first_lsn for s in run])
     await repo.remember(layout.segment_object(entry.name), blob)
     for seg in run:
         await repo.delete(layout.segment_object(seg.name))

@@ -10,7 +10,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import anyio
-import lmdb
 import zstandard
 
 from pitr.catalog.catalog import Catalog
@@ -22,7 +21,6 @@ from pitr.errors import (
     ObjectExists,
     RepositoryLost,
     file_error,
-    lmdb_error,
 )
 from pitr.repo import layout
 from pitr.repo.continuity import LOST_HINT
@@ -82,13 +80,10 @@ class Repository:
                 return None
             self._identity = RepoIdentity.decode(await self.storage.read(layout.IDENTITY),
                                                  f"{self.url}/{layout.IDENTITY}")
-            try:
-                known = self.catalog.get_meta("store_id")
-                if known is not None and known != str(self._identity.store_id):
-                    self.catalog.clear()  # the catalog describes another history: rebuild
-                self.catalog.set_meta("store_id", str(self._identity.store_id))
-            except lmdb.Error as exc:
-                raise lmdb_error(exc, self.catalog.path, "record the store id in the catalog") from exc
+            known = self.catalog.get_meta("store_id")
+            if known is not None and known != str(self._identity.store_id):
+                self.catalog.clear()  # the catalog describes another history: rebuild
+            self.catalog.set_meta("store_id", str(self._identity.store_id))
         return self._identity
 
     async def require_identity(self) -> RepoIdentity:
@@ -164,10 +159,7 @@ class Repository:
     async def write_watermark(self, mark: Watermark) -> None:
         """Publish how far the archive is known complete (replacing the previous watermark)."""
         await self.storage.replace(layout.WATERMARK, mark.encode())
-        try:
-            self.catalog.set_meta("watermark", [mark.lsn, mark.complete_through_ns])
-        except lmdb.Error as exc:
-            raise lmdb_error(exc, self.catalog.path, "record the watermark in the catalog") from exc
+        self.catalog.set_meta("watermark", [mark.lsn, mark.complete_through_ns])  # raises pitr errors only
 
     def watermark(self) -> tuple[int, int] | None:
         return self.catalog.watermark()
