@@ -17,6 +17,7 @@ import trio
 from pitr.archiver import ArchiveOptions, archiving
 from pitr.snapshots.take import take_snapshot
 from pitr.store import Store
+from tests.repo.history import FakeClock  # one millisecond further on at every reading
 
 COMMITS = 400
 PER_SEGMENT = 50
@@ -24,17 +25,6 @@ SNAPSHOT_LSNS = (150, 300)
 HOT_KEY = "hot"
 SEED = 11
 Entry = tuple[str, int | None]  # value, expiry (ns) or None
-
-
-class FakeClock:
-    """A clock one millisecond further on at every reading, from a fixed start."""
-
-    def __init__(self, start: int = 1_700_000_000_000_000_000) -> None:
-        self.now = start
-
-    def __call__(self) -> int:
-        self.now += 1_000_000
-        return self.now
 
 
 @dataclass

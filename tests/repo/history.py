@@ -22,6 +22,8 @@ class History:
 
 
 class FakeClock:
+    """A clock one millisecond further on at every reading, from a fixed start."""
+
     def __init__(self, start: int = 1_700_000_000_000_000_000) -> None:
         self.now = start
 
