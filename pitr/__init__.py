@@ -4,7 +4,8 @@ The public API is re-exported here; implementation modules may change.
 """
 
 from pitr import backup
-from pitr.archiver import ArchiveOptions, Archiver, archiving
+from pitr.archiver import ArchiveOptions, Archiver
+from pitr.archiving import archiving
 from pitr.errors import (
     CatalogDamaged,
     CorruptData,

@@ -21,7 +21,9 @@ from typing import Any
 
 import anyio
 
-from pitr.archiver import ArchiveOptions, Archiver, DirectorySource, StoreSource
+from pitr.archiver import ArchiveOptions, Archiver, DirectorySource
+from pitr.archiving import StoreSource
+from pitr.datadir.lock import writer_running
 from pitr.errors import CorruptData, InvalidArgument, ObjectNotFound, Window, file_error
 from pitr.repo import layout
 from pitr.repo.identity import RepoIdentity
@@ -32,8 +34,7 @@ from pitr.restore.plan import RestorePlan
 from pitr.restore.restore import absolute, check_destination, publish_restored
 from pitr.retention import plan_cleanup, run_cleanup
 from pitr.snapshots.take import take_snapshot
-from pitr.store import Store
-from pitr.store._lock import writer_running
+from pitr.store import Store, StoreOptions
 from pitr.timeline import Base
 from pitr.verify.checks import Finding, check_snapshot
 from segments import SegmentsError, parse_snapshot_name
@@ -117,7 +118,7 @@ async def create(path: str = DEFAULT_PATH, *, data: str | Store, compress: bool 
                 return await _create_from(repo, source, None, compress, include_metadata)
             finally:
                 source.close()
-        async with Store(data, create=False) as store:
+        async with Store(data, StoreOptions(create=False)) as store:
             return await _create_from(repo, StoreSource(store), store.flush, compress, include_metadata)
 
 

@@ -33,6 +33,8 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from segments import CorruptFile, SegmentsError
+
 
 class PitrError(Exception):
     """Root of the errors pitr raises."""
@@ -242,3 +244,10 @@ class ObjectNotFound(StorageError):
 
 class ObjectExists(StorageError):
     """The named object already exists; published files are never overwritten."""
+
+
+def to_corrupt(exc: SegmentsError) -> CorruptData:
+    """A `segments` error as pitr's `CorruptData`, keeping its path, offset, LSN and hint."""
+    if isinstance(exc, CorruptFile):
+        return CorruptData(str(exc), path=exc.path, offset=exc.offset, lsn=exc.lsn, hint=exc.hint)
+    return CorruptData(str(exc))

@@ -17,11 +17,12 @@ import time
 
 import trio
 
-from pitr.archiver import ArchiveOptions, archiving
+from pitr.archiver import ArchiveOptions
+from pitr.archiving import archiving
 from pitr.repo.repository import open_repository
 from pitr.restore import RestoreOptions, RestoreResult, RestoreTarget, restore
 from pitr.snapshots.take import take_snapshot
-from pitr.store import Store
+from pitr.store import Store, StoreOptions
 from pitr.timefmt import format_time
 from pitr.timeline import build_timeline
 
@@ -72,7 +73,7 @@ async def main() -> None:
     print(f"pitr demo: writing for {SECONDS:g}s with 32 concurrent writers into {data}")
     print(f"           archiving continuously (every 0.5s) into {repo_dir}\n")
     started = time.monotonic()
-    async with Store(data, name="demo") as store:
+    async with Store(data, StoreOptions(name="demo")) as store:
         async with archiving(store, repo_dir, options=ArchiveOptions(interval=0.5)) as archiver:
             async with trio.open_nursery() as nursery:
                 deadline = time.monotonic() + SECONDS

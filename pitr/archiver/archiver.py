@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 
@@ -33,7 +32,6 @@ from pitr.errors import (
     ObjectNotFound,
     PitrError,
     RepositoryLost,
-    file_error,
 )
 from pitr.repo import layout
 from pitr.repo.continuity import LOST_HINT, HistoryTail, check_continuity, check_unchanged
@@ -50,11 +48,7 @@ log = logging.getLogger("pitr.archiver")
 
 def _mark_archived(source: CommitSource, repo_url: str, lsn: int, complete_ns: int | None = None) -> None:
     """Record in the store's WAL directory how far `repo_url` holds its commits (FileError on failure)."""
-    try:
-        source.wal.mark_archived(layout.repo_key(repo_url), lsn, repo_url, complete_ns)
-    except OSError as exc:
-        raise file_error(exc, os.path.join(source.wal.path, f"archived-{layout.repo_key(repo_url)}"),
-                         "write the archive marker") from exc
+    source.wal.markers.mark(layout.repo_key(repo_url), lsn, repo_url, complete_ns)
 
 
 def identity_for(source: CommitSource, kind: str = "embedded") -> RepoIdentity:
@@ -92,7 +86,7 @@ class Archiver:
         history this store already archived into it is `RepositoryLost`.
         """
         ident = identity_for(self.source, self.source_kind)
-        markers = await anyio.to_thread.run_sync(self.source.wal.archived_lsns)
+        markers = await anyio.to_thread.run_sync(self.source.wal.markers.archived_lsns)
         for repo in self._repos:
             archived = markers.get(layout.repo_key(repo.url))
             try:

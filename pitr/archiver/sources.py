@@ -1,4 +1,5 @@
-"""Where an archiver reads durable commits from: a store open in this process, or a data directory.
+"""Where an archiver reads durable commits from: the `CommitSource` protocol, and a data directory
+read by a sidecar process (the store open in this process is `pitr.archiving.StoreSource`).
 
 The archiver only ever ships commits that are durable in the WAL: a record
 that was written but not yet fsynced could vanish in a crash, and its LSN would
@@ -12,11 +13,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
+from pitr.datadir.lock import writer_running
+from pitr.datadir.state import StateDB, StoreIdentity
+from pitr.datadir.wal import WalDirectory
 from pitr.errors import CorruptData, InvalidArgument, file_error
-from pitr.store._lock import writer_running
-from pitr.store._state import StateDB, StoreIdentity
-from pitr.store._wal_dir import WalDirectory
-from pitr.store.store import Store
 from segments import CorruptFile, SegmentsError
 from segments.record import Span
 from segments.wal import scan_wal
@@ -33,23 +33,6 @@ class CommitSource(Protocol):
         """(LSN through which commits are durable, time through which the log is known complete)."""
 
     def read_after(self, lsn: int, upto: int, max_bytes: int) -> Iterator[tuple[bytes, list[Span]]]: ...
-
-
-class StoreSource:
-    """The store open in this process: exact durability and quiet-time knowledge."""
-
-    def __init__(self, store: Store) -> None:
-        assert store.identity is not None
-        self.store = store
-        self.identity = store.identity
-        self.wal = store.wal_directory
-        self.state = store.state
-
-    def durable(self) -> tuple[int, int]:
-        return self.store.complete_through()
-
-    def read_after(self, lsn: int, upto: int, max_bytes: int) -> Iterator[tuple[bytes, list[Span]]]:
-        return self.wal.read_after(lsn, upto, max_bytes)
 
 
 class DirectorySource:

@@ -28,10 +28,9 @@ from pitr.audit.holes import Hole, archive_end_ns, find_holes, history_gap, hole
 from pitr.audit.records import RecordReader, last_op_on
 from pitr.audit.window import Moment, describe_moment, locate
 from pitr.catalog.entries import is_long_key
-from pitr.errors import CorruptData, OutsideWindow
+from pitr.errors import CorruptData, OutsideWindow, to_corrupt
 from pitr.repo import layout
 from pitr.repo.repository import Repository
-from pitr.store._wal_dir import to_corrupt
 from pitr.timeline import Timeline, build_timeline
 from segments import SegmentsError
 from segments.snapshot import SnapshotReader

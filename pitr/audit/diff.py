@@ -31,10 +31,9 @@ from pitr.audit.history import KeyChange
 from pitr.audit.holes import Hole, history_gap
 from pitr.audit.log import commit_log
 from pitr.audit.window import Moment
-from pitr.errors import InvalidArgument, OutsideWindow
+from pitr.errors import InvalidArgument, OutsideWindow, to_corrupt
 from pitr.repo.repository import Repository
 from pitr.restore.plan import describe_windows
-from pitr.store._wal_dir import to_corrupt
 from pitr.timefmt import format_time
 from pitr.timeline import Timeline
 from segments import SegmentsError

@@ -18,10 +18,9 @@ import anyio
 import zstandard
 
 from pitr.catalog.entries import BlockRow, SegmentEntry
-from pitr.errors import CorruptData, ObjectNotFound, StorageError
+from pitr.errors import CorruptData, ObjectNotFound, StorageError, to_corrupt
 from pitr.repo import layout
 from pitr.repo.repository import Repository
-from pitr.store._wal_dir import to_corrupt
 from segments import SegmentsError
 from segments import record as rec
 from segments.segment_format import BlockEntry

@@ -11,11 +11,12 @@ import argparse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from pitr.archiver import ArchiveOptions, Archiver, DirectorySource, StoreSource
+from pitr.archiver import ArchiveOptions, Archiver, DirectorySource
+from pitr.archiving import StoreSource
 from pitr.cli.common import need_data, repositories
+from pitr.datadir.lock import writer_running
 from pitr.snapshots.take import ensure_base
-from pitr.store import Store
-from pitr.store._lock import writer_running
+from pitr.store import Store, StoreOptions
 
 Prepare = Callable[[], Awaitable[None]] | None
 
@@ -35,7 +36,7 @@ async def archiver_session(args: argparse.Namespace, options: ArchiveOptions, *,
             finally:
                 source.close()
         else:
-            async with Store(data, create=False) as store:
+            async with Store(data, StoreOptions(create=False)) as store:
                 archiver = Archiver(StoreSource(store), repos, options)
                 await archiver.start()
                 await ensure_base(archiver, prepare=store.flush)

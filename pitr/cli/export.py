@@ -10,7 +10,7 @@ import time
 import anyio
 
 from pitr.cli.common import add_data, encode_bytes, need_data
-from pitr.store.reader import StoreReader
+from pitr.datadir.reader import StoreReader
 from pitr.timefmt import format_time
 
 

@@ -19,8 +19,8 @@ from pitr.cli.common import (
     repositories,
     show_bytes,
 )
+from pitr.datadir.reader import StoreReader
 from pitr.errors import InvalidArgument
-from pitr.store.reader import StoreReader
 from pitr.timefmt import format_time, parse_time
 
 

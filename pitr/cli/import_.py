@@ -21,10 +21,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from pitr.cli.common import add_data, add_json, decode_json_bytes, need_data, print_json
+from pitr.datadir.keys import check_key, check_value
 from pitr.errors import InvalidArgument, file_error
-from pitr.store import Store
-from pitr.store._checks import check_key, check_value
-from pitr.store.store import MAX_CLOCK_SKEW
+from pitr.store import Store, StoreOptions
+from pitr.store.options import MAX_CLOCK_SKEW
 from pitr.timefmt import format_time, parse_time
 from segments.record import DELETE, PUT, Op
 
@@ -131,7 +131,7 @@ async def run(args: argparse.Namespace) -> int:
         next(_lines(args.file), None)  # an unreadable file is refused before the store is created
     progress = _Progress()
     skew_ns = math.inf if math.isinf(args.max_clock_skew) else int(args.max_clock_skew * 1e9)
-    async with Store(need_data(args), max_clock_skew=args.max_clock_skew) as store:
+    async with Store(need_data(args), StoreOptions(max_clock_skew=args.max_clock_skew)) as store:
         last_ts: int | None = store.last_ts
         for number, line in lines if lines is not None else _lines(args.file):
             _ops, ts = parse_line(line, number)

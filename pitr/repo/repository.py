@@ -21,6 +21,7 @@ from pitr.errors import (
     ObjectExists,
     RepositoryLost,
     file_error,
+    to_corrupt,
 )
 from pitr.repo import layout
 from pitr.repo.continuity import LOST_HINT
@@ -29,7 +30,6 @@ from pitr.repo.indexing import index_segment, snapshot_entry
 from pitr.storage import open_storage
 from pitr.storage.base import Storage
 from pitr.storage.local import LocalStorage
-from pitr.store._wal_dir import to_corrupt
 from pitr.timefmt import format_time
 from segments import SegmentsError, parse_segment_name, parse_snapshot_name
 from segments.fsutil import makedirs_private

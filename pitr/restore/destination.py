@@ -17,9 +17,9 @@ import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from pitr.datadir.lock import LOCK_NAME, WriterLock, lock_holder
 from pitr.errors import CorruptData, DestinationExists, FileError, StoreLocked, UnsafeDestination, file_error
 from pitr.repo import layout
-from pitr.store._lock import LOCK_NAME, WriterLock, lock_holder
 
 STAGING_INFIX = ".restoring-"
 INCOMPLETE_MARK = "RESTORE-INCOMPLETE"
@@ -166,7 +166,7 @@ def describe_directory(path: str) -> Replacement:
 
 def _store_identity(path: str) -> tuple[str, str, int] | None:
     """(store id, name, applied LSN) of the pitr store at `path`, or None when it is not one."""
-    from pitr.store._state import StateDB
+    from pitr.datadir.state import StateDB
 
     state_dir = os.path.join(path, "state")
     if not os.path.isfile(os.path.join(state_dir, "data.mdb")):

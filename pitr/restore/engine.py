@@ -13,14 +13,13 @@ from itertools import islice
 
 import lmdb
 
-from pitr.errors import CorruptData, file_error, lmdb_error
+from pitr.datadir.state import I64BE, StateDB, StoreIdentity
+from pitr.errors import CorruptData, file_error, lmdb_error, to_corrupt
 from pitr.gcpause import gc_paused
 from pitr.memory import peak_rss_bytes
 from pitr.restore.destination import Replacement
 from pitr.restore.plan import RestorePlan, SkippedBase
 from pitr.restore.prefetch import prefetched
-from pitr.store._state import I64BE, StateDB, StoreIdentity
-from pitr.store._wal_dir import to_corrupt
 from segments import SegmentsError
 from segments import record as rec
 from segments.chain import genesis

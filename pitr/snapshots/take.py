@@ -21,11 +21,11 @@ import lmdb
 from pitr.archiver.archiver import Archiver
 from pitr.archiver.options import RepoProgress
 from pitr.catalog.entries import SnapshotEntry
+from pitr.datadir.state import I64BE, U64BE, StateDB
 from pitr.errors import CorruptData, ObjectExists, file_error, lmdb_error
 from pitr.repo import layout
 from pitr.repo.indexing import snapshot_entry
 from pitr.repo.repository import Repository
-from pitr.store._state import I64BE, U64BE, StateDB
 from segments import SegmentsError
 from segments.naming import snapshot_name
 from segments.snapshot import SnapshotHeader, SnapshotWriter

@@ -1,7 +1,8 @@
 """The embedded key-value store."""
 
-from pitr.store._state import StoreIdentity
+from pitr.datadir.state import StoreIdentity
 from pitr.store.batch import Batch
+from pitr.store.options import StoreOptions
 from pitr.store.store import Commit, Store
 
-__all__ = ["Batch", "Commit", "Store", "StoreIdentity"]
+__all__ = ["Batch", "Commit", "Store", "StoreIdentity", "StoreOptions"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from pitr.store._checks import check_key, check_put, ttl_ns
+from pitr.datadir.keys import check_key, check_put, ttl_ns
 from segments.record import DELETE, PUT, Op
 
 _new_tuple = tuple.__new__

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import errno
 import logging
-import math
 import os
 import time
-import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -25,18 +23,18 @@ from typing import Any, NamedTuple
 import anyio
 import anyio.abc
 
+from pitr.datadir.datadir import DataDir
+from pitr.datadir.keys import check_key, check_put, check_value, ttl_ns
+from pitr.datadir.overlay import fold, merge, prefix_end, visible
+from pitr.datadir.state import StateDB, StoreIdentity
+from pitr.datadir.wal import Recovery, WalDirectory
 from pitr.errors import CorruptData, FileError, InvalidArgument, PitrError, StoreClosed, file_error
-from pitr.store._checks import check_key, check_put, check_value, ttl_ns
 from pitr.store._group_commit import Group, GroupCommitter, loop_hooks
-from pitr.store._lock import LOCK_NAME, WriterLock
-from pitr.store._overlay import fold, merge, prefix_end, visible
-from pitr.store._state import StateDB, StoreIdentity
-from pitr.store._wal_dir import Recovery, WalDirectory
 from pitr.store.batch import Batch
+from pitr.store.options import StoreOptions
 from pitr.timefmt import format_ns
 from segments import CorruptFile, SegmentsError
 from segments import record as rec
-from segments.chain import genesis
 from segments.fold import Change, change_of
 from segments.fsutil import fsync_dir
 from segments.record import DELETE, PUT, Op
@@ -45,11 +43,8 @@ from segments.wal import VERSION as WAL_VERSION
 
 Clock = Callable[[], int]
 _new_tuple = tuple.__new__  # builds a NamedTuple in one C call (the hot paths build one per commit)
-WAL_FILE_SIZE = 64 << 20
-MAX_CLOCK_SKEW = 300.0  # seconds an explicit commit time may lie ahead of the store's clock
 _MISSING = object()
 log = logging.getLogger("pitr.store")
-NO_STORE_HINT = "run `pitr put` (or open it with pitr.Store) to create one, or check --data / PITR_DATA"
 
 
 class Commit(NamedTuple):
@@ -67,39 +62,19 @@ class Store:
     increasing commit time, and is acknowledged only once it is fsynced.
     """
 
-    def __init__(
-        self,
-        path: str,
-        *,
-        name: str | None = None,
-        clock: Clock | None = None,
-        create: bool = True,
-        wal_file_size: int = WAL_FILE_SIZE,
-        apply_interval: float = 0.2,
-        apply_threshold: int = 500_000,
-        require_archive: bool = True,
-        identity: StoreIdentity | None = None,
-        max_clock_skew: float = MAX_CLOCK_SKEW,
-        wal_ops: WalFileOps | None = None,
-    ) -> None:
-        """`max_clock_skew` (seconds) bounds how far an explicit commit time (`ts_ns=`) may lie
-        ahead of the clock (`math.inf` trusts every time); `wal_ops` carries the WAL writer's
-        system calls (tests trace or fault them)."""
-        if isinstance(max_clock_skew, bool) or not isinstance(max_clock_skew, (int, float)) \
-                or math.isnan(max_clock_skew) or max_clock_skew < 0:
-            raise InvalidArgument(f"max_clock_skew must be zero or more seconds, not {max_clock_skew!r}")
+    def __init__(self, path: str, options: StoreOptions | None = None, *, clock: Clock | None = None,
+                 wal_ops: WalFileOps | None = None) -> None:
+        """`clock` (ns since the epoch) times commits and judges TTLs; `wal_ops` carries the WAL
+        writer's system calls (tests trace or fault them)."""
         self.path = os.path.abspath(path)
-        self._name = name
+        self.options = options = options or StoreOptions()
         self._clock: Clock = clock or time.time_ns
-        self._create = create
-        self._wal_file_size = wal_file_size
-        self._apply_interval = apply_interval
-        self._apply_threshold = apply_threshold
-        self._require_archive = require_archive
-        self._new_identity = identity
-        self._max_skew_ns = math.inf if math.isinf(max_clock_skew) else int(max_clock_skew * 1e9)
+        self._wal_file_size = options.wal_file_size
+        self._apply_interval = options.apply_interval
+        self._apply_threshold = options.apply_threshold
+        self._max_skew_ns = options.max_skew_ns
         self._wal_ops = wal_ops or WalFileOps()
-        self._lock: WriterLock | None = None
+        self._dir: DataDir | None = None
         self._state: StateDB | None = None
         self._wal: WalWriter | None = None
         self._wal_dir: WalDirectory | None = None
@@ -108,7 +83,7 @@ class Store:
         # sequencing (event-loop thread only)
         self._last_lsn = 0
         self._last_ts = 0
-        self._ts_floor = 0  # no commit may be timed at or before this (promised by complete_through)
+        self._ts_floor = 0  # no commit may be timed at or before this (raised by promise_complete)
         self._unacked: deque[tuple[Op, ...]] = deque()  # the ops of commits sequenced, not yet durable
         self._committer: GroupCommitter | None = None
         # durable, visible, not yet in LMDB
@@ -157,55 +132,41 @@ class Store:
             raise self._apply_failure
 
     def _open_sync(self) -> None:
+        self._dir = DataDir.open_writer(self.path, create=self.options.create, name=self.options.name,
+                                        now_ns=self._clock)
         try:
-            self._open_files_sync()
+            self._recover_sync()
         except OSError as exc:
+            self._close_sync()
             raise file_error(exc, exc.filename or self.path, "open the store") from exc
-
-    def _open_files_sync(self) -> None:
-        if not os.path.isdir(self.path):
-            if not self._create:
-                raise InvalidArgument(f"{self.path}: no pitr store here ({NO_STORE_HINT})")
-            os.makedirs(self.path, mode=0o700, exist_ok=True)
-        _create_private(os.path.join(self.path, LOCK_NAME))
-        self._lock = WriterLock(self.path)
-        try:
-            self._state = StateDB(os.path.join(self.path, "state"), create=self._create)
-            ident = self._state.identity()
-            if ident is None:
-                if not self._create:
-                    raise InvalidArgument(f"{self.path}: no pitr store here ({NO_STORE_HINT})")
-                ident = self._new_identity or StoreIdentity(
-                    uuid.uuid4(), self._name or os.path.basename(self.path), self._clock(), 1,
-                    b"", None)
-                if not ident.start_chain_digest:
-                    ident = StoreIdentity(ident.store_id, ident.name, ident.created_ns, ident.first_lsn,
-                                          genesis(ident.store_id), ident.parent)
-                self._state.init_identity(ident)
-            self.identity = ident
-            self._wal_dir = WalDirectory(os.path.join(self.path, "wal"))
-            applied_lsn, applied_ts = self._state.checkpoint()
-            recovery = self._wal_dir.recover(applied_lsn, applied_ts)
-            for scan in recovery.scans:
-                if scan.header.store_id != ident.store_id:
-                    raise InvalidArgument(f"{scan.path}: WAL belongs to store {scan.header.store_id}, "
-                                          f"not {ident.store_id}")
-            self.recovery = recovery
-            self._replay_sync(applied_lsn, recovery.last_lsn)
-            self._last_lsn = self._durable_lsn = self._applied_lsn = recovery.last_lsn
-            self._last_ts = self._durable_ts = recovery.last_ts_ns
-            self._ts_floor = self._wal_dir.promised_complete_ns()
-            last = recovery.scans[-1] if recovery.scans else None
-            if last is not None and last.header.version == WAL_VERSION and last.end < self._wal_file_size:
-                self._wal = WalWriter.reopen(last, ops=self._wal_ops)
-            else:
-                if last is not None and not last.spans and last.header.first_lsn == self._last_lsn + 1:
-                    os.unlink(last.path)  # an empty file of an older WAL version: start it again
-                    fsync_dir(self._wal_dir.path)
-                self._roll_sync(self._last_lsn + 1)
         except BaseException:
             self._close_sync()
             raise
+
+    def _recover_sync(self) -> None:
+        """Recover the WAL (repairing a torn tail), replay it past the checkpoint, open the writer."""
+        assert self._dir is not None
+        self._state, self._wal_dir, self.identity = self._dir.state, self._dir.wal, self._dir.identity
+        ident = self.identity
+        applied_lsn, applied_ts = self._state.checkpoint()
+        recovery = self._wal_dir.recover(applied_lsn, applied_ts)
+        for scan in recovery.scans:
+            if scan.header.store_id != ident.store_id:
+                raise InvalidArgument(f"{scan.path}: WAL belongs to store {scan.header.store_id}, "
+                                      f"not {ident.store_id}")
+        self.recovery = recovery
+        self._replay_sync(applied_lsn, recovery.last_lsn)
+        self._last_lsn = self._durable_lsn = self._applied_lsn = recovery.last_lsn
+        self._last_ts = self._durable_ts = recovery.last_ts_ns
+        self._ts_floor = self._wal_dir.markers.promised_complete_ns()
+        last = recovery.scans[-1] if recovery.scans else None
+        if last is not None and last.header.version == WAL_VERSION and last.end < self._wal_file_size:
+            self._wal = WalWriter.reopen(last, ops=self._wal_ops)
+        else:
+            if last is not None and not last.spans and last.header.first_lsn == self._last_lsn + 1:
+                os.unlink(last.path)  # an empty file of an older WAL version: start it again
+                fsync_dir(self._wal_dir.path)
+            self._roll_sync(self._last_lsn + 1)
 
     def _replay_sync(self, applied_lsn: int, last_lsn: int) -> None:
         """Apply WAL records after the LMDB checkpoint (crash recovery)."""
@@ -245,12 +206,10 @@ class Store:
         if self._wal is not None:
             self._wal.close()
             self._wal = None
-        if self._state is not None:
-            self._state.close()
+        if self._dir is not None:
+            self._dir.close()
+            self._dir = None
             self._state = None
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
 
     # background tasks --------------------------------------------------------
     async def _wal_thread(self) -> None:
@@ -353,8 +312,8 @@ class Store:
         assert self._wal_dir is not None
         through = self._applied_lsn
         try:
-            if self._require_archive:
-                archived = self._wal_dir.archived_lsns()
+            if self.options.require_archive:
+                archived = self._wal_dir.markers.archived_lsns()
                 if not archived:
                     return
                 through = min(through, *archived.values())
@@ -568,9 +527,10 @@ class Store:
     def durable_lsn(self) -> int:
         return self._durable_lsn
 
-    def complete_through(self) -> tuple[int, int]:
-        """(durable LSN, time through which every commit is known): no later commit can have
-        a commit time at or before the returned time."""
+    def promise_complete(self) -> tuple[int, int]:
+        """(durable LSN, time through which the log is complete), and a promise: no later commit
+        is timed at or before that time (the store raises its floor to keep it, even if the clock
+        steps back). An archiver publishes it as the repository's watermark."""
         if self._last_lsn == self._durable_lsn:
             through = max(self._durable_ts, self._clock() - 1)
             self._ts_floor = max(self._ts_floor, through)  # keep the promise if the clock steps back
@@ -614,19 +574,4 @@ def _full_hint() -> str:
             "commit is in the WAL")
 
 
-def _create_private(path: str) -> None:
-    """Create an empty file private to the user unless it exists."""
-    try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
-    except FileExistsError:
-        pass
 
-
-def _archive_to(self: Store, *repos: Any, **kwargs: Any) -> Any:
-    """``async with store.archive_to(repo, ...)``: archive continuously while the block runs."""
-    from pitr.archiver import archiving
-
-    return archiving(self, *repos, **kwargs)
-
-
-Store.archive_to = _archive_to  # type: ignore[attr-defined]

@@ -10,13 +10,13 @@ from functools import partial
 import anyio
 
 from pitr.catalog.entries import SegmentEntry
+from pitr.datadir.state import StateDB
 from pitr.errors import Window
 from pitr.repo import layout
 from pitr.repo.repository import Repository
 from pitr.restore.engine import build_state
 from pitr.restore.options import RestoreTarget
 from pitr.restore.plan import RestorePlan
-from pitr.store._state import StateDB
 from pitr.timeline import Base
 from pitr.verify.checks import Finding
 

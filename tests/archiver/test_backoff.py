@@ -14,7 +14,8 @@ import anyio
 import lmdb
 import pytest
 
-from pitr.archiver import ArchiveOptions, Archiver, DirectorySource, StoreSource, archiving
+from pitr.archiver import ArchiveOptions, Archiver, DirectorySource
+from pitr.archiving import StoreSource, archiving
 from pitr.errors import CorruptData, DiskFull, StorageError, file_error
 from pitr.repo.repository import Repository, open_repository
 from pitr.store import Store
@@ -104,10 +105,10 @@ async def test_a_marker_that_cannot_be_written_is_a_file_error_naming_it(
         archiver = Archiver(StoreSource(store), [repo], ArchiveOptions(interval=3600.0), clock=clock)
         await archiver.start()
 
-        def no_space(*_args: object) -> None:
+        def no_space(*_args: object, **_kwargs: object) -> None:
             raise OSError(errno.ENOSPC, "No space left on device")
 
-        monkeypatch.setattr(store.wal_directory, "mark_archived", no_space)
+        monkeypatch.setattr("pitr.datadir.markers.publish_atomically", no_space)
         await store.put(b"k", b"v")
         await archiver.cycle()
         error = archiver.failing[repo.url]

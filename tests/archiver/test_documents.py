@@ -193,7 +193,8 @@ def test_the_format_spec_watermark_vector() -> None:
 
 @pytest.mark.anyio
 async def test_a_watermark_beyond_the_history_or_the_present_is_not_trusted(tmp_path: Path) -> None:
-    from pitr.archiver import ArchiveOptions, archiving
+    from pitr.archiver import ArchiveOptions
+    from pitr.archiving import archiving
     from pitr.store import Store
 
     repo_dir = tmp_path / "repo"

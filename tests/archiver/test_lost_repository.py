@@ -17,12 +17,13 @@ from pathlib import Path
 import anyio
 import pytest
 
-from pitr.archiver import ArchiveOptions, Archiver, StoreSource, archiving
+from pitr.archiver import ArchiveOptions, Archiver
+from pitr.archiving import StoreSource, archiving
 from pitr.errors import NotARepository, RepositoryLost
 from pitr.repo import layout
 from pitr.repo.repository import open_repository
 from pitr.snapshots.take import take_snapshot
-from pitr.store import Store
+from pitr.store import Store, StoreOptions
 from tests.store.support import FakeClock
 
 pytestmark = pytest.mark.anyio
@@ -230,7 +231,7 @@ async def test_a_new_repository_starts_with_a_base_when_the_wal_no_longer_reache
     from pitr.verify import verify_repository
 
     clock = FakeClock()
-    async with Store(str(tmp_path / "data"), clock=clock, wal_file_size=4096) as store:
+    async with Store(str(tmp_path / "data"), StoreOptions(wal_file_size=4096), clock=clock) as store:
         async with open_repository(str(tmp_path / "lost"), create=True) as repo:
             async with archiving(store, repo, options=MANUAL):
                 await put_some(store, clock, 300)

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 import trio
 
-from pitr.archiver import ArchiveOptions, archiving
+from pitr.archiver import ArchiveOptions
+from pitr.archiving import archiving
 from pitr.snapshots.take import take_snapshot
 from pitr.store import Store
 from tests.repo.history import FakeClock  # one millisecond further on at every reading

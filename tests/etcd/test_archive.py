@@ -28,7 +28,7 @@ from pitr.sources.etcd import (
     source_prefix_of,
     source_revision_at,
 )
-from pitr.store import Store
+from pitr.store import Store, StoreOptions
 from pitr.timeline import build_timeline
 from tests.servers.etcd import EtcdCluster
 
@@ -44,7 +44,7 @@ async def etcd_state(client: EtcdClient, prefix: bytes, revision: int | None = N
 
 async def restored_state(repo: Repository, target: RestoreTarget, dest: Path, prefix: bytes) -> dict[bytes, bytes]:
     await restore(repo, RestoreOptions(target=target, dest=str(dest)))
-    async with Store(str(dest), require_archive=False) as store:
+    async with Store(str(dest), StoreOptions(require_archive=False)) as store:
         return dict(await store.scan(prefix))
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from pitr.archiver import ArchiveOptions, archiving
+from pitr.archiver import ArchiveOptions
+from pitr.archiving import archiving
 from pitr.cli.main import main
 from pitr.errors import DestinationExists, InvalidArgument
 from pitr.repo.repository import open_repository

@@ -14,11 +14,11 @@ import sys
 
 import trio
 
-from pitr.store import Store
+from pitr.store import Store, StoreOptions
 
 
 async def main(data: str, apply_interval: float) -> None:
-    async with Store(data, apply_interval=apply_interval, apply_threshold=1 << 30) as store:
+    async with Store(data, StoreOptions(apply_interval=apply_interval, apply_threshold=1 << 30)) as store:
         print("ready", store.info()["last_lsn"], flush=True)
         while True:
             line = await trio.to_thread.run_sync(sys.stdin.readline)

@@ -21,7 +21,7 @@ import sys
 
 import trio
 
-from pitr.store import Store
+from pitr.store import Store, StoreOptions
 
 
 def emit(line: str) -> None:
@@ -52,7 +52,7 @@ async def writer(store: Store, run: int, index: int) -> None:
 
 
 async def main(data: str, run: int, writers: int) -> None:
-    async with Store(data, wal_file_size=1 << 20) as store:
+    async with Store(data, StoreOptions(wal_file_size=1 << 20)) as store:
         emit(f"ready {store.last_lsn} {len(store.torn_tails)}")
         async with trio.open_nursery() as nursery:
             for index in range(writers):

@@ -24,14 +24,15 @@ from typing import Any
 import anyio
 import trio
 
-from pitr.archiver import ArchiveOptions, Archiver, archiving
+from pitr.archiver import ArchiveOptions, Archiver
+from pitr.archiving import archiving
+from pitr.datadir.state import StateDB
 from pitr.repo.repository import Repository, open_repository
 from pitr.restore import RestoreOptions, RestoreTarget, restore
 from pitr.restore.engine import RestoreResult
 from pitr.retention import plan_cleanup, run_cleanup
 from pitr.snapshots.take import take_snapshot
-from pitr.store import Store
-from pitr.store._state import StateDB
+from pitr.store import Store, StoreOptions
 from segments.record import DELETE, PUT, Op
 
 
@@ -175,7 +176,7 @@ async def serve(data: str, repo_url: str, clock_ns: int, wal_file_size: int) -> 
                              merge_small_bytes=1 << 20)
     async with AsyncExitStack() as stack:
         store = await stack.enter_async_context(
-            Store(data, clock=clock, wal_file_size=wal_file_size, apply_interval=3600.0))
+            Store(data, StoreOptions(wal_file_size=wal_file_size, apply_interval=3600.0), clock=clock))
         repo = archiver = None
         if repo_url != "-":
             repo = await stack.enter_async_context(open_repository(repo_url, create=True))

@@ -29,8 +29,9 @@ import boto3
 import pytest
 import trio
 
-from pitr.archiver import ArchiveOptions, Archiver, StoreSource, archiving
+from pitr.archiver import ArchiveOptions, Archiver
 from pitr.archiver.archiver import UPLOAD_VIA_FILE
+from pitr.archiving import StoreSource, archiving
 from pitr.catalog.catalog import Catalog
 from pitr.catalog.rows import CRC_SIZE
 from pitr.repo.repository import Repository, open_repository
@@ -38,7 +39,7 @@ from pitr.restore import RestoreOptions, RestoreTarget, restore
 from pitr.snapshots.take import take_snapshot
 from pitr.storage import S3Storage
 from pitr.storage.s3 import RetryPolicy
-from pitr.store import Store
+from pitr.store import Store, StoreOptions
 from pitr.verify import verify_repository
 from segments import parse_segment_name
 from tests.helpers.cli import run_cli
@@ -170,7 +171,7 @@ async def wait_until(condition: Callable[[], bool], seconds: float) -> None:
 
 
 async def scan(path: str) -> Model:
-    async with Store(path, create=False) as store:
+    async with Store(path, StoreOptions(create=False)) as store:
         return dict(await store.scan())
 
 

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import trio
 
-from pitr.archiver import ArchiveOptions, archiving
+from pitr.archiver import ArchiveOptions
+from pitr.archiving import archiving
 from pitr.snapshots.take import take_snapshot
 from pitr.store import Store
 

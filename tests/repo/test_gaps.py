@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from pitr.archiver import ArchiveOptions, archiving
+from pitr.archiver import ArchiveOptions
+from pitr.archiving import archiving
 from pitr.errors import OutsideWindow
 from pitr.repo.repository import open_repository
 from pitr.restore import RestoreOptions, RestoreTarget, restore

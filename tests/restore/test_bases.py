@@ -14,7 +14,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from pitr.archiver import archiving
+from pitr.archiving import archiving
 from pitr.errors import CorruptData, InvalidArgument, OutsideWindow
 from pitr.repo import layout
 from pitr.repo.repository import open_repository

@@ -20,7 +20,7 @@ from pitr.errors import UnsafeDestination
 from pitr.repo.repository import open_repository
 from pitr.restore import RestoreOptions, RestoreResult, RestoreTarget, restore
 from pitr.restore.restore import INCOMPLETE_MARK, _make_workdir
-from pitr.store import Store
+from pitr.store import Store, StoreOptions
 from tests.store.test_restore import make_history, restored_entries, state_at
 
 pytestmark = pytest.mark.anyio
@@ -98,7 +98,7 @@ async def test_a_restore_never_replaces_a_store_under_its_live_writer(tmp_path: 
         reply = writer.send("put after restore")
         assert reply.startswith("ok"), reply
         acknowledged = int(reply.split()[1])
-    async with Store(history.data, create=False) as store:
+    async with Store(history.data, StoreOptions(create=False)) as store:
         assert await store.get(b"before") == b"restore"
         assert await store.get(b"after") == b"restore", "a commit acknowledged after the restore attempt was lost"
         assert store.last_lsn == acknowledged
@@ -270,7 +270,7 @@ async def test_restored_directories_and_files_are_private(tmp_path: Path) -> Non
 
 
 def test_lock_holder_reports_a_live_writer_and_never_blocks_it(tmp_path: Path) -> None:
-    from pitr.store._lock import WriterLock, lock_holder
+    from pitr.datadir.lock import WriterLock, lock_holder
 
     assert lock_holder(str(tmp_path)) is None
     lock = WriterLock(str(tmp_path))

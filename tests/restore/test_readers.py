@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-from pitr.store.reader import StoreReader
+from pitr.datadir.reader import StoreReader
 from tests.restore.test_destination import live_writer
 
 KEYS = 17  # the live writer puts k{lsn % 17} = v{lsn}

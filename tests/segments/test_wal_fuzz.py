@@ -23,7 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pitr.errors import PitrError
-from pitr.store import Store
+from pitr.store import Store, StoreOptions
 from segments import SegmentsError, WalWriter, scan_wal, wal
 from segments import record as rec
 from segments.wal_follow import read_wal_from
@@ -162,7 +162,7 @@ def test_a_store_over_a_mutated_wal_refuses_naming_the_file_or_holds_a_true_pref
         store_dir = os.path.join(directory, "store")
 
         async def open_store() -> tuple[object, dict[bytes, bytes]]:
-            async with Store(store_dir, max_clock_skew=float("inf")) as store:
+            async with Store(store_dir, StoreOptions(max_clock_skew=float("inf"))) as store:
                 assert store.identity is not None
                 return store.identity.store_id, dict(await store.scan())
 

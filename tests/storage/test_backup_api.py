@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 import pitr.backup
+from pitr.datadir.state import StateDB
 from pitr.errors import CorruptData, InvalidArgument
 from pitr.store import Store
-from pitr.store._state import StateDB
 from segments.naming import snapshot_name
 from tests.servers.s3 import S3Server
 from tests.storage.conftest import BACKENDS, s3_url

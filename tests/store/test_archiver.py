@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from pitr.archiver import ArchiveOptions, Archiver, DirectorySource, StoreSource, archiving
+from pitr.archiver import ArchiveOptions, Archiver, DirectorySource
+from pitr.archiving import StoreSource, archiving
 from pitr.errors import ForeignRepository
 from pitr.repo.repository import Repository, open_repository
 from pitr.restore import RestoreOptions, RestoreResult, RestoreTarget, restore
 from pitr.snapshots.take import take_snapshot
-from pitr.store import Store
+from pitr.store import Store, StoreOptions
 from pitr.timeline import build_timeline
 from tests.helpers.server_client import StoreServer
 from tests.store.support import SECOND, FakeClock, archived_records, assert_contiguous_chain
@@ -46,7 +47,7 @@ async def test_restarts_and_a_sidecar_leave_no_gap_and_no_duplicate(tmp_path: Pa
     clock = FakeClock()
     log: dict[int, tuple[bytes, bytes]] = {}
     async with open_repository(repo_dir, create=True) as repo:
-        async with Store(data, clock=clock, wal_file_size=4096) as store:
+        async with Store(data, StoreOptions(wal_file_size=4096), clock=clock) as store:
             assert store.identity is not None
             start = store.identity.start_chain_digest
             async with archiving(store, repo, options=MANUAL) as archiver:
@@ -173,7 +174,7 @@ def wal_coverage(store: Store) -> tuple[int, int]:
 
 
 def archived_through(store: Store) -> int:
-    marks = store.wal_directory.archived_lsns()
+    marks = store.wal_directory.markers.archived_lsns()
     return min(marks.values()) if marks else 0
 
 
@@ -181,7 +182,7 @@ async def test_wal_files_go_only_once_archived_and_checkpointed(tmp_path: Path) 
     clock = FakeClock()
     log: dict[int, tuple[bytes, bytes]] = {}
     async with open_repository(str(tmp_path / "repo"), create=True) as repo, \
-            Store(str(tmp_path / "data"), clock=clock, wal_file_size=4096, apply_interval=3600.0) as store:
+            Store(str(tmp_path / "data"), StoreOptions(wal_file_size=4096, apply_interval=3600.0), clock=clock) as store:
 
         def check() -> None:
             applied, _ = store.state.checkpoint()

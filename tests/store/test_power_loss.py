@@ -23,7 +23,7 @@ import pytest
 import trio
 import trio.lowlevel
 
-from pitr.store import Store
+from pitr.store import Store, StoreOptions
 from segments.record import DELETE, PUT, Op
 from segments.wal import WalFileOps
 
@@ -156,8 +156,7 @@ def fold(history: dict[int, tuple[Op, ...]], through: int) -> dict[bytes, bytes]
 
 async def run_writers(data: str, ops: TracingOps, history: dict[int, tuple[Op, ...]], rng: random.Random) -> None:
     """Eight writers committing puts, deletes and batches concurrently, so groups form."""
-    async with Store(data, wal_file_size=16 << 10, apply_interval=3600, apply_threshold=1 << 30,
-                     wal_ops=ops) as store:
+    async with Store(data, StoreOptions(wal_file_size=16 << 10, apply_interval=3600, apply_threshold=1 << 30), wal_ops=ops) as store:
 
         async def writer(w: int) -> None:
             local = random.Random(rng.random())
@@ -215,7 +214,7 @@ async def test_a_power_cut_anywhere_loses_no_acknowledged_commit(tmp_path: Path)
         for name, content in files.items():
             (wal / name).write_bytes(content)
         where = f"seed {seed}, cut {number} after event {point} of {len(ops.events)}"
-        async with Store(str(target), apply_interval=3600) as store:
+        async with Store(str(target), StoreOptions(apply_interval=3600)) as store:
             recovered = store.last_lsn
             assert recovered >= model.acknowledged, f"{where}: acknowledged commits were lost"
             assert await store.scan() == sorted(fold(history, recovered).items()), \

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from pitr.archiver import ArchiveOptions, Archiver, StoreSource, archiving
+from pitr.archiver import ArchiveOptions, Archiver
+from pitr.archiving import StoreSource, archiving
+from pitr.datadir.state import StateDB
 from pitr.errors import DestinationExists, DiskFull, OutsideWindow, UnsafeDestination, Window
 from pitr.repo.repository import Repository, open_repository
 from pitr.restore import RestoreOptions, RestorePlan, RestoreResult, RestoreTarget, restore
 from pitr.snapshots.take import take_snapshot
 from pitr.store import Commit, Store
-from pitr.store._state import StateDB
 from tests.store.support import SECOND, START_NS, FakeClock, assert_contiguous_chain
 
 pytestmark = pytest.mark.anyio
@@ -345,7 +346,7 @@ async def test_a_build_failing_midway_stops_its_reader_threads(tmp_path: Path, b
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """LMDB failing while the base is written (a full disk): the error reaches the caller, and the
     threads reading the snapshot and the log ahead are gone with it, not left reading."""
-    from pitr.store._state import StateDB as State
+    from pitr.datadir.state import StateDB as State
 
     history = await make_history(tmp_path, snapshot_after=3)
 

@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from pitr.errors import DiskFull, InvalidArgument, PitrError, StoreClosed, StoreLocked
-from pitr.store import Store
+from pitr.store import Store, StoreOptions
 from segments import wal, wal_writer
 from segments.record import DELETE, PUT, Op
 from tests.helpers.server_client import StoreServer
@@ -121,7 +121,7 @@ async def test_full_disk_is_a_clear_error_and_the_store_works_again_once_space_i
     def full(*args: object) -> int:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    async with Store(str(tmp_path), wal_file_size=4096) as store:
+    async with Store(str(tmp_path), StoreOptions(wal_file_size=4096)) as store:
         await store.put(b"before", b"1")
         monkeypatch.setattr(wal_writer.os, "pwritev", full)
         with pytest.raises(DiskFull, match="No space left on device") as info:
@@ -133,7 +133,7 @@ async def test_full_disk_is_a_clear_error_and_the_store_works_again_once_space_i
         monkeypatch.setattr(wal_writer.os, "pwritev", real_pwritev)
         with pytest.raises(DiskFull, match="reopen"):
             await store.put(b"after", b"x")
-    async with Store(str(tmp_path), wal_file_size=4096) as store:  # space is back
+    async with Store(str(tmp_path), StoreOptions(wal_file_size=4096)) as store:  # space is back
         assert await store.get(b"before") == b"1"
         assert await store.get(b"during") is None
         monkeypatch.setattr(wal_writer.os, "posix_fallocate", full)
@@ -144,7 +144,7 @@ async def test_full_disk_is_a_clear_error_and_the_store_works_again_once_space_i
     assert warnings
     assert "writing without preallocation" in warnings[0]
     assert "MiB" in warnings[0]
-    async with Store(str(tmp_path), wal_file_size=4096) as store:
+    async with Store(str(tmp_path), StoreOptions(wal_file_size=4096)) as store:
         for i in range(200):
             assert await store.get(b"fill-%03d" % i) == b"y" * 64
         assert [r.lsn for r in wal_records(str(tmp_path))] == list(range(1, store.last_lsn + 1))
@@ -326,7 +326,7 @@ async def test_wal_roll_while_writers_keep_committing(tmp_path: Path, monkeypatc
 
     monkeypatch.setattr(wal.os, "fdatasync", slow_fdatasync)
     acknowledged: dict[bytes, int] = {}
-    async with Store(str(tmp_path), wal_file_size=1024) as store:
+    async with Store(str(tmp_path), StoreOptions(wal_file_size=1024)) as store:
 
         async def writer(index: int) -> None:
             for seq in range(20):

@@ -17,9 +17,9 @@ import lmdb
 import pytest
 from crc32c import crc32c
 
+from pitr.datadir.state import StateDB
 from pitr.errors import CorruptData, DiskFull, InvalidArgument, PitrError
-from pitr.store import Store
-from pitr.store._state import StateDB
+from pitr.store import Store, StoreOptions
 from segments import WalWriter, scan_wal, wal
 from segments import record as rec
 from tests.store.support import SECOND, START_NS, FakeClock
@@ -148,11 +148,11 @@ async def test_an_explicit_commit_time_beyond_the_clock_skew_is_refused(tmp_path
         assert near.ts_ns == clock.now + 299 * SECOND
         later = await store.put(b"k2", b"v")
         assert later.ts_ns == near.ts_ns + 1  # within the skew, the usual max(now, last + 1)
-    async with Store(str(tmp_path), clock=clock, max_clock_skew=math.inf) as store:
+    async with Store(str(tmp_path), StoreOptions(max_clock_skew=math.inf), clock=clock) as store:
         trusted = await store.commit([rec.put(b"k", b"v")], ts_ns=4_070_908_800 * SECOND)
         assert trusted.lsn == 3
     with pytest.raises(InvalidArgument, match="max_clock_skew"):
-        Store(str(tmp_path), max_clock_skew=-1)
+        Store(str(tmp_path), StoreOptions(max_clock_skew=-1))
 
 
 # -- item 11: errors translated, markers never swallowed -------------------------------------------
@@ -172,7 +172,7 @@ def full_lmdb(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 async def test_an_lmdb_failure_in_the_apply_task_is_one_pitr_error_not_a_group(tmp_path: Path,
                                                                                full_lmdb: None) -> None:
     with pytest.raises(DiskFull) as info:
-        async with Store(str(tmp_path), apply_interval=0.01) as store:
+        async with Store(str(tmp_path), StoreOptions(apply_interval=0.01)) as store:
             await store.put(b"k", b"v")
     assert "state" in str(info.value)
     assert "durable in the WAL" in str(info.value)
@@ -184,7 +184,7 @@ async def test_flush_translates_lmdb_errors_and_reopen_replays(tmp_path: Path,
     def full(*args: object) -> None:
         raise lmdb.MapFullError("MDB_MAP_FULL")
 
-    async with Store(str(tmp_path), apply_interval=3600) as store:
+    async with Store(str(tmp_path), StoreOptions(apply_interval=3600)) as store:
         await store.put(b"k", b"v")
         monkeypatch.setattr(StateDB, "_apply_sorted", full)
         with pytest.raises(DiskFull, match="durable in the WAL"):
@@ -198,18 +198,18 @@ async def test_flush_translates_lmdb_errors_and_reopen_replays(tmp_path: Path,
 
 async def test_an_unreadable_archive_marker_keeps_every_wal_file(tmp_path: Path,
                                                                 caplog: pytest.LogCaptureFixture) -> None:
-    async with Store(str(tmp_path), wal_file_size=4096, apply_interval=3600) as store:
+    async with Store(str(tmp_path), StoreOptions(wal_file_size=4096, apply_interval=3600)) as store:
         for i in range(60):
             await store.put(b"k%d" % i, b"x" * 200)
         before = store.wal_directory.files()
         assert len(before) > 3
-        store.wal_directory.mark_archived("repo", store.last_lsn, "file:///repo")
+        store.wal_directory.markers.mark("repo", store.last_lsn, "file:///repo")
         damage(os.path.join(store.wal_directory.path, "archived-repo"),
                lambda data: data.__setitem__(slice(None), b"{garbage"))
         await store.flush()
         assert store.wal_directory.files() == before, "a marker that cannot be read deletes nothing"
         assert any("archived-repo" in r.getMessage() and "kept" in r.getMessage() for r in caplog.records)
-        store.wal_directory.mark_archived("repo", store.last_lsn, "file:///repo", complete_through_ns=5)
+        store.wal_directory.markers.mark("repo", store.last_lsn, "file:///repo", complete_through_ns=5)
         await store.put(b"more", b"1")
         await store.flush()
         assert len(store.wal_directory.files()) < len(before), "a readable marker lets retention work"
@@ -224,7 +224,7 @@ async def test_an_unreadable_archive_marker_keeps_every_wal_file(tmp_path: Path,
 
 async def test_opening_a_missing_store_without_create_speaks_to_a_user(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument) as info:
-        async with Store(str(tmp_path / "nope"), create=False):
+        async with Store(str(tmp_path / "nope"), StoreOptions(create=False)):
             pass
     assert "create=True" not in str(info.value)
     assert "no pitr store" in str(info.value)
@@ -271,7 +271,7 @@ async def test_a_full_tmpfs_under_lmdb_gives_disk_full_and_loses_nothing(small_t
                                                                          caplog: pytest.LogCaptureFixture) -> None:
     data = small_tmpfs / "data"
     acknowledged = []
-    async with Store(str(data), apply_interval=3600) as store:
+    async with Store(str(data), StoreOptions(apply_interval=3600)) as store:
         assert (await store.put(b"first", b"1")).lsn == 1  # 16 MiB preallocation did not fit: degraded
         assert any("preallocate" in r.getMessage() for r in caplog.records)
 
@@ -296,7 +296,7 @@ async def test_a_full_tmpfs_under_lmdb_gives_disk_full_and_loses_nothing(small_t
 async def test_a_full_tmpfs_under_the_wal_gives_disk_full_naming_the_file(small_tmpfs: Path) -> None:
     data = small_tmpfs / "data"
     acknowledged = []
-    async with Store(str(data), apply_interval=3600) as store:
+    async with Store(str(data), StoreOptions(apply_interval=3600)) as store:
 
         async def fill() -> None:
             for i in range(10):

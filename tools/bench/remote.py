@@ -50,7 +50,8 @@ _ROOT = os.path.dirname(os.path.dirname(_HERE))
 sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or ".") != _HERE]
 sys.path.insert(0, _ROOT)
 
-from pitr.archiver import ArchiveOptions, Archiver, DirectorySource, StoreSource  # noqa: E402
+from pitr.archiver import ArchiveOptions, Archiver, DirectorySource  # noqa: E402
+from pitr.archiving import StoreSource  # noqa: E402
 from pitr.repo.repository import Repository, open_repository  # noqa: E402
 from pitr.restore import RestoreOptions, RestoreResult, RestoreTarget, restore  # noqa: E402
 from pitr.storage import S3Storage  # noqa: E402

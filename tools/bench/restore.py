@@ -53,11 +53,11 @@ import lmdb  # noqa: E402
 import trio  # noqa: E402
 import zstandard  # noqa: E402
 
+from pitr.datadir.state import StateDB  # noqa: E402
 from pitr.repo.identity import RepoIdentity, Watermark  # noqa: E402
 from pitr.repo.repository import open_repository  # noqa: E402
 from pitr.restore import RestoreOptions, RestoreResult, RestoreTarget, restore  # noqa: E402
 from pitr.snapshots.take import write_snapshot_file  # noqa: E402
-from pitr.store._state import StateDB  # noqa: E402
 from pitr.verify.repository import verify_repository  # noqa: E402
 from segments import SegmentReader, SnapshotHeader, SnapshotReader, SnapshotWriter, chain, seal_segment  # noqa: E402
 from segments import record as rec  # noqa: E402

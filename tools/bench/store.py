@@ -45,10 +45,11 @@ sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or ".") != _
 import lmdb  # noqa: E402
 import trio  # noqa: E402
 
-from pitr.archiver import ArchiveOptions, archiving  # noqa: E402
+from pitr.archiver import ArchiveOptions  # noqa: E402
+from pitr.archiving import archiving  # noqa: E402
 from pitr.repo.repository import open_repository  # noqa: E402
-from pitr.store import Store  # noqa: E402
-from pitr.store.store import WAL_FILE_SIZE  # noqa: E402
+from pitr.store import Store, StoreOptions  # noqa: E402
+from pitr.store.options import WAL_FILE_SIZE  # noqa: E402
 from segments import record as rec  # noqa: E402
 
 sys.path.append(_HERE)
@@ -193,7 +194,7 @@ async def archive_lag(directory: str, rate: float, seconds: float, writers: int,
     shipped: list[tuple[int, int]] = []  # (wall ns, archived through LSN) as the catalog shows it
     count = 0
     async with open_repository(os.path.join(directory, "repo"), create=True) as repo, \
-            Store(os.path.join(directory, "lag-data"), wal_file_size=wal_file_size) as store:
+            Store(os.path.join(directory, "lag-data"), StoreOptions(wal_file_size=wal_file_size)) as store:
         async with archiving(store, repo, options=ArchiveOptions()) as archiver:
             start = trio.current_time()
             deadline = start + seconds

@@ -10,11 +10,11 @@ from itertools import islice
 
 import anyio
 
+from pitr.datadir.state import StateDB
+from pitr.datadir.wal import WalDirectory
 from pitr.errors import CorruptData, InvalidArgument
 from pitr.repo import layout
 from pitr.repo.repository import Repository
-from pitr.store._state import StateDB
-from pitr.store._wal_dir import WalDirectory
 from segments import record as rec
 from segments.fsutil import publish_atomically
 

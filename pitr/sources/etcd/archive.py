@@ -22,11 +22,12 @@ from dataclasses import dataclass
 import anyio
 import anyio.abc
 
-from pitr.archiver import ArchiveOptions, Archiver, archiving
+from pitr.archiver import ArchiveOptions, Archiver
+from pitr.archiving import archiving
 from pitr.repo.repository import Repository
 from pitr.snapshots.schedule import SnapshotSchedule
 from pitr.snapshots.take import take_snapshot
-from pitr.store import Store
+from pitr.store import Store, StoreOptions
 
 from ._spool import spool_phase
 from .client import EtcdClient
@@ -78,7 +79,7 @@ async def etcd_archiving(client: EtcdClient, prefix: bytes, spool_dir: str, *rep
     """
     async with AsyncExitStack() as stack:
         shown = prefix.decode("utf-8", "backslashreplace")
-        store = await stack.enter_async_context(Store(spool_dir, name=f"etcd:{shown}", clock=clock))
+        store = await stack.enter_async_context(Store(spool_dir, StoreOptions(name=f"etcd:{shown}"), clock=clock))
         # Checked before the repositories are claimed for this spool's history.
         await anyio.to_thread.run_sync(spool_phase, spool_dir, prefix, store.last_lsn)
         archiver = await stack.enter_async_context(archiving(

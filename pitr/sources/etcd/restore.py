@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 import anyio
 import anyio.abc
 
+from pitr.datadir.state import StateDB
 from pitr.errors import DestinationExists, InvalidArgument
 from pitr.repo.repository import Repository
 from pitr.restore import RestoreOptions, RestorePlan, RestoreTarget, plan_restore, restore
-from pitr.store._state import StateDB
 
 from ._errors import EtcdUnavailable, LeaseNotFound
 from ._spool import SpoolCursor, source_revision_at

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 
 import lmdb
 
-from pitr.errors import CorruptData, InvalidArgument, lmdb_error
-from pitr.store._overlay import fold, merge, visible
-from pitr.store._state import U64BE, StateDB
-from pitr.store._wal_dir import WalDirectory, to_corrupt
+from pitr.datadir.overlay import fold, merge, visible
+from pitr.datadir.state import U64BE, StateDB
+from pitr.datadir.wal import WalDirectory
+from pitr.errors import CorruptData, InvalidArgument, lmdb_error, to_corrupt
 from segments import SegmentsError
 from segments import record as rec
 from segments.fold import Change

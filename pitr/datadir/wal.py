@@ -1,26 +1,23 @@
-"""The store's directory of local WAL files: recovery, reading ranges, rolling, removal."""
+"""DATA/wal: the store's numbered WAL files: recovery, reading checked ranges, removal.
+
+The archive markers beside them are `pitr.datadir.markers`."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
 
-from pitr.errors import CorruptData, file_error
+from pitr.datadir.markers import ArchiveMarkers
+from pitr.errors import CorruptData, file_error, to_corrupt
 from segments import CorruptFile, MidLogCorruption, SegmentsError
-from segments.fsutil import fsync_dir, publish_atomically
+from segments.fsutil import fsync_dir
 from segments.record import Span
 from segments.wal import TornTail, WalScan, abandon_unborn, scan_wal
 from segments.wal_follow import read_wal_from
 
 _WAL = re.compile(r"^(\d{20})\.wal$")
-ARCHIVED_PREFIX = "archived-"
-MARKER_HINT = ("the marker records how far that repository holds this store's commits and the time it was "
-               "promised complete through; while it cannot be read no WAL file is removed. Restore the "
-               "file, or move it aside if that repository is no longer used")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,19 +30,14 @@ class Recovery:
     torn: list[TornTail]
 
 
-def to_corrupt(exc: SegmentsError) -> CorruptData:
-    """Translate a segments error into pitr's, keeping path, offset, LSN and hint."""
-    if isinstance(exc, CorruptFile):
-        return CorruptData(str(exc), path=exc.path, offset=exc.offset, lsn=exc.lsn, hint=exc.hint)
-    return CorruptData(str(exc))
-
 
 class WalDirectory:
-    """DATA/wal: numbered WAL files plus one `archived-*` marker per repository."""
+    """DATA/wal: numbered WAL files; `markers` are the archive markers kept beside them."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         os.makedirs(path, mode=0o700, exist_ok=True)
+        self.markers = ArchiveMarkers(path)
         self._resume: tuple[int, str, int] | None = None  # (next LSN, file, byte offset)
 
     def files(self) -> list[tuple[int, str]]:
@@ -147,75 +139,3 @@ class WalDirectory:
         if removed:
             fsync_dir(self.path)
         return removed
-
-    # archive markers -----------------------------------------------------------
-    def mark_archived(self, repo_key: str, lsn: int, repo_url: str, complete_through_ns: int | None = None) -> None:
-        """Record that every commit up to `lsn` is in the repository `repo_key`.
-
-        `complete_through_ns` records a promise about to be published: no commit
-        will ever be timed at or before it (the store reads it when it opens, so
-        the promise holds even if the clock steps back across a restart).
-        """
-        if complete_through_ns is None:
-            previous = self._read_marker(repo_key)
-            kept = None if previous is None else previous.get("complete_through_ns")
-            complete_through_ns = kept if isinstance(kept, int) else None
-        data = json.dumps({"lsn": lsn, "repo": repo_url, "complete_through_ns": complete_through_ns}).encode()
-
-        def write(fh: BinaryIO) -> None:
-            fh.write(data)
-
-        publish_atomically(os.path.join(self.path, ARCHIVED_PREFIX + repo_key), write, overwrite=True)
-
-    def _read_marker(self, repo_key: str) -> dict[str, object] | None:
-        """The marker's document, None when there is none; a marker that cannot be read is an error."""
-        path = os.path.join(self.path, ARCHIVED_PREFIX + repo_key)
-        try:
-            with open(path, "rb") as fh:
-                raw = fh.read(1 << 16)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise file_error(exc, path, "read the archive marker", hint=MARKER_HINT) from exc
-        try:
-            doc = json.loads(raw)
-        except ValueError as exc:
-            raise CorruptData("the archive marker is not JSON", path=path, hint=MARKER_HINT) from exc
-        lsn = doc.get("lsn") if isinstance(doc, dict) else None
-        through = doc.get("complete_through_ns") if isinstance(doc, dict) else None
-        if not isinstance(doc, dict) or type(lsn) is not int or lsn < 0 \
-                or not (through is None or (type(through) is int and 0 <= through < 1 << 63)):
-            raise CorruptData("the archive marker does not hold a valid LSN and completeness time",
-                              path=path, hint=MARKER_HINT)
-        return doc
-
-    def _markers(self) -> dict[str, dict[str, object]]:
-        found = {}
-        try:
-            names = os.listdir(self.path)
-        except OSError as exc:
-            raise file_error(exc, self.path, "list the WAL directory") from exc
-        for name in names:
-            if name.startswith(ARCHIVED_PREFIX):
-                doc = self._read_marker(name[len(ARCHIVED_PREFIX):])
-                if doc is not None:
-                    found[name[len(ARCHIVED_PREFIX):]] = doc
-        return found
-
-    def archived_lsns(self) -> dict[str, int]:
-        """How far each repository this store archives into holds its commits.
-
-        Raises (CorruptData, FileError) when a marker cannot be read: a caller
-        deciding what to delete must keep everything then.
-        """
-        found = {}
-        for key, doc in self._markers().items():
-            lsn = doc["lsn"]
-            assert isinstance(lsn, int)  # checked by _read_marker
-            found[key] = lsn
-        return found
-
-    def promised_complete_ns(self) -> int:
-        """The latest time any archive was told no commit would follow (0 if none)."""
-        times = [doc.get("complete_through_ns") for doc in self._markers().values()]
-        return max((t for t in times if isinstance(t, int)), default=0)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from pitr.datadir.state import MAX_KEY
 from pitr.errors import InvalidArgument
-from pitr.store._state import MAX_KEY
 from segments import record as rec
 
 
