@@ -10,7 +10,6 @@ transactions; reads look at the not-yet-applied changes first, then LMDB.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import time
@@ -23,23 +22,20 @@ from typing import Any, NamedTuple
 import anyio
 import anyio.abc
 
-from pitr.datadir.datadir import DataDir
 from pitr.datadir.keys import check_key, check_put, check_value, ttl_ns
-from pitr.datadir.overlay import fold, merge, prefix_end, visible
+from pitr.datadir.overlay import merge, prefix_end, visible
 from pitr.datadir.state import StateDB, StoreIdentity
 from pitr.datadir.wal import Recovery, WalDirectory
-from pitr.errors import CorruptData, FileError, InvalidArgument, PitrError, StoreClosed, file_error
+from pitr.errors import FileError, InvalidArgument, PitrError, StoreClosed
 from pitr.store._group_commit import Group, GroupCommitter, loop_hooks
 from pitr.store.batch import Batch
+from pitr.store.log import StoreLog
 from pitr.store.options import StoreOptions
 from pitr.timefmt import format_ns
-from segments import CorruptFile, SegmentsError
 from segments import record as rec
 from segments.fold import Change, change_of
-from segments.fsutil import fsync_dir
 from segments.record import DELETE, PUT, Op
-from segments.wal import MID_LOG_HINT, PREALLOCATE, TornTail, WalFileOps, WalWriter, wal_name
-from segments.wal import VERSION as WAL_VERSION
+from segments.wal import TornTail, WalFileOps
 
 Clock = Callable[[], int]
 _new_tuple = tuple.__new__  # builds a NamedTuple in one C call (the hot paths build one per commit)
@@ -69,14 +65,12 @@ class Store:
         self.path = os.path.abspath(path)
         self.options = options = options or StoreOptions()
         self._clock: Clock = clock or time.time_ns
-        self._wal_file_size = options.wal_file_size
         self._apply_interval = options.apply_interval
         self._apply_threshold = options.apply_threshold
         self._max_skew_ns = options.max_skew_ns
         self._wal_ops = wal_ops or WalFileOps()
-        self._dir: DataDir | None = None
+        self._log: StoreLog | None = None
         self._state: StateDB | None = None
-        self._wal: WalWriter | None = None
         self._wal_dir: WalDirectory | None = None
         self.identity: StoreIdentity | None = None
         self.recovery: Recovery | None = None
@@ -96,14 +90,14 @@ class Store:
         self._apply_lock = anyio.Lock()
         self._failure: BaseException | None = None
         self._apply_failure: PitrError | None = None  # raised when the block ends: the body never saw it
-        self._retention_note: str | None = None
         self._closing = False
         self._tg: anyio.abc.TaskGroup | None = None
 
     # lifecycle -----------------------------------------------------------------
     async def __aenter__(self) -> Store:
         await anyio.to_thread.run_sync(self._open_sync)
-        self._committer = GroupCommitter(self._write_group_sync, loop_hooks(), self._group_durable,
+        assert self._log is not None
+        self._committer = GroupCommitter(self._log.write_group, loop_hooks(), self._group_durable,
                                          self._group_failed)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
@@ -132,83 +126,17 @@ class Store:
             raise self._apply_failure
 
     def _open_sync(self) -> None:
-        self._dir = DataDir.open_writer(self.path, create=self.options.create, name=self.options.name,
-                                        now_ns=self._clock)
-        try:
-            self._recover_sync()
-        except OSError as exc:
-            self._close_sync()
-            raise file_error(exc, exc.filename or self.path, "open the store") from exc
-        except BaseException:
-            self._close_sync()
-            raise
-
-    def _recover_sync(self) -> None:
-        """Recover the WAL (repairing a torn tail), replay it past the checkpoint, open the writer."""
-        assert self._dir is not None
-        self._state, self._wal_dir, self.identity = self._dir.state, self._dir.wal, self._dir.identity
-        ident = self.identity
-        applied_lsn, applied_ts = self._state.checkpoint()
-        recovery = self._wal_dir.recover(applied_lsn, applied_ts)
-        for scan in recovery.scans:
-            if scan.header.store_id != ident.store_id:
-                raise InvalidArgument(f"{scan.path}: WAL belongs to store {scan.header.store_id}, "
-                                      f"not {ident.store_id}")
-        self.recovery = recovery
-        self._replay_sync(applied_lsn, recovery.last_lsn)
-        self._last_lsn = self._durable_lsn = self._applied_lsn = recovery.last_lsn
-        self._last_ts = self._durable_ts = recovery.last_ts_ns
-        self._ts_floor = self._wal_dir.markers.promised_complete_ns()
-        last = recovery.scans[-1] if recovery.scans else None
-        if last is not None and last.header.version == WAL_VERSION and last.end < self._wal_file_size:
-            self._wal = WalWriter.reopen(last, ops=self._wal_ops)
-        else:
-            if last is not None and not last.spans and last.header.first_lsn == self._last_lsn + 1:
-                os.unlink(last.path)  # an empty file of an older WAL version: start it again
-                fsync_dir(self._wal_dir.path)
-            self._roll_sync(self._last_lsn + 1)
-
-    def _replay_sync(self, applied_lsn: int, last_lsn: int) -> None:
-        """Apply WAL records after the LMDB checkpoint (crash recovery)."""
-        assert self._state is not None
-        assert self._wal_dir is not None
-        if last_lsn <= applied_lsn:
-            return
-        changes: dict[bytes, Change] = {}
-        lsn = ts = 0
-        for data, spans in self._wal_dir.read_after(applied_lsn, last_lsn):
-            for span in spans:
-                try:
-                    record = rec.decode_payload(data, span, skip_unknown=True)
-                except CorruptFile as exc:  # scan_wal checked every body: only a file changed since
-                    raise CorruptData(f"WAL record at LSN {span.lsn}: {exc.reason}", path=self._wal_dir.path,
-                                      lsn=span.lsn, hint=MID_LOG_HINT) from exc
-                if record is not None:
-                    fold(changes, record.ops)
-            lsn, ts = spans[-1].lsn, spans[-1].ts_ns
-            if len(changes) >= self._apply_threshold:
-                self._state.apply(changes, lsn, ts)
-                changes = {}
-        self._state.apply(changes, lsn, ts)
-
-    def _roll_sync(self, first: int) -> None:
-        """Start a new WAL file whose first record will be LSN `first`."""
-        assert self.identity is not None
-        assert self._wal_dir is not None
-        path = os.path.join(self._wal_dir.path, wal_name(first))
-        new = WalWriter.create(path, self.identity.store_id, first, self._clock(),
-                               preallocate=min(self._wal_file_size, PREALLOCATE), ops=self._wal_ops)
-        if self._wal is not None:
-            self._wal.close()
-        self._wal = new
+        self._log = log_ = StoreLog(self.path, self.options, self._clock, self._wal_ops)
+        self._state, self._wal_dir, self.identity = log_.state, log_.wal_dir, log_.identity
+        self.recovery = log_.recovery
+        self._last_lsn = self._durable_lsn = self._applied_lsn = log_.recovery.last_lsn
+        self._last_ts = self._durable_ts = log_.recovery.last_ts_ns
+        self._ts_floor = log_.promised_ns
 
     def _close_sync(self) -> None:
-        if self._wal is not None:
-            self._wal.close()
-            self._wal = None
-        if self._dir is not None:
-            self._dir.close()
-            self._dir = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
             self._state = None
 
     # background tasks --------------------------------------------------------
@@ -232,7 +160,8 @@ class Store:
 
     def _group_failed(self, group: Group, exc: BaseException) -> None:
         """(event loop) A group could not be made durable: the store stops acknowledging writes."""
-        exc = self._translate_wal_error(exc)
+        assert self._log is not None
+        exc = self._log.translate_error(exc)
         if self._failure is None:
             self._failure = exc
         for _ in range(group.count):
@@ -240,31 +169,6 @@ class Store:
         group.error = exc
         group.done.set()
         self._apply_wake.set()
-
-    def _translate_wal_error(self, exc: BaseException) -> BaseException:
-        """A WAL write or fsync failure as the PitrError a caller can act on (cause kept)."""
-        path = self._wal.path if self._wal is not None else os.path.join(self.path, "wal")
-        if isinstance(exc, OSError):
-            translated: BaseException = file_error(exc, path, "write the WAL",
-                                                   hint=_full_hint() if exc.errno in _FULL else None)
-        elif isinstance(exc, SegmentsError) and isinstance(exc.__cause__, OSError) \
-                and exc.__cause__.errno in _FULL:
-            translated = file_error(exc.__cause__, path, "fsync the WAL", hint=_full_hint())
-        else:
-            return exc  # an fsync failure: StoreClosed, raised by the waiting writers
-        translated.__cause__ = exc
-        return translated
-
-    def _write_group_sync(self, data: bytes, last_lsn: int) -> None:
-        assert self._wal is not None
-        self._wal.append(data, last_lsn)
-        self._wal.sync()
-        if self._wal.size >= self._wal_file_size:
-            # New commits keep being sequenced meanwhile: the next file starts after this group.
-            try:
-                self._roll_sync(last_lsn + 1)
-            except OSError as exc:  # the group is durable: keep appending here and try again later
-                log.warning("%s", file_error(exc, exc.filename, "start the next WAL file"))
 
     async def _apply_task(self) -> None:
         while True:
@@ -308,23 +212,8 @@ class Store:
             self._committer.close()
 
     def _remove_old_wal_sync(self) -> None:
-        """Delete WAL files checkpointed and archived everywhere; on any doubt keep them, and say so."""
-        assert self._wal_dir is not None
-        through = self._applied_lsn
-        try:
-            if self.options.require_archive:
-                archived = self._wal_dir.markers.archived_lsns()
-                if not archived:
-                    return
-                through = min(through, *archived.values())
-            self._wal_dir.remove_through(through)
-        except PitrError as exc:
-            note = f"{exc}; WAL files are kept until this is fixed"
-            if note != self._retention_note:  # once per distinct problem, not every apply
-                self._retention_note = note
-                log.warning("%s", note)
-            return
-        self._retention_note = None
+        assert self._log is not None
+        self._log.remove_archived(self._applied_lsn)
 
     # commits -------------------------------------------------------------------
     def _check_open(self) -> None:
@@ -416,16 +305,22 @@ class Store:
         check_put(key, value)
         if ttl is not None:
             group, lsn, ts = self._sequence((Op(PUT, key, value, None),), ttls={0: ttl_ns(ttl, key)})
-        else:  # the hot path: one put, no expiry, straight to its record
-            self._check_open()
-            lsn, ts = self._stamp(None)
-            try:
-                data = rec.encode_single(lsn, ts, PUT, key, value)
-            except ValueError as exc:
-                raise InvalidArgument(str(exc)) from exc
-            group = self._enqueue(lsn, ts, (_new_tuple(Op, (PUT, key, value, None)),), data)
+        else:
+            group, lsn, ts = self._sequence_put(key, value)
         await group.done.wait()
         return self._acknowledged(group, lsn, ts)
+
+    def _sequence_put(self, key: bytes, value: bytes) -> tuple[Group, int, int]:
+        """The hot path of `_sequence` for one put without expiry, straight to its record: the same
+        LSN, time, record bytes and queued op as `_sequence((Op(PUT, key, value, None),))`
+        (tests/store/test_hot_path.py holds the two equal)."""
+        self._check_open()
+        lsn, ts = self._stamp(None)
+        try:
+            data = rec.encode_single(lsn, ts, PUT, key, value)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from exc
+        return self._enqueue(lsn, ts, (_new_tuple(Op, (PUT, key, value, None)),), data), lsn, ts
 
     async def delete(self, key: bytes) -> Commit:
         """Remove `key` (a commit even when the key is absent)."""
@@ -564,14 +459,4 @@ class Store:
         assert self.identity is not None
         return {"path": self.path, "store_id": str(self.identity.store_id), "name": self.identity.name,
                 "last_lsn": self._last_lsn, "applied_lsn": self._applied_lsn}
-
-
-_FULL = (errno.ENOSPC, errno.EDQUOT)
-
-
-def _full_hint() -> str:
-    return ("free space on the data directory's file system, then reopen the store: every acknowledged "
-            "commit is in the WAL")
-
-
 

@@ -1,0 +1,169 @@
+"""The store's write-ahead log on disk: opening and recovering it, appending groups, retention.
+
+Everything here is synchronous and runs in worker threads (the WAL thread and
+the store's open/close calls); the event loop never waits on a disk here.
+`StoreLog` owns the open `DataDir` (lock, LMDB state, WAL directory) and the
+`WalWriter` of the newest WAL file.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Callable
+
+from pitr.datadir.datadir import DataDir
+from pitr.datadir.overlay import fold
+from pitr.datadir.state import StateDB, StoreIdentity
+from pitr.datadir.wal import Recovery, WalDirectory
+from pitr.errors import CorruptData, InvalidArgument, PitrError, file_error
+from pitr.store.options import StoreOptions
+from segments import CorruptFile, SegmentsError
+from segments import record as rec
+from segments.fold import Change
+from segments.fsutil import fsync_dir
+from segments.wal import MID_LOG_HINT, PREALLOCATE, WalFileOps, WalWriter, wal_name
+from segments.wal import VERSION as WAL_VERSION
+
+log = logging.getLogger("pitr.store")
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+FULL_HINT = ("free space on the data directory's file system, then reopen the store: every acknowledged "
+             "commit is in the WAL")
+
+
+class StoreLog:
+    """An open data directory seen by its writer: recovered state, the WAL writer, retention."""
+
+    def __init__(self, path: str, options: StoreOptions, clock: Callable[[], int], wal_ops: WalFileOps) -> None:
+        """Take the writer lock, recover the WAL (repairing a torn tail), replay it past the LMDB
+        checkpoint and open the newest WAL file for appending."""
+        self.path = path
+        self.options = options
+        self._clock = clock
+        self._ops = wal_ops
+        self._wal: WalWriter | None = None
+        self._retention_note: str | None = None
+        self.dir = DataDir.open_writer(path, create=options.create, name=options.name, now_ns=clock)
+        try:
+            self._recover()
+        except OSError as exc:
+            self.close()
+            raise file_error(exc, exc.filename or path, "open the store") from exc
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def state(self) -> StateDB:
+        return self.dir.state
+
+    @property
+    def wal_dir(self) -> WalDirectory:
+        return self.dir.wal
+
+    @property
+    def identity(self) -> StoreIdentity:
+        return self.dir.identity
+
+    def _recover(self) -> None:
+        ident = self.identity
+        applied_lsn, applied_ts = self.state.checkpoint()
+        recovery = self.wal_dir.recover(applied_lsn, applied_ts)
+        for scan in recovery.scans:
+            if scan.header.store_id != ident.store_id:
+                raise InvalidArgument(f"{scan.path}: WAL belongs to store {scan.header.store_id}, "
+                                      f"not {ident.store_id}")
+        self.recovery: Recovery = recovery
+        self._replay(applied_lsn, recovery.last_lsn)
+        #: no commit may be timed at or before this: the latest completeness promise (markers)
+        self.promised_ns = self.wal_dir.markers.promised_complete_ns()
+        last = recovery.scans[-1] if recovery.scans else None
+        if last is not None and last.header.version == WAL_VERSION and last.end < self.options.wal_file_size:
+            self._wal = WalWriter.reopen(last, ops=self._ops)
+        else:
+            if last is not None and not last.spans and last.header.first_lsn == recovery.last_lsn + 1:
+                os.unlink(last.path)  # an empty file of an older WAL version: start it again
+                fsync_dir(self.wal_dir.path)
+            self._roll(recovery.last_lsn + 1)
+
+    def _replay(self, applied_lsn: int, last_lsn: int) -> None:
+        """Apply WAL records after the LMDB checkpoint (crash recovery)."""
+        if last_lsn <= applied_lsn:
+            return
+        changes: dict[bytes, Change] = {}
+        lsn = ts = 0
+        for data, spans in self.wal_dir.read_after(applied_lsn, last_lsn):
+            for span in spans:
+                try:
+                    record = rec.decode_payload(data, span, skip_unknown=True)
+                except CorruptFile as exc:  # scan_wal checked every body: only a file changed since
+                    raise CorruptData(f"WAL record at LSN {span.lsn}: {exc.reason}", path=self.wal_dir.path,
+                                      lsn=span.lsn, hint=MID_LOG_HINT) from exc
+                if record is not None:
+                    fold(changes, record.ops)
+            lsn, ts = spans[-1].lsn, spans[-1].ts_ns
+            if len(changes) >= self.options.apply_threshold:
+                self.state.apply(changes, lsn, ts)
+                changes = {}
+        self.state.apply(changes, lsn, ts)
+
+    def _roll(self, first: int) -> None:
+        """Start a new WAL file whose first record will be LSN `first`."""
+        path = os.path.join(self.wal_dir.path, wal_name(first))
+        new = WalWriter.create(path, self.identity.store_id, first, self._clock(),
+                               preallocate=min(self.options.wal_file_size, PREALLOCATE), ops=self._ops)
+        if self._wal is not None:
+            self._wal.close()
+        self._wal = new
+
+    def write_group(self, data: bytes, last_lsn: int) -> None:
+        """(WAL thread) Append a group of encoded records ending at `last_lsn` and fsync it."""
+        assert self._wal is not None
+        self._wal.append(data, last_lsn)
+        self._wal.sync()
+        if self._wal.size >= self.options.wal_file_size:
+            # New commits keep being sequenced meanwhile: the next file starts after this group.
+            try:
+                self._roll(last_lsn + 1)
+            except OSError as exc:  # the group is durable: keep appending here and try again later
+                log.warning("%s", file_error(exc, exc.filename, "start the next WAL file"))
+
+    def translate_error(self, exc: BaseException) -> BaseException:
+        """A WAL write or fsync failure as the PitrError a caller can act on (cause kept)."""
+        path = self._wal.path if self._wal is not None else os.path.join(self.path, "wal")
+        if isinstance(exc, OSError):
+            translated: BaseException = file_error(exc, path, "write the WAL",
+                                                   hint=FULL_HINT if exc.errno in _FULL else None)
+        elif isinstance(exc, SegmentsError) and isinstance(exc.__cause__, OSError) \
+                and exc.__cause__.errno in _FULL:
+            translated = file_error(exc.__cause__, path, "fsync the WAL", hint=FULL_HINT)
+        else:
+            return exc  # an fsync failure: StoreClosed, raised by the waiting writers
+        translated.__cause__ = exc
+        return translated
+
+    def remove_archived(self, applied_lsn: int) -> None:
+        """Delete WAL files checkpointed (through `applied_lsn`) and, with `require_archive`, held
+        by every repository whose marker is here; on any doubt keep them, and say so once."""
+        through = applied_lsn
+        try:
+            if self.options.require_archive:
+                archived = self.wal_dir.markers.archived_lsns()
+                if not archived:
+                    return
+                through = min(through, *archived.values())
+            self.wal_dir.remove_through(through)
+        except PitrError as exc:
+            note = f"{exc}; WAL files are kept until this is fixed"
+            if note != self._retention_note:  # once per distinct problem, not every apply
+                self._retention_note = note
+                log.warning("%s", note)
+            return
+        self._retention_note = None
+
+    def close(self) -> None:
+        if self._wal is not None:
+            self._wal.close()
+            self._wal = None
+        self.dir.close()
