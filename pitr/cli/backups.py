@@ -9,7 +9,7 @@ from pitr.cli.common import add_json, add_repo, human_bytes, print_json, reposit
 from pitr.timefmt import format_time
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("backups", help="list backups (snapshots)")
     actions = p.add_subparsers(dest="action", required=True)
     lp = actions.add_parser("list", help="list snapshots with their metadata")

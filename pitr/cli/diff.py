@@ -11,7 +11,7 @@ from pitr.cli.common import add_json, add_repo, encode_bytes, print_json, reposi
 from pitr.timefmt import parse_time
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("diff", help="keys added, removed and changed between two moments")
     p.add_argument("t1", help="first moment (RFC 3339 with offset, or Unix seconds)")
     p.add_argument("t2", help="second moment")

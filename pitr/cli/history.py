@@ -13,7 +13,7 @@ from pitr.errors import Gap
 from pitr.timefmt import format_time, parse_time
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("history", help="every archived change to a key")
     p.add_argument("key")
     p.add_argument("--since", help="from this moment (RFC 3339 with offset, or Unix seconds)")

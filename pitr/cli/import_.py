@@ -31,7 +31,7 @@ from segments.record import DELETE, PUT, Op
 MAX_LINE = 256 << 20
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("import", help="commit JSON lines (one commit per line or per batch)")
     p.add_argument("file", help="JSON lines file, or - for standard input")
     p.add_argument("--max-clock-skew", type=_skew, default=MAX_CLOCK_SKEW, metavar="SECONDS",

@@ -15,7 +15,7 @@ from pitr.timefmt import format_time
 from pitr.timeline import Timeline, build_timeline
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("timeline", help="show the recoverable windows, holes and damaged files")
     add_repo(p, many=True)
     add_json(p)
