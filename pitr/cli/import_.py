@@ -52,7 +52,7 @@ def _skew(text: str) -> float:
     return value
 
 
-def _time(value: Any, where: str) -> int:
+def _time(value: object, where: str) -> int:
     if isinstance(value, bool):
         raise InvalidArgument(f"{where}: time must be RFC 3339 text or integer nanoseconds")
     if isinstance(value, int):
@@ -62,7 +62,7 @@ def _time(value: Any, where: str) -> int:
     raise InvalidArgument(f"{where}: time must be RFC 3339 text or integer nanoseconds")
 
 
-def _op(obj: Any, where: str, ts: int | None) -> tuple[Op, float | None]:
+def _op(obj: object, where: str, ts: int | None) -> tuple[Op, float | None]:
     if not isinstance(obj, dict):
         raise InvalidArgument(f"{where}: an operation must be a JSON object")
     kind = obj.get("op")
