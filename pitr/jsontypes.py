@@ -9,9 +9,12 @@ than a crash deep inside.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import TypeAlias
 
-JSONValue: TypeAlias = "None | bool | int | float | str | list[JSONValue] | dict[str, JSONValue]"
+# Sequence and Mapping, not list and dict: a `dict[str, str]` or a `list[JSONObject]` is a JSONValue
+# too (both are covariant). `json.loads` gives lists and dicts; `json.dumps` takes lists, tuples, dicts.
+JSONValue: TypeAlias = "None | bool | int | float | str | Sequence[JSONValue] | Mapping[str, JSONValue]"
 JSONObject: TypeAlias = "dict[str, JSONValue]"
 
 __all__ = ["JSONObject", "JSONValue"]

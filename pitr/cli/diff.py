@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from pitr.audit import diff
 from pitr.cli._gaps import synced_holes
 from pitr.cli.common import add_json, add_repo, encode_bytes, print_json, repositories, show_bytes
+from pitr.jsontypes import JSONObject
 from pitr.timefmt import parse_time
 
 
@@ -34,7 +34,7 @@ async def run(args: argparse.Namespace) -> int:
             before = d.before.value if d.before is not None else None
             after = d.after.value if d.after is not None else None
             if args.json:
-                row: dict[str, Any] = {"key": encode_bytes(d.key), "change": d.kind,
+                row: JSONObject = {"key": encode_bytes(d.key), "change": d.kind,
                                        "before": None if before is None else encode_bytes(before),
                                        "after": None if after is None else encode_bytes(after)}
                 print_json(row)

@@ -18,11 +18,11 @@ import json
 import math
 import sys
 from collections.abc import Iterator
-from typing import Any
 
 from pitr.cli.common import add_data, add_json, decode_json_bytes, need_data, print_json
 from pitr.datadir.keys import check_key, check_value
 from pitr.errors import InvalidArgument, file_error
+from pitr.jsontypes import JSONObject
 from pitr.store import Store, StoreOptions
 from pitr.store.options import MAX_CLOCK_SKEW
 from pitr.timefmt import format_time, parse_time
@@ -185,7 +185,7 @@ class _Progress:
         self.last_lsn, self.last_line = lsn, line
         self.line = None
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> JSONObject:
         return {"commits": self.commits, "first_lsn": self.first_lsn, "last_lsn": self.last_lsn}
 
     def report(self, as_json: bool) -> None:

@@ -13,7 +13,7 @@ import sys
 from pitr.archiver import Archiver
 from pitr.cli.common import human_bytes, print_json
 from pitr.errors import Gap
-from pitr.jsontypes import JSONObject, JSONValue
+from pitr.jsontypes import JSONObject
 from pitr.restore import RestorePlan
 from pitr.restore.plan import SkippedBase
 from pitr.timefmt import format_time
@@ -50,7 +50,7 @@ def report(args: argparse.Namespace, archiver: Archiver, extra: JSONObject,
     return 1 if any(prog.last_error for prog in archiver.progress) else 0
 
 
-def skipped_json(skipped: tuple[SkippedBase, ...]) -> list[JSONValue]:
+def skipped_json(skipped: tuple[SkippedBase, ...]) -> list[JSONObject]:
     return [{"snapshot": s.snapshot, "lsn": s.lsn, "reason": s.reason} for s in skipped]
 
 
