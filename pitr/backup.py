@@ -12,19 +12,19 @@ from __future__ import annotations
 import builtins
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
 
 import anyio
 
-from pitr.archiver import ArchiveOptions, Archiver, DirectorySource
+from pitr.archiver import ArchiveOptions, Archiver, CommitSource, DirectorySource
 from pitr.archiving import StoreSource
 from pitr.datadir.lock import writer_running
 from pitr.errors import CorruptData, InvalidArgument, ObjectNotFound, Window, file_error
+from pitr.jsontypes import JSONObject
 from pitr.repo import layout
 from pitr.repo.identity import RepoIdentity
 from pitr.repo.repository import Repository, open_repository
@@ -38,7 +38,7 @@ from pitr.store import Store, StoreOptions
 from pitr.timeline import Base
 from pitr.verify.checks import Finding, check_snapshot
 from segments import SegmentsError, parse_snapshot_name
-from segments.snapshot import read_header
+from segments.snapshot import SnapshotHeader, read_header
 from segments.source import FileSource, RangeSource
 
 DEFAULT_PATH = "./backups"
@@ -59,9 +59,9 @@ class BackupInfo:
     store_name: str | None
     chain_digest: str
     created: datetime
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: JSONObject = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> JSONObject:
         return {"path": self.path, "timestamp": self.timestamp.isoformat(), "size_bytes": self.size_bytes,
                 "entry_count": self.entry_count, "lsn": self.lsn, "ts_ns": self.ts_ns,
                 "logical_bytes": self.logical_bytes, "store_id": self.store_id, "store_name": self.store_name,
@@ -122,8 +122,8 @@ async def create(path: str = DEFAULT_PATH, *, data: str | Store, compress: bool 
             return await _create_from(repo, StoreSource(store), store.flush, compress, include_metadata)
 
 
-async def _create_from(repo: Repository, source: Any, prepare: Any, compress: bool,
-                       include_metadata: bool) -> BackupInfo:
+async def _create_from(repo: Repository, source: CommitSource, prepare: Callable[[], Awaitable[None]] | None,
+                       compress: bool, include_metadata: bool) -> BackupInfo:
     archiver = Archiver(source, [repo], ArchiveOptions())
     await archiver.start()
     await archiver.cycle()
@@ -137,18 +137,23 @@ async def _create_from(repo: Repository, source: Any, prepare: Any, compress: bo
     return _info(_backup_path(repo, entry.name), entry.size, header)
 
 
-def _read_header(src: RangeSource, name: str) -> Any:
+def _read_header(src: RangeSource, name: str) -> SnapshotHeader:
     try:
         return read_header(src)
     except SegmentsError as exc:
         raise CorruptData(f"{name}: unreadable backup header: {exc}", path=name) from exc
 
 
-def _info(path: str, size: int, header: Any) -> BackupInfo:
-    meta = dict(header.metadata)
+def _info(path: str, size: int, header: SnapshotHeader) -> BackupInfo:
+    meta: JSONObject = dict(header.metadata)
     return BackupInfo(path, _dt(header.ts_ns), size, header.entry_count, header.lsn, header.ts_ns,
-                      header.logical_bytes, str(header.store_id), meta.get("store_name"),
+                      header.logical_bytes, str(header.store_id), _store_name(meta),
                       header.chain_digest.hex(), _dt(header.created_ns), meta)
+
+
+def _store_name(metadata: JSONObject) -> str | None:
+    name = metadata.get("store_name")
+    return None if name is None else str(name)
 
 
 def _snapshot_paths(path: str) -> builtins.list[str]:
@@ -171,7 +176,7 @@ async def list(path: str = DEFAULT_PATH, *,  # noqa: A001 - the seed's name
         async with open_repository(path, s3_endpoint=s3_endpoint) as repo:
             await repo.sync()
             return [BackupInfo(_backup_path(repo, s.name), _dt(s.ts_ns), s.size, s.entry_count, s.lsn, s.ts_ns,
-                               s.logical_bytes, str(repo_id), s.metadata.get("store_name"), s.chain_digest.hex(),
+                               s.logical_bytes, str(repo_id), _store_name(s.metadata), s.chain_digest.hex(),
                                _dt(s.created_ns), dict(s.metadata))
                     for repo_id in [await _store_id(repo)] for s in repo.catalog.snapshots()]
 

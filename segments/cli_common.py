@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import os
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from segments import segment_format, snapshot, wal
 from segments._errors import ChainError, CorruptFile, SegmentsError, UnsupportedVersion
@@ -54,7 +53,7 @@ def as_text(data: bytes) -> str | None:
     return None
 
 
-def bytes_fields(name: str, data: bytes) -> dict[str, Any]:
+def bytes_fields(name: str, data: bytes) -> dict[str, object]:
     """JSON fields for a key or value: `name` (text) or `name_base64` (binary), and `name_size`."""
     text = as_text(data)
     if text is not None:
@@ -80,9 +79,9 @@ def show_bytes(data: bytes, limit: int) -> str:
     return f"base64:{base64.b64encode(shown).decode('ascii')}{more} ({len(data)} B)"
 
 
-def error_fields(exc: BaseException) -> dict[str, Any]:
+def error_fields(exc: BaseException) -> dict[str, object]:
     """JSON description of an error, keeping the path, offset and LSN it carries."""
-    fields: dict[str, Any] = {"error": type(exc).__name__, "message": str(exc)}
+    fields: dict[str, object] = {"error": type(exc).__name__, "message": str(exc)}
     if isinstance(exc, CorruptFile):
         fields.update(path=exc.path, offset=exc.offset, lsn=exc.lsn, hint=exc.hint)
     elif isinstance(exc, UnsupportedVersion):

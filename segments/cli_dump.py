@@ -15,7 +15,7 @@ import base64
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TextIO
 
 from segments import cli_common as common
 from segments import record as rec
@@ -65,10 +65,10 @@ class _Listing:
     """What a dump prints: a header, a stream of items, and what was found along the way."""
 
     kind: str
-    header: dict[str, Any]
-    items: Iterator[dict[str, Any]]
+    header: dict[str, object]
+    items: Iterator[dict[str, object]]
     item_name: str = "records"
-    findings: list[dict[str, Any]] = field(default_factory=list)
+    findings: list[dict[str, object]] = field(default_factory=list)
 
 
 def run(options: DumpOptions, out: TextIO) -> int:
@@ -87,7 +87,7 @@ def run(options: DumpOptions, out: TextIO) -> int:
             raise
         _print_unreadable(options, kind, exc, out)
         return 1
-    error: dict[str, Any] | None = None
+    error: dict[str, object] | None = None
     if options.json:
         error = _print_json(options, listing, out)
     else:
@@ -103,7 +103,7 @@ def _print_unreadable(options: DumpOptions, kind: str | None, exc: BaseException
         out.write(f"# error: {exc}\n")
 
 
-def _print_json(options: DumpOptions, listing: _Listing, out: TextIO) -> dict[str, Any] | None:
+def _print_json(options: DumpOptions, listing: _Listing, out: TextIO) -> dict[str, object] | None:
     head = {"path": options.path, "type": listing.kind, "header": listing.header}
     out.write(json.dumps(head)[:-1] + f', "{listing.item_name}": [')
     error = None
@@ -121,12 +121,13 @@ def _print_json(options: DumpOptions, listing: _Listing, out: TextIO) -> dict[st
     return error
 
 
-def _print_text(options: DumpOptions, listing: _Listing, out: TextIO) -> dict[str, Any] | None:
+def _print_text(options: DumpOptions, listing: _Listing, out: TextIO) -> dict[str, object] | None:
     out.write(f"# {listing.kind} {options.path}\n")
     for key, value in listing.header.items():
         if key not in ("blocks", "pieces"):
             out.write(f"# {key}: {json.dumps(value) if isinstance(value, dict) else value}\n")
-    for piece in listing.header.get("pieces", []):
+    pieces = listing.header.get("pieces", [])
+    for piece in pieces if isinstance(pieces, list) else []:
         out.write(f"# piece LSN {piece['first_lsn']}..{piece['last_lsn']}: "
                   f"records digest {piece['records_digest']}\n")
     error = None
@@ -146,7 +147,7 @@ def _print_text(options: DumpOptions, listing: _Listing, out: TextIO) -> dict[st
     return error
 
 
-def _item_text(item: dict[str, Any], limit: int) -> str:
+def _item_text(item: dict[str, object], limit: int) -> str:
     if "block_index" in item:
         b = item
         return (f"# block {b['block_index']} at offset {b['offset']}: LSN {b['first_lsn']}.., "
@@ -164,8 +165,10 @@ def _item_text(item: dict[str, Any], limit: int) -> str:
         line += f"  source_rev {item['source_rev']}"
     if item.get("gap"):
         line += "  gap (the source lost history before this commit)"
-    lines = [line + f"  ops {len(item['ops'])}\n"]
-    for op in item["ops"]:
+    ops = item["ops"]
+    assert isinstance(ops, list)  # record_fields made it
+    lines = [line + f"  ops {len(ops)}\n"]
+    for op in ops:
         text = f"  {op['op']:<6}  key {_shown(op, 'key', 0)}"
         if op["op"] == "put":
             text += f"  value {_shown(op, 'value', limit)}"
@@ -175,19 +178,19 @@ def _item_text(item: dict[str, Any], limit: int) -> str:
     return "".join(lines)
 
 
-def _shown(fields: dict[str, Any], name: str, limit: int) -> str:
+def _shown(fields: dict[str, object], name: str, limit: int) -> str:
     if name in fields:
-        data = fields[name].encode("utf-8")
+        data = str(fields[name]).encode("utf-8")
     else:
-        data = base64.b64decode(fields[f"{name}_base64"])
+        data = base64.b64decode(str(fields[f"{name}_base64"]))
     return common.show_bytes(data, limit)
 
 
-def record_fields(record: rec.Record) -> dict[str, Any]:
+def record_fields(record: rec.Record) -> dict[str, object]:
     """JSON fields of one decoded commit record (LSN, time, source revision, operations)."""
-    ops: list[dict[str, Any]] = []
+    ops: list[dict[str, object]] = []
     for op in record.ops:
-        fields: dict[str, Any] = {"op": _KINDS.get(op.kind, str(op.kind))}
+        fields: dict[str, object] = {"op": _KINDS.get(op.kind, str(op.kind))}
         fields.update(common.bytes_fields("key", op.key))
         if op.kind == rec.PUT:
             fields.update(common.bytes_fields("value", op.value))
@@ -201,8 +204,8 @@ def record_fields(record: rec.Record) -> dict[str, Any]:
     return fields
 
 
-def _span_item(buf: rec.Buffer, span: rec.Span, where: dict[str, Any]) -> dict[str, Any]:
-    item: dict[str, Any] = {"lsn": span.lsn, "time": common.format_time(span.ts_ns), "ts_ns": span.ts_ns}
+def _span_item(buf: rec.Buffer, span: rec.Span, where: dict[str, object]) -> dict[str, object]:
+    item: dict[str, object] = {"lsn": span.lsn, "time": common.format_time(span.ts_ns), "ts_ns": span.ts_ns}
     item.update(where)
     item["size"] = span.end - span.start
     record = rec.decode_payload(buf, span, skip_unknown=True)
@@ -255,7 +258,7 @@ def _wal_listing(options: DumpOptions) -> _Listing:
     if failure is not None:
         listing.findings.append({"finding": "mid-log corruption", **common.error_fields(failure)})
 
-    def items() -> Iterator[dict[str, Any]]:
+    def items() -> Iterator[dict[str, object]]:
         for span in spans:
             if _in_range(options, span.lsn):
                 try:
@@ -300,7 +303,7 @@ def _segment_listing(options: DumpOptions) -> _Listing:
     lo = meta.first_lsn if options.from_lsn is None else max(options.from_lsn, meta.first_lsn)
     hi = meta.last_lsn if options.to_lsn is None else min(options.to_lsn, meta.last_lsn)
 
-    def items() -> Iterator[dict[str, Any]]:
+    def items() -> Iterator[dict[str, object]]:
         with reader:
             if lo > hi:
                 return
@@ -343,7 +346,7 @@ def _snapshot_listing(options: DumpOptions) -> _Listing:
         "metadata": h.metadata,
     }
 
-    def items() -> Iterator[dict[str, Any]]:
+    def items() -> Iterator[dict[str, object]]:
         with reader:
             for key, value, expires in reader.iter_entries():
                 entry = common.bytes_fields("key", key)

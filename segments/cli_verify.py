@@ -14,7 +14,7 @@ import argparse
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TextIO
 
 from segments import cli_common as common
 from segments import record as rec
@@ -55,14 +55,14 @@ class FileReport:
 
     path: str
     kind: str | None = None
-    summary: dict[str, Any] = field(default_factory=dict)
-    problems: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, object] = field(default_factory=dict)
+    problems: list[dict[str, object]] = field(default_factory=list)
 
     @property
     def valid(self) -> bool:
         return not self.problems
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> dict[str, object]:
         return {"path": self.path, "type": self.kind, "valid": self.valid, "summary": self.summary,
                 "problems": self.problems}
 
@@ -90,7 +90,7 @@ def run(options: VerifyOptions, out: TextIO) -> int:
             report.problems.append(common.error_fields(exc))
         reports.append(report)
     metas.sort(key=lambda m: (m.first_lsn, m.last_lsn))
-    chain = [{"kind": p.kind, "path": p.path, "previous": p.previous, "message": p.message}
+    chain: list[dict[str, object]] = [{"kind": p.kind, "path": p.path, "previous": p.previous, "message": p.message}
              for p in check_chain(metas)] if len(metas) > 1 else []
     valid = all(r.valid for r in reports) and not chain
     if options.json:
@@ -101,7 +101,7 @@ def run(options: VerifyOptions, out: TextIO) -> int:
     return 0 if valid else 1
 
 
-def _print_text(reports: list[FileReport], chain: list[dict[str, Any]], chained: int, out: TextIO) -> None:
+def _print_text(reports: list[FileReport], chain: list[dict[str, object]], chained: int, out: TextIO) -> None:
     for report in reports:
         if report.valid:
             summary = ", ".join(f"{k} {v}" for k, v in report.summary.items())

@@ -94,10 +94,10 @@ def find_holes(catalog: Catalog, ident: RepoIdentity,
     segments = [s for s in catalog.segments() if s.name not in bad_names]
     start = history_start(catalog, ident)
     end = segments[-1].last_lsn if segments else start - 1
-    mark = catalog.get_meta("watermark")
+    mark = catalog.watermark()
     end_before_ns = None
-    if mark is not None and int(mark[0]) > end:
-        end, end_before_ns = int(mark[0]), int(mark[1]) + 1  # promised complete through mark[1]
+    if mark is not None and mark[0] > end:
+        end, end_before_ns = mark[0], mark[1] + 1  # promised complete through mark[1]
     holes: list[Hole] = []
     expected, after_ns = start, None
     for seg in segments:
@@ -135,9 +135,9 @@ def archive_end_ns(catalog: Catalog) -> int | None:
     """The latest moment the archive speaks for: its last commit, or the completeness promised after it."""
     last = catalog.last_segment()
     end = None if last is None else max(last.last_ts_ns, last.complete_through_ns)
-    mark = catalog.get_meta("watermark")
+    mark = catalog.watermark()
     if mark is not None:
-        end = int(mark[1]) if end is None else max(end, int(mark[1]))
+        end = mark[1] if end is None else max(end, mark[1])
     return end
 
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from pitr.audit.history import Operation
 from pitr.audit.holes import Hole, find_holes, history_gap
 from pitr.audit.records import RecordReader
 from pitr.errors import Gap
 from pitr.jsonbytes import bytes_to_json
+from pitr.jsontypes import JSONObject
 from pitr.repo.repository import Repository
 from pitr.timefmt import format_time
 from segments import record as rec
@@ -116,8 +117,8 @@ async def log_entries(repo: Repository, *, since_ns: int | None = None, until_ns
         yield hole.gap
 
 
-def _op_json(op: LogOp) -> dict[str, Any]:
-    doc: dict[str, Any] = {"op": op.op, "key": bytes_to_json(op.key)}
+def _op_json(op: LogOp) -> JSONObject:
+    doc: JSONObject = {"op": op.op, "key": bytes_to_json(op.key)}
     if op.op == "put":
         assert op.value is not None
         doc["value"] = bytes_to_json(op.value)
@@ -126,7 +127,7 @@ def _op_json(op: LogOp) -> dict[str, Any]:
     return doc
 
 
-def to_import_json(commit: LogCommit) -> dict[str, Any]:
+def to_import_json(commit: LogCommit) -> JSONObject:
     """The commit as one JSON-lines object that `pitr import` reads.
 
     A single operation: {"lsn", "ts", "op", "key", "value", "expires_at"};
@@ -134,7 +135,7 @@ def to_import_json(commit: LogCommit) -> dict[str, Any]:
     `value` is left out of deletes and `expires_at` out of puts without one;
     times are RFC 3339 UTC with nanoseconds. See docs/audit.md.
     """
-    head: dict[str, Any] = {"lsn": commit.lsn, "ts": format_time(commit.ts_ns)}
+    head: JSONObject = {"lsn": commit.lsn, "ts": format_time(commit.ts_ns)}
     if len(commit.ops) == 1:
         return {**head, **_op_json(commit.ops[0])}
     return {**head, "batch": [_op_json(op) for op in commit.ops]}

@@ -24,10 +24,6 @@ class Moment:
         """TTL is judged here: a put expiring at or before this moment is absent."""
         return self.ts_ns - 1 if self.exclusive else self.ts_ns
 
-    def includes(self, ts_ns: int) -> bool:
-        """Whether a commit at `ts_ns` is part of the state at this moment."""
-        return ts_ns < self.ts_ns if self.exclusive else ts_ns <= self.ts_ns
-
 
 def describe_moment(ts_ns: int, exclusive: bool) -> str:
     return f"{'before' if exclusive else 'at'} {format_time(ts_ns)}"

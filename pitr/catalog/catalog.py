@@ -20,7 +20,6 @@ A catalog that cannot be opened or read raises `CatalogDamaged` (hint:
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 import lmdb
 
@@ -38,6 +37,7 @@ from pitr.catalog.entries import (
 from pitr.catalog.environment import DB_NAMES, FORMAT_VERSION, CatalogEnvironment, Raw
 from pitr.catalog.rows import dump_json, load_json, seal
 from pitr.errors import CatalogDamaged
+from pitr.jsontypes import JSONValue
 from segments import chain
 
 KeyRow = tuple[bytes, int, int, int, bool]  # key, ts, lsn, kind, has_expiry
@@ -62,11 +62,11 @@ class Catalog(CatalogEnvironment):
     """One LMDB environment indexing one repository (see the module docstring for its rows)."""
 
     # meta ------------------------------------------------------------------------
-    def get_meta(self, name: str) -> Any:
+    def get_meta(self, name: str) -> JSONValue:
         with self._txn("read") as txn:
             return self._get(txn, b"meta", name.encode(), load_json)
 
-    def set_meta(self, name: str, value: Any) -> None:
+    def set_meta(self, name: str, value: object) -> None:
         with self._txn("write", write=True) as txn:
             self._put(txn, b"meta", name.encode(), dump_json(value))
 
@@ -75,10 +75,10 @@ class Catalog(CatalogEnvironment):
         value = self.get_meta("watermark")
         if value is None:
             return None
-        if not (isinstance(value, list) and len(value) == 2 and all(type(v) is int and 0 <= v < 1 << 64
-                                                                     for v in value)):
+        lsn, ts = value if isinstance(value, list) and len(value) == 2 else (None, None)
+        if not (type(lsn) is int and type(ts) is int and 0 <= lsn < 1 << 64 and 0 <= ts < 1 << 64):
             raise CatalogDamaged("catalog row meta/watermark is not [LSN, time]", path=self.path)
-        return int(value[0]), int(value[1])
+        return lsn, ts
 
     # segments --------------------------------------------------------------------
     def add_segment(self, entry: SegmentEntry, blocks: Iterable[BlockRow], key_rows: Iterable[KeyRow],

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from crc32c import crc32c
 
 from pitr.errors import CatalogDamaged
+from pitr.jsontypes import JSONValue
 
 _CRC = struct.Struct(">I")
 CRC_SIZE = _CRC.size
@@ -54,12 +55,13 @@ def decode_row(db: bytes, key: bytes | memoryview, value: bytes | memoryview, pa
         raise CatalogDamaged(f"catalog row {db.decode()}/{bytes(key).hex()} does not decode: {exc}", path=path) from exc
 
 
-def load_json(payload: bytes) -> Any:
+def load_json(payload: bytes) -> JSONValue:
     """JSON payload of a row (ValueError on anything else)."""
-    return json.loads(payload.decode("utf-8"))
+    value: JSONValue = json.loads(payload.decode("utf-8"))
+    return value
 
 
-def dump_json(value: Any) -> bytes:
+def dump_json(value: object) -> bytes:
     return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
 
 
@@ -85,7 +87,7 @@ def want_digest(doc: dict[str, Any], name: str) -> bytes:
     return raw
 
 
-def want_dict(value: Any, what: str) -> dict[str, Any]:
+def want_dict(value: object, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"{what} is not an object")
     return value

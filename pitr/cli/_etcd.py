@@ -10,6 +10,7 @@ import anyio
 
 from pitr.archiver import ArchiveOptions
 from pitr.cli.common import Progress, parse_every, print_json, repo_urls, repositories
+from pitr.cli.render import report, show_plan
 from pitr.restore import RestorePlan, RestoreTarget
 from pitr.snapshots.schedule import SnapshotSchedule
 from pitr.sources.etcd import (
@@ -29,8 +30,6 @@ def _shown(prefix: bytes) -> str:
 
 async def run_archive(args: argparse.Namespace) -> int:
     """Load or resume, then catch up with etcd's current revision (or follow until a signal)."""
-    from pitr.cli.archive import report
-
     location = parse_etcd_url(args.source)
     spool = args.data or default_spool_dir(location.prefix, repo_urls(args)[0])
     seconds, volume = parse_every(args.snapshot_every)
@@ -66,8 +65,6 @@ async def run_archive(args: argparse.Namespace) -> int:
 
 async def run_restore(args: argparse.Namespace, target: RestoreTarget) -> int:
     """Build the state at the target and write it under the destination prefix."""
-    from pitr.cli.restore import show_plan
-
     location = parse_etcd_url(args.dest)
     options = EtcdRestoreOptions(target=target, prefix=location.prefix if location.prefix_given else None,
                                  force=args.force, verify=not args.no_verify, dry_run=args.dry_run)

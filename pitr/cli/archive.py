@@ -8,19 +8,19 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from typing import Any
 
 import anyio
 
-from pitr.archiver import ArchiveOptions, Archiver
+from pitr.archiver import ArchiveOptions
 from pitr.cli._archive_session import archiver_session
-from pitr.cli.common import add_data, add_json, add_repo, human_bytes, parse_every, print_json
-from pitr.errors import Gap, PitrError
+from pitr.cli.common import add_data, add_json, add_repo, parse_every
+from pitr.cli.render import report
+from pitr.errors import PitrError
 from pitr.snapshots.schedule import SnapshotSchedule, Snapshotter
 from pitr.timeline import build_timeline
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("archive", help="archive the store's log (or an etcd prefix) into repositories")
     add_data(p)
     p.add_argument("--source", metavar="etcd://HOST:PORT[,...][/PREFIX]",
@@ -36,15 +36,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="with --follow: take a snapshot every DURATION (30m, 6h) and/or SIZE of log (1GiB)")
     add_json(p)
     p.set_defaults(run=run)
-
-
-def summary(archiver: Archiver) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for prog in archiver.progress:
-        out.append({"repository": prog.repo.url, "archived_through_lsn": prog.last_lsn,
-                    "segments_published": prog.segments_published, "bytes_published": prog.bytes_published,
-                    "errors": prog.errors, "last_error": prog.last_error, **archiver.lag_percentiles()})
-    return out
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -75,32 +66,6 @@ async def run(args: argparse.Namespace) -> int:
         holes = {prog.repo.url: build_timeline(prog.repo.catalog, await prog.repo.require_identity()).holes
                  for prog in archiver.progress}
     return report(args, archiver, {"shipped_commits": shipped}, holes)
-
-
-def report(args: argparse.Namespace, archiver: Archiver, extra: dict[str, Any],
-           holes: dict[str, list[Gap]] | None = None) -> int:
-    """Print what was archived; exit status 1 when a repository is failing.
-
-    Holes in a repository's older history (before a base the new commits
-    follow) do not stop archiving, which keeps the new commits restorable;
-    they are named on every run, in `--json` too, and `verify` fails on them.
-    """
-    rows = summary(archiver)
-    for row in rows:
-        found = (holes or {}).get(row["repository"], [])
-        row["holes"] = [{"first_lsn": h.first_lsn, "last_lsn": h.last_lsn, "reason": h.reason} for h in found]
-        for h in found:
-            print(f"pitr archive: warning: {row['repository']} has a hole in its older history, LSN "
-                  f"{h.first_lsn}..{h.last_lsn}: {h.reason}; archiving goes on after it (run `pitr verify`)",
-                  file=sys.stderr)
-    if args.json:
-        print_json({**extra, "repositories": rows})
-    else:
-        for row in rows:
-            print(f"{row['repository']}: archived through LSN {row['archived_through_lsn']}, "
-                  f"{row['segments_published']} segments, {human_bytes(int(row['bytes_published']))} "
-                  f"published" + (f", last error: {row['last_error']}" if row["last_error"] else ""))
-    return 1 if any(r["last_error"] for r in rows) else 0
 
 
 async def _stop_on_signal(stop: anyio.Event, scope: anyio.CancelScope) -> None:

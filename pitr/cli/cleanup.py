@@ -18,7 +18,7 @@ from pitr.cli.common import (
 from pitr.retention import plan_cleanup, run_cleanup
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("cleanup", help="delete snapshots and log outside the retention rule")
     p.add_argument("--keep-count", type=int, default=10, help="keep the N newest snapshots (default 10)")
     p.add_argument("--keep-days", type=float, default=30, help="and every snapshot younger than D days "

@@ -12,10 +12,10 @@ import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
 
-from pitr.errors import InvalidArgument
+from pitr.errors import InvalidArgument, Window
 from pitr.jsonbytes import bytes_from_json, bytes_to_json
+from pitr.jsontypes import JSONObject
 from pitr.repo.repository import Repository, open_repository
 from pitr.timefmt import format_time, parse_time
 
@@ -98,7 +98,7 @@ def decode_arg(text: str, b64: bool, what: str) -> bytes:
 encode_bytes = bytes_to_json  # the JSON form of keys and values (pitr.jsonbytes)
 
 
-def decode_json_bytes(value: Any, what: str) -> bytes:
+def decode_json_bytes(value: object, what: str) -> bytes:
     """A key or value field of an import line."""
     return bytes_from_json(value, what=what)
 
@@ -108,7 +108,8 @@ def show_bytes(data: bytes) -> str:
     return encoded if isinstance(encoded, str) else "b64:" + encoded["b64"]
 
 
-def print_json(value: Any) -> None:
+def print_json(value: object) -> None:
+    """One JSON document on stdout (keys sorted): whatever `json.dumps` takes."""
     sys.stdout.write(json.dumps(value, sort_keys=True) + "\n")
 
 
@@ -120,11 +121,11 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
-def window_text(w: Any) -> str:
+def window_text(w: Window) -> str:
     return f"{format_time(w.start_ns)} .. {format_time(w.end_ns)}  (LSN {w.start_lsn}..{w.end_lsn})"
 
 
-def window_json(w: Any) -> dict[str, Any]:
+def window_json(w: Window) -> JSONObject:
     return {"start": format_time(w.start_ns), "end": format_time(w.end_ns), "start_ns": w.start_ns,
             "end_ns": w.end_ns, "start_lsn": w.start_lsn, "end_lsn": w.end_lsn}
 

@@ -9,7 +9,7 @@ from pitr.store import Store
 from pitr.timefmt import format_time
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("delete", help="remove a key (one durable commit)")
     p.add_argument("key")
     p.add_argument("--b64", action="store_true", help="KEY is base64")

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from pitr.audit import diff
 from pitr.cli._gaps import synced_holes
 from pitr.cli.common import add_json, add_repo, encode_bytes, print_json, repositories, show_bytes
+from pitr.jsontypes import JSONObject
 from pitr.timefmt import parse_time
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("diff", help="keys added, removed and changed between two moments")
     p.add_argument("t1", help="first moment (RFC 3339 with offset, or Unix seconds)")
     p.add_argument("t2", help="second moment")
@@ -34,7 +34,7 @@ async def run(args: argparse.Namespace) -> int:
             before = d.before.value if d.before is not None else None
             after = d.after.value if d.after is not None else None
             if args.json:
-                row: dict[str, Any] = {"key": encode_bytes(d.key), "change": d.kind,
+                row: JSONObject = {"key": encode_bytes(d.key), "change": d.kind,
                                        "before": None if before is None else encode_bytes(before),
                                        "after": None if after is None else encode_bytes(after)}
                 print_json(row)

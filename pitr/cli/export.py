@@ -14,7 +14,7 @@ from pitr.datadir.reader import StoreReader
 from pitr.timefmt import format_time
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("export", help="print the current state as JSON lines sorted by key")
     p.add_argument("--prefix", default="", help="only keys starting with this text")
     add_data(p)

@@ -14,7 +14,6 @@ import os
 import sys
 import traceback
 from dataclasses import dataclass
-from typing import Any
 
 from pitr.errors import (
     CatalogDamaged,
@@ -38,6 +37,7 @@ from pitr.errors import (
     UnsafeDestination,
     file_error,
 )
+from pitr.jsontypes import JSONObject
 from pitr.timefmt import format_time
 
 EXIT_FAILED = 1
@@ -108,9 +108,9 @@ def _message(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
-def error_json(exc: PitrError) -> dict[str, Any]:
+def error_json(exc: PitrError) -> JSONObject:
     """The JSON form of one error: code, message, and whatever locates it."""
-    out: dict[str, Any] = {"error": error_code(exc), "message": _message(exc)}
+    out: JSONObject = {"error": error_code(exc), "message": _message(exc)}
     for field in ("path", "offset", "lsn", "operation", "errno", "pid"):
         value = getattr(exc, field, None)
         if value is not None:
@@ -151,7 +151,7 @@ class Reported:
 
     code: int
     text: list[str]
-    document: dict[str, Any]
+    document: JSONObject
 
 
 def describe_failure(command: str, exc: BaseException) -> Reported | None:

@@ -24,7 +24,7 @@ from pitr.errors import InvalidArgument
 from pitr.timefmt import format_time, parse_time
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("get", help="read a key now, or as of a moment with --repo and --at")
     p.add_argument("key")
     p.add_argument("--at", help="moment to read at (RFC 3339 with offset, or Unix seconds); needs --repo")

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-from typing import Any
 
 from pitr.audit import KeyChange, history_entries
 from pitr.cli._gaps import add_allow_gaps, print_gap, summarize_gaps, synced_holes
 from pitr.cli.common import add_json, add_repo, decode_arg, encode_bytes, print_json, repositories, show_bytes
 from pitr.errors import Gap
+from pitr.jsontypes import JSONObject
 from pitr.timefmt import format_time, parse_time
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("history", help="every archived change to a key")
     p.add_argument("key")
     p.add_argument("--since", help="from this moment (RFC 3339 with offset, or Unix seconds)")
@@ -26,9 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(run=run)
 
 
-def change_json(change: KeyChange, values: bool) -> dict[str, Any]:
-    row: dict[str, Any] = {"lsn": change.lsn, "ts": format_time(change.ts_ns), "ts_ns": change.ts_ns,
-                           "op": change.op}
+def change_json(change: KeyChange, values: bool) -> JSONObject:
+    row: JSONObject = {"lsn": change.lsn, "ts": format_time(change.ts_ns), "ts_ns": change.ts_ns,
+                       "op": change.op}
     if change.value is not None:
         row["size"] = len(change.value)
         row["blake2b"] = hashlib.blake2b(change.value, digest_size=16).hexdigest()
@@ -60,7 +60,7 @@ async def run(args: argparse.Namespace) -> int:
                 print_json(row)
             else:
                 what = "" if change.value is None else (
-                    show_bytes(change.value) if args.values else f"{row['size']} bytes {row['blake2b'][:12]}")
+                    show_bytes(change.value) if args.values else f"{row['size']} bytes {str(row['blake2b'])[:12]}")
                 ttl = f"  expires {row['expires_at']}" if "expires_at" in row else ""
                 print(f"LSN {change.lsn:>10}  {row['ts']}  {change.op:<6} {what}{ttl}", flush=True)
     summarize_gaps("history", gaps, holes)

@@ -18,11 +18,11 @@ import json
 import math
 import sys
 from collections.abc import Iterator
-from typing import Any
 
 from pitr.cli.common import add_data, add_json, decode_json_bytes, need_data, print_json
 from pitr.datadir.keys import check_key, check_value
 from pitr.errors import InvalidArgument, file_error
+from pitr.jsontypes import JSONObject
 from pitr.store import Store, StoreOptions
 from pitr.store.options import MAX_CLOCK_SKEW
 from pitr.timefmt import format_time, parse_time
@@ -31,7 +31,7 @@ from segments.record import DELETE, PUT, Op
 MAX_LINE = 256 << 20
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("import", help="commit JSON lines (one commit per line or per batch)")
     p.add_argument("file", help="JSON lines file, or - for standard input")
     p.add_argument("--max-clock-skew", type=_skew, default=MAX_CLOCK_SKEW, metavar="SECONDS",
@@ -52,7 +52,7 @@ def _skew(text: str) -> float:
     return value
 
 
-def _time(value: Any, where: str) -> int:
+def _time(value: object, where: str) -> int:
     if isinstance(value, bool):
         raise InvalidArgument(f"{where}: time must be RFC 3339 text or integer nanoseconds")
     if isinstance(value, int):
@@ -62,7 +62,7 @@ def _time(value: Any, where: str) -> int:
     raise InvalidArgument(f"{where}: time must be RFC 3339 text or integer nanoseconds")
 
 
-def _op(obj: Any, where: str, ts: int | None) -> tuple[Op, float | None]:
+def _op(obj: object, where: str, ts: int | None) -> tuple[Op, float | None]:
     if not isinstance(obj, dict):
         raise InvalidArgument(f"{where}: an operation must be a JSON object")
     kind = obj.get("op")
@@ -185,7 +185,7 @@ class _Progress:
         self.last_lsn, self.last_line = lsn, line
         self.line = None
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> JSONObject:
         return {"commits": self.commits, "first_lsn": self.first_lsn, "last_lsn": self.last_lsn}
 
     def report(self, as_json: bool) -> None:

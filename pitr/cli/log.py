@@ -13,7 +13,7 @@ from pitr.errors import Gap
 from pitr.timefmt import format_time, parse_time
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("log", help="archived commits in a range (JSON lines usable by pitr import)")
     p.add_argument("--since", help="from this moment (RFC 3339 with offset, or Unix seconds)")
     p.add_argument("--until", help="up to this moment, inclusive")

@@ -7,8 +7,8 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
-from typing import Any, NoReturn
+from collections.abc import Iterable, Sequence
+from typing import NoReturn, TypeVar, overload
 
 import trio
 
@@ -33,6 +33,8 @@ from pitr.cli import (
 from pitr.cli.common import check_ranges
 from pitr.cli.failure import EXIT_USAGE, leaves, report_failure
 
+_N = TypeVar("_N")
+
 COMMANDS = [put, get, delete, import_, export, archive, snapshot, backups, verify, restore, cleanup, timeline,
             reindex, history, log, diff]
 
@@ -48,8 +50,17 @@ class CommandParser(argparse.ArgumentParser):
 
     json_errors = False
 
-    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
-                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
+    # argparse.ArgumentParser.parse_known_args's own overloads, so the override keeps its signature
+    @overload
+    def parse_known_args(self, args: Iterable[str] | None = None,
+                         namespace: None = None) -> tuple[argparse.Namespace, list[str]]: ...
+    @overload
+    def parse_known_args(self, args: Iterable[str] | None, namespace: _N) -> tuple[_N, list[str]]: ...
+    @overload
+    def parse_known_args(self, *, namespace: _N) -> tuple[_N, list[str]]: ...
+
+    def parse_known_args(self, args: Iterable[str] | None = None,
+                         namespace: object = None) -> tuple[object, list[str]]:
         parsed, extras = super().parse_known_args(args, namespace)
         if extras and self._subparsers is None:
             self.error(f"unrecognized arguments: {' '.join(extras)}")
@@ -93,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(arguments)
     command = _command_name(args)
-    code: Any
+    code: int
     try:
         check_ranges(args)
         code = trio.run(args.run, args)

@@ -9,7 +9,7 @@ from pitr.store import Store
 from pitr.timefmt import format_time
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("put", help="set a key (one durable commit)")
     p.add_argument("key")
     p.add_argument("value")

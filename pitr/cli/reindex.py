@@ -6,9 +6,10 @@ import argparse
 import time
 
 from pitr.cli.common import Progress, add_json, add_repo, print_json, repositories
+from pitr.jsontypes import JSONObject
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("reindex", help="rebuild the catalog from the repository's files")
     add_repo(p, many=True)
     add_json(p)
@@ -16,25 +17,29 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 async def run(args: argparse.Namespace) -> int:
-    rows = []
+    rows: list[JSONObject] = []
+    lines: list[str] = []
     progress = Progress()
     async with repositories(args) as repos:
         for repo in repos:
             started = time.monotonic()
             report = await repo.reindex(progress)
             progress.done()
+            seconds = round(time.monotonic() - started, 3)
+            segments, snapshots, key_versions = (len(repo.catalog.segments()), len(repo.catalog.snapshots()),
+                                                 repo.catalog.keys_count())
             rows.append({"repository": repo.url, "catalog": repo.catalog.path, "indexed": len(report.indexed),
                          "unindexed": [{"file": c.name, "kind": c.kind, "first_lsn": c.first_lsn,
                                         "last_lsn": c.last_lsn, "reason": c.detail} for c in report.unindexed],
-                         "segments": len(repo.catalog.segments()), "snapshots": len(repo.catalog.snapshots()),
-                         "key_versions": repo.catalog.keys_count(),
-                         "seconds": round(time.monotonic() - started, 3)})
+                         "segments": segments, "snapshots": snapshots, "key_versions": key_versions,
+                         "seconds": seconds})
+            lines.append(f"{repo.url}: indexed {len(report.indexed)} files ({segments} segments, "
+                         f"{snapshots} snapshots, {key_versions:,} key versions) in {seconds}s")
+            lines += [f"  cannot index {c.name} (LSN {c.first_lsn}..{c.last_lsn}): {c.detail}"
+                      for c in report.unindexed]
     if args.json:
         print_json(rows)
     else:
-        for row in rows:
-            print(f"{row['repository']}: indexed {row['indexed']} files ({row['segments']} segments, "
-                  f"{row['snapshots']} snapshots, {row['key_versions']:,} key versions) in {row['seconds']}s")
-            for c in row["unindexed"]:  # type: ignore[attr-defined]
-                print(f"  cannot index {c['file']} (LSN {c['first_lsn']}..{c['last_lsn']}): {c['reason']}")
+        for line in lines:
+            print(line)
     return 1 if any(r["unindexed"] for r in rows) else 0

@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pitr.cli.common import Progress, add_json, add_repo, human_bytes, print_json, repositories
+from pitr.cli.common import Progress, add_json, add_repo, print_json, repositories
+from pitr.cli.render import show_plan, skipped_json
 from pitr.errors import InvalidArgument
 from pitr.restore import RestoreOptions, RestorePlan, RestoreTarget, restore
-from pitr.restore.plan import SkippedBase
 from pitr.restore.restore import absolute
 from pitr.timefmt import format_time, parse_time
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("restore", help="restore the state at a moment into a new store directory or etcd")
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--to", help="moment: RFC 3339 with offset (2026-11-24T14:03:07Z) or Unix seconds")
@@ -37,38 +37,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_repo(p, many=True)
     add_json(p)
     p.set_defaults(run=run)
-
-
-def plan_json(plan: RestorePlan) -> dict[str, object]:
-    return {"target": plan.target.describe(), "target_lsn": plan.target_lsn,
-            "target_commit_time": format_time(plan.target_ts_ns), "ttl_cutoff": format_time(plan.cutoff_ns),
-            "base": {"lsn": plan.base.lsn, "time": format_time(plan.base.ts_ns),
-                     "snapshot": plan.base.snapshot},
-            "segments": [s.name for s in plan.segments], "commits_to_replay": plan.commits_to_replay,
-            "bytes_to_read": plan.bytes_to_read, "skipped_bases": _skipped(plan.skipped),
-            "notes": list(plan.notes)}
-
-
-def _skipped(skipped: tuple[SkippedBase, ...]) -> list[dict[str, object]]:
-    return [{"snapshot": s.snapshot, "lsn": s.lsn, "reason": s.reason} for s in skipped]
-
-
-def show_plan(plan: RestorePlan, as_json: bool) -> None:
-    """Print a dry run's plan."""
-    if as_json:
-        print_json(plan_json(plan))
-        return
-    p = plan_json(plan)
-    base = p["base"]
-    print(f"plan: restore {p['target']} -> LSN {p['target_lsn']} (commit at {p['target_commit_time']})")
-    print(f"  base: {base['snapshot'] or 'start of history'} (LSN {base['lsn']})")  # type: ignore[index]
-    print(f"  replay {p['commits_to_replay']:,} commits from {len(plan.segments)} segments; "
-          f"read {human_bytes(plan.bytes_to_read)}")
-    for skipped in plan.skipped:
-        print(f"  skipped base {skipped.snapshot} (LSN {skipped.lsn}): {skipped.reason}")
-    for note in plan.notes:
-        print(f"  note: {note}")
-    print("  nothing was restored (--dry-run)")
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -103,7 +71,7 @@ async def run(args: argparse.Namespace) -> int:
                "commits_replayed": result.commits_replayed, "keys": result.keys,
                "expired_dropped": result.expired_dropped, "seconds": round(result.seconds, 3),
                "peak_rss_bytes": result.peak_rss_bytes, "store_id": str(result.store_id),
-               "base": result.base_snapshot, "skipped_bases": _skipped(result.skipped),
+               "base": result.base_snapshot, "skipped_bases": skipped_json(result.skipped),
                "replaced": None if result.replaced is None else result.replaced.as_dict(),
                "notes": list(result.notes)}
     if args.json:

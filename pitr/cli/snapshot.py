@@ -11,7 +11,7 @@ from pitr.snapshots.take import take_snapshot
 from pitr.timefmt import format_time
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("snapshot", help="take a snapshot of the store into the repositories")
     add_data(p)
     add_repo(p, many=True)

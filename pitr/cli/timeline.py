@@ -8,21 +8,22 @@ the log) or nothing is restorable; the listing is printed either way.
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from pitr.cli.common import add_json, add_repo, print_json, repositories, window_json, window_text
+from pitr.jsontypes import JSONObject
+from pitr.repo.identity import RepoIdentity
 from pitr.timefmt import format_time
 from pitr.timeline import Timeline, build_timeline
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("timeline", help="show the recoverable windows, holes and damaged files")
     add_repo(p, many=True)
     add_json(p)
     p.set_defaults(run=run)
 
 
-def timeline_json(url: str, tl: Timeline, ident: Any, segments: int, last_lsn: int | None) -> dict[str, Any]:
+def timeline_json(url: str, tl: Timeline, ident: RepoIdentity, segments: int, last_lsn: int | None) -> JSONObject:
     return {"repository": url, "store_id": str(ident.store_id), "name": ident.name, "ok": tl.ok,
             "windows": [window_json(w) for w in tl.windows],
             "gaps": [{"first_lsn": a, "last_lsn": b} for a, b in tl.gaps],
@@ -34,10 +35,10 @@ def timeline_json(url: str, tl: Timeline, ident: Any, segments: int, last_lsn: i
             "unverified": [{"first_lsn": a, "last_lsn": b} for a, b in tl.unverified],
             "bases": [{"lsn": b.lsn, "time": format_time(b.ts_ns), "ts_ns": b.ts_ns, "snapshot": b.snapshot}
                       for b in tl.bases],
-            "unbound_snapshots": tl.unbound_snapshots, "segments": segments, "last_lsn": last_lsn}
+            "unbound_snapshots": [*tl.unbound_snapshots], "segments": segments, "last_lsn": last_lsn}
 
 
-def print_timeline(r: dict[str, Any], tl: Timeline) -> None:
+def print_timeline(r: JSONObject, tl: Timeline) -> None:
     print(f"{r['repository']}  store {r['name']} ({r['store_id']})")
     if not tl.windows:
         print("  no recoverable window")
@@ -51,14 +52,15 @@ def print_timeline(r: dict[str, Any], tl: Timeline) -> None:
         print(f"  {what:<12} {c.name}: LSN {c.first_lsn}..{c.last_lsn}{when}")
     for a, b in tl.unverified:
         print(f"  unverified   LSN {a}..{b} (not yet checked by pitr verify)")
-    for b in r["bases"]:
-        print(f"  base         LSN {b['lsn']} at {b['time']}  {b['snapshot'] or '(start of history)'}")
+    for base in tl.bases:
+        print(f"  base         LSN {base.lsn} at {format_time(base.ts_ns)}  "
+              f"{base.snapshot or '(start of history)'}")
     for name in tl.unbound_snapshots:
         print(f"  unusable     {name} (does not match the log)")
 
 
 async def run(args: argparse.Namespace) -> int:
-    rows: list[dict[str, Any]] = []
+    rows: list[JSONObject] = []
     timelines = []
     async with repositories(args) as repos:
         for repo in repos:

@@ -8,7 +8,7 @@ from pitr.cli.common import Progress, add_json, add_repo, print_json, repositori
 from pitr.verify import Finding, VerifyReport, verify_repository
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("verify", help="verify the repository's files, chain and catalog")
     p.add_argument("files", nargs="*", help="only these segment or snapshot files (no repository-wide claims)")
     mode = p.add_mutually_exclusive_group()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable, Iterator
 
 from segments.fold import Change, change_of, change_value
 from segments.record import Op
@@ -32,7 +32,8 @@ def prefix_end(prefix: bytes) -> bytes | None:
     return stripped[:-1] + bytes([stripped[-1] + 1])
 
 
-def merge(base: Any, overlay: list[tuple[bytes, Change]]) -> Any:
+def merge(base: Iterable[tuple[bytes, bytes, int | None]],
+          overlay: list[tuple[bytes, Change]]) -> Iterator[tuple[bytes, bytes, int | None]]:
     """Merge LMDB rows with newer overlay changes (both sorted by key)."""
     i = 0
     for key, value, expires in base:

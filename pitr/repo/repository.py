@@ -386,7 +386,7 @@ def _open_local_side(storage: Storage, cache_dir: str | None, create: bool) -> t
 async def open_repository(url: str, *, cache_dir: str | None = None, s3_endpoint: str | None = None,
                           create: bool = False) -> AsyncIterator[Repository]:
     """Open a repository and its catalog; `create` makes a missing local directory."""
-    storage = open_storage(url, s3_endpoint=s3_endpoint, cache_dir=cache_dir)
+    storage = open_storage(url, s3_endpoint=s3_endpoint)
     try:
         catalog, work = await anyio.to_thread.run_sync(_open_local_side, storage, cache_dir, create)
     except BaseException:

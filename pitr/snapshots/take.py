@@ -12,7 +12,7 @@ import contextlib
 import os
 import socket
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
@@ -23,6 +23,7 @@ from pitr.archiver.options import RepoProgress
 from pitr.catalog.entries import SnapshotEntry
 from pitr.datadir.state import I64BE, U64BE, StateDB
 from pitr.errors import CorruptData, ObjectExists, file_error, lmdb_error
+from pitr.jsontypes import JSONValue
 from pitr.repo import layout
 from pitr.repo.indexing import snapshot_entry
 from pitr.repo.repository import Repository
@@ -70,7 +71,8 @@ def write_snapshot_file(state: StateDB, txn: lmdb.Transaction, path: str, header
     return final, footer.state_digest, size
 
 
-async def ensure_base(archiver: Archiver, *, prepare: Callable[[], Any] | None = None) -> SnapshotEntry | None:
+async def ensure_base(archiver: Archiver, *,
+                      prepare: Callable[[], Awaitable[object]] | None = None) -> SnapshotEntry | None:
     """Give a history that does not start empty a base snapshot in every repository lacking one.
 
     A restored store's history starts at the restore point with the restored
@@ -89,8 +91,8 @@ async def ensure_base(archiver: Archiver, *, prepare: Callable[[], Any] | None =
     return await take_snapshot(archiver, prepare=prepare, metadata={"reason": "base of a restored history"})
 
 
-async def take_snapshot(archiver: Archiver, *, prepare: Callable[[], Any] | None = None,
-                        metadata: dict[str, Any] | None = None, compress: bool = True,
+async def take_snapshot(archiver: Archiver, *, prepare: Callable[[], Awaitable[object]] | None = None,
+                        metadata: Mapping[str, JSONValue] | None = None, compress: bool = True,
                         include_metadata: bool = True, progress: Progress | None = None) -> SnapshotEntry:
     """Snapshot the archiver's store into every repository the archiver ships to.
 

@@ -14,11 +14,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pitr.errors import InvalidArgument
 from pitr.storage.base import ObjectInfo, Storage
 from pitr.storage.local import LocalStorage
-from pitr.storage.s3 import S3Storage
+
+if TYPE_CHECKING:
+    from pitr.storage.s3 import S3Storage
 
 __all__ = ["LocalStorage", "ObjectInfo", "S3Storage", "Storage", "open_storage"]
 
@@ -28,7 +31,6 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _OpenOptions:
     s3_endpoint: str | None
-    cache_dir: str | None
 
 
 def _open_file(url: str, options: _OpenOptions) -> Storage:
@@ -39,7 +41,18 @@ def _open_file(url: str, options: _OpenOptions) -> Storage:
 
 
 def _open_s3(url: str, options: _OpenOptions) -> Storage:
+    from pitr.storage.s3 import S3Storage
+
     return S3Storage(url, endpoint_url=options.s3_endpoint)
+
+
+def __getattr__(name: str) -> type[S3Storage]:
+    # boto3 takes a third of a second to import: only a command that opens an S3 repository pays for it
+    if name == "S3Storage":
+        from pitr.storage.s3 import S3Storage
+
+        return S3Storage
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 _FACTORIES: dict[str, Callable[[str, _OpenOptions], Storage]] = {
@@ -48,12 +61,12 @@ _FACTORIES: dict[str, Callable[[str, _OpenOptions], Storage]] = {
 }
 
 
-def open_storage(url: str, *, s3_endpoint: str | None = None, cache_dir: str | None = None) -> Storage:
+def open_storage(url: str, *, s3_endpoint: str | None = None) -> Storage:
     """The backend for a repository URL: a plain path, ``file://path`` or ``s3://bucket/prefix``.
 
     `s3_endpoint` points S3 URLs at an S3-compatible server (else AWS_ENDPOINT_URL
-    or AWS itself). `cache_dir` is reserved for a local read cache of remote
-    objects; no backend uses it yet.
+    or AWS itself). A remote repository's local cache (catalog, downloads) is the
+    repository's business (`open_repository(cache_dir=)`), not the backend's.
     """
     if not url.strip():
         raise InvalidArgument("empty repository URL")
@@ -63,4 +76,4 @@ def open_storage(url: str, *, s3_endpoint: str | None = None, cache_dir: str | N
     if factory is None:
         known = ", ".join(f"{name}://" for name in sorted(_FACTORIES))
         raise InvalidArgument(f"unknown repository URL scheme in {url!r}; use a path or one of {known}")
-    return factory(url, _OpenOptions(s3_endpoint=s3_endpoint, cache_dir=cache_dir))
+    return factory(url, _OpenOptions(s3_endpoint=s3_endpoint))

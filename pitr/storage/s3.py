@@ -21,7 +21,7 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import boto3
@@ -41,6 +41,9 @@ from pitr.storage._s3_errors import (
 )
 from pitr.storage.base import ObjectInfo, check_name
 
+if TYPE_CHECKING:
+    from _hashlib import HASH
+
 T = TypeVar("T")
 
 _MIB = 1 << 20
@@ -49,7 +52,7 @@ DEFAULT_RETRY = RetryPolicy()
 _PROBE_PREFIX = ".pitr-probe-"
 
 
-def _md5(data: bytes) -> Any:
+def _md5(data: bytes) -> HASH:
     return hashlib.md5(data, usedforsecurity=False)
 
 
@@ -103,7 +106,7 @@ class S3Storage:
         check_name(name)
         return f"{self.prefix}/{name}" if self.prefix else name
 
-    def _s3(self) -> Any:
+    def _s3(self) -> Any:  # noqa: ANN401 - the boto3 client: boto3 ships no type stubs
         """The boto3 client, created on first use inside a worker thread (it reads config files)."""
         with self._lock:
             if self._closed:
@@ -125,11 +128,11 @@ class S3Storage:
                 self._client = client
             return self._client
 
-    def _count_request(self, event_name: str, **_: Any) -> None:
+    def _count_request(self, event_name: str, **_: object) -> None:
         with self._lock:
             self.requests[event_name.rsplit(".", 1)[-1]] += 1
 
-    async def _call(self, what: str, fn: Callable[..., T], *args: Any) -> T:
+    async def _call(self, what: str, fn: Callable[..., T], *args: object) -> T:
         """Run ``fn(attempt, *args)`` in a worker thread, retrying transient failures.
 
         pitr errors pass through; other boto errors become StorageError naming `what`.
@@ -156,7 +159,7 @@ class S3Storage:
         tries = f" after {attempts} attempts" if attempts > 1 else ""
         return StorageError(f"{where}: cannot {what}{tries}: {exc}")
 
-    def _etag(self, s3: Any, key: str) -> str | None:
+    def _etag(self, s3: Any, key: str) -> str | None:  # noqa: ANN401 - the untyped boto3 client
         """The object's ETag without quotes, or None when it does not exist."""
         try:
             return str(s3.head_object(Bucket=self.bucket, Key=key)["ETag"]).strip('"')

@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import sniffio
 
@@ -27,12 +27,19 @@ CallSoon = Callable[..., object]
 YIELD_EVERY = 16  # commits queued between GIL hand-overs to a WAL thread that is waiting to start
 
 
+class LoopEvent(Protocol):
+    """trio's or asyncio's Event: set on the event loop, waited for by the writers."""
+
+    def set(self) -> None: ...
+    async def wait(self) -> object: ...
+
+
 class Group:
     """Commits that share one write and one fsync; `done` is set on the event loop when settled."""
 
     __slots__ = ("done", "error", "count", "last_lsn", "last_ts")
 
-    def __init__(self, done: Any) -> None:
+    def __init__(self, done: LoopEvent) -> None:
         self.done = done  # the event loop's own Event: a group is waited for by every writer in it
         self.error: BaseException | None = None
         self.count = 0
@@ -132,7 +139,7 @@ class GroupCommitter:
         if later.count:
             self._failed(later, exc)
 
-    def _notify(self, fn: Callable[..., None], *args: Any) -> None:
+    def _notify(self, fn: Callable[..., None], *args: object) -> None:
         try:
             self._call_soon(fn, *args)
         except RuntimeError:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from pitr.datadir.keys import check_key, check_put, ttl_ns
@@ -28,11 +27,6 @@ class Batch:
         if ttl is not None:
             self.ttls[len(self.ops)] = ttl_ns(ttl, key)
         self.ops.append(_new_tuple(Op, (PUT, key, value, None)))  # Op(...) without its Python-level __new__
-
-    def put_many(self, items: Iterable[tuple[bytes, bytes]]) -> None:
-        """Add many puts (no TTL) at once."""
-        for key, value in items:
-            self.put(key, value)
 
     def delete(self, key: bytes) -> None:
         self.ops.append(Op(DELETE, check_key(key)))

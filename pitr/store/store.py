@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import anyio
 import anyio.abc
@@ -27,6 +27,7 @@ from pitr.datadir.overlay import merge, prefix_end, visible
 from pitr.datadir.state import StateDB, StoreIdentity
 from pitr.datadir.wal import Recovery, WalDirectory
 from pitr.errors import FileError, InvalidArgument, PitrError, StoreClosed
+from pitr.jsontypes import JSONObject
 from pitr.store._group_commit import Group, GroupCommitter, loop_hooks
 from pitr.store.batch import Batch
 from pitr.store.log import StoreLog
@@ -455,7 +456,7 @@ class Store:
     def torn_tails(self) -> list[TornTail]:
         return [] if self.recovery is None else self.recovery.torn
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> JSONObject:
         assert self.identity is not None
         return {"path": self.path, "store_id": str(self.identity.store_id), "name": self.identity.name,
                 "last_lsn": self._last_lsn, "applied_lsn": self._applied_lsn}

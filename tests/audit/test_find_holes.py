@@ -36,8 +36,9 @@ class FakeCatalog:
     def snapshots(self) -> list[SnapshotEntry]:
         return self.snaps
 
-    def get_meta(self, name: str) -> Any:
-        return self.meta.get(name)
+    def watermark(self) -> tuple[int, int] | None:
+        mark = self.meta.get("watermark")
+        return None if mark is None else (mark[0], mark[1])
 
     def file_checks(self) -> list[FileCheck]:
         return self.checks
