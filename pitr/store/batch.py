@@ -10,14 +10,13 @@ from segments.record import DELETE, PUT, Op
 _new_tuple = tuple.__new__
 
 if TYPE_CHECKING:
-    from pitr.store.store import Commit, Store
+    from pitr.store.store import Commit
 
 
 class Batch:
     """Operations collected for one atomic commit (see `Store.batch`)."""
 
-    def __init__(self, store: Store) -> None:
-        self._store = store
+    def __init__(self) -> None:
         self.ops: list[Op] = []
         self.ttls: dict[int, int] = {}  # op index -> TTL in ns, turned into an expiry at commit time
         self.commit: Commit | None = None

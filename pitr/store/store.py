@@ -40,7 +40,6 @@ from segments.wal import TornTail, WalFileOps
 
 Clock = Callable[[], int]
 _new_tuple = tuple.__new__  # builds a NamedTuple in one C call (the hot paths build one per commit)
-_MISSING = object()
 log = logging.getLogger("pitr.store")
 
 
@@ -350,7 +349,7 @@ class Store:
     @asynccontextmanager
     async def batch(self) -> AsyncIterator[Batch]:
         """Collect operations and commit them atomically when the block ends without error."""
-        b = Batch(self)
+        b = Batch()
         yield b
         if b.ops:
             b.commit = await self._commit(tuple(b.ops), ttls=b.ttls)
@@ -365,9 +364,8 @@ class Store:
                     if op.key == key:
                         return visible(change_of(op), now)
         for layer in (self._pending, self._applying):
-            change = layer.get(key, _MISSING)
-            if change is not _MISSING:
-                return visible(change, now)  # type: ignore[arg-type]  # not _MISSING
+            if key in layer:
+                return visible(layer[key], now)
         assert self._state is not None
         return self._state.get(key, now)
 
