@@ -217,8 +217,20 @@ class SnapshotWriter:
         self._offset += len(compressed)
         self._parts, self._part_bytes, self._block_entries, self._first_key = [], 0, 0, None
 
-    def finish(self) -> tuple[SnapshotHeader, SnapshotFooter]:
-        """Write index and footer, patch the header, append the file digest. `out` must be seekable."""
+    @property
+    def header(self) -> SnapshotHeader:
+        """The header as given (counts and, until `finish`, possibly the chain digest still open)."""
+        return self._header
+
+    def finish(self, *, chain_digest: bytes | None = None) -> tuple[SnapshotHeader, SnapshotFooter]:
+        """Write index and footer, patch the header, append the file digest. `out` must be seekable.
+
+        `chain_digest` replaces the header's: a snapshot's entries can be written before the log
+        is sealed through its LSN, which gives the digest. The header's CRC and the file digest
+        are computed after the patch.
+        """
+        if chain_digest is not None and len(chain_digest) != 32:
+            raise ValueError(f"a chain digest is 32 bytes, not {len(chain_digest)}")
         self._flush()
         index = b"".join(INDEX_ENTRY.pack(b.offset, b.compressed_size, b.raw_size, b.entry_count, b.crc,
                                           len(b.first_key)) + b.first_key for b in self._index)
@@ -229,8 +241,9 @@ class SnapshotWriter:
         self._out.write(index + fields + struct.pack("<II", crc, 0))
         end = self._offset + len(index) + FOOTER_SIZE - 40
         h = self._header
-        header = SnapshotHeader(h.store_id, h.lsn, h.ts_ns, h.chain_digest, self._state.count,
-                                self.logical_bytes, h.created_ns, h.metadata, self._head_size, h.flags)
+        bound = h.chain_digest if chain_digest is None else chain_digest
+        header = SnapshotHeader(h.store_id, h.lsn, h.ts_ns, bound, self._state.count, self.logical_bytes,
+                                h.created_ns, h.metadata, self._head_size, h.flags)
         self._out.seek(0)
         self._out.write(_encode_header(header))
         self._out.flush()
