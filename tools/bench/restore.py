@@ -149,11 +149,12 @@ def write_snapshot(root: str, store_id: uuid.UUID, state: list[int], lsn: int, d
 async def build_repository(repo_dir: str, args: argparse.Namespace) -> dict[str, float]:
     store_id = uuid.uuid4()
     snapshot_lsn = max(1, int(args.commits * args.snapshot_at))
+    async with open_repository(repo_dir, create=True) as repo:  # claimed empty: files without an identity are a loss
+        await repo.claim(RepoIdentity(store_id, "bench", TS0, 1, chain.genesis(store_id)))
     started = time.perf_counter()
     state, _ = write_history(repo_dir, store_id, args.commits, args.keys, snapshot_lsn, args.segment_commits)
     written = time.perf_counter() - started
-    async with open_repository(repo_dir, create=True) as repo:
-        await repo.claim(RepoIdentity(store_id, "bench", TS0, 1, chain.genesis(store_id)))
+    async with open_repository(repo_dir) as repo:
         started = time.perf_counter()
         report = await repo.sync()
         indexed = time.perf_counter() - started
