@@ -142,8 +142,10 @@ class StateDB:
         finally:
             with self._views_lock:
                 self._views_open -= 1
-            view.closed = True
-            txn.abort()
+            try:
+                txn.abort()
+            except lmdb.Error as exc:
+                raise lmdb_error(exc, self.path, "end a read of the LMDB state") from exc
 
     @property
     def views_open(self) -> int:
@@ -277,7 +279,6 @@ class StateView:
     def __init__(self, state: StateDB, txn: lmdb.Transaction) -> None:
         self._state = state
         self._txn = txn
-        self.closed = False
 
     def checkpoint(self) -> tuple[int, int]:
         """(applied_lsn, applied_ts_ns) of the state this view sees."""
