@@ -94,8 +94,8 @@ async def ensure_base(archiver: Archiver, *, prepare: Callable[[], Any] | None =
             "reason": "base of a new repository: the local WAL no longer reaches the start of the history"})
     if archiver.source.identity.first_lsn <= 1:
         return None
-    if all(prog.repo.catalog.snapshots() for prog in archiver.progress):
-        return None
+    if await anyio.to_thread.run_sync(lambda: all(prog.repo.catalog.snapshots() for prog in archiver.progress)):
+        return None  # every repository has a base (catalog reads: off the loop)
     return await take_snapshot(archiver, prepare=prepare, metadata={"reason": "base of a restored history"})
 
 
