@@ -2,9 +2,13 @@
 
 A restore or a bulk load allocates millions of short-lived tuples beside
 millions of long-lived ones; each full collection then walks them all, which
-can double the time of the load. This work creates no reference cycles, so
-the collector is paused for its duration and resumed after (nesting and
+add to the time of the load. This work creates no reference cycles, so the
+collector may be paused for its duration and resumed after (nesting and
 threads are counted: it resumes when the last pause ends).
+
+The collector is the whole process's: library code pauses it only when its
+caller asks (`RestoreOptions(pause_gc=True)`); the command line, which owns
+its process, does.
 """
 
 from __future__ import annotations

@@ -95,7 +95,12 @@ def encode_entry(key: bytes, value: bytes, expires_at_ns: int | None) -> bytes:
 
 def entry_digest(key: bytes, value: bytes, expires_at_ns: int | None) -> int:
     """One entry's contribution to the order-independent state digest."""
-    return int.from_bytes(blake3(encode_entry(key, value, expires_at_ns)).digest(), "little")
+    return encoded_digest(encode_entry(key, value, expires_at_ns))
+
+
+def encoded_digest(encoded: bytes) -> int:
+    """`entry_digest` of an entry given as its encoding (the writer has it, and a block holds it)."""
+    return int.from_bytes(blake3(encoded).digest(), "little")
 
 
 class StateDigest:
@@ -106,7 +111,11 @@ class StateDigest:
         self.count = 0
 
     def add(self, key: bytes, value: bytes, expires_at_ns: int | None) -> None:
-        self.total += entry_digest(key, value, expires_at_ns)  # reduced in digest()
+        self.add_encoded(encode_entry(key, value, expires_at_ns))
+
+    def add_encoded(self, encoded: bytes) -> None:
+        """Add an entry given as its encoding (`encode_entry`)."""
+        self.total += encoded_digest(encoded)  # reduced in digest()
         self.count += 1
 
     def digest(self) -> bytes:
@@ -191,8 +200,7 @@ class SnapshotWriter:
             raise ValueError(f"entry of {len(key)}+{len(value)} bytes exceeds the key or value limit")
         self._last_key = key
         data = encode_entry(key, value, expires_at_ns)
-        self._state.total += int.from_bytes(blake3(data).digest(), "little")  # reduced in digest()
-        self._state.count += 1
+        self._state.add_encoded(data)
         self.logical_bytes += len(key) + len(value)
         if self._first_key is None:
             self._first_key = key
@@ -217,8 +225,20 @@ class SnapshotWriter:
         self._offset += len(compressed)
         self._parts, self._part_bytes, self._block_entries, self._first_key = [], 0, 0, None
 
-    def finish(self) -> tuple[SnapshotHeader, SnapshotFooter]:
-        """Write index and footer, patch the header, append the file digest. `out` must be seekable."""
+    @property
+    def header(self) -> SnapshotHeader:
+        """The header as given (counts and, until `finish`, possibly the chain digest still open)."""
+        return self._header
+
+    def finish(self, *, chain_digest: bytes | None = None) -> tuple[SnapshotHeader, SnapshotFooter]:
+        """Write index and footer, patch the header, append the file digest. `out` must be seekable.
+
+        `chain_digest` replaces the header's: a snapshot's entries can be written before the log
+        is sealed through its LSN, which gives the digest. The header's CRC and the file digest
+        are computed after the patch.
+        """
+        if chain_digest is not None and len(chain_digest) != 32:
+            raise ValueError(f"a chain digest is 32 bytes, not {len(chain_digest)}")
         self._flush()
         index = b"".join(INDEX_ENTRY.pack(b.offset, b.compressed_size, b.raw_size, b.entry_count, b.crc,
                                           len(b.first_key)) + b.first_key for b in self._index)
@@ -229,8 +249,9 @@ class SnapshotWriter:
         self._out.write(index + fields + struct.pack("<II", crc, 0))
         end = self._offset + len(index) + FOOTER_SIZE - 40
         h = self._header
-        header = SnapshotHeader(h.store_id, h.lsn, h.ts_ns, h.chain_digest, self._state.count,
-                                self.logical_bytes, h.created_ns, h.metadata, self._head_size, h.flags)
+        bound = h.chain_digest if chain_digest is None else chain_digest
+        header = SnapshotHeader(h.store_id, h.lsn, h.ts_ns, bound, self._state.count, self.logical_bytes,
+                                h.created_ns, h.metadata, self._head_size, h.flags)
         self._out.seek(0)
         self._out.write(_encode_header(header))
         self._out.flush()
@@ -329,16 +350,21 @@ class SnapshotReader:
                               offset=b.offset) from exc
         return raw
 
-    def _entries(self, i: int, raw: bytes) -> Iterator[tuple[bytes, bytes, int | None]]:
-        for key, value, expires, _end in self._entry_spans(i, raw):
+    def block_entries(self, i: int, raw: bytes) -> Iterator[tuple[bytes, bytes, int | None]]:
+        """(key, value, expiry) of every entry of block `i`, given its decompressed bytes."""
+        for key, value, expires, _end in self.entry_spans(i, raw):
             yield key, value, expires
+
+    # Decoding a block: `entry_spans` is the reference (checks every bound, names the damage);
+    # `block_changes` is the restore's fast copy of it. tests/segments/test_snapshot_seams.py holds
+    # them equal on random and damaged blocks; change both together.
 
     def block_changes(self, i: int, raw: bytes) -> list[tuple[bytes, Change]]:
         """Block `i`'s entries as (key, change) in key order, given its decompressed bytes: the value
         for an entry without expiry, else (value, expiry) (the replay's representation).
 
         The restore's hot path over the base: one loop and one tuple per entry, with the same
-        checks as `_entry_spans`.
+        checks as `entry_spans`.
         """
         pos, end, b = 0, len(raw), self.blocks[i]
         unpack = ENTRY.unpack_from
@@ -364,12 +390,12 @@ class SnapshotReader:
                 append((raw[pos : pos + klen], raw[pos + klen : pos + klen + vlen]))
             pos += klen + vlen
         if len(out) != b.entry_count or pos != end:
-            for _ in self._entry_spans(i, raw):  # raises with the precise reason
+            for _ in self.entry_spans(i, raw):  # raises with the precise reason
                 pass
             raise CorruptFile(f"snapshot block {i} does not decode", path=self.source.name, offset=b.offset)
         return out
 
-    def _entry_spans(self, i: int, raw: bytes) -> Iterator[tuple[bytes, bytes, int | None, int]]:
+    def entry_spans(self, i: int, raw: bytes) -> Iterator[tuple[bytes, bytes, int | None, int]]:
         """(key, value, expiry, offset just past the entry) for every entry of block `i`."""
         pos, end, b = 0, len(raw), self.blocks[i]
         path = self.source.name
@@ -398,7 +424,7 @@ class SnapshotReader:
         """Entries in key order, from the first key >= `start`."""
         first = 0 if start is None else max(0, bisect.bisect_right(self._keys, start) - 1)
         for i in range(first, len(self.blocks)):
-            for entry in self._entries(i, self.read_block(i)):
+            for entry in self.block_entries(i, self.read_block(i)):
                 if start is None or entry[0] >= start:
                     yield entry
 
@@ -407,7 +433,7 @@ class SnapshotReader:
         i = bisect.bisect_right(self._keys, key) - 1
         if i < 0:
             return None
-        for k, v, e in self._entries(i, self.read_block(i)):
+        for k, v, e in self.block_entries(i, self.read_block(i)):
             if k == key:
                 return v, e
             if k > key:
@@ -420,12 +446,11 @@ class SnapshotReader:
         state = StateDigest()
         last: bytes | None = None
         logical = 0
-        total = 0
         for i in range(len(self.blocks)):
             raw = self.read_block(i)
             first = True
             start = 0
-            for key, value, _expires, end in self._entry_spans(i, raw):
+            for key, value, _expires, end in self.entry_spans(i, raw):
                 if first and key != self.blocks[i].first_key:
                     raise CorruptFile(f"snapshot block {i} first key does not match the index", path=path,
                                       offset=self.blocks[i].offset)
@@ -435,11 +460,9 @@ class SnapshotReader:
                                       offset=self.blocks[i].offset)
                 last = key
                 # the entry's bytes in the block are exactly its canonical encoding: hash them as they are
-                total += int.from_bytes(blake3(raw[start:end]).digest(), "little")
+                state.add_encoded(raw[start:end])
                 start = end
-                state.count += 1
                 logical += len(key) + len(value)
-        state.total = total
         if state.count != self.footer.entry_count or logical != self.footer.logical_bytes:
             raise CorruptFile("entry count or logical bytes do not match the footer", path=path)
         if state.digest() != self.footer.state_digest:

@@ -67,7 +67,8 @@ async def run_restore(args: argparse.Namespace, target: RestoreTarget) -> int:
     """Build the state at the target and write it under the destination prefix."""
     location = parse_etcd_url(args.dest)
     options = EtcdRestoreOptions(target=target, prefix=location.prefix if location.prefix_given else None,
-                                 force=args.force, verify=not args.no_verify, dry_run=args.dry_run)
+                                 force=args.force, verify=not args.no_verify, dry_run=args.dry_run,
+                                 pause_gc=True)  # the command owns its process
     progress = Progress()
     async with EtcdClient(location.endpoints) as client, repositories(args) as repos:
         result = await restore_to_etcd(repos, client, options, progress=progress,

@@ -57,7 +57,8 @@ async def run(args: argparse.Namespace) -> int:
                                   f"{args.dest}; name the directory to be replaced")
         replace_foreign = True
     options = RestoreOptions(target=target, dest=args.dest, force=args.force, replace_foreign=replace_foreign,
-                             verify=not args.no_verify, dry_run=args.dry_run, base=args.base)
+                             verify=not args.no_verify, dry_run=args.dry_run, base=args.base,
+                             pause_gc=True)  # the command owns its process
     progress = Progress()
     async with repositories(args) as repos:
         result = await restore(repos, options, progress=progress,

@@ -23,12 +23,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import lmdb
-
 from pitr.datadir.overlay import fold, merge, visible
-from pitr.datadir.state import U64BE, StateDB
+from pitr.datadir.state import StateDB, StateView, is_live
 from pitr.datadir.wal import WalDirectory
-from pitr.errors import CorruptData, InvalidArgument, lmdb_error, to_corrupt
+from pitr.errors import CorruptData, InvalidArgument, to_corrupt
 from segments import SegmentsError
 from segments import record as rec
 from segments.fold import Change
@@ -70,35 +68,27 @@ class StoreReader:
 
     def get(self, key: bytes, now_ns: int) -> tuple[bytes, int | None] | None:
         """The value and expiry of `key` as the writer's last logged commit left it, or None."""
-        with self.view() as (txn, view):
+        with self.view() as (state, view):
             change = view.overlay.get(key, _MISSING)
             if change is not _MISSING:
                 return visible(change, now_ns)  # type: ignore[arg-type]  # not _MISSING
-            return self.state.read_in(txn, key, now_ns)
+            return state.get(key, now_ns)
 
     def scan(self, prefix: bytes, now_ns: int) -> Iterator[tuple[bytes, bytes, int | None]]:
         """(key, value, expiry) of every live key starting with `prefix`, in key order, from one view."""
-        with self.view() as (txn, view):
+        with self.view() as (state, view):
             overlay = sorted((k, c) for k, c in view.overlay.items() if k.startswith(prefix))
-            for key, value, expires in merge(self.state.rows_in(txn, prefix, None, prefix=prefix), overlay):
-                if expires is not None and expires <= now_ns:
-                    continue
-                yield key, value, expires
+            for key, value, expires in merge(state.rows(prefix, None, prefix=prefix), overlay):
+                if is_live(expires, now_ns):
+                    yield key, value, expires
 
     @contextmanager
-    def view(self) -> Iterator[tuple[lmdb.Transaction, ReadView]]:
-        """A read transaction and the WAL folded after its checkpoint: one consistent state."""
+    def view(self) -> Iterator[tuple[StateView, ReadView]]:
+        """A view of the LMDB state and the WAL folded after its checkpoint: one consistent state."""
         last_error: CorruptData | None = None
-        for _attempt in range(ATTEMPTS):
-            try:
-                txn = self.state.env.begin(buffers=False)
-            except lmdb.Error as exc:
-                raise lmdb_error(exc, self.state.path, "read the state") from exc
-            try:
-                raw = txn.get(b"applied_lsn", db=self.state.meta)
-                if raw is None:
-                    raise CorruptData(f"{self.state.path}: state has no checkpoint", path=self.state.path)
-                applied = U64BE.unpack(raw)[0]
+        for attempt in range(ATTEMPTS):
+            with self.state.read_view() as state:
+                applied = state.checkpoint()[0]
                 try:
                     view = self._fold_wal(applied)
                 except (CorruptData, FileNotFoundError) as exc:
@@ -110,29 +100,13 @@ class StoreReader:
                                                  path=exc.filename)
                     else:
                         last_error = exc
-                    txn.abort()
-                    if not self._moved_past(applied):
-                        time.sleep(RETRY_DELAY * (_attempt + 1))
-                    continue
-                break
-            except BaseException:
-                txn.abort()
-                raise
-        else:
-            assert last_error is not None
-            raise last_error
-        try:
-            yield txn, view
-        finally:
-            txn.abort()
-
-    def _moved_past(self, applied: int) -> bool:
-        try:
-            with self.state.env.begin() as txn:
-                raw = txn.get(b"applied_lsn", db=self.state.meta)
-        except lmdb.Error as exc:
-            raise lmdb_error(exc, self.state.path, "read the state") from exc
-        return raw is not None and U64BE.unpack(raw)[0] > applied
+                else:
+                    yield state, view
+                    return
+            if self.state.checkpoint()[0] <= applied:  # not moved on: give the writer a moment
+                time.sleep(RETRY_DELAY * (attempt + 1))
+        assert last_error is not None
+        raise last_error
 
     def _fold_wal(self, applied: int) -> ReadView:
         """The changes of every complete WAL record after LSN `applied`."""

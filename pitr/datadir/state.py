@@ -15,8 +15,10 @@ from __future__ import annotations
 import json
 import os
 import struct
+import threading
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +33,6 @@ I64BE = struct.Struct(">q")
 U64BE = struct.Struct(">Q")
 DEFAULT_MAP_SIZE = 1 << 40
 MAX_KEY = 511  # LMDB's compiled-in limit for keys
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,8 @@ class StateDB:
         synced once at the end (a restore), and thrown away if the build does not finish.
         A state it creates is private to the user (directory 0700, files 0600)."""
         self.path = path
+        self._views_lock = threading.Lock()
+        self._views_open = 0
         create = create and not readonly
         if create and not os.path.isdir(path):
             os.mkdir(path, 0o700)
@@ -116,74 +119,61 @@ class StateDB:
 
     def checkpoint(self) -> tuple[int, int]:
         """(applied_lsn, applied_ts_ns): every commit up to applied_lsn is in the state."""
-        try:
-            with self.env.begin(db=self.meta) as txn:
-                lsn = txn.get(b"applied_lsn")
-                ts = txn.get(b"applied_ts_ns")
-        except lmdb.Error as exc:
-            raise lmdb_error(exc, self.path, "read the checkpoint") from exc
-        if lsn is None or ts is None or len(lsn) != 8 or len(ts) != 8:
-            raise CorruptData("state has no valid checkpoint", path=self.path,
-                              hint="restore the store from its archive (pitr restore)")
-        return U64BE.unpack(lsn)[0], I64BE.unpack(ts)[0]
+        with self.read_view() as view:
+            return view.checkpoint()
 
     # reads ---------------------------------------------------------------------
+    @contextmanager
+    def read_view(self) -> Iterator[StateView]:
+        """One consistent view of the state (an LMDB read transaction) for the thread that opens it.
+
+        Open, read and close it inside one call of one thread (one `to_thread.run_sync`), never
+        across an await: an open view pins the pages it sees, so LMDB cannot reuse them.
+        """
+        try:
+            txn = self.env.begin(buffers=False)
+        except lmdb.Error as exc:
+            raise lmdb_error(exc, self.path, "read the LMDB state") from exc
+        view = StateView(self, txn)
+        with self._views_lock:
+            self._views_open += 1
+        try:
+            yield view
+        finally:
+            with self._views_lock:
+                self._views_open -= 1
+            try:
+                txn.abort()
+            except lmdb.Error as exc:
+                raise lmdb_error(exc, self.path, "end a read of the LMDB state") from exc
+
+    @property
+    def views_open(self) -> int:
+        """How many read views are open now (in any thread)."""
+        return self._views_open
+
     def get(self, key: bytes, now_ns: int | None) -> tuple[bytes, int | None] | None:
         """The value and expiry of `key`, or None; an expiry at or before now_ns hides it."""
-        try:
-            with self.env.begin() as txn:
-                return self.read_in(txn, key, now_ns)
-        except lmdb.Error as exc:
-            raise lmdb_error(exc, self.path, "read the LMDB state") from exc
-
-    def read_in(self, txn: lmdb.Transaction, key: bytes, now_ns: int | None) -> tuple[bytes, int | None] | None:
-        """`get` inside a read transaction the caller holds (a reader's consistent view)."""
-        value = txn.get(key, db=self.data)
-        if value is None:
-            return None
-        raw = txn.get(key, db=self.expiry)
-        expires = None if raw is None else I64BE.unpack(raw)[0]
-        if expires is not None and now_ns is not None and expires <= now_ns:
-            return None
-        return bytes(value), expires
+        with self.read_view() as view:
+            return view.get(key, now_ns)
 
     def iter_range(self, start: bytes, stop: bytes | None) -> Iterator[tuple[bytes, bytes, int | None]]:
-        """(key, value, expiry) for start <= key < stop in key order, from one read transaction."""
-        try:
-            yield from self._iter_range(start, stop)
-        except lmdb.Error as exc:
-            raise lmdb_error(exc, self.path, "read the LMDB state") from exc
+        """(key, value, expiry) for start <= key < stop in key order, from one read view: consume
+        it in one thread, and close it (or exhaust it) before an await."""
+        with self.read_view() as view:
+            yield from view.rows(start, stop)
 
-    def _iter_range(self, start: bytes, stop: bytes | None) -> Iterator[tuple[bytes, bytes, int | None]]:
-        with self.env.begin() as txn:
-            yield from self.rows_in(txn, start, stop)
-
-    def rows_in(self, txn: lmdb.Transaction, start: bytes, stop: bytes | None, *,
-                prefix: bytes = b"") -> Iterator[tuple[bytes, bytes, int | None]]:
-        """(key, value, expiry) from `start` in key order, before `stop` and while keys start with
-        `prefix`, inside a read transaction the caller holds."""
-        expiry_cursor = txn.cursor(self.expiry)
-        has_expiry = bool(txn.stat(self.expiry)["entries"])
-        cursor = txn.cursor(self.data)
-        if not cursor.set_range(start):
-            return
-        for raw_key, raw_value in cursor:
-            key = bytes(raw_key)
-            if (stop is not None and key >= stop) or (prefix and not key.startswith(prefix)):
-                return
-            expires = None
-            if has_expiry:
-                raw = expiry_cursor.get(key)
-                expires = None if raw is None else I64BE.unpack(raw)[0]
-            yield key, bytes(raw_value), expires
+    def count(self) -> int:
+        """How many keys the state holds (expired ones included until they are dropped)."""
+        with self.read_view() as view:
+            return view.count()
 
     def state_digest(self, now_ns: int | None) -> tuple[bytes, int]:
         """Order-independent digest and count of the entries visible at now_ns."""
         digest = StateDigest()
-        for key, value, expires in self.iter_range(b"", None):
-            if expires is not None and now_ns is not None and expires <= now_ns:
-                continue
-            digest.add(key, value, expires)
+        with self.read_view() as view:
+            for key, value, expires in view.rows(b"", None, live_at=now_ns):
+                digest.add(key, value, expires)
         return digest.digest(), digest.count
 
     # writes --------------------------------------------------------------------
@@ -236,15 +226,118 @@ class StateDB:
         `puts` may be any iterable (LMDB consumes it without a Python step per entry);
         `expiring` holds (key, i64 big-endian expiry) for the puts that have one.
         """
-        with self.env.begin(write=True) as txn:
-            txn.cursor(self.data).putmulti(puts, append=True)
-            if expiring:
-                txn.cursor(self.expiry).putmulti(expiring, append=True)
+        try:
+            with self.env.begin(write=True) as txn:
+                txn.cursor(self.data).putmulti(puts, append=True)
+                if expiring:
+                    txn.cursor(self.expiry).putmulti(expiring, append=True)
+        except lmdb.Error as exc:
+            raise lmdb_error(exc, self.path, "append to the LMDB state") from exc
 
     def set_checkpoint(self, applied_lsn: int, applied_ts_ns: int) -> None:
-        with self.env.begin(write=True) as txn:
-            self._put_checkpoint(txn, applied_lsn, applied_ts_ns)
+        try:
+            with self.env.begin(write=True) as txn:
+                self._put_checkpoint(txn, applied_lsn, applied_ts_ns)
+        except lmdb.Error as exc:
+            raise lmdb_error(exc, self.path, "write the checkpoint") from exc
+
+    def drop_expired(self, cutoff_ns: int) -> int:
+        """Delete every key whose expiry is at or before `cutoff_ns`, in one transaction; returns how many."""
+        try:
+            with self.env.begin(write=True) as txn:
+                doomed = [bytes(key) for key, raw in txn.cursor(self.expiry)
+                          if not is_live(I64BE.unpack(raw)[0], cutoff_ns)]
+                for key in doomed:
+                    txn.delete(key, db=self.data)
+                    txn.delete(key, db=self.expiry)
+        except lmdb.Error as exc:
+            raise lmdb_error(exc, self.path, "drop expired keys from the LMDB state") from exc
+        return len(doomed)
+
+    def sync(self) -> None:
+        """Flush every committed transaction to disk (for a state opened with `sync=False`)."""
+        try:
+            self.env.sync(True)
+        except lmdb.Error as exc:
+            raise lmdb_error(exc, self.path, "sync the LMDB state") from exc
 
     def _put_checkpoint(self, txn: lmdb.Transaction, applied_lsn: int, applied_ts_ns: int) -> None:
         txn.put(b"applied_lsn", U64BE.pack(applied_lsn), db=self.meta)
         txn.put(b"applied_ts_ns", I64BE.pack(applied_ts_ns), db=self.meta)
+
+
+def is_live(expires: int | None, now_ns: int | None) -> bool:
+    """Whether an entry with expiry `expires` is visible at `now_ns`: an expiry at or before it hides
+    the entry; no expiry, or no moment (None: judge nothing), keeps it."""
+    return expires is None or now_ns is None or expires > now_ns
+
+
+class StateView:
+    """A consistent view of the state, from `StateDB.read_view()`: valid inside its `with` block only,
+    in the thread that opened it."""
+
+    def __init__(self, state: StateDB, txn: lmdb.Transaction) -> None:
+        self._state = state
+        self._txn = txn
+
+    def checkpoint(self) -> tuple[int, int]:
+        """(applied_lsn, applied_ts_ns) of the state this view sees."""
+        path = self._state.path
+        try:
+            lsn = self._txn.get(b"applied_lsn", db=self._state.meta)
+            ts = self._txn.get(b"applied_ts_ns", db=self._state.meta)
+        except lmdb.Error as exc:
+            raise lmdb_error(exc, path, "read the checkpoint") from exc
+        if lsn is None or ts is None or len(lsn) != 8 or len(ts) != 8:
+            raise CorruptData("state has no valid checkpoint", path=path,
+                              hint="restore the store from its archive (pitr restore)")
+        return U64BE.unpack(lsn)[0], I64BE.unpack(ts)[0]
+
+    def count(self) -> int:
+        """How many keys the view holds (expired ones included)."""
+        try:
+            return int(self._txn.stat(self._state.data)["entries"])
+        except lmdb.Error as exc:
+            raise lmdb_error(exc, self._state.path, "read the LMDB state") from exc
+
+    def get(self, key: bytes, now_ns: int | None) -> tuple[bytes, int | None] | None:
+        """The value and expiry of `key`, or None; an expiry at or before now_ns hides it."""
+        try:
+            value = self._txn.get(key, db=self._state.data)
+            if value is None:
+                return None
+            raw = self._txn.get(key, db=self._state.expiry)
+        except lmdb.Error as exc:
+            raise lmdb_error(exc, self._state.path, "read the LMDB state") from exc
+        expires = None if raw is None else I64BE.unpack(raw)[0]
+        return (bytes(value), expires) if is_live(expires, now_ns) else None
+
+    def rows(self, start: bytes = b"", stop: bytes | None = None, *, prefix: bytes = b"",
+             live_at: int | None = None) -> Generator[tuple[bytes, bytes, int | None], None, None]:
+        """(key, value, expiry) from `start` in key order, before `stop` and while keys start with
+        `prefix`; with `live_at`, without the keys expired at that moment."""
+        try:
+            yield from self._rows(start, stop, prefix, live_at)
+        except lmdb.Error as exc:
+            raise lmdb_error(exc, self._state.path, "read the LMDB state") from exc
+
+    def _rows(self, start: bytes, stop: bytes | None, prefix: bytes,
+              live_at: int | None) -> Iterator[tuple[bytes, bytes, int | None]]:
+        txn, state = self._txn, self._state
+        expiry_cursor = txn.cursor(state.expiry)
+        has_expiry = bool(txn.stat(state.expiry)["entries"])
+        cursor = txn.cursor(state.data)
+        if not cursor.set_range(start):
+            return
+        for raw_key, raw_value in cursor:
+            key = bytes(raw_key)
+            if (stop is not None and key >= stop) or (prefix and not key.startswith(prefix)):
+                return
+            expires = None
+            if has_expiry:
+                raw = expiry_cursor.get(key)
+                if raw is not None:
+                    expires = I64BE.unpack(raw)[0]
+                    if not is_live(expires, live_at):
+                        continue
+            yield key, bytes(raw_value), expires

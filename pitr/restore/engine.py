@@ -7,14 +7,13 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterator
-from contextlib import closing
+from contextlib import closing, nullcontext
 from dataclasses import dataclass
 from itertools import islice
 
-import lmdb
-
+from pitr.datadir.overlay import visible
 from pitr.datadir.state import I64BE, StateDB, StoreIdentity
-from pitr.errors import CorruptData, file_error, lmdb_error, to_corrupt
+from pitr.errors import CorruptData, file_error, to_corrupt
 from pitr.gcpause import gc_paused
 from pitr.memory import peak_rss_bytes
 from pitr.restore.destination import Replacement
@@ -57,8 +56,12 @@ class RestoreResult:
 
 def build_state(state_dir: str, plan: RestorePlan, snapshot: RangeSource | None,
                 segments: list[RangeSource], *, name: str, progress: Progress | None = None,
-                clock: Callable[[], int] = time.time_ns) -> RestoreResult:
-    """Write the state at `plan.target_lsn` into a new LMDB at `state_dir`."""
+                clock: Callable[[], int] = time.time_ns, pause_gc: bool = False) -> RestoreResult:
+    """Write the state at `plan.target_lsn` into a new LMDB at `state_dir`.
+
+    `pause_gc` pauses Python's cyclic garbage collector for the whole process while it builds
+    (`pitr.gcpause`): a command line that owns its process opts in; a library caller decides.
+    """
     started = time.monotonic()
     new_id = uuid.uuid4()
     parent = {"store_id": str(plan.identity.store_id), "lsn": plan.target_lsn, "ts_ns": plan.target_ts_ns,
@@ -66,7 +69,7 @@ def build_state(state_dir: str, plan: RestorePlan, snapshot: RangeSource | None,
     ident = StoreIdentity(new_id, name, clock(), plan.target_lsn + 1, genesis(new_id), parent)
     state = StateDB(state_dir, sync=False)  # synced once, when complete; discarded if not
     try:
-        with gc_paused():
+        with gc_paused() if pause_gc else nullcontext():
             state.init_identity(ident)
             base = SnapshotReader(snapshot) if snapshot is not None else None
             changes, spilled = _replay(state, plan, base, segments, progress)
@@ -74,15 +77,13 @@ def build_state(state_dir: str, plan: RestorePlan, snapshot: RangeSource | None,
             if spilled:
                 state.apply(changes, plan.target_lsn, final_ts)
                 changes = {}
-                expired = _drop_expired(state, plan.cutoff_ns)
+                expired = state.drop_expired(plan.cutoff_ns)
             else:
                 expired = _load_final(state, base, changes, plan.cutoff_ns, plan.target_lsn, final_ts)
-            keys = _count(state)
-            state.env.sync(True)
+            keys = state.count()
+            state.sync()
     except SegmentsError as exc:
         raise to_corrupt(exc) from exc
-    except lmdb.Error as exc:
-        raise lmdb_error(exc, state_dir, "write the restored state") from exc
     except OSError as exc:
         raise file_error(exc, state_dir, "write the restored state") from exc
     finally:
@@ -179,7 +180,7 @@ def _load_final(state: StateDB, base: SnapshotReader | None, changes: dict[bytes
     else:
         expired, new_keys = 0, _append_merged(state, base, changes)
     changes.clear()
-    expired += _drop_expiring(new_keys, cutoff_ns)
+    expired += drop_expiring(new_keys, cutoff_ns)
     state.apply(new_keys, lsn, ts_ns)  # sorts them, and sets the checkpoint
     return expired
 
@@ -239,28 +240,60 @@ def _base_with_changes(base: SnapshotReader,
 def _append_in_key_order(state: StateDB, items: Iterator[tuple[bytes, Change]], cutoff_ns: int) -> int:
     """Append (key, change) pairs sorted by key to the state, skipping deletes and keys expired
     at the cutoff; returns how many expired."""
-    pack = I64BE.pack
     expired = 0
     while chunk := list(islice(items, LOAD_CHUNK)):
-        puts: list[tuple[bytes, bytes]] = []
-        expiring: list[tuple[bytes, bytes]] = []
-        for key, change in chunk:
-            if change is None:
-                continue
-            if isinstance(change, bytes):
-                puts.append((key, change))
-                continue
-            value, expires = change
-            if expires <= cutoff_ns:
-                expired += 1
-                continue
-            expiring.append((key, pack(expires)))
-            puts.append((key, value))
+        puts, expiring, dropped = split_live(chunk, cutoff_ns)
         state.append_sorted(puts, expiring)
+        expired += dropped
     return expired
 
 
-def _drop_expiring(changes: dict[bytes, bytes | tuple[bytes, int]], cutoff_ns: int) -> int:
+# The hot paths below copy the rule of `pitr.datadir.overlay.visible` (a delete is absent; a put
+# whose expiry is at or before the cutoff is expired) into one loop each; their reference
+# functions state it per entry, and tests/restore/test_engine_seams.py holds them equal.
+
+def split_live(chunk: list[tuple[bytes, Change]],
+               cutoff_ns: int) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]], int]:
+    """The LMDB rows of the changes still live at the cutoff: (key, value) puts, (key, i64
+    big-endian expiry) for the puts that have one, and how many puts had expired."""
+    pack = I64BE.pack
+    puts: list[tuple[bytes, bytes]] = []
+    expiring: list[tuple[bytes, bytes]] = []
+    expired = 0
+    for key, change in chunk:
+        if change is None:
+            continue
+        if isinstance(change, bytes):
+            puts.append((key, change))
+            continue
+        value, expires = change
+        if expires <= cutoff_ns:
+            expired += 1
+            continue
+        expiring.append((key, pack(expires)))
+        puts.append((key, value))
+    return puts, expiring, expired
+
+
+def split_live_reference(chunk: list[tuple[bytes, Change]],
+                         cutoff_ns: int) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]], int]:
+    """`split_live`, one entry at a time through `visible`."""
+    puts: list[tuple[bytes, bytes]] = []
+    expiring: list[tuple[bytes, bytes]] = []
+    expired = 0
+    for key, change in chunk:
+        shown = visible(change, cutoff_ns)
+        if shown is None:
+            expired += change is not None
+            continue
+        value, expires = shown
+        puts.append((key, value))
+        if expires is not None:
+            expiring.append((key, I64BE.pack(expires)))
+    return puts, expiring, expired
+
+
+def drop_expiring(changes: dict[bytes, bytes | tuple[bytes, int]], cutoff_ns: int) -> int:
     """Remove from `changes` the puts whose expiry is at or before the cutoff; returns how many."""
     doomed = [key for key, change in changes.items()
               if isinstance(change, tuple) and change[1] <= cutoff_ns]
@@ -269,21 +302,9 @@ def _drop_expiring(changes: dict[bytes, bytes | tuple[bytes, int]], cutoff_ns: i
     return len(doomed)
 
 
-def _drop_expired(state: StateDB, cutoff_ns: int) -> int:
-    """Remove keys whose expiry is at or before the target moment."""
-    doomed: list[bytes] = []
-    with state.env.begin() as txn:
-        for key, raw in txn.cursor(state.expiry):
-            if I64BE.unpack(raw)[0] <= cutoff_ns:
-                doomed.append(bytes(key))
-    if doomed:
-        with state.env.begin(write=True) as txn:
-            for key in doomed:
-                txn.delete(key, db=state.data)
-                txn.delete(key, db=state.expiry)
+def drop_expiring_reference(changes: dict[bytes, bytes | tuple[bytes, int]], cutoff_ns: int) -> int:
+    """`drop_expiring`, one entry at a time through `visible`."""
+    doomed = [key for key, change in changes.items() if visible(change, cutoff_ns) is None]
+    for key in doomed:
+        del changes[key]
     return len(doomed)
-
-
-def _count(state: StateDB) -> int:
-    with state.env.begin() as txn:
-        return int(txn.stat(state.data)["entries"])

@@ -45,7 +45,9 @@ class RestoreOptions:
     `force` replaces a non-empty destination that is a pitr store (never one a
     live writer holds); `replace_foreign` also lets it replace a non-empty
     directory that is not one. `base` names the snapshot to start from (by
-    default the newest valid one at or before the target).
+    default the newest valid one at or before the target). `pause_gc` pauses Python's cyclic
+    garbage collector for the whole process while the state is built (faster on millions of
+    keys); only a program that owns its process should ask for it, as the command line does.
     """
 
     target: RestoreTarget
@@ -56,6 +58,7 @@ class RestoreOptions:
     dry_run: bool = False
     name: str | None = None
     base: str | None = None
+    pause_gc: bool = False
 
     def __post_init__(self) -> None:
         if self.replace_foreign and not self.force:

@@ -230,7 +230,8 @@ async def restore(repos: Repository | Sequence[Repository], options: RestoreOpti
     try:
         result = await publish_restored(
             dest, options.force,
-            lambda state_dir: build_state(state_dir, final, snapshot, sources, name=name, progress=progress),
+            lambda state_dir: build_state(state_dir, final, snapshot, sources, name=name, progress=progress,
+                                          pause_gc=options.pause_gc),
             replace_foreign=options.replace_foreign, repo_roots=roots)
     finally:
         for src in [snapshot, *sources]:

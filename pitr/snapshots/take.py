@@ -1,9 +1,12 @@
 """Taking a snapshot: a consistent copy of the LMDB state at one LSN, bound to the log's chain.
 
-The state is read from one LMDB read transaction, so writers are never
-blocked. Before the snapshot is written, the archiver seals the log through
-exactly that LSN, so the snapshot's chain digest is the digest of a segment
-boundary and a restore can prove the snapshot belongs to the log it replays.
+The state is read in one worker call: it opens a read view, reads the
+checkpoint (the snapshot's LSN and time), streams the visible state into a
+temporary file and closes the view, so no LMDB pages stay pinned while files
+upload and writers are never blocked. The archiver then seals the log through
+exactly that LSN, which gives the chain digest of that segment boundary; the
+file's header takes it when the file is finished, so a restore can prove the
+snapshot belongs to the log it replays.
 """
 
 from __future__ import annotations
@@ -13,16 +16,16 @@ import os
 import socket
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, BinaryIO, TypeVar
 
 import anyio
-import lmdb
 
 from pitr.archiver.archiver import Archiver
 from pitr.archiver.options import RepoProgress
 from pitr.catalog.entries import SnapshotEntry
-from pitr.datadir.state import I64BE, U64BE, StateDB
-from pitr.errors import CorruptData, ObjectExists, file_error, lmdb_error
+from pitr.datadir.state import StateDB
+from pitr.errors import CorruptData, ObjectExists, file_error
 from pitr.jsontypes import JSONValue
 from pitr.repo import layout
 from pitr.repo.indexing import snapshot_entry
@@ -33,42 +36,49 @@ from segments.snapshot import SnapshotHeader, SnapshotWriter
 
 PRODUCER = "pitr 0.1.0"
 Progress = Callable[[str, int, int], None]
+_T = TypeVar("_T")
+HeaderAt = Callable[[int, int], SnapshotHeader]  # (lsn, ts_ns) of the checkpoint -> the file's header
 
 
-def write_snapshot_file(state: StateDB, txn: lmdb.Transaction, path: str, header: SnapshotHeader,
-                        progress: Progress | None = None,
-                        compress: bool = True) -> tuple[SnapshotHeader, bytes, int]:
-    """Stream the state visible in `txn` into a new snapshot file at `path`.
+def write_snapshot_entries(state: StateDB, out: BinaryIO, header_at: HeaderAt, progress: Progress | None = None,
+                           compress: bool = True) -> SnapshotWriter:
+    """Stream the state into a snapshot at `out`, from one read view opened and closed in this call.
 
-    Keys already expired at the snapshot's time are left out. Returns the final
-    header, the state digest and the file size.
+    The header is `header_at(lsn, ts_ns)` of the view's checkpoint; keys already expired at its
+    time are left out. Returns the writer, to be finished (`finish_snapshot_file`) once the
+    chain digest at its LSN is known.
     """
-    total = int(txn.stat(state.data)["entries"])
-    has_expiry = bool(txn.stat(state.expiry)["entries"])
-    expiry_cursor = txn.cursor(state.expiry)
-    cutoff = header.ts_ns
-    with open(path, "w+b") as fh:
-        writer = SnapshotWriter(fh, header, compress=compress)
+    with state.read_view() as view:
+        header = header_at(*view.checkpoint())
+        total = view.count()
+        writer = SnapshotWriter(out, header, compress=compress)
         done = 0
-        for key, value in txn.cursor(state.data):
-            expires = None
-            if has_expiry:
-                raw = expiry_cursor.get(key)
-                if raw is not None:
-                    expires = I64BE.unpack(raw)[0]
-                    if expires <= cutoff:
-                        continue
-            writer.add(bytes(key), bytes(value), expires)
+        for key, value, expires in view.rows(live_at=header.ts_ns):
+            writer.add(key, value, expires)
             done += 1
             if progress is not None and done % 65536 == 0:
                 progress("snapshot", done, total)
-        final, footer = writer.finish()
-        fh.flush()
-        os.fsync(fh.fileno())
-        size = fh.tell()
     if progress is not None:
         progress("snapshot", total, total)
-    return final, footer.state_digest, size
+    return writer
+
+
+def finish_snapshot_file(writer: SnapshotWriter, out: BinaryIO,
+                         chain_digest: bytes | None = None) -> tuple[SnapshotHeader, bytes, int]:
+    """Finish the file (with `chain_digest` in its header, if given) and fsync it; returns the
+    final header, the state digest and the file size."""
+    final, footer = writer.finish(chain_digest=chain_digest)
+    out.flush()
+    os.fsync(out.fileno())
+    return final, footer.state_digest, out.tell()
+
+
+def write_snapshot_file(state: StateDB, path: str, header_at: HeaderAt, progress: Progress | None = None,
+                        compress: bool = True) -> tuple[SnapshotHeader, bytes, int]:
+    """Write a whole snapshot file of the state at `path` (its header's chain digest as given)."""
+    with open(path, "w+b") as out:
+        writer = write_snapshot_entries(state, out, header_at, progress, compress)
+        return finish_snapshot_file(writer, out)
 
 
 async def ensure_base(archiver: Archiver, *,
@@ -86,8 +96,8 @@ async def ensure_base(archiver: Archiver, *,
             "reason": "base of a new repository: the local WAL no longer reaches the start of the history"})
     if archiver.source.identity.first_lsn <= 1:
         return None
-    if all(prog.repo.catalog.snapshots() for prog in archiver.progress):
-        return None
+    if await anyio.to_thread.run_sync(lambda: all(prog.repo.catalog.snapshots() for prog in archiver.progress)):
+        return None  # every repository has a base (catalog reads: off the loop)
     return await take_snapshot(archiver, prepare=prepare, metadata={"reason": "base of a restored history"})
 
 
@@ -105,81 +115,120 @@ async def take_snapshot(archiver: Archiver, *, prepare: Callable[[], Awaitable[o
     async with archiver.cycle_lock:
         if prepare is not None:
             await prepare()
-        try:
-            txn = await anyio.to_thread.run_sync(lambda: state.env.begin(buffers=False))
-        except lmdb.Error as exc:
-            raise lmdb_error(exc, state.path, "read the store's state") from exc
-        saved: list[tuple[RepoProgress, int, bytes]] = []
-        try:
-            raw_lsn = txn.get(b"applied_lsn", db=state.meta)
-            raw_ts = txn.get(b"applied_ts_ns", db=state.meta)
-            if raw_lsn is None or raw_ts is None:
-                raise CorruptData(f"{state.path}: state has no checkpoint", path=state.path)
-            lsn, ts = U64BE.unpack(raw_lsn)[0], I64BE.unpack(raw_ts)[0]
+        meta: dict[str, Any] = {"store_name": ident.name, "first_lsn": ident.first_lsn}
+        if include_metadata:
+            meta.update({"host": socket.gethostname(), "producer": PRODUCER, "compressed": compress,
+                         **(metadata or {})})
+        created_ns = archiver.clock()
+
+        def header_at(lsn: int, ts: int) -> SnapshotHeader:
             if ts == 0:  # nothing committed yet: the snapshot of the empty store is dated at creation
                 ts = ident.created_ns
-            rebased = [prog for prog in archiver.progress if archiver.needs_base(prog)]
-            saved = [(prog, prog.last_lsn, prog.chain_digest) for prog in rebased]  # put back on failure
-            for prog in rebased:
-                archiver.rebase(prog, lsn)
-            await archiver.ship_through(lsn)
-            digests = set()
-            for prog in archiver.progress:
-                digest = prog.chain_digest if prog.last_lsn == lsn else \
-                    prog.repo.catalog.chain_digest_at(lsn, ident.start_chain_digest, ident.first_lsn)
-                if digest is None:
-                    raise CorruptData(f"{prog.repo.url}: no segment boundary at LSN {lsn}; cannot bind "
-                                      "a snapshot there")
-                digests.add(digest)
-            if len(digests) != 1:
-                raise CorruptData(f"repositories disagree on the chain digest at LSN {lsn}",
-                                  hint="a new repository's base snapshot is taken into it alone: "
-                                       "run pitr snapshot with only that --repo" if rebased else None)
-            chain_digest = digests.pop()
-            meta: dict[str, Any] = {"store_name": ident.name, "first_lsn": ident.first_lsn}
-            if include_metadata:
-                meta.update({"host": socket.gethostname(), "producer": PRODUCER, "compressed": compress,
-                             **(metadata or {})})
-            header = SnapshotHeader(ident.store_id, lsn, ts, chain_digest, 0, 0, archiver.clock(), meta)
-            tmpdir = archiver.progress[0].repo.cache_dir
-            try:
-                os.makedirs(tmpdir, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(prefix=".snapshot-", dir=tmpdir)
-                os.close(fd)
-            except OSError as exc:
-                raise file_error(exc, tmpdir, "create a snapshot file") from exc
-            try:
+            # the chain digest at `lsn` is known once the log is sealed through it: set by finish()
+            return SnapshotHeader(ident.store_id, lsn, ts, bytes(32), 0, 0, created_ns, meta)
+
+        tmpdir = archiver.progress[0].repo.cache_dir
+        tmp, out = await anyio.to_thread.run_sync(_create_temporary, tmpdir)
+        try:
+            with out:
+                writer = await _writing(tmp, write_snapshot_entries, state, out, header_at, progress, compress)
+                lsn, ts = writer.header.lsn, writer.header.ts_ns  # the view is closed: nothing pinned
+                chain_digest, rebased = await _ship_through(archiver, lsn)
                 try:
-                    final, state_digest, size = await anyio.to_thread.run_sync(
-                        write_snapshot_file, state, txn, tmp, header, progress, compress)
-                except OSError as exc:
-                    raise file_error(exc, tmp, "write the snapshot") from exc
-                except lmdb.Error as exc:
-                    raise lmdb_error(exc, state.path, "read the store's state") from exc
-                name = snapshot_name(lsn, ts)
-                entry = SnapshotEntry(name, lsn, ts, size, final.entry_count, final.logical_bytes,
-                                      final.created_ns, chain_digest, state_digest, meta)
-                for prog in archiver.progress:
-                    indexed = entry
-                    try:
-                        await prog.repo.storage.publish_file(layout.snapshot_object(name), tmp)
-                    except ObjectExists:  # a snapshot at this LSN exists already: keep the first if it agrees
-                        indexed = await _existing_snapshot(prog.repo, name, entry)
-                    if prog in rebased:
-                        prog.tail_object = layout.snapshot_object(name)  # what the history now ends with
-                    try:
-                        prog.repo.catalog.add_snapshot(indexed)
-                    except lmdb.Error as exc:
-                        raise lmdb_error(exc, prog.repo.catalog.path, f"index {name}") from exc
-            finally:
-                with contextlib.suppress(FileNotFoundError):  # only a temporary copy: published or not
-                    os.unlink(tmp)
+                    final, state_digest, size = await _writing(tmp, finish_snapshot_file, writer, out,
+                                                               chain_digest)
+                    out.close()
+                    entry = SnapshotEntry(snapshot_name(lsn, ts), lsn, ts, size, final.entry_count,
+                                          final.logical_bytes, final.created_ns, chain_digest, state_digest,
+                                          meta)
+                    await _publish(archiver, entry, tmp, rebased)
+                finally:
+                    _put_back(rebased)
         finally:
-            for prog, last_lsn, digest in saved:
-                if prog.tail_object is None:  # its base was not published: nothing may follow it there
-                    prog.last_lsn, prog.chain_digest = last_lsn, digest
-            await anyio.to_thread.run_sync(txn.abort)
+            with contextlib.suppress(FileNotFoundError):  # only a temporary copy: published or not
+                os.unlink(tmp)
     return entry
+
+
+async def _writing(tmp: str, write: Callable[..., _T], *args: object) -> _T:
+    """`write(*args)` in a worker thread, its OSError translated as one writing `tmp`."""
+    try:
+        return await anyio.to_thread.run_sync(write, *args)
+    except OSError as exc:
+        raise file_error(exc, tmp, "write the snapshot") from exc
+
+
+async def _publish(archiver: Archiver, entry: SnapshotEntry, tmp: str, rebased: _Rebased) -> None:
+    """Publish the finished file into every repository and index it there."""
+    name = entry.name
+    for prog in archiver.progress:
+        indexed = entry
+        try:
+            await prog.repo.storage.publish_file(layout.snapshot_object(name), tmp)
+        except ObjectExists:  # a snapshot at this LSN exists already: keep the first if it agrees
+            indexed = await _existing_snapshot(prog.repo, name, entry)
+        if prog in rebased.progress:
+            prog.tail_object = layout.snapshot_object(name)  # what the history now ends with
+        await anyio.to_thread.run_sync(prog.repo.catalog.add_snapshot, indexed)
+
+
+def _create_temporary(tmpdir: str) -> tuple[str, BinaryIO]:
+    """A new temporary snapshot file in `tmpdir`, open for writing and reading."""
+    try:
+        os.makedirs(tmpdir, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".snapshot-", dir=tmpdir)
+    except OSError as exc:
+        raise file_error(exc, tmpdir, "create a snapshot file") from exc
+    return tmp, os.fdopen(fd, "w+b")
+
+
+@dataclass(slots=True)
+class _Rebased:
+    """The repositories rebased onto the snapshot, and where each was before (put back on failure)."""
+
+    progress: list[RepoProgress]
+    before: list[tuple[RepoProgress, int, bytes]]
+
+
+async def _ship_through(archiver: Archiver, lsn: int) -> tuple[bytes, _Rebased]:
+    """Seal and ship the log through exactly `lsn` and return the chain digest there, with the
+    repositories rebased onto the snapshot (a new repository's history starts with it).
+
+    A rebased repository's position is put back (`_put_back`) unless its base is published.
+    """
+    ident = archiver.source.identity
+    progress = [prog for prog in archiver.progress if archiver.needs_base(prog)]
+    rebased = _Rebased(progress, [(prog, prog.last_lsn, prog.chain_digest) for prog in progress])
+    try:
+        for prog in rebased.progress:
+            archiver.rebase(prog, lsn)
+        await archiver.ship_through(lsn)
+
+        def digests_at() -> list[tuple[RepoProgress, bytes | None]]:  # catalog reads: off the loop
+            return [(prog, prog.chain_digest if prog.last_lsn == lsn else
+                     prog.repo.catalog.chain_digest_at(lsn, ident.start_chain_digest, ident.first_lsn))
+                    for prog in archiver.progress]
+
+        digests: set[bytes] = set()
+        for prog, digest in await anyio.to_thread.run_sync(digests_at):
+            if digest is None:
+                raise CorruptData(f"{prog.repo.url}: no segment boundary at LSN {lsn}; cannot bind "
+                                  "a snapshot there")
+            digests.add(digest)
+        if len(digests) != 1:
+            raise CorruptData(f"repositories disagree on the chain digest at LSN {lsn}",
+                              hint="a new repository's base snapshot is taken into it alone: "
+                                   "run pitr snapshot with only that --repo" if rebased.progress else None)
+    except BaseException:
+        _put_back(rebased)
+        raise
+    return digests.pop(), rebased
+
+
+def _put_back(rebased: _Rebased) -> None:
+    for prog, last_lsn, digest in rebased.before:
+        if prog.tail_object is None:  # its base was not published: nothing may follow it there
+            prog.last_lsn, prog.chain_digest = last_lsn, digest
 
 
 async def _existing_snapshot(repo: Repository, name: str, taken: SnapshotEntry) -> SnapshotEntry:

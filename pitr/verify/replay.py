@@ -31,6 +31,15 @@ def _contiguous(segments: list[SegmentEntry], first_lsn: int, last_lsn: int) -> 
     return reach >= last_lsn or last_lsn < first_lsn
 
 
+def _state_digest(state_dir: str, now_ns: int) -> bytes:
+    """The state digest of the LMDB state at `state_dir` at `now_ns` (opened, read and closed here)."""
+    state = StateDB(state_dir, readonly=True)
+    try:
+        return state.state_digest(now_ns)[0]
+    finally:
+        state.close()
+
+
 async def replay_checks(repo: Repository, replays: list[tuple[str, str, bool]], findings: list[Finding],
                         broken: set[str]) -> None:
     """Prove snapshot N + log reproduces snapshot N+1's state digest, for each consecutive pair."""
@@ -53,11 +62,7 @@ async def replay_checks(repo: Repository, replays: list[tuple[str, str, bool]], 
                 sources.append(await repo.open_source(layout.segment_object(seg.name)))
             await anyio.to_thread.run_sync(partial(build_state, os.path.join(tmp, "state"), plan, snap_src,
                                                    sources[1:], name="verify"))
-            state = StateDB(os.path.join(tmp, "state"))
-            try:
-                digest, _count = await anyio.to_thread.run_sync(state.state_digest, nxt.ts_ns)
-            finally:
-                state.close()
+            digest = await anyio.to_thread.run_sync(_state_digest, os.path.join(tmp, "state"), nxt.ts_ns)
         finally:
             for src in sources:
                 src.close()

@@ -2,7 +2,7 @@
 """Restore, snapshot and verification benchmarks on a large history; each figure beside a baseline.
 
     .venv/bin/python tools/bench/restore.py [--dir DIR] [--commits N] [--keys N] [--snapshot-at F]
-                                            [--segment-commits N] [--keep] [--quick]
+                                            [--segment-commits N] [--keep] [--quick] [--gc pause|on|freeze]
 
 The history (default 5,000,000 commits over 1,000,000 keys) is generated straight
 into a repository rather than through a store, which would take minutes: commit
@@ -34,6 +34,7 @@ Exit status is 0 even when a figure looks poor: this is a measurement, not a tes
 from __future__ import annotations
 
 import argparse
+import gc
 import io
 import json
 import os
@@ -148,11 +149,12 @@ def write_snapshot(root: str, store_id: uuid.UUID, state: list[int], lsn: int, d
 async def build_repository(repo_dir: str, args: argparse.Namespace) -> dict[str, float]:
     store_id = uuid.uuid4()
     snapshot_lsn = max(1, int(args.commits * args.snapshot_at))
+    async with open_repository(repo_dir, create=True) as repo:  # claimed empty: files without an identity are a loss
+        await repo.claim(RepoIdentity(store_id, "bench", TS0, 1, chain.genesis(store_id)))
     started = time.perf_counter()
     state, _ = write_history(repo_dir, store_id, args.commits, args.keys, snapshot_lsn, args.segment_commits)
     written = time.perf_counter() - started
-    async with open_repository(repo_dir, create=True) as repo:
-        await repo.claim(RepoIdentity(store_id, "bench", TS0, 1, chain.genesis(store_id)))
+    async with open_repository(repo_dir) as repo:
         started = time.perf_counter()
         report = await repo.sync()
         indexed = time.perf_counter() - started
@@ -178,12 +180,14 @@ def load_history(repo_dir: str) -> dict[str, int]:
     return facts
 
 
-async def measure_restore(repo_dir: str, dest: str) -> dict[str, float]:
+async def measure_restore(repo_dir: str, dest: str, gc_mode: str = "pause") -> dict[str, float]:
     history = load_history(repo_dir)
+    if gc_mode == "freeze":
+        gc.freeze()  # what exists now is never collected; what the restore allocates still is
     started = time.perf_counter()
     async with open_repository(repo_dir) as repo:
         result = await restore(repo, RestoreOptions(target=RestoreTarget(time_ns=history["target_ts"]),
-                                                    dest=dest))
+                                                    dest=dest, pause_gc=gc_mode == "pause"))
     total = time.perf_counter() - started
     assert isinstance(result, RestoreResult)
     assert result.target_lsn == history["commits"], result
@@ -215,13 +219,12 @@ def measure_snapshot(state_dir: str, out_dir: str) -> dict[str, float]:
         lsn, ts = state.checkpoint()
         header = SnapshotHeader(ident.store_id, lsn, ts, b"\0" * 32, 0, 0, ts, {"store_name": "bench"})
         path = os.path.join(out_dir, "bench.snap")
-        with state.env.begin(buffers=False) as txn:
-            started = time.perf_counter()
-            final, _digest, size = write_snapshot_file(state, txn, path, header)
-            ours = time.perf_counter() - started
-            raw = io.BytesIO()
-            for key, value in txn.cursor(state.data):
-                raw.write(encode_entry(key, value, None))
+        started = time.perf_counter()
+        final, _digest, size = write_snapshot_file(state, path, lambda _lsn, _ts: header)
+        ours = time.perf_counter() - started
+        raw = io.BytesIO()
+        for key, value, _expires in state.iter_range(b"", None):
+            raw.write(encode_entry(key, value, None))
         data = raw.getvalue()
     finally:
         state.close()
@@ -256,10 +259,10 @@ async def measure_verify(repo_dir: str) -> dict[str, float]:
     return {"file_mb": report.bytes_checked / 1e6, "verify_s": ours, "decompress_s": baseline}
 
 
-def child(repo_dir: str, work: str, restore_only: bool) -> None:
+def child(repo_dir: str, work: str, restore_only: bool, gc_mode: str) -> None:
     """Restore first (so the peak RSS is the restore's), then the baselines and the other figures."""
     dest = os.path.join(work, f"restored-{os.getpid()}" if restore_only else "restored")
-    out: dict[str, dict[str, float]] = {"restore": trio.run(measure_restore, repo_dir, dest)}
+    out: dict[str, dict[str, float]] = {"restore": trio.run(measure_restore, repo_dir, dest, gc_mode)}
     if restore_only:
         shutil.rmtree(dest)
         print(json.dumps(out))
@@ -296,9 +299,12 @@ def main() -> int:
     parser.add_argument("--child", nargs=2, metavar=("REPO", "WORK"), help=argparse.SUPPRESS)
     parser.add_argument("--restore-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--trials", type=int, default=3, help="measured restores (the figure is their median)")
+    parser.add_argument("--gc", choices=("pause", "on", "freeze"), default="pause",
+                        help="the cyclic GC during the restore: paused as `pitr restore` does (default), left "
+                             "on as a library restore leaves it, or on after gc.freeze()")
     args = parser.parse_args()
     if args.child:
-        child(*args.child, restore_only=args.restore_only)
+        child(*args.child, restore_only=args.restore_only, gc_mode=args.gc)
         return 0
     if args.quick:
         args.commits, args.keys, args.segment_commits = 200_000, 50_000, 20_000
@@ -315,7 +321,7 @@ def main() -> int:
         # A first restore right after writing 1.4 GB of history runs 10-20 % slower on this VM, whatever
         # the cause (the same files restore at the usual speed a minute later): it is run and shown,
         # and the figure is the next one.
-        command = [sys.executable, os.path.abspath(__file__), "--child", repo_dir, work]
+        command = [sys.executable, os.path.abspath(__file__), "--child", repo_dir, work, "--gc", args.gc]
         first = run_child([*command, "--restore-only"])["restore"]
         # this VM's speed drifts by 10-25 % within minutes: the figure is the median of three restores
         runs = [run_child([*command, "--restore-only"])["restore"] for _ in range(args.trials - 1)]

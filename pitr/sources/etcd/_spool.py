@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+from contextlib import closing
 from itertools import islice
 
 import anyio
@@ -90,11 +91,8 @@ class SpoolCursor:
         self._index += 1
 
     def _read(self, start: bytes) -> list[tuple[bytes, bytes, int | None]]:
-        rows = self._state.iter_range(start, self._stop)
-        try:
-            return [(bytes(k), bytes(v), e) for k, v, e in islice(rows, self.CHUNK)]
-        finally:
-            rows.close()  # type: ignore[attr-defined]
+        with self._state.read_view() as view, closing(view.rows(start, self._stop)) as rows:
+            return list(islice(rows, self.CHUNK))
 
 
 async def source_revision_at(repo: Repository, lsn: int) -> int | None:

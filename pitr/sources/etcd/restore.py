@@ -48,7 +48,9 @@ class EtcdRestoreOptions:
     `prefix` is the destination prefix; by default the prefix the archive
     was taken from. Keys keep their part after the source prefix (an
     archive of an embedded store puts its keys under `prefix` unchanged).
-    `force` allows writing into a prefix that already holds keys.
+    `force` allows writing into a prefix that already holds keys. `pause_gc` pauses Python's
+    cyclic garbage collector for the whole process while the state is built (see
+    `RestoreOptions`).
     """
 
     target: RestoreTarget
@@ -60,6 +62,7 @@ class EtcdRestoreOptions:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     concurrency: int = 4
     work_dir: str | None = None
+    pause_gc: bool = False
 
     def __post_init__(self) -> None:
         if self.max_txn_ops < 1 or self.max_request_bytes < 1 or self.concurrency < 1:
@@ -131,7 +134,7 @@ async def restore_to_etcd(repos: Repository | Sequence[Repository], client: Etcd
         lambda: tempfile.mkdtemp(prefix="pitr-etcd-restore-", dir=options.work_dir))
     try:
         built = await restore(repo_list, RestoreOptions(target=target, dest=os.path.join(work, "store"),
-                                                        verify=options.verify), progress=progress, say=say)
+                                                        verify=options.verify, pause_gc=options.pause_gc), progress=progress, say=say)
         assert not isinstance(built, RestorePlan)
         revision = await source_revision_at(repo_list[0], built.target_lsn) if from_etcd else None
         state = await anyio.to_thread.run_sync(
