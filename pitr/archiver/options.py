@@ -15,7 +15,7 @@ class ArchiveOptions:
 
     interval: float = 1.0
     max_segment_bytes: int = 64 << 20
-    max_segment_commits: int = 1 << 17  # bounds each sealing call and catalog transaction (GIL holds)
+    max_segment_commits: int = 1 << 14  # bounds each sealing call and catalog transaction (GIL holds)
     merge_count: int = 32
     merge_small_bytes: int = 4 << 20
     merge_max_bytes: int = 64 << 20

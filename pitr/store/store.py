@@ -27,7 +27,7 @@ from pitr.datadir.datadir import DataDir
 from pitr.datadir.keys import check_key, check_put, check_value, ttl_ns
 from pitr.datadir.overlay import fold, merge, prefix_end, visible
 from pitr.datadir.state import StateDB, StoreIdentity
-from pitr.datadir.wal import Recovery, WalDirectory
+from pitr.datadir.wal import WalDirectory
 from pitr.errors import CorruptData, FileError, InvalidArgument, PitrError, StoreClosed, file_error
 from pitr.store._group_commit import Group, GroupCommitter, loop_hooks
 from pitr.store.batch import Batch
@@ -79,7 +79,7 @@ class Store:
         self._wal: WalWriter | None = None
         self._wal_dir: WalDirectory | None = None
         self.identity: StoreIdentity | None = None
-        self.recovery: Recovery | None = None
+        self._torn_tails: list[TornTail] = []  # what recovery repaired (not its scans: see _recover_sync)
         # sequencing (event-loop thread only)
         self._last_lsn = 0
         self._last_ts = 0
@@ -154,7 +154,9 @@ class Store:
             if scan.header.store_id != ident.store_id:
                 raise InvalidArgument(f"{scan.path}: WAL belongs to store {scan.header.store_id}, "
                                       f"not {ident.store_id}")
-        self.recovery = recovery
+        # Only the torn tails are kept: the scans hold one Span per WAL record, objects the cyclic GC
+        # tracks, and every full collection would walk all of them for the store's lifetime.
+        self._torn_tails = recovery.torn
         self._replay_sync(applied_lsn, recovery.last_lsn)
         self._last_lsn = self._durable_lsn = self._applied_lsn = recovery.last_lsn
         self._last_ts = self._durable_ts = recovery.last_ts_ns
@@ -558,7 +560,7 @@ class Store:
 
     @property
     def torn_tails(self) -> list[TornTail]:
-        return [] if self.recovery is None else self.recovery.torn
+        return self._torn_tails
 
     def info(self) -> dict[str, Any]:
         assert self.identity is not None
