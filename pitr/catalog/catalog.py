@@ -42,9 +42,9 @@ from pitr.errors import CatalogDamaged
 from segments import chain
 
 KeyRow = tuple[bytes, int, int, int, bool]  # key, ts, lsn, kind, has_expiry
-# Key-index rows sorted per call: a sort is one C call holding the GIL for its whole length (a
-# 100,000-row sort stalled the event loop for 80-140 ms; 16,384 rows take a few ms).
-SORT_RUN = 16_384
+# Key-index rows sorted per call: a sort is one C call holding the GIL for its whole length (on
+# this project's 2-vCPU VM a 100,000-row sort stalled the event loop 90-260 ms, 16,384 rows 7-60 ms).
+SORT_RUN = 4_096
 
 
 def _u64(raw: bytes) -> int:
