@@ -39,12 +39,12 @@ class StoreSource:
         self.wal = store.wal_directory
         self.state = store.state
 
-    def durable(self) -> tuple[int, int]:
+    async def durable(self) -> tuple[int, int]:
+        # On the loop: the store's durable LSN and time floor are loop-owned state, and this is cheap.
         return self.store.promise_complete()
 
     def read_after(self, lsn: int, upto: int, max_bytes: int) -> Iterator[tuple[bytes, list[Span]]]:
         return self.wal.read_after(lsn, upto, max_bytes)
-
 
 
 @asynccontextmanager

@@ -5,13 +5,19 @@ being made: for each repository, a cycle seals the durable commits it lacks
 into one segment, publishes it atomically, indexes it, and records how far the
 archive is known complete; the pause before the next cycle is the interval
 less this cycle's own duration and its publish latency (so under load cycles
-run back to back rather than letting the lag grow to interval + cycle time). Trailing runs of small segments are merged into one
-so a repository holds few files however short the interval.
+run back to back rather than letting the lag grow to interval + cycle time).
+Trailing runs of small segments are merged into one so a repository holds few
+files however short the interval.
+
+Nothing here blocks the event loop: reading and sealing a chunk is one
+worker-thread call (`pitr.archiver.sealing`), and so is each catalog
+transaction, marker write and upload staging. Time is the event loop's clock
+(`anyio.current_time`, so trio's `MockClock` drives pacing, watermark interval
+and backoff in tests) unless `monotonic` is given.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -24,6 +30,7 @@ from pitr.archiver.options import RepoProgress as RepoProgress
 from pitr.archiver.publish import UPLOAD_VIA_FILE as UPLOAD_VIA_FILE  # re-exported: tests size uploads by it
 from pitr.archiver.publish import merge_run, publish_new
 from pitr.archiver.retry import Backoff, is_transient, translate
+from pitr.archiver.sealing import SealedChunk, read_and_seal
 from pitr.archiver.sources import CommitSource
 from pitr.catalog.entries import SegmentEntry
 from pitr.errors import (
@@ -36,12 +43,8 @@ from pitr.errors import (
 from pitr.repo import layout
 from pitr.repo.continuity import LOST_HINT, HistoryTail, check_continuity, check_unchanged
 from pitr.repo.identity import RepoIdentity, Watermark
-from pitr.repo.indexing import block_rows, key_rows_of, segment_entry
+from pitr.repo.indexing import block_rows, segment_entry
 from pitr.repo.repository import Repository
-from segments import seal_segment, segment_name
-from segments.record import Span
-from segments.segment_reader import SegmentMeta, read_meta
-from segments.source import BytesSource
 
 log = logging.getLogger("pitr.archiver")
 
@@ -64,7 +67,7 @@ class Archiver:
 
     def __init__(self, source: CommitSource, repos: list[Repository], options: ArchiveOptions | None = None,
                  clock: Callable[[], int] = time.time_ns, *, source_kind: str = "embedded",
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = anyio.current_time) -> None:
         if not repos:
             raise InvalidArgument("the archiver needs at least one repository")
         self.source = source
@@ -93,9 +96,15 @@ class Archiver:
                 held = await repo.claim(ident, archived_before=archived is not None)
                 report = await repo.sync()
                 claimed = await repo.storage.read(layout.IDENTITY)
-                tail = check_continuity(repo.url, held, repo.catalog.segments(), repo.catalog.snapshots(),
-                                        archived_lsn=archived, unreadable=[name for name, _ in report.broken])
-                mark = repo.watermark()
+
+                def resume_point(repo: Repository = repo, held: RepoIdentity = held, archived: int | None = archived,
+                                 unreadable: tuple[str, ...] = tuple(name for name, _ in report.broken),
+                                 ) -> tuple[HistoryTail, tuple[int, int] | None]:
+                    tail = check_continuity(repo.url, held, repo.catalog.segments(), repo.catalog.snapshots(),
+                                            archived_lsn=archived, unreadable=unreadable)
+                    return tail, repo.watermark()
+
+                tail, mark = await anyio.to_thread.run_sync(resume_point)
             except ObjectNotFound as exc:
                 raise RepositoryLost(f"{repo.url}: the identity document vanished while the archiver "
                                      "started", hint=LOST_HINT) from exc
@@ -146,7 +155,7 @@ class Archiver:
         async with self.cycle_lock:
             started = self._published_at = self.monotonic()
             try:
-                durable_lsn, complete_ns = self.source.durable()
+                durable_lsn, complete_ns = await self.source.durable()
             except Exception as exc:
                 error = translate(exc, catalog_path=self.source.state.path, operation="read the store's state")
                 if error is None or error is exc:
@@ -196,7 +205,7 @@ class Archiver:
 
     async def ship_through(self, lsn: int) -> None:
         """Seal a segment boundary at exactly `lsn` in every repository (caller holds cycle_lock)."""
-        durable_lsn, _ = self.source.durable()
+        durable_lsn, _ = await self.source.durable()
         if lsn > durable_lsn:
             raise InvalidArgument(f"cannot archive through LSN {lsn}: durable only through {durable_lsn}")
         for prog in self.progress:
@@ -205,46 +214,32 @@ class Archiver:
 
     async def _ship(self, prog: RepoProgress, durable_lsn: int) -> int:
         if prog.last_lsn > durable_lsn and prog.last_lsn > self.source.identity.first_lsn - 1:
-            lsn_local, _ = self.source.durable()
+            lsn_local, _ = await self.source.durable()
             if prog.last_lsn > lsn_local:
                 raise CorruptData(
                     f"{prog.repo.url} holds commits through LSN {prog.last_lsn} but the store's WAL is "
                     f"durable only through {lsn_local}: the repository is ahead of this store",
                     hint="restore a new store from the archive instead of reusing this data directory")
         shipped = 0
-        wal_files = self.source.wal.files()
-        if prog.last_lsn < durable_lsn and wal_files and wal_files[0][0] > prog.last_lsn + 1:
-            raise CorruptData(
-                f"{prog.repo.url}: the archive ends at LSN {prog.last_lsn} but the local WAL now starts "
-                f"at {wal_files[0][0]}; the commits between are gone from this machine",
-                hint="take a snapshot into this repository (pitr snapshot) to start a new base")
         while prog.last_lsn < durable_lsn:
-            chunks = self.source.read_after(prog.last_lsn, durable_lsn, self.options.max_segment_bytes)
-            chunk = next(iter(chunks), None)
-            if chunk is None:
+            upto = min(durable_lsn, prog.last_lsn + self.options.max_segment_commits)
+            sealed = await anyio.to_thread.run_sync(
+                read_and_seal, self.source, prog.repo.url, prog.last_lsn, upto, prog.chain_digest,
+                self.options.max_segment_bytes)
+            if sealed is None:
                 break
-            data, spans = chunk
-            await self._publish_segment(prog, data, spans)
-            shipped += len(spans)
+            await self._publish_segment(prog, sealed)
+            shipped += sealed.commits
         return shipped
 
-    async def _publish_segment(self, prog: RepoProgress, data: bytes, spans: list[Span]) -> None:
-        ident = self.source.identity
-        name = segment_name(spans[0].lsn, spans[-1].lsn)
-
-        def seal() -> tuple[bytes, SegmentMeta]:
-            out = io.BytesIO()
-            seal_segment(out, ident.store_id, prog.chain_digest, data, spans, spans[-1].ts_ns)
-            blob = out.getvalue()
-            return blob, read_meta(BytesSource(blob, name))
-
-        blob, meta = await anyio.to_thread.run_sync(seal)
+    async def _publish_segment(self, prog: RepoProgress, sealed: SealedChunk) -> None:
+        blob, meta, name = sealed.blob, sealed.meta, sealed.name
         object_name = layout.segment_object(name)
         prog.uncertain.add(object_name)
         await publish_new(prog.repo, object_name, blob)
         prog.uncertain.discard(object_name)
         # The commits are off the machine now: that is the lag that bounds what a lost disk costs.
-        prog.lag_samples_ns.append(max(0, self.clock() - spans[-1].ts_ns))
+        prog.lag_samples_ns.append(max(0, self.clock() - sealed.last_ts_ns))
         self._published_at = self.monotonic()
         del prog.lag_samples_ns[:-10_000]
         for orphan in sorted(prog.uncertain):
@@ -255,9 +250,8 @@ class Archiver:
         await prog.repo.remember(object_name, blob)
 
         def index() -> None:
-            gaps: list[tuple[int, int]] = []
-            rows = key_rows_of(data, spans, gaps)
-            prog.repo.catalog.add_segment(segment_entry(name, meta), block_rows(meta), rows, (), gaps)
+            prog.repo.catalog.add_segment(segment_entry(name, meta), block_rows(meta), sealed.key_rows, (),
+                                          sealed.gaps)
             _mark_archived(self.source, prog.repo.url, meta.last_lsn)
 
         await anyio.to_thread.run_sync(index)
@@ -287,7 +281,7 @@ class Archiver:
         prog.watermark_written_at = now
 
     async def _maybe_merge(self, prog: RepoProgress) -> None:
-        segs = prog.repo.catalog.segments()
+        segs = await anyio.to_thread.run_sync(prog.repo.catalog.segments)
         run: list[SegmentEntry] = []
         total = 0
         for seg in reversed(segs):

@@ -15,6 +15,7 @@ class ArchiveOptions:
 
     interval: float = 1.0
     max_segment_bytes: int = 64 << 20
+    max_segment_commits: int = 1 << 14  # bounds each sealing call and catalog transaction (GIL holds)
     merge_count: int = 32
     merge_small_bytes: int = 4 << 20
     merge_max_bytes: int = 64 << 20
@@ -28,6 +29,9 @@ class ArchiveOptions:
         if not (self.retry_initial > 0 and self.retry_max > 0):  # the first delay is the smaller of the two
             raise InvalidArgument(f"retry_initial and retry_max must be positive seconds, got "
                                   f"{self.retry_initial} and {self.retry_max}")
+        if type(self.max_segment_commits) is not int or self.max_segment_commits < 1:
+            raise InvalidArgument(f"max_segment_commits must be a positive number of commits, got "
+                                  f"{self.max_segment_commits!r}")
         if self.merge_count < 2:
             raise InvalidArgument(f"merge_count must be at least 2, got {self.merge_count}")
 

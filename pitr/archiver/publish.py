@@ -24,16 +24,12 @@ async def publish_new(repo: Repository, object_name: str, blob: bytes) -> None:
     """Publish a new file; an identical file already there (a retry after a crash) is fine."""
     try:
         if len(blob) > UPLOAD_VIA_FILE:
-            try:
-                fd, tmp = tempfile.mkstemp(prefix=".upload-")
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(blob)
-            except OSError as exc:
-                raise file_error(exc, tempfile.gettempdir(), "stage an upload") from exc
+            tmp = await anyio.to_thread.run_sync(_stage_upload, blob)
             try:
                 await repo.storage.publish_file(object_name, tmp)
             finally:
-                os.unlink(tmp)
+                with anyio.CancelScope(shield=True):  # a cancelled upload still removes its staged copy
+                    await anyio.to_thread.run_sync(_remove_staged, tmp)
         else:
             await repo.storage.publish(object_name, blob)
     except ObjectExists:
@@ -42,6 +38,30 @@ async def publish_new(repo: Repository, object_name: str, blob: bytes) -> None:
             raise CorruptData(f"{repo.url}/{object_name} exists with different contents; published files "
                               "are never overwritten", path=object_name,
                               hint="another archiver may be writing to this repository") from None
+
+
+def _stage_upload(blob: bytes) -> str:
+    """Write `blob` to a private temporary file (the path); a worker-thread call."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".upload-")
+    except OSError as exc:
+        raise file_error(exc, tempfile.gettempdir(), "stage an upload") from exc
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(blob)
+    except OSError as exc:
+        _remove_staged(tmp)
+        raise file_error(exc, tmp, "stage an upload") from exc
+    return tmp
+
+
+def _remove_staged(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise file_error(exc, path, "remove the staged upload") from exc
 
 
 async def merge_run(repo: Repository, run: list[SegmentEntry]) -> SegmentEntry:

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
+import anyio
+
 from pitr.datadir.lock import writer_running
 from pitr.datadir.state import StateDB, StoreIdentity
 from pitr.datadir.wal import WalDirectory
@@ -29,10 +31,15 @@ class CommitSource(Protocol):
     wal: WalDirectory
     state: StateDB
 
-    def durable(self) -> tuple[int, int]:
-        """(LSN through which commits are durable, time through which the log is known complete)."""
+    async def durable(self) -> tuple[int, int]:
+        """(LSN through which commits are durable, time through which the log is known complete).
 
-    def read_after(self, lsn: int, upto: int, max_bytes: int) -> Iterator[tuple[bytes, list[Span]]]: ...
+        Called on the event loop: a source that reads files or LMDB does so in a worker thread."""
+
+    def read_after(self, lsn: int, upto: int, max_bytes: int) -> Iterator[tuple[bytes, list[Span]]]:
+        """Checked durable records with lsn < LSN <= upto, as (bytes, spans) chunks in order.
+
+        Synchronous: the archiver calls it in a worker thread."""
 
 
 class DirectorySource:
@@ -57,7 +64,10 @@ class DirectorySource:
         self._clock = clock
         self._scanned: tuple[tuple[str, int, int], int] | None = None  # (file, size, mtime) -> last LSN
 
-    def durable(self) -> tuple[int, int]:
+    async def durable(self) -> tuple[int, int]:
+        return await anyio.to_thread.run_sync(self._durable)
+
+    def _durable(self) -> tuple[int, int]:
         lsn, ts = self.state.checkpoint()
         if not writer_running(self.data_dir) and not self._unapplied_after(lsn):
             return lsn, max(ts, self._clock() - 1)

@@ -78,13 +78,17 @@ class Repository:
             info = await self.storage.stat(layout.IDENTITY)
             if info is None:
                 return None
-            self._identity = RepoIdentity.decode(await self.storage.read(layout.IDENTITY),
-                                                 f"{self.url}/{layout.IDENTITY}")
-            known = self.catalog.get_meta("store_id")
-            if known is not None and known != str(self._identity.store_id):
-                self.catalog.clear()  # the catalog describes another history: rebuild
-            self.catalog.set_meta("store_id", str(self._identity.store_id))
+            ident = RepoIdentity.decode(await self.storage.read(layout.IDENTITY), f"{self.url}/{layout.IDENTITY}")
+            await anyio.to_thread.run_sync(self._bind_catalog, str(ident.store_id))
+            self._identity = ident
         return self._identity
+
+    def _bind_catalog(self, store_id: str) -> None:
+        """Make the catalog describe the history of `store_id` (a worker-thread call)."""
+        known = self.catalog.get_meta("store_id")
+        if known is not None and known != store_id:
+            self.catalog.clear()  # the catalog describes another history: rebuild
+        self.catalog.set_meta("store_id", store_id)
 
     async def require_identity(self) -> RepoIdentity:
         """The identity document; `NotARepository` when there is none."""
@@ -159,9 +163,10 @@ class Repository:
     async def write_watermark(self, mark: Watermark) -> None:
         """Publish how far the archive is known complete (replacing the previous watermark)."""
         await self.storage.replace(layout.WATERMARK, mark.encode())
-        self.catalog.set_meta("watermark", [mark.lsn, mark.complete_through_ns])  # raises pitr errors only
+        await anyio.to_thread.run_sync(self.catalog.set_meta, "watermark", [mark.lsn, mark.complete_through_ns])
 
     def watermark(self) -> tuple[int, int] | None:
+        """The indexed watermark (LSN, complete-through time); reads the catalog (blocking)."""
         return self.catalog.watermark()
 
     # reading files ------------------------------------------------------------------
@@ -223,13 +228,13 @@ class Repository:
         mark = await self.read_watermark()
         listed = await self.storage.list(layout.SEGMENTS)
         keep, report.superseded = live_segments(info.name[len(layout.SEGMENTS):] for info in listed)
-        known = {e.name: e for e in self.catalog.segments()}
+        known = {e.name: e for e in await anyio.to_thread.run_sync(self.catalog.segments)}
         for name, entry in known.items():
             if name not in keep:
                 await anyio.to_thread.run_sync(self.catalog.remove_segment, entry.first_lsn)
                 report.dropped.append(name)
         listed_snapshots = {i.name[len(layout.SNAPSHOTS):] for i in await self.storage.list(layout.SNAPSHOTS)}
-        checks = {c.name: c for c in self.catalog.file_checks()}
+        checks = {c.name: c for c in await anyio.to_thread.run_sync(self.catalog.file_checks)}
         for name in checks:
             if name not in keep and name not in listed_snapshots:  # the file is gone: so is what we knew
                 await anyio.to_thread.run_sync(self.catalog.forget_file, name)
@@ -242,7 +247,7 @@ class Repository:
             await self._index_segment(name, report)
         await self._sync_snapshots(report, listed_snapshots, skipped)
         if mark is not None:
-            self.catalog.set_meta("watermark", [mark.lsn, mark.complete_through_ns])
+            await anyio.to_thread.run_sync(self.catalog.set_meta, "watermark", [mark.lsn, mark.complete_through_ns])
         if progress and todo:
             progress("index", len(todo), len(todo))
         report.unindexed = await anyio.to_thread.run_sync(self.catalog.unindexed)
@@ -262,17 +267,21 @@ class Repository:
             return
         finally:
             source.close()
-        replaces = [s.first_lsn for s in self.catalog.segments()
-                    if entry.first_lsn <= s.first_lsn and s.last_lsn <= entry.last_lsn]
-        await anyio.to_thread.run_sync(self.catalog.add_segment, entry, blocks, rows, replaces, gaps)
+
+        def add() -> None:
+            replaces = [s.first_lsn for s in self.catalog.segments()
+                        if entry.first_lsn <= s.first_lsn and s.last_lsn <= entry.last_lsn]
+            self.catalog.add_segment(entry, blocks, rows, replaces, gaps)
+
+        await anyio.to_thread.run_sync(add)
         report.indexed.append(name)
 
     async def _sync_snapshots(self, report: SyncReport, listed: set[str], skipped: set[str]) -> None:
         listed = {n for n in listed if parse_snapshot_name(n) is not None}
-        known = {s.name: s for s in self.catalog.snapshots()}
+        known = {s.name: s for s in await anyio.to_thread.run_sync(self.catalog.snapshots)}
         for name, snap in known.items():
             if name not in listed:
-                self.catalog.remove_snapshot(snap.lsn)
+                await anyio.to_thread.run_sync(self.catalog.remove_snapshot, snap.lsn)
                 report.dropped.append(name)
         for name in sorted(listed - set(known) - skipped):
             source = await self.open_source(layout.snapshot_object(name))
@@ -285,7 +294,7 @@ class Repository:
                 continue
             finally:
                 source.close()
-            self.catalog.add_snapshot(entry)
+            await anyio.to_thread.run_sync(self.catalog.add_snapshot, entry)
             report.indexed.append(name)
 
     async def reindex(self, progress: Progress | None = None) -> SyncReport:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+import anyio
 
 from pitr.archiver.archiver import Archiver
 from pitr.catalog.entries import SnapshotEntry
@@ -31,11 +32,15 @@ class SnapshotSchedule:
 
 
 class Snapshotter:
-    """Tracks when the last snapshot was taken and takes the next one when due."""
+    """Tracks when the last snapshot was taken and takes the next one when due.
+
+    Time is the event loop's clock unless `monotonic` is given (so trio's
+    `MockClock` drives `every_seconds` in tests); construct it inside the loop.
+    """
 
     def __init__(self, archiver: Archiver, schedule: SnapshotSchedule,
                  prepare: Callable[[], Awaitable[None]] | None = None,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = anyio.current_time) -> None:
         self.archiver = archiver
         self.schedule = schedule
         self.prepare = prepare

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pitr.datadir.datadir import DataDir
 from pitr.datadir.overlay import fold
 from pitr.datadir.state import StateDB, StoreIdentity
-from pitr.datadir.wal import Recovery, WalDirectory
+from pitr.datadir.wal import WalDirectory
 from pitr.errors import CorruptData, InvalidArgument, PitrError, file_error
 from pitr.store.options import StoreOptions
 from segments import CorruptFile, SegmentsError
@@ -74,7 +74,10 @@ class StoreLog:
             if scan.header.store_id != ident.store_id:
                 raise InvalidArgument(f"{scan.path}: WAL belongs to store {scan.header.store_id}, "
                                       f"not {ident.store_id}")
-        self.recovery: Recovery = recovery
+        # Only what the store needs is kept, not the scans: they hold one Span per WAL record,
+        # objects the cyclic GC tracks, and every full collection would walk them for the store's life.
+        self.torn = recovery.torn
+        self.last_lsn, self.last_ts = recovery.last_lsn, recovery.last_ts_ns
         self._replay(applied_lsn, recovery.last_lsn)
         #: no commit may be timed at or before this: the latest completeness promise (markers)
         self.promised_ns = self.wal_dir.markers.promised_complete_ns()

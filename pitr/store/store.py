@@ -25,7 +25,7 @@ import anyio.abc
 from pitr.datadir.keys import check_key, check_put, check_value, ttl_ns
 from pitr.datadir.overlay import merge, prefix_end, visible
 from pitr.datadir.state import StateDB, StoreIdentity
-from pitr.datadir.wal import Recovery, WalDirectory
+from pitr.datadir.wal import WalDirectory
 from pitr.errors import FileError, InvalidArgument, PitrError, StoreClosed
 from pitr.jsontypes import JSONObject
 from pitr.store._group_commit import Group, GroupCommitter, loop_hooks
@@ -73,7 +73,7 @@ class Store:
         self._state: StateDB | None = None
         self._wal_dir: WalDirectory | None = None
         self.identity: StoreIdentity | None = None
-        self.recovery: Recovery | None = None
+        self._torn_tails: list[TornTail] = []  # what recovery repaired (see StoreLog)
         # sequencing (event-loop thread only)
         self._last_lsn = 0
         self._last_ts = 0
@@ -128,9 +128,9 @@ class Store:
     def _open_sync(self) -> None:
         self._log = log_ = StoreLog(self.path, self.options, self._clock, self._wal_ops)
         self._state, self._wal_dir, self.identity = log_.state, log_.wal_dir, log_.identity
-        self.recovery = log_.recovery
-        self._last_lsn = self._durable_lsn = self._applied_lsn = log_.recovery.last_lsn
-        self._last_ts = self._durable_ts = log_.recovery.last_ts_ns
+        self._torn_tails = log_.torn
+        self._last_lsn = self._durable_lsn = self._applied_lsn = log_.last_lsn
+        self._last_ts = self._durable_ts = log_.last_ts
         self._ts_floor = log_.promised_ns
 
     def _close_sync(self) -> None:
@@ -452,7 +452,7 @@ class Store:
 
     @property
     def torn_tails(self) -> list[TornTail]:
-        return [] if self.recovery is None else self.recovery.torn
+        return self._torn_tails
 
     def info(self) -> JSONObject:
         assert self.identity is not None

@@ -177,7 +177,7 @@ async def test_a_sidecar_never_promises_completeness_over_a_wal_it_cannot_read(t
     clock.advance(10**12)
     source = DirectorySource(str(data), clock=clock)
     try:
-        lsn, complete = source.durable()
+        lsn, complete = await source.durable()
         assert lsn == 5
         assert complete < clock.now - 10**11, "commits 6..10 are in the WAL, unapplied: not complete through now"
     finally:
@@ -190,7 +190,7 @@ async def test_a_sidecar_never_promises_completeness_over_a_wal_it_cannot_read(t
     source = DirectorySource(str(data), clock=clock)
     try:
         with pytest.raises(CorruptData) as info:
-            source.durable()
+            await source.durable()
         assert str(wal) in str(info.value)
     finally:
         source.close()

@@ -1,0 +1,242 @@
+#!/usr/bin/env python3
+"""Event-loop stall and commit latency while the in-process archiver catches up a backlog.
+
+    .venv/bin/python tools/bench/stall.py [--dir DIR] [--commits N] [--writers N] [--tail S]
+                                          [--max-seconds S] [--json]
+
+One run, one machine:
+
+1. build a store whose WAL holds a backlog of `--commits` (default 1,000,000)
+   single-put commits that were never archived (`require_archive` keeps them);
+2. WITH the in-process archiver (`pitr.archiving.archiving(store, repo)`):
+   `--writers` (default 64) tasks commit single puts as fast as they can from
+   the moment the archiver starts until it has shipped the backlog, plus
+   `--tail` seconds; a heartbeat task sleeps 1 ms at a time and records how
+   late it wakes (the event loop's stall);
+3. WITHOUT an archiver: the same writers and heartbeat for the same duration.
+
+It prints the longest stall (max, p99 of the heartbeat's overshoot) and the
+writers' commit latency (p50 / p99 / max) for both, and the targets: no stall
+over 50 ms, p99 with archiving at most 1.2x p99 without. `--json` prints the
+figures as one JSON document instead. Exit status is 0 even when a target is
+missed: this is a measurement, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+# Run as a script, this directory comes first on sys.path and tools/bench/segments.py would hide
+# the segments package: drop it until the packages are imported, then add it back for _common.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or ".") != _HERE]
+
+import trio  # noqa: E402
+
+from pitr.archiver import ArchiveOptions  # noqa: E402
+from pitr.archiving import archiving  # noqa: E402
+from pitr.repo.repository import open_repository  # noqa: E402
+from pitr.store import Store, StoreOptions  # noqa: E402
+
+sys.path.append(_HERE)
+from _common import work_dir  # noqa: E402
+
+VALUE = b"v" * 100
+HEARTBEAT = 0.001
+STALL_LIMIT_MS = 50.0
+P99_RATIO_LIMIT = 1.2
+
+
+def key(writer: int, seq: int) -> bytes:
+    return b"user:%03d:%09d" % (writer, seq)
+
+
+def pct(samples: list[float], q: float) -> float:
+    """The q-quantile of sorted `samples` (nan when empty)."""
+    if not samples:
+        return float("nan")
+    return samples[min(len(samples) - 1, int(q * len(samples)))]
+
+
+@dataclass(slots=True)
+class Phase:
+    """What one measured window saw."""
+
+    archiving: bool
+    seconds: float
+    commits: int
+    stall_max_ms: float
+    stall_p99_ms: float
+    commit_p50_ms: float
+    commit_p99_ms: float
+    commit_max_ms: float
+    catch_up_seconds: float | None = None  # with the archiver: until the backlog was shipped
+
+    @property
+    def rate(self) -> float:
+        return self.commits / self.seconds if self.seconds else 0.0
+
+
+async def build_backlog(store: Store, commits: int, writers: int) -> None:
+    """`commits` single-put commits, made by `writers` concurrent tasks as fast as they go."""
+    per_writer, extra = divmod(commits, writers)
+
+    async def writer(w: int) -> None:
+        put = store.put
+        for seq in range(per_writer + (1 if w < extra else 0)):
+            await put(key(w, seq), VALUE)
+
+    async with trio.open_nursery() as nursery:
+        for w in range(writers):
+            nursery.start_soon(writer, w)
+
+
+class Load:
+    """`writers` tasks committing single puts until stopped, and a 1 ms heartbeat, both recorded."""
+
+    def __init__(self, store: Store, writers: int, first_seq: int) -> None:
+        self.store = store
+        self.writers = writers
+        self.first_seq = first_seq
+        self.running = True
+        self.latencies: list[float] = []
+        self.overshoots: list[float] = []
+
+    async def writer(self, w: int) -> None:
+        put = self.store.put
+        clock = time.perf_counter
+        record = self.latencies.append
+        seq = self.first_seq
+        while self.running:
+            started = clock()
+            await put(key(w, seq), VALUE)
+            record(clock() - started)
+            seq += 1
+
+    async def heartbeat(self) -> None:
+        clock = time.perf_counter
+        record = self.overshoots.append
+        while self.running:
+            started = clock()
+            await trio.sleep(HEARTBEAT)
+            record(clock() - started - HEARTBEAT)
+
+    def phase(self, archiving: bool, seconds: float, catch_up: float | None) -> Phase:
+        lat = sorted(self.latencies)
+        over = sorted(self.overshoots)
+        return Phase(archiving, seconds, len(lat), pct(over, 1.0) * 1e3, pct(over, 0.99) * 1e3,
+                     pct(lat, 0.5) * 1e3, pct(lat, 0.99) * 1e3, pct(lat, 1.0) * 1e3, catch_up)
+
+
+async def with_archiver(store: Store, repo_path: str, writers: int, backlog_lsn: int, tail: float,
+                        max_seconds: float, first_seq: int) -> Phase:
+    """The load while the in-process archiver ships the backlog, then `tail` seconds more."""
+    load = Load(store, writers, first_seq)
+    async with open_repository(repo_path, create=True) as repo:
+        started = time.perf_counter()
+        catch_up: float | None = None
+        async with archiving(store, repo, options=ArchiveOptions()) as archiver, trio.open_nursery() as nursery:
+            nursery.start_soon(load.heartbeat)
+            for w in range(writers):
+                nursery.start_soon(load.writer, w)
+            deadline = started + max_seconds
+            while time.perf_counter() < deadline:
+                if catch_up is None and archiver.progress and archiver.progress[0].last_lsn >= backlog_lsn:
+                    catch_up = time.perf_counter() - started
+                    deadline = min(deadline, time.perf_counter() + tail)
+                await trio.sleep(0.05)
+            load.running = False
+        seconds = time.perf_counter() - started
+    return load.phase(True, seconds, catch_up)
+
+
+async def without_archiver(store: Store, writers: int, seconds: float, first_seq: int) -> Phase:
+    """The same load for `seconds`, nothing archiving."""
+    load = Load(store, writers, first_seq)
+    started = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(load.heartbeat)
+        for w in range(writers):
+            nursery.start_soon(load.writer, w)
+        await trio.sleep(seconds)
+        load.running = False
+    return load.phase(False, time.perf_counter() - started, None)
+
+
+async def measure(directory: str, commits: int, writers: int, tail: float, max_seconds: float,
+                  quiet: bool) -> dict[str, object]:
+    data = os.path.join(directory, "data")
+    say = (lambda *_a: None) if quiet else (lambda *a: print(*a, flush=True))
+    async with Store(data, StoreOptions(require_archive=True)) as store:
+        started = time.perf_counter()
+        await build_backlog(store, commits, 256)
+        await store.flush()
+        backlog_lsn = store.last_lsn
+        build_s = time.perf_counter() - started
+        say(f"backlog: {backlog_lsn:,} commits in {build_s:.1f} s, "
+            f"{len(store.wal_directory.files())} WAL files, none archived")
+    os.sync()
+    # The store is reopened for each window, so both start from a store that just opened.
+    async with Store(data, StoreOptions(require_archive=True)) as store:
+        archived = await with_archiver(store, os.path.join(directory, "repo"), writers, backlog_lsn, tail,
+                                       max_seconds, first_seq=1 << 20)
+    say(f"with the archiver: {archived.seconds:.1f} s, backlog shipped after "
+        f"{archived.catch_up_seconds if archived.catch_up_seconds is not None else float('nan'):.1f} s")
+    os.sync()
+    async with Store(data, StoreOptions(require_archive=True)) as store:
+        plain = await without_archiver(store, writers, archived.seconds, first_seq=2 << 20)
+    return {"commits": commits, "writers": writers, "backlog_build_seconds": build_s,
+            "without": asdict(plain) | {"rate": plain.rate}, "with": asdict(archived) | {"rate": archived.rate}}
+
+
+def report(result: dict[str, object]) -> list[str]:
+    """The table and the verdicts."""
+    plain, archived = result["without"], result["with"]
+    assert isinstance(plain, dict)
+    assert isinstance(archived, dict)
+    lines = [f"{'':<34} {'without archiver':>18} {'with archiver':>18}"]
+    rows = [("duration s", "seconds", "{:,.1f}"), ("commits/s", "rate", "{:,.0f}"),
+            ("event-loop stall max ms", "stall_max_ms", "{:,.1f}"),
+            ("event-loop stall p99 ms", "stall_p99_ms", "{:,.2f}"),
+            ("commit latency p50 ms", "commit_p50_ms", "{:,.2f}"),
+            ("commit latency p99 ms", "commit_p99_ms", "{:,.2f}"),
+            ("commit latency max ms", "commit_max_ms", "{:,.1f}")]
+    for label, field, fmt in rows:
+        lines.append(f"{label:<34} {fmt.format(plain[field]):>18} {fmt.format(archived[field]):>18}")
+    catch_up = archived["catch_up_seconds"]
+    lines.append(f"backlog of {result['commits']:,} commits shipped after "
+                 + (f"{catch_up:.1f} s" if catch_up is not None else "NEVER (raise --max-seconds)"))
+    stall = max(plain["stall_max_ms"], archived["stall_max_ms"])
+    ratio = archived["commit_p99_ms"] / plain["commit_p99_ms"]
+    lines.append(f"longest stall {stall:.1f} ms: target <= {STALL_LIMIT_MS:g} ms "
+                 + ("ok" if stall <= STALL_LIMIT_MS else "MISSED"))
+    lines.append(f"commit p99 with / without archiving {ratio:.2f}x: target <= {P99_RATIO_LIMIT}x "
+                 + ("ok" if ratio <= P99_RATIO_LIMIT and catch_up is not None else "MISSED"))
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dir", default=None, help="where data is written (default: the system temp dir)")
+    parser.add_argument("--commits", type=int, default=1_000_000, help="single-put commits in the backlog")
+    parser.add_argument("--writers", type=int, default=64, help="concurrent writers during the measurement")
+    parser.add_argument("--tail", type=float, default=3.0, help="seconds measured after the backlog is shipped")
+    parser.add_argument("--max-seconds", type=float, default=300.0, help="give up waiting for the catch-up")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args()
+    with work_dir(args.dir, "pitr-bench-stall-") as directory:
+        result = trio.run(measure, directory, args.commits, args.writers, args.tail, args.max_seconds, args.json)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print("\n".join(report(result)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
