@@ -385,7 +385,8 @@ class StoreMachine(RuleBasedStateMachine):
             assert entry == live.get(key), f"get_with_expiry({key[:8]!r}) at {self.clock}"
 
 
+# How many examples run is the profile's (tests/conftest.py); the steps per example are this machine's.
 StoreMachine.TestCase.settings = settings(
-    max_examples=20, stateful_step_count=25, deadline=None,
+    stateful_step_count=25, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 TestStoreMachine = StoreMachine.TestCase
