@@ -11,6 +11,7 @@ reads PITR_TEST_SEED to replay it (tests/helpers/seeds.py).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -21,7 +22,14 @@ settings.register_profile("dev", max_examples=50, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("ci", max_examples=100, deadline=None, derandomize=False, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") == "true" else "dev"))
+
+
+def profile_name(environ: Mapping[str, str]) -> str:
+    """HYPOTHESIS_PROFILE if set, else `ci` under CI=true, else `dev`."""
+    return environ.get("HYPOTHESIS_PROFILE") or ("ci" if environ.get("CI") == "true" else "dev")
+
+
+settings.load_profile(profile_name(os.environ))
 
 
 @pytest.fixture
