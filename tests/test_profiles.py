@@ -20,7 +20,7 @@ def test_ci_true_selects_the_ci_profile_and_hypothesis_profile_wins() -> None:
     assert profile_name({"CI": "true", "HYPOTHESIS_PROFILE": "dev"}) == "dev"
     assert settings.get_profile("ci").max_examples > settings.get_profile("dev").max_examples
     assert settings.get_profile("ci").print_blob, "a CI failure prints the blob that replays it"
-    assert settings.default.max_examples == settings.get_profile(profile_name(os.environ)).max_examples
+    assert settings().max_examples == settings.get_profile(profile_name(os.environ)).max_examples
 
 
 def test_no_test_overrides_the_profiles_example_count() -> None:
@@ -31,7 +31,7 @@ def test_no_test_overrides_the_profiles_example_count() -> None:
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
             if isinstance(node, ast.Call):
                 name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
-                overridden = {k.arg for k in node.keywords} & PROFILE_ONLY
+                overridden = {k.arg for k in node.keywords if k.arg is not None} & PROFILE_ONLY
                 if name in ("settings", "register_profile") and overridden:
                     found.append(f"{path.relative_to(TESTS.parent)}:{node.lineno}: {', '.join(sorted(overridden))}")
     assert not found, "tests override the profile (tests/conftest.py decides):\n" + "\n".join(found)
