@@ -2,7 +2,8 @@
 
 - `segments` never imports `pitr`.
 - No circle among `pitr.store`, `pitr.archiver`, `pitr.snapshots`, `pitr.datadir`.
-- Nothing imports another package's private module (`_name.py`).
+- Nothing imports another package's private module (`_name.py`), nor a private name
+  (`from pkg.module import _name`) from outside the package that defines it.
 - The layers: `pitr.datadir` stands on `pitr.errors`, `pitr.lmdbfile`, `pitr.timefmt` and `segments`;
   `pitr.store` on `pitr.datadir`, `pitr.errors`, `pitr.timefmt` and `segments`; the archiver never
   imports the store, the snapshots or the composition above both (`pitr.archiving`).
@@ -28,6 +29,7 @@ from tests.helpers.import_graph import (
     layer_violations,
     package_cycles,
     private_imports,
+    private_name_imports,
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,6 +76,12 @@ def test_no_import_of_another_packages_private_module(graph: tuple[dict[str, Mod
     assert not found, "private modules imported from outside their package:\n" + describe(found)
 
 
+def test_no_import_of_another_packages_private_name(graph: tuple[dict[str, Module], list[Import]]) -> None:
+    modules, edges = graph
+    found = private_name_imports(edges, modules)
+    assert not found, "private names imported from outside their package:\n" + describe(found)
+
+
 @pytest.mark.parametrize("layer", sorted(LAYERS))
 def test_a_layer_imports_only_what_is_below_it(graph: tuple[dict[str, Module], list[Import]], layer: str) -> None:
     _, edges = graph
@@ -106,6 +114,7 @@ CLEAN = {
     "pitr/datadir/state.py": "import lmdb\nfrom pitr.errors import CorruptData\nfrom segments.fold import Change\n",
     "pitr/store/__init__.py": "from .store import Store\n",
     "pitr/store/_group.py": "import threading\n",
+    "pitr/store/batch.py": "from pitr.store.store import _stamp\nfrom .store import __all__\n",
     "pitr/store/store.py": "from pitr.datadir import state\nfrom ._group import Group\nfrom . import _group\n",
     "pitr/archiver/archiver.py": "from pitr.datadir.state import StateDB\n",
     "pitr/snapshots/take.py": "from pitr.archiver.archiver import Archiver\n",
@@ -120,6 +129,7 @@ def test_a_clean_tree_passes_every_rule(tmp_path: Path) -> None:
     assert forbidden_imports(edges, "segments", ["pitr"]) == []
     assert package_cycles(edges, modules, CORE) == []
     assert private_imports(edges, modules) == []
+    assert private_name_imports(edges, modules) == []
     for layer, allowed in LAYERS.items():
         assert layer_violations(edges, layer, allowed, TREE) == []
     assert forbidden_imports(edges, "pitr.archiver", ARCHIVER_NEVER) == []
@@ -156,6 +166,14 @@ def test_a_private_module_of_another_package_is_caught(tmp_path: Path) -> None:
         "pitr/datadir/lock.py:1 segments._errors",
         "pitr/repo/x.py:2 pitr.store._group",
     ]
+
+
+def test_a_private_name_of_another_package_is_caught(tmp_path: Path) -> None:
+    planted = {**CLEAN, "pitr/archiver/archiver.py": "from pitr.store.store import _stamp\n",
+               "pitr/cli/get.py": "from pitr.store import _private_helper\n"}
+    modules, edges = plant(tmp_path, planted)
+    assert sorted(where(private_name_imports(edges, modules))) == [
+        "pitr/archiver/archiver.py:1 pitr.store.store", "pitr/cli/get.py:1 pitr.store"]
 
 
 def test_a_layer_reaching_up_is_caught(tmp_path: Path) -> None:

@@ -26,9 +26,11 @@ class Import:
     target: str
     path: str
     line: int
+    name: str | None = None  # `from target import name`, when name is not a module
 
     def where(self) -> str:
-        return f"{self.path}:{self.line}: {self.source} imports {self.target}"
+        what = self.target if self.name is None else f"{self.name} from {self.target}"
+        return f"{self.path}:{self.line}: {self.source} imports {what}"
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,8 @@ def imports_of(root: str, module: Module, modules: Mapping[str, Module]) -> list
         tree = ast.parse(fh.read(), filename=module.path)
     found: list[Import] = []
 
-    def add(target: str, line: int) -> None:
-        found.append(Import(module.name, target, module.path, line))
+    def add(target: str, line: int, name: str | None = None) -> None:
+        found.append(Import(module.name, target, module.path, line, name))
 
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -94,7 +96,10 @@ def imports_of(root: str, module: Module, modules: Mapping[str, Module]) -> list
                 base = node.module
             for alias in node.names:
                 candidate = f"{base}.{alias.name}"
-                add(candidate if candidate in modules else base, node.lineno)
+                if candidate in modules:
+                    add(candidate, node.lineno)
+                else:
+                    add(base, node.lineno, alias.name)
         elif isinstance(node, ast.Call) and _is_import_module(node.func):
             if node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
                 add(node.args[0].value, node.lineno)
@@ -152,11 +157,29 @@ def private_imports(edges: Iterable[Import], modules: Mapping[str, Module]) -> l
     return out
 
 
+def private_name_imports(edges: Iterable[Import], modules: Mapping[str, Module]) -> list[Import]:
+    """Imports of a private name (`from pkg.mod import _name`) from outside the package that holds
+    the module defining it."""
+    out = []
+    for edge in edges:
+        if edge.name is None or not _is_private(edge.name):
+            continue
+        target = modules.get(edge.target)
+        owner = target.package if target is not None else edge.target.rpartition(".")[0]
+        if not within(edge.source, owner):
+            out.append(edge)
+    return out
+
+
+def _is_private(part: str) -> bool:
+    return part.startswith("_") and not (part.startswith("__") and part.endswith("__"))
+
+
 def _private_owner(target: str) -> str | None:
     """The package whose privacy `target` is under: for a.b._c.d, a.b; None if nothing is private."""
     parts = target.split(".")
     for i, part in enumerate(parts):
-        if part.startswith("_") and not (part.startswith("__") and part.endswith("__")):
+        if _is_private(part):
             return ".".join(parts[:i])
     return None
 
