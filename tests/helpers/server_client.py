@@ -78,6 +78,9 @@ def zygote() -> Zygote:
 
 
 def pid_exists(pid: int) -> bool:
+    """The process still exists. A zygote's child is reaped by the kernel once its last thread has
+    exited, which is after its files (and its store lock) are closed; a thread-group leader shown as
+    a zombie in /proc may still have threads holding them, so that is not "gone"."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -226,6 +226,7 @@ def zygote(fd: int) -> None:
         args = json.loads(message)
         pid = os.fork()
         if pid == 0:
+            code = 1
             try:
                 control.close()
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -241,11 +242,13 @@ def zygote(fd: int) -> None:
                 import traceback
 
                 traceback.print_exc()
-                code = 1
             finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-            os._exit(code)
+                for stream in (sys.stdout, sys.stderr):
+                    try:
+                        stream.flush()
+                    except OSError:
+                        pass  # the test closed its end
+                os._exit(code)  # never back into the zygote's loop
         for source in fds:
             os.close(source)
         control.sendall(b"%d\n" % pid)
