@@ -1,6 +1,10 @@
 """A store in its own process, driven by JSON lines on stdin, so a test can SIGKILL it.
 
-Usage: ``python store_server.py DATA REPO CLOCK_NS [WAL_FILE_SIZE]`` (REPO ``-``: no archiver)
+Usage: ``python store_server.py DATA REPO CLOCK_NS [WAL_FILE_SIZE]`` (REPO ``-``: no archiver),
+or ``python store_server.py --zygote FD``: a process that has imported everything
+once and forks a server per request on the Unix socket FD (see `zygote`), so a
+test that starts hundreds of servers does not pay the interpreter and import
+start-up (about a second) for each.
 
 The store runs with a fake clock (set by the `clock` command), no periodic
 apply (so a crash leaves WAL records that recovery must replay) and an
@@ -15,8 +19,11 @@ removes a file between the repository listing and the read.
 
 from __future__ import annotations
 
+import array
 import json
 import os
+import signal
+import socket
 import sys
 from contextlib import AsyncExitStack
 from typing import Any
@@ -195,12 +202,69 @@ async def serve(data: str, repo_url: str, clock_ns: int, wal_file_size: int) -> 
                 if windows is not None:
                     doc["windows"] = [[w.start_ns, w.end_ns, w.start_lsn, w.end_lsn] for w in windows]
                 reply(doc)
+    reply({"closed": True})  # everything closed cleanly: the last line before a normal exit
+
+
+def zygote(fd: int) -> None:
+    """Fork a server for each request on the socket: a JSON line with the server's arguments,
+    sent with three file descriptors (its stdin, stdout and stderr). Replies with the child's pid.
+
+    Children are reaped by the kernel (SIGCHLD ignored), so a pid that no longer exists is a
+    server that is gone, its files closed and its store lock released. End of the socket ends
+    the zygote. Nothing here may start a thread or an event loop before forking.
+    """
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    control = socket.socket(fileno=fd)
+    while True:
+        fds = array.array("i")
+        message, ancdata, _flags, _addr = control.recvmsg(4096, socket.CMSG_LEN(3 * fds.itemsize))
+        if not message:
+            return
+        for level, kind, data in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+        args = json.loads(message)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                control.close()
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                for target, source in enumerate(fds):
+                    os.dup2(source, target)
+                    os.close(source)
+                sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115 - the process's own
+                sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+                sys.stderr = open(2, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+                run(args)
+                code = 0
+            except BaseException:  # noqa: BLE001 - reported on the server's stderr, like a crash
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                for stream in (sys.stdout, sys.stderr):
+                    try:
+                        stream.flush()
+                    except OSError:
+                        pass  # the test closed its end
+                os._exit(code)  # never back into the zygote's loop
+        for source in fds:
+            os.close(source)
+        control.sendall(b"%d\n" % pid)
+
+
+def run(argv: list[str]) -> None:
+    data, repo, clock_ns = argv[0], argv[1], int(argv[2])
+    wal_file_size = int(argv[3]) if len(argv) > 3 else 4096
+    trio.run(serve, data, repo, clock_ns, wal_file_size)
 
 
 def main() -> None:
-    data, repo, clock_ns = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    wal_file_size = int(sys.argv[4]) if len(sys.argv) > 4 else 4096
-    trio.run(serve, data, repo, clock_ns, wal_file_size)
+    if sys.argv[1] == "--zygote":
+        zygote(int(sys.argv[2]))
+    else:
+        run(sys.argv[1:])
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def chains(draw: st.DrawFn, min_segments: int = 2, max_segments: int = 6) -> lis
     return seal_chain(records, cuts, block_size=128)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(deadline=None)
 @given(chains())
 def test_an_intact_chain_has_no_problems(segments: list[tuple[bytes, SealedSegment]]) -> None:
     metas = metas_of(segments)
@@ -49,7 +49,7 @@ def test_an_intact_chain_has_no_problems(segments: list[tuple[bytes, SealedSegme
     assert metas[-1].chain_digest == chain.fold(GENESIS, [p for m in metas for p in m.pieces])
 
 
-@settings(max_examples=30, deadline=None)
+@settings(deadline=None)
 @given(segments=chains(), data=st.data())
 def test_every_removal_is_caught(segments: list[tuple[bytes, SealedSegment]], data: st.DataObject) -> None:
     metas = metas_of(segments)
@@ -60,7 +60,7 @@ def test_every_removal_is_caught(segments: list[tuple[bytes, SealedSegment]], da
     assert problems[0].path == metas[gone + 1].name
 
 
-@settings(max_examples=30, deadline=None)
+@settings(deadline=None)
 @given(segments=chains(), data=st.data())
 def test_every_duplication_is_caught(segments: list[tuple[bytes, SealedSegment]], data: st.DataObject) -> None:
     metas = metas_of(segments)
@@ -72,7 +72,7 @@ def test_every_duplication_is_caught(segments: list[tuple[bytes, SealedSegment]]
         assert [p.kind for p in check_chain(sequence)] == ["duplicate"]
 
 
-@settings(max_examples=30, deadline=None)
+@settings(deadline=None)
 @given(segments=chains(min_segments=2), data=st.data())
 def test_every_reordering_is_caught(segments: list[tuple[bytes, SealedSegment]], data: st.DataObject) -> None:
     metas = metas_of(segments)
@@ -85,7 +85,7 @@ def test_every_reordering_is_caught(segments: list[tuple[bytes, SealedSegment]],
         assert any(p.kind == "order" for p in problems)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(deadline=None)
 @given(segments=chains(), data=st.data(), wrong=st.binary(min_size=32, max_size=32))
 def test_a_segment_sealed_with_a_wrong_prev_digest_is_caught(
     segments: list[tuple[bytes, SealedSegment]], data: st.DataObject, wrong: bytes
@@ -128,7 +128,7 @@ def test_foreign_store_and_overlap_are_named() -> None:
         ("store", "foreign", "seg0")]
 
 
-@settings(max_examples=25, deadline=None)
+@settings(deadline=None)
 @given(segments=chains(min_segments=3), data=st.data())
 def test_merged_segments_verify_and_keep_the_chain(
     segments: list[tuple[bytes, SealedSegment]], data: st.DataObject

@@ -35,7 +35,7 @@ def read_all(data: bytes) -> list[rec.Record]:
     return list(reader.iter_records())
 
 
-@settings(max_examples=50, deadline=None)
+@settings(deadline=None)
 @given(records=record_runs(min_size=1, max_size=30), block_size=block_sizes)
 def test_seal_and_read_back(records: list[rec.Record], block_size: int) -> None:
     data, sealed = seal(records, block_size=block_size, complete_through_ns=records[-1].ts_ns + 5)
@@ -58,7 +58,7 @@ def test_complete_through_is_never_before_the_last_commit() -> None:
     assert sealed.complete_through_ns == records[-1].ts_ns
 
 
-@settings(max_examples=50, deadline=None)
+@settings(deadline=None)
 @given(records=record_runs(min_size=1, max_size=30), block_size=block_sizes, data=st.data())
 def test_iter_records_ranges(records: list[rec.Record], block_size: int, data: st.DataObject) -> None:
     blob, _ = seal(records, block_size=block_size)
@@ -70,7 +70,7 @@ def test_iter_records_ranges(records: list[rec.Record], block_size: int, data: s
     assert list(reader.iter_records(lo, hi)) == expected
 
 
-@settings(max_examples=50, deadline=None)
+@settings(deadline=None)
 @given(records=record_runs(min_size=1, max_size=40), block_size=block_sizes, data=st.data())
 def test_seek_by_lsn_and_time_lands_in_the_right_block(
     records: list[rec.Record], block_size: int, data: st.DataObject
@@ -120,7 +120,7 @@ def segment_damage_is_detected(data: bytes, records: list[rec.Record], offset: i
     raise AssertionError(f"change at offset {offset} went unnoticed (read {len(found)} records)")
 
 
-@settings(max_examples=80, deadline=None)
+@settings(deadline=None)
 @given(records=record_runs(min_size=1, max_size=10), block_size=block_sizes, data=st.data())
 def test_any_single_byte_change_is_detected(records: list[rec.Record], block_size: int, data: st.DataObject) -> None:
     blob, _ = seal(records, block_size=block_size)
@@ -186,7 +186,7 @@ def test_builder_rejects_pieces_that_do_not_continue() -> None:
         SegmentBuilder(io.BytesIO(), STORE_ID, chain.genesis(STORE_ID)).finish(0)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(deadline=None)
 @given(garbage=st.binary(max_size=600), cut=st.integers(0, 2000), with_magic=st.booleans())
 def test_garbage_fails_cleanly(garbage: bytes, cut: int, with_magic: bool) -> None:
     blob, _ = seal(plain_records(1, 8), block_size=128)
@@ -232,7 +232,7 @@ def test_block_size_is_bounded() -> None:
         SegmentBuilder(io.BytesIO(), STORE_ID, chain.genesis(STORE_ID), block_size=0)
 
 
-@settings(max_examples=50, deadline=None)
+@settings(deadline=None)
 @given(records=record_runs(min_size=1, max_size=40), block_size=block_sizes, data=st.data())
 def test_reading_a_run_of_blocks_at_once_gives_each_block(records: list[rec.Record], block_size: int,
                                                           data: st.DataObject) -> None:

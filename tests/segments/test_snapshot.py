@@ -49,7 +49,7 @@ def read_everything(data: bytes) -> list[Entry]:
     return list(reader.iter_entries())
 
 
-@settings(max_examples=50, deadline=None)
+@settings(deadline=None)
 @given(state=states, block_size=st.integers(16, 512), probe=st.binary(max_size=20))
 def test_round_trip(state: dict[bytes, tuple[bytes, int | None]], block_size: int, probe: bytes) -> None:
     entries = sorted_entries(state)
@@ -112,7 +112,7 @@ def snapshot_damage_is_detected(data: bytes, offset: int, xor: int) -> None:
     raise AssertionError(f"change at offset {offset} went unnoticed")
 
 
-@settings(max_examples=60, deadline=None)
+@settings(deadline=None)
 @given(state=states, data=st.data())
 def test_any_single_byte_change_is_detected(state: dict[bytes, tuple[bytes, int | None]], data: st.DataObject) -> None:
     blob = write_snapshot(sorted_entries(state), block_size=64)
@@ -174,7 +174,7 @@ def test_empty_snapshot_round_trips() -> None:
     assert SnapshotReader(BytesSource(blob)).get(b"anything") is None
 
 
-@settings(max_examples=60, deadline=None)
+@settings(deadline=None)
 @given(garbage=st.binary(max_size=600), cut=st.integers(0, 1500), with_magic=st.booleans())
 def test_garbage_fails_cleanly(garbage: bytes, cut: int, with_magic: bool) -> None:
     blob = write_snapshot([(b"k%02d" % i, b"v" * i, None) for i in range(20)], block_size=64)
@@ -197,7 +197,7 @@ def test_an_entry_of_the_largest_value_fits_in_a_block() -> None:
         SnapshotWriter(io.BytesIO(), HEADER).add(b"k", b"v" * (rec.MAX_VALUE + 1))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(deadline=None)
 @given(state=states.filter(bool), data=st.data())
 def test_block_decoder_refuses_damaged_block_bytes(state: dict[bytes, tuple[bytes, int | None]],
                                                   data: st.DataObject) -> None:

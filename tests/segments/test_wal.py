@@ -92,7 +92,7 @@ def test_reopen_refuses_an_unrepaired_torn_tail(tmp_path: Path) -> None:
     WalWriter.reopen(scan_wal(path, repair=True)).close()
 
 
-@settings(max_examples=40, deadline=None)
+@settings(deadline=None)
 @given(records=record_runs(min_size=1, max_size=6), data=st.data())
 def test_truncation_recovers_exactly_the_complete_records(records: list[rec.Record], data: st.DataObject) -> None:
     with tempfile.TemporaryDirectory() as directory:
@@ -135,7 +135,7 @@ def check_single_byte_change(path: str, original: bytes, records: list[rec.Recor
     assert found == records[: len(found)]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(deadline=None)
 @given(records=record_runs(min_size=1, max_size=5), data=st.data())
 def test_any_single_byte_change_is_detected(records: list[rec.Record], data: st.DataObject) -> None:
     with tempfile.TemporaryDirectory() as directory:
@@ -176,7 +176,7 @@ def record_offsets(encoded: list[bytes]) -> list[int]:
     return offsets
 
 
-@settings(max_examples=40, deadline=None)
+@settings(deadline=None)
 @given(records=record_runs(min_size=2, max_size=8), data=st.data())
 def test_mid_log_damage_refuses_to_open(records: list[rec.Record], data: st.DataObject) -> None:
     with tempfile.TemporaryDirectory() as directory:
@@ -316,7 +316,7 @@ def test_header_checks(tmp_path: Path) -> None:
         scan_wal(str(path))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(deadline=None)
 @given(
     prefix_len=st.integers(0, 400),
     garbage=st.binary(max_size=300),

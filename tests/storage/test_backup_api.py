@@ -7,6 +7,7 @@ AttributeError reading its header from a local path that does not exist.
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -86,7 +87,7 @@ async def test_a_damaged_backup_is_refused_on_every_backend(tmp_path: Path,
     repo, endpoint = backup_repo
     async with Store(str(tmp_path / "data")) as store:
         for i in range(50):
-            await store.put(f"k{i}".encode(), os.urandom(64))
+            await store.put(f"k{i}".encode(), random.Random(i).randbytes(64))
         backup = await pitr.backup.create(repo, data=store, s3_endpoint=endpoint)
     if endpoint is None:
         path = backup.path

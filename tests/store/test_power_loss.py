@@ -166,7 +166,7 @@ async def run_writers(data: str, ops: TracingOps, history: dict[int, tuple[Op, .
                 if choice < 0.15:
                     commit_ops: tuple[Op, ...] = (Op(DELETE, key),)
                 elif choice < 0.3:
-                    commit_ops = tuple(Op(PUT, b"b%d-%d-%d" % (w, i, j), os.urandom(local.randrange(300)))
+                    commit_ops = tuple(Op(PUT, b"b%d-%d-%d" % (w, i, j), local.randbytes(local.randrange(300)))
                                        for j in range(local.randrange(1, 6)))
                 else:
                     commit_ops = (Op(PUT, key, b"w%d-%d:" % (w, i) + bytes(local.randrange(700))),)
@@ -181,9 +181,8 @@ async def run_writers(data: str, ops: TracingOps, history: dict[int, tuple[Op, .
                 nursery.start_soon(writer, w)
 
 
-async def test_a_power_cut_anywhere_loses_no_acknowledged_commit(tmp_path: Path) -> None:
-    seed = int.from_bytes(os.urandom(4), "big")
-    print(f"power-loss seed {seed}")
+async def test_a_power_cut_anywhere_loses_no_acknowledged_commit(tmp_path: Path, random_seed: int) -> None:
+    seed = random_seed
     rng = random.Random(seed)
     base = tmp_path / "base"
     async with Store(str(base)):

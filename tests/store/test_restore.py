@@ -410,7 +410,7 @@ async def test_restoring_a_restored_stores_archive_keeps_what_it_started_from(tm
 
 
 async def test_a_clock_stepping_back_does_not_break_the_archives_completeness_promise(tmp_path: Path) -> None:
-    """Store.complete_through: "no later commit can have a commit time at or before the returned
+    """Store.promise_complete: "no later commit can have a commit time at or before the returned
     time". The archive publishes it as the watermark; a restore to a time in the quiet interval
     must give the same answer later, and stay possible."""
     clock = FakeClock()

@@ -2,7 +2,8 @@
 
 The machine is synchronous. The store under test runs in its own process
 (tests/helpers/store_server.py: a trio loop with the store, a fake clock and an
-in-process archiver), driven one request at a time, so the crash rule is a real
+in-process archiver; forked from a process that imported pitr once, so an
+example or a crash costs no interpreter start-up), driven one request at a time, so the crash rule is a real
 crash: SIGKILL while the process holds the store, with no final apply, no
 final archive cycle and no lock release, then a new process that recovers
 from the files. Restores run in the store's process against the live
@@ -27,7 +28,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from tests.helpers.server_client import ServerError, StoreServer
+from tests.helpers.server_client import ServerError, StoreServer, pid_exists
 
 Entry = tuple[bytes, int | None]
 State = dict[bytes, Entry]
@@ -213,9 +214,12 @@ class StoreMachine(RuleBasedStateMachine):
     # durability ----------------------------------------------------------------------
     @rule()
     def crash_and_reopen(self) -> None:
+        crashed = self.server.pid
         self.server.kill()
+        assert not pid_exists(crashed), "the crashed server is gone before the next one opens the store"
         self.server = StoreServer(self.data, self.repo, self.clock)
         ready = self.server.ready
+        assert ready["pid"] == self.server.pid != crashed
         assert ready["store_id"] == self.store_id
         assert ready["last_lsn"] == self.last.lsn, "recovery lost or invented commits"
         assert ready["torn"] == 0, "no write was in flight, so there is no torn tail to cut"
@@ -385,7 +389,8 @@ class StoreMachine(RuleBasedStateMachine):
             assert entry == live.get(key), f"get_with_expiry({key[:8]!r}) at {self.clock}"
 
 
+# How many examples run is the profile's (tests/conftest.py); the steps per example are this machine's.
 StoreMachine.TestCase.settings = settings(
-    max_examples=20, stateful_step_count=25, deadline=None,
+    stateful_step_count=25, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 TestStoreMachine = StoreMachine.TestCase
