@@ -23,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import anyio
+import anyio.to_process
 from blake3 import blake3
 
 from pitr.archiver.options import ArchiveOptions as ArchiveOptions
@@ -30,7 +31,7 @@ from pitr.archiver.options import RepoProgress as RepoProgress
 from pitr.archiver.publish import UPLOAD_VIA_FILE as UPLOAD_VIA_FILE  # re-exported: tests size uploads by it
 from pitr.archiver.publish import merge_run, publish_new
 from pitr.archiver.retry import Backoff, is_transient, translate
-from pitr.archiver.sealing import SealedChunk, read_and_seal
+from pitr.archiver.sealing import SealedChunk, read_and_seal, seal_chunk
 from pitr.archiver.sources import CommitSource
 from pitr.catalog.entries import SegmentEntry
 from pitr.errors import (
@@ -223,14 +224,29 @@ class Archiver:
         shipped = 0
         while prog.last_lsn < durable_lsn:
             upto = min(durable_lsn, prog.last_lsn + self.options.max_segment_commits)
-            sealed = await anyio.to_thread.run_sync(
-                read_and_seal, self.source, prog.repo.url, prog.last_lsn, upto, prog.chain_digest,
-                self.options.max_segment_bytes)
+            sealed = await self._seal(prog, upto)
             if sealed is None:
                 break
             await self._publish_segment(prog, sealed)
             shipped += sealed.commits
         return shipped
+
+    async def _seal(self, prog: RepoProgress, upto: int) -> SealedChunk | None:
+        """Read and seal the next chunk: in a worker process when it is large (its per-record
+        Python then never holds this process's GIL, which the writers' event loop needs), else in
+        a worker thread (a process round trip costs more than a small chunk's work)."""
+        wal = self.source.wal
+        if self.options.seal_in_process and upto - prog.last_lsn >= self.options.process_min_commits:
+            try:
+                sealed, wal.resume = await anyio.to_process.run_sync(
+                    seal_chunk, wal.path, self.source.identity.store_id, prog.repo.url, prog.last_lsn, upto,
+                    prog.chain_digest, self.options.max_segment_bytes, wal.resume, cancellable=True)
+                return sealed
+            except anyio.BrokenWorkerProcess as exc:  # the worker died (killed, out of memory): seal here
+                log.warning("the sealing process ended unexpectedly (%s); sealing in a thread instead", exc)
+        return await anyio.to_thread.run_sync(
+            read_and_seal, self.source, prog.repo.url, prog.last_lsn, upto, prog.chain_digest,
+            self.options.max_segment_bytes)
 
     async def _publish_segment(self, prog: RepoProgress, sealed: SealedChunk) -> None:
         blob, meta, name = sealed.blob, sealed.meta, sealed.name
@@ -250,7 +266,7 @@ class Archiver:
         await prog.repo.remember(object_name, blob)
 
         def index() -> None:
-            prog.repo.catalog.add_segment(segment_entry(name, meta), block_rows(meta), sealed.key_rows, (),
+            prog.repo.catalog.add_segment_indexed(segment_entry(name, meta), block_rows(meta), sealed.key_index, (),
                                           sealed.gaps)
             _mark_archived(self.source, prog.repo.url, meta.last_lsn)
 

@@ -16,6 +16,8 @@ class ArchiveOptions:
     interval: float = 1.0
     max_segment_bytes: int = 64 << 20
     max_segment_commits: int = 1 << 14  # bounds each sealing call and catalog transaction (GIL holds)
+    seal_in_process: bool = True  # seal chunks of process_min_commits or more in a worker process
+    process_min_commits: int = 4096
     merge_count: int = 32
     merge_small_bytes: int = 4 << 20
     merge_max_bytes: int = 64 << 20
@@ -32,6 +34,9 @@ class ArchiveOptions:
         if type(self.max_segment_commits) is not int or self.max_segment_commits < 1:
             raise InvalidArgument(f"max_segment_commits must be a positive number of commits, got "
                                   f"{self.max_segment_commits!r}")
+        if type(self.process_min_commits) is not int or self.process_min_commits < 1:
+            raise InvalidArgument(f"process_min_commits must be a positive number of commits, got "
+                                  f"{self.process_min_commits!r}")
         if self.merge_count < 2:
             raise InvalidArgument(f"merge_count must be at least 2, got {self.merge_count}")
 

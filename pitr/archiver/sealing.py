@@ -1,19 +1,25 @@
-"""Reading the next chunk of durable commits and sealing it into a segment: one worker-thread call.
+"""Reading the next chunk of durable commits and sealing it into a segment: one call per chunk.
 
-`read_and_seal` does everything that reads the WAL or touches every record
-(list the WAL files, read and CRC-check the chunk, seal and compress the
-segment, read its metadata back, build its key-index rows), so an archive cycle
-hands the event loop back once per chunk rather than once per step, and never
-runs a per-record loop on the loop thread.
+`seal_chunk` does everything that reads the WAL or touches every record (list
+the WAL files, read and CRC-check the chunk, seal and compress the segment,
+read its metadata back, build its key-index rows, sealed, sorted), so an archive
+cycle hands the event loop back once per chunk rather than once per step.
+
+It is a pure function of the WAL directory's path and plain arguments, so it
+runs in a worker thread or, for large chunks, in a worker process
+(`anyio.to_process`): all of its per-record Python then runs under another
+interpreter's GIL, and the writers' event loop keeps its own.
 """
 
 from __future__ import annotations
 
 import io
+import uuid
 from dataclasses import dataclass
 
 from pitr.archiver.sources import CommitSource
-from pitr.catalog.catalog import KeyRow
+from pitr.catalog.catalog import key_index_rows
+from pitr.datadir.wal import WalDirectory
 from pitr.errors import CorruptData
 from pitr.repo.indexing import key_rows_of
 from segments import seal_segment, segment_name
@@ -28,16 +34,16 @@ class SealedChunk:
     name: str
     blob: bytes
     meta: SegmentMeta
-    key_rows: list[KeyRow]
+    key_index: list[list[tuple[bytes, bytes]]]  # the catalog's `keys` rows (`key_index_rows`)
     gaps: list[tuple[int, int]]  # commits following a gap in the source: (LSN, time of the commit before)
     commits: int
     last_ts_ns: int  # the newest commit's time (the archive lag is measured from it)
 
 
-def check_wal_reaches(source: CommitSource, repo_url: str, last_lsn: int) -> None:
+def check_wal_reaches(wal: WalDirectory, repo_url: str, last_lsn: int) -> None:
     """`CorruptData` when the local WAL no longer holds the commit after `last_lsn` (it was removed
     before this repository got it: only a new base snapshot can continue its history)."""
-    files = source.wal.files()
+    files = wal.files()
     if files and files[0][0] > last_lsn + 1:
         raise CorruptData(
             f"{repo_url}: the archive ends at LSN {last_lsn} but the local WAL now starts "
@@ -47,21 +53,34 @@ def check_wal_reaches(source: CommitSource, repo_url: str, last_lsn: int) -> Non
 
 def read_and_seal(source: CommitSource, repo_url: str, after_lsn: int, upto: int, chain_digest: bytes,
                   max_bytes: int) -> SealedChunk | None:
-    """The durable commits after `after_lsn` (through `upto`, about `max_bytes` of them) sealed
-    into one segment chained from `chain_digest` for `repo_url`; None when there are none.
+    """`seal_chunk` over `source`'s WAL directory in this process (a worker thread)."""
+    sealed, source.wal.resume = seal_chunk(source.wal.path, source.identity.store_id, repo_url, after_lsn,
+                                           upto, chain_digest, max_bytes, source.wal.resume)
+    return sealed
 
-    Synchronous: run it in a worker thread (it reads files and loops over every record).
+
+def seal_chunk(wal_path: str, store_id: uuid.UUID, repo_url: str, after_lsn: int, upto: int,
+               chain_digest: bytes, max_bytes: int, resume: tuple[int, str, int] | None = None
+               ) -> tuple[SealedChunk | None, tuple[int, str, int] | None]:
+    """The durable commits after `after_lsn` (through `upto`, about `max_bytes` of them) in the WAL
+    directory `wal_path` sealed into one segment chained from `chain_digest` for `repo_url`, None
+    when there are none; and where the read stopped (`WalDirectory.resume`: pass it to the next call).
+
+    Synchronous and pure: run it in a worker thread or process (it reads files and loops over
+    every record).
     """
-    check_wal_reaches(source, repo_url, after_lsn)
-    chunk = next(iter(source.read_after(after_lsn, upto, max_bytes)), None)
+    wal = WalDirectory(wal_path)
+    wal.resume = resume
+    check_wal_reaches(wal, repo_url, after_lsn)
+    chunk = next(iter(wal.read_after(after_lsn, upto, max_bytes)), None)
     if chunk is None:
-        return None
+        return None, wal.resume
     data, spans = chunk
     name = segment_name(spans[0].lsn, spans[-1].lsn)
     out = io.BytesIO()
-    seal_segment(out, source.identity.store_id, chain_digest, data, spans, spans[-1].ts_ns)
+    seal_segment(out, store_id, chain_digest, data, spans, spans[-1].ts_ns)
     blob = out.getvalue()
     meta = read_meta(BytesSource(blob, name))
     gaps: list[tuple[int, int]] = []
-    rows = key_rows_of(data, spans, gaps)
-    return SealedChunk(name, blob, meta, rows, gaps, len(spans), spans[-1].ts_ns)
+    index = key_index_rows(key_rows_of(data, spans, gaps))
+    return SealedChunk(name, blob, meta, index, gaps, len(spans), spans[-1].ts_ns), wal.resume

@@ -92,8 +92,13 @@ class Catalog(CatalogEnvironment):
         `replaces` lists first LSNs of segments this one supersedes (merges): their
         rows go; key versions stay valid because they point at LSNs and times.
         """
-        rows = [(key_prefix(k) + U64BE.pack(ts), KEY_VALUE.pack(lsn, kind, KEY_FLAG_EXPIRY if exp else 0))
-                for k, ts, lsn, kind, exp in key_rows]
+        self.add_segment_indexed(entry, blocks, key_index_rows(key_rows), replaces, gaps)
+
+    def add_segment_indexed(self, entry: SegmentEntry, blocks: Iterable[BlockRow],
+                            key_index: list[list[tuple[bytes, bytes]]], replaces: Iterable[int] = (),
+                            gaps: Iterable[tuple[int, int]] = ()) -> None:
+        """`add_segment` with the key versions already made rows by `key_index_rows` (which a
+        sealing process can run: what is left here is LMDB's own loop)."""
         with self._txn("index a segment into", write=True) as txn:
             for first in replaces:
                 self._drop_segment_rows(txn, first)
@@ -102,12 +107,8 @@ class Catalog(CatalogEnvironment):
                 self._put(txn, b"blocks", U64BE.pack(b.first_lsn), b.encode())
                 self._put(txn, b"times", U64BE.pack(b.first_ts_ns), U64BE.pack(b.first_lsn))
             cursor = txn.cursor(self.keys_db)
-            for start in range(0, len(rows), SORT_RUN):
-                # Each run sorted by index key only: the sort is stable and the runs go in the order
-                # given (LSN order), so when a segment touches a row key twice its last operation
-                # comes last and wins the overwrite.
-                run = sorted(rows[start : start + SORT_RUN], key=itemgetter(0))
-                cursor.putmulti([(k, seal(b"keys", k, v)) for k, v in run], dupdata=False, overwrite=True)
+            for run in key_index:  # in the order given: a later run's row wins over an earlier one's
+                cursor.putmulti(run, dupdata=False, overwrite=True)
             for lsn, ts_before in gaps:
                 if ts_before < 0:  # the commit before the gap ends the previous segment
                     prev = self._segment_ending(txn, lsn - 1)
@@ -389,3 +390,19 @@ class Catalog(CatalogEnvironment):
 
 
 __all__ = ["DB_NAMES", "FORMAT_VERSION", "Catalog", "KeyRow"]
+
+
+def key_index_rows(key_rows: Iterable[KeyRow]) -> list[list[tuple[bytes, bytes]]]:
+    """The `keys` rows (sealed) of a segment's key versions, in sorted runs of `SORT_RUN` rows.
+
+    Each run is sorted by row key only: the sort is stable and the runs keep the
+    order given (LSN order), so when a segment touches a row key twice its last
+    operation comes last and wins the overwrite. Pure: a sealing process runs it.
+    """
+    rows = [(key_prefix(k) + U64BE.pack(ts), KEY_VALUE.pack(lsn, kind, KEY_FLAG_EXPIRY if exp else 0))
+            for k, ts, lsn, kind, exp in key_rows]
+    runs = []
+    for start in range(0, len(rows), SORT_RUN):
+        run = sorted(rows[start : start + SORT_RUN], key=itemgetter(0))
+        runs.append([(k, seal(b"keys", k, v)) for k, v in run])
+    return runs

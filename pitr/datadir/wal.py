@@ -38,7 +38,10 @@ class WalDirectory:
         self.path = path
         os.makedirs(path, mode=0o700, exist_ok=True)
         self.markers = ArchiveMarkers(path)
-        self._resume: tuple[int, str, int] | None = None  # (next LSN, file, byte offset)
+        #: where the last `read_after` stopped, (next LSN, file, byte offset): the next read after
+        #: that LSN starts there instead of scanning the file from its start; a reader in another
+        #: process carries it between calls
+        self.resume: tuple[int, str, int] | None = None
 
     def files(self) -> list[tuple[int, str]]:
         """(first_lsn, path) of every WAL file, in LSN order."""
@@ -106,8 +109,8 @@ class WalDirectory:
                 raise CorruptData(f"{path}: LSNs {expected}..{first_lsn - 1} are missing from the WAL",
                                   path=path)
             offset = 0
-            if self._resume is not None and self._resume[0] == expected and self._resume[1] == path:
-                offset = self._resume[2]
+            if self.resume is not None and self.resume[0] == expected and self.resume[1] == path:
+                offset = self.resume[2]
             while expected <= upto:
                 try:
                     chunk = read_wal_from(path, offset, expected, upto, max_bytes)
@@ -117,7 +120,7 @@ class WalDirectory:
                     break
                 expected = chunk.spans[-1].lsn + 1
                 offset = chunk.next_offset
-                self._resume = (expected, path, offset)
+                self.resume = (expected, path, offset)
                 yield chunk.data, chunk.spans
             if expected > upto:
                 return

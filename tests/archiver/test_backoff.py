@@ -86,12 +86,12 @@ async def test_lmdb_errors_from_the_catalog_are_translated_and_retried(
         def broken(*_args: object) -> None:
             raise lmdb.DiskError("mdb_txn_commit: Input/output error")
 
-        real_add = repo.catalog.add_segment
-        monkeypatch.setattr(repo.catalog, "add_segment", broken)
+        real_add = repo.catalog.add_segment_indexed
+        monkeypatch.setattr(repo.catalog, "add_segment_indexed", broken)
         await store.put(b"k", b"v")
         assert await archiver.cycle() == 0
         assert repo.catalog.path in archiver.failing[repo.url]
-        monkeypatch.setattr(repo.catalog, "add_segment", real_add)
+        monkeypatch.setattr(repo.catalog, "add_segment_indexed", real_add)
         assert await archiver.cycle() == 1, "the retry publishes the same segment again and indexes it"
         assert archiver.failing == {}
         assert [(s.first_lsn, s.last_lsn) for s in repo.catalog.segments()] == [(1, 1)]

@@ -1,0 +1,57 @@
+"""Sealing in a worker process (large chunks) publishes and indexes exactly what a worker thread does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pitr.archiver import ArchiveOptions, Archiver
+from pitr.archiving import StoreSource
+from pitr.repo import layout
+from pitr.repo.repository import open_repository
+from pitr.store import Store
+from segments.record import DELETE, PUT, Op
+from tests.store.support import SECOND, FakeClock
+
+pytestmark = pytest.mark.anyio
+
+COMMON = {"interval": 3600.0, "max_segment_commits": 50, "merge_count": 1000}
+IN_PROCESS = ArchiveOptions(**COMMON, seal_in_process=True, process_min_commits=1)
+IN_THREAD = ArchiveOptions(**COMMON, seal_in_process=False)
+INDEXES = ("segments", "blocks", "times", "keys", "gaps")
+
+
+async def test_a_chunk_sealed_in_a_worker_process_is_the_one_a_thread_seals(tmp_path: Path) -> None:
+    clock = FakeClock()
+    async with Store(str(tmp_path / "data"), clock=clock) as store, \
+            open_repository(str(tmp_path / "by-process"), create=True) as by_process, \
+            open_repository(str(tmp_path / "by-thread"), create=True) as by_thread:
+        process = Archiver(StoreSource(store), [by_process], IN_PROCESS, clock=clock)
+        thread = Archiver(StoreSource(store), [by_thread], IN_THREAD, clock=clock)
+        await process.start()
+        await thread.start()
+        for round_ in range(3):  # each round resumes where the last read stopped
+            for i in range(70):
+                clock.advance(SECOND)
+                key = b"k%03d" % (i % 17)
+                if i % 11 == 5:
+                    await store.commit([Op(DELETE, key)])
+                elif i % 7 == 3:
+                    await store.commit([Op(PUT, key, b"batch", None), Op(PUT, b"other", b"x" * i, None)])
+                else:
+                    await store.put(key, b"v%d.%d" % (round_, i), ttl=60.0 if i % 5 == 0 else None)
+            assert await process.cycle() == await thread.cycle() == 70
+        assert not process.failing
+        assert not thread.failing
+        assert process.progress[0].chain_digest == thread.progress[0].chain_digest
+        names = [s.name for s in by_process.catalog.segments()]
+        assert len(names) == 6
+        assert names == [s.name for s in by_thread.catalog.segments()]
+        for name in names:
+            assert await by_process.storage.read(layout.segment_object(name)) == \
+                await by_thread.storage.read(layout.segment_object(name))
+        process_rows, thread_rows = by_process.catalog.dump(), by_thread.catalog.dump()
+        for db in INDEXES:
+            assert process_rows.get(db) == thread_rows.get(db), db
+        assert process_rows["keys"]
