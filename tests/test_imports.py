@@ -36,8 +36,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TREE = ("pitr", "segments")
 CORE = ("pitr.store", "pitr.archiver", "pitr.snapshots", "pitr.datadir")
 LAYERS = {
-    "pitr.datadir": ("pitr.errors", "pitr.lmdbfile", "pitr.timefmt", "segments"),
-    "pitr.store": ("pitr.datadir", "pitr.errors", "pitr.timefmt", "segments"),
+    "pitr.datadir": ("pitr.errors", "pitr.jsontypes", "pitr.lmdbfile", "pitr.timefmt", "segments"),
+    "pitr.store": ("pitr.datadir", "pitr.errors", "pitr.jsontypes", "pitr.timefmt", "segments"),
 }
 ARCHIVER_NEVER = ("pitr.store", "pitr.snapshots", "pitr.archiving")
 
@@ -53,7 +53,7 @@ def test_the_graph_sees_the_code(graph: tuple[dict[str, Module], list[Import]]) 
     for name in ("pitr", "pitr.store.store", "pitr.datadir.state", "segments.wal", "pitr.sources.etcd._errors"):
         assert name in modules, f"{name} was not found under {ROOT}"
     targets = {(e.source, e.target) for e in edges}
-    assert ("pitr.store.store", "pitr.datadir.datadir") in targets
+    assert ("pitr.store.log", "pitr.datadir.datadir") in targets
     assert ("pitr.sources.etcd.client", "pitr.sources.etcd._errors") in targets, "a relative import"
     assert len(edges) > 500
 

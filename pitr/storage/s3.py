@@ -21,7 +21,7 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
 import boto3
@@ -41,8 +41,13 @@ from pitr.storage._s3_errors import (
 )
 from pitr.storage.base import ObjectInfo, check_name
 
-if TYPE_CHECKING:
-    from _hashlib import HASH
+
+class _Digest(Protocol):
+    """What pitr uses of a hashlib object (its class lives in a private module)."""
+
+    def update(self, data: bytes, /) -> None: ...
+    def digest(self) -> bytes: ...
+    def hexdigest(self) -> str: ...
 
 T = TypeVar("T")
 
@@ -52,7 +57,7 @@ DEFAULT_RETRY = RetryPolicy()
 _PROBE_PREFIX = ".pitr-probe-"
 
 
-def _md5(data: bytes) -> HASH:
+def _md5(data: bytes) -> _Digest:
     return hashlib.md5(data, usedforsecurity=False)
 
 
