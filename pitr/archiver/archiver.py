@@ -31,7 +31,13 @@ from pitr.archiver.options import RepoProgress as RepoProgress
 from pitr.archiver.publish import UPLOAD_VIA_FILE as UPLOAD_VIA_FILE  # re-exported: tests size uploads by it
 from pitr.archiver.publish import merge_run, publish_new
 from pitr.archiver.retry import Backoff, is_transient, translate
-from pitr.archiver.sealing import SealedChunk, read_and_seal, seal_chunk
+from pitr.archiver.sealing import (
+    THREAD_MAX_COMMITS,
+    SealedChunk,
+    read_and_seal,
+    seal_chunk_in_worker,
+    unpickle_sealed,
+)
 from pitr.archiver.sources import CommitSource
 from pitr.catalog.entries import SegmentEntry
 from pitr.errors import (
@@ -238,12 +244,15 @@ class Archiver:
         wal = self.source.wal
         if self.options.seal_in_process and upto - prog.last_lsn >= self.options.process_min_commits:
             try:
-                sealed, wal.resume = await anyio.to_process.run_sync(
-                    seal_chunk, wal.path, self.source.identity.store_id, prog.repo.url, prog.last_lsn, upto,
-                    prog.chain_digest, self.options.max_segment_bytes, wal.resume, cancellable=True)
+                payload = await anyio.to_process.run_sync(
+                    seal_chunk_in_worker, wal.path, self.source.identity.store_id, prog.repo.url, prog.last_lsn,
+                    upto, prog.chain_digest, self.options.max_segment_bytes, wal.resume, cancellable=True)
+                sealed, wal.resume = await anyio.to_thread.run_sync(unpickle_sealed, payload)
                 return sealed
             except anyio.BrokenWorkerProcess as exc:  # the worker died (killed, out of memory): seal here
                 log.warning("the sealing process ended unexpectedly (%s); sealing in a thread instead", exc)
+        # In this process a chunk's Span objects and sorts hold the writers' GIL: keep it smaller.
+        upto = min(upto, prog.last_lsn + THREAD_MAX_COMMITS)
         return await anyio.to_thread.run_sync(
             read_and_seal, self.source, prog.repo.url, prog.last_lsn, upto, prog.chain_digest,
             self.options.max_segment_bytes)

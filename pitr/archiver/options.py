@@ -15,7 +15,7 @@ class ArchiveOptions:
 
     interval: float = 1.0
     max_segment_bytes: int = 64 << 20
-    max_segment_commits: int = 1 << 14  # bounds each sealing call and catalog transaction (GIL holds)
+    max_segment_commits: int = 1 << 16  # bounds each sealing call and catalog transaction
     seal_in_process: bool = True  # seal chunks of process_min_commits or more in a worker process
     process_min_commits: int = 4096
     merge_count: int = 32

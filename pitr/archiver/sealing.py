@@ -14,6 +14,8 @@ interpreter's GIL, and the writers' event loop keeps its own.
 from __future__ import annotations
 
 import io
+import os
+import pickle
 import uuid
 from dataclasses import dataclass
 
@@ -25,6 +27,8 @@ from pitr.repo.indexing import key_rows_of
 from segments import seal_segment, segment_name
 from segments.segment_reader import SegmentMeta, read_meta
 from segments.source import BytesSource
+
+THREAD_MAX_COMMITS = 1 << 14  # a chunk sealed in a thread: its GC-tracked Spans and sorts stay short
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,3 +88,34 @@ def seal_chunk(wal_path: str, store_id: uuid.UUID, repo_url: str, after_lsn: int
     gaps: list[tuple[int, int]] = []
     index = key_index_rows(key_rows_of(data, spans, gaps))
     return SealedChunk(name, blob, meta, index, gaps, len(spans), spans[-1].ts_ns), wal.resume
+
+
+_WORKER_NICENESS = 10
+_niced = False
+
+
+def seal_chunk_in_worker(wal_path: str, store_id: uuid.UUID, repo_url: str, after_lsn: int, upto: int,
+                         chain_digest: bytes, max_bytes: int, resume: tuple[int, str, int] | None = None
+                         ) -> bytes:
+    """`seal_chunk` in a worker process (`anyio.to_process`), which first lowers its own CPU
+    priority once: on a machine with few cores, catching up a backlog then takes the cores the
+    writers leave idle rather than competing with them. Never call it in the writer's process.
+
+    Returns the result pickled (`unpickle_sealed` in a worker thread reads it): anyio would
+    unpickle a returned object on the event loop's thread, tens of thousands of key rows at once.
+    The bytes come from this worker, never from a file."""
+    global _niced
+    if not _niced:
+        _niced = True
+        try:
+            os.nice(_WORKER_NICENESS)
+        except OSError:  # not permitted here: sealing at normal priority is still right
+            pass
+    result = seal_chunk(wal_path, store_id, repo_url, after_lsn, upto, chain_digest, max_bytes, resume)
+    return pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def unpickle_sealed(payload: bytes) -> tuple[SealedChunk | None, tuple[int, str, int] | None]:
+    """What `seal_chunk_in_worker` returned (run it in a worker thread)."""
+    result: tuple[SealedChunk | None, tuple[int, str, int] | None] = pickle.loads(payload)  # noqa: S301
+    return result
