@@ -56,6 +56,25 @@ def key(writer: int, seq: int) -> bytes:
     return b"user:%03d:%09d" % (writer, seq)
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(steal, total) CPU ticks of this machine so far (Linux /proc/stat; zeros elsewhere).
+
+    A shared virtual machine whose host is oversubscribed loses CPU to other
+    guests ("steal"); the figures of a window with much of it are not this
+    code's alone, so the table shows it beside them."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = [int(x) for x in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
+def stolen_since(start: tuple[int, int]) -> float:
+    steal, total = cpu_ticks()
+    return 100.0 * (steal - start[0]) / (total - start[1]) if total > start[1] else float("nan")
+
+
 def pct(samples: list[float], q: float) -> float:
     """The q-quantile of sorted `samples` (nan when empty)."""
     if not samples:
@@ -76,6 +95,7 @@ class Phase:
     commit_p99_ms: float
     commit_max_ms: float
     catch_up_seconds: float | None = None  # with the archiver: until the backlog was shipped
+    stolen_pct: float = float("nan")  # CPU time the hypervisor gave to other guests (/proc/stat steal)
 
     @property
     def rate(self) -> float:
@@ -183,13 +203,17 @@ async def measure(directory: str, commits: int, writers: int, tail: float, max_s
     os.sync()
     # The store is reopened for each window, so both start from a store that just opened.
     async with Store(data, StoreOptions(require_archive=True)) as store:
+        ticks = cpu_ticks()
         archived = await with_archiver(store, os.path.join(directory, "repo"), writers, backlog_lsn, tail,
                                        max_seconds, first_seq=1 << 20)
+        archived.stolen_pct = stolen_since(ticks)
     say(f"with the archiver: {archived.seconds:.1f} s, backlog shipped after "
         f"{archived.catch_up_seconds if archived.catch_up_seconds is not None else float('nan'):.1f} s")
     os.sync()
     async with Store(data, StoreOptions(require_archive=True)) as store:
+        ticks = cpu_ticks()
         plain = await without_archiver(store, writers, archived.seconds, first_seq=2 << 20)
+        plain.stolen_pct = stolen_since(ticks)
     return {"commits": commits, "writers": writers, "backlog_build_seconds": build_s,
             "without": asdict(plain) | {"rate": plain.rate}, "with": asdict(archived) | {"rate": archived.rate}}
 
@@ -205,7 +229,8 @@ def report(result: dict[str, object]) -> list[str]:
             ("event-loop stall p99 ms", "stall_p99_ms", "{:,.2f}"),
             ("commit latency p50 ms", "commit_p50_ms", "{:,.2f}"),
             ("commit latency p99 ms", "commit_p99_ms", "{:,.2f}"),
-            ("commit latency max ms", "commit_max_ms", "{:,.1f}")]
+            ("commit latency max ms", "commit_max_ms", "{:,.1f}"),
+            ("host CPU stolen by other guests %", "stolen_pct", "{:,.1f}")]
     for label, field, fmt in rows:
         lines.append(f"{label:<34} {fmt.format(plain[field]):>18} {fmt.format(archived[field]):>18}")
     catch_up = archived["catch_up_seconds"]
