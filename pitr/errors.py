@@ -246,8 +246,9 @@ class ObjectExists(StorageError):
     """The named object already exists; published files are never overwritten."""
 
 
-def to_corrupt(exc: SegmentsError) -> CorruptData:
-    """A `segments` error as pitr's `CorruptData`, keeping its path, offset, LSN and hint."""
+def to_corrupt(exc: SegmentsError, path: str | None = None) -> CorruptData:
+    """A `segments` error as pitr's `CorruptData`, keeping its path, offset, LSN and hint;
+    `path` names the file when the error itself does not."""
     if isinstance(exc, CorruptFile):
-        return CorruptData(str(exc), path=exc.path, offset=exc.offset, lsn=exc.lsn, hint=exc.hint)
-    return CorruptData(str(exc))
+        return CorruptData(str(exc), path=exc.path or path, offset=exc.offset, lsn=exc.lsn, hint=exc.hint)
+    return CorruptData(str(exc), path=path)

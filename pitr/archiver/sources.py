@@ -15,11 +15,12 @@ from typing import Protocol
 
 import anyio
 
+from pitr.datadir.datadir import DataDir
 from pitr.datadir.lock import writer_running
 from pitr.datadir.state import StateDB, StoreIdentity
 from pitr.datadir.wal import WalDirectory
-from pitr.errors import CorruptData, InvalidArgument, file_error
-from segments import CorruptFile, SegmentsError
+from pitr.errors import file_error, to_corrupt
+from segments import SegmentsError
 from segments.record import Span
 from segments.wal import scan_wal
 
@@ -51,16 +52,11 @@ class DirectorySource:
     """
 
     def __init__(self, data_dir: str, clock: Callable[[], int] = time.time_ns) -> None:
-        self.data_dir = os.path.abspath(data_dir)
-        state_dir = os.path.join(self.data_dir, "state")
-        if not os.path.isdir(state_dir):
-            raise InvalidArgument(f"{self.data_dir}: no pitr store here (missing state/)")
-        self.state = StateDB(state_dir, readonly=True)
-        ident = self.state.identity()
-        if ident is None:
-            raise InvalidArgument(f"{self.data_dir}: store has no identity yet; open it once first")
-        self.identity = ident
-        self.wal = WalDirectory(os.path.join(self.data_dir, "wal"))
+        self._dir = DataDir.open_reader(data_dir)
+        self.data_dir = self._dir.path
+        self.state = self._dir.state
+        self.identity = self._dir.identity
+        self.wal = self._dir.wal
         self._clock = clock
         self._scanned: tuple[tuple[str, int, int], int] | None = None  # (file, size, mtime) -> last LSN
 
@@ -95,15 +91,12 @@ class DirectorySource:
                 self._scanned = (key, scan_wal(path).last_lsn)  # mid-log damage raises; a torn tail is no commit
         except OSError as exc:
             raise file_error(exc, path, "read the WAL") from exc
-        except CorruptFile as exc:
-            raise CorruptData(str(exc), path=exc.path or path, offset=exc.offset, lsn=exc.lsn,
-                              hint=exc.hint) from exc
         except SegmentsError as exc:
-            raise CorruptData(str(exc), path=path) from exc
+            raise to_corrupt(exc, path) from exc
         return self._scanned[1] > lsn
 
     def read_after(self, lsn: int, upto: int, max_bytes: int) -> Iterator[tuple[bytes, list[Span]]]:
         return self.wal.read_after(lsn, upto, max_bytes)
 
     def close(self) -> None:
-        self.state.close()
+        self._dir.close()
