@@ -87,6 +87,7 @@ class Archiver:
         self.cycle_lock = anyio.Lock()
         self.last_publish_seconds = 0.0
         self._published_at = 0.0
+        self._worker_broken = False  # a sealing worker process failed: seal in threads
         self._hook_backoff = Backoff(self.options.retry_initial, self.options.retry_max)
 
     async def start(self) -> None:
@@ -242,15 +243,18 @@ class Archiver:
         Python then never holds this process's GIL, which the writers' event loop needs), else in
         a worker thread (a process round trip costs more than a small chunk's work)."""
         wal = self.source.wal
-        if self.options.seal_in_process and upto - prog.last_lsn >= self.options.process_min_commits:
+        if self.options.seal_in_process and not self._worker_broken and \
+                upto - prog.last_lsn >= self.options.process_min_commits:
             try:
                 payload = await anyio.to_process.run_sync(
                     seal_chunk_in_worker, wal.path, self.source.identity.store_id, prog.repo.url, prog.last_lsn,
                     upto, prog.chain_digest, self.options.max_segment_bytes, wal.resume, cancellable=True)
                 sealed, wal.resume = await anyio.to_thread.run_sync(unpickle_sealed, payload)
                 return sealed
-            except anyio.BrokenWorkerProcess as exc:  # the worker died (killed, out of memory): seal here
-                log.warning("the sealing process ended unexpectedly (%s); sealing in a thread instead", exc)
+            except anyio.BrokenWorkerProcess as exc:  # the worker died or could not start: seal here
+                self._worker_broken = True  # and from now on: a worker that cannot start is not retried
+                log.warning("the sealing process ended unexpectedly (%s); this archiver seals in a thread "
+                            "from now on", exc)
         # In this process a chunk's Span objects and sorts hold the writers' GIL: keep it smaller.
         upto = min(upto, prog.last_lsn + THREAD_MAX_COMMITS)
         return await anyio.to_thread.run_sync(

@@ -45,7 +45,8 @@ async def run(args: argparse.Namespace) -> int:
         return await run_archive(args)
     seconds, volume = parse_every(args.snapshot_every)
     schedule = SnapshotSchedule(every_seconds=seconds, every_bytes=volume)
-    options = ArchiveOptions(interval=args.interval, watermark_interval=args.watermark_interval)
+    options = ArchiveOptions(interval=args.interval, watermark_interval=args.watermark_interval,
+                             seal_in_process=True)  # the command's main module is import-safe
     async with archiver_session(args, options, sidecar=args.follow) as (archiver, prepare):
         if args.follow:
             snapshotter = Snapshotter(archiver, schedule, prepare) if schedule.enabled else None

@@ -160,7 +160,7 @@ async def with_archiver(store: Store, repo_path: str, writers: int, backlog_lsn:
     async with open_repository(repo_path, create=True) as repo:
         started = time.perf_counter()
         catch_up: float | None = None
-        async with archiving(store, repo, options=ArchiveOptions()) as archiver, trio.open_nursery() as nursery:
+        async with archiving(store, repo, options=ArchiveOptions(seal_in_process=True)) as archiver, trio.open_nursery() as nursery:
             nursery.start_soon(load.heartbeat)
             for w in range(writers):
                 nursery.start_soon(load.writer, w)
