@@ -13,12 +13,18 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Literal
 
+import anyio
+
+from pitr.audit.floor import refuse_before_floor
 from pitr.audit.holes import Hole, find_holes, history_gap, history_start, key_text
 from pitr.audit.records import RecordReader, last_op_on, take
-from pitr.catalog.entries import KeyVersion, is_long_key
-from pitr.errors import CatalogDamaged, CorruptData, Gap
+from pitr.catalog.entries import KeyVersion, SnapshotEntry, is_long_key
+from pitr.errors import CatalogDamaged, CorruptData, Gap, to_corrupt
+from pitr.repo import layout
 from pitr.repo.repository import Repository
+from segments import SegmentsError
 from segments import record as rec
+from segments.snapshot import SnapshotReader
 
 PAGE = 1024  # key versions read per catalog transaction while streaming
 
@@ -100,14 +106,24 @@ async def history_entries(repo: Repository, key: bytes, *, since_ns: int | None 
     """`history` with each hole in the range yielded in place, as a `Gap`, between the changes around it.
 
     Raises HistoryGap before yielding anything when there is a hole and not `allow_gaps`.
+
+    When retention removed the oldest commits (`pitr.audit.floor`), a `since_ns`
+    before the floor raises OutsideWindow; without `since_ns` the key's value in
+    the snapshot at the floor comes first (a KeyChange naming the snapshot),
+    unless the log itself holds a change at or before it.
     """
     ident = await repo.require_identity()
     if holes is None:
         holes = find_holes(repo.catalog, ident)
     start = history_start(repo.catalog, ident)
+    what = f"the history of {key_text(key)}"
+    floor = refuse_before_floor(repo.catalog, ident, what, since_ns)
     pending = [h for h in holes if h.meets_times(since_ns, until_ns)]
     if pending and not allow_gaps:
-        raise history_gap(f"the history of {key_text(key)}", pending)
+        raise history_gap(what, pending)
+    base = floor.snapshot if floor is not None and since_ns is None else None
+    if base is not None and until_ns is not None and base.ts_ns > until_ns:
+        base = None
     since = since_ns
     with RecordReader(repo) as reader:
         while True:
@@ -115,6 +131,13 @@ async def history_entries(repo: Repository, key: bytes, *, since_ns: int | None 
             for version in page:
                 while pending and pending[0].gap.last_lsn < version.lsn:
                     yield pending.pop(0).gap
+                if base is not None and version.lsn <= base.lsn:
+                    base = None  # the log reaches the snapshot: its own changes say it all
+                elif base is not None:
+                    found = await snapshot_change(repo, base, key)
+                    base = None
+                    if found is not None:
+                        yield found
                 change = await change_at(reader, key, version)
                 if change is not None:
                     yield change
@@ -125,5 +148,26 @@ async def history_entries(repo: Repository, key: bytes, *, since_ns: int | None 
             if len(page) < PAGE:
                 break
             since = page[-1].ts_ns + 1
+    if base is not None:
+        found = await snapshot_change(repo, base, key)
+        if found is not None:
+            yield found
     for hole in pending:
         yield hole.gap
+
+
+async def snapshot_change(repo: Repository, snapshot: SnapshotEntry, key: bytes) -> KeyChange | None:
+    """The key's value in a published snapshot, as a KeyChange at the snapshot's LSN naming it;
+    None when the snapshot does not hold the key (or holds a put expired at its time)."""
+    source = await repo.open_source(layout.snapshot_object(snapshot.name))
+    try:
+        found = await anyio.to_thread.run_sync(lambda: SnapshotReader(source).get(key))
+    except SegmentsError as exc:
+        raise to_corrupt(exc) from exc
+    finally:
+        source.close()  # the reader's only resource
+    if found is None:
+        return None
+    value, expires_at_ns = found
+    change = KeyChange(snapshot.lsn, snapshot.ts_ns, "put", value, expires_at_ns, snapshot.name)
+    return change if change.live_at(snapshot.ts_ns) else None  # a put expired by then held nothing

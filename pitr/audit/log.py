@@ -13,6 +13,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from pitr.audit.floor import refuse_before_floor
 from pitr.audit.history import Operation
 from pitr.audit.holes import Hole, find_holes, history_gap
 from pitr.audit.records import RecordReader
@@ -89,10 +90,14 @@ async def log_entries(repo: Repository, *, since_ns: int | None = None, until_ns
                       holes: Sequence[Hole] | None = None) -> AsyncGenerator[LogCommit | Gap, None]:
     """`commit_log` with each hole in the range yielded in place, as a `Gap`, between the commits around it.
 
-    Raises HistoryGap before yielding anything when there is a hole and not `allow_gaps`.
+    Raises HistoryGap before yielding anything when there is a hole and not `allow_gaps`, and
+    OutsideWindow when an explicit start lies before the commits retention removed
+    (`pitr.audit.floor`).
     """
+    ident = await repo.require_identity()
     if holes is None:
-        holes = find_holes(repo.catalog, await repo.require_identity())
+        holes = find_holes(repo.catalog, ident)
+    refuse_before_floor(repo.catalog, ident, "the commit log", since_ns, since_lsn)
     pending = [h for h in holes if h.meets_times(since_ns, until_ns) and h.meets_lsns(since_lsn, until_lsn)]
     if pending and not allow_gaps:
         raise history_gap("the commit log asked for", pending)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import sys
 
 from pitr.audit import KeyChange, history_entries
+from pitr.audit.floor import retention_floor
 from pitr.cli._gaps import add_allow_gaps, print_gap, summarize_gaps, synced_holes
 from pitr.cli.common import add_json, add_repo, decode_arg, encode_bytes, print_json, repositories, show_bytes
 from pitr.errors import Gap
@@ -36,6 +38,8 @@ def change_json(change: KeyChange, values: bool) -> JSONObject:
             row["value"] = encode_bytes(change.value)
     if change.expires_at_ns is not None:
         row["expires_at"] = format_time(change.expires_at_ns)
+    if change.snapshot is not None:
+        row["snapshot"] = change.snapshot  # the value held at that LSN, from the snapshot where the log begins
     return row
 
 
@@ -48,6 +52,9 @@ async def run(args: argparse.Namespace) -> int:
     async with repositories(args) as repos:
         repo = repos[0]
         holes = await synced_holes(repo)
+        floor = retention_floor(repo.catalog, await repo.require_identity()) if since is None else None
+        if floor is not None:  # (an explicit --since before the floor is refused by history_entries)
+            print(f"pitr history: {floor.describe()}", file=sys.stderr)
         async for change in history_entries(repo, key, since_ns=since, until_ns=until, holes=holes,
                                             allow_gaps=args.allow_gaps):
             if isinstance(change, Gap):
@@ -62,7 +69,8 @@ async def run(args: argparse.Namespace) -> int:
                 what = "" if change.value is None else (
                     show_bytes(change.value) if args.values else f"{row['size']} bytes {str(row['blake2b'])[:12]}")
                 ttl = f"  expires {row['expires_at']}" if "expires_at" in row else ""
-                print(f"LSN {change.lsn:>10}  {row['ts']}  {change.op:<6} {what}{ttl}", flush=True)
+                held = f"  (held at the snapshot {change.snapshot})" if change.snapshot is not None else ""
+                print(f"LSN {change.lsn:>10}  {row['ts']}  {change.op:<6} {what}{ttl}{held}", flush=True)
     summarize_gaps("history", gaps, holes)
     if count == 0 and not args.json:
         print(f"no changes to {show_bytes(key)} in the archive" + (" outside its holes" if gaps else ""))

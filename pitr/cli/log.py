@@ -7,6 +7,7 @@ import json
 import sys
 
 from pitr.audit import log_entries, to_import_json
+from pitr.audit.floor import retention_floor
 from pitr.cli._gaps import add_allow_gaps, print_gap, summarize_gaps, synced_holes
 from pitr.cli.common import add_json, add_repo, repositories, show_bytes
 from pitr.errors import Gap
@@ -35,6 +36,10 @@ async def run(args: argparse.Namespace) -> int:
     async with repositories(args) as repos:
         repo = repos[0]
         holes = await synced_holes(repo)
+        if since is None and args.since_lsn is None:  # (an explicit start before it is refused)
+            floor = retention_floor(repo.catalog, await repo.require_identity())
+            if floor is not None:
+                print(f"pitr log: {floor.describe()}", file=sys.stderr)
         async for commit in log_entries(repo, since_ns=since, until_ns=until, since_lsn=args.since_lsn,
                                         until_lsn=args.until_lsn, prefix=prefix, holes=holes,
                                         allow_gaps=args.allow_gaps):
