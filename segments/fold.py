@@ -6,16 +6,9 @@ A change is the new value (bytes) for a put without expiry,
 
 from __future__ import annotations
 
-import struct
-
 from segments import record as rec
 
 Change = bytes | tuple[bytes, int] | None
-
-# rec.FIRST_OP without the CRC and the two reserved fields:
-# length, type, flags, op_count, lsn, ts, kind, op flags, key length, value length
-_FIRST_OP_LEAN = struct.Struct("<4xIBB2xIQqBB2xII")
-assert _FIRST_OP_LEAN.size == rec.FIRST_OP_SIZE
 
 
 def change_of(op: rec.Op) -> Change:
