@@ -110,4 +110,15 @@ def _runs(plan: RestorePlan, segments: list[RangeSource], verify: bool) -> Itera
         try:
             yield from checked_runs(seg, first, stop, verify=verify)
         except CorruptFile as exc:
-            raise to_corrupt(exc, source.name) from exc
+            raise _named_block(seg, exc) from exc
+
+
+def _named_block(seg: SegmentReader, exc: CorruptFile) -> CorruptData:
+    """A reading error with the block it is in and that block's LSN range named, when known."""
+    meta = seg.meta
+    at = next((i for i, e in enumerate(meta.index) if e.offset == exc.offset), None)
+    if at is None:
+        return to_corrupt(exc, meta.name)
+    entry = meta.index[at]
+    return CorruptData(f"{meta.name}: block {at} ({_lsns(entry)}): {exc.reason}", path=meta.name,
+                       offset=exc.offset, lsn=exc.lsn, hint=exc.hint or "run pitr verify on the repository")
