@@ -39,6 +39,7 @@ def replay_block_reference(buf: bytes, changes: dict[bytes, Change], first_lsn: 
                            fold_from: int, fold_to: int, want_ends: bool = False) -> BlockResult:
     """Check every record of `buf` and fold those with fold_from <= LSN <= fold_to into `changes`.
 
+    LSN arguments are LSNs (0 .. 2**64 - 1; the compiled twin refuses others with OverflowError).
     The records must be first_lsn, first_lsn + 1, ... with commit times strictly increasing
     after `after_ts_ns`. Raises CorruptFile (offset relative to `buf`) at the first record
     that breaks a rule; `changes` may then hold part of the block. Records outside the range
