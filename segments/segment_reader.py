@@ -6,6 +6,7 @@ import bisect
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import zstandard
 from blake3 import blake3
@@ -16,6 +17,12 @@ from segments import record as rec
 from segments import segment_format as fmt
 from segments._errors import CorruptFile
 from segments.source import FileSource, RangeSource
+
+
+class Hasher(Protocol):
+    """What `read_blocks` feeds the bytes it reads to (a `blake3` object)."""
+
+    def update(self, data: bytes, /) -> object: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,9 +143,10 @@ class SegmentReader:
         data = self.source.read(entry.offset, entry.compressed_size)
         return decompress_block(self._dctx, data, entry, self.meta.name)
 
-    def read_blocks(self, first: int, stop: int) -> list[bytes]:
+    def read_blocks(self, first: int, stop: int, *, hasher: Hasher | None = None) -> list[bytes]:
         """Blocks first..stop-1, each checked like `read_block`, read in one request and
-        decompressed in one call.
+        decompressed in one call; `hasher`, if given, is updated with the bytes read (for a
+        file digest over the file read once).
 
         The call releases the GIL once for the whole run, so a reader thread using this
         interrupts a Python loop on another thread once per run rather than once per block.
@@ -147,7 +155,10 @@ class SegmentReader:
         if not entries:
             return []
         base = entries[0].offset  # blocks are contiguous (checked by read_meta)
-        view = memoryview(self.source.read(base, entries[-1].offset + entries[-1].compressed_size - base))
+        data = self.source.read(base, entries[-1].offset + entries[-1].compressed_size - base)
+        if hasher is not None:
+            hasher.update(data)
+        view = memoryview(data)
         frames: list[bytes | bytearray | memoryview] = []
         for entry in entries:
             frame = view[entry.offset - base : entry.offset - base + entry.compressed_size]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import bisect
 import os
 import time
 import uuid
@@ -13,23 +12,23 @@ from itertools import islice
 
 from pitr.datadir.overlay import visible
 from pitr.datadir.state import I64BE, StateDB, StoreIdentity
-from pitr.errors import CorruptData, file_error, to_corrupt
+from pitr.errors import file_error, to_corrupt
 from pitr.gcpause import gc_paused
 from pitr.memory import peak_rss_bytes
 from pitr.restore.destination import Replacement
 from pitr.restore.plan import RestorePlan, SkippedBase
 from pitr.restore.prefetch import prefetched
+from pitr.restore.replay import replay_log
 from segments import SegmentsError
 from segments import record as rec
+from segments.block_replay import live_rows
 from segments.chain import genesis
-from segments.fold import Change, fold_records
-from segments.segment_reader import SegmentReader
+from segments.fold import Change
 from segments.snapshot import SnapshotReader
 from segments.source import RangeSource
 
 MAX_CHANGES = 4_000_000  # changed keys held in memory before the replay spills them into LMDB
 MAX_MERGED = 4_000_000  # base entries + changes merged in a dict; a larger base is streamed
-BLOCKS_PER_READ = 256  # blocks decompressed per call by the reader thread (16 MiB of records)
 LOAD_CHUNK = 100_000  # entries per LMDB transaction when loading the base
 Progress = Callable[[str, int, int], None]
 
@@ -56,8 +55,13 @@ class RestoreResult:
 
 def build_state(state_dir: str, plan: RestorePlan, snapshot: RangeSource | None,
                 segments: list[RangeSource], *, name: str, progress: Progress | None = None,
-                clock: Callable[[], int] = time.time_ns, pause_gc: bool = False) -> RestoreResult:
+                clock: Callable[[], int] = time.time_ns, pause_gc: bool = False,
+                verify: bool = True) -> RestoreResult:
     """Write the state at `plan.target_lsn` into a new LMDB at `state_dir`.
+
+    With `verify`, every planned segment is checked whole as it is read (`replay_log`): a
+    damaged one raises CorruptData before anything is built on it, and the caller publishes
+    nothing.
 
     `pause_gc` pauses Python's cyclic garbage collector for the whole process while it builds
     (`pitr.gcpause`): a command line that owns its process opts in; a library caller decides.
@@ -72,7 +76,17 @@ def build_state(state_dir: str, plan: RestorePlan, snapshot: RangeSource | None,
         with gc_paused() if pause_gc else nullcontext():
             state.init_identity(ident)
             base = SnapshotReader(snapshot) if snapshot is not None else None
-            changes, spilled = _replay(state, plan, base, segments, progress)
+            spilled = False
+
+            def spill(changes: dict[bytes, Change], lsn: int, ts_ns: int) -> None:
+                nonlocal spilled
+                if not spilled:
+                    _load_base(state, base, plan)
+                    spilled = True
+                state.apply(changes, lsn, ts_ns)
+
+            changes = replay_log(plan, segments, verify=verify, max_changes=MAX_CHANGES, spill=spill,
+                                 progress=progress)
             final_ts = max(plan.target_ts_ns, plan.base.ts_ns)
             if spilled:
                 state.apply(changes, plan.target_lsn, final_ts)
@@ -92,62 +106,6 @@ def build_state(state_dir: str, plan: RestorePlan, snapshot: RangeSource | None,
     return RestoreResult(os.path.dirname(state_dir), new_id, plan.target_lsn, plan.target_ts_ns,
                          plan.base.lsn, plan.commits_to_replay, keys, expired,
                          time.monotonic() - started, rss, plan.base.snapshot, None, plan.skipped, plan.notes)
-
-
-def _replay(state: StateDB, plan: RestorePlan, base: SnapshotReader | None, segments: list[RangeSource],
-            progress: Progress | None) -> tuple[dict[bytes, Change], bool]:
-    """Fold the log after the base up to the target LSN into a key -> change map.
-
-    When the map outgrows MAX_CHANGES the base is loaded into LMDB and the map
-    applied there (`spilled`): memory stays bounded whatever the history.
-    """
-    expected = plan.base.lsn + 1
-    changes: dict[bytes, Change] = {}
-    spilled = False
-    last_ts = plan.base.ts_ns
-    total = plan.commits_to_replay
-    stopped = False
-    with prefetched(_blocks(plan, segments), depth=2) as blocks:
-        for path, run in blocks:
-            for raw in run:
-                # read_blocks checked the block's CRC over exactly these bytes: no per-record CRC needed
-                expected, ts, stopped = fold_records(raw, changes, expected, plan.target_lsn, rec.MAX_I64,
-                                                     path=path, check_crc=False)
-                if ts is not None:
-                    last_ts = ts
-                if stopped or expected > plan.target_lsn:
-                    break
-            if len(changes) >= MAX_CHANGES:
-                if not spilled:
-                    _load_base(state, base, plan)
-                    spilled = True
-                state.apply(changes, expected - 1, last_ts)
-                changes = {}
-            if progress is not None:
-                progress("replay", expected - 1 - plan.base.lsn, total)
-            if stopped or expected > plan.target_lsn:
-                break
-    if expected - 1 != plan.target_lsn:
-        raise CorruptData(f"replay ended at LSN {expected - 1}, before the target LSN {plan.target_lsn}",
-                          lsn=expected, hint="run pitr verify on the repository")
-    return changes, spilled
-
-
-def _blocks(plan: RestorePlan, segments: list[RangeSource]) -> Iterator[tuple[str, list[bytes]]]:
-    """(file name, decompressed blocks) for every block from base LSN + 1 through the target LSN,
-    a run of up to BLOCKS_PER_READ blocks at a time."""
-    start = plan.base.lsn + 1
-    for source in segments:
-        seg = SegmentReader(source)
-        if seg.meta.first_lsn > plan.target_lsn:
-            return
-        if seg.meta.last_lsn < start:
-            continue
-        index = seg.meta.index
-        first = seg.block_for_lsn(max(start, seg.meta.first_lsn))
-        stop = bisect.bisect_right([e.first_lsn for e in index], plan.target_lsn, lo=first)
-        for i in range(first, stop, BLOCKS_PER_READ):
-            yield source.name, seg.read_blocks(i, min(i + BLOCKS_PER_READ, stop))
 
 
 def _base_blocks(base: SnapshotReader | None) -> Generator[list[tuple[bytes, Change]], None, None]:
@@ -177,50 +135,30 @@ def _load_final(state: StateDB, base: SnapshotReader | None, changes: dict[bytes
         with closing(_base_with_changes(base, changes)) as entries:
             expired = _append_in_key_order(state, entries, cutoff_ns)
         new_keys = {key: change for key, change in changes.items() if change is not None}
-    else:
-        expired, new_keys = 0, _append_merged(state, base, changes)
+        changes.clear()
+        expired += drop_expiring(new_keys, cutoff_ns)
+        state.apply(new_keys, lsn, ts_ns)  # sorts them, and sets the checkpoint
+        return expired
+    merged = _merge_base(base, changes)
+    puts, expiring, expired = live_rows(merged, cutoff_ns)  # in key order: appended, not inserted
+    merged.clear()
     changes.clear()
-    expired += drop_expiring(new_keys, cutoff_ns)
-    state.apply(new_keys, lsn, ts_ns)  # sorts them, and sets the checkpoint
+    state.append_sorted(puts, expiring)
+    state.set_checkpoint(lsn, ts_ns)
     return expired
 
 
-def _append_merged(state: StateDB, base: SnapshotReader | None,
-                   changes: dict[bytes, Change]) -> dict[bytes, bytes | tuple[bytes, int]]:
-    """The base read into a dict in key order, the changes merged into it by one C-level
-    `dict.update`, and the result handed to LMDB's `putmulti` without a Python step per key.
-
-    Returns the changes left to apply: keys the base did not have, and the entries with
-    an expiry (not yet judged at the cutoff). Keys whose final change is not a bare value
-    (deletes, puts with an expiry) are taken out of the dict first, so that its first
-    entries are exactly the base's surviving keys, in order, each with a bare value.
-    """
+def _merge_base(base: SnapshotReader | None, changes: dict[bytes, Change]) -> dict[bytes, Change]:
+    """The base's entries with `changes` applied over them (one C-level `dict.update` each); or
+    `changes` itself when there is no base."""
+    if base is None:
+        return changes
     merged: dict[bytes, Change] = {}
     with closing(_base_blocks(base)) as blocks:
         for entries in blocks:
             merged.update(entries)
-    in_base = len(merged)
-    odd = [key for key, change in changes.items() if type(change) is not bytes]  # deletes, expiries
-    odd += [key for key, change in merged.items() if type(change) is not bytes]  # the base's expiries
-    odd_in_base = {key for key in odd if key in merged}
     merged.update(changes)
-    rest: dict[bytes, bytes | tuple[bytes, int]] = {}
-    for key in odd:
-        change = merged.get(key, _KEEP)
-        if change is _KEEP or type(change) is bytes:
-            continue  # taken already, or a bare value now: stays where it is
-        del merged[key]
-        if key in odd_in_base:
-            in_base -= 1
-        if change is not None:
-            rest[key] = change  # type: ignore[assignment]
-    items = iter(merged.items())
-    while in_base > 0:
-        chunk = min(in_base, LOAD_CHUNK)
-        state.append_sorted(islice(items, chunk), [])  # type: ignore[arg-type]  # bare values only
-        in_base -= chunk
-    rest.update(items)  # type: ignore[arg-type]  # keys the base did not have (bare values), unordered
-    return rest
+    return merged
 
 
 _KEEP = object()

@@ -126,18 +126,28 @@ async def open_base(repos: Sequence[Repository], plan: RestorePlan, *, verify: b
 
 async def _open_segments(repos: Sequence[Repository], plan: RestorePlan, verify: bool,
                          say: Say | None, progress: Progress | None = None) -> list[RangeSource]:
-    """Open every segment the plan replays, from the first repository holding a valid copy of it."""
+    """Open every segment the plan replays, from the first repository holding a valid copy of it.
+
+    From one repository the segments are verified as the replay reads them (`replay_log`), so
+    here only their tables and chain are checked. With several, each is verified whole before
+    it is chosen, so that a damaged copy is passed over for another before anything is read.
+    """
     sources: list[RangeSource] = []
+    verify_first = verify and len(repos) > 1
     try:
         for i, seg in enumerate(plan.segments):
-            if verify and progress is not None:
+            if verify_first and progress is not None:
                 progress("verify", i, len(plan.segments))
-            check = partial(_check_segment_full, seg.name) if verify else None
+            check = partial(_check_segment_full, seg.name) if verify_first else None
             sources.append(await _fetch(repos, layout.segment_object(seg.name), check, say))
         if verify:
             metas = []
             for seg, src in zip(plan.segments, sources, strict=True):
-                meta, _ = check_segment(seg.name, src, full=False)
+                meta, finding = await anyio.to_thread.run_sync(partial(check_segment, seg.name, src, full=False))
+                if finding is not None and not verify_first:
+                    raise CorruptData(f"cannot use {seg.name}: {_describe(finding)}",
+                                      path=layout.segment_object(seg.name),
+                                      hint="run pitr verify to see what remains restorable")
                 if meta is not None:
                     metas.append((seg.name, meta))
             start = plan.snapshot.chain_digest if plan.snapshot is not None else plan.identity.start_chain_digest
@@ -231,7 +241,7 @@ async def restore(repos: Repository | Sequence[Repository], options: RestoreOpti
         result = await publish_restored(
             dest, options.force,
             lambda state_dir: build_state(state_dir, final, snapshot, sources, name=name, progress=progress,
-                                          pause_gc=options.pause_gc),
+                                          pause_gc=options.pause_gc, verify=options.verify and len(repo_list) == 1),
             replace_foreign=options.replace_foreign, repo_roots=roots)
     finally:
         for src in [snapshot, *sources]:

@@ -11,7 +11,8 @@ from crc32c import crc32c
 
 from segments import BytesSource, CorruptFile, SegmentReader, chain
 from segments import record as rec
-from segments.fold import Change, fold_records
+from segments.block_replay import ReplayBlock, replay_block, replay_block_reference
+from segments.fold import Change
 from segments.segment_writer import seal_segment
 from tests.segments.strategies import STORE_ID, encode_all, plain_records
 
@@ -24,23 +25,22 @@ def with_header_field(record: bytes, offset: int, fmt: str, value: int) -> bytes
     return bytes(data)
 
 
-@pytest.mark.parametrize("check_crc", [True, False])
-def test_an_unknown_record_type_is_refused_not_passed_over(check_crc: bool) -> None:
+@pytest.mark.parametrize("replay", [replay_block_reference, replay_block])
+def test_an_unknown_record_type_is_refused_not_passed_over(replay: ReplayBlock) -> None:
     first, second, third = (encode_all([r]) for r in plain_records(5, 3))
     data = first + with_header_field(second, 8, "<B", 9) + third  # type 9: a future kind of record
     changes: dict[bytes, Change] = {}
     with pytest.raises(CorruptFile, match="unknown record type 9") as caught:
-        fold_records(data, changes, 5, rec.MAX_LSN, rec.MAX_I64, path="seg", check_crc=check_crc)
+        replay(data, changes, 5, 0, 0, rec.MAX_LSN, False)
     assert caught.value.lsn == 6
-    assert caught.value.path == "seg"
 
 
-@pytest.mark.parametrize("check_crc", [True, False])
-def test_a_commit_without_operations_is_refused(check_crc: bool) -> None:
+@pytest.mark.parametrize("replay", [replay_block_reference, replay_block])
+def test_a_commit_without_operations_is_refused(replay: ReplayBlock) -> None:
     bare = rec.HEADER.pack(0, rec.PAYLOAD_FIXED, rec.TYPE_COMMIT, 0, 0, 0, 5, 1_795_961_387_000_000_000)
     data = with_header_field(bare, 12, "<I", 0)  # a well-framed record of no operations
-    with pytest.raises(CorruptFile, match="without operations"):
-        fold_records(data, {}, 5, rec.MAX_LSN, rec.MAX_I64, check_crc=check_crc)
+    with pytest.raises(CorruptFile, match="operation count 0 does not fit"):
+        replay(data, {}, 5, 0, 0, rec.MAX_LSN, False)
 
 
 def test_full_verification_refuses_a_record_type_a_restore_cannot_replay() -> None:

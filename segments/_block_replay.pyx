@@ -1,0 +1,221 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+"""Compiled twin of `segments.block_replay` (the pure-Python reference): same arguments, same
+results, the same CorruptFile (reason, offset, LSN, hint) for the same damage.
+
+tests/segments/test_block_replay.py holds the two equal on random and damaged inputs.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.dict cimport PyDict_Next, PyDict_SetItem, PyDict_Size
+from cpython.list cimport PyList_Append
+from cpython.object cimport PyObject
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
+
+from segments._errors import CorruptFile
+
+cdef extern from "_block_replay_c.h":
+    void pitr_crc_init()
+    uint32_t pitr_crc32c(const unsigned char *p, size_t n, int use_hw) nogil
+    uint32_t pitr_load32(const unsigned char *p) nogil
+    uint64_t pitr_load64(const unsigned char *p) nogil
+    ctypedef struct pitr_entry:
+        uint64_t cache
+        const unsigned char *data
+        size_t len
+        void *key
+        void *value
+    uint64_t pitr_cache_of(const unsigned char *data, size_t len, size_t skip) nogil
+    int pitr_sort_entries(pitr_entry *entries, size_t n) nogil
+
+pitr_crc_init()
+
+DEF HEADER_SIZE = 32
+DEF PAYLOAD_FIXED = 24
+DEF OP_HEADER_SIZE = 12
+DEF TYPE_COMMIT = 1
+DEF FLAG_SOURCE_REV = 1
+DEF PUT = 1
+DEF DELETE = 2
+DEF OP_FLAG_EXPIRY = 1
+DEF MAX_KEY = 1 << 20
+DEF MAX_VALUE = 64 << 20
+DEF MAX_PAYLOAD = 256 << 20
+
+_UNKNOWN_TYPE_HINT = "a newer pitr wrote this record; upgrade pitr to verify and restore it"
+
+
+def crc32c(bytes data, bint hardware=True):
+    """CRC-32C of `data` (the CPU instruction when there is one, unless `hardware` is false)."""
+    return pitr_crc32c(<const unsigned char *>PyBytes_AS_STRING(data), <size_t>PyBytes_GET_SIZE(data),
+                       hardware)
+
+
+def replay_block(bytes buf, dict changes, uint64_t first_lsn, int64_t after_ts_ns, uint64_t fold_from,
+                 uint64_t fold_to, bint want_ends=False):
+    """See `segments.block_replay.replay_block_reference`."""
+    cdef const unsigned char *data = <const unsigned char *>PyBytes_AS_STRING(buf)
+    cdef Py_ssize_t end = PyBytes_GET_SIZE(buf)
+    cdef Py_ssize_t pos = 0, stop, p
+    cdef uint32_t crc, length, count, klen, vlen, i
+    cdef unsigned char rtype, flags, kind, oflags
+    cdef uint64_t lsn, expected = first_lsn
+    cdef int64_t ts, prev_ts = after_ts_ns, first_ts = after_ts_ns, expires
+    cdef bint fold, has_expiry
+    cdef Py_ssize_t records = 0
+    cdef list ends = [] if want_ends else None
+    cdef object key, value
+    while pos < end:
+        if end - pos < HEADER_SIZE:
+            raise CorruptFile("incomplete record header", offset=pos)
+        crc = pitr_load32(data + pos)
+        length = pitr_load32(data + pos + 4)
+        rtype = data[pos + 8]
+        flags = data[pos + 9]
+        count = pitr_load32(data + pos + 12)
+        lsn = pitr_load64(data + pos + 16)
+        ts = <int64_t>pitr_load64(data + pos + 24)
+        if length < PAYLOAD_FIXED or length > MAX_PAYLOAD:
+            raise CorruptFile(f"record length {length} out of bounds", offset=pos)
+        stop = pos + 8 + length
+        if stop > end:
+            raise CorruptFile(f"record length {length} runs past the end of the data "
+                              f"({end - pos - 8} bytes remain)", offset=pos)
+        if pitr_crc32c(data + pos + 4, <size_t>(stop - pos - 4), 1) != crc:
+            raise CorruptFile("record CRC-32C mismatch", offset=pos, lsn=lsn)
+        if lsn != expected:
+            raise CorruptFile(f"expected LSN {expected}, found {lsn}", offset=pos, lsn=lsn)
+        if ts <= prev_ts:
+            raise CorruptFile(f"commit time {ts} does not follow {prev_ts}", offset=pos, lsn=lsn)
+        if rtype != TYPE_COMMIT:
+            raise CorruptFile(f"unknown record type {rtype}", offset=pos, lsn=lsn, hint=_UNKNOWN_TYPE_HINT)
+        fold = fold_from <= lsn <= fold_to
+        p = pos + HEADER_SIZE
+        if flags & FLAG_SOURCE_REV:
+            if stop - p < 8:
+                raise CorruptFile("source revision runs past the record", offset=pos, lsn=lsn)
+            p += 8
+        if count == 0 or count > <uint64_t>((stop - p) // OP_HEADER_SIZE):
+            raise CorruptFile(f"operation count {count} does not fit the record", offset=pos, lsn=lsn)
+        for i in range(count):
+            if stop - p < OP_HEADER_SIZE:
+                raise CorruptFile("operation header runs past the record", offset=pos, lsn=lsn)
+            kind = data[p]
+            oflags = data[p + 1]
+            klen = pitr_load32(data + p + 4)
+            vlen = pitr_load32(data + p + 8)
+            p += OP_HEADER_SIZE
+            has_expiry = oflags & OP_FLAG_EXPIRY
+            expires = 0
+            if has_expiry:
+                if stop - p < 8:
+                    raise CorruptFile("expiry runs past the record", offset=pos, lsn=lsn)
+                expires = <int64_t>pitr_load64(data + p)
+                p += 8
+            if klen > MAX_KEY or vlen > MAX_VALUE or <Py_ssize_t>klen + <Py_ssize_t>vlen > stop - p:
+                raise CorruptFile("key or value length runs past the record", offset=pos, lsn=lsn)
+            if kind == PUT:
+                if fold:
+                    key = PyBytes_FromStringAndSize(<const char *>data + p, klen)
+                    value = PyBytes_FromStringAndSize(<const char *>data + p + klen, vlen)
+                    if has_expiry:
+                        value = (value, expires)
+                    PyDict_SetItem(changes, key, value)
+                p += klen + vlen
+            elif kind == DELETE:
+                if vlen or has_expiry:
+                    raise CorruptFile("delete carries a value or expiry", offset=pos, lsn=lsn)
+                if fold:
+                    PyDict_SetItem(changes, PyBytes_FromStringAndSize(<const char *>data + p, klen), None)
+                p += klen
+            else:
+                raise CorruptFile(f"unknown operation kind {kind}", offset=pos, lsn=lsn)
+        if p != stop:
+            raise CorruptFile(f"{stop - p} stray bytes after the last operation", offset=pos, lsn=lsn)
+        if records == 0:
+            first_ts = ts
+        records += 1
+        if want_ends:
+            ends.append(stop)
+        expected = lsn + 1
+        prev_ts = ts
+        pos = stop
+    return records, first_ts, prev_ts, ends
+
+
+cdef inline bytes _i64be(int64_t v):
+    cdef unsigned char out[8]
+    cdef uint64_t u = <uint64_t>v
+    cdef int k
+    for k in range(8):
+        out[7 - k] = <unsigned char>(u >> (8 * k))
+    return PyBytes_FromStringAndSize(<const char *>out, 8)
+
+
+def live_rows(dict merged, int64_t cutoff_ns):
+    """See `segments.block_replay.live_rows_reference`."""
+    cdef Py_ssize_t n = PyDict_Size(merged), pos = 0, k = 0, m, idx
+    cdef PyObject *pkey
+    cdef PyObject *pvalue
+    cdef pitr_entry *entries
+    cdef size_t skip, common
+    cdef const unsigned char *first
+    cdef object change, value
+    cdef int64_t expires
+    cdef list puts = [], expiring = []
+    cdef Py_ssize_t expired = 0
+    cdef int failed
+    cdef object key
+    if n == 0:
+        return puts, expiring, 0
+    entries = <pitr_entry *>malloc(n * sizeof(pitr_entry))
+    if entries == NULL:
+        raise MemoryError()
+    try:
+        while PyDict_Next(merged, &pos, &pkey, &pvalue):
+            if type(<object>pkey) is not bytes:
+                raise TypeError(f"keys must be bytes, not {type(<object>pkey).__name__}")
+            entries[k].data = <const unsigned char *>PyBytes_AS_STRING(<object>pkey)
+            entries[k].len = <size_t>PyBytes_GET_SIZE(<object>pkey)
+            entries[k].key = <void *>pkey
+            entries[k].value = <void *>pvalue
+            k += 1
+        first = entries[0].data
+        common = entries[0].len
+        for idx in range(1, n):
+            m = 0
+            while <size_t>m < common and <size_t>m < entries[idx].len and entries[idx].data[m] == first[m]:
+                m += 1
+            common = m
+        skip = common
+        for idx in range(n):
+            entries[idx].cache = pitr_cache_of(entries[idx].data, entries[idx].len, skip)
+        with nogil:
+            failed = pitr_sort_entries(entries, <size_t>n)
+        if failed:
+            raise MemoryError()
+        # The rows are fresh copies, made in key order: LMDB then reads them from memory in the
+        # order it writes them, not from wherever the fold allocated each key (half the time of
+        # putmulti on 1M keys went to those cache misses).
+        for idx in range(n):
+            change = <object>entries[idx].value
+            if change is None:
+                continue
+            key = PyBytes_FromStringAndSize(<const char *>entries[idx].data, <Py_ssize_t>entries[idx].len)
+            if type(change) is bytes:
+                PyList_Append(puts, (key, PyBytes_FromStringAndSize(PyBytes_AS_STRING(change),
+                                                                    PyBytes_GET_SIZE(change))))
+                continue
+            if type(change) is not tuple or PyTuple_GET_SIZE(change) != 2:
+                raise TypeError(f"a change is bytes, (bytes, int) or None, not {change!r}")
+            value = <object>PyTuple_GET_ITEM(change, 0)
+            expires = <object>PyTuple_GET_ITEM(change, 1)
+            if expires <= cutoff_ns:
+                expired += 1
+                continue
+            PyList_Append(expiring, (key, _i64be(expires)))
+            PyList_Append(puts, (key, value))
+    finally:
+        free(entries)
+    return puts, expiring, expired
