@@ -308,7 +308,7 @@ class CheckedBlock:
     last_ts_ns: int
 
 
-VERIFY_RUN_BYTES = 16 << 20  # compressed bytes read, hashed and decompressed per request
+VERIFY_RUN_BYTES = 16 << 20  # at most this many bytes read, and decompressed, per run of blocks
 
 
 def verify_blocks(source: RangeSource, meta: SegmentMeta, *, run_bytes: int = VERIFY_RUN_BYTES
@@ -335,9 +335,11 @@ def verify_blocks(source: RangeSource, meta: SegmentMeta, *, run_bytes: int = VE
     index = meta.index
     first = 0
     while first < len(index):
-        stop, size = first, 0
-        while stop < len(index) and (stop == first or size + index[stop].compressed_size <= run_bytes):
+        stop, size, raw_size = first, 0, 0  # a run is bounded in both its stored and its raw bytes
+        while stop < len(index) and (stop == first or (size + index[stop].compressed_size <= run_bytes
+                                                       and raw_size + index[stop].raw_size <= run_bytes)):
             size += index[stop].compressed_size
+            raw_size += index[stop].raw_size
             stop += 1
         region = source.read(index[first].offset, size)  # blocks are contiguous (checked by read_meta)
         file_hasher.update(region)
