@@ -17,8 +17,9 @@ import bisect
 import json
 import struct
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate, islice
 from typing import Any, BinaryIO
 
 import zstandard
@@ -29,6 +30,7 @@ from segments import record as rec
 from segments._errors import CorruptFile, UnsupportedVersion
 from segments.fold import Change
 from segments.segment_format import MAX_ZSTD_RATIO
+from segments.snapshot_encode import batch_in_order, digest_terms, encode_entries
 from segments.source import FileSource, RangeSource
 
 MAGIC = b"PITRSNP\n"
@@ -48,6 +50,7 @@ MAX_ENTRY = ENTRY.size + 8 + rec.MAX_KEY + rec.MAX_VALUE
 # A block is cut after the entry that reaches the block size, so it may exceed it by one entry.
 MAX_BLOCK_RAW = MAX_BLOCK_SIZE + MAX_ENTRY
 _MOD = 1 << 256
+ADD_BATCH = 4096  # entries encoded and hashed per C-level pass of add_many
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,9 +213,43 @@ class SnapshotWriter:
         if self._part_bytes >= self._block_size:
             self._flush()
 
-    def add_many(self, entries: Iterable[tuple[bytes, bytes, int | None]]) -> None:
-        for key, value, expires in entries:
-            self.add(key, value, expires)
+    def add_many(self, entries: Iterable[tuple[bytes, bytes, int | None]], *, batch_size: int = ADD_BATCH) -> None:
+        """Add entries as `add` does one by one (the same file), encoding and hashing a batch at a time.
+
+        A batch with a key out of order or over a limit is added one by one, so the error names
+        the same entry `add` would, with the entries before it added.
+        """
+        it = iter(entries)
+        while batch := list(islice(it, batch_size)):
+            keys, values, expiries = zip(*batch, strict=True)
+            if not batch_in_order(keys, self._last_key) or max(map(len, values)) > rec.MAX_VALUE:
+                for key, value, expires in batch:
+                    self.add(key, value, expires)
+                continue
+            encoded = encode_entries(keys, values, expiries)
+            self._state.total += digest_terms(encoded)
+            self._state.count += len(encoded)
+            self.logical_bytes += sum(map(len, keys)) + sum(map(len, values))
+            self._last_key = keys[-1]
+            self._append_encoded(keys, encoded)
+
+    def _append_encoded(self, keys: Sequence[bytes], encoded: list[bytes]) -> None:
+        """Put encoded entries into blocks, cut where `add` cuts them (after the entry that reaches
+        the block size)."""
+        ends = list(accumulate(map(len, encoded)))
+        pos, count = 0, len(encoded)
+        while pos < count:
+            if self._first_key is None:
+                self._first_key = keys[pos]
+            base = ends[pos - 1] if pos else 0
+            last = bisect.bisect_left(ends, self._block_size - self._part_bytes + base, pos)
+            stop = min(last + 1, count)
+            self._parts.extend(encoded[pos:stop])
+            self._part_bytes += ends[stop - 1] - base
+            self._block_entries += stop - pos
+            if last < count:
+                self._flush()
+            pos = stop
 
     def _flush(self) -> None:
         if not self._parts or self._first_key is None:
@@ -450,6 +487,7 @@ class SnapshotReader:
             raw = self.read_block(i)
             first = True
             start = 0
+            encoded: list[bytes] = []
             for key, value, _expires, end in self.entry_spans(i, raw):
                 if first and key != self.blocks[i].first_key:
                     raise CorruptFile(f"snapshot block {i} first key does not match the index", path=path,
@@ -460,9 +498,11 @@ class SnapshotReader:
                                       offset=self.blocks[i].offset)
                 last = key
                 # the entry's bytes in the block are exactly its canonical encoding: hash them as they are
-                state.add_encoded(raw[start:end])
+                encoded.append(raw[start:end])
                 start = end
                 logical += len(key) + len(value)
+            state.total += digest_terms(encoded)  # a block's entries with one hasher
+            state.count += len(encoded)
         if state.count != self.footer.entry_count or logical != self.footer.logical_bytes:
             raise CorruptFile("entry count or logical bytes do not match the footer", path=path)
         if state.digest() != self.footer.state_digest:

@@ -35,7 +35,7 @@ from segments import SegmentsError, parse_segment_name, parse_snapshot_name
 from segments.fsutil import makedirs_private
 from segments.segment_format import BlockEntry
 from segments.segment_reader import decompress_block
-from segments.source import BytesSource, FileSource, RangeSource
+from segments.source import FileSource, RangeSource
 
 Progress = Callable[[str, int, int], None]
 
@@ -192,9 +192,16 @@ class Repository:
             source = await anyio.to_thread.run_sync(_cached_source, cached)
             if source is not None:
                 return source
-        data = await self.storage.read(object_name)
-        await anyio.to_thread.run_sync(_write_cache, cached, data)
-        return BytesSource(data, object_name)
+        # streamed into the cache and read from there: memory does not grow with the object
+        tmp = await anyio.to_thread.run_sync(_cache_temporary, cached)
+        try:
+            await self.storage.download(object_name, tmp)
+            source = await anyio.to_thread.run_sync(_publish_cached, tmp, cached)
+        except BaseException:
+            _remove_cached(tmp)  # synchronous: a cancelled download still leaves no temporary file
+            raise
+        source.name = object_name
+        return source
 
     async def remember(self, object_name: str, data: bytes) -> None:
         """Keep a copy of a file this process just published to a remote repository (merges reuse it)."""
@@ -344,6 +351,26 @@ def _remove_cached(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def _cache_temporary(path: str) -> str:
+    """A new private temporary file beside the cached download `path` (directories 0700, file 0600)."""
+    try:
+        makedirs_private(os.path.dirname(path))
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+        os.close(fd)
+    except OSError as exc:
+        raise file_error(exc, path, "create the cached download") from exc
+    return tmp
+
+
+def _publish_cached(tmp: str, path: str) -> FileSource:
+    """Move a finished download into place and open it (the object is immutable: a replace is safe)."""
+    try:
+        os.replace(tmp, path)
+        return FileSource(path)
+    except OSError as exc:
+        raise file_error(exc, path, "keep the cached download") from exc
 
 
 def _write_cache(path: str, data: bytes) -> None:

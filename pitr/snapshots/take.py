@@ -17,6 +17,7 @@ import socket
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any, BinaryIO, TypeVar
 
 import anyio
@@ -35,6 +36,7 @@ from segments.naming import snapshot_name
 from segments.snapshot import SnapshotHeader, SnapshotWriter
 
 PRODUCER = "pitr 0.1.0"
+PROGRESS_EVERY = 65536  # entries between progress reports
 Progress = Callable[[str, int, int], None]
 _T = TypeVar("_T")
 HeaderAt = Callable[[int, int], SnapshotHeader]  # (lsn, ts_ns) of the checkpoint -> the file's header
@@ -52,11 +54,12 @@ def write_snapshot_entries(state: StateDB, out: BinaryIO, header_at: HeaderAt, p
         header = header_at(*view.checkpoint())
         total = view.count()
         writer = SnapshotWriter(out, header, compress=compress)
+        rows = view.rows(live_at=header.ts_ns)
         done = 0
-        for key, value, expires in view.rows(live_at=header.ts_ns):
-            writer.add(key, value, expires)
-            done += 1
-            if progress is not None and done % 65536 == 0:
+        while batch := list(islice(rows, PROGRESS_EVERY)):
+            writer.add_many(batch)  # encoded and hashed a batch at a time
+            done += len(batch)
+            if progress is not None:
                 progress("snapshot", done, total)
     if progress is not None:
         progress("snapshot", total, total)

@@ -32,6 +32,9 @@ def check_name(name: str) -> str:
     return name
 
 
+DOWNLOAD_CHUNK = 1 << 20  # bytes a download holds in memory at once
+
+
 class Storage(Protocol):
     """A repository backend: the small async interface the engine needs."""
 
@@ -48,6 +51,10 @@ class Storage(Protocol):
 
     async def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         """Return bytes [offset, offset+length) of `name` (to the end when length is None)."""
+
+    async def download(self, name: str, path: str) -> int:
+        """Write the whole of `name` into the local file `path` (created or truncated) and return its
+        size, streaming: memory is bounded by one chunk, whatever the object's size."""
 
     async def stat(self, name: str) -> ObjectInfo | None:
         """The object's info, or None when it does not exist."""

@@ -11,7 +11,7 @@ from typing import BinaryIO
 import anyio
 
 from pitr.errors import ObjectExists, ObjectNotFound, PitrError, RepositoryLost, StorageError, file_error
-from pitr.storage.base import ObjectInfo, check_name
+from pitr.storage.base import DOWNLOAD_CHUNK, ObjectInfo, check_name
 from segments.fsutil import makedirs_private, publish_atomically
 
 
@@ -74,6 +74,36 @@ class LocalStorage:
 
     async def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         return await anyio.to_thread.run_sync(self._read_sync, name, offset, length)
+
+    def _download_sync(self, name: str, path: str) -> int:
+        try:
+            src = open(self._path(name), "rb")  # noqa: SIM115 - closed below, errors told apart
+        except FileNotFoundError as exc:
+            raise ObjectNotFound(f"{self.url}: {name} does not exist") from exc
+        except OSError as exc:
+            raise _storage_error(exc, self.url, name, "read") from exc
+        with src:
+            try:
+                out = open(path, "wb")  # noqa: SIM115
+            except OSError as exc:
+                raise file_error(exc, path, f"write the download of {name}") from exc
+            with out:
+                written = 0
+                while True:
+                    try:
+                        chunk = src.read(DOWNLOAD_CHUNK)
+                    except OSError as exc:
+                        raise _storage_error(exc, self.url, name, "read") from exc
+                    if not chunk:
+                        return written
+                    try:
+                        out.write(chunk)
+                    except OSError as exc:
+                        raise file_error(exc, path, f"write the download of {name}") from exc
+                    written += len(chunk)
+
+    async def download(self, name: str, path: str) -> int:
+        return await anyio.to_thread.run_sync(self._download_sync, name, path)
 
     async def stat(self, name: str) -> ObjectInfo | None:
         try:

@@ -28,7 +28,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from pitr.errors import InvalidArgument, ObjectExists, ObjectNotFound, StorageError
+from pitr.errors import InvalidArgument, ObjectExists, ObjectNotFound, StorageError, file_error
 from pitr.storage._s3_errors import (
     RetryPolicy,
     code_of,
@@ -39,7 +39,7 @@ from pitr.storage._s3_errors import (
     parse_s3_url,
     status_of,
 )
-from pitr.storage.base import ObjectInfo, check_name
+from pitr.storage.base import DOWNLOAD_CHUNK, ObjectInfo, check_name
 
 
 class _Digest(Protocol):
@@ -372,6 +372,37 @@ class S3Storage:
                 raise ObjectNotFound(f"{self.url}: {name} does not exist")
             return b""
         return await self._call(f"read {name}", self._get_sync, name, offset, length)
+
+    def _download_sync(self, attempt: int, name: str, path: str) -> int:
+        s3 = self._s3()
+        try:
+            response = s3.get_object(Bucket=self.bucket, Key=self._key(name))
+        except ClientError as exc:
+            if is_not_found(exc):
+                raise ObjectNotFound(f"{self.url}: {name} does not exist") from exc
+            raise
+        body = response["Body"]
+        try:
+            try:
+                out = open(path, "wb")  # noqa: SIM115 - truncated again by a retry
+            except OSError as exc:
+                raise file_error(exc, path, f"write the download of {name}") from exc
+            with out:
+                written = 0
+                for chunk in body.iter_chunks(DOWNLOAD_CHUNK):  # botocore checks the Content-Length
+                    try:
+                        out.write(chunk)
+                    except OSError as exc:
+                        raise file_error(exc, path, f"write the download of {name}") from exc
+                    written += len(chunk)
+        finally:
+            body.close()
+        return written
+
+    async def download(self, name: str, path: str) -> int:
+        """Stream `name` into the local file `path`, one chunk in memory at a time."""
+        check_name(name)
+        return await self._call(f"download {name}", self._download_sync, name, path)
 
     async def stat(self, name: str) -> ObjectInfo | None:
         """The object's info, or None when it does not exist."""

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from segments import CorruptFile, SegmentsError
 from segments.chain_check import check_chain
-from segments.segment_reader import SegmentMeta, SegmentReader, read_meta
+from segments.segment_reader import SegmentMeta, read_meta, verify_segment
 from segments.snapshot import SnapshotReader
 from segments.source import RangeSource
 
@@ -33,11 +33,12 @@ def finding_from(name: str, exc: SegmentsError) -> Finding:
 
 
 def check_segment(name: str, source: RangeSource, *, full: bool) -> tuple[SegmentMeta | None, Finding | None]:
-    """Quick: header, trailer, tables and chain digest. Full: every block, record and the file digest."""
+    """Quick: header, trailer, tables and chain digest. Full: every block, record and the file digest,
+    reading the file once (`verify_segment`)."""
     try:
         meta = read_meta(source)
         if full:
-            SegmentReader(source, meta).verify()
+            verify_segment(source, meta)
     except SegmentsError as exc:
         return None, finding_from(name, exc)
     return meta, None

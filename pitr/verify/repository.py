@@ -12,6 +12,7 @@ so `timeline` and restores leave out what verify found damaged.
 from __future__ import annotations
 
 import os
+import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,11 +20,12 @@ from functools import partial
 
 import anyio
 
+from pitr.catalog.catalog import KeyRow
 from pitr.catalog.entries import FileCheck, SnapshotEntry
 from pitr.errors import CatalogDamaged, Gap, InvalidArgument, Window
 from pitr.repo import layout
 from pitr.repo.identity import RepoIdentity
-from pitr.repo.indexing import block_rows, index_segment, segment_entry, snapshot_entry
+from pitr.repo.indexing import block_rows, key_rows_of, segment_entry, snapshot_entry
 from pitr.repo.repository import Repository, live_segments
 from pitr.timefmt import format_time
 from pitr.timeline import build_timeline
@@ -31,10 +33,12 @@ from pitr.verify.catalog_check import ExpectedRows, check_catalog
 from pitr.verify.checks import Finding, chain_findings, check_segment, check_snapshot, finding_from
 from pitr.verify.replay import replay_checks
 from segments import SegmentsError, parse_snapshot_name
-from segments.segment_reader import SegmentMeta
+from segments import record as rec
+from segments.segment_reader import SegmentMeta, read_meta, verify_blocks
 from segments.source import RangeSource
 
 MODES = ("quick", "full", "replay")
+_LSN_TS = struct.Struct("<Qq")  # a record's LSN and commit time, at rec.LSN_OFFSET
 Progress = Callable[[str, int, int], None]
 
 
@@ -78,16 +82,36 @@ class VerifyReport:
 def _check_segment_file(name: str, source: RangeSource, *, full: bool, index: bool
                         ) -> tuple[SegmentMeta | None, Finding | None, list[tuple[bytes, int, int, int, bool]] | None,
                                    list[int] | None]:
-    """A segment's meta and finding; with `index`, also the key rows and source-gap LSNs it implies."""
-    meta, finding = check_segment(name, source, full=full)
-    if meta is None or finding is not None or not index:
+    """A segment's meta and finding; with `index`, also the key rows and source-gap LSNs it implies.
+
+    With `index` (which implies `full`) the rows come from the blocks the full check decompressed:
+    the file is read once.
+    """
+    if not index:
+        meta, finding = check_segment(name, source, full=full)
         return meta, finding, None, None
-    gaps: list[tuple[int, int]] = []
+    rows: list[KeyRow] = []
+    gap_lsns: list[int] = []
     try:
-        _entry, _blocks, rows = index_segment(name, source, gaps)
+        meta = read_meta(source)
+        for block in verify_blocks(source, meta):
+            found: list[tuple[int, int]] = []
+            rows.extend(key_rows_of(block.raw, _spans(block.raw, block.ends), found))
+            gap_lsns += [lsn for lsn, _before in found]
     except SegmentsError as exc:
         return None, finding_from(name, exc), None, None
-    return meta, None, rows, [lsn for lsn, _ts in gaps]
+    return meta, None, rows, gap_lsns
+
+
+def _spans(raw: bytes, ends: list[int]) -> list[rec.Span]:
+    """The spans of a checked block's records, given where each ends."""
+    unpack = _LSN_TS.unpack_from
+    offset = rec.LSN_OFFSET
+    spans = []
+    for start, end in zip([0, *ends[:-1]], ends, strict=True):
+        lsn, ts_ns = unpack(raw, start + offset)
+        spans.append(rec.Span(lsn, ts_ns, start, end))
+    return spans
 
 
 def _check_snapshot_file(name: str, source: RangeSource, *, full: bool

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 import pitr.storage
 from pitr.errors import InvalidArgument, ObjectExists, ObjectNotFound, StorageError
 from pitr.storage import LocalStorage, ObjectInfo, S3Storage, Storage, open_storage
+from pitr.storage.base import DOWNLOAD_CHUNK
 from pitr.storage.s3 import RetryPolicy
 from tests.servers.s3 import FaultProxy, S3Server
 from tests.storage.conftest import LIST_PAGE_SIZE, MULTIPART_THRESHOLD, PART_SIZE
@@ -29,6 +31,31 @@ INVALID_NAMES = ["", "/abs", "a//b", "../x", "a/../b", "a/./b", "trailing/", "sp
 
 def payload(size: int, seed: int = 0) -> bytes:
     return random.Random(seed).randbytes(size)
+
+
+# -- download ------------------------------------------------------------------------------------
+
+
+async def test_download_streams_the_object_into_a_file(storage: Storage, tmp_path: Path) -> None:
+    """The whole object lands in the file, and memory stays near one chunk, not the object's size."""
+    data = payload(12 << 20, seed=7)
+    await storage.publish("segments/big.seg", data)
+    target = tmp_path / "download"
+    target.write_bytes(b"x" * (20 << 20))  # a previous, longer content is truncated
+    tracemalloc.start()
+    try:
+        size = await storage.download("segments/big.seg", str(target))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert size == len(data)
+    assert target.read_bytes() == data
+    assert peak < 4 * DOWNLOAD_CHUNK, f"downloading {len(data)} bytes allocated {peak} at peak"
+
+
+async def test_download_of_a_missing_object(storage: Storage, tmp_path: Path) -> None:
+    with pytest.raises(ObjectNotFound, match="segments/none.seg"):
+        await storage.download("segments/none.seg", str(tmp_path / "download"))
 
 
 # -- publish -------------------------------------------------------------------------------------
