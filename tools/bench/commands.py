@@ -66,6 +66,9 @@ from _common import (  # noqa: E402
 )
 from _redis import RedisError, RedisServer, require_programs  # noqa: E402
 
+# as on a user's machine, Python caches the bytecode it compiles (this workplace sets PYTHONDONTWRITEBYTECODE,
+# which would make every pitr process compile its modules from source)
+CHILD_ENV = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
 HOT_VERSIONS = 10_000
 LOOKUPS = 2_000
 STARTUP_RUNS = 5
@@ -142,7 +145,7 @@ class Bench:
     def run(self, *argv: str, then: list[str] | None = None, cold: bool = True) -> ProcessRun:
         if cold:
             self.dropped = make_cold() or self.dropped
-        return run_timed([*self.pitr, *argv], scratch=self.scratch, then=then)
+        return run_timed([*self.pitr, *argv], scratch=self.scratch, then=then, env=CHILD_ENV)
 
     def json_of(self, done: ProcessRun) -> dict[str, object]:
         return dict(json.loads(done.stdout))
@@ -166,9 +169,9 @@ class Bench:
         return times[0], statistics.median(times[1:]), rss
 
 
-def measure_redis(bench: Bench, programs: dict[str, str]) -> dict[str, float]:
+def measure_redis(bench: Bench, programs: dict[str, str], when: str) -> dict[str, float]:
     """SET rate, AOF bytes per SET, redis-cli start-up, and the cold AOF reload of the same SETs."""
-    directory = bench.path("redis")
+    directory = bench.path(f"redis-{when}")
     os.makedirs(directory)
     with RedisServer(directory, programs) as server:
         server.start()
@@ -182,7 +185,7 @@ def measure_redis(bench: Bench, programs: dict[str, str]) -> dict[str, float]:
         if server.dbsize() != keys:
             raise RedisError(f"the AOF reload holds {server.dbsize()} keys, not the {keys} written")
         server.shutdown()
-    print(f"  redis: {sets:,.0f} SET/s, {keys:,} keys, AOF {aof / bench.commits:.1f} B/SET, reload "
+    print(f"  redis ({when}): {sets:,.0f} SET/s, {keys:,} keys, AOF {aof / bench.commits:.1f} B/SET, reload "
           f"{reload_s:.2f} s, redis-cli {ms(median)}", flush=True)
     return {"set_per_s": sets, "keys": keys, "aof_bytes": aof, "reload_s": reload_s, "cli_first_s": first,
             "cli_median_s": median}
@@ -318,9 +321,11 @@ def measure_pitr(bench: Bench, redis: dict[str, float], seed: int) -> None:
                       ok=median <= 0.150, values={"first_s": first, "median_s": median, "rss_mb": rss}))
 
 
-def print_table(bench: Bench, steal_pct: float) -> None:
+def print_table(bench: Bench, steal_pct: float, redis: dict[str, float], redis_end: dict[str, float]) -> None:
     print(f"\n{bench.commits:,} commits; page cache {'dropped' if bench.dropped else 'NOT dropped (not root)'} "
-          f"before each cold run; CPU stolen by the hypervisor during the run: {steal_pct:.0f}%\n")
+          f"before each cold run; CPU stolen by the hypervisor during the run: {steal_pct:.0f}%; Redis at the "
+          f"start / end of the run: {redis['set_per_s']:,.0f} / {redis_end['set_per_s']:,.0f} SET/s, AOF reload "
+          f"{redis['reload_s']:.2f} / {redis_end['reload_s']:.2f} s (the ratios use the start's)\n")
     print("| command | pitr | baseline, same run | ratio | target |")
     print("| --- | --- | --- | --- | --- |")
     for row in bench.rows:
@@ -349,20 +354,23 @@ def main() -> int:
         programs = require_programs()
         with work_dir(args.dir, "pitr-bench-commands-", keep=args.keep) as root:
             bench = Bench(root, pitr, args.commits)
-            redis = measure_redis(bench, programs)
+            redis = measure_redis(bench, programs, "start")
             measure_pitr(bench, redis, seed)
+            # again at the end: the ratios use the start's figures; this shows how far the host's load moved them
+            redis_end = measure_redis(bench, programs, "end")
     except (CommandFailed, RedisError) as exc:
         print(f"commands: FAILED: {exc}", file=sys.stderr)
         return 1
     steal_pct = stolen_since(steal)
-    print_table(bench, steal_pct)
+    print_table(bench, steal_pct, redis, redis_end)
     missed = [row.name for row in bench.rows if row.ok is False]
     print(f"\ntotal {time.perf_counter() - started:.0f} s; "
           + (f"targets missed: {', '.join(missed)}" if missed else "all targets met"), flush=True)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"commits": args.commits, "seed": seed, "steal_pct": steal_pct, "cache_dropped": bench.dropped,
-                       "redis": redis, "rows": [asdict(row) for row in bench.rows]}, fh, indent=2)
+                       "redis": redis, "redis_end": redis_end, "rows": [asdict(row) for row in bench.rows]},
+                      fh, indent=2)
     return 0
 
 
