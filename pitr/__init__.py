@@ -7,11 +7,9 @@ Names are imported on first use (PEP 562), so `import pitr` (and so every
 zstandard, boto3 and httpx come in with the first name that needs them.
 """
 
-from __future__ import annotations
-
-import importlib
-import sys
-import types
+import importlib as _importlib
+import sys as _sys
+import types as _types
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -50,6 +48,8 @@ if TYPE_CHECKING:
     from pitr.timefmt import format_time, parse_time
     from pitr.timeline import Timeline, build_timeline
     from pitr.verify import VerifyReport, verify_repository
+
+del TYPE_CHECKING  # the package's namespace holds its exports, its submodules and nothing else public
 
 __version__ = "0.1.0"
 
@@ -158,8 +158,8 @@ def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'pitr' has no attribute {name!r}")
-    value = importlib.import_module(f"pitr.{name}") if module == "pitr" else getattr(
-        importlib.import_module(module), name)
+    value = _importlib.import_module(f"pitr.{name}") if module == "pitr" else getattr(
+        _importlib.import_module(module), name)
     globals()[name] = value
     return value
 
@@ -168,7 +168,7 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
 
-class _Package(types.ModuleType):
+class _Package(_types.ModuleType):
     """`pitr` itself: a submodule named like an exported function (pitr.restore, pitr.archiving) never
     replaces it.
 
@@ -178,9 +178,9 @@ class _Package(types.ModuleType):
     """
 
     def __setattr__(self, name: str, value: object) -> None:
-        if isinstance(value, types.ModuleType) and _LAZY.get(name, "pitr") != "pitr":
+        if isinstance(value, _types.ModuleType) and _LAZY.get(name, "pitr") != "pitr":
             return
         super().__setattr__(name, value)
 
 
-sys.modules[__name__].__class__ = _Package
+_sys.modules[__name__].__class__ = _Package

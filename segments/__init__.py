@@ -8,9 +8,7 @@ first use (PEP 562), so a program that needs one module (the WAL reader, the
 record codec) does not pay for zstandard, blake3 and the rest at start-up.
 """
 
-from __future__ import annotations
-
-import importlib
+import importlib as _importlib
 from typing import TYPE_CHECKING
 
 from segments._errors import (
@@ -44,6 +42,8 @@ if TYPE_CHECKING:
     from segments.snapshot import SnapshotHeader, SnapshotReader, SnapshotWriter, StateDigest
     from segments.source import BytesSource, FileSource, RangeSource
     from segments.wal import TornTail, WalHeader, WalScan, WalWriter, scan_wal, wal_name
+
+del TYPE_CHECKING  # the package's namespace holds its exports, its submodules and nothing else public
 
 # name -> the module (under segments) that defines it
 _LAZY = {
@@ -139,7 +139,7 @@ def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'segments' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"segments.{module}"), name)
+    value = getattr(_importlib.import_module(f"segments.{module}"), name)
     globals()[name] = value
     return value
 

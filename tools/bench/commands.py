@@ -5,9 +5,10 @@
 
 The workload: N single-key commits (default 1,000,000) of 100-byte values. The
 values are `v<9-digit i>` padded with `x`, as compressible as redis-benchmark's
-own `xxx...` payload. Commit i writes `key:<i>`, except every (N / 10,000)th,
-which writes the hot key `hot` (so `hot` has 10,000 versions and the history
-holds N - 10,000 + 1 keys). The import file is written once, in the work dir.
+own `xxx...` payload. Commit i writes `key:<i>`, except every (N / 10,000)th
+(every other one below 20,000 commits), which writes the hot key `hot`: `hot`
+has 10,000 versions and the history N - 10,000 + 1 keys. The import file is
+written once, in the work dir.
 
 Each pitr command runs as a whole process (`subprocess`, wall clock, the peak
 RSS of the child from `os.wait4`), cold: `os.sync()` and, as root, the page
@@ -96,7 +97,7 @@ def value_of(i: int, tag: str = "v") -> str:
 
 def write_workload(path: str, commits: int) -> tuple[int, int]:
     """The import file; returns (distinct keys, versions of `hot`)."""
-    stride = max(1, commits // HOT_VERSIONS)
+    stride = max(2, commits // HOT_VERSIONS)
     hot = 0
     with open(path, "w") as fh:
         for i in range(commits):
@@ -107,7 +108,7 @@ def write_workload(path: str, commits: int) -> tuple[int, int]:
 
 
 def key_of(i: int, commits: int) -> str:
-    return "hot" if i % max(1, commits // HOT_VERSIONS) == 0 else f"key:{i:010d}"
+    return "hot" if i % max(2, commits // HOT_VERSIONS) == 0 else f"key:{i:010d}"
 
 
 def write_tail(path: str, commits: int, count: int) -> None:
