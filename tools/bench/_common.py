@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -144,43 +145,73 @@ class ProcessRun:
     stdout: bytes
 
 
-def _reap(proc: subprocess.Popen[bytes]) -> float:
-    """Wait for `proc` with os.wait4; its exit status goes to proc.returncode; returns its peak RSS in MiB."""
-    _pid, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return usage.ru_maxrss / 1024  # Linux reports KiB
+# A small process that spawns the measured command, waits for it and writes "seconds peak-RSS-KiB" to a file.
+# The peak RSS Linux reports for a child counts the memory of the process it was forked from (the benchmark,
+# with its figures and buffers), so the command is spawned from this launcher, whose own memory is a few MiB;
+# and the launcher's clock starts at that spawn, so its own start-up is not in the figure.
+LAUNCHER = """\
+import os, sys, time
+started = time.perf_counter()
+pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)
+_pid, status, usage = os.wait4(pid, 0)
+seconds = time.perf_counter() - started
+with open(sys.argv[1], "w") as fh:
+    fh.write(f"{seconds!r} {usage.ru_maxrss}")
+code = os.waitstatus_to_exitcode(status)
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
+def _launched(argv: Sequence[str], result: str) -> list[str]:
+    return [sys.executable, "-I", "-S", "-c", LAUNCHER, result, *argv]
+
+
+def _measured(result: str) -> tuple[float, float]:
+    """(seconds, peak RSS MiB) the launcher wrote."""
+    with open(result) as fh:
+        seconds, rss_kib = fh.read().split()
+    return float(seconds), int(rss_kib) / 1024
 
 
 def run_timed(argv: Sequence[str], *, env: Mapping[str, str] | None = None, scratch: str,
               then: Sequence[str] | None = None) -> ProcessRun:
     """Run `argv` (piped into `then`, when given) as whole processes; refuse a non-zero exit.
 
-    The time is wall clock from the first spawn until every process has exited;
-    the peak RSS is the largest of the processes'. stdout (of the last process)
-    and stderr go to files under `scratch`, so nothing blocks on a full pipe.
+    The time is wall clock from the spawn of the command until it exits (for a
+    pipeline: from the first spawn until both have exited); the peak RSS is the
+    largest of the processes'. stdout (of the last process) and stderr go to
+    files under `scratch`, so nothing blocks on a full pipe.
     """
     out_path, err_path = os.path.join(scratch, "stdout"), os.path.join(scratch, "stderr")
+    results = [os.path.join(scratch, "first.rusage"), os.path.join(scratch, "then.rusage")]
+    for path in results:
+        if os.path.exists(path):
+            os.unlink(path)
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         started = time.perf_counter()
-        first = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, env=env, stderr=err,
+        first = subprocess.Popen(_launched(argv, results[0]), stdin=subprocess.DEVNULL, env=env, stderr=err,
                                  stdout=out if then is None else subprocess.PIPE)
         procs = [first]
         if then is not None:
             assert first.stdout is not None
-            procs.append(subprocess.Popen(list(then), stdin=first.stdout, stdout=out, stderr=err, env=env))
+            procs.append(subprocess.Popen(_launched(then, results[1]), stdin=first.stdout, stdout=out, stderr=err,
+                                          env=env))
             first.stdout.close()  # the reader holds the only copy: a dying reader stops the writer
-        rss = max(_reap(proc) for proc in procs)
-        seconds = time.perf_counter() - started
+        for proc in procs:
+            proc.wait()
+        wall = time.perf_counter() - started
     with open(out_path, "rb") as fh:
         stdout = fh.read()
     failed = [proc for proc in procs if proc.returncode != 0]
     if failed:
         with open(err_path, "rb") as fh:
             stderr = fh.read().decode(errors="replace")
-        shown = " | ".join(" ".join(proc.args) if isinstance(proc.args, list) else str(proc.args) for proc in procs)
+        shown = " | ".join(" ".join(command) for command in ([argv] if then is None else [argv, then]))
         codes = ", ".join(str(proc.returncode) for proc in procs)
         raise CommandFailed(f"`{shown}` exited with status {codes}:\n{stderr.strip()}")
-    return ProcessRun(seconds, rss, stdout)
+    measured = [_measured(results[i]) for i in range(len(procs))]
+    seconds = measured[0][0] if then is None else wall
+    return ProcessRun(seconds, max(rss for _seconds, rss in measured), stdout)
 
 
 def raw_segment_check_seconds(paths: Sequence[str]) -> tuple[int, float]:

@@ -137,6 +137,7 @@ class Bench:
         self.root, self.pitr, self.commits = root, pitr, commits
         self.rows: list[Row] = []
         self.dropped = False
+        self.load = os.getloadavg()
         self.scratch = os.path.join(root, "out")
         os.makedirs(self.scratch)
 
@@ -324,15 +325,16 @@ def measure_pitr(bench: Bench, redis: dict[str, float], seed: int) -> None:
 
 def print_table(bench: Bench, steal_pct: float, redis: dict[str, float], redis_end: dict[str, float]) -> None:
     print(f"\n{bench.commits:,} commits; page cache {'dropped' if bench.dropped else 'NOT dropped (not root)'} "
-          f"before each cold run; CPU stolen by the hypervisor during the run: {steal_pct:.0f}%; Redis at the "
+          f"before each cold run; CPU stolen by the hypervisor during the run: {steal_pct:.0f}%; load average "
+          f"(1 min) at the start / end: {bench.load[0]:.1f} / {os.getloadavg()[0]:.1f}; Redis at the "
           f"start / end of the run: {redis['set_per_s']:,.0f} / {redis_end['set_per_s']:,.0f} SET/s, AOF reload "
           f"{redis['reload_s']:.2f} / {redis_end['reload_s']:.2f} s (the ratios use the start's)\n")
     print("| command | pitr | baseline, same run | ratio | target |")
     print("| --- | --- | --- | --- | --- |")
     for row in bench.rows:
         ratio = "" if row.ratio is None else f"{row.ratio:.2f}"
-        print(f"| {row.name} | {row.pitr} | {row.baseline} | {ratio} | {row.target} {row.verdict()} |".replace(
-            "  |", " |"))
+        cells = [row.name, row.pitr, row.baseline, ratio, f"{row.target} {row.verdict()}".strip()]
+        print("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
 
 
 def main() -> int:
