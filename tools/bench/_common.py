@@ -138,14 +138,19 @@ class CommandFailed(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class ProcessRun:
-    """One whole-process run: wall-clock seconds, the peak RSS of its processes, what it printed."""
+    """One whole-process run: wall-clock seconds, the peak RSS of its processes, what it printed, its CPU time.
+
+    CPU time (user + system) is shown beside start-up figures: on an oversubscribed host a process waits for a
+    core, and its wall clock says more about the host than about the program."""
 
     seconds: float
     peak_rss_mb: float
     stdout: bytes
+    cpu_seconds: float = 0.0
 
 
-# A small process that spawns the measured command, waits for it and writes "seconds peak-RSS-KiB" to a file.
+# A small process that spawns the measured command, waits for it and writes "seconds peak-RSS-KiB cpu-seconds"
+# to a file.
 # The peak RSS Linux reports for a child counts the memory of the process it was forked from (the benchmark,
 # with its figures and buffers), so the command is spawned from this launcher, whose own memory is a few MiB;
 # and the launcher's clock starts at that spawn, so its own start-up is not in the figure.
@@ -156,7 +161,7 @@ pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)
 _pid, status, usage = os.wait4(pid, 0)
 seconds = time.perf_counter() - started
 with open(sys.argv[1], "w") as fh:
-    fh.write(f"{seconds!r} {usage.ru_maxrss}")
+    fh.write(f"{seconds!r} {usage.ru_maxrss} {usage.ru_utime + usage.ru_stime!r}")
 code = os.waitstatus_to_exitcode(status)
 sys.exit(code if code >= 0 else 128 - code)
 """
@@ -166,11 +171,11 @@ def _launched(argv: Sequence[str], result: str) -> list[str]:
     return [sys.executable, "-I", "-S", "-c", LAUNCHER, result, *argv]
 
 
-def _measured(result: str) -> tuple[float, float]:
-    """(seconds, peak RSS MiB) the launcher wrote."""
+def _measured(result: str) -> tuple[float, float, float]:
+    """(seconds, peak RSS MiB, CPU seconds) the launcher wrote."""
     with open(result) as fh:
-        seconds, rss_kib = fh.read().split()
-    return float(seconds), int(rss_kib) / 1024
+        seconds, rss_kib, cpu = fh.read().split()
+    return float(seconds), int(rss_kib) / 1024, float(cpu)
 
 
 def run_timed(argv: Sequence[str], *, env: Mapping[str, str] | None = None, scratch: str,
@@ -211,7 +216,8 @@ def run_timed(argv: Sequence[str], *, env: Mapping[str, str] | None = None, scra
         raise CommandFailed(f"`{shown}` exited with status {codes}:\n{stderr.strip()}")
     measured = [_measured(results[i]) for i in range(len(procs))]
     seconds = measured[0][0] if then is None else wall
-    return ProcessRun(seconds, max(rss for _seconds, rss in measured), stdout)
+    return ProcessRun(seconds, max(rss for _seconds, rss, _cpu in measured), stdout,
+                      sum(cpu for _seconds, _rss, cpu in measured))
 
 
 def raw_segment_check_seconds(paths: Sequence[str]) -> tuple[int, float]:
