@@ -140,6 +140,15 @@ class RedisServer:
             process.kill()
             process.wait()
 
+    def logged_load_seconds(self) -> float | None:
+        """What redis-server logged as its last load time ("DB loaded from append only file: N seconds")."""
+        try:
+            with open(os.path.join(self.directory, "redis.log")) as fh:
+                found = re.findall(r"DB loaded from append only file: ([\d.]+) seconds", fh.read())
+        except OSError:
+            return None
+        return float(found[-1]) if found else None
+
     def aof_bytes(self) -> int:
         """Bytes of the append-only files (Redis 7: appendonlydir/ with a base and an incremental file)."""
         total = 0
