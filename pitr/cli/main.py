@@ -18,8 +18,8 @@ from collections.abc import Coroutine, Iterable, Sequence
 from types import ModuleType
 from typing import NoReturn, TypeVar, overload
 
-from pitr.cli.common import check_ranges
-from pitr.cli.failure import EXIT_USAGE, leaves, report_failure
+# pitr.cli.common and pitr.cli.failure (and through them pitr.errors, dataclasses, datetime) are imported once
+# the command line has parsed: `pitr --help` and a usage error need none of them
 
 _N = TypeVar("_N")
 
@@ -80,6 +80,8 @@ class CommandParser(argparse.ArgumentParser):
         if CommandParser.json_errors:
             sys.stderr.write(json.dumps({"error": "usage", "message": message, "usage": self.format_usage().strip(),
                                          "command": self.prog.removeprefix("pitr ")}, sort_keys=True) + "\n")
+            from pitr.cli.failure import EXIT_USAGE
+
             sys.exit(EXIT_USAGE)
         super().error(message)
 
@@ -138,10 +140,14 @@ def _command_name(args: argparse.Namespace) -> str:
 
 
 def _interrupted(exc: BaseException) -> bool:
+    from pitr.cli.failure import leaves
+
     return any(isinstance(leaf, KeyboardInterrupt) for leaf in leaves(exc))
 
 
 def _pipe_closed(exc: BaseException) -> bool:
+    from pitr.cli.failure import leaves
+
     return all(isinstance(leaf, BrokenPipeError) for leaf in leaves(exc))
 
 
@@ -155,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     command = _command_name(args)
     code: int
     try:
+        from pitr.cli.common import check_ranges
+
         check_ranges(args)
         code = _run(args)
         sys.stdout.flush()  # a closed pipe shows here, inside the handlers, not at interpreter exit
@@ -174,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             code = 128 + signal.SIGPIPE
         else:
+            from pitr.cli.failure import report_failure
+
             code = report_failure(command, exc, bool(getattr(args, "json", False)))
     sys.exit(code)
 

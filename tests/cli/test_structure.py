@@ -94,6 +94,11 @@ def test_help_imports_no_heavy_dependency(argv: list[str]) -> None:
     assert _heavy(modules, NOT_AT_START) == []
 
 
+def test_the_top_level_help_imports_no_subcommand_nor_their_shared_code() -> None:
+    modules = _modules_after(["--help"])
+    assert sorted(m for m in modules if m.startswith("pitr.")) == ["pitr.cli", "pitr.cli.main"]
+
+
 def test_help_imports_only_the_subcommand_it_shows() -> None:
     modules = _modules_after(["get", "--help"])
     assert "pitr.cli.get" in modules
