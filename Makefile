@@ -21,8 +21,12 @@ test: $(STAMP) lint
 demo: $(STAMP)
 	$(PY) tools/demo.py
 
+# tools/testenv.py --bench also installs Redis, the baseline of tools/bench/commands.py (never needed by make test);
+# PITR_BENCH_10M=1 adds the 10M-commit run of commands.py
 bench: $(STAMP)
-	$(PY) tools/testenv.py
+	$(PY) tools/testenv.py --bench
+	$(PY) tools/bench/commands.py
+	if [ "$${PITR_BENCH_10M:-}" = 1 ]; then $(PY) tools/bench/commands.py --commits 10000000; fi
 	$(PY) tools/bench/segments.py
 	$(PY) tools/bench/store.py
 	$(PY) tools/bench/restore.py

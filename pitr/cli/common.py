@@ -12,12 +12,15 @@ import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING
 
 from pitr.errors import InvalidArgument, Window
 from pitr.jsonbytes import bytes_from_json, bytes_to_json
 from pitr.jsontypes import JSONObject
-from pitr.repo.repository import Repository, open_repository
 from pitr.timefmt import format_time, parse_time
+
+if TYPE_CHECKING:
+    from pitr.repo.repository import Repository
 
 
 def add_data(parser: argparse.ArgumentParser) -> None:
@@ -78,6 +81,8 @@ def repo_urls(args: argparse.Namespace) -> list[str]:
 
 @asynccontextmanager
 async def repositories(args: argparse.Namespace, *, create: bool = False) -> AsyncIterator[list[Repository]]:
+    from pitr.repo.repository import open_repository  # the catalog, LMDB and the storage backends: only here
+
     async with AsyncExitStack() as stack:
         repos = [await stack.enter_async_context(
             open_repository(url, cache_dir=args.cache_dir, s3_endpoint=args.s3_endpoint, create=create))

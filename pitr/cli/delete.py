@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from pitr.cli.common import add_data, add_json, decode_arg, need_data, print_json
-from pitr.store import Store
 from pitr.timefmt import format_time
 
 
@@ -19,6 +18,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
+    from pitr.store import Store  # the event loop's libraries and LMDB: only when the command runs
+
     key = decode_arg(args.key, args.b64, "key")
     async with Store(need_data(args)) as store:
         existed = await store.get(key) is not None

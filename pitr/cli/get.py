@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-
-import anyio
+from collections.abc import Coroutine
 
 from pitr.cli.common import (
     add_data,
@@ -19,7 +18,6 @@ from pitr.cli.common import (
     repositories,
     show_bytes,
 )
-from pitr.datadir.reader import StoreReader
 from pitr.errors import InvalidArgument
 from pitr.timefmt import format_time, parse_time
 
@@ -54,15 +52,16 @@ def _emit(args: argparse.Namespace, key: bytes, value: bytes | None, extra: dict
     return 0
 
 
-async def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int | Coroutine[object, object, int]:
+    """The live value, read here without an event loop; with --at, the coroutine that reads the archive."""
     key = decode_arg(args.key, args.b64, "key")
     if args.at is not None:
-        return await _run_at(args, key)
+        return _run_at(args, key)
     if args.exclusive:
         raise InvalidArgument("--exclusive needs --at")
     data = need_data(args)
     # read-only: never the writer lock, so a writer (pitr put, an application) is never refused or made to wait
-    found = await anyio.to_thread.run_sync(_read_live, data, key)
+    found = _read_live(data, key)
     extra: dict[str, object] = {}
     if found is not None and found[1] is not None:
         extra["expires_at"] = format_time(found[1])
@@ -70,6 +69,8 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def _read_live(data: str, key: bytes) -> tuple[bytes, int | None] | None:
+    from pitr.datadir.reader import StoreReader  # LMDB: only when a key is read
+
     with StoreReader(data) as reader:
         return reader.get(key, time.time_ns())
 

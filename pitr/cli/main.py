@@ -1,42 +1,52 @@
-"""The `pitr` command: one module per subcommand; only this entry point exits."""
+"""The `pitr` command: one module per subcommand; only this entry point exits.
+
+A run imports the module of the one subcommand it runs, and nothing else of the
+others: `pitr --help` lists every subcommand from the table below, and
+`pitr get KEY` never loads the archiver, the restore engine or boto3. The event
+loop (trio) starts only for a subcommand whose `run` is a coroutine function.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import signal
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
+from types import ModuleType
 from typing import NoReturn, TypeVar, overload
 
-import trio
-
-from pitr.cli import (
-    archive,
-    backups,
-    cleanup,
-    delete,
-    diff,
-    export,
-    get,
-    history,
-    import_,
-    log,
-    put,
-    reindex,
-    restore,
-    snapshot,
-    timeline,
-    verify,
-)
-from pitr.cli.common import check_ranges
-from pitr.cli.failure import EXIT_USAGE, leaves, report_failure
+# pitr.cli.common and pitr.cli.failure (and through them pitr.errors, dataclasses, datetime) are imported once
+# the command line has parsed: `pitr --help` and a usage error need none of them
 
 _N = TypeVar("_N")
 
-COMMANDS = [put, get, delete, import_, export, archive, snapshot, backups, verify, restore, cleanup, timeline,
-            reindex, history, log, diff]
+# subcommand -> (its module, its one-line help: the same text its `register` gives, which a test checks)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "put": ("pitr.cli.put", "set a key (one durable commit)"),
+    "get": ("pitr.cli.get", "read a key now, or as of a moment with --repo and --at"),
+    "delete": ("pitr.cli.delete", "remove a key (one durable commit)"),
+    "import": ("pitr.cli.import_", "commit JSON lines (one commit per line or per batch)"),
+    "export": ("pitr.cli.export", "print the current state as JSON lines sorted by key"),
+    "archive": ("pitr.cli.archive", "archive the store's log (or an etcd prefix) into repositories"),
+    "snapshot": ("pitr.cli.snapshot", "take a snapshot of the store into the repositories"),
+    "backups": ("pitr.cli.backups", "list backups (snapshots)"),
+    "verify": ("pitr.cli.verify", "verify the repository's files, chain and catalog"),
+    "restore": ("pitr.cli.restore", "restore the state at a moment into a new store directory or etcd"),
+    "cleanup": ("pitr.cli.cleanup", "delete snapshots and log outside the retention rule"),
+    "timeline": ("pitr.cli.timeline", "show the recoverable windows, holes and damaged files"),
+    "reindex": ("pitr.cli.reindex", "rebuild the catalog from the repository's files"),
+    "history": ("pitr.cli.history", "every archived change to a key"),
+    "log": ("pitr.cli.log", "archived commits in a range (JSON lines usable by pitr import)"),
+    "diff": ("pitr.cli.diff", "keys added, removed and changed between two moments"),
+}
+
+
+def command_module(name: str) -> ModuleType:
+    """The module of subcommand `name` (imported now)."""
+    return importlib.import_module(COMMANDS[name][0])
 
 
 class CommandParser(argparse.ArgumentParser):
@@ -70,17 +80,58 @@ class CommandParser(argparse.ArgumentParser):
         if CommandParser.json_errors:
             sys.stderr.write(json.dumps({"error": "usage", "message": message, "usage": self.format_usage().strip(),
                                          "command": self.prog.removeprefix("pitr ")}, sort_keys=True) + "\n")
+            from pitr.cli.failure import EXIT_USAGE
+
             sys.exit(EXIT_USAGE)
         super().error(message)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or with `only` one whose other subcommands are their names and help alone.
+
+    Parsing a command line needs the flags of the subcommand it names and
+    nothing of the others, so `main` builds only that one (importing only its
+    module); listing the subcommands needs only the table.
+    """
     parser = CommandParser(
         prog="pitr", description="Point-in-time recovery, audit and continuous archiving for key-value stores.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in COMMANDS:
-        module.register(sub)
+    for name, (_module, help_text) in COMMANDS.items():
+        if only is None or name == only:
+            command_module(name).register(sub)
+        else:
+            sub.add_parser(name, help=help_text, add_help=False)
     return parser
+
+
+def _named_command(arguments: Sequence[str]) -> str | None:
+    """The subcommand a command line names: its first word that is not an option (the top level takes none
+    but -h)."""
+    for word in arguments:
+        if word == "--":
+            continue
+        if not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
+
+
+async def _awaited(coroutine: Coroutine[object, object, int]) -> int:
+    return await coroutine
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the subcommand: its `run` returns the exit code, or a coroutine that trio runs to get it.
+
+    A command that needs no event loop (`pitr get KEY`) answers without importing trio at all.
+    """
+    outcome = args.run(args)
+    if not isinstance(outcome, Coroutine):
+        code: int = outcome
+        return code
+    import trio
+
+    code = trio.run(_awaited, outcome)
+    return code
 
 
 def _command_name(args: argparse.Namespace) -> str:
@@ -89,10 +140,14 @@ def _command_name(args: argparse.Namespace) -> str:
 
 
 def _interrupted(exc: BaseException) -> bool:
+    from pitr.cli.failure import leaves
+
     return any(isinstance(leaf, KeyboardInterrupt) for leaf in leaves(exc))
 
 
 def _pipe_closed(exc: BaseException) -> bool:
+    from pitr.cli.failure import leaves
+
     return all(isinstance(leaf, BrokenPipeError) for leaf in leaves(exc))
 
 
@@ -101,13 +156,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     70 on an internal error (a bug), 130 when interrupted, 141 when the reader closed the pipe."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     CommandParser.json_errors = "--json" in arguments
-    parser = build_parser()
+    parser = build_parser(only=_named_command(arguments) or "")
     args = parser.parse_args(arguments)
     command = _command_name(args)
     code: int
     try:
+        from pitr.cli.common import check_ranges
+
         check_ranges(args)
-        code = trio.run(args.run, args)
+        code = _run(args)
         sys.stdout.flush()  # a closed pipe shows here, inside the handlers, not at interpreter exit
     except BaseException as exc:  # noqa: BLE001 - the one place that turns every failure into an exit code
         if isinstance(exc, SystemExit | GeneratorExit):
@@ -125,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             code = 128 + signal.SIGPIPE
         else:
+            from pitr.cli.failure import report_failure
+
             code = report_failure(command, exc, bool(getattr(args, "json", False)))
     sys.exit(code)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from pitr.cli.common import add_data, add_json, decode_arg, need_data, print_json
-from pitr.store import Store
 from pitr.timefmt import format_time
 
 
@@ -21,6 +20,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
+    from pitr.store import Store  # the event loop's libraries and LMDB: only when the command runs
+
     key = decode_arg(args.key, args.b64, "key")
     value = decode_arg(args.value, args.b64, "value")
     async with Store(need_data(args)) as store:

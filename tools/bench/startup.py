@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""Start-up of `pitr --help`, `pitr get KEY` and `pitr put KEY V`, optionally against another tree, interleaved.
+
+    .venv/bin/python tools/bench/startup.py [--against DIR] [--runs 5]
+
+Each command is a whole process (from a small launcher, as in commands.py):
+the first run cold (`os.sync()`, page cache dropped when root), then the
+median wall clock and CPU time (user + system) of `--runs` more. The store is
+2,000 commits imported into a temporary directory. With `--against DIR` (a
+directory holding another version's `pitr/` and `segments/`, for instance
+`git archive 69d671a pitr segments | tar -x -C DIR`), each run of this tree
+is followed by the same run of that one (put on the front of PYTHONPATH), so
+both see the same host load. Target (issue 13): 150 ms, whole process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or ".") != _HERE]
+sys.path.append(_HERE)
+from _common import ProcessRun, make_cold, run_timed, work_dir  # noqa: E402
+
+COMMITS = 2_000
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--against", metavar="DIR", help="a tree with another version's pitr/ and segments/")
+    parser.add_argument("--runs", type=int, default=5, help="warm runs after the first (default 5)")
+    args = parser.parse_args()
+    script = os.path.join(os.path.dirname(sys.executable), "pitr")
+    pitr = [script] if os.access(script, os.X_OK) else [sys.executable, "-m", "pitr"]
+    # bytecode is cached, as on a user's machine; PYTHONPATH is ours to set
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPATH")}
+    trees = {"this tree": env}
+    if args.against:
+        trees[args.against] = dict(env, PYTHONPATH=os.path.abspath(args.against))
+    with work_dir(None, "pitr-bench-startup-") as root:
+        scratch = os.path.join(root, "out")
+        os.makedirs(scratch)
+        lines = os.path.join(root, "import.jsonl")
+        with open(lines, "w") as fh:
+            fh.writelines(f'{{"op": "put", "key": "key:{i}", "value": "v{i:09d}"}}\n' for i in range(COMMITS))
+        data = {name: os.path.join(root, f"data-{i}") for i, name in enumerate(trees)}
+        for name, tree_env in trees.items():
+            run_timed([*pitr, "import", lines, "--data", data[name]], env=tree_env, scratch=scratch)
+        print(f"start-up, {args.runs} warm runs after a cold one; host load {os.getloadavg()[0]:.1f}")
+        for command in (["--help"], ["get", "key:7"], ["put", "startup", "v"]):
+            runs: dict[str, list[ProcessRun]] = {name: [] for name in trees}
+            for i in range(args.runs + 1):
+                for name, tree_env in trees.items():
+                    if i == 0:
+                        make_cold()
+                    argv = command if command == ["--help"] else [*command, "--data", data[name]]
+                    runs[name].append(run_timed([*pitr, *argv], env=tree_env, scratch=scratch))
+            for name, done in runs.items():
+                median = statistics.median(r.seconds for r in done[1:])
+                cpu = statistics.median(r.cpu_seconds for r in done[1:])
+                verdict = "ok" if median <= 0.150 else "MISSED"
+                print(f"  pitr {' '.join(command):<14} {name:<22} first {done[0].seconds * 1e3:6.0f} ms   median "
+                      f"{median * 1e3:6.0f} ms   CPU {cpu * 1e3:5.0f} ms   {verdict}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
