@@ -4,7 +4,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: test lint demo bench clean
 
-$(STAMP): pyproject.toml
+# the compiled replay loop is built at install: editing it reinstalls
+$(STAMP): pyproject.toml setup.py segments/_block_replay.pyx segments/_block_replay_c.h
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
@@ -30,8 +31,10 @@ bench: $(STAMP)
 	$(PY) tools/bench/segments.py
 	$(PY) tools/bench/store.py
 	$(PY) tools/bench/restore.py
+	$(PY) tools/bench/restore_cold.py
 	$(PY) tools/bench/audit.py
 	$(PY) tools/bench/remote.py
+	$(PY) tools/bench/remote_memory.py
 	$(PY) tools/bench/etcd.py
 
 clean:
