@@ -24,9 +24,9 @@ from pitr.catalog.trust import file_identity, record_identity, recorded_identity
 from pitr.errors import CatalogDamaged, DiskFull, FileError, PitrError, file_error, lmdb_error
 from pitr.lmdbfile import truncation_problem
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MAP_SIZE = 1 << 40
-DB_NAMES = (b"segments", b"blocks", b"times", b"keys", b"snapshots", b"gaps", b"files", b"meta")
+DB_NAMES = (b"segments", b"blocks", b"times", b"keytables", b"keychunks", b"snapshots", b"gaps", b"files", b"meta")
 CATALOG_DIR_NAMES = (".catalog", "catalog")
 T = TypeVar("T")
 Raw = bytes | memoryview
@@ -77,8 +77,8 @@ class CatalogEnvironment:
             dbs = {name: env.open_db(name, create=c) for name in DB_NAMES}
             self.env = env
             self._dbs = dbs
-            self.segments_db, self.blocks_db, self.times_db, self.keys_db = (dbs[n] for n in DB_NAMES[:4])
-            self.snapshots_db, self.gaps_db, self.files_db, self.meta_db = (dbs[n] for n in DB_NAMES[4:])
+            self.segments_db, self.blocks_db, self.times_db = (dbs[n] for n in DB_NAMES[:3])
+            self.snapshots_db, self.gaps_db, self.files_db, self.meta_db = (dbs[n] for n in DB_NAMES[5:])
             self._check_format()
         except BaseException as exc:
             self.env = None
