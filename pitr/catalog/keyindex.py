@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import lmdb
 
+from pitr.catalog import keytable
 from pitr.catalog.entries import U64BE, KeyVersion, SegmentEntry
 from pitr.catalog.environment import CatalogEnvironment
 from pitr.catalog.keytable import (
@@ -30,7 +31,6 @@ from pitr.catalog.keytable import (
     chunk_rows,
     decode_entry,
     first_at_or_after,
-    key_digest,
     merge_entries,
     search_prefix,
 )
@@ -156,7 +156,7 @@ class KeyIndex(CatalogEnvironment):
 
         `skip` steps further back (past versions of other keys with the same digest).
         """
-        digest = key_digest(key)
+        digest = keytable.key_digest(key)
         bound_ts = ts_ns + 1 if inclusive else ts_ns
         bound = search_prefix(digest, bound_ts)
         with self._txn("read") as txn:
@@ -173,7 +173,7 @@ class KeyIndex(CatalogEnvironment):
     def key_versions(self, key: bytes, since_ns: int | None = None,
                      until_ns: int | None = None) -> Iterator[KeyVersion]:
         """Versions of `key` with since <= ts <= until, oldest first (other keys with its digest too)."""
-        digest = key_digest(key)
+        digest = keytable.key_digest(key)
         since = search_prefix(digest, since_ns if since_ns is not None else -(1 << 63))
         with self._txn("read") as txn:
             cursor = txn.cursor(self._dbs[CHUNKS_DB])

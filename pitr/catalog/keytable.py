@@ -10,8 +10,8 @@ first 8 bytes of BLAKE2b of the key, personalised `pitr-key-index`: every
 key, short or long, is indexed by it, and a reader compares the real key in
 the record it reads (a collision costs a block read, never an answer).
 
-A table is its entries sorted, one per (key, LSN) (a commit touching a key
-twice keeps its last operation), cut into chunks of up to CHUNK_ENTRIES
+A table is its entries sorted, one per (key digest, LSN) (a commit touching
+a key twice keeps its last operation), cut into chunks of up to CHUNK_ENTRIES
 entries. A chunk's row key is the table's first LSN (u64) followed by the
 first 24 bytes of its first entry; its value is the entries, sealed like
 every row.
@@ -53,15 +53,17 @@ def search_prefix(digest: bytes, ts_ns: int) -> bytes:
 
 
 def table_entries(key_rows: Iterable[KeyRow]) -> list[bytes]:
-    """A segment's entries, sorted: one per (key, LSN), the last operation of a commit on a key winning."""
+    """A segment's entries, sorted: one per (key digest, LSN), the commit's last operation on it winning."""
     latest: dict[tuple[bytes, int], bytes] = {}
     digests: dict[bytes, bytes] = {}
     for key, ts, lsn, kind, has_expiry in key_rows:
         digest = digests.get(key)
         if digest is None:
             digest = digests[key] = key_digest(key)
-        latest[(key, lsn)] = entry_of(digest, ts, lsn, kind, has_expiry)
-    return sorted(set(latest.values()))  # two keys of one digest in one commit: one entry serves both
+        # keyed by digest, not key: two keys of one digest in one commit share one entry (a reader
+        # reads the record once and finds the key it asked for)
+        latest[(digest, lsn)] = entry_of(digest, ts, lsn, kind, has_expiry)
+    return sorted(latest.values())
 
 
 def chunk_rows(table_lsn: int, entries: Iterable[bytes]) -> list[ChunkRow]:
