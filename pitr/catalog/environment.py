@@ -75,6 +75,10 @@ class CatalogEnvironment:
             self._check_pages(env)
             c = not self.readonly
             dbs = {name: env.open_db(name, create=c) for name in DB_NAMES}
+            if c:  # opening may have created databases: pitr's own writes to a file just found sound
+                identity = file_identity(self.path)
+                if identity is not None:
+                    record_identity(self.path, identity)
             self.env = env
             self._dbs = dbs
             self.segments_db, self.blocks_db, self.times_db = (dbs[n] for n in DB_NAMES[:3])
@@ -96,8 +100,6 @@ class CatalogEnvironment:
                 problem = check_pages(os.path.join(self.path, "data.mdb"), txn.id())
             if problem is not None:
                 raise CatalogDamaged(f"the catalog's LMDB pages are damaged: {problem}", path=self.path)
-            if identity is not None and not self.readonly:
-                record_identity(self.path, identity)
         self.trusted = True
 
     def _private_files(self) -> None:
