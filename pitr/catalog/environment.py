@@ -77,7 +77,7 @@ class CatalogEnvironment:
             dbs = {name: env.open_db(name, create=c) for name in DB_NAMES}
             if c:  # opening may have created databases: pitr's own writes to a file just found sound
                 identity = file_identity(self.path)
-                if identity is not None:
+                if identity is not None and identity != recorded_identity(self.path):
                     record_identity(self.path, identity)
             self.env = env
             self._dbs = dbs
@@ -166,13 +166,14 @@ class CatalogEnvironment:
             with env.begin(write=write) as txn:
                 # pitr's own writer keeps a sound file sound: it vouches for what it commits, when
                 # the file is still the one vouched for as it starts (the writer lock is held here)
-                vouch = write and self.trusted and recorded_identity(self.path) == file_identity(self.path)
+                before = file_identity(self.path) if write and self.trusted else None
+                vouch = before is not None and before == recorded_identity(self.path)
                 yield txn
         except lmdb.Error as exc:
             raise self._translate(exc, operation) from exc
         if vouch:
             identity = file_identity(self.path)
-            if identity is not None:
+            if identity is not None and identity != before:
                 record_identity(self.path, identity)
 
     def _translate(self, exc: lmdb.Error, operation: str) -> PitrError:
