@@ -74,14 +74,18 @@ class KeyIndex(CatalogEnvironment):
         if rows:
             txn.cursor(self._dbs[CHUNKS_DB]).putmulti(rows, dupdata=False, overwrite=True)
 
-    def _drop_key_tables(self, txn: lmdb.Transaction, first_lsn: int, last_lsn: int) -> list[bytes]:
-        """Remove the tables starting inside [first_lsn, last_lsn]; returns their chunks' payloads joined."""
+    def _drop_key_tables(self, txn: lmdb.Transaction, first_lsn: int, last_lsn: int,
+                         spans: list[tuple[int, int]] | None = None) -> list[bytes]:
+        """Remove the tables starting inside [first_lsn, last_lsn]; returns their chunks' payloads
+        joined (and appends their LSN ranges to `spans`)."""
         dropped = []
         cursor = txn.cursor(self._dbs[TABLES_DB])
         found = cursor.set_range(U64BE.pack(first_lsn))
         while found and self._key(TABLES_DB, cursor.key()) <= last_lsn:
             table = self._table(bytes(cursor.key()), cursor.value())
             dropped.append(self._drop_chunks(txn, table.first_lsn))
+            if spans is not None:
+                spans.append((table.first_lsn, table.last_lsn))
             found = cursor.delete() and bool(cursor.key())
         return dropped
 
@@ -97,7 +101,13 @@ class KeyIndex(CatalogEnvironment):
 
     def _merge_key_tables(self, txn: lmdb.Transaction, entry: SegmentEntry) -> None:
         """Replace the tables inside `entry`'s LSN range by one table of all their entries."""
-        joined = self._drop_key_tables(txn, entry.first_lsn, entry.last_lsn)
+        spans: list[tuple[int, int]] = []
+        joined = self._drop_key_tables(txn, entry.first_lsn, entry.last_lsn, spans)
+        ends = [entry.first_lsn - 1] + [last for _first, last in spans]
+        if [first for first, _last in spans] != [end + 1 for end in ends[:-1]] or ends[-1] != entry.last_lsn:
+            # a merged table missing some of its runs' versions would answer without them
+            raise CatalogDamaged(f"the key tables of LSNs {entry.first_lsn}..{entry.last_lsn} do not cover the "
+                                 f"segments being merged (found {spans})", path=self.path)
         count = sum(len(t) for t in joined) // ENTRY_SIZE
         self._put_key_table(txn, entry, count, chunk_rows(entry.first_lsn, merge_entries(joined)))
 

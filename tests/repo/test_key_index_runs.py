@@ -13,6 +13,7 @@ from pitr.catalog.catalog import Catalog, KeyRow
 from pitr.catalog.entries import KEY_FLAG_EXPIRY, SegmentEntry
 from pitr.catalog.keyindex import key_index_row
 from pitr.catalog.keytable import key_digest
+from pitr.errors import CatalogDamaged
 
 
 def expected_index(rows: list[KeyRow]) -> list[tuple[bytes, int, int, int]]:
@@ -49,3 +50,27 @@ def test_tables_store_one_entry_per_key_and_commit(tmp_path: Path, monkeypatch: 
     assert len(stored) > 3 * 7, "the entries span several chunks"
     assert stored == expected_index(rows)
     assert versions == [(905, 5)]
+
+
+def test_a_merge_missing_a_runs_table_is_refused(tmp_path: Path) -> None:
+    """Merging segments merges their tables; a run without its table would lose its versions: refused."""
+    first = SegmentEntry("00000000000000000001-00000000000000000002.seg", 1, 2, 10, 20, 20, 1, 2, 1, 1,
+                         b"\0" * 32, b"\1" * 32)
+    second = SegmentEntry("00000000000000000003-00000000000000000004.seg", 3, 4, 30, 40, 40, 1, 2, 1, 1,
+                          b"\1" * 32, b"\2" * 32)
+    merged = SegmentEntry("00000000000000000001-00000000000000000004.seg", 1, 4, 10, 40, 40, 2, 4, 2, 2,
+                          b"\0" * 32, b"\2" * 32)
+    catalog = Catalog(str(tmp_path / "catalog"))
+    try:
+        catalog.add_segment(first, [], [(b"a", 10, 1, 1, False), (b"b", 20, 2, 1, False)])
+        catalog.add_segment(second, [], [(b"a", 30, 3, 1, False), (b"c", 40, 4, 2, False)])
+        assert catalog.env is not None
+        with catalog.env.begin(write=True) as txn:  # the second run's table row is lost
+            txn.delete((3).to_bytes(8, "big"), db=catalog._dbs[b"keytables"])
+        with pytest.raises(CatalogDamaged, match="do not cover"):
+            catalog.add_segment_indexed(merged, [], None, [1, 3])
+        catalog.add_segment(second, [], [(b"a", 30, 3, 1, False), (b"c", 40, 4, 2, False)], [3])
+        catalog.add_segment_indexed(merged, [], None, [1, 3])
+        assert [(v.ts_ns, v.lsn) for v in catalog.key_versions(b"a")] == [(10, 1), (30, 3)]
+    finally:
+        catalog.close()
