@@ -28,6 +28,7 @@ def test_tables_store_one_entry_per_key_and_commit(tmp_path: Path, monkeypatch: 
                                                    random_seed: int) -> None:
     rng = random.Random(random_seed)
     monkeypatch.setattr(keytable, "CHUNK_ENTRIES", 7)
+    monkeypatch.setattr(keytable, "SORT_RUN", 5)  # sorted in runs of 5, then merged
     # A batch deleting then putting one key: the put, given last, must win.
     rows: list[KeyRow] = [(b"a%d" % n, 900 + n, n + 1, 1, False) for n in range(4)]
     rows += [(b"dup-in", 905, 5, 2, False), (b"dup-in", 905, 5, 1, True)]
