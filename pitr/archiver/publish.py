@@ -83,7 +83,8 @@ async def merge_run(repo: Repository, run: list[SegmentEntry]) -> SegmentEntry:
         for src in sources:
             src.close()
     await publish_new(repo, layout.segment_object(entry.name), blob)
-    await anyio.to_thread.run_sync(repo.catalog.add_segment, entry, blocks, [], [s.first_lsn for s in run])
+    # the runs' key tables are merged into the new segment's (key_table None)
+    await anyio.to_thread.run_sync(repo.catalog.add_segment_indexed, entry, blocks, None, [s.first_lsn for s in run])
     await repo.remember(layout.segment_object(entry.name), blob)
     for seg in run:
         await repo.delete(layout.segment_object(seg.name))

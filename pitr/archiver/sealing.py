@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass
 
 from pitr.archiver.sources import CommitSource
-from pitr.catalog.catalog import key_index_rows
+from pitr.catalog.keytable import ChunkRow, build_table
 from pitr.datadir.wal import WalDirectory
 from pitr.errors import CorruptData
 from pitr.repo.indexing import key_rows_of
@@ -38,7 +38,7 @@ class SealedChunk:
     name: str
     blob: bytes
     meta: SegmentMeta
-    key_index: list[list[tuple[bytes, bytes]]]  # the catalog's `keys` rows (`key_index_rows`)
+    key_index: tuple[int, list[ChunkRow]]  # the segment's key table: entries, sealed chunk rows (`build_table`)
     gaps: list[tuple[int, int]]  # commits following a gap in the source: (LSN, time of the commit before)
     commits: int
     last_ts_ns: int  # the newest commit's time (the archive lag is measured from it)
@@ -86,7 +86,7 @@ def seal_chunk(wal_path: str, store_id: uuid.UUID, repo_url: str, after_lsn: int
     blob = out.getvalue()
     meta = read_meta(BytesSource(blob, name))
     gaps: list[tuple[int, int]] = []
-    index = key_index_rows(key_rows_of(data, spans, gaps))
+    index = build_table(spans[0].lsn, key_rows_of(data, spans, gaps))
     return SealedChunk(name, blob, meta, index, gaps, len(spans), spans[-1].ts_ns), wal.resume
 
 

@@ -24,10 +24,9 @@ from contextlib import asynccontextmanager
 import anyio
 
 from pitr.audit.history import KeyChange, change_of
-from pitr.audit.holes import Hole, archive_end_ns, find_holes, history_gap, holes_at, key_text
+from pitr.audit.holes import Hole, archive_end_ns, find_holes, history_gap, holes_at
 from pitr.audit.records import RecordReader, last_op_on
 from pitr.audit.window import Moment, describe_moment, locate
-from pitr.catalog.entries import is_long_key
 from pitr.errors import CorruptData, OutsideWindow, to_corrupt
 from pitr.repo import layout
 from pitr.repo.repository import Repository
@@ -93,11 +92,7 @@ class ValueReader:
             op = last_op_on(record, key)
             if op is not None:
                 return change_of(record, op)
-            if not is_long_key(key):
-                raise CorruptData(f"{self.repo.url}: the catalog says LSN {version.lsn} changed key "
-                                  f"{key_text(key)}, but that record does not touch it", lsn=version.lsn,
-                                  hint="rebuild the catalog with `pitr reindex`")
-            skip += 1  # another long key with the same digest
+            skip += 1  # another key with the same digest
         return await self._from_base(key, moment)
 
     def _log_unbroken(self, from_lsn: int, to_lsn: int) -> bool:

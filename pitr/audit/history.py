@@ -1,9 +1,9 @@
 """The history of one key: every archived commit that changed it, oldest first.
 
 The catalog's key index names the commits (LSN and time) that touched a key;
-the values come from the blocks holding those commits. Keys longer than the
-index's limit are indexed by their BLAKE3 digest, so each record's actual key
-is compared and a colliding key's commits are passed over.
+the values come from the blocks holding those commits. Keys are indexed by a
+digest, so each record's actual key is compared and a colliding key's commits
+are passed over.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import anyio
 from pitr.audit.floor import refuse_before_floor
 from pitr.audit.holes import Hole, find_holes, history_gap, history_start, key_text
 from pitr.audit.records import RecordReader, last_op_on, take
-from pitr.catalog.entries import KeyVersion, SnapshotEntry, is_long_key
-from pitr.errors import CatalogDamaged, CorruptData, Gap, to_corrupt
+from pitr.catalog.entries import KeyVersion, SnapshotEntry
+from pitr.errors import CatalogDamaged, Gap, to_corrupt
 from pitr.repo import layout
 from pitr.repo.repository import Repository
 from segments import SegmentsError
@@ -63,20 +63,15 @@ def change_of(record: rec.Record, op: rec.Op) -> KeyChange:
 async def change_at(reader: RecordReader, key: bytes, version: KeyVersion) -> KeyChange | None:
     """What the commit named by a key-index row did to `key`.
 
-    None when the archive no longer holds that commit, or when a long key's
-    digest matched another key. A short key missing from its indexed record
-    means the catalog is wrong, which is an error.
+    None when the archive no longer holds that commit, or when the record
+    touches another key with the same digest (the key index names keys by digest).
     """
     record = await reader.record_at(version.lsn)
     if record is None:
         return None
     op = last_op_on(record, key)
     if op is None:
-        if is_long_key(key):
-            return None
-        raise CorruptData(f"{reader.repo.url}: the catalog says LSN {version.lsn} changed key "
-                          f"{key_text(key)}, but that record does not touch it", lsn=version.lsn,
-                          hint="rebuild the catalog with `pitr reindex`")
+        return None
     return change_of(record, op)
 
 
@@ -141,7 +136,7 @@ async def history_entries(repo: Repository, key: bytes, *, since_ns: int | None 
                 change = await change_at(reader, key, version)
                 if change is not None:
                     yield change
-                elif version.lsn >= start and not is_long_key(key) and \
+                elif version.lsn >= start and await reader.record_at(version.lsn) is None and \
                         not any(h.gap.first_lsn <= version.lsn <= h.gap.last_lsn for h in holes):
                     raise CatalogDamaged(f"{repo.url}: the catalog's key index names LSN {version.lsn} for "
                                          f"{key_text(key)}, but no indexed segment holds that LSN")

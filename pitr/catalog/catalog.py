@@ -6,7 +6,8 @@ every value ends with a CRC-32C over sub-database, key and payload
     segments   u64 first_lsn -> SegmentEntry (JSON)
     blocks     u64 block first_lsn -> BlockRow       (sparse LSN index)
     times      u64 block first_ts -> u64 block first_lsn   (time -> LSN)
-    keys       u16 len | key | u64 ts -> u64 lsn, u8 kind, u8 flags   (audit)
+    keytables  u64 segment first_lsn -> its key table's LSN range, times, entries  (`pitr.catalog.keyindex`)
+    keychunks  u64 segment first_lsn | first entry -> up to 163 key-index entries (`pitr.catalog.keytable`)
     snapshots  u64 lsn -> SnapshotEntry (JSON)
     gaps       u64 lsn -> u64 time of the commit before it (commits after a loss of source history)
     files      file name -> FileCheck (JSON): files that could not be indexed, verify results
@@ -20,31 +21,17 @@ A catalog that cannot be opened or read raises `CatalogDamaged` (hint:
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from operator import itemgetter
 
 import lmdb
 
-from pitr.catalog.entries import (
-    KEY_FLAG_EXPIRY,
-    KEY_VALUE,
-    U64BE,
-    BlockRow,
-    FileCheck,
-    KeyVersion,
-    SegmentEntry,
-    SnapshotEntry,
-    key_prefix,
-)
-from pitr.catalog.environment import DB_NAMES, FORMAT_VERSION, CatalogEnvironment, Raw
-from pitr.catalog.rows import dump_json, load_json, seal
+from pitr.catalog.entries import U64BE, BlockRow, FileCheck, SegmentEntry, SnapshotEntry
+from pitr.catalog.environment import DB_NAMES, FORMAT_VERSION, Raw
+from pitr.catalog.keyindex import KeyIndex, KeyTable
+from pitr.catalog.keytable import ChunkRow, KeyRow, build_table
+from pitr.catalog.rows import dump_json, load_json
 from pitr.errors import CatalogDamaged
 from pitr.jsontypes import JSONValue
 from segments import chain
-
-KeyRow = tuple[bytes, int, int, int, bool]  # key, ts, lsn, kind, has_expiry
-# Key-index rows sorted per call: a sort is one C call holding the GIL for its whole length (on
-# this project's 2-vCPU VM a 100,000-row sort stalled the event loop 90-260 ms, 16,384 rows 7-60 ms).
-SORT_RUN = 4_096
 
 
 def _u64(raw: bytes) -> int:
@@ -57,12 +44,7 @@ def _decode_u64(raw: bytes) -> int:
     return _u64(raw)
 
 
-def _decode_key_value(raw: bytes) -> tuple[int, int, int]:
-    lsn, kind, flags = KEY_VALUE.unpack(raw)
-    return int(lsn), int(kind), int(flags)
-
-
-class Catalog(CatalogEnvironment):
+class Catalog(KeyIndex):
     """One LMDB environment indexing one repository (see the module docstring for its rows)."""
 
     # meta ------------------------------------------------------------------------
@@ -87,18 +69,20 @@ class Catalog(CatalogEnvironment):
     # segments --------------------------------------------------------------------
     def add_segment(self, entry: SegmentEntry, blocks: Iterable[BlockRow], key_rows: Iterable[KeyRow],
                     replaces: Iterable[int] = (), gaps: Iterable[tuple[int, int]] = ()) -> None:
-        """Index a segment, its blocks and key versions in one transaction.
+        """Index a segment, its blocks and its key table (built from `key_rows`) in one transaction.
 
-        `replaces` lists first LSNs of segments this one supersedes (merges): their
-        rows go; key versions stay valid because they point at LSNs and times.
+        `replaces` lists first LSNs of segments this one supersedes: their rows go,
+        their key tables with them.
         """
-        self.add_segment_indexed(entry, blocks, key_index_rows(key_rows), replaces, gaps)
+        count, rows = build_table(entry.first_lsn, key_rows)
+        self.add_segment_indexed(entry, blocks, (count, rows), replaces, gaps)
 
     def add_segment_indexed(self, entry: SegmentEntry, blocks: Iterable[BlockRow],
-                            key_index: list[list[tuple[bytes, bytes]]], replaces: Iterable[int] = (),
+                            key_table: tuple[int, list[ChunkRow]] | None, replaces: Iterable[int] = (),
                             gaps: Iterable[tuple[int, int]] = ()) -> None:
-        """`add_segment` with the key versions already made rows by `key_index_rows` (which a
-        sealing process can run: what is left here is LMDB's own loop)."""
+        """`add_segment` with the key table already built by `build_table` (which a sealing
+        process can run: what is left here is LMDB's own loop). With `key_table` None (a merge of
+        `replaces`), the replaced segments' tables are merged into this segment's."""
         with self._txn("index a segment into", write=True) as txn:
             for first in replaces:
                 self._drop_segment_rows(txn, first)
@@ -106,9 +90,10 @@ class Catalog(CatalogEnvironment):
             for b in blocks:
                 self._put(txn, b"blocks", U64BE.pack(b.first_lsn), b.encode())
                 self._put(txn, b"times", U64BE.pack(b.first_ts_ns), U64BE.pack(b.first_lsn))
-            cursor = txn.cursor(self.keys_db)
-            for run in key_index:  # in the order given: a later run's row wins over an earlier one's
-                cursor.putmulti(run, dupdata=False, overwrite=True)
+            if key_table is None:
+                self._merge_key_tables(txn, entry)
+            else:
+                self._put_key_table(txn, entry, *key_table)
             for lsn, ts_before in gaps:
                 if ts_before < 0:  # the commit before the gap ends the previous segment
                     prev = self._segment_ending(txn, lsn - 1)
@@ -145,24 +130,15 @@ class Catalog(CatalogEnvironment):
         return [(self._key(b"gaps", k), ts) for k, ts in self._rows(b"gaps", _decode_u64)]
 
     def remove_segment(self, first_lsn: int, key_rows: Iterable[KeyRow] | None = None) -> None:
-        """Forget a deleted segment and the key versions inside it.
+        """Forget a deleted segment, its key table and the gap rows inside it.
 
-        Without `key_rows` (the file is gone and cannot be read) the key index is
-        scanned for versions inside the segment's LSN range.
+        `key_rows` is accepted for callers that read the file first; the key table goes
+        whole (one range of rows), so it is not needed.
         """
         with self._txn("remove a segment from", write=True) as txn:
             entry = self._drop_segment_rows(txn, first_lsn)
-            if key_rows is not None:
-                for k, ts, lsn, _kind, _exp in key_rows:
-                    txn.delete(key_prefix(k) + U64BE.pack(ts), db=self.keys_db)
-                    txn.delete(U64BE.pack(lsn), db=self.gaps_db)
-            elif entry is not None:
-                cursor = txn.cursor(self.keys_db)
-                found = cursor.first()
-                while found:
-                    lsn, _kind, _flags = self._decode(b"keys", cursor.key(), cursor.value(), _decode_key_value)
-                    found = cursor.delete() and bool(cursor.key()) if entry.first_lsn <= lsn <= entry.last_lsn \
-                        else cursor.next()
+            if entry is not None:
+                self._drop_key_tables(txn, entry.first_lsn, entry.last_lsn)
                 cursor = txn.cursor(self.gaps_db)
                 found = cursor.set_range(U64BE.pack(entry.first_lsn))
                 while found and self._key(b"gaps", bytes(cursor.key())) <= entry.last_lsn:
@@ -259,77 +235,6 @@ class Catalog(CatalogEnvironment):
                 return digest
         return None
 
-    # key index -------------------------------------------------------------------
-    def _version(self, key: bytes, value: Raw, prefix_len: int) -> KeyVersion:
-        lsn, kind, flags = self._decode(b"keys", key, value, _decode_key_value)
-        return KeyVersion(int(U64BE.unpack_from(key, prefix_len)[0]), lsn, kind, bool(flags & KEY_FLAG_EXPIRY))
-
-    def key_versions(self, key: bytes, since_ns: int | None = None,
-                     until_ns: int | None = None) -> Iterator[KeyVersion]:
-        """Versions of `key` with since <= ts <= until, oldest first."""
-        prefix = key_prefix(key)
-        start = prefix + U64BE.pack(max(since_ns or 0, 0))
-        with self._txn("read") as txn:
-            cursor = txn.cursor(self.keys_db)
-            if cursor.set_range(start) and cursor.prev():
-                # the row before the start is checked too: it must not be a version this answer should hold
-                before = bytes(cursor.key())
-                self._decode(b"keys", before, cursor.value(), _decode_key_value)
-                if before[:-8] == prefix and len(before) == len(start) and before >= start:
-                    raise CatalogDamaged("the key index is out of order (damaged LMDB pages)", path=self.path)
-            if not cursor.set_range(start):
-                return
-            for raw_key, v in cursor:
-                k = bytes(raw_key)
-                if not k.startswith(prefix) or len(k) != len(prefix) + 8:
-                    # the row that ends the answer is checked too: a damaged key must not end it early
-                    self._decode(b"keys", k, v, _decode_key_value)
-                    break
-                version = self._version(k, v, len(prefix))
-                if until_ns is not None and version.ts_ns > until_ns:
-                    break
-                yield version
-
-    def key_version_at(self, key: bytes, ts_ns: int, *, inclusive: bool = True,
-                       skip: int = 0) -> KeyVersion | None:
-        """The newest version of `key` with ts <= ts_ns (< when exclusive), O(log n).
-
-        `skip` steps further back (used when a long key's digest collides).
-        """
-        prefix = key_prefix(key)
-        bound = ts_ns + 1 if inclusive else ts_ns
-        with self._txn("read") as txn:
-            cursor = txn.cursor(self.keys_db)
-            if cursor.set_range(prefix + U64BE.pack(max(bound, 0))):
-                # the row after the answer is checked too: a damaged key there may be this key's newer version
-                self._decode(b"keys", cursor.key(), cursor.value(), _decode_key_value)
-                found = cursor.prev()
-            else:
-                found = cursor.last()
-            for _ in range(skip):
-                if not found:
-                    break
-                self._decode(b"keys", cursor.key(), cursor.value(), _decode_key_value)
-                found = cursor.prev()
-            if not found:
-                return None
-            k = bytes(cursor.key())
-            if not k.startswith(prefix) or len(k) != len(prefix) + 8:
-                self._decode(b"keys", k, cursor.value(), _decode_key_value)
-                return None
-            return self._version(k, cursor.value(), len(prefix))
-
-    def key_index(self) -> Iterator[tuple[bytes, int, int, int]]:
-        """Every key-index row as (row key, LSN, kind, flags), in key order (verify compares them)."""
-        with self._txn("read") as txn:
-            for k, v in txn.cursor(self.keys_db):
-                lsn, kind, flags = self._decode(b"keys", k, v, _decode_key_value)
-                yield bytes(k), lsn, kind, flags
-
-    def keys_count(self) -> int:
-        with self._txn("read") as txn:
-            return int(txn.stat(self.keys_db)["entries"])
-
     # snapshots ---------------------------------------------------------------------
     def add_snapshot(self, entry: SnapshotEntry) -> None:
         with self._txn("index a snapshot into", write=True) as txn:
@@ -376,7 +281,7 @@ class Catalog(CatalogEnvironment):
         """Every row of every sub-database (for comparing a reindexed catalog with a live one)."""
         out = {}
         with self._txn("read") as txn:
-            for name in (b"segments", b"blocks", b"times", b"keys", b"snapshots", b"gaps"):
+            for name in (b"segments", b"blocks", b"times", b"keytables", b"keychunks", b"snapshots", b"gaps"):
                 out[name.decode()] = [(bytes(k), bytes(v)) for k, v in txn.cursor(self._dbs[name])]
         return out
 
@@ -387,22 +292,4 @@ class Catalog(CatalogEnvironment):
             self._put(txn, b"meta", b"format", dump_json(FORMAT_VERSION))
 
 
-
-
-__all__ = ["DB_NAMES", "FORMAT_VERSION", "Catalog", "KeyRow"]
-
-
-def key_index_rows(key_rows: Iterable[KeyRow]) -> list[list[tuple[bytes, bytes]]]:
-    """The `keys` rows (sealed) of a segment's key versions, in sorted runs of `SORT_RUN` rows.
-
-    Each run is sorted by row key only: the sort is stable and the runs keep the
-    order given (LSN order), so when a segment touches a row key twice its last
-    operation comes last and wins the overwrite. Pure: a sealing process runs it.
-    """
-    rows = [(key_prefix(k) + U64BE.pack(ts), KEY_VALUE.pack(lsn, kind, KEY_FLAG_EXPIRY if exp else 0))
-            for k, ts, lsn, kind, exp in key_rows]
-    runs = []
-    for start in range(0, len(rows), SORT_RUN):
-        run = sorted(rows[start : start + SORT_RUN], key=itemgetter(0))
-        runs.append([(k, seal(b"keys", k, v)) for k, v in run])
-    return runs
+__all__ = ["DB_NAMES", "FORMAT_VERSION", "Catalog", "KeyRow", "KeyTable"]

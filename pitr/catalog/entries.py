@@ -6,17 +6,13 @@ import struct
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from blake3 import blake3
-
 from pitr.catalog.rows import I64_MIN, dump_json, load_json, want_dict, want_digest, want_int, want_str
 from segments.chain import Piece
 
 U64BE = struct.Struct(">Q")
 BLOCK_ROW = struct.Struct(">QqQIIII")  # segment first_lsn, first_ts, offset, csize, rsize, records, crc
-KEY_VALUE = struct.Struct(">QBB")  # lsn, kind, flags
+KEY_VALUE = struct.Struct(">QBB")  # lsn, kind, flags: how verify compares key-index entries
 KEY_FLAG_EXPIRY = 0x01
-LONG_KEY = 480  # keys longer than this are indexed by their BLAKE3 digest
-LONG_MARK = 0xFFFF
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,13 +159,3 @@ class KeyVersion:
     kind: int
     has_expiry: bool
 
-
-def key_prefix(key: bytes) -> bytes:
-    """The catalog's key-index prefix for a user key: u16 length + key, or a digest for long keys."""
-    if len(key) > LONG_KEY:
-        return struct.pack(">H", LONG_MARK) + blake3(key).digest()
-    return struct.pack(">H", len(key)) + key
-
-
-def is_long_key(key: bytes) -> bool:
-    return len(key) > LONG_KEY

@@ -18,13 +18,15 @@ from typing import TypeVar
 import lmdb
 
 from pitr.catalog.entries import U64BE
+from pitr.catalog.pagecheck import check_pages
 from pitr.catalog.rows import decode_row, dump_json, load_json, seal
+from pitr.catalog.trust import file_identity, record_identity, recorded_identity
 from pitr.errors import CatalogDamaged, DiskFull, FileError, PitrError, file_error, lmdb_error
 from pitr.lmdbfile import truncation_problem
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MAP_SIZE = 1 << 40
-DB_NAMES = (b"segments", b"blocks", b"times", b"keys", b"snapshots", b"gaps", b"files", b"meta")
+DB_NAMES = (b"segments", b"blocks", b"times", b"keytables", b"keychunks", b"snapshots", b"gaps", b"files", b"meta")
 CATALOG_DIR_NAMES = (".catalog", "catalog")
 T = TypeVar("T")
 Raw = bytes | memoryview
@@ -44,6 +46,7 @@ class CatalogEnvironment:
         self.readonly = readonly
         self.env: lmdb.Environment | None = None
         self.damage: CatalogDamaged | None = None
+        self.trusted = False  # the file passed the page check (or its marker vouches for it)
         try:
             self._open()
         except CatalogDamaged as exc:
@@ -69,12 +72,17 @@ class CatalogEnvironment:
             raise self._translate(exc, "open") from exc
         try:
             self._private_files()
+            self._check_pages(env)
             c = not self.readonly
             dbs = {name: env.open_db(name, create=c) for name in DB_NAMES}
+            if c:  # opening may have created databases: pitr's own writes to a file just found sound
+                identity = file_identity(self.path)
+                if identity is not None and identity != recorded_identity(self.path):
+                    record_identity(self.path, identity)
             self.env = env
             self._dbs = dbs
-            self.segments_db, self.blocks_db, self.times_db, self.keys_db = (dbs[n] for n in DB_NAMES[:4])
-            self.snapshots_db, self.gaps_db, self.files_db, self.meta_db = (dbs[n] for n in DB_NAMES[4:])
+            self.segments_db, self.blocks_db, self.times_db = (dbs[n] for n in DB_NAMES[:3])
+            self.snapshots_db, self.gaps_db, self.files_db, self.meta_db = (dbs[n] for n in DB_NAMES[5:])
             self._check_format()
         except BaseException as exc:
             self.env = None
@@ -82,6 +90,17 @@ class CatalogEnvironment:
             if isinstance(exc, lmdb.Error):
                 raise self._translate(exc, "open") from exc
             raise
+
+    def _check_pages(self, env: lmdb.Environment) -> None:
+        """Refuse a file whose pages would make LMDB read out of bounds or abort (pitr.catalog.pagecheck),
+        unless its marker vouches for exactly this file (pitr.catalog.trust)."""
+        identity = file_identity(self.path)
+        if identity is None or identity != recorded_identity(self.path):
+            with env.begin() as txn:  # holds the snapshot: no writer reuses its pages during the walk
+                problem = check_pages(os.path.join(self.path, "data.mdb"), txn.id())
+            if problem is not None:
+                raise CatalogDamaged(f"the catalog's LMDB pages are damaged: {problem}", path=self.path)
+        self.trusted = True
 
     def _private_files(self) -> None:
         for name in ("data.mdb", "lock.mdb"):
@@ -145,9 +164,17 @@ class CatalogEnvironment:
         env = self._live()
         try:
             with env.begin(write=write) as txn:
+                # pitr's own writer keeps a sound file sound: it vouches for what it commits, when
+                # the file is still the one vouched for as it starts (the writer lock is held here)
+                before = file_identity(self.path) if write and self.trusted else None
+                vouch = before is not None and before == recorded_identity(self.path)
                 yield txn
         except lmdb.Error as exc:
             raise self._translate(exc, operation) from exc
+        if vouch:
+            identity = file_identity(self.path)
+            if identity is not None and identity != before:
+                record_identity(self.path, identity)
 
     def _translate(self, exc: lmdb.Error, operation: str) -> PitrError:
         text = str(exc)

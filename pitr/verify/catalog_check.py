@@ -14,15 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from pitr.catalog.catalog import Catalog
-from pitr.catalog.entries import (
-    KEY_FLAG_EXPIRY,
-    KEY_VALUE,
-    U64BE,
-    BlockRow,
-    SegmentEntry,
-    SnapshotEntry,
-    key_prefix,
-)
+from pitr.catalog.entries import KEY_FLAG_EXPIRY, KEY_VALUE, BlockRow, SegmentEntry, SnapshotEntry
+from pitr.catalog.keyindex import key_index_row
+from pitr.catalog.keytable import key_digest
 from pitr.catalog.rows import U64_MAX
 from pitr.errors import REINDEX_HINT, CatalogDamaged
 from pitr.verify.checks import Finding
@@ -45,7 +39,7 @@ class ExpectedRows:
     def add_key_rows(self, rows: list[tuple[bytes, int, int, int, bool]]) -> None:
         keys = self.keys if self.keys is not None else {}
         for k, ts, lsn, kind, exp in rows:
-            keys[key_prefix(k) + U64BE.pack(ts)] = KEY_VALUE.pack(lsn, kind, KEY_FLAG_EXPIRY if exp else 0)
+            keys[key_index_row(key_digest(k), ts, lsn)] = KEY_VALUE.pack(lsn, kind, KEY_FLAG_EXPIRY if exp else 0)
         self.keys = keys
 
     def is_unchecked(self, lsn: int) -> bool:

@@ -82,7 +82,7 @@ async def put_rounds(store: Store, rounds: int, per_round: int) -> None:
             await store.put(b"k-%d-%d" % (r, n), b"value")
 
 
-EXPECTED = {"Catalog.add_segment", "Catalog.add_segment_indexed", "Catalog.segments", "Catalog.set_meta", "WalDirectory.read_after",
+EXPECTED = {"Catalog.add_segment_indexed", "Catalog.segments", "Catalog.set_meta", "WalDirectory.read_after",
             "ArchiveMarkers.mark", "ArchiveMarkers.archived_lsns", "pitr.archiver.sealing.seal_segment",
             "pitr.archiver.publish._stage_upload", "LocalStorage._publish_sync"}
 

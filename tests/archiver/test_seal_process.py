@@ -19,7 +19,7 @@ pytestmark = pytest.mark.anyio
 COMMON = {"interval": 3600.0, "max_segment_commits": 50, "merge_count": 1000}
 IN_PROCESS = ArchiveOptions(**COMMON, seal_in_process=True, process_min_commits=1)
 IN_THREAD = ArchiveOptions(**COMMON, seal_in_process=False)
-INDEXES = ("segments", "blocks", "times", "keys", "gaps")
+INDEXES = ("segments", "blocks", "times", "keytables", "keychunks", "gaps")
 
 
 async def test_a_chunk_sealed_in_a_worker_process_is_the_one_a_thread_seals(tmp_path: Path) -> None:
@@ -54,4 +54,4 @@ async def test_a_chunk_sealed_in_a_worker_process_is_the_one_a_thread_seals(tmp_
         process_rows, thread_rows = by_process.catalog.dump(), by_thread.catalog.dump()
         for db in INDEXES:
             assert process_rows.get(db) == thread_rows.get(db), db
-        assert process_rows["keys"]
+        assert process_rows["keychunks"]

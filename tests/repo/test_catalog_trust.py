@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from pitr.catalog.catalog import DB_NAMES, Catalog
-from pitr.catalog.entries import KEY_VALUE
+from pitr.catalog.keytable import ENTRY_SIZE, key_digest
 from pitr.catalog.rows import CRC_SIZE, seal
 from pitr.cli.main import main
 from pitr.errors import CatalogDamaged, DiskFull, NotARepository
@@ -28,7 +28,7 @@ from pitr.verify import verify_repository
 from pitr.verify.checks import chain_findings
 from tests.repo.history import History, build_history, files
 
-COMPARED = (b"segments", b"blocks", b"times", b"keys", b"snapshots")
+COMPARED = (b"segments", b"blocks", b"times", b"keytables", b"keychunks", b"snapshots")
 
 
 @pytest.fixture(scope="module")
@@ -196,13 +196,12 @@ def test_a_resealed_wrong_row_is_found_by_verify_or_is_harmless(merged: History,
 def test_a_missing_key_index_row_fails_verify_with_the_reindex_hint(
         merged: History, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     repo = copy_repo(merged, tmp_path / "repo")
-    key, value = raw_rows(repo)[b"keys"][7]
-    put_raw(repo, b"keys", key, None)
+    key, _value = raw_rows(repo)[b"keychunks"][1]
+    put_raw(repo, b"keychunks", key, None)
     code, out, _err = cli(capsys, "verify", "--repo", repo)
     assert code == 1
-    lsn = KEY_VALUE.unpack(value[:-CRC_SIZE])[0]
-    assert "key index lacks 1 row" in out
-    assert f"LSN {lsn}" in out
+    table_lsn = int.from_bytes(key[:8], "big")
+    assert f"the key table of LSNs {table_lsn}.." in out
     assert "reindex" in out
     assert cli(capsys, "reindex", "--repo", repo)[0] == 0
     assert cli(capsys, "verify", "--repo", repo)[0] == 0
@@ -210,9 +209,11 @@ def test_a_missing_key_index_row_fails_verify_with_the_reindex_hint(
 
 def test_a_forged_key_index_row_fails_verify(merged: History, tmp_path: Path) -> None:
     repo = copy_repo(merged, tmp_path / "repo")
-    key, value = raw_rows(repo)[b"keys"][3]
-    forged = key[:-8] + (int.from_bytes(key[-8:], "big") + 1).to_bytes(8, "big")
-    put_raw(repo, b"keys", forged, seal(b"keys", forged, value[:-CRC_SIZE]))
+    key, value = raw_rows(repo)[b"keychunks"][1]
+    payload = value[:-CRC_SIZE]
+    last = payload[-ENTRY_SIZE:]  # its LSN one further on: a commit that did not touch the key
+    forged = last[:16] + (int.from_bytes(last[16:24], "big") + 1).to_bytes(8, "big") + last[24:]
+    put_raw(repo, b"keychunks", key, seal(b"keychunks", key, payload[:-ENTRY_SIZE] + forged))
     report = trio.run(verify, repo)
     assert not report.ok
     assert any("no segment implies" in f.message for f in report.findings)
@@ -471,10 +472,12 @@ def test_a_damaged_key_next_to_the_answer_is_damage_not_a_shorter_answer(merged:
         assert len(versions) > 2
     finally:
         catalog.close()
-    rows = [(k, v) for k, v in raw_rows(repo)[b"keys"] if k[2:-8] == b"key001"]
+    digest = key_digest(b"key001")
+    rows = [(k, v) for k, v in raw_rows(repo)[b"keychunks"]
+            if any(v[at : at + 8] == digest for at in range(0, len(v) - CRC_SIZE, ENTRY_SIZE))]
     newest_key, newest_value = rows[-1]
-    put_raw(repo, b"keys", newest_key, None)
-    put_raw(repo, b"keys", newest_key + b"\0", newest_value)  # the key grew a byte: its checksum no longer holds
+    put_raw(repo, b"keychunks", newest_key, None)
+    put_raw(repo, b"keychunks", newest_key + b"\0", newest_value)  # the key grew a byte: its checksum fails
     catalog = Catalog(os.path.join(repo, ".catalog"))
     try:
         with pytest.raises(CatalogDamaged):

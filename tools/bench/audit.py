@@ -7,11 +7,22 @@ Latencies are measured in process, per call, after the build:
 
 * value_at, sharing one timeline (a ValueReader): random key, random moment;
 * value_at(), one-shot (builds the timeline each call);
-* the catalog's key_version_at alone, and a plain LMDB get of one key-index row
-  in the same environment, as the floor;
-* the history of one key with 10,000 versions.
+* the catalog's key_version_at alone;
+* the history of one key with 10,000 versions;
+* the repository's bytes per commit: segments, snapshots (none in this plan) and
+  the catalog (the LMDB file, and the pages its newest transaction uses), beside
+  the bytes a Redis AOF spends on the same SETs (their RESP encoding, computed);
+* opening the catalog: the page check walking the whole file, and an open that
+  its marker vouches for.
 
-Targets (issue 5): p99 < 1 ms at 10M commits, and p99(10M) / p99(1M) < 1.5.
+The workload is the issue's: single-key commits of 100-byte values, one key per
+commit (plus one hot key with 10,000 versions).
+
+Targets (issue 13 #5): get --at p99 < 1 ms, history of a 10,000-version key
+well under a second, bytes per commit <= 0.5x the AOF's. To compare with the
+catalog format before issue 13, run this same script from an export of that
+commit (`git archive 69d671a`), which it supports (the figures it cannot
+measure there are left out).
 
     .venv/bin/python tools/bench/audit.py            # 1M and 10M commits
     .venv/bin/python tools/bench/audit.py --quick    # 100k and 1M commits
@@ -37,7 +48,6 @@ import trio
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 
 from pitr.audit import history, open_value_reader, value_at  # noqa: E402
-from pitr.catalog.entries import U64BE, key_prefix  # noqa: E402
 from pitr.repo.identity import RepoIdentity  # noqa: E402
 from pitr.repo.repository import open_repository  # noqa: E402
 from segments import encode_record, genesis, seal_segment, segment_name  # noqa: E402
@@ -58,7 +68,7 @@ class Shape:
 
     @classmethod
     def of(cls, commits: int) -> Shape:
-        return cls(commits, max(1, commits // 10), max(1, commits // HOT_VERSIONS))
+        return cls(commits, commits, max(1, commits // HOT_VERSIONS))
 
     def key_of(self, lsn: int) -> bytes:
         if lsn % self.hot_every == 0:
@@ -67,6 +77,51 @@ class Shape:
 
     def ts_of(self, lsn: int) -> int:
         return T0 + lsn * STEP_NS
+
+
+def value_of(lsn: int) -> bytes:
+    """A 100-byte value."""
+    return (b"%010d" % lsn) * 10
+
+
+def aof_bytes(shape: Shape) -> int:
+    """Bytes a Redis AOF spends on the history's SETs (RESP: *3, $3 SET, $len key, $len value)."""
+    total = 0
+    for lsn in range(1, shape.commits + 1):
+        k, v = len(shape.key_of(lsn)), len(value_of(lsn))
+        total += len(b"*3\r\n$3\r\nSET\r\n") + len(b"$%d\r\n" % k) + k + 2 + len(b"$%d\r\n" % v) + v + 2
+    return total
+
+
+def tree_bytes(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _s, files in os.walk(path) for f in files)
+
+
+def catalog_used_bytes(catalog_dir: str) -> int:
+    """Bytes of the pages the catalog's newest transaction reaches up to (LMDB's mm_last_pg)."""
+    with open(os.path.join(catalog_dir, "data.mdb"), "rb") as fh:
+        head = fh.read(1 << 17)
+    page = int.from_bytes(head[40:44], "little")
+    metas = [head[0:160], head[page : page + 160]]
+    newest = max(metas, key=lambda m: int.from_bytes(m[144:152], "little"))
+    return (int.from_bytes(newest[136:144], "little") + 1) * page
+
+
+def measure_open(catalog_dir: str) -> dict[str, float]:
+    """Seconds to open the catalog with its page check, and with a marker that vouches for the file."""
+    try:
+        from pitr.catalog.catalog import Catalog
+        from pitr.catalog.pagecheck import check_pages
+    except ImportError:
+        return {}
+    started = time.perf_counter()
+    problem = check_pages(os.path.join(catalog_dir, "data.mdb"))
+    walk = time.perf_counter() - started
+    assert problem is None, problem
+    started = time.perf_counter()
+    Catalog(catalog_dir).close()
+    vouched = time.perf_counter() - started
+    return {"page_check_s": walk, "open_vouched_s": vouched}
 
 
 def build_repository(root: str, shape: Shape) -> tuple[float, int]:
@@ -87,7 +142,7 @@ def build_repository(root: str, shape: Shape) -> tuple[float, int]:
         size = 0
         while lsn <= shape.commits and size < SEGMENT_RAW:
             ts = shape.ts_of(lsn)
-            ops: list[Op] = [put(shape.key_of(lsn), lsn.to_bytes(8, "big") * 4)]
+            ops: list[Op] = [put(shape.key_of(lsn), value_of(lsn))]
             data = encode_record(lsn, ts, ops)
             spans.append(Span(lsn, ts, size, size + len(data)))
             parts.append(data)
@@ -178,20 +233,24 @@ async def measure(root: str, shape: Shape, samples: int, seed: int) -> dict[str,
             catalog.key_version_at(key, ts)
             index_only.append(time.perf_counter_ns() - t)
         results["key_version_at"] = percentiles(index_only)
-        rows = [key_prefix(key) + U64BE.pack(ts) for key, ts in targets]
-        plain = []
-        for row in rows:
-            t = time.perf_counter_ns()
-            with catalog.env.begin(db=catalog.keys_db) as txn:
-                txn.get(row)
-            plain.append(time.perf_counter_ns() - t)
-        results["lmdb_get"] = percentiles(plain)
         history_started = time.perf_counter()
         versions = 0
         async for _change in history(repo, HOT_KEY):
             versions += 1
         results["history_s"] = time.perf_counter() - history_started
         results["history_versions"] = versions
+    return results
+
+
+def measure_files(root: str, shape: Shape) -> dict[str, object]:
+    segments = tree_bytes(os.path.join(root, "segments"))
+    snapshots = tree_bytes(os.path.join(root, "snapshots")) if os.path.isdir(os.path.join(root, "snapshots")) else 0
+    catalog_dir = os.path.join(root, ".catalog")
+    results: dict[str, object] = {"bytes": {
+        "segments": segments, "snapshots": snapshots,
+        "catalog_file": os.path.getsize(os.path.join(catalog_dir, "data.mdb")),
+        "catalog_used": catalog_used_bytes(catalog_dir), "aof": aof_bytes(shape)}}
+    results.update(measure_open(catalog_dir))
     return results
 
 
@@ -223,8 +282,19 @@ def main() -> None:
                 print(f"  built segments in {build_s:.1f} s ({size / 2**20:.0f} MiB)", flush=True)
                 open(built_mark, "w").close()
             results = trio.run(measure, root, shape, args.samples, args.seed)
-            for name in ("value_at", "value_at_one_shot", "key_version_at", "lmdb_get"):
+            results.update(measure_files(root, shape))
+            for name in ("value_at", "value_at_one_shot", "key_version_at"):
                 show(name, results[name])  # type: ignore[arg-type]
+            b = results["bytes"]  # type: ignore[assignment]
+            n = commits
+            whole = b["segments"] + b["snapshots"] + b["catalog_file"]
+            print(f"  bytes per commit: segments {b['segments'] / n:.1f}, snapshots {b['snapshots'] / n:.1f}, "
+                  f"catalog {b['catalog_file'] / n:.1f} (pages in use {b['catalog_used'] / n:.1f}); "
+                  f"whole repository {whole / n:.1f} B vs AOF {b['aof'] / n:.1f} B per SET: "
+                  f"{whole / b['aof']:.2f}x (target <= 0.5x)", flush=True)
+            if "page_check_s" in results:
+                print(f"  catalog open: page check of the whole file {results['page_check_s']:.3f} s; "
+                      f"open vouched for by its marker {results['open_vouched_s'] * 1e3:.2f} ms", flush=True)
             print(f"  history of a key with {results['history_versions']:,} versions: "
                   f"{results['history_s']:.2f} s; garbage collection during value_at: "
                   f"{results['gc_ms']:.0f} ms in {results['gc_runs']} runs", flush=True)
