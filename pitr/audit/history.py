@@ -126,15 +126,15 @@ async def history_entries(repo: Repository, key: bytes, *, since_ns: int | None 
             for version in page:
                 while pending and pending[0].gap.last_lsn < version.lsn:
                     yield pending.pop(0).gap
-                if base is not None and version.lsn <= base.lsn:
-                    base = None  # the log reaches the snapshot: its own changes say it all
-                elif base is not None:
+                if base is not None and version.lsn > base.lsn:
                     found = await snapshot_change(repo, base, key)
                     base = None
                     if found is not None:
                         yield found
                 change = await change_at(reader, key, version)
                 if change is not None:
+                    if base is not None:  # (a key index row of a colliding key does not count)
+                        base = None  # the log reaches the snapshot: its own changes say it all
                     yield change
                 elif version.lsn >= start and await reader.record_at(version.lsn) is None and \
                         not any(h.gap.first_lsn <= version.lsn <= h.gap.last_lsn for h in holes):
