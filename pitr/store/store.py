@@ -14,10 +14,9 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import NamedTuple
 
 import anyio
 import anyio.abc
@@ -32,6 +31,7 @@ from pitr.store._group_commit import Group, GroupCommitter, loop_hooks
 from pitr.store.batch import Batch
 from pitr.store.log import StoreLog
 from pitr.store.options import StoreOptions
+from pitr.store.queued import Commit, QueuedCommits
 from pitr.timefmt import format_ns
 from segments import record as rec
 from segments.fold import Change, change_of
@@ -41,13 +41,6 @@ from segments.wal import TornTail, WalFileOps
 Clock = Callable[[], int]
 _new_tuple = tuple.__new__  # builds a NamedTuple in one C call (the hot paths build one per commit)
 log = logging.getLogger("pitr.store")
-
-
-class Commit(NamedTuple):
-    """An acknowledged commit: durable in the WAL when returned."""
-
-    lsn: int
-    ts_ns: int
 
 
 class Store:
@@ -265,6 +258,55 @@ class Store:
         except ValueError as exc:
             raise InvalidArgument(str(exc)) from exc
         return self._enqueue(lsn, ts, ops, data), lsn, ts
+
+    def queue_commits(self, commits: Iterable[tuple[Sequence[Op], int | None]]) -> QueuedCommits:
+        """Sequence a run of commits now, in order; await the result's `wait()` for their durability.
+
+        Each (ops, ts_ns) becomes its own commit, exactly as `commit(ops, ts_ns=ts_ns)` one after
+        the other would make it (the same record, LSN and time), but the run is encoded in one
+        pass and queued as one piece of the open group, so it shares one write and one fsync
+        (imports). If any commit is refused (no ops, a time not after the previous one, a
+        record over a limit), none of the run is queued and the store is as before.
+        """
+        self._check_open()
+        start_lsn, start_ts = self._last_lsn, self._last_ts
+        records: list[bytes] = []
+        queued: list[tuple[Op, ...]] = []
+        times: list[int] = []
+        encode_single, encode_record = rec.encode_single, rec.encode_record
+        try:
+            for ops, ts_ns in commits:
+                ops = tuple(ops)
+                if not ops:
+                    raise InvalidArgument("a commit needs at least one operation")
+                lsn, ts = self._stamp(ts_ns)
+                first = ops[0]
+                try:
+                    if len(ops) == 1 and first.expires_at_ns is None:
+                        records.append(encode_single(lsn, ts, first.kind, first.key, first.value))
+                    else:
+                        records.append(encode_record(lsn, ts, ops))
+                except ValueError as exc:
+                    raise InvalidArgument(f"commit at LSN {lsn}: {exc}") from exc
+                self._last_lsn, self._last_ts = lsn, ts
+                queued.append(ops)
+                times.append(ts)
+        except BaseException:
+            self._last_lsn, self._last_ts = start_lsn, start_ts  # nothing of the run was queued
+            raise
+        if not records:
+            raise InvalidArgument("a run needs at least one commit")
+        self._unacked.extend(queued)
+        assert self._committer is not None
+        group = self._committer.add_many(records, self._last_lsn, self._last_ts)
+        return QueuedCommits(group, start_lsn + 1, times, self._acknowledged)
+
+    async def commit_many(self, commits: Iterable[tuple[Sequence[Op], int | None]]) -> list[Commit]:
+        """Commit each (ops, ts_ns) as its own commit, in order, sharing fsyncs; returns once all are
+        durable (see `queue_commits`)."""
+        queued = self.queue_commits(commits)
+        await queued.wait()
+        return queued.commits
 
     def _stamp(self, ts_ns: int | None) -> tuple[int, int]:
         """The next LSN and a commit time after the last one (and after any completeness promise)."""
