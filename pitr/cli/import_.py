@@ -96,7 +96,13 @@ def _time(value: object, where: str) -> int:
                 and value[20:29].isascii() and value[20:29].isdigit():
             minute = _minute_ns.get(value[:16])
             if minute is None:
-                minute = _minute_ns[value[:16]] = parse_time(value[:16] + ":00Z", what=where)
+                try:
+                    minute = parse_time(value[:16] + ":00Z", what=where)
+                except InvalidArgument:  # not a minute, or one starting before 1678: the exact path
+                    return parse_time(value, what=where)
+                if len(_minute_ns) >= 4096:
+                    _minute_ns.clear()
+                _minute_ns[value[:16]] = minute
             ts = minute + int(value[17:19]) * 1_000_000_000 + int(value[20:29])
             if ts < 1 << 63:
                 return ts
