@@ -11,7 +11,6 @@ import pytest
 from crc32c import crc32c
 
 from segments import MidLogCorruption, SegmentsError, WalWriter, scan_wal, wal
-
 from segments import record as rec
 from segments.wal_follow import read_wal_from
 from tests.segments.strategies import STORE_ID, plain_records
