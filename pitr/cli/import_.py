@@ -47,12 +47,12 @@ MAX_LINE = 256 << 20
 RUN_LINES = 4096  # commits queued as one piece: one WAL write, one fsync
 RUN_BYTES = 4 << 20  # ... or fewer, once a run holds this many bytes of lines
 IN_FLIGHT = 2  # runs queued before the oldest is awaited: the next is encoded while one is fsynced
-_new_tuple = tuple.__new__  # builds a NamedTuple in one C call
 _LENGTH = struct.Struct("<Q")
 
-# A spooled commit: (key, value, ts) for a put without expiry, the common line; otherwise
-# (ops, ts) with ops a list of (kind, key, value, expires_at_ns, ttl_ns) (ttl_ns: an expiry
-# to take from the clock when committed). marshal: fast, and the spool never outlives the process.
+# A spooled commit: (ops, ts), ops a tuple of (kind, key, value, expires_at_ns) as `Op` holds
+# them, so a run goes to the store as marshal reads it back; or (ops, ts, ttls) when some ops
+# expire a TTL after the moment they are committed: ttls holds (op index, TTL in ns).
+# marshal: fast, and the spool never outlives the process.
 Spooled = tuple[Any, ...]
 
 
@@ -176,10 +176,12 @@ def spool_line(text: str, number: int) -> Spooled:
                 pass
             else:
                 if 0 < len(key_bytes) <= MAX_KEY and len(value_bytes) <= MAX_VALUE:
-                    return key_bytes, value_bytes, None if ts is None else _time(ts, f"line {number}: ts")
+                    return ((PUT, key_bytes, value_bytes, None),), \
+                        None if ts is None else _time(ts, f"line {number}: ts")
     pairs, ts = parse_line(text, number)
-    return [(op.kind, op.key, op.value, op.expires_at_ns, None if ttl is None else int(ttl * 1e9))
-            for op, ttl in pairs], ts
+    ops = tuple(tuple(op) for op, _ttl in pairs)
+    ttls = tuple((i, int(ttl * 1e9)) for i, (_op, ttl) in enumerate(pairs) if ttl is not None)
+    return (ops, ts, ttls) if ttls else (ops, ts)
 
 
 def _lines(path: str) -> Iterator[tuple[int, str]]:
@@ -212,15 +214,15 @@ class _Spool:
         except OSError as exc:
             raise file_error(exc, directory, "create the import spool") from exc
 
-    def write(self, first_line: int, last_line: int, run: list[Spooled]) -> None:
-        blob = marshal.dumps((first_line, last_line, run))
+    def write(self, first_line: int, last_line: int, run: list[Spooled], with_ttls: bool) -> None:
+        blob = marshal.dumps((first_line, last_line, with_ttls, run))
         try:
             self.file.write(_LENGTH.pack(len(blob)))
             self.file.write(blob)
         except OSError as exc:
             raise file_error(exc, self.directory, "write the import spool") from exc
 
-    def runs(self) -> Iterator[tuple[int, int, list[Spooled]]]:
+    def runs(self) -> Iterator[tuple[int, int, bool, list[Spooled]]]:
         """The runs written, in order (each read whole: `marshal.load` on a file reads piecemeal)."""
         try:
             size = self.file.tell()
@@ -244,10 +246,11 @@ def check_and_spool(store: Store, path: str, spool: _Spool, skew_ns: float, max_
     last_ts: int | None = store.last_ts
     run: list[Spooled] = []
     first = size = 0
+    with_ttls = False
     now = store.now
     for number, line in _lines(path):
         item = spool_line(line, number)
-        ts = item[-1]
+        ts = item[1]
         if ts is None:
             clock = now()
             last_ts = clock if last_ts is None or clock > last_ts else last_ts
@@ -263,23 +266,31 @@ def check_and_spool(store: Store, path: str, spool: _Spool, skew_ns: float, max_
         if not run:
             first = number
         run.append(item)
+        with_ttls = with_ttls or len(item) == 3
         size += len(line)
         if len(run) >= RUN_LINES or size >= RUN_BYTES:
-            spool.write(first, number, run)
-            run, size = [], 0
+            spool.write(first, number, run, with_ttls)
+            run, size, with_ttls = [], 0, False
     if run:
-        spool.write(first, number, run)
+        spool.write(first, number, run, with_ttls)
 
 
-def _commits(store: Store, run: list[Spooled]) -> Iterator[tuple[tuple[Op, ...], int | None]]:
-    """A spooled run as (ops, ts) commits; a TTL becomes an expiry now, as it is committed."""
+def _commits(store: Store, run: list[Spooled], with_ttls: bool) -> list[tuple[tuple[Op, ...], int | None]]:
+    """A spooled run as the store takes it, (ops, ts) commits; a TTL becomes an expiry now, as it is
+    committed. A run without TTLs is handed over as marshal read it: no Python step per line."""
+    if not with_ttls:
+        return run  # (kind, key, value, expires) tuples: what an Op is
+    commits: list[tuple[tuple[Op, ...], int | None]] = []
     for item in run:
         if len(item) == 3:
-            yield (_new_tuple(Op, (PUT, item[0], item[1], None)),), item[2]
-        else:
-            spooled, ts = item
-            yield tuple(Op(kind, key, value, expires if ttl is None else store.now() + ttl)
-                        for kind, key, value, expires, ttl in spooled), ts
+            spooled, ts, ttls = item
+            ops = list(spooled)
+            for i, ttl in ttls:
+                kind, key, value, _expires = ops[i]
+                ops[i] = (kind, key, value, store.now() + ttl)
+            item = (tuple(ops), ts)
+        commits.append(item)
+    return commits
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -293,9 +304,9 @@ async def run(args: argparse.Namespace) -> int:
             check_and_spool(store, args.file, spool, skew_ns, args.max_clock_skew)
             in_flight: deque[tuple[QueuedCommits, int]] = deque()
             try:
-                for first, last, items in spool.runs():
+                for first, last, with_ttls, items in spool.runs():
                     progress.queued(first, last)
-                    in_flight.append((store.queue_commits(_commits(store, items)), last))
+                    in_flight.append((store.queue_commits(_commits(store, items, with_ttls)), last))
                     if len(in_flight) >= IN_FLIGHT:
                         await progress.settle(*in_flight.popleft())
                 while in_flight:

@@ -30,7 +30,7 @@ class _Clock:
 
 
 def committed(item: import_.Spooled) -> tuple[tuple[Op, ...], int | None]:
-    [commit] = import_._commits(_Clock(), [item])  # type: ignore[arg-type]
+    [commit] = import_._commits(_Clock(), [item], len(item) == 3)  # type: ignore[arg-type]
     return commit
 
 
