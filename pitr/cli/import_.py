@@ -23,6 +23,7 @@ A run is acknowledged, and reported with `--progress`, only once durable.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import marshal
 import math
@@ -296,6 +297,18 @@ def _commits(store: Store, run: list[Spooled], with_ttls: bool) -> list[tuple[tu
 async def run(args: argparse.Namespace) -> int:
     if args.file != "-":
         next(_lines(args.file), None)  # an unreadable file is refused before the store is created
+    # The cyclic GC is paused for the import (the command line may opt in; the library never
+    # does): it makes no cycles, only millions of short-lived tuples that the GC would walk.
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return await _import(args)
+    finally:
+        if paused:
+            gc.enable()
+
+
+async def _import(args: argparse.Namespace) -> int:
     progress = _Progress(args.progress)
     skew_ns = math.inf if math.isinf(args.max_clock_skew) else int(args.max_clock_skew * 1e9)
     async with Store(need_data(args), StoreOptions(max_clock_skew=args.max_clock_skew)) as store:

@@ -110,14 +110,15 @@ class GroupCommitter:
             time.sleep(0)
         return group
 
-    def add_many(self, records: list[bytes], last_lsn: int, last_ts: int) -> Group:
-        """Queue a run of encoded commits, one record each, in order (event-loop thread); they all
-        join the open group, so they reach the WAL in one write and share its fsync."""
+    def add_many(self, pieces: list[bytes], count: int, last_lsn: int, last_ts: int) -> Group:
+        """Queue a run of `count` encoded commits, one record each, in order, given as pieces whose
+        concatenation is the records (event-loop thread); they all join the open group, so they
+        reach the WAL in one write and share its fsync."""
         with self._cond:
             group = self._group
-            self._data.extend(records)
+            self._data.extend(pieces)
             was_empty = not group.count
-            group.count += len(records)
+            group.count += count
             group.last_lsn, group.last_ts = last_lsn, last_ts
             if was_empty:
                 self._cond.notify()

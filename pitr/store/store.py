@@ -295,18 +295,18 @@ class Store:
                 times.append(ts)
                 last_ts = ts
             try:
-                records = rec.encode_run(start_lsn + 1, times, queued)
+                pieces = rec.encode_run(start_lsn + 1, times, queued)
             except ValueError as exc:
                 raise InvalidArgument(f"a commit in the run from LSN {start_lsn + 1}: {exc}") from exc
         except BaseException:
             self._last_lsn, self._last_ts = start_lsn, start_ts  # nothing of the run was queued
             raise
-        if not records:
+        if not times:
             raise InvalidArgument("a run needs at least one commit")
-        self._last_lsn, self._last_ts = start_lsn + len(records), last_ts
+        self._last_lsn, self._last_ts = start_lsn + len(times), last_ts
         self._unacked.extend(queued)
         assert self._committer is not None
-        group = self._committer.add_many(records, self._last_lsn, self._last_ts)
+        group = self._committer.add_many(pieces, len(times), self._last_lsn, self._last_ts)
         return QueuedCommits(group, start_lsn + 1, times, self._acknowledged)
 
     async def commit_many(self, commits: Iterable[tuple[Sequence[Op], int | None]]) -> list[Commit]:

@@ -39,14 +39,15 @@ def test_every_frame_is_told_the_number_of_records_it_holds() -> None:
         return out
 
     committer.add(encoded(1)[0], lsn, lsn)
-    committer.add_many(encoded(61), lsn, lsn)
+    committer.add_many(encoded(61), 61, lsn, lsn)
     committer.add(encoded(1)[0], lsn, lsn)
     committer.close()
     committer.run()  # writes what is queued, then returns (closed)
     committer = GroupCommitter(write, LoopHooks(lambda fn, *args: fn(*args), _Event), durable.append,
                                lambda group, exc: None)
-    committer.add_many(encoded(3), lsn, lsn)
-    committer.add_many(encoded(1), lsn, lsn)
+    run = encoded(3)
+    committer.add_many([piece for record in run for piece in (record[:10], record[10:])], 3, lsn, lsn)
+    committer.add_many(encoded(1), 1, lsn, lsn)
     committer.close()
     committer.run()
     assert written == [(63, 63, 63), (4, 4, 67)]
