@@ -22,7 +22,7 @@ def test_a_run_encodes_to_the_records_of_its_commits(first_lsn: int, commits: li
         with pytest.raises(ValueError, match="out of range"):
             rec.encode_run(first_lsn, times, run)
         return
-    expected = b"".join(rec.encode_record(first_lsn + i, ts, o) for i, (ts, o) in enumerate(zip(times, run)))
+    expected = b"".join(rec.encode_record(first_lsn + i, ts, o) for i, (ts, o) in enumerate(zip(times, run, strict=True)))
     assert b"".join(rec.encode_run(first_lsn, times, run)) == expected
 
 
