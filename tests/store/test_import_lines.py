@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -19,6 +20,7 @@ from pitr.cli import import_
 from pitr.errors import InvalidArgument
 from pitr.timefmt import format_time, parse_time
 from segments.record import PUT, Op
+from tests.helpers.cli import run_cli
 from tests.store.support import wal_records
 
 NOW = 1_795_961_387_000_000_000
@@ -155,3 +157,17 @@ def test_pitr_log_piped_into_pitr_import_gives_back_the_same_log(tmp_path: Path)
     original = [(r.lsn, r.ts_ns, r.ops) for r in wal_records(env["PITR_DATA"])]
     assert [(r.lsn, r.ts_ns, r.ops) for r in wal_records(copy["PITR_DATA"])] == original
     assert pitr("export", env=copy) == pitr("export", env=env)
+
+
+@pytest.mark.parametrize("bad", [{"op": "put", "key": "b", "value": "2", "ts": 1 << 64},
+                                 {"op": "put", "key": "b", "value": "2", "ttl": 1e30},
+                                 {"op": "put", "key": "b", "value": "2", "ttl": float("inf")},
+                                 {"op": "put", "key": "b", "value": "2", "expires_at": -(1 << 70)}])
+def test_a_time_no_record_can_hold_is_refused_before_anything_is_imported(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: dict[str, object]) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"op": "put", "key": "a", "value": "1"}) + "\n" + json.dumps(bad) + "\n")
+    code, _, err = run_cli(capsys, "import", str(src), "--data", str(tmp_path / "data"), "--max-clock-skew", "inf")
+    assert code == 2, err
+    assert "line 2" in err
+    assert run_cli(capsys, "get", "a", "--data", str(tmp_path / "data"))[0] == 1, "nothing was imported"
