@@ -334,6 +334,8 @@ async def _import(args: argparse.Namespace) -> int:
                     in_flight.append((store.queue_commits(_commits(store, items, with_ttls)), last))
                     if len(in_flight) >= IN_FLIGHT:
                         await progress.settle(*in_flight.popleft())
+                    if store.unapplied_keys >= store.options.apply_threshold:
+                        await store.flush()  # memory stays bounded however far the import outruns LMDB
                 while in_flight:
                     await progress.settle(*in_flight.popleft())
             except BaseException:

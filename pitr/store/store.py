@@ -472,6 +472,12 @@ class Store:
     def durable_lsn(self) -> int:
         return self._durable_lsn
 
+    @property
+    def unapplied_keys(self) -> int:
+        """Keys whose acknowledged changes are held in memory, not yet in LMDB (a bulk writer
+        that outruns the apply task awaits `flush()` to keep this bounded)."""
+        return len(self._pending) + len(self._applying)
+
     def promise_complete(self) -> tuple[int, int]:
         """(durable LSN, time through which the log is complete), and a promise: no later commit
         is timed at or before that time (the store raises its floor to keep it, even if the clock

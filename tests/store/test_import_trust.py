@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pitr.cli import import_
+from pitr.datadir.state import StateDB
+from pitr.store import Store, StoreOptions
 from segments import wal_writer
 from tests.helpers.cli import run_cli as run
 
@@ -94,3 +99,33 @@ def test_a_missing_import_file_is_one_line_and_creates_no_store(tmp_path: Path,
     assert "nonexistent.jsonl: cannot read the import file" in err
     assert "Traceback" not in err
     assert not data.exists()
+
+
+def test_an_import_that_outruns_lmdb_waits_for_it(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Memory stays bounded: acknowledged changes not yet in LMDB never pile up past the store's
+    apply threshold (and what is in flight), however slow the apply is."""
+    threshold, run_lines = 64, 16
+    monkeypatch.setattr(import_, "RUN_LINES", run_lines)
+    monkeypatch.setattr(import_, "StoreOptions", functools.partial(StoreOptions, apply_threshold=threshold))
+    slow_apply = StateDB.apply
+
+    def apply(self: StateDB, *args: Any) -> None:
+        time.sleep(0.05)  # an LMDB far slower than the import
+        slow_apply(self, *args)
+
+    monkeypatch.setattr(StateDB, "apply", apply)
+    seen: list[int] = []
+    queue = Store.queue_commits
+
+    def watched(self: Store, commits: Any) -> Any:
+        seen.append(self.unapplied_keys)
+        return queue(self, commits)
+
+    monkeypatch.setattr(Store, "queue_commits", watched)
+    src = write_lines(tmp_path / "in.jsonl", [{"op": "put", "key": f"k{i}", "value": "v"} for i in range(3008)])
+    code, out, err = run(capsys, "import", src, "--data", str(tmp_path / "data"), "--json")
+    assert code == 0, err
+    assert json.loads(out)["commits"] == 3008
+    assert len(seen) == 3008 // run_lines
+    assert max(seen) <= threshold + import_.IN_FLIGHT * run_lines
