@@ -143,17 +143,24 @@ class WalWriter:
         """Bytes of header and frames written so far."""
         return self._offset
 
-    def append(self, data: bytes, last_lsn: int | None = None) -> None:
+    def append(self, data: bytes, last_lsn: int | None = None, *, count: int | None = None) -> None:
         """Write one commit group (encoded records, the first at the start of `data`) as one frame.
 
-        `last_lsn`, when the caller knows it, spares counting the records.
-        Not yet durable: call `sync` before appending the next group.
+        `count`, the number of records in `data` when the caller knows it (it
+        queued them), spares counting them; with `last_lsn` too, a group whose
+        records cannot be first_lsn..last_lsn is refused before anything is
+        written (the frame's count is the records framed, never derived from
+        the LSNs). Not yet durable: call `sync` before appending the next group.
         """
         if self._poisoned is not None:
             raise WriterPoisoned(f"{self.path}: an earlier write or fsync failed; reopen the store") \
                 from self._poisoned
         first_lsn = rec.U64.unpack_from(data, rec.LSN_OFFSET)[0]
-        count = (last_lsn - first_lsn + 1) if last_lsn is not None else sum(1 for _ in rec.scan_spans(data))
+        if count is None:
+            count = sum(1 for _ in rec.scan_spans(data))
+        if last_lsn is not None and last_lsn - first_lsn + 1 != count:
+            raise SegmentsError(f"{self.path}: a commit group of {count} records from LSN {first_lsn} cannot "
+                                f"end at LSN {last_lsn}; nothing was written (a sequencing bug: reopen the store)")
         frame = encode_frame(first_lsn, count, data)
         end = self._offset + len(frame) + len(data)
         try:

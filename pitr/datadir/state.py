@@ -33,6 +33,7 @@ I64BE = struct.Struct(">q")
 U64BE = struct.Struct(">Q")
 DEFAULT_MAP_SIZE = 1 << 40
 MAX_KEY = 511  # LMDB's compiled-in limit for keys
+_ONLY_PLAIN = frozenset({bytes})  # the change types of a batch of puts without expiry
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +183,13 @@ class StateDB:
 
         A change is the value (no expiry) or (value, expiry) for a put, None for a delete.
         """
+        if set(map(type, changes.values())) <= _ONLY_PLAIN:  # puts without expiry (imports): no Python per key
+            plain_puts: list[tuple[bytes, bytes]] = sorted(changes.items())  # type: ignore[arg-type]
+            try:
+                self._apply_sorted(plain_puts, None, [], [], applied_lsn, applied_ts_ns)
+            except lmdb.Error as exc:
+                raise lmdb_error(exc, self.path, "apply commits to the LMDB state") from exc
+            return
         puts: list[tuple[bytes, bytes]] = []
         expiring: list[tuple[bytes, bytes]] = []
         plain: list[bytes] = []
@@ -202,11 +210,15 @@ class StateDB:
         except lmdb.Error as exc:
             raise lmdb_error(exc, self.path, "apply commits to the LMDB state") from exc
 
-    def _apply_sorted(self, puts: list[tuple[bytes, bytes]], plain: list[bytes],
+    def _apply_sorted(self, puts: list[tuple[bytes, bytes]], plain: list[bytes] | None,
                       expiring: list[tuple[bytes, bytes]], deletes: list[bytes], applied_lsn: int,
                       applied_ts_ns: int) -> None:
+        """`plain` lists the keys of `puts` without expiry; None when every put is plain (then the
+        list is only built if the state holds expiries it must remove)."""
         with self.env.begin(write=True) as txn:
             had_expiry = bool(txn.stat(self.expiry)["entries"]) or bool(expiring)
+            if plain is None:
+                plain = [key for key, _ in puts] if had_expiry else []
             if puts:
                 txn.cursor(self.data).putmulti(puts, dupdata=False, overwrite=True)
             for key in deletes:

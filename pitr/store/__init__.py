@@ -3,6 +3,7 @@
 from pitr.datadir.state import StoreIdentity
 from pitr.store.batch import Batch
 from pitr.store.options import StoreOptions
-from pitr.store.store import Commit, Store
+from pitr.store.queued import Commit, QueuedCommits
+from pitr.store.store import Store
 
-__all__ = ["Batch", "Commit", "Store", "StoreIdentity", "StoreOptions"]
+__all__ = ["Batch", "Commit", "QueuedCommits", "Store", "StoreIdentity", "StoreOptions"]

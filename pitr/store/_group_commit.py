@@ -35,7 +35,10 @@ class LoopEvent(Protocol):
 
 
 class Group:
-    """Commits that share one write and one fsync; `done` is set on the event loop when settled."""
+    """Commits that share one write and one fsync; `done` is set on the event loop when settled.
+
+    `count` is the number of records queued in it (one per commit): what its WAL frame says it holds.
+    """
 
     __slots__ = ("done", "error", "count", "last_lsn", "last_ts")
 
@@ -72,11 +75,12 @@ def loop_hooks() -> LoopHooks:
 class GroupCommitter:
     """The open group and the WAL thread's loop (`run`, in a thread for the store's lifetime).
 
-    `write(data, last_lsn)` appends and fsyncs (and may roll the WAL file);
+    `write(data, count, last_lsn)` appends the `count` records in `data` and fsyncs (and may roll
+    the WAL file);
     `durable(group)` and `failed(group, exc)` run on the event loop, in order.
     """
 
-    def __init__(self, write: Callable[[bytes, int], None], hooks: LoopHooks,
+    def __init__(self, write: Callable[[bytes, int, int], None], hooks: LoopHooks,
                  durable: Callable[[Group], None], failed: Callable[[Group, BaseException], None]) -> None:
         self._write = write
         self._call_soon = hooks.call_soon
@@ -106,6 +110,23 @@ class GroupCommitter:
             time.sleep(0)
         return group
 
+    def add_many(self, pieces: list[bytes], count: int, last_lsn: int, last_ts: int) -> Group:
+        """Queue a run of `count` encoded commits, one record each, in order, given as pieces whose
+        concatenation is the records (event-loop thread); they all join the open group, so they
+        reach the WAL in one write and share its fsync."""
+        with self._cond:
+            group = self._group
+            self._data.extend(pieces)
+            was_empty = not group.count
+            group.count += count
+            group.last_lsn, group.last_ts = last_lsn, last_ts
+            if was_empty:
+                self._cond.notify()
+            waiting = self._waiting
+        if waiting:
+            time.sleep(0)  # hand the GIL to the woken WAL thread now, not after a switch interval
+        return group
+
     def close(self) -> None:
         """Let `run` return once every queued commit is written."""
         with self._cond:
@@ -125,7 +146,7 @@ class GroupCommitter:
                 data, group = self._data, self._group
                 self._data, self._group = [], Group(self._new_event())
             try:
-                self._write(b"".join(data), group.last_lsn)
+                self._write(b"".join(data), group.count, group.last_lsn)
             except BaseException as exc:  # noqa: BLE001 - every failure poisons the store
                 self._notify(self._fail_all, group, exc)
                 return

@@ -10,7 +10,7 @@ from segments.record import DELETE, PUT, Op
 _new_tuple = tuple.__new__
 
 if TYPE_CHECKING:
-    from pitr.store.store import Commit
+    from pitr.store.queued import Commit
 
 
 class Batch:

@@ -120,10 +120,10 @@ class StoreLog:
             self._wal.close()
         self._wal = new
 
-    def write_group(self, data: bytes, last_lsn: int) -> None:
-        """(WAL thread) Append a group of encoded records ending at `last_lsn` and fsync it."""
+    def write_group(self, data: bytes, count: int, last_lsn: int) -> None:
+        """(WAL thread) Append a group of `count` encoded records ending at `last_lsn` and fsync it."""
         assert self._wal is not None
-        self._wal.append(data, last_lsn)
+        self._wal.append(data, last_lsn, count=count)
         self._wal.sync()
         if self._wal.size >= self.options.wal_file_size:
             # New commits keep being sequenced meanwhile: the next file starts after this group.

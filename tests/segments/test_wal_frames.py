@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from crc32c import crc32c
 
-from segments import MidLogCorruption, WalWriter, scan_wal, wal
+from segments import MidLogCorruption, SegmentsError, WalWriter, scan_wal, wal
 from segments import record as rec
 from segments.wal_follow import read_wal_from
 from tests.segments.strategies import STORE_ID, plain_records
@@ -152,3 +152,23 @@ def test_a_newest_file_whose_creation_was_interrupted_is_moved_aside(tmp_path: P
     Path(real).write_bytes(data)
     assert wal.abandon_unborn(real) is None
     assert os.path.exists(real)
+
+
+def test_a_group_whose_count_the_lsns_contradict_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    """The flake "group frame claims 62 records in 76 bytes": a frame's count once came from
+    last_lsn - first_lsn + 1; a group holding fewer records than that must never reach the disk."""
+    records = plain_records(5, 3, value_size=10)
+    path = str(tmp_path / wal.wal_name(5))
+    writer = WalWriter.create(path, STORE_ID, 5, 0, preallocate=1 << 16)
+    one = rec.encode_record(records[0].lsn, records[0].ts_ns, records[0].ops)
+    with pytest.raises(SegmentsError, match="1 records from LSN 5 cannot end at LSN 66"):
+        writer.append(one, 66, count=1)
+    with pytest.raises(SegmentsError, match="cannot end at LSN 66"):
+        writer.append(one, 66)  # counted from the bytes when the caller does not say
+    size = writer.size
+    writer.append(b"".join(rec.encode_record(r.lsn, r.ts_ns, r.ops) for r in records), 7, count=3)
+    writer.sync()
+    writer.close()
+    assert size == wal.HEADER_SIZE, "nothing was written by the refused appends"
+    scan = scan_wal(path)
+    assert [s.lsn for s in scan.spans] == [5, 6, 7]
