@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(PY) tools/bench/commands.py
 	if [ "$${PITR_BENCH_10M:-}" = 1 ]; then $(PY) tools/bench/commands.py --commits 10000000; fi
 	$(PY) tools/bench/segments.py
+	$(PY) tools/bench/import_.py
 	$(PY) tools/bench/store.py
 	$(PY) tools/bench/restore.py
 	$(PY) tools/bench/restore_cold.py
