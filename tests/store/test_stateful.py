@@ -269,7 +269,9 @@ class StoreMachine(RuleBasedStateMachine):
         assert all(last < kept[0] for _first, last in reply["deleted_segments"])
         if reply["segments"]:
             assert reply["segments"][0][1] >= kept[0], "the segment ending at the oldest kept snapshot stays"
-        if reply["deleted_segments"]:
+        if reply["deleted_segments"] or (self.first_restorable and self.first_restorable not in kept):
+            # the log before the oldest kept snapshot is gone, or its base was: a segment that
+            # also holds later commits (a merge) stays, but nothing before that snapshot is restorable
             self.first_restorable = kept[0]
         self.snapshots = kept
         assert reply["windows"][0][0] <= max(self.first_restorable, 0)
