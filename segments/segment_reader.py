@@ -219,9 +219,7 @@ class SegmentReader:
         """Full check: every block CRC, every record CRC, LSNs, times, piece digests, file digest."""
         meta = self.meta
         path = meta.name
-        pieces = iter(meta.pieces)
-        piece: chain.Piece | None = next(pieces)
-        hasher = blake3(max_threads=1)
+        digests = PieceDigests(meta)
         prev_ts = meta.header.first_ts_ns - 1
         for i, entry in enumerate(meta.index):
             raw = self.read_block(i)
@@ -235,19 +233,7 @@ class SegmentReader:
                                   offset=entry.offset, lsn=entry.first_lsn)
             _check_types(raw, run.ends, entry, i, path)
             prev_ts = run.last_ts_ns
-            done = 0
-            with memoryview(raw) as view:
-                while piece is not None and piece.last_lsn < entry.first_lsn + entry.record_count:
-                    stop = run.ends[piece.last_lsn - entry.first_lsn]
-                    hasher.update(view[done:stop])
-                    done = stop
-                    if hasher.digest() != piece.records_digest:
-                        raise CorruptFile(
-                            f"records digest of LSNs {piece.first_lsn}..{piece.last_lsn} does not match",
-                            path=path, lsn=piece.first_lsn)
-                    hasher = blake3(max_threads=1)
-                    piece = next(pieces, None)
-                hasher.update(view[done:])
+            digests.feed(raw, run.ends, entry)
         if prev_ts != meta.trailer.last_ts_ns:
             raise CorruptFile("last commit time does not match the trailer", path=path,
                               lsn=meta.trailer.last_lsn)
@@ -263,6 +249,34 @@ class SegmentReader:
 
 
 _KNOWN_TYPES = bytes(sorted(rec.KNOWN_TYPES))
+
+
+class PieceDigests:
+    """The records digest of each piece of a segment, fed block by block in order (full verification)."""
+
+    def __init__(self, meta: SegmentMeta) -> None:
+        self._path = meta.name
+        self._pieces = iter(meta.pieces)
+        self._piece: chain.Piece | None = next(self._pieces)
+        self._hasher = blake3(max_threads=1)
+
+    def feed(self, raw: bytes, ends: list[int], entry: fmt.BlockEntry) -> None:
+        """Add a checked block's records (`ends`: where each record ends); CorruptFile naming the
+        piece's LSNs when a piece completed in it does not match its digest."""
+        done = 0
+        with memoryview(raw) as view:
+            piece = self._piece
+            while piece is not None and piece.last_lsn < entry.first_lsn + entry.record_count:
+                end = ends[piece.last_lsn - entry.first_lsn]
+                self._hasher.update(view[done:end])
+                done = end
+                if self._hasher.digest() != piece.records_digest:
+                    raise CorruptFile(f"records digest of LSNs {piece.first_lsn}..{piece.last_lsn} does not match",
+                                      path=self._path, lsn=piece.first_lsn)
+                self._hasher = blake3(max_threads=1)
+                piece = next(self._pieces, None)
+            self._piece = piece
+            self._hasher.update(view[done:])
 
 
 def _check_types(raw: bytes, ends: list[int], entry: fmt.BlockEntry, i: int, path: str) -> None:
@@ -339,9 +353,7 @@ def verify_blocks(source: RangeSource, meta: SegmentMeta, *, run_bytes: int = VE
     file_hasher = blake3(max_threads=1)
     file_hasher.update(source.read(0, fmt.HEADER_SIZE))
     dctx = zstandard.ZstdDecompressor()
-    pieces = iter(meta.pieces)
-    piece: chain.Piece | None = next(pieces)
-    hasher = blake3(max_threads=1)
+    digests = PieceDigests(meta)
     prev_ts = meta.header.first_ts_ns - 1
     index = meta.index
     first = 0
@@ -366,19 +378,7 @@ def verify_blocks(source: RangeSource, meta: SegmentMeta, *, run_bytes: int = VE
             if run is None or len(run.ends) != entry.record_count or run.first_ts_ns != entry.first_ts_ns:
                 run = _checked_run(raw, entry, i, prev_ts, path)  # raises, naming the damage
             prev_ts = run.last_ts_ns
-            done = 0
-            with memoryview(raw) as view:
-                while piece is not None and piece.last_lsn < entry.first_lsn + entry.record_count:
-                    end = run.ends[piece.last_lsn - entry.first_lsn]
-                    hasher.update(view[done:end])
-                    done = end
-                    if hasher.digest() != piece.records_digest:
-                        raise CorruptFile(
-                            f"records digest of LSNs {piece.first_lsn}..{piece.last_lsn} does not match",
-                            path=path, lsn=piece.first_lsn)
-                    hasher = blake3(max_threads=1)
-                    piece = next(pieces, None)
-                hasher.update(view[done:])
+            digests.feed(raw, run.ends, entry)
             yield CheckedBlock(i, raw, run.ends, run.last_ts_ns)
         first = stop
     if prev_ts != meta.trailer.last_ts_ns:

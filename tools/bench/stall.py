@@ -44,7 +44,7 @@ from pitr.repo.repository import open_repository  # noqa: E402
 from pitr.store import Store, StoreOptions  # noqa: E402
 
 sys.path.append(_HERE)
-from _common import work_dir  # noqa: E402
+from _common import cpu_ticks, stolen_since, work_dir  # noqa: E402
 
 VALUE = b"v" * 100
 HEARTBEAT = 0.001
@@ -54,25 +54,6 @@ P99_RATIO_LIMIT = 1.2
 
 def key(writer: int, seq: int) -> bytes:
     return b"user:%03d:%09d" % (writer, seq)
-
-
-def cpu_ticks() -> tuple[int, int]:
-    """(steal, total) CPU ticks of this machine so far (Linux /proc/stat; zeros elsewhere).
-
-    A shared virtual machine whose host is oversubscribed loses CPU to other
-    guests ("steal"); the figures of a window with much of it are not this
-    code's alone, so the table shows it beside them."""
-    try:
-        with open("/proc/stat") as fh:
-            fields = [int(x) for x in fh.readline().split()[1:]]
-    except (OSError, ValueError):
-        return 0, 0
-    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
-
-
-def stolen_since(start: tuple[int, int]) -> float:
-    steal, total = cpu_ticks()
-    return 100.0 * (steal - start[0]) / (total - start[1]) if total > start[1] else float("nan")
 
 
 def pct(samples: list[float], q: float) -> float:
