@@ -223,15 +223,7 @@ class SegmentReader:
         prev_ts = meta.header.first_ts_ns - 1
         for i, entry in enumerate(meta.index):
             raw = self.read_block(i)
-            try:
-                run = rec.check_run(raw, entry.first_lsn, prev_ts)
-            except CorruptFile as exc:
-                raise CorruptFile(f"block {i}: {exc.reason}", path=path, offset=entry.offset,
-                                  lsn=exc.lsn if exc.lsn is not None else entry.first_lsn) from exc
-            if len(run.ends) != entry.record_count or run.first_ts_ns != entry.first_ts_ns:
-                raise CorruptFile(f"block {i} records do not match the block index", path=path,
-                                  offset=entry.offset, lsn=entry.first_lsn)
-            _check_types(raw, run.ends, entry, i, path)
+            run = _checked_run(raw, entry, i, prev_ts, path)
             prev_ts = run.last_ts_ns
             digests.feed(raw, run.ends, entry)
         if prev_ts != meta.trailer.last_ts_ns:
