@@ -7,7 +7,8 @@ Tree::
     ├── StoreLocked                 another process holds the store (carries its PID)
     ├── StoreClosed                 the store was closed or poisoned by an fsync failure
     ├── CorruptData                 a file fails its checks (carries path, offset, LSN, hint)
-    │   └── CatalogDamaged          the derived catalog is damaged (hint: pitr reindex)
+    │   ├── CatalogDamaged          the derived catalog is damaged (hint: pitr reindex)
+    │   └── StateDamaged            the live store's state database fails its checksums
     ├── HistoryGap                  an answer would span a hole in the history (carries the LSN ranges)
     ├── OutsideWindow               a restore or read target outside the recoverable window
     ├── NotARepository              no repository at that place (no directory, no identity document)
@@ -15,6 +16,8 @@ Tree::
     ├── RepositoryLost              the repository lost the history an archiver continues
     ├── UnsafeDestination           a restore destination is live, inside a repository, or not a store
     ├── DestinationExists           a restore destination is not empty (use --force)
+    ├── WrongKey                    a missing, wrong or unusable encryption key (nothing was written)
+    ├── UndoConflict                keys changed since the range an undo reverts (left alone)
     ├── FileError                   an operating-system call on a file failed (path, operation, errno)
     │   └── DiskFull                no space left on the device (ENOSPC, EDQUOT, LMDB map full)
     ├── SourceError                 a source (etcd) failed or returned what pitr cannot use
@@ -163,6 +166,23 @@ class DestinationExists(PitrError):
     """The restore destination exists and is not empty."""
 
 
+class WrongKey(PitrError):
+    """The encryption key is missing, wrong, unreadable or unsafe; refused before anything is written."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.hint = hint
+        super().__init__(message)
+
+
+class UndoConflict(PitrError):
+    """An undo would overwrite keys changed after the range it reverts; those keys are named."""
+
+    def __init__(self, message: str, keys: Sequence[bytes], *, hint: str | None = None) -> None:
+        self.keys = list(keys)
+        self.hint = hint
+        super().__init__(message)
+
+
 class FileError(PitrError):
     """An operating-system call on a file failed; names the file and the operation."""
 
@@ -244,6 +264,10 @@ class ObjectNotFound(StorageError):
 
 class ObjectExists(StorageError):
     """The named object already exists; published files are never overwritten."""
+
+
+class StateDamaged(CorruptData):
+    """The live store's state database fails a checksum or an order rule (the WAL and the repository are not)."""
 
 
 def to_corrupt(exc: SegmentsError, path: str | None = None) -> CorruptData:
