@@ -87,6 +87,10 @@ async def repositories(args: argparse.Namespace, *, create: bool = False) -> Asy
         repos = [await stack.enter_async_context(
             open_repository(url, cache_dir=args.cache_dir, s3_endpoint=args.s3_endpoint, create=create))
             for url in repo_urls(args)]
+        for repo in repos:
+            if repo.catalog.rebuilt_from is not None:
+                print(f"pitr: {repo.url}: the catalog had format {repo.catalog.rebuilt_from}, written by an earlier "
+                      "pitr; rebuilding it from the repository's files (this happens once)", file=sys.stderr)
         yield repos
 
 
