@@ -34,12 +34,20 @@ from collections import deque
 from collections.abc import Iterator
 from typing import IO, Any
 
-from pitr.cli.common import add_data, add_json, decode_json_bytes, need_data, print_json
+from pitr.cli.common import (
+    add_data,
+    add_json,
+    add_wait,
+    decode_json_bytes,
+    need_data,
+    print_json,
+    store_options,
+)
 from pitr.datadir.keys import check_key, check_value
 from pitr.datadir.state import MAX_KEY
 from pitr.errors import InvalidArgument, file_error
 from pitr.jsontypes import JSONObject
-from pitr.store import QueuedCommits, Store, StoreOptions
+from pitr.store import QueuedCommits, Store
 from pitr.store.options import MAX_CLOCK_SKEW
 from pitr.timefmt import format_time, parse_time
 from segments.record import DELETE, MAX_VALUE, PUT, Op
@@ -66,6 +74,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--progress", action="store_true",
                    help="say on standard error how far the import is each time a run of lines is durable")
     add_data(p)
+    add_wait(p)
     add_json(p)
     p.set_defaults(run=run)
 
@@ -323,7 +332,7 @@ async def run(args: argparse.Namespace) -> int:
 async def _import(args: argparse.Namespace) -> int:
     progress = _Progress(args.progress)
     skew_ns = math.inf if math.isinf(args.max_clock_skew) else int(args.max_clock_skew * 1e9)
-    async with Store(need_data(args), StoreOptions(max_clock_skew=args.max_clock_skew)) as store:
+    async with Store(need_data(args), store_options(args, max_clock_skew=args.max_clock_skew)) as store:
         spool = _Spool(store.path)
         try:
             check_and_spool(store, args.file, spool, skew_ns, args.max_clock_skew)
