@@ -7,12 +7,13 @@ import argparse
 from pitr.audit import diff
 from pitr.cli._gaps import synced_holes
 from pitr.cli.common import add_json, add_repo, encode_bytes, print_json, repositories, show_bytes
-from pitr.cli.moments import MOMENT_HELP, Moments, resolve_moment
+from pitr.cli.moments import MOMENT_HELP, Moments, accept_relative_moments, resolve_moment
 from pitr.jsontypes import JSONObject
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("diff", help="keys added, removed and changed between two moments")
+    accept_relative_moments(p)
     p.add_argument("t1", help=f"first moment ({MOMENT_HELP})")
     p.add_argument("t2", help="second moment")
     p.add_argument("--prefix", help="only keys starting with this text")

@@ -18,13 +18,14 @@ from pitr.cli.common import (
     repositories,
     show_bytes,
 )
-from pitr.cli.moments import MOMENT_HELP
+from pitr.cli.moments import MOMENT_HELP, accept_relative_moments
 from pitr.errors import InvalidArgument
 from pitr.timefmt import format_time
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("get", help="read a key now, or as of a moment with --repo and --at")
+    accept_relative_moments(p)
     p.add_argument("key")
     p.add_argument("--at", help=f"moment to read at ({MOMENT_HELP}); needs --repo")
     p.add_argument("--exclusive", action="store_true", help="with --at: only commits strictly before it")

@@ -10,7 +10,7 @@ from pitr.audit import KeyChange, history_entries
 from pitr.audit.floor import retention_floor
 from pitr.cli._gaps import add_allow_gaps, print_gap, summarize_gaps, synced_holes
 from pitr.cli.common import add_json, add_repo, decode_arg, encode_bytes, print_json, repositories, show_bytes
-from pitr.cli.moments import MOMENT_HELP, Moments, resolve_moment
+from pitr.cli.moments import MOMENT_HELP, Moments, accept_relative_moments, resolve_moment
 from pitr.errors import Gap
 from pitr.jsontypes import JSONObject
 from pitr.timefmt import format_time
@@ -18,6 +18,7 @@ from pitr.timefmt import format_time
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("history", help="every archived change to a key")
+    accept_relative_moments(p)
     p.add_argument("key")
     p.add_argument("--since", help=f"from this moment ({MOMENT_HELP})")
     p.add_argument("--until", help="up to this moment, inclusive")

@@ -10,13 +10,14 @@ from pitr.audit import log_entries, to_import_json
 from pitr.audit.floor import retention_floor
 from pitr.cli._gaps import add_allow_gaps, print_gap, summarize_gaps, synced_holes
 from pitr.cli.common import add_json, add_repo, repositories, show_bytes
-from pitr.cli.moments import MOMENT_HELP, Moments
+from pitr.cli.moments import MOMENT_HELP, Moments, accept_relative_moments
 from pitr.errors import Gap, InvalidArgument
 from pitr.timefmt import Moment, format_time
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("log", help="archived commits in a range (JSON lines usable by pitr import)")
+    accept_relative_moments(p)
     p.add_argument("--since", help=f"from this moment ({MOMENT_HELP}; @LSN is --since-lsn)")
     p.add_argument("--until", help="up to this moment, inclusive")
     p.add_argument("--since-lsn", type=int, help="from this LSN")

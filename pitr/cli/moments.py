@@ -9,6 +9,8 @@ commits up to and including it.
 
 from __future__ import annotations
 
+import argparse
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +25,18 @@ if TYPE_CHECKING:
 wall_clock: Callable[[], int] = time.time_ns  # the present, ns since the epoch (tests put a fixed clock here)
 
 MOMENT_HELP = "RFC 3339 with offset, Unix seconds, now, -15m, now-2h or @LSN"
+# what argparse takes for a value, not an option, when it starts with "-": its own negative numbers
+# (-15, -1.5) and relative moments (-15m, -1d12h); no pitr option looks like either
+_NEGATIVE_OR_RELATIVE = re.compile(r"^-\d*\.?\d+$|^-(\d{1,12}(\.\d{1,9})?(ms|s|m|h|d))+$", re.IGNORECASE)
+
+
+def accept_relative_moments(parser: argparse.ArgumentParser) -> None:
+    """Let `--at -15m` (and a positional `-2h`) be read as a moment, not as an unknown option.
+
+    argparse decides whether a word starting with "-" is a value with the pattern it keeps in
+    `_negative_number_matcher` (negative numbers only); this widens it to relative moments.
+    """
+    parser._negative_number_matcher = _NEGATIVE_OR_RELATIVE  # noqa: SLF001 - argparse's one hook for it
 
 
 class Moments:

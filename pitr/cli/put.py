@@ -27,8 +27,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(run=run)
 
 
-def read_value(stream: BinaryIO, limit: int = MAX_VALUE) -> bytes:
-    """Every byte of `stream` up to EOF, newlines included; refused past `limit` without reading on."""
+def read_value(stream: BinaryIO) -> bytes:
+    """Every byte of `stream` up to EOF, newlines included; refused past MAX_VALUE (the limit of one
+    value) without reading on."""
+    limit = MAX_VALUE
     data = stream.read(limit + 1)
     if len(data) > limit:
         raise InvalidArgument(f"the value on standard input is larger than {limit:,} bytes, the limit for one "

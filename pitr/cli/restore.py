@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from pitr.cli.common import add_json, add_repo, print_json, progress_for, repositories
-from pitr.cli.moments import MOMENT_HELP, Moments
+from pitr.cli.moments import MOMENT_HELP, Moments, accept_relative_moments
 from pitr.cli.render import show_plan, skipped_json
 from pitr.errors import InvalidArgument
 from pitr.restore import RestoreOptions, RestorePlan, RestoreTarget, restore
@@ -16,6 +16,7 @@ from pitr.timefmt import format_time
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("restore", help="restore the state at a moment into a new store directory or etcd")
+    accept_relative_moments(p)
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--to", help=f"moment: {MOMENT_HELP} (2026-11-24T14:03:07Z, now-15m, @1234)")
     target.add_argument("--lsn", type=int, help="restore through this LSN (inclusive)")
