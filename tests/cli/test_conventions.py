@@ -98,7 +98,7 @@ def test_at_lsn_names_exactly_that_commit(env: Path, capsys: pytest.CaptureFixtu
     assert [json.loads(line)["lsn"] for line in out.splitlines()] == [2, 4]
     code, out, _ = run(capsys, "diff", "@1", "@3", "--json")
     rows = {json.loads(line)["key"]: json.loads(line) for line in out.splitlines()}
-    assert rows["k"]["before"] == "one" and rows["k"]["after"] == "two"
+    assert (rows["k"]["before"], rows["k"]["after"]) == ("one", "two")
     assert rows["gone"]["change"] == "added"
     code, out, err = run(capsys, "restore", "--to", "@3", "--dest", str(env / "r3"), "--json")
     assert code == 0, err
