@@ -75,7 +75,11 @@ async def resolve_moment(repo: Repository, moment: Moment, what: str, *, exclusi
     assert moment.ts_ns is not None
     from pitr.restore.plan import lsn_at_time  # reads at most one block
 
-    return Resolved(moment.ts_ns, await lsn_at_time(repo, moment.ts_ns, inclusive=not exclusive))
+    bound = moment.ts_ns if not exclusive else moment.ts_ns - 1
+    lsn = await lsn_at_time(repo, moment.ts_ns, inclusive=not exclusive)
+    if lsn is None:  # no archived log that early: a snapshot may still hold the state (its log deleted)
+        lsn = max((s.lsn for s in repo.catalog.snapshots() if s.ts_ns <= bound), default=None)
+    return Resolved(moment.ts_ns, lsn)
 
 
 async def commit_time(repo: Repository, lsn: int, what: str) -> int:

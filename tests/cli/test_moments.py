@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pitr.cli.moments import resolve_moment
 from pitr.errors import InvalidArgument
 from pitr.timefmt import Moment, parse_duration, parse_moment
 
@@ -49,3 +53,23 @@ def test_durations(text: str, ns: int) -> None:
 def test_what_is_no_duration_is_refused(text: str) -> None:
     with pytest.raises(InvalidArgument, match="--wait"):
         parse_duration(text, what="--wait")
+
+
+class _CatalogWithoutEarlyLog:
+    """A catalog whose log before the snapshot at LSN 7 (time 70 s) was deleted by retention."""
+
+    def block_for_time(self, ts_ns: int) -> None:
+        return None  # no block starts at or before the times asked here
+
+    def snapshots(self) -> list[SimpleNamespace]:
+        return [SimpleNamespace(lsn=3, ts_ns=30 * 10**9), SimpleNamespace(lsn=7, ts_ns=70 * 10**9)]
+
+
+@pytest.mark.anyio
+async def test_a_time_before_the_remaining_log_resolves_to_the_snapshot_holding_the_state() -> None:
+    repo: Any = SimpleNamespace(catalog=_CatalogWithoutEarlyLog())
+    at = await resolve_moment(repo, Moment("75", ts_ns=75 * 10**9), "--at")
+    assert (at.ts_ns, at.lsn) == (75 * 10**9, 7)
+    before = await resolve_moment(repo, Moment("70", ts_ns=70 * 10**9), "--at", exclusive=True)
+    assert before.lsn == 3
+    assert (await resolve_moment(repo, Moment("10", ts_ns=10 * 10**9), "--at")).lsn is None
