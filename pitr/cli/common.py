@@ -52,12 +52,32 @@ def add_wait(parser: argparse.ArgumentParser) -> None:
                              "it to finish (default: fail at once)")
 
 
-def store_options(args: argparse.Namespace, *, max_clock_skew: float | None = None) -> StoreOptions:
-    """The store options of a writing command: its `--wait`, and `max_clock_skew` when it sets one."""
+async def store_options(args: argparse.Namespace, *, max_clock_skew: float | None = None) -> StoreOptions:
+    """The store options of a writing command, once its `--wait` for another writer is over.
+
+    The wait happens here, on the event loop, so Ctrl-C ends it at once: the store opens its
+    lock in a worker thread, which a signal cannot interrupt. The store still waits for what
+    remains of it, for a writer that takes the lock between this check and the open.
+    """
+    import anyio
+
+    from pitr.datadir.lock import FIRST_BACKOFF, MAX_BACKOFF, lock_holder, locked_error
     from pitr.store.options import MAX_CLOCK_SKEW, StoreOptions
 
     wait = parse_duration(args.wait, what="--wait") / 1e9
-    return StoreOptions(lock_wait=wait, max_clock_skew=MAX_CLOCK_SKEW if max_clock_skew is None else max_clock_skew)
+    data = need_data(args)
+    deadline, backoff = anyio.current_time() + wait, FIRST_BACKOFF
+    while wait > 0:
+        holder = await anyio.to_thread.run_sync(lock_holder, data)
+        remaining = deadline - anyio.current_time()
+        if holder is None:
+            break
+        if remaining <= 0:
+            raise locked_error(data, holder.pid, wait)
+        await anyio.sleep(min(backoff, remaining))
+        backoff = min(backoff * 2, MAX_BACKOFF)
+    return StoreOptions(lock_wait=max(deadline - anyio.current_time(), 0.0),
+                        max_clock_skew=MAX_CLOCK_SKEW if max_clock_skew is None else max_clock_skew)
 
 
 def need_data(args: argparse.Namespace) -> str:

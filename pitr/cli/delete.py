@@ -22,7 +22,7 @@ async def run(args: argparse.Namespace) -> int:
     from pitr.store import Store  # the event loop's libraries and LMDB: only when the command runs
 
     key = decode_arg(args.key, args.b64, "key")
-    async with Store(need_data(args), store_options(args)) as store:
+    async with Store(need_data(args), await store_options(args)) as store:
         existed = await store.get(key) is not None
         commit = await store.delete(key)
     if args.json:

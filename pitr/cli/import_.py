@@ -332,7 +332,7 @@ async def run(args: argparse.Namespace) -> int:
 async def _import(args: argparse.Namespace) -> int:
     progress = _Progress(args.progress)
     skew_ns = math.inf if math.isinf(args.max_clock_skew) else int(args.max_clock_skew * 1e9)
-    async with Store(need_data(args), store_options(args, max_clock_skew=args.max_clock_skew)) as store:
+    async with Store(need_data(args), await store_options(args, max_clock_skew=args.max_clock_skew)) as store:
         spool = _Spool(store.path)
         try:
             check_and_spool(store, args.file, spool, skew_ns, args.max_clock_skew)

@@ -48,7 +48,7 @@ async def run(args: argparse.Namespace) -> int:
         value = await anyio.to_thread.run_sync(read_value, sys.stdin.buffer)
     else:
         value = decode_arg(args.value, args.b64, "value")
-    async with Store(need_data(args), store_options(args)) as store:
+    async with Store(need_data(args), await store_options(args)) as store:
         commit = await store.put(key, value, ttl=args.ttl)
     if args.json:
         print_json({"lsn": commit.lsn, "ts_ns": commit.ts_ns, "ts": format_time(commit.ts_ns),

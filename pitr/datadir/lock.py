@@ -53,7 +53,7 @@ class WriterLock:
                 continue
             remaining = deadline - clock()
             if remaining <= 0:
-                raise _locked(data_dir, read_holder(self.path), wait)
+                raise locked_error(data_dir, read_holder(self.path), wait)
             sleep(min(backoff, remaining))
             backoff = min(backoff * 2, MAX_BACKOFF)
 
@@ -129,7 +129,8 @@ def _probe_only(path: str) -> bool:
     return pid == os.getpid()
 
 
-def _locked(data_dir: str, pid: int | None, waited: float) -> StoreLocked:
+def locked_error(data_dir: str, pid: int | None, waited: float) -> StoreLocked:
+    """`StoreLocked` for the store at `data_dir`, with a hint saying how long it was waited for."""
     error = StoreLocked(data_dir, pid)
     holder = f"process {pid}" if pid else "the other writer"
     error.hint = (f"waited {waited:g} s; {holder} still holds the lock: stop it, or wait longer with --wait"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -110,3 +111,62 @@ def test_waiting_backs_off_instead_of_spinning(tmp_path: Path) -> None:
     assert now[0] == pytest.approx(5.0)
     assert all(s >= 0.01 for s in sleeps[:-1]), sleeps
     assert len(sleeps) <= 5 / 0.25 + 10, f"{len(sleeps)} tries in 5 s: {sleeps}"
+
+
+def test_ctrl_c_ends_the_wait_at_once(store: Path) -> None:
+    with _hold(store), subprocess.Popen(_put(store, "--wait", "60s"), stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True) as writer:
+        time.sleep(1.5)
+        assert writer.poll() is None, f"the writer did not wait: {writer.communicate()}"
+        writer.send_signal(signal.SIGINT)
+        try:
+            _out, err = writer.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            writer.kill()
+            pytest.fail("Ctrl-C did not end the wait for the lock")
+    assert writer.returncode == 128 + signal.SIGINT, err
+    assert json.loads(err)["error"] == "interrupted"
+
+
+def test_the_command_waits_on_the_event_loop_with_the_same_backoff(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """trio's MockClock jumps over each sleep: the probes thin out to MAX_BACKOFF apart and stop
+    when the wait is over, with the holder's PID."""
+    import argparse
+
+    import trio
+    import trio.testing
+
+    from pitr.cli.common import store_options
+    from pitr.datadir import lock
+
+    fd = os.open(tmp_path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    os.write(fd, b"1\n")
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    probes: list[str] = []
+    probe = lock.lock_holder
+    waited: list[float] = []
+
+    def counted(data: str) -> lock.LockHolder | None:
+        if len(probes) > 1000:
+            raise AssertionError("still probing after 1000 tries of a 5 s wait")
+        probes.append(data)
+        return probe(data)
+
+    async def timed() -> None:
+        start = trio.current_time()
+        try:
+            await store_options(argparse.Namespace(wait="5s", data=str(tmp_path)))
+        finally:
+            waited.append(trio.current_time() - start)
+
+    monkeypatch.setattr(lock, "lock_holder", counted)
+    try:
+        with pytest.raises(StoreLocked) as caught:
+            trio.run(timed, clock=trio.testing.MockClock(autojump_threshold=0))
+    finally:
+        os.close(fd)
+    assert caught.value.pid == 1
+    assert "waited 5 s" in str(caught.value.hint)
+    assert waited == [pytest.approx(5.0)]
+    assert len(probes) <= 5 / lock.MAX_BACKOFF + 10, len(probes)
