@@ -21,7 +21,6 @@ from pitr.timefmt import format_time, parse_duration
 if TYPE_CHECKING:
     from pitr.cli.progress import TerminalProgress
     from pitr.repo.repository import Repository
-    from pitr.store.options import StoreOptions
 
 
 def add_data(parser: argparse.ArgumentParser) -> None:
@@ -52,17 +51,17 @@ def add_wait(parser: argparse.ArgumentParser) -> None:
                              "it to finish (default: fail at once)")
 
 
-async def store_options(args: argparse.Namespace, *, max_clock_skew: float | None = None) -> StoreOptions:
-    """The store options of a writing command, once its `--wait` for another writer is over.
+async def writer_wait(args: argparse.Namespace) -> float:
+    """Wait (up to the command's `--wait`) until no other process is the store's writer; returns the
+    seconds left of the wait, the `StoreOptions(lock_wait=)` the command opens its store with.
 
     The wait happens here, on the event loop, so Ctrl-C ends it at once: the store opens its
     lock in a worker thread, which a signal cannot interrupt. The store still waits for what
-    remains of it, for a writer that takes the lock between this check and the open.
+    remains, for a writer that takes the lock between this check and the open.
     """
     import anyio
 
     from pitr.datadir.lock import FIRST_BACKOFF, MAX_BACKOFF, lock_holder, locked_error
-    from pitr.store.options import MAX_CLOCK_SKEW, StoreOptions
 
     wait = parse_duration(args.wait, what="--wait") / 1e9
     data = need_data(args)
@@ -76,8 +75,7 @@ async def store_options(args: argparse.Namespace, *, max_clock_skew: float | Non
             raise locked_error(data, holder.pid, wait)
         await anyio.sleep(min(backoff, remaining))
         backoff = min(backoff * 2, MAX_BACKOFF)
-    return StoreOptions(lock_wait=max(deadline - anyio.current_time(), 0.0),
-                        max_clock_skew=MAX_CLOCK_SKEW if max_clock_skew is None else max_clock_skew)
+    return max(deadline - anyio.current_time(), 0.0)
 
 
 def need_data(args: argparse.Namespace) -> str:

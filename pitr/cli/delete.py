@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pitr.cli.common import add_data, add_json, add_wait, decode_arg, need_data, print_json, store_options
+from pitr.cli.common import add_data, add_json, add_wait, decode_arg, need_data, print_json, writer_wait
 from pitr.timefmt import format_time
 
 
@@ -19,10 +19,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
-    from pitr.store import Store  # the event loop's libraries and LMDB: only when the command runs
+    from pitr.store import (  # the event loop's libraries and LMDB: only when the command runs
+        Store,
+        StoreOptions,
+    )
 
     key = decode_arg(args.key, args.b64, "key")
-    async with Store(need_data(args), await store_options(args)) as store:
+    async with Store(need_data(args), StoreOptions(lock_wait=await writer_wait(args))) as store:
         existed = await store.get(key) is not None
         commit = await store.delete(key)
     if args.json:

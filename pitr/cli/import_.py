@@ -41,13 +41,13 @@ from pitr.cli.common import (
     decode_json_bytes,
     need_data,
     print_json,
-    store_options,
+    writer_wait,
 )
 from pitr.datadir.keys import check_key, check_value
 from pitr.datadir.state import MAX_KEY
 from pitr.errors import InvalidArgument, file_error
 from pitr.jsontypes import JSONObject
-from pitr.store import QueuedCommits, Store
+from pitr.store import QueuedCommits, Store, StoreOptions
 from pitr.store.options import MAX_CLOCK_SKEW
 from pitr.timefmt import format_time, parse_time
 from segments.record import DELETE, MAX_VALUE, PUT, Op
@@ -332,7 +332,8 @@ async def run(args: argparse.Namespace) -> int:
 async def _import(args: argparse.Namespace) -> int:
     progress = _Progress(args.progress)
     skew_ns = math.inf if math.isinf(args.max_clock_skew) else int(args.max_clock_skew * 1e9)
-    async with Store(need_data(args), await store_options(args, max_clock_skew=args.max_clock_skew)) as store:
+    async with Store(need_data(args), StoreOptions(max_clock_skew=args.max_clock_skew,
+                                                 lock_wait=await writer_wait(args))) as store:
         spool = _Spool(store.path)
         try:
             check_and_spool(store, args.file, spool, skew_ns, args.max_clock_skew)

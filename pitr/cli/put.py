@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import BinaryIO
 
-from pitr.cli.common import add_data, add_json, add_wait, decode_arg, need_data, print_json, store_options
+from pitr.cli.common import add_data, add_json, add_wait, decode_arg, need_data, print_json, writer_wait
 from pitr.errors import InvalidArgument
 from pitr.timefmt import format_time
 from segments.record import MAX_VALUE
@@ -41,14 +41,17 @@ def read_value(stream: BinaryIO) -> bytes:
 async def run(args: argparse.Namespace) -> int:
     import anyio
 
-    from pitr.store import Store  # the event loop's libraries and LMDB: only when the command runs
+    from pitr.store import (  # the event loop's libraries and LMDB: only when the command runs
+        Store,
+        StoreOptions,
+    )
 
     key = decode_arg(args.key, args.b64, "key")
     if args.value == STDIN_VALUE:  # read before the store is opened: the lock is not held while stdin is slow
         value = await anyio.to_thread.run_sync(read_value, sys.stdin.buffer)
     else:
         value = decode_arg(args.value, args.b64, "value")
-    async with Store(need_data(args), await store_options(args)) as store:
+    async with Store(need_data(args), StoreOptions(lock_wait=await writer_wait(args))) as store:
         commit = await store.put(key, value, ttl=args.ttl)
     if args.json:
         print_json({"lsn": commit.lsn, "ts_ns": commit.ts_ns, "ts": format_time(commit.ts_ns),

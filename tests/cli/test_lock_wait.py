@@ -137,7 +137,7 @@ def test_the_command_waits_on_the_event_loop_with_the_same_backoff(
     import trio
     import trio.testing
 
-    from pitr.cli.common import store_options
+    from pitr.cli.common import writer_wait
     from pitr.datadir import lock
 
     fd = os.open(tmp_path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
@@ -156,7 +156,7 @@ def test_the_command_waits_on_the_event_loop_with_the_same_backoff(
     async def timed() -> None:
         start = trio.current_time()
         try:
-            await store_options(argparse.Namespace(wait="5s", data=str(tmp_path)))
+            await writer_wait(argparse.Namespace(wait="5s", data=str(tmp_path)))
         finally:
             waited.append(trio.current_time() - start)
 
