@@ -62,14 +62,16 @@ async def test_segments_and_watermarks_are_reported_and_the_watermark_only_when_
         assert [(s.repo, s.first_lsn, s.last_lsn, s.commits) for s in seen.segments] == [(repo.url, 1, 3, 3)]
         assert seen.segments[0].size == (tmp_path / "repo" / "segments" / seen.segments[0].name).stat().st_size
         assert seen.archived == [(repo.url, 3)]
-        assert len(seen.watermarks) == 1 and seen.watermarks[0][:2] == (repo.url, 3)
+        assert len(seen.watermarks) == 1
+        assert seen.watermarks[0][:2] == (repo.url, 3)
         first_complete = seen.watermarks[0][2]
         # nothing new and the known-complete time the same: no watermark notification (the heartbeat's trigger)
         await archiver.cycle()
         assert len(seen.watermarks) == 1, seen.watermarks
         clock.advance(10**9)  # an idle store: the known-complete time moves on with the clock
         await archiver.cycle()
-        assert len(seen.watermarks) == 2 and seen.watermarks[1][1] == 3
+        assert len(seen.watermarks) == 2
+        assert seen.watermarks[1][1] == 3
         assert seen.watermarks[1][2] > first_complete
         assert seen.archived == [(repo.url, 3)] * 3
 
@@ -90,7 +92,8 @@ async def test_an_observer_that_raises_never_stops_archiving(tmp_path: Path) -> 
         await store.put(b"b", b"2")
         assert await archiver.cycle() == 1
         assert [s.last_lsn for s in seen.segments] == [1, 2], "the observer after the failing one is still told"
-        assert archiver.progress[0].last_lsn == 2 and archiver.progress[0].last_error is None
+        assert archiver.progress[0].last_lsn == 2
+        assert archiver.progress[0].last_error is None
 
 
 async def test_a_bare_observer_is_guarded_too(tmp_path: Path) -> None:

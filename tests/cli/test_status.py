@@ -55,18 +55,27 @@ def test_a_whole_verified_repository_with_a_fresh_snapshot_is_healthy(capsys: Ca
     row = repo_of(doc)
     assert (code, doc["state"], row["problems"], row["warnings"]) == (0, "healthy", [], []), row
     assert row["known_complete_lsn"] == 1
-    assert isinstance(row["rpo_seconds"], float) and 0 <= row["rpo_seconds"] < 3600
+    assert isinstance(row["rpo_seconds"], float)
+    assert 0 <= row["rpo_seconds"] < 3600
     assert row["restorable_through_ns"] == row["known_complete_ns"], "a whole history is restorable to its watermark"
     windows = row["windows"]
-    assert isinstance(windows, list) and [(w["start_lsn"], w["end_lsn"]) for w in windows] == [(0, 1)]
+    assert isinstance(windows, list)
+    assert [(w["start_lsn"], w["end_lsn"]) for w in windows] == [(0, 1)]
     snap = row["newest_snapshot"]
-    assert isinstance(snap, dict) and snap["lsn"] == 1
+    assert isinstance(snap, dict)
+    assert snap["lsn"] == 1
     verified = row["last_verification"]
-    assert isinstance(verified, dict) and verified["ok"] is True and verified["mode"] == "full"
+    assert isinstance(verified, dict)
+    assert verified["ok"] is True
+    assert verified["mode"] == "full"
     archiver = row["archiver"]
-    assert isinstance(archiver, dict) and archiver["archived_lsn"] == 1 and archiver["failing"] is False
+    assert isinstance(archiver, dict)
+    assert archiver["archived_lsn"] == 1
+    assert archiver["failing"] is False
     code, out, _err = pitr(capsys, "status", "--data", data, "--repo", repo)
-    assert code == 0 and "HEALTHY" in out and "recovery point" in out
+    assert code == 0
+    assert "HEALTHY" in out
+    assert "recovery point" in out
 
 
 @pytest.mark.parametrize(("flag", "needle"), [("--max-rpo", "--max-rpo"), ("--max-snapshot-age", "snapshot"),
@@ -79,7 +88,9 @@ def test_each_threshold_crossed_exits_1_naming_it(capsys: Capsys, tmp_path: Path
     code, doc = status(capsys, tmp_path, flag, "1ms")
     warnings = repo_of(doc)["warnings"]
     assert (code, doc["state"]) == (1, "attention"), warnings
-    assert isinstance(warnings, list) and len(warnings) == 1 and needle in warnings[0]
+    assert isinstance(warnings, list)
+    assert len(warnings) == 1
+    assert needle in warnings[0]
     code, doc = status(capsys, tmp_path, flag, "2d")
     if flag == "--max-rpo":
         assert code == 0, "2 days is not crossed"
@@ -107,9 +118,11 @@ def test_a_hole_in_the_history_is_broken(capsys: Capsys, tmp_path: Path) -> None
     row = repo_of(doc)
     problems = row["problems"]
     assert (code, doc["state"]) == (2, "broken"), row
-    assert isinstance(problems, list) and any("hole LSN 2..2" in p for p in problems), problems
+    assert isinstance(problems, list)
+    assert any("hole LSN 2..2" in p for p in problems), problems
     code, out, _err = pitr(capsys, "status", "--repo", repo)
-    assert code == 2 and "BROKEN: hole LSN 2..2" in out
+    assert code == 2
+    assert "BROKEN: hole LSN 2..2" in out
 
 
 def test_a_failed_verification_is_broken_and_keeps_when_one_last_passed(capsys: Capsys, tmp_path: Path) -> None:
@@ -128,10 +141,13 @@ def test_a_failed_verification_is_broken_and_keeps_when_one_last_passed(capsys: 
     verified = row["last_verification"]
     assert isinstance(verified, dict)
     assert code == 2, row
-    assert verified["ok"] is False and verified["problems"] >= 1 and segment.name in str(verified["summary"])
+    assert verified["ok"] is False
+    assert verified["problems"] >= 1
+    assert segment.name in str(verified["summary"])
     assert verified["last_ok_ns"] == first["ts_ns"], "the last passing verification is remembered"
     problems = row["problems"]
-    assert isinstance(problems, list) and any("last verification" in p for p in problems)
+    assert isinstance(problems, list)
+    assert any("last verification" in p for p in problems)
 
 
 def test_a_repository_that_cannot_be_read_is_broken_and_the_others_are_still_reported(
@@ -140,8 +156,10 @@ def test_a_repository_that_cannot_be_read_is_broken_and_the_others_are_still_rep
     code, doc = status(capsys, tmp_path, repos=(str(tmp_path / "nowhere"), str(tmp_path / "repo")))
     assert code == 2
     gone, good = repo_of(doc, 0), repo_of(doc, 1)
-    assert gone["state"] == "broken" and gone["error"] == "not_a_repository"
-    assert good["state"] == "healthy" and good["known_complete_lsn"] == 1
+    assert gone["state"] == "broken"
+    assert gone["error"] == "not_a_repository"
+    assert good["state"] == "healthy"
+    assert good["known_complete_lsn"] == 1
 
 
 def test_a_failing_archiver_needs_attention(capsys: Capsys, tmp_path: Path) -> None:
@@ -152,9 +170,13 @@ def test_a_failing_archiver_needs_attention(capsys: Capsys, tmp_path: Path) -> N
     code, doc = status(capsys, tmp_path)
     row = repo_of(doc)
     warnings = row["warnings"]
-    assert code == 1 and isinstance(warnings, list) and any("503 Slow Down" in w for w in warnings), row
+    assert code == 1, row
+    assert isinstance(warnings, list)
+    assert any("503 Slow Down" in w for w in warnings), row
     archiver = row["archiver"]
-    assert isinstance(archiver, dict) and archiver["errors"] == 3 and archiver["pid"] == 4242
+    assert isinstance(archiver, dict)
+    assert archiver["errors"] == 3
+    assert archiver["pid"] == 4242
 
 
 def test_a_damaged_status_record_is_reported_not_trusted(capsys: Capsys, tmp_path: Path) -> None:
@@ -165,10 +187,14 @@ def test_a_damaged_status_record_is_reported_not_trusted(capsys: Capsys, tmp_pat
     path.write_bytes(bytes(raw))
     code, doc = status(capsys, tmp_path)
     warnings = repo_of(doc)["warnings"]
-    assert code == 1 and isinstance(warnings, list) and any("CRC-32C" in w for w in warnings), warnings
+    assert code == 1, warnings
+    assert isinstance(warnings, list)
+    assert any("CRC-32C" in w for w in warnings), warnings
 
 
 def test_a_bad_duration_is_a_usage_error(capsys: Capsys, tmp_path: Path) -> None:
     archived_store(capsys, tmp_path)
     code, _out, err = pitr(capsys, "status", "--repo", str(tmp_path / "repo"), "--max-rpo", "soon")
-    assert code == 2 and "--max-rpo" in err and "Traceback" not in err
+    assert code == 2
+    assert "--max-rpo" in err
+    assert "Traceback" not in err
