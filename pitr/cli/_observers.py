@@ -93,6 +93,7 @@ async def observing(args: argparse.Namespace, archiver: Archiver, observers: Obs
                     await recorder.flush()
                 if hook is not None:
                     await hook.drain()
+                    hook.close()
         return
     if exporter is not None:
         exporter.start(args.metrics)
@@ -112,6 +113,8 @@ async def observing(args: argparse.Namespace, archiver: Archiver, observers: Obs
     finally:
         if exporter is not None:
             exporter.stop()
+        if hook is not None:
+            hook.close()
         with anyio.CancelScope(shield=True):
             if recorder is not None:
                 await recorder.flush()

@@ -130,6 +130,11 @@ class EventHook(ArchiveObserver, WatchObserver):
             async for event in self._receive:
                 await self._deliver(event)
 
+    def close(self) -> None:
+        """Stop taking events (what is still queued is not delivered)."""
+        self._send.close()
+        self._receive.close()
+
     async def drain(self) -> None:
         """Deliver what is queued (a one-shot run, before it exits)."""
         while True:

@@ -196,11 +196,13 @@ def test_events_reach_the_hook_as_json_on_stdin(tmp_path: Path) -> None:
         assert cleaned.returncode == 0, cleaned.stderr
         deleted = wait_for("retention_deleted", lambda: events("retention_deleted"))[0]
         gone = deleted["snapshots"]
-        assert isinstance(gone, list) and gone
+        assert isinstance(gone, list)
+        assert gone
         assert all(not (tmp_path / "repo" / "snapshots" / str(name)).exists() for name in gone)
         shrank = wait_for("window_shrank", lambda: events("window_shrank"))[0]
         before, after = shrank["before"], shrank["after"]
-        assert isinstance(before, list) and isinstance(after, list)
+        assert isinstance(before, list)
+        assert isinstance(after, list)
         assert before[0]["start_lsn"] < after[0]["start_lsn"]
         segment = sorted((tmp_path / "repo" / "segments").iterdir())[-1]
         raw = bytearray(segment.read_bytes())
@@ -208,9 +210,11 @@ def test_events_reach_the_hook_as_json_on_stdin(tmp_path: Path) -> None:
         segment.write_bytes(bytes(raw))
         assert pitr("verify", "--repo", repo).returncode == 1
         failed = wait_for("verification_failed", lambda: events("verification_failed"))[0]
-        assert failed["repository"] == repo and segment.name in str(failed["summary"])
+        assert failed["repository"] == repo
+        assert segment.name in str(failed["summary"])
         assert proc.poll() is None, "the archiver goes on"
-    assert not (tmp_path / "INJECTED.jsonl").exists() and not Path("INJECTED.jsonl").exists()
+    assert not (tmp_path / "INJECTED.jsonl").exists()
+    assert not Path("INJECTED.jsonl").exists()
     assert all(isinstance(e["ts_ns"], int) and isinstance(e["time"], str) for e in read_events(sink))
 
 
