@@ -19,18 +19,22 @@ from pitr.archiver.observe import ArchiveObserver
 from pitr.archiving import StoreSource
 from pitr.cli.common import need_data, repositories
 from pitr.datadir.lock import writer_running
-from pitr.errors import InvalidArgument
+from pitr.errors import InvalidArgument, PitrError
 from pitr.snapshots.take import ensure_base
 from pitr.store import Store, StoreOptions
 
 Prepare = Callable[[], Awaitable[None]] | None
 WAIT_POLL_SECONDS = 1.0
+CREATING_SECONDS = 30.0  # a writer creates a store in milliseconds: longer is damage
 
 
 async def wait_for_store(data: str, poll: float = WAIT_POLL_SECONDS) -> DirectorySource:
     """The store at `data` read as a sidecar, waiting (checking every `poll` seconds) while it does not
-    exist yet or has no identity yet (its writer is creating it); any other failure is raised."""
+    exist yet; while its writer holds the lock and is still creating it (a state without its
+    identity or sub-databases, a WAL directory not made yet), for up to `CREATING_SECONDS`.
+    Any other failure is raised."""
     said = False
+    creating_since: float | None = None
     while True:
         try:
             return DirectorySource(data)
@@ -38,7 +42,14 @@ async def wait_for_store(data: str, poll: float = WAIT_POLL_SECONDS) -> Director
             if not said:
                 print(f"pitr archive: waiting for the store: {exc}", file=sys.stderr)
                 said = True
-        await anyio.sleep(poll)
+            creating_since = None
+            await anyio.sleep(poll)
+        except PitrError:
+            now = anyio.current_time()
+            creating_since = now if creating_since is None else creating_since
+            if not writer_running(data) or now - creating_since > CREATING_SECONDS:
+                raise
+            await anyio.sleep(poll / 10)
 
 
 @asynccontextmanager
