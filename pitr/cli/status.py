@@ -24,7 +24,11 @@ _SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("status", help="recovery point, windows, snapshot age, verification and archiver health")
+    p = sub.add_parser("status", help="recovery point, windows, snapshot age, verification and archiver health",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="exit status: 0 healthy, 1 attention (a threshold crossed, the archiver failing),\n"
+                              "2 broken (a hole, a damaged file, nothing restorable, a failed verification,\n"
+                              "a repository that cannot be read; also a usage error)")
     add_repo(p, many=True)
     add_data(p)
     for flag, what in (("--max-rpo", "the recovery point (time since the newest restorable moment)"),
