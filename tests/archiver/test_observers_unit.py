@@ -135,3 +135,17 @@ def test_a_hook_command_is_checked() -> None:
         EventHook("")
     with pytest.raises(InvalidArgument, match="--on-event"):
         EventHook("notify 'unclosed")
+
+
+def test_observer_flags_that_would_do_nothing_are_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from tests.helpers.cli import run_cli
+
+    data, repo = str(tmp_path / "data"), str(tmp_path / "repo")
+    assert run_cli(capsys, "put", "--data", data, "k", "v")[0] == 0
+    for flags, needle in ((["--metrics", "127.0.0.1:9187"], "needs --follow"),
+                          (["--heartbeat-url", "http://127.0.0.1:1/"], "needs --follow"),
+                          (["--source", "etcd://127.0.0.1:1", "--on-event", "true"], "--source")):
+        code, _out, err = run_cli(capsys, "archive", "--data", data, "--repo", repo, *flags)
+        assert code == 2, err
+        assert needle in err
+    assert not (tmp_path / "repo").exists(), "refused before anything was archived"
