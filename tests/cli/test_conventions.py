@@ -40,6 +40,7 @@ def _argv(name: str, tmp: Path) -> list[str]:
         "restore": ["restore", "--latest", "--dest", str(tmp / "restored")],
         "cleanup": ["cleanup", "--dry-run"], "timeline": ["timeline"], "reindex": ["reindex"],
         "history": ["history", "k"], "log": ["log"], "diff": ["diff", "@1", "@3"],
+            "status": ["status"],
     }
     assert set(table) == set(COMMANDS), "a subcommand without a --json invocation here: add it"
     return table[name]
