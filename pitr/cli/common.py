@@ -21,6 +21,7 @@ from pitr.timefmt import format_time, parse_time
 
 if TYPE_CHECKING:
     from pitr.repo.repository import Repository
+    from pitr.storage.ratelimit import TransferLimits
 
 
 def add_data(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +39,25 @@ def add_repo(parser: argparse.ArgumentParser, *, many: bool = False, required: b
                         help="endpoint URL of an S3-compatible server")
     parser.add_argument("--cache-dir", default=os.environ.get("PITR_CACHE_DIR"),
                         help="local cache for a remote repository's catalog and downloads")
+    add_limits(parser)
+
+
+def add_limits(parser: argparse.ArgumentParser) -> None:
+    """--limit-upload / --limit-download: bandwidth caps shared by every remote repository opened."""
+    parser.add_argument("--limit-upload", metavar="RATE", default=os.environ.get("PITR_LIMIT_UPLOAD"),
+                        help="cap uploads to remote repositories, e.g. 20MiB/s (default: $PITR_LIMIT_UPLOAD)")
+    parser.add_argument("--limit-download", metavar="RATE", default=os.environ.get("PITR_LIMIT_DOWNLOAD"),
+                        help="cap downloads from remote repositories, e.g. 20MiB/s (default: $PITR_LIMIT_DOWNLOAD)")
+
+
+def transfer_limits(args: argparse.Namespace) -> TransferLimits:
+    """The bandwidth caps the command line asks for (one pair of buckets for the whole command)."""
+    from pitr.sizefmt import parse_rate
+    from pitr.storage.ratelimit import TransferLimits
+
+    up, down = getattr(args, "limit_upload", None), getattr(args, "limit_download", None)
+    return TransferLimits.of(upload=parse_rate(up, what="--limit-upload") if up else None,
+                             download=parse_rate(down, what="--limit-download") if down else None)
 
 
 def add_json(parser: argparse.ArgumentParser) -> None:
@@ -83,9 +103,11 @@ def repo_urls(args: argparse.Namespace) -> list[str]:
 async def repositories(args: argparse.Namespace, *, create: bool = False) -> AsyncIterator[list[Repository]]:
     from pitr.repo.repository import open_repository  # the catalog, LMDB and the storage backends: only here
 
+    limits = transfer_limits(args)
     async with AsyncExitStack() as stack:
         repos = [await stack.enter_async_context(
-            open_repository(url, cache_dir=args.cache_dir, s3_endpoint=args.s3_endpoint, create=create))
+            open_repository(url, cache_dir=args.cache_dir, s3_endpoint=args.s3_endpoint, create=create,
+                            limits=limits))
             for url in repo_urls(args)]
         yield repos
 

@@ -41,6 +41,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "history": ("pitr.cli.history", "every archived change to a key"),
     "log": ("pitr.cli.log", "archived commits in a range (JSON lines usable by pitr import)"),
     "diff": ("pitr.cli.diff", "keys added, removed and changed between two moments"),
+    "copy": ("pitr.cli.copy", "copy a repository's history (or a window of it) into another, verifying every file"),
+    "repair": ("pitr.cli.repair", "replace a repository's damaged or missing files with verified copies from a healthy copy"),
 }
 
 
