@@ -13,7 +13,6 @@ The specification:
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from tests.helpers.cli import run_cli
 from tests.remote.conftest import backing_dir, s3_url
 from tests.remote.test_remote import damage_object
 from tests.repo.history import History, build_history
-from tests.servers.s3 import S3Server
+from tests.servers.s3 import FaultProxy, S3Server
 
 pytestmark = pytest.mark.integration
 
@@ -153,12 +152,30 @@ def test_uploads_and_downloads_run_at_the_cap(s3: S3Server, tmp_path: Path) -> N
 def test_the_command_line_cap_reaches_the_s3_backend(history: History, s3: S3Server, tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     total = sum(len(v) for k, v in local_files(history.repo).items() if k != "watermark")
-    rate = max(1024, total // 2)  # about two seconds at the cap
+
+    def copy(*limit: str) -> float:
+        started = time.monotonic()
+        code, out, err = run_cli(capsys, "copy", "--from", history.repo, "--to", s3_url(s3), "--s3-endpoint",
+                                 s3.endpoint, "--cache-dir", str(tmp_path / "cache"), *limit)
+        assert code == 0, out + err
+        return time.monotonic() - started
+
+    uncapped = copy()
+    rate = max(1, int(total / max(2.0, 3 * uncapped)))  # the cap alone needs three times the uncapped copy
+    capped = copy("--limit-upload", f"{rate}B/s")
+    print(f"{total} bytes: {uncapped:.2f}s uncapped, {capped:.2f}s under a cap of {rate} B/s")
+    assert capped >= 0.9 * total / rate, f"{total} bytes in {capped:.2f}s under a cap of {rate} B/s"
+
+
+def test_a_copy_backs_off_through_throttling_answers(history: History, s3: S3Server, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """503 SlowDown and 429 answers in the middle of a copy are retried with backoff; the copy completes."""
     url = s3_url(s3)
-    started = time.monotonic()
-    code, out, err = run_cli(capsys, "copy", "--from", history.repo, "--to", url, "--s3-endpoint", s3.endpoint,
-                             "--cache-dir", str(tmp_path / "cache"), "--limit-upload", f"{rate}B/s")
-    elapsed = time.monotonic() - started
+    with FaultProxy(s3.port) as proxy:
+        # past the start (listing, identity), so the faults land among the uploads
+        proxy.fail_next(*["pass"] * 12, "503", "429", "503", *["pass"] * 5, "429")
+        code, out, err = run_cli(capsys, "copy", "--from", history.repo, "--to", url, "--s3-endpoint",
+                                 proxy.endpoint, "--cache-dir", str(tmp_path / "cache"))
+        assert proxy.pending_faults() == 0
     assert code == 0, out + err
-    assert elapsed >= 0.9 * total / rate, f"{total} bytes in {elapsed:.2f}s under a cap of {rate} B/s"
-    shutil.rmtree(str(tmp_path / "cache"))
+    assert local_files(backing_dir(s3, url)) == local_files(history.repo)

@@ -144,6 +144,7 @@ def test_a_differing_file_at_the_target_is_reported_and_left_alone(source: str, 
 
 
 def test_a_damaged_source_file_is_not_copied(source: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(capsys, "timeline", "--repo", source)[0] == 0  # indexed first: the damage comes later (bit rot)
     name = segment_names(source)[5]
     flip_bit(os.path.join(source, "segments", name))
     target = str(tmp_path / "target")
@@ -197,6 +198,8 @@ def test_repair_moves_a_damaged_file_aside_and_fills_a_hole(history: History, so
     with open(os.path.join(target, "segments", damaged), "rb") as fh:
         damaged_bytes = fh.read()
     os.unlink(os.path.join(target, "segments", deleted))
+    # a catalog rebuilt after the damage cannot index the damaged file: repair must make it index it anew
+    assert run_cli(capsys, "reindex", "--repo", target)[0] == 1
     assert run_cli(capsys, "verify", "--repo", target)[0] == 1
     assert run_cli(capsys, "timeline", "--repo", target)[0] == 1
     code, out, err = run_cli(capsys, "repair", "--from", source, target)
