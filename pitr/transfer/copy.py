@@ -148,6 +148,10 @@ async def copy_history(source: Repository, target: Repository, options: CopyOpti
     unindexed = await anyio.to_thread.run_sync(source.catalog.unindexed)
     report.damaged += [(c.name, f"cannot be indexed: {c.detail}") for c in unindexed
                        if not files or (c.last_lsn > base_lsn and c.first_lsn <= files[-1].last_lsn)]
+    unbound = set((await anyio.to_thread.run_sync(build_timeline, source.catalog, ident)).unbound_snapshots)
+    report.damaged += [(f.name, "the snapshot does not match the log at its LSN (its chain digest differs)")
+                       for f in files if f.name in unbound]
+    files = [f for f in files if f.name not in unbound]
     report.source_holes = _holes(files, base_lsn)
     total = sum(f.size for f in files)
     done = 0

@@ -25,6 +25,7 @@ from pitr.errors import ForeignRepository, StorageError
 from pitr.repo.repository import open_repository
 from pitr.restore import RestoreOptions, RestoreTarget, restore
 from pitr.store import Store, StoreOptions
+from pitr.timefmt import format_time
 from pitr.transfer import DAMAGED_DIR, CopyOptions, copy_history
 from tests.helpers.cli import run_cli
 from tests.repo.history import History, build_history
@@ -57,8 +58,9 @@ def published(repo: str) -> dict[str, bytes]:
             with open(os.path.join(repo, folder, name), "rb") as fh:
                 out[f"{folder}/{name}"] = fh.read()
     for name in ("pitr-repository", "watermark"):
-        with open(os.path.join(repo, name), "rb") as fh:
-            out[name] = fh.read()
+        if os.path.exists(os.path.join(repo, name)):  # a window ending before the history's end has no watermark
+            with open(os.path.join(repo, name), "rb") as fh:
+                out[name] = fh.read()
     return out
 
 
@@ -186,6 +188,13 @@ def test_a_window_copy_restores_inside_the_window(history: History, source: str,
     for lsn in (150, 250):
         state = restored_state(target, str(tmp_path / f"r{lsn}"), RestoreTarget(lsn=lsn))
         assert state == history.commits[lsn - 1][2]
+    by_time = str(tmp_path / "by-time")
+    since, until = (format_time(history.commits[lsn - 1][1]) for lsn in (150, 250))
+    code, out, err = run_cli(capsys, "copy", "--from", source, "--to", by_time, "--since", since,
+                             "--until", until)
+    assert code == 0, out + err
+    assert published(by_time) == published(target)
+    assert "watermark" not in published(target)
 
 
 def test_repair_moves_a_damaged_file_aside_and_fills_a_hole(history: History, source: str, tmp_path: Path,
@@ -198,6 +207,8 @@ def test_repair_moves_a_damaged_file_aside_and_fills_a_hole(history: History, so
     with open(os.path.join(target, "segments", damaged), "rb") as fh:
         damaged_bytes = fh.read()
     os.unlink(os.path.join(target, "segments", deleted))
+    snapshot = sorted(os.listdir(os.path.join(target, "snapshots")))[1]
+    flip_bit(os.path.join(target, "snapshots", snapshot), at=0.3)
     # a catalog rebuilt after the damage cannot index the damaged file: repair must make it index it anew
     assert run_cli(capsys, "reindex", "--repo", target)[0] == 1
     assert run_cli(capsys, "verify", "--repo", target)[0] == 1
@@ -206,6 +217,8 @@ def test_repair_moves_a_damaged_file_aside_and_fills_a_hole(history: History, so
     assert code == 0, out + err
     assert f"replaced {damaged}" in out
     assert f"filled   {deleted}" in out
+    assert f"replaced {snapshot}" in out
+    assert [n.rpartition(".")[0] for n in os.listdir(os.path.join(target, DAMAGED_DIR, "snapshots"))] == [snapshot]
     aside = os.listdir(os.path.join(target, DAMAGED_DIR, "segments"))
     assert len(aside) == 1
     assert aside[0].startswith(damaged + ".")
