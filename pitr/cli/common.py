@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from pitr.errors import InvalidArgument, Window
 from pitr.jsonbytes import bytes_from_json, bytes_to_json
 from pitr.jsontypes import JSONObject
+from pitr.sizefmt import parse_size
 from pitr.timefmt import format_time, parse_time
 
 if TYPE_CHECKING:
@@ -158,10 +159,7 @@ def window_json(w: Window) -> JSONObject:
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)(B|KB|MB|GB|KiB|MiB|GiB|TiB)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_SIZES = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30,
-          "TiB": 1 << 40}
 
 
 def parse_every(values: Sequence[str]) -> tuple[float | None, int | None]:
@@ -170,11 +168,12 @@ def parse_every(values: Sequence[str]) -> tuple[float | None, int | None]:
     for text in values:
         if m := _DURATION.match(text):
             seconds = float(m.group(1)) * _UNITS[m.group(2)]
-        elif m := _SIZE.match(text):
-            volume = int(float(m.group(1)) * _SIZES[m.group(2)])
-        else:
+            continue
+        try:
+            volume = parse_size(text, what="--snapshot-every")
+        except InvalidArgument:
             raise InvalidArgument(f"--snapshot-every {text!r}: give a duration like 30m, 6h, 1d or a log "
-                                  "volume like 512MiB, 2GB")
+                                  "volume like 512MiB, 2GB") from None
     return seconds, volume
 
 
