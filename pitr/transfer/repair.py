@@ -68,20 +68,24 @@ def aside_name(object_name: str, now_ns: int) -> str:
 
 
 def _healthy_files(segments: list[SegmentEntry], snapshots: list[SnapshotEntry], damaged: dict[str, RepoFile],
-                   holes: list[Gap], present: set[str]) -> tuple[list[tuple[RepoFile, bool]], list[tuple[str, str]]]:
-    """The healthy repository's files to publish: (file, replaces a damaged one), and what nothing can repair."""
+                   holes: list[Gap], present: set[str]
+                   ) -> tuple[list[tuple[RepoFile, bool]], list[tuple[str, str]], list[str]]:
+    """The healthy repository's files to publish: (file, replaces a damaged one); what nothing can repair;
+    and the damaged segments the healthy copy holds only inside differently cut segments."""
     by_name = {s.name: RepoFile(s.name, "segment", s.first_lsn, s.last_lsn, s.size) for s in segments}
     by_name |= {s.name: RepoFile(s.name, "snapshot", s.lsn, s.lsn, s.size) for s in snapshots}
     chosen: dict[str, tuple[RepoFile, bool]] = {}
     missing: list[tuple[str, str]] = []
+    superseded: list[str] = []
     ranges: list[tuple[int, int, str]] = [(h.first_lsn, h.last_lsn, f"LSN {h.first_lsn}..{h.last_lsn}") for h in holes]
     for name, file in damaged.items():
         if name in by_name:
             chosen[name] = (by_name[name], True)
-        elif file.kind == "segment":  # the healthy copy merged it into a larger segment, or split it
+        elif file.kind == "segment" and file.last_lsn >= file.first_lsn:  # merged or split differently there
             ranges.append((file.first_lsn, file.last_lsn, name))
+            superseded.append(name)
         else:
-            missing.append((name, "the healthy repository holds no copy of this snapshot"))
+            missing.append((name, f"the healthy repository holds no copy of this {file.kind}"))
     for first, last, what in ranges:
         cover = [f for f in by_name.values() if f.kind == "segment" and f.first_lsn <= last and first <= f.last_lsn]
         reach = first - 1
@@ -93,7 +97,7 @@ def _healthy_files(segments: list[SegmentEntry], snapshots: list[SnapshotEntry],
         if reach < last:
             missing.append((what, f"the healthy repository holds no segment with LSNs {reach + 1}..{last}"))
     order = sorted(chosen.values(), key=lambda fr: (fr[0].first_lsn, fr[0].kind != "segment"))
-    return order, missing
+    return order, missing, superseded
 
 
 async def repair_repository(repo: Repository, healthy: Repository, *, progress: Progress | None = None,
@@ -124,7 +128,7 @@ async def repair_repository(repo: Repository, healthy: Repository, *, progress: 
         first, last = (check.first_lsn, check.last_lsn) if check is not None else (0, -1)
         damaged[f.file] = RepoFile(f.file, kind, first, last, 0)
     listed = {i.name.rpartition("/")[2] for p in ("segments/", "snapshots/") for i in await repo.storage.list(p)}
-    todo, report.unrepaired = _healthy_files(
+    todo, report.unrepaired, superseded = _healthy_files(
         await anyio.to_thread.run_sync(healthy.catalog.segments),
         await anyio.to_thread.run_sync(healthy.catalog.snapshots), damaged, before.holes, listed)
     touched: list[str] = []
@@ -135,6 +139,11 @@ async def repair_repository(repo: Repository, healthy: Repository, *, progress: 
             if await _repair_file(repo, healthy, file, replaces and file.name in listed, staging, report, say):
                 touched.append(file.name)
                 await anyio.to_thread.run_sync(_forget, repo, file, ours.get(file.name), our_snaps.get(file.name))
+        unrepaired = {what for what, _why in report.unrepaired}
+        for name in superseded:  # the healthy copy's segments now hold its LSNs: it must not stay beside them
+            if name in listed and name not in unrepaired:
+                await _move_aside(repo, damaged[name], staging, report, say)
+                await anyio.to_thread.run_sync(_forget, repo, damaged[name], ours.get(name), None)
     await repo.sync()
     if touched:
         await verify_repository(repo, mode="full", files=touched)  # records the new files as verified
@@ -159,15 +168,22 @@ async def _repair_file(repo: Repository, healthy: Repository, file: RepoFile, re
                         await anyio.to_thread.run_sync(file_digest, good):
                     report.kept.append(file.name)  # e.g. a snapshot unbound by the damaged log around it
                     return False
-                aside = aside_name(file.object_name, time.time_ns())
-                await repo.storage.publish_file(aside, local_path_of(bad))
-            await repo.delete(file.object_name)
-            report.moved_aside.append((file.name, aside))
-            if say:
-                say(f"{repo.url}/{file.object_name}: damaged copy moved to {aside}")
+            await _move_aside(repo, file, staging, report, say)
         await repo.storage.publish_file(file.object_name, local_path_of(good))
     (report.replaced if replaces else report.filled).append(file.name)
     return True
+
+
+async def _move_aside(repo: Repository, file: RepoFile, staging: str, report: RepairReport,
+                      say: Say | None) -> None:
+    """Keep a damaged file's bytes under `.damaged/` (published, so never overwriting), then delete it."""
+    aside = aside_name(file.object_name, time.time_ns())
+    async with local_copy(repo, file.object_name, staging) as bad:
+        await repo.storage.publish_file(aside, local_path_of(bad))
+    await repo.delete(file.object_name)
+    report.moved_aside.append((file.name, aside))
+    if say:
+        say(f"{repo.url}/{file.object_name}: damaged copy moved to {aside}")
 
 
 def _forget(repo: Repository, file: RepoFile, segment: SegmentEntry | None, snapshot: SnapshotEntry | None) -> None:

@@ -27,6 +27,9 @@ from pitr.restore import RestoreOptions, RestoreTarget, restore
 from pitr.store import Store, StoreOptions
 from pitr.timefmt import format_time
 from pitr.transfer import DAMAGED_DIR, CopyOptions, copy_history
+from segments.merge import merge_segments
+from segments.naming import segment_name
+from segments.segment_reader import SegmentReader
 from tests.helpers.cli import run_cli
 from tests.repo.history import History, build_history
 
@@ -247,3 +250,34 @@ def test_repair_from_another_history_is_refused(source: str, tmp_path: Path,
 def test_copy_options_refuse_both_forms_of_one_end() -> None:
     with pytest.raises(ValueError, match="--since or --since-lsn"):
         CopyOptions(since_lsn=1, since_ns=1)
+
+
+def merge_in_place(repo: str, names: list[str]) -> str:
+    """Merge consecutive segments of a local repository into one (as the archiver's merge does) and
+    delete the inputs; returns the merged file's name."""
+    readers = [SegmentReader.open(os.path.join(repo, "segments", n)) for n in names]
+    merged = segment_name(readers[0].meta.first_lsn, readers[-1].meta.last_lsn)
+    with open(os.path.join(repo, "segments", merged), "wb") as out:
+        merge_segments(readers, out)
+    for reader, name in zip(readers, names, strict=True):
+        reader.source.close()
+        os.unlink(os.path.join(repo, "segments", name))
+    return merged
+
+
+def test_repair_takes_a_segment_the_healthy_copy_merged_and_moves_the_damaged_one_aside(
+        history: History, source: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = str(tmp_path / "target")
+    assert run_cli(capsys, "copy", "--from", source, "--to", target)[0] == 0
+    names = segment_names(source)
+    merged = merge_in_place(source, names[3:6])
+    victim = names[4]
+    flip_bit(os.path.join(target, "segments", victim))
+    code, out, err = run_cli(capsys, "repair", "--from", source, target)
+    assert code == 0, out + err
+    assert f"filled   {merged}" in out
+    assert [n.rpartition(".")[0] for n in os.listdir(os.path.join(target, DAMAGED_DIR, "segments"))] == [victim]
+    assert victim not in segment_names(target)
+    assert run_cli(capsys, "verify", "--repo", target)[0] == 0
+    assert run_cli(capsys, "timeline", "--repo", target)[0] == 0
+    assert restored_state(target, str(tmp_path / "r"), RestoreTarget(latest=True)) == history.commits[-1][2]
