@@ -17,10 +17,9 @@ from pitr.cli.common import (
     window_json,
     window_text,
 )
-from pitr.errors import InvalidArgument
 from pitr.repo.repository import Repository, open_repository
 from pitr.timefmt import parse_time
-from pitr.transfer import CopyOptions, CopyReport, copy_history
+from pitr.transfer import CopyOptions, CopyReport, copy_history, refuse_same_repository
 
 HELP = "copy a repository's history (or a window of it) into another, verifying every file"
 
@@ -54,15 +53,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 async def two_repositories(args: argparse.Namespace, source: str, target: str, *,
                            create_target: bool) -> AsyncIterator[tuple[Repository, Repository]]:
     """Open both repositories (sharing one pair of bandwidth caps); refuse one place given twice."""
+    refuse_same_repository(source, target, s3_endpoint=args.s3_endpoint)
     limits = transfer_limits(args)
     async with AsyncExitStack() as stack:
         a = await stack.enter_async_context(open_repository(
             source, cache_dir=args.cache_dir, s3_endpoint=args.s3_endpoint, limits=limits))
         b = await stack.enter_async_context(open_repository(
             target, cache_dir=args.cache_dir, s3_endpoint=args.s3_endpoint, create=create_target, limits=limits))
-        if a.url == b.url:
-            raise InvalidArgument(f"{a.url} is given as both repositories; name two different places")
         yield a, b
+
 
 
 def report_json(r: CopyReport) -> dict[str, object]:

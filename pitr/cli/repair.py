@@ -16,7 +16,7 @@ from pitr.cli.common import (
 )
 from pitr.errors import InvalidArgument
 from pitr.repo.repository import open_repository
-from pitr.transfer import RepairReport, repair_repository
+from pitr.transfer import RepairReport, refuse_same_repository, repair_repository
 
 HELP = "replace a repository's damaged or missing files with verified copies from a healthy copy"
 
@@ -72,14 +72,13 @@ def print_report(r: RepairReport) -> None:
 async def run(args: argparse.Namespace) -> int:
     if not args.repo:
         raise InvalidArgument("no repository to repair: pass REPO or set PITR_REPO")
+    refuse_same_repository(args.repo, args.healthy, s3_endpoint=args.s3_endpoint)
     limits = transfer_limits(args)
     progress = Progress()
     async with open_repository(args.healthy, cache_dir=args.cache_dir, s3_endpoint=args.s3_endpoint,
                                limits=limits) as healthy, \
             open_repository(args.repo, cache_dir=args.cache_dir, s3_endpoint=args.s3_endpoint,
                             limits=limits) as repo:
-        if repo.url == healthy.url:
-            raise InvalidArgument(f"{repo.url} is given as both the repository and its healthy copy")
         report = await repair_repository(repo, healthy, progress=progress)
     progress.done()
     if args.json:

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 import anyio
 import blake3
 
-from pitr.errors import file_error
+from pitr.errors import InvalidArgument, file_error
 from pitr.repo import layout
 from pitr.repo.repository import Repository
+from pitr.storage import open_storage
 from pitr.verify.checks import Finding, check_segment, check_snapshot
 from segments.fsutil import makedirs_private
 from segments.segment_reader import SegmentMeta
@@ -122,3 +123,9 @@ def file_digest(source: FileSource) -> bytes:
 def local_path_of(source: FileSource) -> str:
     """The path of an open local copy (what `publish_file` sends)."""
     return source.name
+
+
+def refuse_same_repository(first: str, second: str, *, s3_endpoint: str | None = None) -> None:
+    """Refuse two URLs naming one repository (``./r`` and ``file:///abs/r``) before either is opened."""
+    if open_storage(first, s3_endpoint=s3_endpoint).url == open_storage(second, s3_endpoint=s3_endpoint).url:
+        raise InvalidArgument(f"{first!r} and {second!r} name the same repository; name two different places")

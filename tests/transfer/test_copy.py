@@ -281,3 +281,12 @@ def test_repair_takes_a_segment_the_healthy_copy_merged_and_moves_the_damaged_on
     assert run_cli(capsys, "verify", "--repo", target)[0] == 0
     assert run_cli(capsys, "timeline", "--repo", target)[0] == 0
     assert restored_state(target, str(tmp_path / "r"), RestoreTarget(latest=True)) == history.commits[-1][2]
+
+
+def test_one_repository_named_twice_is_refused(source: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _out, err = run_cli(capsys, "copy", "--from", source, "--to", f"file://{source}/")
+    assert code == 2
+    assert "name the same repository" in err
+    code, _out, err = run_cli(capsys, "repair", "--from", source + "/", source)
+    assert code == 2
+    assert "name the same repository" in err
