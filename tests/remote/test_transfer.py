@@ -13,6 +13,8 @@ The specification:
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -179,3 +181,30 @@ def test_a_copy_backs_off_through_throttling_answers(history: History, s3: S3Ser
         assert proxy.pending_faults() == 0
     assert code == 0, out + err
     assert local_files(backing_dir(s3, url)) == local_files(history.repo)
+
+
+def test_a_copy_killed_midway_resumes_to_a_full_copy(history: History, s3: S3Server, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """SIGKILL of a `pitr copy` process while it uploads (slowed by a cap); the rerun completes the copy."""
+    url = s3_url(s3)
+    flags = ["--s3-endpoint", s3.endpoint, "--cache-dir", str(tmp_path / "cache")]
+    pitr = os.path.join(os.path.dirname(sys.executable), "pitr")
+    errors = tmp_path / "stderr"
+    with errors.open("wb") as stderr:
+        process = subprocess.Popen([pitr, "copy", "--from", history.repo, "--to", url, *flags,
+                                    "--limit-upload", "2KiB/s"], stdout=subprocess.DEVNULL, stderr=stderr)
+    segments = os.path.join(backing_dir(s3, url), "segments")
+    try:
+        deadline = time.monotonic() + 60
+        while not (os.path.isdir(segments) and len(os.listdir(segments)) >= 2):
+            assert process.poll() is None, errors.read_text()
+            assert time.monotonic() < deadline, "the copy published nothing within 60 s"
+            time.sleep(0.05)
+    finally:
+        process.kill()
+        process.wait()
+    assert len(os.listdir(segments)) < len(os.listdir(os.path.join(history.repo, "segments")))
+    code, out, err = run_cli(capsys, "copy", "--from", history.repo, "--to", url, *flags)
+    assert code == 0, out + err
+    assert local_files(backing_dir(s3, url)) == local_files(history.repo)
+    assert run_cli(capsys, "verify", "--repo", url, *flags)[0] == 0
