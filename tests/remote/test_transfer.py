@@ -208,3 +208,23 @@ def test_a_copy_killed_midway_resumes_to_a_full_copy(history: History, s3: S3Ser
     assert code == 0, out + err
     assert local_files(backing_dir(s3, url)) == local_files(history.repo)
     assert run_cli(capsys, "verify", "--repo", url, *flags)[0] == 0
+
+
+def test_archive_uploads_under_the_cap(s3: S3Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--limit-upload` on a command that opens repositories with --repo (here `pitr archive`) caps it too."""
+    data = str(tmp_path / "data")
+    for i in range(3):
+        assert run_cli(capsys, "put", "--data", data, f"key{i}", os.urandom(3000).hex())[0] == 0
+    url = s3_url(s3)
+    rate = 2048
+    started = time.monotonic()
+    code, out, err = run_cli(capsys, "archive", "--data", data, "--repo", url, "--s3-endpoint", s3.endpoint,
+                             "--cache-dir", str(tmp_path / "cache"), "--limit-upload", f"{rate}B/s")
+    elapsed = time.monotonic() - started
+    assert code == 0, out + err
+    behind = backing_dir(s3, url)
+    uploaded = sum(os.path.getsize(os.path.join(folder, name)) for folder, _dirs, names in os.walk(behind)
+                   for name in names)
+    assert uploaded > 3 * rate  # enough bytes that the cap, not the start-up, decides the time
+    print(f"{uploaded} bytes in {elapsed:.2f}s under a cap of {rate} B/s")
+    assert elapsed >= 0.9 * uploaded / rate, f"{uploaded} bytes in {elapsed:.2f}s under a cap of {rate} B/s"
