@@ -7,7 +7,6 @@ import base64
 import binascii
 import json
 import os
-import re
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -16,11 +15,13 @@ from typing import TYPE_CHECKING
 from pitr.errors import InvalidArgument, Window
 from pitr.jsonbytes import bytes_from_json, bytes_to_json
 from pitr.jsontypes import JSONObject
+from pitr.sizefmt import parse_size
 from pitr.timefmt import format_time, parse_duration
 
 if TYPE_CHECKING:
     from pitr.cli.progress import TerminalProgress
     from pitr.repo.repository import Repository
+    from pitr.storage.ratelimit import TransferLimits
 
 
 def add_data(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +39,25 @@ def add_repo(parser: argparse.ArgumentParser, *, many: bool = False, required: b
                         help="endpoint URL of an S3-compatible server")
     parser.add_argument("--cache-dir", default=os.environ.get("PITR_CACHE_DIR"),
                         help="local cache for a remote repository's catalog and downloads")
+    add_limits(parser)
+
+
+def add_limits(parser: argparse.ArgumentParser) -> None:
+    """--limit-upload / --limit-download: bandwidth caps shared by every remote repository opened."""
+    parser.add_argument("--limit-upload", metavar="RATE", default=os.environ.get("PITR_LIMIT_UPLOAD"),
+                        help="cap uploads to remote repositories, e.g. 20MiB/s (default: $PITR_LIMIT_UPLOAD)")
+    parser.add_argument("--limit-download", metavar="RATE", default=os.environ.get("PITR_LIMIT_DOWNLOAD"),
+                        help="cap downloads from remote repositories, e.g. 20MiB/s (default: $PITR_LIMIT_DOWNLOAD)")
+
+
+def transfer_limits(args: argparse.Namespace) -> TransferLimits:
+    """The bandwidth caps the command line asks for (one pair of buckets for the whole command)."""
+    from pitr.sizefmt import parse_rate
+    from pitr.storage.ratelimit import TransferLimits
+
+    up, down = getattr(args, "limit_upload", None), getattr(args, "limit_download", None)
+    return TransferLimits.of(upload=parse_rate(up, what="--limit-upload") if up else None,
+                             download=parse_rate(down, what="--limit-download") if down else None)
 
 
 def add_json(parser: argparse.ArgumentParser) -> None:
@@ -123,9 +143,11 @@ def repo_urls(args: argparse.Namespace) -> list[str]:
 async def repositories(args: argparse.Namespace, *, create: bool = False) -> AsyncIterator[list[Repository]]:
     from pitr.repo.repository import open_repository  # the catalog, LMDB and the storage backends: only here
 
+    limits = transfer_limits(args)
     async with AsyncExitStack() as stack:
         repos = [await stack.enter_async_context(
-            open_repository(url, cache_dir=args.cache_dir, s3_endpoint=args.s3_endpoint, create=create))
+            open_repository(url, cache_dir=args.cache_dir, s3_endpoint=args.s3_endpoint, create=create,
+                            limits=limits))
             for url in repo_urls(args)]
         for repo in repos:
             if repo.catalog.rebuilt_from is not None:
@@ -179,24 +201,21 @@ def window_json(w: Window) -> JSONObject:
             "end_ns": w.end_ns, "start_lsn": w.start_lsn, "end_lsn": w.end_lsn}
 
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)(B|KB|MB|GB|KiB|MiB|GiB|TiB)$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_SIZES = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30,
-          "TiB": 1 << 40}
-
-
 def parse_every(values: Sequence[str]) -> tuple[float | None, int | None]:
     """--snapshot-every values: a duration (30m, 1h, 1d) and/or a log volume (512MiB, 1GB)."""
     seconds, volume = None, None
     for text in values:
-        if m := _DURATION.match(text):
-            seconds = float(m.group(1)) * _UNITS[m.group(2)]
-        elif m := _SIZE.match(text):
-            volume = int(float(m.group(1)) * _SIZES[m.group(2)])
-        else:
+        try:  # a bare number names neither a duration nor a volume: refused below
+            if not text.strip().replace(".", "").isdigit():
+                seconds = parse_duration(text, what="--snapshot-every") / 1e9
+                continue
+        except InvalidArgument:
+            pass
+        try:
+            volume = parse_size(text, what="--snapshot-every")
+        except InvalidArgument:
             raise InvalidArgument(f"--snapshot-every {text!r}: give a duration like 30m, 6h, 1d or a log "
-                                  "volume like 512MiB, 2GB")
+                                  "volume like 512MiB, 2GB") from None
     return seconds, volume
 
 

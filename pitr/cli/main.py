@@ -42,6 +42,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "log": ("pitr.cli.log", "archived commits in a range (JSON lines usable by pitr import)"),
     "diff": ("pitr.cli.diff", "keys added, removed and changed between two moments"),
     "status": ("pitr.cli.status", "recovery point, windows, snapshot age, verification and archiver health"),
+    "copy": ("pitr.cli.copy", "copy a repository's history (or a window of it) into another, verifying every file"),
+    "repair": ("pitr.cli.repair", "replace a repository's damaged or missing files with verified copies from a healthy copy"),
 }
 
 

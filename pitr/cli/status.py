@@ -10,17 +10,13 @@ verification, a repository that cannot be read). A usage error also exits 2.
 from __future__ import annotations
 
 import argparse
-import re
 import time
 
 from pitr.cli.common import add_data, add_json, add_repo, print_json, repo_urls, window_json, window_text
-from pitr.errors import InvalidArgument, PitrError
+from pitr.errors import PitrError
 from pitr.jsontypes import JSONObject
 from pitr.status.health import EXIT_CODES, RepoHealth, Thresholds, assess, worst
-from pitr.timefmt import format_time
-
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
-_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+from pitr.timefmt import format_time, parse_duration
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,14 +36,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(run=run)
 
 
-def parse_duration(text: str | None, flag: str) -> float | None:
-    """`5s`, `30m`, `6h`, `1d`, `250ms`, or plain seconds."""
-    if text is None:
-        return None
-    m = _DURATION.match(text.strip())
-    if m is None:
-        raise InvalidArgument(f"{flag} {text!r}: give a duration like 5s, 30m, 6h, 1d")
-    return float(m.group(1)) * _SECONDS[m.group(2)]
+def threshold_seconds(text: str | None, flag: str) -> float | None:
+    """A threshold flag's duration (`5s`, `30m`, `1d12h`, `250ms`, or plain seconds) in seconds."""
+    return None if text is None else parse_duration(text, what=flag) / 1e9
 
 
 def _error_code(exc: PitrError) -> str:
@@ -136,9 +127,9 @@ def print_health(h: RepoHealth) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
-    limits = Thresholds(max_rpo=parse_duration(args.max_rpo, "--max-rpo"),
-                        max_snapshot_age=parse_duration(args.max_snapshot_age, "--max-snapshot-age"),
-                        max_unverified=parse_duration(args.max_unverified, "--max-unverified"))
+    limits = Thresholds(max_rpo=threshold_seconds(args.max_rpo, "--max-rpo"),
+                        max_snapshot_age=threshold_seconds(args.max_snapshot_age, "--max-snapshot-age"),
+                        max_unverified=threshold_seconds(args.max_unverified, "--max-unverified"))
     now_ns = time.time_ns()
     healths = [await _assess_url(args, url, now_ns, limits) for url in repo_urls(args)]
     state = worst(healths)

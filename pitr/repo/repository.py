@@ -30,6 +30,7 @@ from pitr.repo.indexing import index_segment, snapshot_entry
 from pitr.storage import open_storage
 from pitr.storage.base import Storage
 from pitr.storage.local import LocalStorage
+from pitr.storage.ratelimit import NO_LIMITS, TransferLimits
 from pitr.timefmt import format_time
 from segments import SegmentsError, parse_segment_name, parse_snapshot_name
 from segments.fsutil import makedirs_private
@@ -420,9 +421,10 @@ def _open_local_side(storage: Storage, cache_dir: str | None, create: bool) -> t
 
 @asynccontextmanager
 async def open_repository(url: str, *, cache_dir: str | None = None, s3_endpoint: str | None = None,
-                          create: bool = False) -> AsyncIterator[Repository]:
-    """Open a repository and its catalog; `create` makes a missing local directory."""
-    storage = open_storage(url, s3_endpoint=s3_endpoint)
+                          create: bool = False, limits: TransferLimits = NO_LIMITS) -> AsyncIterator[Repository]:
+    """Open a repository and its catalog; `create` makes a missing local directory; `limits` caps a
+    remote repository's transfers."""
+    storage = open_storage(url, s3_endpoint=s3_endpoint, limits=limits)
     try:
         catalog, work = await anyio.to_thread.run_sync(_open_local_side, storage, cache_dir, create)
     except BaseException:

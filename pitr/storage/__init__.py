@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING
 from pitr.errors import InvalidArgument
 from pitr.storage.base import ObjectInfo, Storage
 from pitr.storage.local import LocalStorage
+from pitr.storage.ratelimit import NO_LIMITS, TransferLimits
 
 if TYPE_CHECKING:
     from pitr.storage.s3 import S3Storage
 
-__all__ = ["LocalStorage", "ObjectInfo", "S3Storage", "Storage", "open_storage"]
+__all__ = ["LocalStorage", "ObjectInfo", "S3Storage", "Storage", "TransferLimits", "open_storage"]
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
@@ -31,6 +32,7 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _OpenOptions:
     s3_endpoint: str | None
+    limits: TransferLimits
 
 
 def _open_file(url: str, options: _OpenOptions) -> Storage:
@@ -43,7 +45,7 @@ def _open_file(url: str, options: _OpenOptions) -> Storage:
 def _open_s3(url: str, options: _OpenOptions) -> Storage:
     from pitr.storage.s3 import S3Storage
 
-    return S3Storage(url, endpoint_url=options.s3_endpoint)
+    return S3Storage(url, endpoint_url=options.s3_endpoint, limits=options.limits)
 
 
 def __getattr__(name: str) -> type[S3Storage]:
@@ -61,11 +63,12 @@ _FACTORIES: dict[str, Callable[[str, _OpenOptions], Storage]] = {
 }
 
 
-def open_storage(url: str, *, s3_endpoint: str | None = None) -> Storage:
+def open_storage(url: str, *, s3_endpoint: str | None = None, limits: TransferLimits = NO_LIMITS) -> Storage:
     """The backend for a repository URL: a plain path, ``file://path`` or ``s3://bucket/prefix``.
 
     `s3_endpoint` points S3 URLs at an S3-compatible server (else AWS_ENDPOINT_URL
-    or AWS itself). A remote repository's local cache (catalog, downloads) is the
+    or AWS itself). `limits` caps a remote backend's transfer rates (a local
+    directory is not a network transfer and is not capped). A remote repository's local cache (catalog, downloads) is the
     repository's business (`open_repository(cache_dir=)`), not the backend's.
     """
     if not url.strip():
@@ -76,4 +79,4 @@ def open_storage(url: str, *, s3_endpoint: str | None = None) -> Storage:
     if factory is None:
         known = ", ".join(f"{name}://" for name in sorted(_FACTORIES))
         raise InvalidArgument(f"unknown repository URL scheme in {url!r}; use a path or one of {known}")
-    return factory(url, _OpenOptions(s3_endpoint=s3_endpoint))
+    return factory(url, _OpenOptions(s3_endpoint=s3_endpoint, limits=limits))

@@ -40,6 +40,7 @@ from pitr.storage._s3_errors import (
     status_of,
 )
 from pitr.storage.base import DOWNLOAD_CHUNK, ObjectInfo, check_name
+from pitr.storage.ratelimit import NO_LIMITS, TransferLimits
 
 
 class _Digest(Protocol):
@@ -78,12 +79,13 @@ class S3Storage:
     PUT; None means "assume so on AWS, probe once on any other endpoint".
     `requests` counts the requests sent, retries included, by operation
     (``PutObject``, ``GetObject``, ...); `retries` counts the retries alone.
+    `limits` caps the bytes per second of uploads and downloads (`pitr.storage.ratelimit`).
     """
 
     def __init__(self, url: str, *, endpoint_url: str | None = None, region: str | None = None,
                  multipart_threshold: int = 16 * _MIB, part_size: int = 16 * _MIB,
                  list_page_size: int = 1000, retry: RetryPolicy = DEFAULT_RETRY,
-                 conditional_put: bool | None = None) -> None:
+                 conditional_put: bool | None = None, limits: TransferLimits = NO_LIMITS) -> None:
         self.bucket, self.prefix = parse_s3_url(url)
         self.url = f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
         if multipart_threshold < 1 or part_size < 1:
@@ -97,6 +99,7 @@ class S3Storage:
         self.part_size = part_size
         self.list_page_size = list_page_size
         self.retry = retry
+        self.limits = limits
         self.conditional_put = conditional_put if conditional_put is not None else (
             True if self.endpoint_url is None else None)
         self.requests: Counter[str] = Counter()
@@ -232,6 +235,7 @@ class S3Storage:
         """Store `data` as `name`; raise ObjectExists if `name` exists."""
         check_name(name)
         conditional = await self._conditional_put_supported()
+        await self.limits.before_upload(len(data))
         try:
             await self._call(f"publish {name}", self._put_new_sync, name, data, conditional)
         except StorageError as exc:
@@ -276,6 +280,7 @@ class S3Storage:
                     raise StorageError(f"{self.url}: {path} shrank while being published as {name}")
                 whole.update(chunk)
                 part_digests += _md5(chunk).digest()
+                await self.limits.before_upload(len(chunk))
                 etag = await self._call(f"upload part {number} of {name}", self._upload_part_sync,
                                         key, upload_id, number, chunk)
                 parts.append({"PartNumber": number, "ETag": etag})
@@ -332,6 +337,7 @@ class S3Storage:
             self._s3().put_object(Bucket=self.bucket, Key=key, Body=data,
                                   ContentMD5=base64.b64encode(_md5(data).digest()).decode())
 
+        await self.limits.before_upload(len(data))
         await self._call(f"replace {name}", put)
 
     # -- read -------------------------------------------------------------------------------------
@@ -371,7 +377,9 @@ class S3Storage:
             if await self.stat(name) is None:
                 raise ObjectNotFound(f"{self.url}: {name} does not exist")
             return b""
-        return await self._call(f"read {name}", self._get_sync, name, offset, length)
+        data = await self._call(f"read {name}", self._get_sync, name, offset, length)
+        await self.limits.after_download(len(data))
+        return data
 
     def _download_sync(self, attempt: int, name: str, path: str) -> int:
         s3 = self._s3()
@@ -395,6 +403,7 @@ class S3Storage:
                     except OSError as exc:
                         raise file_error(exc, path, f"write the download of {name}") from exc
                     written += len(chunk)
+                    self.limits.after_download_blocking(len(chunk))  # the socket waits meanwhile
         finally:
             body.close()
         return written

@@ -40,7 +40,8 @@ def _argv(name: str, tmp: Path) -> list[str]:
         "restore": ["restore", "--latest", "--dest", str(tmp / "restored")],
         "cleanup": ["cleanup", "--dry-run"], "timeline": ["timeline"], "reindex": ["reindex"],
         "history": ["history", "k"], "log": ["log"], "diff": ["diff", "@1", "@3"],
-            "status": ["status"],
+            "status": ["status"], "copy": ["copy", "--from", str(tmp / "repo"), "--to", str(tmp / "copy")],
+            "repair": ["repair", "--from", str(tmp / "repo"), str(tmp / "copy")],
     }
     assert set(table) == set(COMMANDS), "a subcommand without a --json invocation here: add it"
     return table[name]
@@ -60,6 +61,8 @@ def _store_with_history(capsys: pytest.CaptureFixture[str]) -> list[dict[str, ob
 def test_every_command_takes_json_and_prints_one_document_or_json_lines(
         name: str, env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _store_with_history(capsys)
+    if name == "repair":  # a copy to repair from the original
+        assert run(capsys, *_argv("copy", env))[0] == 0
     code, out, err = run(capsys, *_argv(name, env), "--json")
     assert code == 0, err
     assert out.strip(), f"pitr {name} --json printed nothing"
@@ -80,7 +83,9 @@ def test_every_command_fails_under_json_with_one_json_error_on_stderr(
     assert out == ""
     [line] = err.splitlines()
     document = json.loads(line)
-    assert document["error"] == "invalid_argument", document
+    # copy and repair name their repositories on the command line: here they do not exist
+    expected = "not_a_repository" if name in ("copy", "repair") else "invalid_argument"
+    assert document["error"] == expected, document
     assert document["command"].split()[0] == name
 
 

@@ -420,7 +420,8 @@ def test_open_storage_names_unknown_url() -> None:
 
 
 def test_exports() -> None:
-    assert sorted(pitr.storage.__all__) == ["LocalStorage", "ObjectInfo", "S3Storage", "Storage", "open_storage"]
+    assert sorted(pitr.storage.__all__) == ["LocalStorage", "ObjectInfo", "S3Storage", "Storage", "TransferLimits",
+                                           "open_storage"]
     for name in pitr.storage.__all__:
         assert getattr(pitr.storage, name) is not None
 
