@@ -33,7 +33,8 @@ def test_round_trip_and_overhead(random_seed: int) -> None:
     reopened = FileCipher(key, cipher.salt, PLACE, path="segments/a.seg")
     for i, ((lsn, data), block) in enumerate(zip(plain, sealed, strict=True)):
         assert len(block) == len(data) + TAG_BYTES
-        assert data not in block
+        if len(data) >= 16:  # (a byte or two may turn up in any ciphertext by chance)
+            assert data not in block
         assert reopened.open(i, lsn, block) == data
 
 

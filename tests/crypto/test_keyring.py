@@ -145,6 +145,26 @@ async def test_a_truncated_wrapped_key_in_the_identity_is_a_clear_error(tmp_path
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("version", [1, 2])
+async def test_the_identity_version_says_whether_it_is_encrypted(tmp_path: Path, version: int) -> None:
+    """A version 1 identity with an encryption block (an old pitr would ignore it and write plaintext),
+    or a version 2 one without, is damage."""
+    key = raw_key(tmp_path, "k")
+    root = tmp_path / "r"
+    async with repository(root, key):
+        pass
+    body = json.loads((root / layout.IDENTITY).read_bytes().split(b"\n")[1])
+    if version == 2:
+        del body["encryption"]
+    from pitr.repo.documents import encode_document
+
+    (root / layout.IDENTITY).write_bytes(encode_document("PITRREPO", version, body))
+    async with open_repository(str(root)) as repo:
+        with pytest.raises(CorruptData, match="'encryption' must be an object in a version 2 identity"):
+            await repo.require_identity()
+
+
+@pytest.mark.anyio
 async def test_a_hostile_kdf_cost_is_refused_before_deriving(tmp_path: Path) -> None:
     key = passphrase(tmp_path, "p", b"a long passphrase")
     root = tmp_path / "r"
