@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from blake3 import blake3
 
-from segments._errors import CorruptFile
+from segments._errors import CorruptFile, SegmentsError
 
 AAD_TAG = b"pitr-block-v1"
 AAD = struct.Struct("<13sBQQQQ")  # tag, kind, file first/last LSN, block index, block first LSN
@@ -103,3 +103,30 @@ class BlockSealer:
                 f"sealed block {index} fails its authentication tag: altered, moved from another place or file, "
                 "or sealed under another data key", path=path, offset=offset, lsn=block_first_lsn,
                 hint="restore from another copy of this file; the repository's key cannot repair it") from exc
+
+
+class SealedFile(SegmentsError):
+    """A sealed file's blocks were asked for without the repository's keys."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        super().__init__(f"{path}: its blocks are sealed (encrypted); reading them needs the repository's key")
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentKeys:
+    """What reading or writing sealed files needs from a repository's data key (made by `pitr.crypto`):
+    the sealing subkey (per-file block keys) and the key of the records digests."""
+
+    sealing_key: bytes
+    digest_key: bytes
+
+    def __repr__(self) -> str:  # a traceback never shows a key
+        return "SegmentKeys(<secret>)"
+
+    def sealer(self, salt: bytes, place: BlockPlace) -> BlockSealer:
+        return BlockSealer(self.sealing_key, salt, place)
+
+    def records_hasher(self) -> blake3:
+        """BLAKE3 keyed with the digest key: a sealed file's piece digests reveal nothing of its records."""
+        return blake3(key=self.digest_key, max_threads=1)

@@ -23,7 +23,7 @@ from blake3 import blake3
 
 from pitr.errors import to_corrupt
 from segments import CorruptFile
-from segments.block_seal import SALT_BYTES, BlockPlace, BlockSealer
+from segments.block_seal import SALT_BYTES, BlockPlace, BlockSealer, SegmentKeys
 
 DATA_KEY_BYTES = 32
 CONTEXT_FILE_SEALING = "pitr file sealing v1"
@@ -63,6 +63,11 @@ class DataKey:
     @property
     def chain_key(self) -> bytes:
         return self.subkey(CONTEXT_CHAIN)
+
+    def segment_keys(self) -> SegmentKeys:
+        """What the `segments` writers and readers need to seal and open files: the sealing subkey, and
+        the chain subkey that keys the piece records digests."""
+        return SegmentKeys(self.sealing_key, self.chain_key)
 
 
 class FileCipher:
