@@ -16,7 +16,7 @@ from segments import chain
 from segments import record as rec
 from segments import segment_format as fmt
 from segments._errors import CorruptFile
-from segments.block_seal import KIND_SEGMENT, TAG_BYTES, BlockPlace, BlockSealer, SealedFile, SegmentKeys
+from segments.block_seal import KIND_SEGMENT, BlockPlace, BlockSealer, SealedFile, SegmentKeys
 from segments.source import FileSource, RangeSource
 
 
@@ -91,8 +91,6 @@ def _check_meta(meta: SegmentMeta) -> None:
         raw += entry.raw_size
     if expected_offset != t.index_offset or records != t.record_count or raw != t.raw_bytes:
         raise bad("block index does not cover the segment exactly")
-    if h.salt is not None and any(e.compressed_size <= TAG_BYTES for e in meta.index):
-        raise bad("a sealed block is no longer than its authentication tag")
     if meta.index[0].first_ts_ns != h.first_ts_ns:
         raise bad("first block does not start at the header's first commit")
     expect = h.first_lsn
