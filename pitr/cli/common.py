@@ -38,6 +38,8 @@ def add_repo(parser: argparse.ArgumentParser, *, many: bool = False, required: b
                         help="endpoint URL of an S3-compatible server")
     parser.add_argument("--cache-dir", default=os.environ.get("PITR_CACHE_DIR"),
                         help="local cache for a remote repository's catalog and downloads")
+    parser.add_argument("--key-file", default=os.environ.get("PITR_KEY_FILE") or None,
+                        help="key file of an encrypted repository (default: $PITR_KEY_FILE)")
 
 
 def add_json(parser: argparse.ArgumentParser) -> None:
@@ -87,6 +89,10 @@ async def repositories(args: argparse.Namespace, *, create: bool = False) -> Asy
         repos = [await stack.enter_async_context(
             open_repository(url, cache_dir=args.cache_dir, s3_endpoint=args.s3_endpoint, create=create))
             for url in repo_urls(args)]
+        if getattr(args, "key_file", None):
+            from pitr.repo.keyring import unlock_all  # cryptography: only for a key
+
+            await unlock_all(repos, args.key_file)
         yield repos
 
 

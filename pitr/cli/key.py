@@ -4,7 +4,6 @@ and what is lost with them")."""
 from __future__ import annotations
 
 import argparse
-import os
 
 from pitr.cli.common import add_json, add_repo, print_json, repositories
 from pitr.errors import InvalidArgument
@@ -22,8 +21,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_json(create)
     create.set_defaults(run=run_create)
     rotate = actions.add_parser("rotate", help="wrap the repository's data key under a new key (data not rewritten)")
-    add_repo(rotate)
-    rotate.add_argument("--key-file", help=f"a key that opens the repository now (default ${KEY_FILE_ENV})")
+    add_repo(rotate)  # with --key-file: a key that opens the repository now (default $PITR_KEY_FILE)
     rotate.add_argument("--new-key-file", required=True, help="the key (or passphrase file) to add")
     add_json(rotate)
     rotate.set_defaults(run=run_rotate)
@@ -31,12 +29,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_repo(listing)
     add_json(listing)
     listing.set_defaults(run=run_list)
-
-
-def key_file_argument(args: argparse.Namespace) -> str | None:
-    """--key-file, else $PITR_KEY_FILE, else None."""
-    value: str | None = args.key_file or os.environ.get(KEY_FILE_ENV) or None
-    return value
 
 
 def run_create(args: argparse.Namespace) -> int:
@@ -55,7 +47,7 @@ async def run_rotate(args: argparse.Namespace) -> int:
     from pitr.crypto.keys import read_key_file
     from pitr.repo.keyring import rotate_key
 
-    old_path = key_file_argument(args)
+    old_path: str | None = args.key_file
     if old_path is None:
         raise InvalidArgument(f"no key opens the repository: pass --key-file FILE or set {KEY_FILE_ENV}")
     old, new = read_key_file(old_path), read_key_file(args.new_key_file)  # both checked before any read

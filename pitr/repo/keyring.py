@@ -162,3 +162,43 @@ async def rotate_key(repo: Repository, old: KeyFile, new: KeyFile, *, kdf: KdfPa
         raise InvalidArgument(f"the key in {new.path} (key id {block.key_id.hex()}) already opens {repo.url}"
                               ) from exc
     return wrapped
+
+
+async def unlock(repo: Repository, key_file: KeyFile | None) -> DataKey | None:
+    """Open the repository's data key with `key_file` (`open_data_key`) and hand its keys to the
+    repository's readers and archivers; None (and nothing set) for a plaintext repository."""
+    data_key = await open_data_key(repo, key_file)
+    if data_key is not None:
+        repo.segment_keys = data_key.segment_keys()
+    return data_key
+
+
+async def unlock_all(repos: list[Repository], key_path: str) -> None:
+    """`unlock` each repository with the key file at `key_path` (read and checked once).
+
+    A key given for a place that is not a repository yet is refused: creating an encrypted
+    repository is `pitr archive --encrypt`'s, which is not offered until every file is sealed."""
+    from pitr.crypto.keys import read_key_file
+
+    key_file = read_key_file(key_path)
+    for repo in repos:
+        if await repo.identity() is None:
+            raise WrongKey(f"{repo.url} is not a repository yet, and pitr does not create encrypted repositories "
+                           "yet: refusing to start a plaintext one with a key given",
+                           hint="leave out the key file (--key-file, PITR_KEY_FILE) to archive without encryption")
+        await unlock(repo, key_file)
+
+
+async def claim_encrypted(repo: Repository, ident: RepoIdentity, key_file: KeyFile, *,
+                          kdf: KdfParams | None = None) -> DataKey:
+    """Claim a new, empty repository for `ident`'s history, encrypted under `key_file` (a fresh data
+    key wrapped in the identity), and unlock it; one that already holds this history must open with
+    `key_file` (a plaintext one is refused: it never becomes half encrypted)."""
+    import dataclasses
+
+    block, _ = new_encryption(key_file, ident.store_id, kdf=kdf)
+    await repo.claim(dataclasses.replace(ident, encryption=block))
+    data_key = await unlock(repo, key_file)
+    if data_key is None:  # unlock refuses a key for a plaintext repository; this is for the type checker
+        raise WrongKey(f"{repo.url} is not encrypted")
+    return data_key

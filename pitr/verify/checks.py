@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from segments import CorruptFile, SegmentsError
+from segments.block_seal import SegmentKeys
 from segments.chain_check import check_chain
-from segments.segment_reader import SegmentMeta, read_meta, verify_segment
+from segments.segment_reader import BlockOpener, SegmentMeta, read_meta, verify_segment
 from segments.snapshot import SnapshotReader
 from segments.source import RangeSource
 
@@ -32,13 +33,16 @@ def finding_from(name: str, exc: SegmentsError) -> Finding:
     return Finding(name, str(exc))
 
 
-def check_segment(name: str, source: RangeSource, *, full: bool) -> tuple[SegmentMeta | None, Finding | None]:
+def check_segment(name: str, source: RangeSource, *, full: bool, keys: SegmentKeys | None = None
+                  ) -> tuple[SegmentMeta | None, Finding | None]:
     """Quick: header, trailer, tables and chain digest. Full: every block, record and the file digest,
-    reading the file once (`verify_segment`)."""
+    reading the file once (`verify_segment`). With an encrypted repository's `keys`, a segment that is
+    not sealed is a finding, quick or full; full opens every block."""
     try:
         meta = read_meta(source)
+        BlockOpener(meta, keys)  # refuses a plaintext segment under keys
         if full:
-            verify_segment(source, meta)
+            verify_segment(source, meta, keys=keys)
     except SegmentsError as exc:
         return None, finding_from(name, exc)
     return meta, None

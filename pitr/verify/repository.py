@@ -25,7 +25,7 @@ from pitr.catalog.entries import FileCheck, SnapshotEntry
 from pitr.errors import CatalogDamaged, Gap, InvalidArgument, Window
 from pitr.repo import layout
 from pitr.repo.identity import RepoIdentity
-from pitr.repo.indexing import block_rows, key_rows_of, segment_entry, snapshot_entry
+from pitr.repo.indexing import block_rows, key_rows_of, refused_snapshot, segment_entry, snapshot_entry
 from pitr.repo.repository import Repository, live_segments
 from pitr.timefmt import format_time
 from pitr.timeline import build_timeline
@@ -34,6 +34,7 @@ from pitr.verify.checks import Finding, chain_findings, check_segment, check_sna
 from pitr.verify.replay import replay_checks
 from segments import SegmentsError, parse_snapshot_name
 from segments import record as rec
+from segments.block_seal import SegmentKeys
 from segments.segment_reader import SegmentMeta, read_meta, verify_blocks
 from segments.source import RangeSource
 
@@ -79,8 +80,8 @@ class VerifyReport:
                 "seconds": round(self.seconds, 3)}
 
 
-def _check_segment_file(name: str, source: RangeSource, *, full: bool, index: bool
-                        ) -> tuple[SegmentMeta | None, Finding | None, list[tuple[bytes, int, int, int, bool]] | None,
+def _check_segment_file(name: str, source: RangeSource, *, full: bool, index: bool,
+                        keys: SegmentKeys | None = None) -> tuple[SegmentMeta | None, Finding | None, list[tuple[bytes, int, int, int, bool]] | None,
                                    list[int] | None]:
     """A segment's meta and finding; with `index`, also the key rows and source-gap LSNs it implies.
 
@@ -88,13 +89,13 @@ def _check_segment_file(name: str, source: RangeSource, *, full: bool, index: bo
     the file is read once.
     """
     if not index:
-        meta, finding = check_segment(name, source, full=full)
+        meta, finding = check_segment(name, source, full=full, keys=keys)
         return meta, finding, None, None
     rows: list[KeyRow] = []
     gap_lsns: list[int] = []
     try:
         meta = read_meta(source)
-        for block in verify_blocks(source, meta):
+        for block in verify_blocks(source, meta, keys=keys):
             found: list[tuple[int, int]] = []
             rows.extend(key_rows_of(block.raw, _spans(block.raw, block.ends), found))
             gap_lsns += [lsn for lsn, _before in found]
@@ -114,8 +115,10 @@ def _spans(raw: bytes, ends: list[int]) -> list[rec.Span]:
     return spans
 
 
-def _check_snapshot_file(name: str, source: RangeSource, *, full: bool
+def _check_snapshot_file(name: str, source: RangeSource, *, full: bool, encrypted: bool = False
                          ) -> tuple[Finding | None, SnapshotEntry | None]:
+    if encrypted:  # pitr writes no snapshot into an encrypted repository (not sealed yet)
+        return finding_from(name, refused_snapshot(name)), None
     finding = check_snapshot(name, source, full=full)
     if finding is not None:
         return finding, None
@@ -175,7 +178,7 @@ async def verify_repository(repo: Repository, *, mode: str = "full", files: Sequ
         try:
             if is_segment:
                 meta, finding, rows, gap_lsns = await anyio.to_thread.run_sync(partial(
-                    _check_segment_file, name, source, full=deep, index=compare and full))
+                    _check_segment_file, name, source, full=deep, index=compare and full, keys=repo.segment_keys))
                 first, last = keep[name]
                 if meta is not None:
                     metas.append((name, meta))
@@ -186,7 +189,8 @@ async def verify_repository(repo: Repository, *, mode: str = "full", files: Sequ
                     if gap_lsns is not None and expected.gap_lsns is not None:
                         expected.gap_lsns.update(gap_lsns)
             else:
-                finding, entry = await anyio.to_thread.run_sync(partial(_check_snapshot_file, name, source, full=deep))
+                finding, entry = await anyio.to_thread.run_sync(partial(
+                    _check_snapshot_file, name, source, full=deep, encrypted=repo.segment_keys is not None))
                 first = last = parse_snapshot_name(name) or 0
                 if entry is not None:
                     expected.snapshots[name] = entry

@@ -100,13 +100,23 @@ def test_a_plaintext_segment_in_an_encrypted_repository_is_refused(random_seed: 
 
 
 def swapped(blob: bytes, a: int, b: int) -> bytes:
+    """The segment with stored blocks `a` and `b` exchanged, the index rewritten to tile them and every
+    unkeyed checksum recomputed (each block's CRC, the tables CRC, the file digest)."""
     meta = read_meta(BytesSource(blob))
-    ea, eb = meta.index[a], meta.index[b]
-    assert ea.compressed_size == eb.compressed_size
-    d = bytearray(blob)
-    d[ea.offset:ea.offset + ea.compressed_size], d[eb.offset:eb.offset + eb.compressed_size] = \
-        blob[eb.offset:eb.offset + eb.compressed_size], blob[ea.offset:ea.offset + ea.compressed_size]
-    return reseal_segment(bytes(d))
+    stored = [blob[e.offset:e.offset + e.compressed_size] for e in meta.index]
+    stored[a], stored[b] = stored[b], stored[a]
+    out = bytearray(blob[:fmt.HEADER_SIZE])
+    index = []
+    for entry, data in zip(meta.index, stored, strict=True):
+        index.append(fmt.BlockEntry(entry.first_lsn, entry.first_ts_ns, len(out), len(data), entry.raw_size,
+                                    entry.record_count, 0))
+        out += data
+    t = meta.trailer
+    fields = (len(out), len(index), len(meta.pieces), t.last_lsn, t.last_ts_ns, t.record_count,
+              t.complete_through_ns, t.raw_bytes)
+    out += fmt.encode_tail(index, meta.pieces, fields, t.chain_digest)
+    out += bytes(32) + fmt.END_MAGIC
+    return reseal_segment(bytes(out))
 
 
 def test_swapped_blocks_with_every_checksum_recomputed_are_caught(random_seed: int) -> None:
