@@ -25,7 +25,9 @@ from pitr.restore import RestoreOptions, RestoreTarget, restore
 from pitr.snapshots.take import take_snapshot
 from pitr.store import Store
 from pitr.verify import verify_repository
+from segments import BytesSource, read_meta
 from tests.crypto.test_sealed_segments import swapped
+from tests.fuzz.reseal import reseal_snapshot
 
 COMMITS = 300
 LAST_TS: list[int] = []  # the commit times of the last history built
@@ -152,3 +154,42 @@ def test_swapped_blocks_are_reported_naming_the_file_and_restore_refuses(tmp_pat
 
     trio.run(check)
     assert not dest.exists()
+
+
+def test_a_plaintext_snapshot_put_into_an_encrypted_repository_is_damage_never_a_base(
+        tmp_path: Path, random_seed: int) -> None:
+    """The adversary's shortcut past the sealed log: a valid snapshot of the same store (taken into a
+    plaintext repository, every checksum right) copied in. verify names it; restore replays the log."""
+    repo_dir, model, _ = build(tmp_path, random.Random(random_seed), encrypted=True)
+    plain = tmp_path / "plain"
+
+    async def plaintext_snapshot() -> None:
+        async with Store(str(tmp_path / "data")) as store, archiving(store, str(plain)) as arc:
+            await take_snapshot(arc, prepare=store.flush)
+
+    trio.run(plaintext_snapshot)
+    (snapshot,) = (plain / "snapshots").iterdir()
+    # Bound to the encrypted history's chain digest at its LSN (stored in the clear in the segment's
+    # trailer), every checksum recomputed: only the repository's encryption can refuse it.
+    def digest_at_end(root: Path) -> bytes:  # the chain digest at the last LSN, where the snapshot is
+        return read_meta(BytesSource(max((root / "segments").iterdir()).read_bytes())).chain_digest
+
+    plain_digest, sealed_digest = digest_at_end(plain), digest_at_end(repo_dir)
+    data = snapshot.read_bytes()
+    assert data.count(plain_digest) == 1
+    (repo_dir / "snapshots").mkdir(mode=0o700, exist_ok=True)
+    (repo_dir / "snapshots" / snapshot.name).write_bytes(reseal_snapshot(data.replace(plain_digest, sealed_digest)))
+    key = read_key_file(str(tmp_path / "key"))
+    dest = tmp_path / "restored"
+
+    async def check() -> None:
+        async with open_repository(str(repo_dir)) as repo:
+            await unlock(repo, key)
+            result = await restore([repo], RestoreOptions(target=RestoreTarget(latest=True), dest=str(dest)))
+            assert result.base_snapshot is None
+            report = await verify_repository(repo)
+            assert [f.file for f in report.findings] == [snapshot.name]
+            assert "not written with the repository's key" in report.findings[0].message
+
+    trio.run(check)
+    assert restored_state(dest) == model

@@ -193,3 +193,16 @@ def test_merged_sealed_segments_stay_sealed_and_keep_the_chain(random_seed: int)
     assert not [s for s in secrets_of(first + second) if s in blob]
     with pytest.raises(ValueError, match="never merged"):
         merge_segments([SegmentReader(BytesSource(sealed(first, None)))], io.BytesIO(), keys=keys)
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_verify_names_a_plaintext_segment_under_keys_quick_or_full(random_seed: int, full: bool) -> None:
+    from pitr.verify.checks import check_segment
+
+    blob = sealed(secret_records(random.Random(random_seed), 1, 60), None)
+    meta, finding = check_segment(NAME, BytesSource(blob, NAME), full=full, keys=DataKey.new().segment_keys())
+    assert meta is None
+    assert finding is not None
+    assert finding.file == NAME
+    assert "not sealed, but the repository is encrypted" in finding.message
+    assert check_segment(NAME, BytesSource(blob, NAME), full=full)[1] is None  # in a plaintext repository: fine
