@@ -5,6 +5,8 @@ swapped blocks, with every unkeyed checksum recomputed, are reported naming the 
 
 from __future__ import annotations
 
+import base64
+import json
 import random
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from pitr.verify import verify_repository
 from segments import BytesSource, read_meta
 from tests.crypto.test_sealed_segments import swapped
 from tests.fuzz.reseal import reseal_snapshot
+from tests.helpers.cli import run_cli
 
 COMMITS = 300
 LAST_TS: list[int] = []  # the commit times of the last history built
@@ -193,3 +196,31 @@ def test_a_plaintext_snapshot_put_into_an_encrypted_repository_is_damage_never_a
 
     trio.run(check)
     assert restored_state(dest) == model
+
+
+def test_the_command_line_reads_an_encrypted_repository_only_with_its_key(
+        tmp_path: Path, random_seed: int, capsys: pytest.CaptureFixture[str]) -> None:
+    repo_dir, model, _ = build(tmp_path, random.Random(random_seed), encrypted=True)
+    repo, key, dest = str(repo_dir), str(tmp_path / "key"), str(tmp_path / "restored")
+    code, _, err = run_cli(capsys, "verify", "--repo", repo, "--json")
+    assert code == 1
+    assert json.loads(err)["error"] == "wrong_key"
+    code, out, _ = run_cli(capsys, "verify", "--repo", repo, "--key-file", key, "--json")
+    assert code == 0, out
+    code, _, err = run_cli(capsys, "restore", "--repo", repo, "--latest", "--dest", dest)
+    assert code == 1
+    assert "is encrypted" in err
+    assert not Path(dest).exists()
+    code, _, _ = run_cli(capsys, "restore", "--repo", repo, "--latest", "--dest", dest, "--key-file", key)
+    assert code == 0
+    assert restored_state(Path(dest)) == model
+    some = sorted(model)[0]
+    code, out, _ = run_cli(capsys, "history", base64.b64encode(some).decode(), "--b64", "--repo", repo,
+                           "--key-file", key, "--json", "--values")
+    assert code == 0
+    assert json.loads(out.splitlines()[-1])["value"] == {"b64": base64.b64encode(model[some]).decode()}
+    code, _, err = run_cli(capsys, "archive", "--data", str(tmp_path / "data"), "--repo", str(tmp_path / "new"),
+                           "--key-file", key, "--json")
+    assert code == 1
+    assert json.loads(err)["error"] == "wrong_key"
+    assert not (tmp_path / "new" / layout.IDENTITY).exists()  # no plaintext repository started with a key given
