@@ -86,7 +86,7 @@ class BlockSealer:
 
     def seal(self, index: int, block_first_lsn: int, data: bytes | memoryview) -> bytes:
         """Ciphertext and 16-byte tag of block `index` (TAG_BYTES longer than `data`)."""
-        return self._aead.encrypt(block_nonce(index), bytes(data), self.place.aad(index, block_first_lsn))
+        return self._aead.encrypt(block_nonce(index), data, self.place.aad(index, block_first_lsn))
 
     def open(self, index: int, block_first_lsn: int, sealed: bytes | memoryview, *,
              path: str | None = None, offset: int | None = None) -> bytes:
@@ -97,7 +97,7 @@ class BlockSealer:
         from cryptography.exceptions import InvalidTag
 
         try:
-            return self._aead.decrypt(block_nonce(index), bytes(sealed), self.place.aad(index, block_first_lsn))
+            return self._aead.decrypt(block_nonce(index), sealed, self.place.aad(index, block_first_lsn))
         except InvalidTag as exc:
             raise CorruptFile(
                 f"sealed block {index} fails its authentication tag: altered, moved from another place or file, "
