@@ -38,7 +38,8 @@ sys.path.append(_HERE)
 from _common import Figure, summary  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("bench_segments", os.path.join(_HERE, "segments.py"))
-assert _spec is not None and _spec.loader is not None
+assert _spec is not None
+assert _spec.loader is not None
 bench_segments = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench_segments)
 STORE_ID, timed_pair, op_log = bench_segments.STORE_ID, bench_segments.timed_pair, bench_segments.op_log
