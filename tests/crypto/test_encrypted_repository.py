@@ -40,7 +40,8 @@ def every_byte(root: Path) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file())
 
 
-def build(tmp_path: Path, rng: random.Random, *, encrypted: bool) -> tuple[Path, dict[bytes, bytes], list[bytes]]:
+def build(tmp_path: Path, rng: random.Random, *, encrypted: bool, options: ArchiveOptions | None = None
+          ) -> tuple[Path, dict[bytes, bytes], list[bytes]]:
     """A store archived into a repository (encrypted with tmp_path/key), the model, the secrets written."""
     data, repo_dir, key = tmp_path / "data", tmp_path / "repo", str(tmp_path / "key")
     if encrypted:
@@ -53,7 +54,7 @@ def build(tmp_path: Path, rng: random.Random, *, encrypted: bool) -> tuple[Path,
         async with Store(str(data)) as store, open_repository(str(repo_dir), create=True) as repo:
             if encrypted:
                 await claim_encrypted(repo, identity_for(StoreSource(store)), read_key_file(key))
-            async with archiving(store, repo, options=ArchiveOptions(interval=0.01, merge_count=3)) as arc:
+            async with archiving(store, repo, options=options or ArchiveOptions(interval=0.01, merge_count=3)) as arc:
                 for i in range(COMMITS):
                     k, v = b"K" + rng.randbytes(15), b"V" + rng.randbytes(400)  # several 64 KiB blocks
                     commit = await store.put(k, v)
@@ -224,3 +225,19 @@ def test_the_command_line_reads_an_encrypted_repository_only_with_its_key(
     assert code == 1
     assert json.loads(err)["error"] == "wrong_key"
     assert not (tmp_path / "new" / layout.IDENTITY).exists()  # no plaintext repository started with a key given
+
+
+def test_chunks_sealed_in_a_worker_process_are_sealed_too(tmp_path: Path, random_seed: int) -> None:
+    """The archiver's other sealing path: the keys cross into the worker process with the chunk."""
+    repo_dir, model, secrets = build(tmp_path, random.Random(random_seed), encrypted=True, options=ArchiveOptions(
+        interval=0.01, seal_in_process=True, process_min_commits=1))
+    assert not [s for s in secrets if s in every_byte(repo_dir)]
+    dest = tmp_path / "restored"
+
+    async def check() -> None:
+        async with open_repository(str(repo_dir)) as repo:
+            await unlock(repo, read_key_file(str(tmp_path / "key")))
+            await restore([repo], RestoreOptions(target=RestoreTarget(latest=True), dest=str(dest)))
+
+    trio.run(check)
+    assert restored_state(dest) == model
