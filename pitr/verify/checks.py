@@ -33,14 +33,18 @@ def finding_from(name: str, exc: SegmentsError) -> Finding:
     return Finding(name, str(exc))
 
 
-def check_segment(name: str, source: RangeSource, *, full: bool, keys: SegmentKeys | None = None
-                  ) -> tuple[SegmentMeta | None, Finding | None]:
+def check_segment(name: str, source: RangeSource, *, full: bool, keys: SegmentKeys | None = None,
+                  sealed: bool = False) -> tuple[SegmentMeta | None, Finding | None]:
     """Quick: header, trailer, tables and chain digest. Full: every block, record and the file digest,
-    reading the file once (`verify_segment`). With an encrypted repository's `keys`, a segment that is
-    not sealed is a finding, quick or full; full opens every block."""
+    reading the file once (`verify_segment`). In an encrypted repository (`sealed`, or given its `keys`)
+    a segment that is not sealed is a finding, quick or full, key or no key; full opens every block."""
     try:
         meta = read_meta(source)
         BlockOpener(meta, keys)  # refuses a plaintext segment under keys
+        if sealed and meta.header.salt is None:
+            raise CorruptFile("the segment is not sealed, but the repository is encrypted: it was not written "
+                              "with the repository's key", path=name, offset=0,
+                              hint="move the file out of the repository and restore it from another copy")
         if full:
             verify_segment(source, meta, keys=keys)
     except SegmentsError as exc:

@@ -59,11 +59,12 @@ class VerifyReport:
     checked: list[str] = field(default_factory=list)  # names of the files checked (scope "files")
     catalog_damaged: bool = False
     seconds: float = 0.0
+    keyless: bool = False  # an encrypted repository checked quick without its key: files and chain only
 
     @property
     def ok(self) -> bool:
         """No finding; for a repository also no hole and something restorable."""
-        if self.scope == "files":
+        if self.scope == "files" or self.keyless:  # (keyless: no window is claimed either way)
             return not self.findings
         return not self.findings and not self.holes and bool(self.windows)
 
@@ -76,12 +77,12 @@ class VerifyReport:
                              "end_lsn": w.end_lsn} for w in self.windows],
                 "holes": [{"first_lsn": h.first_lsn, "last_lsn": h.last_lsn, "reason": h.reason} for h in self.holes],
                 "replays": [{"from": a, "to": b, "matched": m} for a, b, m in self.replays],
-                "catalog_damaged": self.catalog_damaged, "checked": self.checked,
+                "catalog_damaged": self.catalog_damaged, "checked": self.checked, "keyless": self.keyless,
                 "seconds": round(self.seconds, 3)}
 
 
 def _check_segment_file(name: str, source: RangeSource, *, full: bool, index: bool,
-                        keys: SegmentKeys | None = None) -> tuple[SegmentMeta | None, Finding | None, list[tuple[bytes, int, int, int, bool]] | None,
+                        keys: SegmentKeys | None = None, sealed: bool = False) -> tuple[SegmentMeta | None, Finding | None, list[tuple[bytes, int, int, int, bool]] | None,
                                    list[int] | None]:
     """A segment's meta and finding; with `index`, also the key rows and source-gap LSNs it implies.
 
@@ -89,7 +90,7 @@ def _check_segment_file(name: str, source: RangeSource, *, full: bool, index: bo
     the file is read once.
     """
     if not index:
-        meta, finding = check_segment(name, source, full=full, keys=keys)
+        meta, finding = check_segment(name, source, full=full, keys=keys, sealed=sealed)
         return meta, finding, None, None
     rows: list[KeyRow] = []
     gap_lsns: list[int] = []
@@ -147,7 +148,10 @@ async def verify_repository(repo: Repository, *, mode: str = "full", files: Sequ
     wanted = {os.path.basename(f) for f in files}
     report = VerifyReport(repo.url, mode, "files" if wanted else "repository")
     ident, damage = await _identity(repo)
-    if damage is None:
+    # Quick verification of an encrypted repository needs no key: structure and chain are stored in the
+    # clear. The catalog is then not caught up (indexing opens blocks), so only the files are reported.
+    keyless = report.keyless = mode == "quick" and ident.encryption is not None and repo.segment_keys is None
+    if damage is None and not keyless:
         try:
             await repo.sync()
         except CatalogDamaged as exc:
@@ -178,7 +182,8 @@ async def verify_repository(repo: Repository, *, mode: str = "full", files: Sequ
         try:
             if is_segment:
                 meta, finding, rows, gap_lsns = await anyio.to_thread.run_sync(partial(
-                    _check_segment_file, name, source, full=deep, index=compare and full, keys=repo.segment_keys))
+                    _check_segment_file, name, source, full=deep, index=compare and full, keys=repo.segment_keys,
+                    sealed=ident.encryption is not None))
                 first, last = keep[name]
                 if meta is not None:
                     metas.append((name, meta))
@@ -190,7 +195,7 @@ async def verify_repository(repo: Repository, *, mode: str = "full", files: Sequ
                         expected.gap_lsns.update(gap_lsns)
             else:
                 finding, entry = await anyio.to_thread.run_sync(partial(
-                    _check_snapshot_file, name, source, full=deep, encrypted=repo.segment_keys is not None))
+                    _check_snapshot_file, name, source, full=deep, encrypted=ident.encryption is not None))
                 first = last = parse_snapshot_name(name) or 0
                 if entry is not None:
                     expected.snapshots[name] = entry
@@ -218,7 +223,7 @@ async def verify_repository(repo: Repository, *, mode: str = "full", files: Sequ
         if finding is not None:
             report.findings.append(finding)
     report.checked = sorted(results)
-    if damage is not None:
+    if damage is not None or keyless:
         report.seconds = time.monotonic() - started
         return report
     await _record(repo, mode, results)

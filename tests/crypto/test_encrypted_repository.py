@@ -241,3 +241,31 @@ def test_chunks_sealed_in_a_worker_process_are_sealed_too(tmp_path: Path, random
 
     trio.run(check)
     assert restored_state(dest) == model
+
+
+def test_quick_verification_needs_no_key_and_still_names_a_plaintext_segment(
+        tmp_path: Path, random_seed: int, capsys: pytest.CaptureFixture[str]) -> None:
+    """`verify --quick` checks the structure and the chain, which are stored in the clear, without the
+    key; a plaintext segment of the same history put in place of a sealed one is still named."""
+    repo_dir, _, _ = build(tmp_path, random.Random(random_seed), encrypted=True)
+    code, out, _ = run_cli(capsys, "verify", "--quick", "--repo", str(repo_dir), "--json")
+    assert code == 0, out
+    plain = tmp_path / "plain"
+
+    async def plaintext_copy() -> None:
+        async with Store(str(tmp_path / "data")) as store, archiving(store, str(plain)):
+            pass
+
+    trio.run(plaintext_copy)
+    for sealed_segment in (repo_dir / "segments").iterdir():  # the history replaced by a plaintext copy of it:
+        sealed_segment.unlink()                              # every unkeyed checksum and the chain right
+    (victim,) = (plain / "segments").iterdir()
+    (repo_dir / "segments" / victim.name).write_bytes(victim.read_bytes())
+
+    async def check() -> None:
+        async with open_repository(str(repo_dir)) as repo:
+            report = await verify_repository(repo, mode="quick")
+            assert [f.file for f in report.findings] == [victim.name]
+            assert "not sealed, but the repository is encrypted" in report.findings[0].message
+
+    trio.run(check)
