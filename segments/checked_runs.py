@@ -73,7 +73,8 @@ class _PieceCheck:
         self._meta = seg.meta
         self._pieces = iter(seg.meta.pieces)
         self._piece = next(self._pieces, None)
-        self._hasher = blake3(max_threads=1)
+        self._new = seg.opener.records_hasher  # keyed for a sealed segment
+        self._hasher = self._new()
 
     def add(self, i: int, raw: bytes) -> None:
         entry = self._meta.index[i]
@@ -88,7 +89,7 @@ class _PieceCheck:
                 if self._hasher.digest() != self._piece.records_digest:
                     raise CorruptFile(f"records digest of LSNs {self._piece.first_lsn}..{self._piece.last_lsn} "
                                       "does not match", path=self._meta.name, lsn=self._piece.first_lsn)
-                self._hasher = blake3(max_threads=1)
+                self._hasher = self._new()
                 self._piece = next(self._pieces, None)
             self._hasher.update(view[done:])
 

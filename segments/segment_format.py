@@ -23,7 +23,10 @@ from segments.chain import Piece
 
 MAGIC = b"PITRSEG\n"
 END_MAGIC = b"PITREND\n"
-VERSION = 1
+VERSION = 2  # the newest this reader knows; a plaintext segment is written as version 1
+PLAIN_VERSION = 1
+SEALED_VERSION = 2  # blocks sealed with AES-256-GCM (docs/format.md, "Encryption"); the salt in the header
+SALT_BYTES = 32
 HEADER = struct.Struct("<8sHHI16sQq32s44sI")
 HEADER_SIZE = HEADER.size  # 128
 INDEX_ENTRY = struct.Struct("<QqQIIII")  # first_lsn, first_ts, offset, csize, rsize, records, crc
@@ -47,6 +50,7 @@ class SegmentHeader:
     first_lsn: int
     first_ts_ns: int
     prev_chain_digest: bytes
+    salt: bytes | None = None  # a sealed segment's file salt (version 2); None: plaintext blocks
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +79,12 @@ class SegmentTrailer:
 
 
 def encode_header(h: SegmentHeader) -> bytes:
+    if h.salt is not None and len(h.salt) != SALT_BYTES:
+        raise ValueError(f"a segment salt is {SALT_BYTES} bytes")
+    version, reserved = (PLAIN_VERSION, b"\0" * 44) if h.salt is None else (SEALED_VERSION, h.salt + b"\0" * 12)
     body = HEADER.pack(
-        MAGIC, VERSION, HEADER_SIZE, 0, h.store_id.bytes, h.first_lsn, h.first_ts_ns,
-        h.prev_chain_digest, b"\0" * 44, 0,
+        MAGIC, version, HEADER_SIZE, 0, h.store_id.bytes, h.first_lsn, h.first_ts_ns,
+        h.prev_chain_digest, reserved, 0,
     )[:-4]
     return body + struct.pack("<I", crc32c(body))
 
@@ -85,7 +92,7 @@ def encode_header(h: SegmentHeader) -> bytes:
 def decode_header(data: bytes, path: str | None = None) -> SegmentHeader:
     if len(data) < HEADER_SIZE:
         raise CorruptFile("shorter than a segment header", path=path, offset=0)
-    magic, version, size, _flags, store_id, first_lsn, first_ts, prev, _res, crc = HEADER.unpack_from(data)
+    magic, version, size, _flags, store_id, first_lsn, first_ts, prev, reserved, crc = HEADER.unpack_from(data)
     if magic != MAGIC:
         raise CorruptFile(f"bad magic {magic!r}, not a pitr segment", path=path, offset=0)
     if crc32c(data[: HEADER_SIZE - 4]) != crc:
@@ -94,7 +101,8 @@ def decode_header(data: bytes, path: str | None = None) -> SegmentHeader:
         raise UnsupportedVersion(path, "segment", version, VERSION)
     if version < 1 or size != HEADER_SIZE:
         raise CorruptFile(f"bad segment header version {version} / size {size}", path=path, offset=0)
-    return SegmentHeader(uuid.UUID(bytes=store_id), first_lsn, first_ts, prev)
+    salt = bytes(reserved[:SALT_BYTES]) if version == SEALED_VERSION else None
+    return SegmentHeader(uuid.UUID(bytes=store_id), first_lsn, first_ts, prev, salt)
 
 
 def encode_tail(

@@ -16,6 +16,7 @@ from segments import chain
 from segments import record as rec
 from segments import segment_format as fmt
 from segments._errors import CorruptFile
+from segments.block_seal import KIND_SEGMENT, BlockPlace, BlockSealer, SealedFile, SegmentKeys
 from segments.source import FileSource, RangeSource
 
 
@@ -104,12 +105,59 @@ def _check_meta(meta: SegmentMeta) -> None:
                           offset=meta.size - fmt.TRAILER_SIZE)
 
 
-class SegmentReader:
-    """Random access to a segment's records, decompressing only the blocks needed."""
+class BlockOpener:
+    """Turns a segment's stored blocks into zstd frames: checks each block's CRC and, for a sealed
+    segment, opens it with the repository's keys.
 
-    def __init__(self, source: RangeSource, meta: SegmentMeta | None = None) -> None:
+    Given keys, a segment that is not sealed is refused (`CorruptFile`): in an
+    encrypted repository it was written by someone without the key. Without
+    keys, a sealed segment's metadata reads as usual and its blocks raise
+    `SealedFile`.
+    """
+
+    def __init__(self, meta: SegmentMeta, keys: SegmentKeys | None) -> None:
+        self.path = meta.name
+        self.meta = meta
+        salt = meta.header.salt
+        self.sealed = salt is not None
+        self.digest_key_hasher = keys.records_hasher if keys is not None else None
+        self._sealer: BlockSealer | None = None
+        if salt is None and keys is not None:
+            raise CorruptFile("the segment is not sealed, but the repository is encrypted: it was not written "
+                              "with the repository's key", path=self.path, offset=0,
+                              hint="move the file out of the repository and restore it from another copy")
+        if salt is not None and keys is not None:
+            self._sealer = keys.sealer(salt, BlockPlace(KIND_SEGMENT, meta.first_lsn, meta.last_lsn))
+
+    def records_hasher(self) -> blake3:
+        """A fresh hasher of a piece's records: keyed BLAKE3 for a sealed segment, BLAKE3 otherwise."""
+        if self.sealed:
+            if self.digest_key_hasher is None:
+                raise SealedFile(self.path)
+            return self.digest_key_hasher()
+        return blake3(max_threads=1)
+
+    def frame(self, i: int, data: bytes | memoryview) -> bytes | memoryview:
+        """Block `i`'s zstd frame from its stored bytes: CRC checked, and opened when sealed."""
+        entry = self.meta.index[i]
+        if crc32c(data) != entry.crc:
+            raise CorruptFile("block CRC-32C mismatch", path=self.path, offset=entry.offset, lsn=entry.first_lsn)
+        if not self.sealed:
+            return data
+        if self._sealer is None:
+            raise SealedFile(self.path)
+        return self._sealer.open(i, entry.first_lsn, data, path=self.path, offset=entry.offset)
+
+
+class SegmentReader:
+    """Random access to a segment's records, decompressing only the blocks needed (opening them with
+    `keys` when the segment is sealed)."""
+
+    def __init__(self, source: RangeSource, meta: SegmentMeta | None = None, *,
+                 keys: SegmentKeys | None = None) -> None:
         self.source = source
         self.meta = meta if meta is not None else read_meta(source)
+        self.opener = BlockOpener(self.meta, keys)
         self._dctx = zstandard.ZstdDecompressor()
         self._block_lsns = [e.first_lsn for e in self.meta.index]
         self._block_ts = [e.first_ts_ns for e in self.meta.index]
@@ -141,7 +189,7 @@ class SegmentReader:
         """Decompress block `i` after checking its CRC and size (records are not yet checked)."""
         entry = self.meta.index[i]
         data = self.source.read(entry.offset, entry.compressed_size)
-        return decompress_block(self._dctx, data, entry, self.meta.name)
+        return decompress_block(self._dctx, self.opener.frame(i, data), entry, self.meta.name, crc_checked=True)
 
     def read_blocks(self, first: int, stop: int, *, hasher: Hasher | None = None) -> list[bytes]:
         """Blocks first..stop-1, each checked like `read_block`, read in one request and
@@ -160,9 +208,9 @@ class SegmentReader:
             hasher.update(data)
         view = memoryview(data)
         frames: list[bytes | bytearray | memoryview] = []
-        for entry in entries:
-            frame = view[entry.offset - base : entry.offset - base + entry.compressed_size]
-            check_block_frame(frame, entry, self.meta.name)
+        for k, entry in enumerate(entries):
+            frame = self.opener.frame(first + k, view[entry.offset - base : entry.offset - base + entry.compressed_size])
+            check_block_frame(frame, entry, self.meta.name, crc_checked=True)
             frames.append(frame)
         sizes = struct.pack(f"={len(entries)}Q", *(e.raw_size for e in entries))
         try:
@@ -219,7 +267,7 @@ class SegmentReader:
         """Full check: every block CRC, every record CRC, LSNs, times, piece digests, file digest."""
         meta = self.meta
         path = meta.name
-        digests = PieceDigests(meta)
+        digests = PieceDigests(meta, self.opener)
         prev_ts = meta.header.first_ts_ns - 1
         for i, entry in enumerate(meta.index):
             raw = self.read_block(i)
@@ -246,11 +294,12 @@ _KNOWN_TYPES = bytes(sorted(rec.KNOWN_TYPES))
 class PieceDigests:
     """The records digest of each piece of a segment, fed block by block in order (full verification)."""
 
-    def __init__(self, meta: SegmentMeta) -> None:
+    def __init__(self, meta: SegmentMeta, opener: BlockOpener) -> None:
         self._path = meta.name
         self._pieces = iter(meta.pieces)
         self._piece: chain.Piece | None = next(self._pieces)
-        self._hasher = blake3(max_threads=1)
+        self._new = opener.records_hasher
+        self._hasher = self._new()
 
     def feed(self, raw: bytes, ends: list[int], entry: fmt.BlockEntry) -> None:
         """Add a checked block's records (`ends`: where each record ends); CorruptFile naming the
@@ -265,7 +314,7 @@ class PieceDigests:
                 if self._hasher.digest() != piece.records_digest:
                     raise CorruptFile(f"records digest of LSNs {piece.first_lsn}..{piece.last_lsn} does not match",
                                       path=self._path, lsn=piece.first_lsn)
-                self._hasher = blake3(max_threads=1)
+                self._hasher = self._new()
                 piece = next(self._pieces, None)
             self._piece = piece
             self._hasher.update(view[done:])
@@ -282,10 +331,12 @@ def _check_types(raw: bytes, ends: list[int], entry: fmt.BlockEntry, i: int, pat
 
 
 def decompress_block(
-    dctx: zstandard.ZstdDecompressor, data: bytes, entry: fmt.BlockEntry, path: str
+    dctx: zstandard.ZstdDecompressor, data: bytes | memoryview, entry: fmt.BlockEntry, path: str, *,
+    crc_checked: bool = False,
 ) -> bytes:
-    """Check a block's CRC and declared size, then decompress it with a bounded output."""
-    check_block_frame(data, entry, path)
+    """Check a block's CRC (unless `crc_checked`: a sealed block's CRC covers its stored bytes, checked
+    before opening) and declared size, then decompress it with a bounded output."""
+    check_block_frame(data, entry, path, crc_checked=crc_checked)
     try:
         raw: bytes = dctx.decompress(data, max_output_size=entry.raw_size)
     except zstandard.ZstdError as exc:
@@ -297,9 +348,10 @@ def decompress_block(
     return raw
 
 
-def check_block_frame(data: bytes | memoryview, entry: fmt.BlockEntry, path: str) -> None:
-    """A block's CRC, and the size its zstd frame declares against the index's."""
-    if crc32c(data) != entry.crc:
+def check_block_frame(data: bytes | memoryview, entry: fmt.BlockEntry, path: str, *,
+                      crc_checked: bool = False) -> None:
+    """A block's CRC (unless `crc_checked`), and the size its zstd frame declares against the index's."""
+    if not crc_checked and crc32c(data) != entry.crc:
         raise CorruptFile("block CRC-32C mismatch", path=path, offset=entry.offset, lsn=entry.first_lsn)
     if entry.raw_size > len(data) * fmt.MAX_ZSTD_RATIO:
         raise CorruptFile(f"block of {len(data)} bytes cannot decompress to the {entry.raw_size} it declares",
@@ -328,8 +380,8 @@ class CheckedBlock:
 VERIFY_RUN_BYTES = 16 << 20  # at most this many bytes read, and decompressed, per run of blocks
 
 
-def verify_blocks(source: RangeSource, meta: SegmentMeta, *, run_bytes: int = VERIFY_RUN_BYTES
-                  ) -> Iterator[CheckedBlock]:
+def verify_blocks(source: RangeSource, meta: SegmentMeta, *, run_bytes: int = VERIFY_RUN_BYTES,
+                  keys: SegmentKeys | None = None) -> Iterator[CheckedBlock]:
     """The checks of `SegmentReader.verify`, reading every byte of the file once.
 
     Runs of blocks are read in one request each; the file digest is taken over
@@ -345,7 +397,8 @@ def verify_blocks(source: RangeSource, meta: SegmentMeta, *, run_bytes: int = VE
     file_hasher = blake3(max_threads=1)
     file_hasher.update(source.read(0, fmt.HEADER_SIZE))
     dctx = zstandard.ZstdDecompressor()
-    digests = PieceDigests(meta)
+    opener = BlockOpener(meta, keys)
+    digests = PieceDigests(meta, opener)
     prev_ts = meta.header.first_ts_ns - 1
     index = meta.index
     first = 0
@@ -358,14 +411,15 @@ def verify_blocks(source: RangeSource, meta: SegmentMeta, *, run_bytes: int = VE
             stop += 1
         region = source.read(index[first].offset, size)  # blocks are contiguous (checked by read_meta)
         file_hasher.update(region)
-        blocks = _decompress_run(dctx, region, index[first:stop], path)
+        blocks = _decompress_run(dctx, region, index[first:stop], first, opener)
         for i in range(first, stop):
             entry = index[i]
             if blocks is not None:
                 raw = blocks[i - first]
             else:  # something in the run is damaged: check block by block, as the reference does
                 start = entry.offset - index[first].offset
-                raw = decompress_block(dctx, region[start : start + entry.compressed_size], entry, path)
+                frame = opener.frame(i, region[start : start + entry.compressed_size])
+                raw = decompress_block(dctx, frame, entry, path, crc_checked=True)
             run = _commit_run(raw, entry.first_lsn, prev_ts)
             if run is None or len(run.ends) != entry.record_count or run.first_ts_ns != entry.first_ts_ns:
                 run = _checked_run(raw, entry, i, prev_ts, path)  # raises, naming the damage
@@ -381,24 +435,24 @@ def verify_blocks(source: RangeSource, meta: SegmentMeta, *, run_bytes: int = VE
         raise CorruptFile("file digest (BLAKE3) mismatch", path=path, offset=digest_end)
 
 
-def verify_segment(source: RangeSource, meta: SegmentMeta) -> None:
+def verify_segment(source: RangeSource, meta: SegmentMeta, *, keys: SegmentKeys | None = None) -> None:
     """`SegmentReader.verify`'s checks in one read of the file (`verify_blocks`, exhausted)."""
-    for _block in verify_blocks(source, meta):
+    for _block in verify_blocks(source, meta, keys=keys):
         pass
 
 
 def _decompress_run(dctx: zstandard.ZstdDecompressor, region: bytes, entries: list[fmt.BlockEntry],
-                    path: str) -> list[bytes] | None:
+                    first: int, opener: BlockOpener) -> list[bytes] | None:
     """The blocks of one contiguous run, each CRC-checked, decompressed in one zstd call; None when
     any of them fails a check (the caller then names the first damage block by block)."""
     base = entries[0].offset
     frames: list[bytes | bytearray | memoryview] = []
     try:
         with memoryview(region) as view:
-            for entry in entries:
-                frame = view[entry.offset - base : entry.offset - base + entry.compressed_size]
+            for k, entry in enumerate(entries):
+                frame = opener.frame(first + k, view[entry.offset - base : entry.offset - base + entry.compressed_size])
                 frames.append(frame)
-                check_block_frame(frame, entry, path)
+                check_block_frame(frame, entry, opener.path, crc_checked=True)
             sizes = struct.pack(f"={len(entries)}Q", *(e.raw_size for e in entries))
             out = dctx.multi_decompress_to_buffer(frames, decompressed_sizes=sizes, threads=1)
     except (CorruptFile, zstandard.ZstdError):

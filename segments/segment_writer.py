@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from crc32c import crc32c
 
 from segments import chain
 from segments import segment_format as fmt
+from segments.block_seal import KIND_SEGMENT, BlockPlace, BlockSealer, SegmentKeys
 from segments.record import Span
 
 BLOCK_SIZE = 64 << 10
@@ -38,7 +40,12 @@ class SealedSegment:
 
 
 class SegmentBuilder:
-    """Streams one segment into `out`: add pieces of contiguous records, then finish."""
+    """Streams one segment into `out`: add pieces of contiguous records, then finish.
+
+    With `keys`, every block is sealed (docs/format.md, "Encryption") and the
+    piece digests are keyed; the segment's `last_lsn` must then be given, since
+    every block's associated data binds the file's whole LSN range.
+    """
 
     def __init__(
         self,
@@ -48,7 +55,14 @@ class SegmentBuilder:
         *,
         block_size: int = BLOCK_SIZE,
         level: int = LEVEL,
+        keys: SegmentKeys | None = None,
+        last_lsn: int | None = None,
     ) -> None:
+        if keys is not None and last_lsn is None:
+            raise ValueError("a sealed segment needs its last LSN before its first block")
+        self._keys = keys
+        self._last_lsn = last_lsn
+        self._sealer: BlockSealer | None = None
         self._out = out
         self._store_id = store_id
         self._prev = prev_chain_digest
@@ -97,11 +111,21 @@ class SegmentBuilder:
             raise ValueError(f"LSNs {first.lsn}..{last.lsn} are not dense")
         if self._first is None:
             self._first = first
+            salt = None
+            if self._keys is not None:
+                assert self._last_lsn is not None
+                salt = os.urandom(fmt.SALT_BYTES)
+                self._sealer = self._keys.sealer(salt, BlockPlace(KIND_SEGMENT, first.lsn, self._last_lsn))
             self._write(fmt.encode_header(
-                fmt.SegmentHeader(self._store_id, first.lsn, first.ts_ns, self._prev)))
+                fmt.SegmentHeader(self._store_id, first.lsn, first.ts_ns, self._prev, salt)))
         view = memoryview(buf)
-        self._pieces.append(chain.Piece(first.lsn, last.lsn,
-                                        chain.records_digest(view[first.start:last.end])))
+        if self._keys is None:
+            digest = chain.records_digest(view[first.start:last.end])
+        else:
+            hasher = self._keys.records_hasher()
+            hasher.update(view[first.start:last.end])
+            digest = hasher.digest()
+        self._pieces.append(chain.Piece(first.lsn, last.lsn, digest))
         limit = self._block_size
         run_start = first.start
         for span in spans:
@@ -123,6 +147,8 @@ class SegmentBuilder:
         assert first is not None
         raw = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
         compressed = self._cctx.compress(raw)
+        if self._sealer is not None:
+            compressed = self._sealer.seal(len(self._index), first.lsn, compressed)
         self._index.append(fmt.BlockEntry(
             first.lsn, first.ts_ns, self._offset, len(compressed), len(raw), self._pending_count,
             crc32c(compressed),
@@ -138,6 +164,8 @@ class SegmentBuilder:
         """Write the tables and trailer; `complete_through_ns` >= the last commit time."""
         if self._first is None or self._last is None:
             raise ValueError("a segment needs at least one record")
+        if self._last_lsn is not None and self._last.lsn != self._last_lsn:
+            raise ValueError(f"the segment was declared to end at LSN {self._last_lsn}, not {self._last.lsn}")
         if self._pending_first is not None:
             self._emit_block()
         complete = max(complete_through_ns, self._last.ts_ns)
@@ -165,8 +193,10 @@ def seal_segment(
     *,
     block_size: int = BLOCK_SIZE,
     level: int = LEVEL,
+    keys: SegmentKeys | None = None,
 ) -> SealedSegment:
-    """Write one segment of the checked records `spans` in `buf` to `out`."""
-    builder = SegmentBuilder(out, store_id, prev_chain_digest, block_size=block_size, level=level)
+    """Write one segment of the checked records `spans` in `buf` to `out` (its blocks sealed with `keys`)."""
+    builder = SegmentBuilder(out, store_id, prev_chain_digest, block_size=block_size, level=level, keys=keys,
+                             last_lsn=spans[-1].lsn if spans else None)
     builder.add_piece(buf, spans)
     return builder.finish(complete_through_ns)

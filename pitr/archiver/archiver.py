@@ -253,7 +253,8 @@ class Archiver:
             try:
                 payload = await anyio.to_process.run_sync(
                     seal_chunk_in_worker, wal.path, self.source.identity.store_id, prog.repo.url, prog.last_lsn,
-                    upto, prog.chain_digest, self.options.max_segment_bytes, wal.resume, cancellable=True)
+                    upto, prog.chain_digest, self.options.max_segment_bytes, wal.resume, prog.repo.segment_keys,
+                    cancellable=True)
                 sealed, wal.resume = await anyio.to_thread.run_sync(unpickle_sealed, payload)
                 return sealed
             except anyio.BrokenWorkerProcess as exc:  # the worker died or could not start: seal here
@@ -264,7 +265,7 @@ class Archiver:
         upto = min(upto, prog.last_lsn + THREAD_MAX_COMMITS)
         return await anyio.to_thread.run_sync(
             read_and_seal, self.source, prog.repo.url, prog.last_lsn, upto, prog.chain_digest,
-            self.options.max_segment_bytes)
+            self.options.max_segment_bytes, prog.repo.segment_keys)
 
     async def _publish_segment(self, prog: RepoProgress, sealed: SealedChunk) -> None:
         blob, meta, name = sealed.blob, sealed.meta, sealed.name

@@ -69,9 +69,9 @@ async def merge_run(repo: Repository, run: list[SegmentEntry]) -> SegmentEntry:
     sources = [await repo.open_source(layout.segment_object(s.name)) for s in run]
 
     def do_merge() -> tuple[bytes, SegmentEntry, list[BlockRow]]:
-        readers = [SegmentReader(src) for src in sources]
+        readers = [SegmentReader(src, keys=repo.segment_keys) for src in sources]
         out = io.BytesIO()
-        merge_segments(readers, out)
+        merge_segments(readers, out, keys=repo.segment_keys)
         blob = out.getvalue()
         name = segment_name(run[0].first_lsn, run[-1].last_lsn)
         meta = read_meta(BytesSource(blob, name))

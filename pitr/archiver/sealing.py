@@ -25,6 +25,7 @@ from pitr.datadir.wal import WalDirectory
 from pitr.errors import CorruptData
 from pitr.repo.indexing import key_rows_of
 from segments import seal_segment, segment_name
+from segments.block_seal import SegmentKeys
 from segments.segment_reader import SegmentMeta, read_meta
 from segments.source import BytesSource
 
@@ -56,19 +57,20 @@ def check_wal_reaches(wal: WalDirectory, repo_url: str, last_lsn: int) -> None:
 
 
 def read_and_seal(source: CommitSource, repo_url: str, after_lsn: int, upto: int, chain_digest: bytes,
-                  max_bytes: int) -> SealedChunk | None:
+                  max_bytes: int, keys: SegmentKeys | None = None) -> SealedChunk | None:
     """`seal_chunk` over `source`'s WAL directory in this process (a worker thread)."""
     sealed, source.wal.resume = seal_chunk(source.wal.path, source.identity.store_id, repo_url, after_lsn,
-                                           upto, chain_digest, max_bytes, source.wal.resume)
+                                           upto, chain_digest, max_bytes, source.wal.resume, keys)
     return sealed
 
 
 def seal_chunk(wal_path: str, store_id: uuid.UUID, repo_url: str, after_lsn: int, upto: int,
-               chain_digest: bytes, max_bytes: int, resume: tuple[int, str, int] | None = None
-               ) -> tuple[SealedChunk | None, tuple[int, str, int] | None]:
+               chain_digest: bytes, max_bytes: int, resume: tuple[int, str, int] | None = None,
+               keys: SegmentKeys | None = None) -> tuple[SealedChunk | None, tuple[int, str, int] | None]:
     """The durable commits after `after_lsn` (through `upto`, about `max_bytes` of them) in the WAL
     directory `wal_path` sealed into one segment chained from `chain_digest` for `repo_url`, None
     when there are none; and where the read stopped (`WalDirectory.resume`: pass it to the next call).
+    With an encrypted repository's `keys` the segment's blocks are sealed.
 
     Synchronous and pure: run it in a worker thread or process (it reads files and loops over
     every record).
@@ -82,7 +84,7 @@ def seal_chunk(wal_path: str, store_id: uuid.UUID, repo_url: str, after_lsn: int
     data, spans = chunk
     name = segment_name(spans[0].lsn, spans[-1].lsn)
     out = io.BytesIO()
-    seal_segment(out, store_id, chain_digest, data, spans, spans[-1].ts_ns)
+    seal_segment(out, store_id, chain_digest, data, spans, spans[-1].ts_ns, keys=keys)
     blob = out.getvalue()
     meta = read_meta(BytesSource(blob, name))
     gaps: list[tuple[int, int]] = []
@@ -95,8 +97,8 @@ _niced = False
 
 
 def seal_chunk_in_worker(wal_path: str, store_id: uuid.UUID, repo_url: str, after_lsn: int, upto: int,
-                         chain_digest: bytes, max_bytes: int, resume: tuple[int, str, int] | None = None
-                         ) -> bytes:
+                         chain_digest: bytes, max_bytes: int, resume: tuple[int, str, int] | None = None,
+                         keys: SegmentKeys | None = None) -> bytes:
     """`seal_chunk` in a worker process (`anyio.to_process`), which first lowers its own CPU
     priority once: on a machine with few cores, catching up a backlog then takes the cores the
     writers leave idle rather than competing with them. Never call it in the writer's process.
@@ -111,7 +113,7 @@ def seal_chunk_in_worker(wal_path: str, store_id: uuid.UUID, repo_url: str, afte
             os.nice(_WORKER_NICENESS)
         except OSError:  # not permitted here: sealing at normal priority is still right
             pass
-    result = seal_chunk(wal_path, store_id, repo_url, after_lsn, upto, chain_digest, max_bytes, resume)
+    result = seal_chunk(wal_path, store_id, repo_url, after_lsn, upto, chain_digest, max_bytes, resume, keys)
     return pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
 
 

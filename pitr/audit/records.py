@@ -80,8 +80,8 @@ class RecordReader:
         """
         object_name = layout.segment_object(segment.name)
         path = self.repo.local_path(object_name)
-        if path is None or block.compressed_size > INLINE_READ_BYTES:
-            return await self.repo.read_block(segment, block)
+        if path is None or block.compressed_size > INLINE_READ_BYTES or self.repo.segment_keys is not None:
+            return await self.repo.read_block(segment, block)  # (a sealed block opens through its segment)
         source = self._files.pop(segment.name, None)
         if source is None:
             try:

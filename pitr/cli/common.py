@@ -39,6 +39,8 @@ def add_repo(parser: argparse.ArgumentParser, *, many: bool = False, required: b
                         help="endpoint URL of an S3-compatible server")
     parser.add_argument("--cache-dir", default=os.environ.get("PITR_CACHE_DIR"),
                         help="local cache for a remote repository's catalog and downloads")
+    parser.add_argument("--key-file", default=os.environ.get("PITR_KEY_FILE") or None,
+                        help="key file of an encrypted repository (default: $PITR_KEY_FILE)")
     add_limits(parser)
 
 
@@ -153,6 +155,10 @@ async def repositories(args: argparse.Namespace, *, create: bool = False) -> Asy
             if repo.catalog.rebuilt_from is not None:
                 print(f"pitr: {repo.url}: the catalog had format {repo.catalog.rebuilt_from}, written by an earlier "
                       "pitr; rebuilding it from the repository's files (this happens once)", file=sys.stderr)
+        if getattr(args, "key_file", None):
+            from pitr.repo.keyring import unlock_all  # cryptography: only for a key
+
+            await unlock_all(repos, args.key_file)
         yield repos
 
 

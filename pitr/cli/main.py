@@ -44,6 +44,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("pitr.cli.status", "recovery point, windows, snapshot age, verification and archiver health"),
     "copy": ("pitr.cli.copy", "copy a repository's history (or a window of it) into another, verifying every file"),
     "repair": ("pitr.cli.repair", "replace a repository's damaged or missing files with verified copies from a healthy copy"),
+    "key": ("pitr.cli.key", "create an encryption key file, rotate or list a repository's keys"),
 }
 
 

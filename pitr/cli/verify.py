@@ -48,6 +48,9 @@ def print_report(r: VerifyReport) -> None:
     if r.catalog_damaged:
         print("  restorable windows unknown until the catalog is rebuilt (pitr reindex)")
         return
+    if r.keyless:
+        print("  checked without the key: structure and chain only; restorable windows need --key-file")
+        return
     print("  restorable:" if r.windows else "  nothing is restorable")
     for w in dict.fromkeys(r.windows):
         print(f"    {window_text(w)}")

@@ -1,4 +1,4 @@
-"""Small checksummed metadata documents in a repository: identity and watermark.
+"""Small checksummed metadata documents in a repository: identity, watermark, wrapped keys.
 
 Layout (docs/format.md, "Repository documents")::
 
@@ -41,6 +41,11 @@ def _no_constant(name: str) -> NoReturn:
 
 def decode_document(magic: str, supported: int, data: bytes, name: str) -> dict[str, Any]:
     """Parse and check a document; raises CorruptData naming `name`."""
+    return decode_versioned(magic, supported, data, name)[1]
+
+
+def decode_versioned(magic: str, supported: int, data: bytes, name: str) -> tuple[int, dict[str, Any]]:
+    """`decode_document`, also returning the document's version (1 .. `supported`)."""
     if len(data) > MAX_DOCUMENT:
         raise CorruptData(f"{len(data)} bytes is too large for a repository document", path=name)
     head, sep, tail = data.rpartition(b"crc32c:")
@@ -64,7 +69,7 @@ def decode_document(magic: str, supported: int, data: bytes, name: str) -> dict[
         raise CorruptData(f"body is not JSON: {exc}", path=name) from exc
     if not isinstance(doc, dict):
         raise CorruptData("body is not a JSON object", path=name)
-    return doc
+    return version, doc
 
 
 class Fields:
@@ -112,6 +117,13 @@ class Fields:
         value = self.doc.get(key)
         if not isinstance(value, str) or len(value) != 2 * DIGEST_BYTES or not _HEX.fullmatch(value):
             self.bad(key, f"{DIGEST_BYTES} bytes as {2 * DIGEST_BYTES} lowercase hex digits")
+        return bytes.fromhex(value)
+
+    def hex_bytes(self, key: str, size: int) -> bytes:
+        """Exactly `size` bytes written as 2 * `size` lowercase hex digits."""
+        value = self.doc.get(key)
+        if not isinstance(value, str) or len(value) != 2 * size or not _HEX.fullmatch(value):
+            self.bad(key, f"{size} bytes as {2 * size} lowercase hex digits")
         return bytes.fromhex(value)
 
     def nested(self, key: str) -> Fields | None:

@@ -11,15 +11,64 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from pitr.repo.documents import Fields, decode_document, encode_document
+from pitr.crypto.keys import KEY_ID_BYTES, WRAPPED_BYTES, KdfParams
+from pitr.errors import CorruptData
+from pitr.repo.documents import Fields, decode_document, decode_versioned, encode_document
 
 IDENTITY_MAGIC = "PITRREPO"
 WATERMARK_MAGIC = "PITRWMK"
 VERSION = 1
+# An encrypted repository's identity is version 2, so that a pitr that knows no encryption refuses it
+# ("upgrade pitr") rather than ignore the block and write plaintext into it.
+ENCRYPTED_VERSION = 2
+ENCRYPTION_VERSION = 1
+CIPHER = "aes-256-gcm"
 SOURCES = ("embedded", "etcd")
 WATERMARK_SKEW_NS = 10 * 60 * 10**9  # how far a watermark may run ahead of the reader's clock
 WATERMARK_HINT = ("delete the watermark file: the archiver writes a new one on its next cycle (until then "
                   "restores end at the last archived commit)")
+
+
+@dataclass(frozen=True, slots=True)
+class EncryptionBlock:
+    """How a repository's data key is sealed: its cipher, the KEK's id, the KDF (passphrase) and the wrap.
+
+    The identity document holds the first one; `pitr key rotate` publishes
+    more (pitr/repo/keyring.py), each the same data key under another KEK.
+    """
+
+    key_id: bytes
+    wrapped_key: bytes
+    kdf: KdfParams | None = None  # None: the KEK is a raw key file
+    cipher: str = CIPHER
+
+    def to_json(self) -> dict[str, Any]:
+        kdf = None if self.kdf is None else {"name": "scrypt", "log2_n": self.kdf.log2_n, "r": self.kdf.r,
+                                             "p": self.kdf.p, "salt": self.kdf.salt.hex()}
+        return {"version": ENCRYPTION_VERSION, "cipher": self.cipher, "key_id": self.key_id.hex(),
+                "kdf": kdf, "wrapped_key": self.wrapped_key.hex()}
+
+    @classmethod
+    def from_fields(cls, block: Fields) -> EncryptionBlock:
+        """Checked field by field; KDF parameters beyond the bounds a reader accepts are damage."""
+        version = block.integer("version", low=1)
+        if version > ENCRYPTION_VERSION:
+            raise CorruptData(f"encryption block version {version} is newer than supported {ENCRYPTION_VERSION}",
+                              path=block.name, hint="upgrade pitr")
+        if block.text("cipher") != CIPHER:
+            block.bad("cipher", repr(CIPHER))
+        kdf = block.nested("kdf")
+        params = None
+        if kdf is not None:
+            if kdf.text("name") != "scrypt":
+                kdf.bad("name", "'scrypt'")
+            params = KdfParams(kdf.integer("log2_n", 1, KdfParams.MAX_LOG2_N), kdf.integer("r", 1, KdfParams.MAX_R),
+                               kdf.integer("p", 1, KdfParams.MAX_P), kdf.hex_bytes("salt", KdfParams.SALT_BYTES))
+            try:
+                params.check()
+            except ValueError as exc:
+                kdf.bad("log2_n", f"within the reader's bounds ({exc})")
+        return cls(block.hex_bytes("key_id", KEY_ID_BYTES), block.hex_bytes("wrapped_key", WRAPPED_BYTES), params)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,17 +82,26 @@ class RepoIdentity:
     start_chain_digest: bytes
     source: str = "embedded"
     parent: dict[str, Any] | None = None
+    encryption: EncryptionBlock | None = None  # None: a plaintext repository
 
     def encode(self) -> bytes:
-        return encode_document(IDENTITY_MAGIC, VERSION, {
+        body: dict[str, Any] = {
             "store_id": str(self.store_id), "name": self.name, "created_ns": self.created_ns,
             "first_lsn": self.first_lsn, "start_chain_digest": self.start_chain_digest.hex(),
-            "source": self.source, "parent": self.parent})
+            "source": self.source, "parent": self.parent}
+        if self.encryption is None:
+            return encode_document(IDENTITY_MAGIC, VERSION, body)
+        body["encryption"] = self.encryption.to_json()
+        return encode_document(IDENTITY_MAGIC, ENCRYPTED_VERSION, body)
 
     @classmethod
     def decode(cls, data: bytes, name: str) -> RepoIdentity:
         """Parse and validate an identity document; `CorruptData` naming `name` and the field if wrong."""
-        fields = Fields(decode_document(IDENTITY_MAGIC, VERSION, data, name), name, "identity")
+        version, doc = decode_versioned(IDENTITY_MAGIC, ENCRYPTED_VERSION, data, name)
+        fields = Fields(doc, name, "identity")
+        block = fields.nested("encryption")
+        if (block is None) != (version == VERSION):  # version 1 is plaintext, version 2 encrypted: never mixed
+            fields.bad("encryption", "an object in a version 2 identity, absent in version 1")
         source = fields.text("source", "embedded")
         if source not in SOURCES:
             fields.bad("source", " or ".join(repr(s) for s in SOURCES))
@@ -56,7 +114,8 @@ class RepoIdentity:
                 parent.text("target")
         return cls(fields.store_id(), fields.text("name"), fields.integer("created_ns"),
                    fields.integer("first_lsn", low=1), fields.digest("start_chain_digest"), source,
-                   None if parent is None else dict(parent.doc))
+                   None if parent is None else dict(parent.doc),
+                   None if block is None else EncryptionBlock.from_fields(block))
 
 
 @dataclass(frozen=True, slots=True)

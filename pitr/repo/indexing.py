@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pitr.catalog.catalog import KeyRow
 from pitr.catalog.entries import BlockRow, SegmentEntry, SnapshotEntry
+from segments import CorruptFile
 from segments import record as rec
+from segments.block_seal import SegmentKeys
 from segments.segment_reader import SegmentMeta, SegmentReader
 from segments.snapshot import SnapshotReader
 from segments.source import RangeSource
@@ -54,10 +56,11 @@ def key_rows_of(data: bytes | memoryview, spans: list[rec.Span],
     return rows
 
 
-def index_segment(name: str, source: RangeSource,
-                  gaps: list[tuple[int, int]] | None = None) -> tuple[SegmentEntry, list[BlockRow], list[KeyRow]]:
-    """Check every block and record of a segment and return its catalog rows (and gap commits)."""
-    reader = SegmentReader(source)
+def index_segment(name: str, source: RangeSource, gaps: list[tuple[int, int]] | None = None, *,
+                  keys: SegmentKeys | None = None) -> tuple[SegmentEntry, list[BlockRow], list[KeyRow]]:
+    """Check every block and record of a segment and return its catalog rows (and gap commits);
+    `keys` open an encrypted repository's sealed blocks."""
+    reader = SegmentReader(source, keys=keys)
     rows: list[KeyRow] = []
     block_gaps: list[tuple[int, int]] = []
     last_ts = -1
@@ -73,9 +76,22 @@ def index_segment(name: str, source: RangeSource,
     return segment_entry(name, reader.meta), block_rows(reader.meta), rows
 
 
-def snapshot_entry(name: str, source: RangeSource) -> SnapshotEntry:
-    """A snapshot's catalog row from its header and footer (the body is not read)."""
+def snapshot_entry(name: str, source: RangeSource, *, encrypted: bool = False) -> SnapshotEntry:
+    """A snapshot's catalog row from its header and footer (the body is not read).
+
+    Snapshots are not sealed yet, so one in an encrypted repository (`encrypted`) was not written
+    by pitr with the repository's key: `CorruptFile`, never a base a restore could build on."""
+    if encrypted:
+        raise refused_snapshot(source.name)
     reader = SnapshotReader(source)
     h, f = reader.header, reader.footer
     return SnapshotEntry(name, h.lsn, h.ts_ns, source.size, h.entry_count, h.logical_bytes, h.created_ns,
                          h.chain_digest, f.state_digest, dict(h.metadata))
+
+
+def refused_snapshot(path: str | None) -> CorruptFile:
+    """What a snapshot in an encrypted repository is: pitr does not seal snapshots yet, so it writes none
+    there, and a plaintext one came from someone without the key."""
+    return CorruptFile("a snapshot in an encrypted repository, which pitr does not write there (snapshots are "
+                       "not sealed yet): it was not written with the repository's key", path=path, offset=0,
+                       hint="move the file out of the repository")

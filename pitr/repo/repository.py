@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import bisect
 import os
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 
 import anyio
 import zstandard
@@ -20,6 +22,7 @@ from pitr.errors import (
     NotARepository,
     ObjectExists,
     RepositoryLost,
+    WrongKey,
     file_error,
     to_corrupt,
 )
@@ -33,9 +36,10 @@ from pitr.storage.local import LocalStorage
 from pitr.storage.ratelimit import NO_LIMITS, TransferLimits
 from pitr.timefmt import format_time
 from segments import SegmentsError, parse_segment_name, parse_snapshot_name
+from segments.block_seal import SegmentKeys
 from segments.fsutil import makedirs_private
 from segments.segment_format import BlockEntry
-from segments.segment_reader import decompress_block
+from segments.segment_reader import SegmentReader, decompress_block
 from segments.source import FileSource, RangeSource
 
 Progress = Callable[[str, int, int], None]
@@ -71,6 +75,9 @@ class Repository:
         self.cache_dir = cache_dir
         self.url = storage.url
         self._identity: RepoIdentity | None = None
+        # An encrypted repository's keys, once `pitr.repo.keyring.unlock` opened its data key; None: none yet
+        self.segment_keys: SegmentKeys | None = None
+        self._sealed_readers: dict[str, SegmentReader] = {}
 
     # identity ---------------------------------------------------------------------
     async def identity(self) -> RepoIdentity | None:
@@ -216,7 +223,10 @@ class Repository:
             await anyio.to_thread.run_sync(_remove_cached, self._cache_path(object_name))
 
     async def read_block(self, segment: SegmentEntry, block: BlockRow) -> bytes:
-        """One decompressed, CRC-checked block, reading only its bytes."""
+        """One decompressed, CRC-checked block, reading only its bytes (an encrypted repository's
+        through the segment's own reader: opening a block needs its header's salt and its index)."""
+        if self.segment_keys is not None:
+            return await self._read_sealed_block(segment, block)
         name = layout.segment_object(segment.name)
         data = await self.storage.read(name, block.offset, block.compressed_size)
         entry = BlockEntry(block.first_lsn, block.first_ts_ns, block.offset, block.compressed_size,
@@ -226,11 +236,40 @@ class Repository:
         except SegmentsError as exc:
             raise to_corrupt(exc) from exc
 
+    async def _read_sealed_block(self, segment: SegmentEntry, block: BlockRow) -> bytes:
+        name = layout.segment_object(segment.name)
+        reader = self._sealed_readers.get(segment.name)
+        if reader is None:
+            source = await self.open_source(name)
+            try:
+                reader = await anyio.to_thread.run_sync(lambda: SegmentReader(source, keys=self.segment_keys))
+            except SegmentsError as exc:
+                source.close()
+                raise to_corrupt(exc, f"{self.url}/{name}") from exc
+            while len(self._sealed_readers) >= 16:
+                self._sealed_readers.pop(next(iter(self._sealed_readers))).close()
+            self._sealed_readers[segment.name] = reader
+        opened = reader
+        at = bisect.bisect_left([e.first_lsn for e in opened.meta.index], block.first_lsn)
+        if at == len(opened.meta.index) or opened.meta.index[at].offset != block.offset:
+            raise CorruptData(f"the catalog's block at LSN {block.first_lsn} is not one of the segment's",
+                              path=f"{self.url}/{name}", hint="pitr reindex")
+        try:
+            return await anyio.to_thread.run_sync(opened.read_block, at)
+        except SegmentsError as exc:
+            raise to_corrupt(exc, f"{self.url}/{name}") from exc
+
     # catalog catch-up ---------------------------------------------------------------
     async def sync(self, progress: Progress | None = None) -> SyncReport:
-        """Index files the catalog lacks and forget files that are gone."""
+        """Index files the catalog lacks and forget files that are gone.
+
+        An encrypted repository is refused (`WrongKey`) until its key opened it: nothing is read or
+        indexed, and an archiver never writes plaintext into it."""
         report = SyncReport()
-        await self.identity()
+        ident = await self.identity()
+        if ident is not None and ident.encryption is not None and self.segment_keys is None:
+            raise WrongKey(f"{self.url} is encrypted (key id {ident.encryption.key_id.hex()}) and no key was given",
+                           hint="give the key file with --key-file FILE or PITR_KEY_FILE")
         # The watermark is read before the listing: the archiver publishes a segment before the
         # watermark that covers it, so the files listed afterwards reach at least as far.
         mark = await self.read_watermark()
@@ -267,7 +306,8 @@ class Repository:
         source = await self.open_source(object_name)
         try:
             gaps: list[tuple[int, int]] = []
-            entry, blocks, rows = await anyio.to_thread.run_sync(index_segment, name, source, gaps)
+            entry, blocks, rows = await anyio.to_thread.run_sync(
+                lambda: index_segment(name, source, gaps, keys=self.segment_keys))
         except SegmentsError as exc:
             first, last = parse_segment_name(name) or (0, 0)
             await anyio.to_thread.run_sync(self.catalog.record_file, FileCheck(
@@ -294,7 +334,8 @@ class Repository:
         for name in sorted(listed - set(known) - skipped):
             source = await self.open_source(layout.snapshot_object(name))
             try:
-                entry = await anyio.to_thread.run_sync(snapshot_entry, name, source)
+                entry = await anyio.to_thread.run_sync(
+                    partial(snapshot_entry, name, source, encrypted=self.segment_keys is not None))
             except SegmentsError as exc:
                 lsn = parse_snapshot_name(name) or 0
                 await anyio.to_thread.run_sync(self.catalog.record_file, FileCheck(
@@ -434,5 +475,7 @@ async def open_repository(url: str, *, cache_dir: str | None = None, s3_endpoint
     try:
         yield repo
     finally:
+        for reader in repo._sealed_readers.values():
+            reader.close()
         catalog.close()
         await storage.aclose()

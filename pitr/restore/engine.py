@@ -23,6 +23,7 @@ from pitr.restore.replay import replay_log
 from segments import SegmentsError
 from segments import record as rec
 from segments.block_replay import live_rows
+from segments.block_seal import SegmentKeys
 from segments.chain import genesis
 from segments.fold import Change
 from segments.snapshot import SnapshotReader
@@ -57,8 +58,9 @@ class RestoreResult:
 def build_state(state_dir: str, plan: RestorePlan, snapshot: RangeSource | None,
                 segments: list[RangeSource], *, name: str, progress: Progress | None = None,
                 clock: Callable[[], int] = time.time_ns, pause_gc: bool = False,
-                verify: bool = True) -> RestoreResult:
-    """Write the state at `plan.target_lsn` into a new LMDB at `state_dir`.
+                verify: bool = True, segment_keys: SegmentKeys | None = None) -> RestoreResult:
+    """Write the state at `plan.target_lsn` into a new LMDB at `state_dir` (reading sealed segments
+    with an encrypted repository's `segment_keys`).
 
     With `verify`, every planned segment is checked whole as it is read (`replay_log`): a
     damaged one raises CorruptData before anything is built on it, and the caller publishes
@@ -92,7 +94,8 @@ def build_state(state_dir: str, plan: RestorePlan, snapshot: RangeSource | None,
                     spilled = True
                 state.apply(changes, lsn, ts_ns)
 
-            changes = replay_log(plan, segments, verify=verify, max_changes=MAX_CHANGES, spill=spill)
+            changes = replay_log(plan, segments, verify=verify, max_changes=MAX_CHANGES, spill=spill,
+                                 keys=segment_keys)
             final_ts = max(plan.target_ts_ns, plan.base.ts_ns)
             if spilled:
                 state.apply(changes, plan.target_lsn, final_ts)

@@ -19,6 +19,7 @@ from pitr.restore.plan import RestorePlan
 from pitr.restore.prefetch import prefetched
 from segments import CorruptFile
 from segments.block_replay import replay_block
+from segments.block_seal import SegmentKeys
 from segments.checked_runs import BlockRun, checked_runs
 from segments.fold import Change
 from segments.segment_format import BlockEntry
@@ -30,7 +31,8 @@ Spill = Callable[[dict[bytes, Change], int, int], None]  # (changes, applied LSN
 
 
 def replay_log(plan: RestorePlan, segments: list[RangeSource], *, verify: bool, max_changes: int,
-               spill: Spill, progress: Progress | None = None) -> dict[bytes, Change]:
+               spill: Spill, progress: Progress | None = None, keys: SegmentKeys | None = None
+               ) -> dict[bytes, Change]:
     """Fold the log from the base (exclusive) to the target LSN; returns the changes not yet spilled.
 
     With `verify`, every block of every planned segment is checked and every digest of its file,
@@ -41,7 +43,7 @@ def replay_log(plan: RestorePlan, segments: list[RangeSource], *, verify: bool, 
     changes: dict[bytes, Change] = {}
     next_lsn = start  # the first LSN not yet folded
     total = plan.commits_to_replay
-    with prefetched(_runs(plan, segments, verify), depth=2) as runs:
+    with prefetched(_runs(plan, segments, verify, keys), depth=2) as runs:
         prev_ts = 0
         for run in runs:
             seg = run.segment
@@ -93,12 +95,13 @@ def first_block(seg: SegmentReader, lsn: int) -> int:
     return seg.block_for_lsn(max(lsn, seg.meta.first_lsn))
 
 
-def _runs(plan: RestorePlan, segments: list[RangeSource], verify: bool) -> Iterator[BlockRun]:
+def _runs(plan: RestorePlan, segments: list[RangeSource], verify: bool, keys: SegmentKeys | None
+          ) -> Iterator[BlockRun]:
     """Every run of blocks the replay reads, in LSN order (produced in the read-ahead thread)."""
     start = plan.base.lsn + 1
     for source in segments:
         try:
-            seg = SegmentReader(source)
+            seg = SegmentReader(source, keys=keys)  # keys: an encrypted repository's
         except CorruptFile as exc:
             raise to_corrupt(exc, source.name) from exc
         if seg.meta.first_lsn > plan.target_lsn:

@@ -216,6 +216,8 @@ async def restore(repos: Repository | Sequence[Repository], options: RestoreOpti
     if not repo_list:
         raise InvalidArgument("restore needs at least one repository")
     dest = absolute(options.dest)
+    if len(repo_list) > 1 and any(r.segment_keys is not None for r in repo_list):
+        raise InvalidArgument("an encrypted repository is restored from alone: each has its own data key")
     for repo in repo_list:  # files that cannot be indexed are holes in the timeline the plan reads
         await repo.sync()
     plan, planned_from = await _best_plan(repo_list, options, clock())
@@ -239,11 +241,13 @@ async def restore(repos: Repository | Sequence[Repository], options: RestoreOpti
         raise
     name = options.name or plan.identity.name
     final = plan
+    keys = repo_list[0].segment_keys if len(repo_list) == 1 else None
     try:
         result = await publish_restored(
             dest, options.force,
             lambda state_dir: build_state(state_dir, final, snapshot, sources, name=name, progress=progress,
-                                          pause_gc=options.pause_gc, verify=options.verify and len(repo_list) == 1),
+                                          pause_gc=options.pause_gc, verify=options.verify and len(repo_list) == 1,
+                                          segment_keys=keys),
             replace_foreign=options.replace_foreign, repo_roots=roots)
     finally:
         for src in [snapshot, *sources]:

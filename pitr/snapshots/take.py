@@ -26,7 +26,7 @@ from pitr.archiver.archiver import Archiver
 from pitr.archiver.options import RepoProgress
 from pitr.catalog.entries import SnapshotEntry
 from pitr.datadir.state import StateDB
-from pitr.errors import CorruptData, ObjectExists, file_error
+from pitr.errors import CorruptData, InvalidArgument, ObjectExists, file_error
 from pitr.jsontypes import JSONValue
 from pitr.repo import layout
 from pitr.repo.indexing import snapshot_entry
@@ -112,6 +112,10 @@ async def take_snapshot(archiver: Archiver, *, prepare: Callable[[], Awaitable[o
     `prepare` (an async callable) runs first under the archiver's lock; the
     in-process store passes its `flush` so the snapshot is as fresh as possible.
     """
+    sealed = [prog.repo.url for prog in archiver.progress if prog.repo.segment_keys is not None]
+    if sealed:  # a plaintext snapshot would put every key and value into the encrypted repository
+        raise InvalidArgument(f"{sealed[0]} is encrypted, and snapshots are not sealed yet: pitr takes no "
+                              "snapshot into an encrypted repository (its history is restored from the log)")
     source = archiver.source
     state = source.state
     ident = source.identity

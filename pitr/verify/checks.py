@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from segments import CorruptFile, SegmentsError
+from segments.block_seal import SegmentKeys
 from segments.chain_check import check_chain
-from segments.segment_reader import SegmentMeta, read_meta, verify_segment
+from segments.segment_reader import BlockOpener, SegmentMeta, read_meta, verify_segment
 from segments.snapshot import SnapshotReader
 from segments.source import RangeSource
 
@@ -32,13 +33,20 @@ def finding_from(name: str, exc: SegmentsError) -> Finding:
     return Finding(name, str(exc))
 
 
-def check_segment(name: str, source: RangeSource, *, full: bool) -> tuple[SegmentMeta | None, Finding | None]:
+def check_segment(name: str, source: RangeSource, *, full: bool, keys: SegmentKeys | None = None,
+                  sealed: bool = False) -> tuple[SegmentMeta | None, Finding | None]:
     """Quick: header, trailer, tables and chain digest. Full: every block, record and the file digest,
-    reading the file once (`verify_segment`)."""
+    reading the file once (`verify_segment`). In an encrypted repository (`sealed`, or given its `keys`)
+    a segment that is not sealed is a finding, quick or full, key or no key; full opens every block."""
     try:
         meta = read_meta(source)
+        BlockOpener(meta, keys)  # refuses a plaintext segment under keys
+        if sealed and meta.header.salt is None:
+            raise CorruptFile("the segment is not sealed, but the repository is encrypted: it was not written "
+                              "with the repository's key", path=name, offset=0,
+                              hint="move the file out of the repository and restore it from another copy")
         if full:
-            verify_segment(source, meta)
+            verify_segment(source, meta, keys=keys)
     except SegmentsError as exc:
         return None, finding_from(name, exc)
     return meta, None

@@ -26,7 +26,7 @@ from pitr.errors import CatalogDamaged, Gap, InvalidArgument, Window
 from pitr.progress import ByteCounter
 from pitr.repo import layout
 from pitr.repo.identity import RepoIdentity
-from pitr.repo.indexing import block_rows, key_rows_of, segment_entry, snapshot_entry
+from pitr.repo.indexing import block_rows, key_rows_of, refused_snapshot, segment_entry, snapshot_entry
 from pitr.repo.repository import Repository, live_segments
 from pitr.timefmt import format_time
 from pitr.timeline import build_timeline
@@ -35,6 +35,7 @@ from pitr.verify.checks import Finding, chain_findings, check_segment, check_sna
 from pitr.verify.replay import replay_checks
 from segments import SegmentsError, parse_snapshot_name
 from segments import record as rec
+from segments.block_seal import SegmentKeys
 from segments.segment_reader import SegmentMeta, read_meta, verify_blocks
 from segments.source import RangeSource
 
@@ -59,11 +60,12 @@ class VerifyReport:
     checked: list[str] = field(default_factory=list)  # names of the files checked (scope "files")
     catalog_damaged: bool = False
     seconds: float = 0.0
+    keyless: bool = False  # an encrypted repository checked quick without its key: files and chain only
 
     @property
     def ok(self) -> bool:
         """No finding; for a repository also no hole and something restorable."""
-        if self.scope == "files":
+        if self.scope == "files" or self.keyless:  # (keyless: no window is claimed either way)
             return not self.findings
         return not self.findings and not self.holes and bool(self.windows)
 
@@ -76,12 +78,12 @@ class VerifyReport:
                              "end_lsn": w.end_lsn} for w in self.windows],
                 "holes": [{"first_lsn": h.first_lsn, "last_lsn": h.last_lsn, "reason": h.reason} for h in self.holes],
                 "replays": [{"from": a, "to": b, "matched": m} for a, b, m in self.replays],
-                "catalog_damaged": self.catalog_damaged, "checked": self.checked,
+                "catalog_damaged": self.catalog_damaged, "checked": self.checked, "keyless": self.keyless,
                 "seconds": round(self.seconds, 3)}
 
 
-def _check_segment_file(name: str, source: RangeSource, *, full: bool, index: bool
-                        ) -> tuple[SegmentMeta | None, Finding | None, list[tuple[bytes, int, int, int, bool]] | None,
+def _check_segment_file(name: str, source: RangeSource, *, full: bool, index: bool,
+                        keys: SegmentKeys | None = None, sealed: bool = False) -> tuple[SegmentMeta | None, Finding | None, list[tuple[bytes, int, int, int, bool]] | None,
                                    list[int] | None]:
     """A segment's meta and finding; with `index`, also the key rows and source-gap LSNs it implies.
 
@@ -89,13 +91,13 @@ def _check_segment_file(name: str, source: RangeSource, *, full: bool, index: bo
     the file is read once.
     """
     if not index:
-        meta, finding = check_segment(name, source, full=full)
+        meta, finding = check_segment(name, source, full=full, keys=keys, sealed=sealed)
         return meta, finding, None, None
     rows: list[KeyRow] = []
     gap_lsns: list[int] = []
     try:
         meta = read_meta(source)
-        for block in verify_blocks(source, meta):
+        for block in verify_blocks(source, meta, keys=keys):
             found: list[tuple[int, int]] = []
             rows.extend(key_rows_of(block.raw, _spans(block.raw, block.ends), found))
             gap_lsns += [lsn for lsn, _before in found]
@@ -115,8 +117,10 @@ def _spans(raw: bytes, ends: list[int]) -> list[rec.Span]:
     return spans
 
 
-def _check_snapshot_file(name: str, source: RangeSource, *, full: bool
+def _check_snapshot_file(name: str, source: RangeSource, *, full: bool, encrypted: bool = False
                          ) -> tuple[Finding | None, SnapshotEntry | None]:
+    if encrypted:  # pitr writes no snapshot into an encrypted repository (not sealed yet)
+        return finding_from(name, refused_snapshot(name)), None
     finding = check_snapshot(name, source, full=full)
     if finding is not None:
         return finding, None
@@ -145,7 +149,10 @@ async def verify_repository(repo: Repository, *, mode: str = "full", files: Sequ
     wanted = {os.path.basename(f) for f in files}
     report = VerifyReport(repo.url, mode, "files" if wanted else "repository")
     ident, damage = await _identity(repo)
-    if damage is None:
+    # Quick verification of an encrypted repository needs no key: structure and chain are stored in the
+    # clear. The catalog is then not caught up (indexing opens blocks), so only the files are reported.
+    keyless = report.keyless = mode == "quick" and ident.encryption is not None and repo.segment_keys is None
+    if damage is None and not keyless:
         try:
             await repo.sync()
         except CatalogDamaged as exc:
@@ -178,7 +185,8 @@ async def verify_repository(repo: Repository, *, mode: str = "full", files: Sequ
         try:
             if is_segment:
                 meta, finding, rows, gap_lsns = await anyio.to_thread.run_sync(partial(
-                    _check_segment_file, name, source, full=deep, index=compare and full))
+                    _check_segment_file, name, source, full=deep, index=compare and full, keys=repo.segment_keys,
+                    sealed=ident.encryption is not None))
                 first, last = keep[name]
                 if meta is not None:
                     metas.append((name, meta))
@@ -189,7 +197,8 @@ async def verify_repository(repo: Repository, *, mode: str = "full", files: Sequ
                     if gap_lsns is not None and expected.gap_lsns is not None:
                         expected.gap_lsns.update(gap_lsns)
             else:
-                finding, entry = await anyio.to_thread.run_sync(partial(_check_snapshot_file, name, source, full=deep))
+                finding, entry = await anyio.to_thread.run_sync(partial(
+                    _check_snapshot_file, name, source, full=deep, encrypted=ident.encryption is not None))
                 first = last = parse_snapshot_name(name) or 0
                 if entry is not None:
                     expected.snapshots[name] = entry
@@ -218,7 +227,7 @@ async def verify_repository(repo: Repository, *, mode: str = "full", files: Sequ
         if finding is not None:
             report.findings.append(finding)
     report.checked = sorted(results)
-    if damage is not None:
+    if damage is not None or keyless:
         report.seconds = time.monotonic() - started
         return report
     await _record(repo, mode, results)

@@ -42,6 +42,7 @@ def _argv(name: str, tmp: Path) -> list[str]:
         "history": ["history", "k"], "log": ["log"], "diff": ["diff", "@1", "@3"],
             "status": ["status"], "copy": ["copy", "--from", str(tmp / "repo"), "--to", str(tmp / "copy")],
             "repair": ["repair", "--from", str(tmp / "repo"), str(tmp / "copy")],
+            "key": ["key", "list"],
     }
     assert set(table) == set(COMMANDS), "a subcommand without a --json invocation here: add it"
     return table[name]
