@@ -1,0 +1,100 @@
+"""pitr undo --from T1 --to T2: bring every key the commits in (T1, T2] changed back to its state at T1."""
+
+from __future__ import annotations
+
+import argparse
+
+from pitr.cli.common import (
+    add_data,
+    add_json,
+    add_repo,
+    encode_bytes,
+    need_data,
+    print_json,
+    repositories,
+    show_bytes,
+)
+from pitr.errors import InvalidArgument
+from pitr.jsontypes import JSONObject, JSONValue
+from pitr.store.conditional import Expected
+from pitr.timefmt import format_time, parse_time
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("undo", help="revert the commits of a time range on a live store (one guarded commit)")
+    p.add_argument("--from", dest="from_", required=True, metavar="T1",
+                   help="keep the commits up to T1 (RFC 3339 with offset, or Unix seconds)")
+    p.add_argument("--to", required=True, metavar="T2", help="revert the commits after T1 up to T2 (inclusive)")
+    p.add_argument("--prefix", help="only keys starting with this text")
+    p.add_argument("--dry-run", action="store_true", help="print what would change; write nothing")
+    conflicts = p.add_mutually_exclusive_group()
+    conflicts.add_argument("--force", action="store_true",
+                           help="also overwrite keys changed after T2 (conflicts) with their state at T1")
+    conflicts.add_argument("--skip-conflicts", action="store_true",
+                           help="revert the keys without a conflict and leave the others alone")
+    add_data(p)
+    add_repo(p)
+    add_json(p)
+    p.set_defaults(run=run)
+
+
+def _state_json(state: Expected) -> JSONValue:
+    if state is None:
+        return None
+    value, expires = state
+    doc: JSONObject = {"value": encode_bytes(value)}
+    if expires is not None:
+        doc["expires_at"] = format_time(expires)
+    return doc
+
+
+def _state_text(state: Expected) -> str:
+    if state is None:
+        return "(absent)"
+    value, expires = state
+    return show_bytes(value) + (f" (expires {format_time(expires)})" if expires is not None else "")
+
+
+async def run(args: argparse.Namespace) -> int:
+    from pitr.store import Store
+    from pitr.undo import StoreTarget, UndoOptions, apply_undo, plan_undo
+
+    from_ns, to_ns = parse_time(args.from_, what="--from"), parse_time(args.to, what="--to")
+    if from_ns >= to_ns:
+        raise InvalidArgument(f"--from {args.from_} is not before --to {args.to}; give the earlier moment as --from")
+    prefix = args.prefix.encode() if args.prefix is not None else None
+    options = UndoOptions(dry_run=args.dry_run, force=args.force, skip_conflicts=args.skip_conflicts)
+    data = need_data(args)
+    async with repositories(args) as repos:
+        plan = await plan_undo(repos[0], from_ns, to_ns, prefix=prefix)
+    async with Store(data) as store:
+        result = await apply_undo(plan, StoreTarget(store), options)
+    if args.json:
+        print_json({"from": format_time(from_ns), "to": format_time(to_ns), "dry_run": result.dry_run,
+                    "lsn": result.position, "applied": len(result.applied),
+                    "changes": [{"key": encode_bytes(c.key), "current": _state_json(c.current),
+                                 "undo_to": _state_json(c.wanted), "conflict": c.conflict,
+                                 "skipped": c.key in result.skipped} for c in result.changes]})
+        return 0
+    for c in result.changes:
+        mark = "!" if c.conflict else "~"
+        note = ""
+        if c.conflict:
+            note = "  (conflict: changed after --to; " + (
+                "skipped)" if c.key in result.skipped else "overwritten)" if c.key in result.overridden
+                else "not applied)")
+        print(f"{mark} {show_bytes(c.key)}  {_state_text(c.current)} -> {_state_text(c.wanted)}{note}")
+    span = f"({format_time(from_ns)}, {format_time(to_ns)}]"
+    if result.dry_run:
+        conflicts = len(result.conflicts)
+        print(f"dry run: undo of {span} would revert {len(result.changes)} keys"
+              + (f", {conflicts} with conflicts (--force or --skip-conflicts to proceed)" if conflicts else "")
+              + "; nothing written")
+    elif result.position is None:
+        print(f"undo of {span}: nothing to write ({len(result.changes)} keys to revert"
+              f"{', all skipped' if result.skipped else ''})")
+    else:
+        print(f"undo of {span}: reverted {len(result.applied)} keys in commit LSN {result.position}"
+              + (f"; {len(result.skipped)} conflicts left alone" if result.skipped else "")
+              + (f"; {len(result.overridden)} conflicts overwritten" if result.overridden else ""))
+    return 0
