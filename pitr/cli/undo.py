@@ -33,6 +33,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     conflicts.add_argument("--skip-conflicts", action="store_true",
                            help="revert the keys without a conflict and leave the others alone")
     add_data(p)
+    p.add_argument("--etcd", metavar="URL",
+                   help="undo on the etcd cluster the archive was taken from (etcd://HOST:PORT[/PREFIX]; the "
+                        "prefix, when given, limits the undo as --prefix does) instead of the store at --data")
     add_repo(p)
     add_json(p)
     p.set_defaults(run=run)
@@ -64,14 +67,28 @@ async def run(args: argparse.Namespace) -> int:
         raise InvalidArgument(f"--from {args.from_} is not before --to {args.to}; give the earlier moment as --from")
     prefix = args.prefix.encode() if args.prefix is not None else None
     options = UndoOptions(dry_run=args.dry_run, force=args.force, skip_conflicts=args.skip_conflicts)
-    data = need_data(args)
-    async with repositories(args) as repos:
-        plan = await plan_undo(repos[0], from_ns, to_ns, prefix=prefix)
-    async with Store(data) as store:
-        result = await apply_undo(plan, StoreTarget(store), options)
+    if args.etcd is not None:
+        from pitr.sources.etcd import EtcdClient, parse_etcd_url
+        from pitr.undo.etcd_target import EtcdTarget
+
+        location = parse_etcd_url(args.etcd)
+        if location.prefix_given:
+            if prefix is not None and not prefix.startswith(location.prefix):
+                raise InvalidArgument(f"--prefix {args.prefix} is not under the prefix of --etcd {args.etcd}")
+            prefix = prefix if prefix is not None else location.prefix
+        async with repositories(args) as repos:
+            plan = await plan_undo(repos[0], from_ns, to_ns, prefix=prefix)
+        async with EtcdClient(location.endpoints) as client:
+            result = await apply_undo(plan, EtcdTarget(client), options)
+    else:
+        data = need_data(args)
+        async with repositories(args) as repos:
+            plan = await plan_undo(repos[0], from_ns, to_ns, prefix=prefix)
+        async with Store(data) as store:
+            result = await apply_undo(plan, StoreTarget(store), options)
     if args.json:
         print_json({"from": format_time(from_ns), "to": format_time(to_ns), "dry_run": result.dry_run,
-                    "lsn": result.position, "applied": len(result.applied),
+                    "revision" if args.etcd is not None else "lsn": result.position, "applied": len(result.applied),
                     "changes": [{"key": encode_bytes(c.key), "current": _state_json(c.current),
                                  "undo_to": _state_json(c.wanted), "conflict": c.conflict,
                                  "skipped": c.key in result.skipped} for c in result.changes]})
@@ -94,7 +111,8 @@ async def run(args: argparse.Namespace) -> int:
         print(f"undo of {span}: nothing to write ({len(result.changes)} keys to revert"
               f"{', all skipped' if result.skipped else ''})")
     else:
-        print(f"undo of {span}: reverted {len(result.applied)} keys in commit LSN {result.position}"
+        where = f"etcd revision {result.position}" if args.etcd is not None else f"commit LSN {result.position}"
+        print(f"undo of {span}: reverted {len(result.applied)} keys in {where}"
               + (f"; {len(result.skipped)} conflicts left alone" if result.skipped else "")
               + (f"; {len(result.overridden)} conflicts overwritten" if result.overridden else ""))
     return 0

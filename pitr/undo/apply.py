@@ -31,6 +31,9 @@ class UndoTarget(Protocol):
     def now(self) -> int:
         """The store's present (ns): what TTLs are judged against."""
 
+    def comparable(self, state: Expected) -> Expected:
+        """`state` as far as this store can tell states apart (etcd keeps no expiry to compare)."""
+
     async def read(self, keys: Sequence[bytes]) -> dict[bytes, Expected]:
         """The current state of each key."""
 
@@ -56,18 +59,18 @@ class UndoOptions:
 
 @dataclass(frozen=True, slots=True)
 class UndoChange:
-    """One key of an undo: its state now, the state the undo writes, and what was expected."""
+    """One key of an undo: its state now, the state the undo writes, and what was expected.
+
+    `conflict`: the key was changed after the range to something else than the undo writes (a
+    key already back at its T1 state is no conflict: there is nothing to overwrite).
+    """
 
     key: bytes
     current: Expected
     wanted: Expected
     expected: Expected  # the key's state at T2, as a read now sees it
-
-    @property
-    def conflict(self) -> bool:
-        """Changed after the range to something else than the undo writes (a key already back at
-        its T1 state is no conflict: there is nothing to overwrite)."""
-        return self.current != self.expected and self.current != self.wanted
+    conflict: bool
+    needs_write: bool  # the current state is not (comparably) the wanted one
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,10 +100,16 @@ async def apply_undo(plan: UndoPlan, target: UndoTarget, options: UndoOptions) -
     """Revert `plan`'s keys on `target` in one guarded commit (see the module docstring)."""
     target.check_history(plan.identity)
     now = target.now()
+    same = target.comparable
     pending = [(r.key, r.wanted(now), r.expected(now)) for r in plan.reversals]
-    pending = [(key, wanted, expected) for key, wanted, expected in pending if wanted != expected]
+    pending = [(key, wanted, expected) for key, wanted, expected in pending if same(wanted) != same(expected)]
     current = await target.read([key for key, _wanted, _expected in pending])
-    changes = [UndoChange(key, current[key], wanted, expected) for key, wanted, expected in pending]
+    changes = []
+    for key, wanted, expected in pending:
+        now_state = same(current[key])
+        changes.append(UndoChange(key, current[key], wanted, expected,
+                                  conflict=now_state not in (same(expected), same(wanted)),
+                                  needs_write=now_state != same(wanted)))
     conflicts = [c.key for c in changes if c.conflict]
     span = f"({format_time(plan.from_ns)}, {format_time(plan.to_ns)}]"
     if options.dry_run:
@@ -111,9 +120,9 @@ async def apply_undo(plan: UndoPlan, target: UndoTarget, options: UndoOptions) -
                            hint="review them (pitr history KEY); --skip-conflicts reverts the others, --force "
                                 "overwrites them too; --dry-run shows every change")
     chosen = [c for c in changes if not (c.conflict and options.skip_conflicts)]
-    writes = [(c.key, c.wanted) for c in chosen if c.current != c.wanted]
+    writes = [(c.key, c.wanted) for c in chosen if c.needs_write]
     # each key is guarded by the state this undo saw (and showed): a write after that refuses
-    guards = {c.key: c.current for c in chosen if c.current != c.wanted}
+    guards = {c.key: c.current for c in chosen if c.needs_write}
     skipped = conflicts if options.skip_conflicts else []
     overridden = conflicts if options.force else []
     if not writes:

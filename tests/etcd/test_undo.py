@@ -1,0 +1,73 @@
+"""Undo on etcd: one guarded transaction, conflicts refusing the whole undo, leases written back."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pytest
+
+from pitr.errors import UndoConflict
+from pitr.repo.repository import open_repository
+from pitr.sources.etcd import EtcdClient, etcd_archiving
+from pitr.store.conditional import Expected, Mismatch
+from pitr.undo import UndoOptions, apply_undo, plan_undo
+from pitr.undo.etcd_target import EtcdTarget
+from tests.etcd.test_archive import FAST, archived_commits, etcd_state, wait_until
+from tests.servers.etcd import EtcdCluster
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+
+class RacingTarget(EtcdTarget):
+    """Another writer changes the first key between the undo's read and its transaction."""
+
+    async def commit_if(self, writes: Sequence[tuple[bytes, Expected]],
+                        guards: Mapping[bytes, Expected]) -> int | list[Mismatch]:
+        await self.client.put(writes[0][0], b"racer")
+        return await super().commit_if(writes, guards)
+
+
+async def test_an_undo_on_etcd_reverts_in_one_transaction(etcd_server: EtcdCluster, key_prefix: bytes,
+                                                          tmp_path: Path) -> None:
+    repo_dir = str(tmp_path / "repo")
+    a, b, c, t = (key_prefix + name for name in (b"a", b"b", b"c", b"t"))
+    async with EtcdClient(etcd_server.endpoints) as client:
+        lease = await client.grant_lease(600)
+        async with etcd_archiving(client, key_prefix, str(tmp_path / "spool"), repo_dir, options=FAST) as session:
+            await client.put(a, b"1")
+            await client.put(b, b"1")
+            first = await client.put(t, b"ttl", lease=lease.id)
+            await wait_until(lambda: session.follower.revision >= first)
+            await client.put(a, b"2")
+            await client.put(c, b"new")
+            last = await client.put(t, b"no lease")
+            await wait_until(lambda: session.follower.revision >= last)
+        async with open_repository(repo_dir) as repo:
+            commits = await archived_commits(repo)
+            t1 = next(x.ts_ns for x in commits if x.source_rev == first)
+            t2 = next(x.ts_ns for x in commits if x.source_rev == last)
+            plan = await plan_undo(repo, t1, t2)
+        assert [r.key for r in plan.reversals] == [a, c, t]
+        await client.put(c, b"edited later")  # a conflict
+        before = await etcd_state(client, key_prefix)
+        with pytest.raises(UndoConflict) as caught:
+            await apply_undo(plan, EtcdTarget(client), UndoOptions())
+        assert caught.value.keys == [c]
+        assert await etcd_state(client, key_prefix) == before  # nothing written
+        with pytest.raises(UndoConflict) as caught:  # a writer between the read and the transaction
+            await apply_undo(plan, RacingTarget(client), UndoOptions(force=True))
+        assert caught.value.keys == [a]
+        assert await etcd_state(client, key_prefix) == {**before, a: b"racer"}
+        await client.put(a, b"2")
+        result = await apply_undo(plan, EtcdTarget(client), UndoOptions(skip_conflicts=True))
+        assert result.skipped == [c]
+        assert await etcd_state(client, key_prefix) == {a: b"1", b: b"1", c: b"edited later", t: b"ttl"}
+        restored = await client.get(t)
+        assert restored is not None
+        assert restored.lease != 0  # T1's value had an expiry: it is back on a lease
+        assert restored.mod_revision == result.position
+        assert (await client.get(a)).mod_revision == result.position  # type: ignore[union-attr]
+        result = await apply_undo(plan, EtcdTarget(client), UndoOptions(force=True))
+        assert result.overridden == [c]
+        assert await etcd_state(client, key_prefix) == {a: b"1", b: b"1", t: b"ttl"}
