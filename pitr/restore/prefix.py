@@ -7,9 +7,9 @@ The state of a selection at the plan's target is read without building the rest:
 * a prefix has no lookup of its own (the key index holds 8-byte digests of keys, which do not
   keep the order of the keys), so its keys come from the two places that do keep it: the base
   snapshot, whose first-key index seeks straight to the blocks under the prefix, and the log
-  from the base to the target (`commit_log`, filtered by the prefixes' common prefix). The
-  cost is the snapshot blocks under the prefix plus the log since the base, never the whole
-  archive (docs/decisions.md, "undo: prefix restore").
+  from the base to the target (the restore's own replay, its changes filtered to the
+  prefixes). The cost is the snapshot blocks under the prefix plus the log since the base,
+  never the whole archive (docs/decisions.md, "undo: prefix restore").
 
 Every block read is checked as it is read (block CRC, every record's CRC and framing, snapshot
 block checks); whole-file digests of files read only in part are left to `pitr verify`.
@@ -26,7 +26,6 @@ from dataclasses import dataclass
 import anyio
 
 from pitr.audit.at import ValueReader, open_value_reader
-from pitr.audit.log import commit_log
 from pitr.audit.window import Moment
 from pitr.datadir.keys import check_key
 from pitr.datadir.state import I64BE, StateDB, StoreIdentity
@@ -36,12 +35,16 @@ from pitr.repo.repository import Repository
 from pitr.restore.engine import RestoreResult
 from pitr.restore.options import KeySelection
 from pitr.restore.plan import RestorePlan
+from pitr.restore.replay import replay_log
 from segments import SegmentsError
 from segments.chain import genesis
+from segments.fold import Change
 from segments.snapshot import SnapshotReader
+from segments.source import RangeSource
 
 Row = tuple[bytes, int | None]  # value, absolute expiry
 Progress = Callable[[str, int, int], None]
+SPILL_EVERY = 200_000  # changed keys folded before the map is filtered to the prefixes
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +53,8 @@ class SelectedState:
 
     rows: dict[bytes, Row]
     expired_dropped: int
-    commits_read: int  # commits of the log that touched the selection
-    blocks_read: int  # log blocks read (snapshot blocks not counted)
+    commits_read: int  # commits of the log replayed (for the prefixes)
+    blocks_read: int  # log blocks read for the single keys
 
 
 def plan_moment(plan: RestorePlan) -> Moment:
@@ -63,8 +66,12 @@ def plan_moment(plan: RestorePlan) -> Moment:
     return Moment(plan.target_ts_ns, False, plan.window, plan.base)
 
 
-async def read_selection(repo: Repository, plan: RestorePlan, selection: KeySelection) -> SelectedState:
-    """The state of the selected keys at `plan`'s target, TTL judged at its cutoff."""
+async def read_selection(repo: Repository, plan: RestorePlan, selection: KeySelection,
+                         segments: list[RangeSource]) -> SelectedState:
+    """The state of the selected keys at `plan`'s target, TTL judged at its cutoff.
+
+    `segments` are the plan's segments, open (read only when the selection has prefixes).
+    """
     moment = plan_moment(plan)
     changes: dict[bytes, Row | None] = {}
     async with open_value_reader(repo) as reader:
@@ -72,19 +79,9 @@ async def read_selection(repo: Repository, plan: RestorePlan, selection: KeySele
             change = await reader.newest_change(key, moment)
             changes[key] = None if change is None or change.op != "put" else \
                 (change.value or b"", change.expires_at_ns)
-        commits = 0
         if selection.prefixes:
             changes.update(await _base_under(reader, plan, selection.prefixes))
-            if plan.target_lsn > plan.base.lsn:
-                common = os.path.commonprefix(list(selection.prefixes))
-                async for commit in commit_log(repo, since_lsn=plan.base.lsn + 1, until_lsn=plan.target_lsn,
-                                                prefix=common or None, holes=reader.holes):
-                    touched = False
-                    for op in commit.ops:
-                        if any(op.key.startswith(p) for p in selection.prefixes):
-                            touched = True
-                            changes[op.key] = None if op.op == "delete" else (op.value or b"", op.expires_at_ns)
-                    commits += touched
+            changes.update(await anyio.to_thread.run_sync(_log_under, plan, segments, selection.prefixes))
         blocks = reader.records.blocks_read
     rows: dict[bytes, Row] = {}
     expired = 0
@@ -95,6 +92,7 @@ async def read_selection(repo: Repository, plan: RestorePlan, selection: KeySele
             expired += 1
             continue
         rows[key] = row
+    commits = plan.commits_to_replay if selection.prefixes else 0
     return SelectedState(rows, expired, commits, blocks)
 
 
@@ -107,6 +105,26 @@ async def _base_under(reader: ValueReader, plan: RestorePlan, prefixes: tuple[by
         return await anyio.to_thread.run_sync(_snapshot_under, snapshot, prefixes)
     except SegmentsError as exc:
         raise to_corrupt(exc) from exc
+
+
+def _log_under(plan: RestorePlan, segments: list[RangeSource], prefixes: tuple[bytes, ...]) -> dict[bytes, Row | None]:
+    """Each key under the prefixes changed from the base to the target, with its last change.
+
+    The restore's own replay (`replay_log`: every record of every block read checked, folded in
+    compiled code), its map filtered to the prefixes whenever it reaches SPILL_EVERY keys, so
+    memory stays bounded by the keys under the prefixes. Whole-file digests are not checked:
+    only the blocks from the base on are read.
+    """
+    found: dict[bytes, Row | None] = {}
+
+    def keep(changes: dict[bytes, Change], _lsn: int = 0, _ts_ns: int = 0) -> None:
+        for key, change in changes.items():
+            if key.startswith(prefixes):
+                found[key] = None if change is None else (change, None) if isinstance(change, bytes) else change
+        changes.clear()
+
+    keep(replay_log(plan, segments, verify=False, max_changes=SPILL_EVERY, spill=keep))
+    return found
 
 
 def _snapshot_under(snapshot: SnapshotReader, prefixes: tuple[bytes, ...]) -> dict[bytes, Row]:
@@ -161,4 +179,5 @@ def write_selected_state(state_dir: str, plan: RestorePlan, state: SelectedState
                          state.commits_read, len(rows), state.expired_dropped, time.monotonic() - started,
                          peak_rss_bytes(), plan.base.snapshot, None, plan.skipped,
                          (*plan.notes, f"restored only {selection.describe()}: {len(rows):,} keys, "
-                                       f"{state.commits_read:,} commits and {state.blocks_read:,} log blocks read"))
+                                       f"{state.commits_read:,} commits replayed for the prefixes, "
+                                       f"{state.blocks_read:,} log blocks read for the keys"))

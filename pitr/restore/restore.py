@@ -297,7 +297,13 @@ async def _restore_selection(repo: Repository, plan: RestorePlan, options: Resto
         if replaced is not None:
             notes.append(f"would replace {replaced.describe()}")
         return replace(plan, notes=(*plan.notes, *notes))
-    state = await read_selection(repo, plan, selection)
+    # the plan's segments, their tables and chain checked (no whole-file read): only for prefixes
+    sources = await _open_segments([repo], plan, options.verify, None) if selection.prefixes else []
+    try:
+        state = await read_selection(repo, plan, selection, sources)
+    finally:
+        for source in sources:
+            source.close()
     name = options.name or plan.identity.name
     return await publish_restored(
         dest, options.force,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
 
 import pytest
 import trio
@@ -111,3 +112,28 @@ def test_a_selection_validates_its_renaming() -> None:
     assert moved.landed(b"/config/x") == b"/restored/x"
     assert moved.selects(b"/config/x")
     assert not moved.selects(b"/configx")
+
+
+def test_a_partial_restore_filters_every_spill_of_the_replay(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from pitr.restore import prefix as prefix_restore
+
+    monkeypatch.setattr(prefix_restore, "SPILL_EVERY", 1)  # filter after every run of blocks
+    root = str(tmp_path)
+    steps: list[tuple[object, ...]] = [("put", b"a/%d" % i, b"v%d" % i, None) for i in range(40)]
+    steps += [("cycle",), ("snapshot",)]
+    steps += [("put", b"b/%d" % i, b"w", None) for i in range(300)] + [("delete", b"a/3"), ("cycle",)]
+    steps += [("put", b"a/%d" % i, b"x" * 300, None) for i in range(200, 400)] + [("cycle",)]
+    trio.run(write_history, root, steps)
+
+    async def restore_to(name: str, selected: KeySelection | None) -> None:
+        async with open_repository(os.path.join(root, "repo")) as repo:
+            await restore(repo, RestoreOptions(target=RestoreTarget(latest=True), dest=os.path.join(root, name),
+                                               selection=selected))
+
+    selection = KeySelection(prefixes=(b"a/",))
+    trio.run(restore_to, "full", None)
+    trio.run(restore_to, "part", selection)
+    part, _ = read_rows(os.path.join(root, "part"))
+    assert part == expected_rows(read_rows(os.path.join(root, "full"))[0], selection)
+    assert len(part) == 239
