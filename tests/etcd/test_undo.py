@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
+import trio
 
+from pitr.cli.main import main
 from pitr.errors import UndoConflict
 from pitr.repo.repository import open_repository
 from pitr.sources.etcd import EtcdClient, etcd_archiving
 from pitr.store.conditional import Expected, Mismatch
+from pitr.timefmt import format_time
 from pitr.undo import UndoOptions, apply_undo, plan_undo
 from pitr.undo.etcd_target import EtcdTarget
 from tests.etcd.test_archive import FAST, archived_commits, etcd_state, wait_until
 from tests.servers.etcd import EtcdCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+
+def cli(argv: list[str]) -> tuple[int, str, str]:
+    """`pitr ARGV` in this process (in a worker thread: it runs its own event loop)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert isinstance(exc.value.code, int)
+    return exc.value.code, out.getvalue(), err.getvalue()
 
 
 class RacingTarget(EtcdTarget):
@@ -55,6 +70,12 @@ async def test_an_undo_on_etcd_reverts_in_one_transaction(etcd_server: EtcdClust
             await apply_undo(plan, EtcdTarget(client), UndoOptions())
         assert caught.value.keys == [c]
         assert await etcd_state(client, key_prefix) == before  # nothing written
+        code, out, _err = await trio.to_thread.run_sync(cli, [
+            "undo", "--from", format_time(t1), "--to", format_time(t2), "--repo", repo_dir, "--dry-run", "--json",
+            "--etcd", "etcd://" + etcd_server.endpoints[0].removeprefix("http://") + key_prefix.decode()])
+        assert code == 0
+        assert [(x["key"], x["conflict"]) for x in json.loads(out)["changes"]] == \
+            [(a.decode(), False), (c.decode(), True), (t.decode(), False)]
         with pytest.raises(UndoConflict) as caught:  # a writer between the read and the transaction
             await apply_undo(plan, RacingTarget(client), UndoOptions(force=True))
         assert caught.value.keys == [a]

@@ -137,3 +137,26 @@ def test_a_partial_restore_filters_every_spill_of_the_replay(tmp_path: Path,
     part, _ = read_rows(os.path.join(root, "part"))
     assert part == expected_rows(read_rows(os.path.join(root, "full"))[0], selection)
     assert len(part) == 239
+
+
+def test_the_command_restores_a_renamed_prefix_and_refuses_what_it_cannot(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.helpers.cli import run_cli
+
+    root = str(tmp_path)
+    trio.run(write_history, root, [("put", b"a/1", b"one", None), ("put", b"a/2", b"two", None),
+                                   ("put", b"b/1", b"other", None), ("cycle",)])
+    repo, dest = os.path.join(root, "repo"), os.path.join(root, "moved")
+    code, out, err = run_cli(capsys, "restore", "--latest", "--prefix", "a/", "--strip-prefix", "a/",
+                             "--add-prefix", "z/", "--dest", dest, "--repo", repo)
+    assert code == 0, err
+    assert "restored only prefix b'a/'" in out
+    assert read_rows(dest)[0] == {b"z/1": (b"one", None), b"z/2": (b"two", None)}
+    code, _out, err = run_cli(capsys, "restore", "--latest", "--strip-prefix", "a/", "--dest", dest + "2",
+                              "--repo", repo)
+    assert code == 2
+    assert "only with --prefix or --key" in err
+    code, _out, err = run_cli(capsys, "restore", "--latest", "--key", "a/1", "--dest", "etcd://127.0.0.1:1/x",
+                              "--repo", repo)
+    assert code == 2
+    assert "not yet into etcd" in err
