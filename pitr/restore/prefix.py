@@ -67,7 +67,7 @@ def plan_moment(plan: RestorePlan) -> Moment:
 
 
 async def read_selection(repo: Repository, plan: RestorePlan, selection: KeySelection,
-                         segments: list[RangeSource]) -> SelectedState:
+                         segments: list[RangeSource], progress: Progress | None = None) -> SelectedState:
     """The state of the selected keys at `plan`'s target, TTL judged at its cutoff.
 
     `segments` are the plan's segments, open (read only when the selection has prefixes).
@@ -81,7 +81,7 @@ async def read_selection(repo: Repository, plan: RestorePlan, selection: KeySele
                 (change.value or b"", change.expires_at_ns)
         if selection.prefixes:
             changes.update(await _base_under(reader, plan, selection.prefixes))
-            changes.update(await anyio.to_thread.run_sync(_log_under, plan, segments, selection.prefixes))
+            changes.update(await anyio.to_thread.run_sync(_log_under, plan, segments, selection.prefixes, progress))
         blocks = reader.records.blocks_read
     rows: dict[bytes, Row] = {}
     expired = 0
@@ -107,7 +107,8 @@ async def _base_under(reader: ValueReader, plan: RestorePlan, prefixes: tuple[by
         raise to_corrupt(exc) from exc
 
 
-def _log_under(plan: RestorePlan, segments: list[RangeSource], prefixes: tuple[bytes, ...]) -> dict[bytes, Row | None]:
+def _log_under(plan: RestorePlan, segments: list[RangeSource], prefixes: tuple[bytes, ...],
+               progress: Progress | None) -> dict[bytes, Row | None]:
     """Each key under the prefixes changed from the base to the target, with its last change.
 
     The restore's own replay (`replay_log`: every record of every block read checked, folded in
@@ -123,7 +124,7 @@ def _log_under(plan: RestorePlan, segments: list[RangeSource], prefixes: tuple[b
                 found[key] = None if change is None else (change, None) if isinstance(change, bytes) else change
         changes.clear()
 
-    keep(replay_log(plan, segments, verify=False, max_changes=SPILL_EVERY, spill=keep))
+    keep(replay_log(plan, segments, verify=False, max_changes=SPILL_EVERY, spill=keep, progress=progress))
     return found
 
 

@@ -222,7 +222,7 @@ async def restore(repos: Repository | Sequence[Repository], options: RestoreOpti
                     repo_roots=roots)
     replaced = await anyio.to_thread.run_sync(check)  # a dry run refuses what the restore would refuse
     if options.selection is not None:
-        return await _restore_selection(planned_from, plan, options, dest, replaced, roots, clock)
+        return await _restore_selection(planned_from, plan, options, dest, replaced, roots, clock, progress)
     plan, snapshot = await open_base(repo_list, plan, verify=options.verify, explicit=options.base is not None,
                                      say=say, planned_from=planned_from)
     if options.dry_run:  # the base it names is the one the restore would use (verified, unless --no-verify)
@@ -284,8 +284,8 @@ async def publish_restored(dest: str, force: bool, build: Callable[[str], Restor
 
 
 async def _restore_selection(repo: Repository, plan: RestorePlan, options: RestoreOptions, dest: str,
-                             replaced: Replacement | None, roots: Sequence[str],
-                             clock: Callable[[], int]) -> RestorePlan | RestoreResult:
+                             replaced: Replacement | None, roots: Sequence[str], clock: Callable[[], int],
+                             progress: Progress | None) -> RestorePlan | RestoreResult:
     """Only the selected keys: read through the key index, the base's blocks under the prefixes and
     the log since the base (`pitr.restore.prefix`), then published like a full restore."""
     from pitr.restore.prefix import read_selection, write_selected_state  # reads through pitr.audit
@@ -300,7 +300,7 @@ async def _restore_selection(repo: Repository, plan: RestorePlan, options: Resto
     # the plan's segments, their tables and chain checked (no whole-file read): only for prefixes
     sources = await _open_segments([repo], plan, options.verify, None) if selection.prefixes else []
     try:
-        state = await read_selection(repo, plan, selection, sources)
+        state = await read_selection(repo, plan, selection, sources, progress)
     finally:
         for source in sources:
             source.close()
