@@ -160,3 +160,22 @@ def test_the_command_restores_a_renamed_prefix_and_refuses_what_it_cannot(
                               "--repo", repo)
     assert code == 2
     assert "not yet into etcd" in err
+
+
+def test_a_key_expiring_at_the_target_is_not_restored(tmp_path: Path) -> None:
+    root = str(tmp_path)
+    written = trio.run(write_history, root, [("put", b"a/ttl", b"v", 5), ("tick", 20), ("put", b"b", b"x", None),
+                                             ("cycle",)])
+    expires = written.commits[0].ops[0].expires_at_ns
+    assert expires is not None
+
+    async def restore_at(name: str, ts_ns: int, selection: KeySelection) -> Rows:
+        async with open_repository(os.path.join(root, "repo")) as repo:
+            await restore(repo, RestoreOptions(target=RestoreTarget(time_ns=ts_ns), dest=os.path.join(root, name),
+                                               selection=selection))
+        return read_rows(os.path.join(root, name))[0]
+
+    for selection in (KeySelection(keys=(b"a/ttl",)), KeySelection(prefixes=(b"a/",))):
+        kind = "key" if selection.keys else "prefix"
+        assert trio.run(restore_at, kind + "-before", expires - 1, selection) == {b"a/ttl": (b"v", expires)}
+        assert trio.run(restore_at, kind + "-at", expires, selection) == {}  # expired at the cutoff
