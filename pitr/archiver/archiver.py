@@ -26,6 +26,7 @@ import anyio
 import anyio.to_process
 from blake3 import blake3
 
+from pitr.archiver.observe import ArchiveObserver, PublishedSegment, as_observers
 from pitr.archiver.options import ArchiveOptions as ArchiveOptions
 from pitr.archiver.options import RepoProgress as RepoProgress
 from pitr.archiver.publish import UPLOAD_VIA_FILE as UPLOAD_VIA_FILE  # re-exported: tests size uploads by it
@@ -74,7 +75,8 @@ class Archiver:
 
     def __init__(self, source: CommitSource, repos: list[Repository], options: ArchiveOptions | None = None,
                  clock: Callable[[], int] = time.time_ns, *, source_kind: str = "embedded",
-                 monotonic: Callable[[], float] = anyio.current_time) -> None:
+                 monotonic: Callable[[], float] = anyio.current_time,
+                 observer: ArchiveObserver | None = None) -> None:
         if not repos:
             raise InvalidArgument("the archiver needs at least one repository")
         self.source = source
@@ -82,6 +84,7 @@ class Archiver:
         self.options = options or ArchiveOptions()
         self.clock = clock
         self.monotonic = monotonic
+        self.observer = as_observers(observer)  # told what happens; it never stops archiving
         self.progress: list[RepoProgress] = []
         self._repos = repos
         self.cycle_lock = anyio.Lock()
@@ -191,6 +194,7 @@ class Archiver:
                     self._failed(prog, error, report=respect_backoff)
                     continue
                 prog.last_error = None
+                self.observer.repository_archived(prog.repo.url, prog.last_lsn, self.clock())
                 line = prog.backoff.succeeded()
                 if line is not None and respect_backoff:
                     log.warning("archiving to %s %s", prog.repo.url, line)
@@ -203,6 +207,7 @@ class Archiver:
         prog.errors += 1
         hint = getattr(error, "hint", None)
         prog.last_error = str(error) + (f" (hint: {hint})" if hint else "")
+        self.observer.repository_failed(prog.repo.url, prog.last_error, self.clock())
         line = prog.backoff.failed(self.monotonic(), str(error))
         if line is not None and report:
             log.warning("archiving to %s failed: %s", prog.repo.url, line)
@@ -268,7 +273,8 @@ class Archiver:
         await publish_new(prog.repo, object_name, blob)
         prog.uncertain.discard(object_name)
         # The commits are off the machine now: that is the lag that bounds what a lost disk costs.
-        prog.lag_samples_ns.append(max(0, self.clock() - sealed.last_ts_ns))
+        lag_ns = max(0, self.clock() - sealed.last_ts_ns)
+        prog.lag_samples_ns.append(lag_ns)
         self._published_at = self.monotonic()
         del prog.lag_samples_ns[:-10_000]
         for orphan in sorted(prog.uncertain):
@@ -289,6 +295,10 @@ class Archiver:
         prog.tail_object = object_name
         prog.segments_published += 1
         prog.bytes_published += len(blob)
+        self.observer.segment_published(PublishedSegment(prog.repo.url, name, meta.first_lsn, meta.last_lsn,
+                                                         sealed.commits, len(blob), sealed.last_ts_ns, lag_ns))
+        if sealed.gaps:
+            self.observer.gap_recorded(prog.repo.url, tuple(sealed.gaps))
 
     async def _mark_complete(self, prog: RepoProgress, complete_ns: int) -> None:
         mark = (prog.last_lsn, complete_ns)
@@ -306,8 +316,11 @@ class Archiver:
         # the promise goes only into the repository this archiver claimed, still whole
         await check_unchanged(prog.repo.storage, prog.claimed, self._tail(prog))
         await prog.repo.write_watermark(Watermark(self.source.identity.store_id, *mark))
+        advanced = prog.last_watermark is None or mark[1] > prog.last_watermark[1]
         prog.last_watermark = mark
         prog.watermark_written_at = now
+        if advanced:
+            self.observer.watermark_written(prog.repo.url, *mark)
 
     async def _maybe_merge(self, prog: RepoProgress) -> None:
         segs = await anyio.to_thread.run_sync(prog.repo.catalog.segments)

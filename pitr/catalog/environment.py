@@ -34,6 +34,14 @@ _FILE_ERRORS = (lmdb.ReadonlyError, lmdb.LockError, lmdb.ReadersFullError, lmdb.
                 lmdb.TlsFullError)
 
 
+class OutdatedCatalog(CatalogDamaged):
+    """The catalog was written by an earlier pitr in an older format: a writer rebuilds it (it is derived data)."""
+
+    def __init__(self, version: int, message: str, *, path: str) -> None:
+        self.version = version
+        super().__init__(message, path=path)
+
+
 class CatalogEnvironment:
     """The LMDB environment of one catalog, its sub-databases and checksummed row access.
 
@@ -47,10 +55,24 @@ class CatalogEnvironment:
         self.env: lmdb.Environment | None = None
         self.damage: CatalogDamaged | None = None
         self.trusted = False  # the file passed the page check (or its marker vouches for it)
+        self.rebuilt_from: int | None = None  # the older format of a catalog this open replaced with a new one
         try:
             self._open()
+        except OutdatedCatalog as exc:
+            if readonly:
+                self.damage = exc
+            else:  # derived data in an older layout: start a new catalog, which the next sync fills
+                self._rebuild_outdated(exc.version)
         except CatalogDamaged as exc:
             self.damage = exc
+
+    def _rebuild_outdated(self, version: int) -> None:
+        try:
+            self.rebuild()
+        except CatalogDamaged as exc:
+            self.damage = exc
+        else:
+            self.rebuilt_from = version
 
     # opening -----------------------------------------------------------------------
     def _open(self) -> None:
@@ -124,9 +146,12 @@ class CatalogEnvironment:
                     self._put(txn, b"meta", b"format", dump_json(FORMAT_VERSION))
                 return
             if bytes(raw) == b"1":
-                raise CatalogDamaged(f"the catalog has format 1 (rows without checksums), not {FORMAT_VERSION}",
-                                     path=self.path)
+                raise OutdatedCatalog(1, f"the catalog has format 1 (rows without checksums), not {FORMAT_VERSION}",
+                                      path=self.path)
             version = self._decode(b"meta", b"format", raw, load_json)
+            if type(version) is int and 1 <= version < FORMAT_VERSION:
+                raise OutdatedCatalog(version, f"the catalog has format {version}, older than {FORMAT_VERSION}",
+                                      path=self.path)
             if version != FORMAT_VERSION:
                 raise CatalogDamaged(f"the catalog has format {version!r}, not {FORMAT_VERSION}", path=self.path)
 

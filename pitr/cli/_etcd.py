@@ -9,7 +9,7 @@ import sys
 import anyio
 
 from pitr.archiver import ArchiveOptions
-from pitr.cli.common import Progress, parse_every, print_json, repo_urls, repositories
+from pitr.cli.common import parse_every, print_json, progress_for, repo_urls, repositories
 from pitr.cli.render import report, show_plan
 from pitr.restore import RestorePlan, RestoreTarget
 from pitr.snapshots.schedule import SnapshotSchedule
@@ -69,7 +69,7 @@ async def run_restore(args: argparse.Namespace, target: RestoreTarget) -> int:
     options = EtcdRestoreOptions(target=target, prefix=location.prefix if location.prefix_given else None,
                                  force=args.force, verify=not args.no_verify, dry_run=args.dry_run,
                                  pause_gc=True)  # the command owns its process
-    progress = Progress()
+    progress = progress_for(args)
     async with EtcdClient(location.endpoints) as client, repositories(args) as repos:
         result = await restore_to_etcd(repos, client, options, progress=progress,
                                        say=lambda text: print(text, file=sys.stderr))

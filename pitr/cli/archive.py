@@ -11,8 +11,10 @@ import sys
 
 import anyio
 
-from pitr.archiver import ArchiveOptions
+from pitr.archiver import ArchiveOptions, Archiver
+from pitr.archiver.observe import Observers
 from pitr.cli._archive_session import archiver_session
+from pitr.cli._observers import add_observer_flags, check_observer_flags, observing, snapshot_taken
 from pitr.cli.common import add_data, add_json, add_repo, parse_every
 from pitr.cli.render import report
 from pitr.errors import PitrError
@@ -34,11 +36,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "larger values save object-store requests, smaller ones keep recent targets restorable")
     p.add_argument("--snapshot-every", action="append", default=[], metavar="DURATION|SIZE",
                    help="with --follow: take a snapshot every DURATION (30m, 6h) and/or SIZE of log (1GiB)")
+    add_observer_flags(p)
     add_json(p)
     p.set_defaults(run=run)
 
 
 async def run(args: argparse.Namespace) -> int:
+    check_observer_flags(args)
     if args.source is not None:
         from pitr.cli._etcd import run_archive
 
@@ -47,26 +51,37 @@ async def run(args: argparse.Namespace) -> int:
     schedule = SnapshotSchedule(every_seconds=seconds, every_bytes=volume)
     options = ArchiveOptions(interval=args.interval, watermark_interval=args.watermark_interval,
                              seal_in_process=True)  # the command's main module is import-safe
-    async with archiver_session(args, options, sidecar=args.follow) as (archiver, prepare):
-        if args.follow:
-            snapshotter = Snapshotter(archiver, schedule, prepare) if schedule.enabled else None
-            stop = anyio.Event()
-            fatal: list[PitrError] = []
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(_stop_on_signal, stop, tg.cancel_scope)
-                print(f"archiving {args.data} every {args.interval:g}s; Ctrl-C to stop", file=sys.stderr)
-                try:
-                    await archiver.run(stop=stop,
-                                       after_cycle=snapshotter.maybe_snapshot if snapshotter else None)
-                except PitrError as exc:  # raised below, outside the task group, as itself
-                    fatal.append(exc)
-                tg.cancel_scope.cancel()
-            if fatal:
-                raise fatal[0]
-        shipped = await archiver.cycle()
+    observers = Observers()
+    async with archiver_session(args, options, sidecar=args.follow, observer=observers) as (archiver, prepare):
+        fatal: list[PitrError] = []
+        async with observing(args, archiver, observers):
+            if args.follow:
+                await _follow(args, archiver, Snapshotter(archiver, schedule, prepare) if schedule.enabled else None,
+                              observers, fatal)
+            if not fatal:
+                shipped = await archiver.cycle()
+        if fatal:  # raised here, outside the task groups, as itself
+            raise fatal[0]
         holes = {prog.repo.url: build_timeline(prog.repo.catalog, await prog.repo.require_identity()).holes
                  for prog in archiver.progress}
     return report(args, archiver, {"shipped_commits": shipped}, holes)
+
+
+async def _follow(args: argparse.Namespace, archiver: Archiver, snapshotter: Snapshotter | None,
+                  observers: Observers, fatal: list[PitrError]) -> None:
+    async def after_cycle() -> None:
+        if snapshotter is not None:
+            snapshot_taken(observers, archiver, await snapshotter.maybe_snapshot())
+
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_stop_on_signal, stop, tg.cancel_scope)
+        print(f"archiving {args.data} every {args.interval:g}s; Ctrl-C to stop", file=sys.stderr)
+        try:
+            await archiver.run(stop=stop, after_cycle=after_cycle if snapshotter else None)
+        except PitrError as exc:
+            fatal.append(exc)
+        tg.cancel_scope.cancel()
 
 
 async def _stop_on_signal(stop: anyio.Event, scope: anyio.CancelScope) -> None:

@@ -6,11 +6,11 @@ import argparse
 import time
 
 from pitr.cli.common import (
-    Progress,
     add_json,
     add_repo,
     human_bytes,
     print_json,
+    progress_for,
     repositories,
     window_json,
     window_text,
@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     rows = []
-    progress = Progress()
+    progress = progress_for(args, unit="items")
     async with repositories(args) as repos:
         for repo in repos:
             plan = await plan_cleanup(repo, args.keep_count, args.keep_days, time.time_ns())

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import sys
-import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING
@@ -17,9 +16,10 @@ from typing import TYPE_CHECKING
 from pitr.errors import InvalidArgument, Window
 from pitr.jsonbytes import bytes_from_json, bytes_to_json
 from pitr.jsontypes import JSONObject
-from pitr.timefmt import format_time, parse_time
+from pitr.timefmt import format_time, parse_duration
 
 if TYPE_CHECKING:
+    from pitr.cli.progress import TerminalProgress
     from pitr.repo.repository import Repository
 
 
@@ -44,6 +44,40 @@ def add_json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
+def add_wait(parser: argparse.ArgumentParser) -> None:
+    """`--wait DURATION`: a writing command waits this long for another writer's lock instead of failing."""
+    parser.add_argument("--wait", default="0s", metavar="DURATION",
+                        help="when another process is the store's writer, wait up to this long (10s, 2m) for "
+                             "it to finish (default: fail at once)")
+
+
+async def writer_wait(args: argparse.Namespace) -> float:
+    """Wait (up to the command's `--wait`) until no other process is the store's writer; returns the
+    seconds left of the wait, the `StoreOptions(lock_wait=)` the command opens its store with.
+
+    The wait happens here, on the event loop, so Ctrl-C ends it at once: the store opens its
+    lock in a worker thread, which a signal cannot interrupt. The store still waits for what
+    remains, for a writer that takes the lock between this check and the open.
+    """
+    import anyio
+
+    from pitr.datadir.lock import FIRST_BACKOFF, MAX_BACKOFF, lock_holder, locked_error
+
+    wait = parse_duration(args.wait, what="--wait") / 1e9
+    data = need_data(args)
+    deadline, backoff = anyio.current_time() + wait, FIRST_BACKOFF
+    while wait > 0:
+        holder = await anyio.to_thread.run_sync(lock_holder, data)
+        remaining = deadline - anyio.current_time()
+        if holder is None:
+            break
+        if remaining <= 0:
+            raise locked_error(data, holder.pid, wait)
+        await anyio.sleep(min(backoff, remaining))
+        backoff = min(backoff * 2, MAX_BACKOFF)
+    return max(deadline - anyio.current_time(), 0.0)
+
+
 def need_data(args: argparse.Namespace) -> str:
     if not args.data:
         raise InvalidArgument("no store directory: pass --data DIR or set PITR_DATA")
@@ -58,10 +92,16 @@ def check_ranges(args: argparse.Namespace) -> None:
     """
     since, until = getattr(args, "since", None), getattr(args, "until", None)
     if since is not None and until is not None:
-        since_ns, until_ns = parse_time(since, what="--since"), parse_time(until, what="--until")
-        if since_ns > until_ns:
+        from pitr.cli.moments import Moments
+
+        moments = Moments()
+        first_moment, last_moment = moments.parse(since, "--since"), moments.parse(until, "--until")
+        since_ns, until_ns = first_moment.ts_ns, last_moment.ts_ns
+        if since_ns is not None and until_ns is not None and since_ns > until_ns:
             raise InvalidArgument(f"--since {since} ({format_time(since_ns)}) is after --until {until} "
                                   f"({format_time(until_ns)}); give the earlier moment as --since")
+        if first_moment.lsn is not None and last_moment.lsn is not None and first_moment.lsn > last_moment.lsn:
+            raise InvalidArgument(f"--since {since} is after --until {until}; give the smaller LSN as --since")
     first, last = getattr(args, "since_lsn", None), getattr(args, "until_lsn", None)
     if first is not None and last is not None and first > last:
         raise InvalidArgument(f"--since-lsn {first} is after --until-lsn {last}; give the smaller LSN as --since-lsn")
@@ -87,6 +127,10 @@ async def repositories(args: argparse.Namespace, *, create: bool = False) -> Asy
         repos = [await stack.enter_async_context(
             open_repository(url, cache_dir=args.cache_dir, s3_endpoint=args.s3_endpoint, create=create))
             for url in repo_urls(args)]
+        for repo in repos:
+            if repo.catalog.rebuilt_from is not None:
+                print(f"pitr: {repo.url}: the catalog had format {repo.catalog.rebuilt_from}, written by an earlier "
+                      "pitr; rebuilding it from the repository's files (this happens once)", file=sys.stderr)
         yield repos
 
 
@@ -157,26 +201,34 @@ def parse_every(values: Sequence[str]) -> tuple[float | None, int | None]:
 
 
 class Progress:
-    """Progress on a terminal (stderr), silent otherwise; `(phase, done, total)` callable."""
+    """Progress of a long command: a `(phase, done, total)` callable that draws bars on a terminal.
 
-    def __init__(self, enabled: bool | None = None) -> None:
+    Silent unless enabled (by default: standard error is a terminal); rich is
+    imported at the first report shown, so a command that shows none never
+    loads it. `unit` is what `done` counts: "bytes" (restore, verify: the bar
+    shows the rate and the time left) or "items".
+    """
+
+    def __init__(self, enabled: bool | None = None, *, unit: str = "bytes") -> None:
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self._last = 0.0
-        self._shown = False
+        self.unit = unit
+        self._display: TerminalProgress | None = None
 
     def __call__(self, phase: str, done: int, total: int) -> None:
         if not self.enabled:
             return
-        now = time.monotonic()
-        if now - self._last < 0.1 and done < total:
-            return
-        self._last = now
-        pct = f" {100 * done / total:5.1f}%" if total else ""
-        sys.stderr.write(f"\r{phase}: {done:,}/{total:,}{pct}   ")
-        sys.stderr.flush()
-        self._shown = True
+        if self._display is None:
+            from pitr.cli.progress import TerminalProgress
+
+            self._display = TerminalProgress(self.unit)
+        self._display.update(phase, done, total)
 
     def done(self) -> None:
-        if self._shown:
-            sys.stderr.write("\n")
-            self._shown = False
+        if self._display is not None:
+            self._display.stop()
+            self._display = None
+
+
+def progress_for(args: argparse.Namespace, *, unit: str = "bytes") -> Progress:
+    """The command's progress: shown on a terminal (standard error), never under --json."""
+    return Progress(False if getattr(args, "json", False) else None, unit=unit)

@@ -7,13 +7,14 @@ import argparse
 from pitr.audit import diff
 from pitr.cli._gaps import synced_holes
 from pitr.cli.common import add_json, add_repo, encode_bytes, print_json, repositories, show_bytes
+from pitr.cli.moments import MOMENT_HELP, Moments, accept_relative_moments, resolve_moment
 from pitr.jsontypes import JSONObject
-from pitr.timefmt import parse_time
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("diff", help="keys added, removed and changed between two moments")
-    p.add_argument("t1", help="first moment (RFC 3339 with offset, or Unix seconds)")
+    accept_relative_moments(p)
+    p.add_argument("t1", help=f"first moment ({MOMENT_HELP})")
     p.add_argument("t2", help="second moment")
     p.add_argument("--prefix", help="only keys starting with this text")
     add_repo(p)
@@ -22,14 +23,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
-    t1 = parse_time(args.t1, what="T1")
-    t2 = parse_time(args.t2, what="T2")
+    moments = Moments()
+    m1, m2 = moments.parse(args.t1, "T1"), moments.parse(args.t2, "T2")
     prefix = args.prefix.encode() if args.prefix is not None else None
     count = 0
     async with repositories(args) as repos:
         repo = repos[0]
         holes = await synced_holes(repo)
-        async for d in diff(repo, t1, t2, prefix=prefix, holes=holes):
+        t1, t2 = await resolve_moment(repo, m1, "T1"), await resolve_moment(repo, m2, "T2")
+        async for d in diff(repo, t1.ts_ns, t2.ts_ns, prefix=prefix, holes=holes):
             count += 1
             before = d.before.value if d.before is not None else None
             after = d.after.value if d.after is not None else None
@@ -45,5 +47,5 @@ async def run(args: argparse.Namespace) -> int:
                         "changed": f"{show_bytes(before or b'')} -> {show_bytes(after or b'')}"}[d.kind]
                 print(f"{sign} {show_bytes(d.key)}  {text}")
     if not args.json:
-        print(f"{count} keys differ")
+        print(f"{count} keys differ between {t1.describe()} and {t2.describe()}")
     return 0

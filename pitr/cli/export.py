@@ -1,4 +1,9 @@
-"""pitr export: the current state as JSON lines sorted by key."""
+"""pitr export: the current state as JSON lines sorted by key.
+
+Its output is JSON lines with or without `--json` (a stream: one line per key,
+the lines `pitr import` reads); the flag is taken so that every command takes
+it, and it makes a failure a JSON object on standard error.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import time
 
 import anyio
 
-from pitr.cli.common import add_data, encode_bytes, need_data
+from pitr.cli.common import add_data, add_json, encode_bytes, need_data
 from pitr.datadir.reader import StoreReader
 from pitr.timefmt import format_time
 
@@ -18,6 +23,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("export", help="print the current state as JSON lines sorted by key")
     p.add_argument("--prefix", default="", help="only keys starting with this text")
     add_data(p)
+    add_json(p)
     p.set_defaults(run=run)
 
 

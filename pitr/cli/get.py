@@ -18,14 +18,16 @@ from pitr.cli.common import (
     repositories,
     show_bytes,
 )
+from pitr.cli.moments import MOMENT_HELP, accept_relative_moments
 from pitr.errors import InvalidArgument
-from pitr.timefmt import format_time, parse_time
+from pitr.timefmt import format_time
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("get", help="read a key now, or as of a moment with --repo and --at")
+    accept_relative_moments(p)
     p.add_argument("key")
-    p.add_argument("--at", help="moment to read at (RFC 3339 with offset, or Unix seconds); needs --repo")
+    p.add_argument("--at", help=f"moment to read at ({MOMENT_HELP}); needs --repo")
     p.add_argument("--exclusive", action="store_true", help="with --at: only commits strictly before it")
     p.add_argument("--b64", action="store_true", help="KEY is base64; the value is printed as base64")
     add_data(p)
@@ -78,13 +80,16 @@ def _read_live(data: str, key: bytes) -> tuple[bytes, int | None] | None:
 async def _run_at(args: argparse.Namespace, key: bytes) -> int:
     from pitr.audit import value_at
     from pitr.cli._gaps import synced_holes
+    from pitr.cli.moments import Moments, resolve_moment
 
-    at = parse_time(args.at, what="--at")
+    moment = Moments().parse(args.at, "--at")
     async with repositories(args) as repos:
         repo = repos[0]
         holes = await synced_holes(repo)
-        change = await value_at(repo, key, at, exclusive=args.exclusive, holes=holes)
-    extra: dict[str, object] = {"at": format_time(at)}
+        at = await resolve_moment(repo, moment, "--at", exclusive=args.exclusive)
+        change = await value_at(repo, key, at.ts_ns, exclusive=args.exclusive, holes=holes)
+    # the moment printed back as RFC 3339 with the last LSN it includes
+    extra: dict[str, object] = {**at.as_json("at"), "as_of": at.describe()}
     if change is not None and change.snapshot is not None:
         # the log before the base is gone: the value comes from the snapshot, as of its LSN and time
         extra.update({"from_snapshot": change.snapshot, "as_of_lsn": change.lsn, "as_of": format_time(change.ts_ns)})

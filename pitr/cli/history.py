@@ -10,15 +10,17 @@ from pitr.audit import KeyChange, history_entries
 from pitr.audit.floor import retention_floor
 from pitr.cli._gaps import add_allow_gaps, print_gap, summarize_gaps, synced_holes
 from pitr.cli.common import add_json, add_repo, decode_arg, encode_bytes, print_json, repositories, show_bytes
+from pitr.cli.moments import MOMENT_HELP, Moments, accept_relative_moments, resolve_moment
 from pitr.errors import Gap
 from pitr.jsontypes import JSONObject
-from pitr.timefmt import format_time, parse_time
+from pitr.timefmt import format_time
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("history", help="every archived change to a key")
+    accept_relative_moments(p)
     p.add_argument("key")
-    p.add_argument("--since", help="from this moment (RFC 3339 with offset, or Unix seconds)")
+    p.add_argument("--since", help=f"from this moment ({MOMENT_HELP})")
     p.add_argument("--until", help="up to this moment, inclusive")
     p.add_argument("--values", action="store_true", help="print values (default: size and digest)")
     p.add_argument("--b64", action="store_true", help="KEY is base64")
@@ -45,13 +47,15 @@ def change_json(change: KeyChange, values: bool) -> JSONObject:
 
 async def run(args: argparse.Namespace) -> int:
     key = decode_arg(args.key, args.b64, "key")
-    since = parse_time(args.since, what="--since") if args.since else None
-    until = parse_time(args.until, what="--until") if args.until else None
+    moments = Moments()
+    since_moment, until_moment = moments.optional(args.since, "--since"), moments.optional(args.until, "--until")
     count = 0
     gaps: list[Gap] = []
     async with repositories(args) as repos:
         repo = repos[0]
         holes = await synced_holes(repo)
+        since = None if since_moment is None else (await resolve_moment(repo, since_moment, "--since")).ts_ns
+        until = None if until_moment is None else (await resolve_moment(repo, until_moment, "--until")).ts_ns
         floor = retention_floor(repo.catalog, await repo.require_identity()) if since is None else None
         if floor is not None:  # (an explicit --since before the floor is refused by history_entries)
             print(f"pitr history: {floor.describe()}", file=sys.stderr)

@@ -34,7 +34,15 @@ from collections import deque
 from collections.abc import Iterator
 from typing import IO, Any
 
-from pitr.cli.common import add_data, add_json, decode_json_bytes, need_data, print_json
+from pitr.cli.common import (
+    add_data,
+    add_json,
+    add_wait,
+    decode_json_bytes,
+    need_data,
+    print_json,
+    writer_wait,
+)
 from pitr.datadir.keys import check_key, check_value
 from pitr.datadir.state import MAX_KEY
 from pitr.errors import InvalidArgument, file_error
@@ -66,6 +74,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--progress", action="store_true",
                    help="say on standard error how far the import is each time a run of lines is durable")
     add_data(p)
+    add_wait(p)
     add_json(p)
     p.set_defaults(run=run)
 
@@ -323,7 +332,8 @@ async def run(args: argparse.Namespace) -> int:
 async def _import(args: argparse.Namespace) -> int:
     progress = _Progress(args.progress)
     skew_ns = math.inf if math.isinf(args.max_clock_skew) else int(args.max_clock_skew * 1e9)
-    async with Store(need_data(args), StoreOptions(max_clock_skew=args.max_clock_skew)) as store:
+    async with Store(need_data(args), StoreOptions(max_clock_skew=args.max_clock_skew,
+                                                 lock_wait=await writer_wait(args))) as store:
         spool = _Spool(store.path)
         try:
             check_and_spool(store, args.file, spool, skew_ns, args.max_clock_skew)

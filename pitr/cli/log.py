@@ -10,13 +10,15 @@ from pitr.audit import log_entries, to_import_json
 from pitr.audit.floor import retention_floor
 from pitr.cli._gaps import add_allow_gaps, print_gap, summarize_gaps, synced_holes
 from pitr.cli.common import add_json, add_repo, repositories, show_bytes
-from pitr.errors import Gap
-from pitr.timefmt import format_time, parse_time
+from pitr.cli.moments import MOMENT_HELP, Moments, accept_relative_moments
+from pitr.errors import Gap, InvalidArgument
+from pitr.timefmt import Moment, format_time
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("log", help="archived commits in a range (JSON lines usable by pitr import)")
-    p.add_argument("--since", help="from this moment (RFC 3339 with offset, or Unix seconds)")
+    accept_relative_moments(p)
+    p.add_argument("--since", help=f"from this moment ({MOMENT_HELP}; @LSN is --since-lsn)")
     p.add_argument("--until", help="up to this moment, inclusive")
     p.add_argument("--since-lsn", type=int, help="from this LSN")
     p.add_argument("--until-lsn", type=int, help="up to this LSN, inclusive")
@@ -28,20 +30,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
-    since = parse_time(args.since, what="--since") if args.since else None
-    until = parse_time(args.until, what="--until") if args.until else None
+    moments = Moments()
+    since, since_lsn = _bound(moments.optional(args.since, "--since"), args.since_lsn, "--since")
+    until, until_lsn = _bound(moments.optional(args.until, "--until"), args.until_lsn, "--until")
     prefix = args.prefix.encode() if args.prefix is not None else None
     out = sys.stdout
     gaps: list[Gap] = []
     async with repositories(args) as repos:
         repo = repos[0]
         holes = await synced_holes(repo)
-        if since is None and args.since_lsn is None:  # (an explicit start before it is refused)
+        if since is None and since_lsn is None:  # (an explicit start before it is refused)
             floor = retention_floor(repo.catalog, await repo.require_identity())
             if floor is not None:
                 print(f"pitr log: {floor.describe()}", file=sys.stderr)
-        async for commit in log_entries(repo, since_ns=since, until_ns=until, since_lsn=args.since_lsn,
-                                        until_lsn=args.until_lsn, prefix=prefix, holes=holes,
+        async for commit in log_entries(repo, since_ns=since, until_ns=until, since_lsn=since_lsn,
+                                        until_lsn=until_lsn, prefix=prefix, holes=holes,
                                         allow_gaps=args.allow_gaps):
             if isinstance(commit, Gap):
                 gaps.append(commit)
@@ -57,3 +60,12 @@ async def run(args: argparse.Namespace) -> int:
     out.flush()
     summarize_gaps("log", gaps, holes)
     return 0
+
+
+def _bound(moment: Moment | None, lsn: int | None, flag: str) -> tuple[int | None, int | None]:
+    """One end of the range as (time, LSN): `--since @N` is `--since-lsn N`, the commit itself."""
+    if moment is None or moment.lsn is None:
+        return (None if moment is None else moment.ts_ns), lsn
+    if lsn is not None:
+        raise InvalidArgument(f"{flag} {moment.text} and {flag}-lsn {lsn} both name an LSN; give one")
+    return None, moment.lsn

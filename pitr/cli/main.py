@@ -41,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "history": ("pitr.cli.history", "every archived change to a key"),
     "log": ("pitr.cli.log", "archived commits in a range (JSON lines usable by pitr import)"),
     "diff": ("pitr.cli.diff", "keys added, removed and changed between two moments"),
+    "status": ("pitr.cli.status", "recovery point, windows, snapshot age, verification and archiver health"),
     "undo": ("pitr.cli.undo", "revert the commits of a time range on a live store (one guarded commit)"),
 }
 

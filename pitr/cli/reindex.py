@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from pitr.cli.common import Progress, add_json, add_repo, print_json, repositories
+from pitr.cli.common import add_json, add_repo, print_json, progress_for, repositories
 from pitr.jsontypes import JSONObject
 
 
@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 async def run(args: argparse.Namespace) -> int:
     rows: list[JSONObject] = []
     lines: list[str] = []
-    progress = Progress()
+    progress = progress_for(args, unit="items")
     async with repositories(args) as repos:
         for repo in repos:
             started = time.monotonic()

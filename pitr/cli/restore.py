@@ -5,18 +5,20 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pitr.cli.common import Progress, add_json, add_repo, print_json, repositories
+from pitr.cli.common import add_json, add_repo, print_json, progress_for, repositories
+from pitr.cli.moments import MOMENT_HELP, Moments, accept_relative_moments
 from pitr.cli.render import show_plan, skipped_json
 from pitr.errors import InvalidArgument
 from pitr.restore import KeySelection, RestoreOptions, RestorePlan, RestoreTarget, restore
 from pitr.restore.restore import absolute
-from pitr.timefmt import format_time, parse_time
+from pitr.timefmt import format_time
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("restore", help="restore the state at a moment into a new store directory or etcd")
+    accept_relative_moments(p)
     target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--to", help="moment: RFC 3339 with offset (2026-11-24T14:03:07Z) or Unix seconds")
+    target.add_argument("--to", help=f"moment: {MOMENT_HELP} (2026-11-24T14:03:07Z, now-15m, @1234)")
     target.add_argument("--lsn", type=int, help="restore through this LSN (inclusive)")
     target.add_argument("--latest", action="store_true", help="the newest restorable point")
     p.add_argument("--dest", required=True,
@@ -59,8 +61,7 @@ def _selection(args: argparse.Namespace) -> KeySelection | None:
 async def run(args: argparse.Namespace) -> int:
     if args.exclusive and args.to is None:
         raise InvalidArgument("--exclusive applies only to --to")
-    target = RestoreTarget(time_ns=parse_time(args.to, what="--to") if args.to is not None else None,
-                           lsn=args.lsn, latest=args.latest, exclusive=args.exclusive)
+    target = restore_target(args)
     selection = _selection(args)
     if args.dest.startswith(("etcd://", "etcds://")):
         if selection is not None:
@@ -80,7 +81,7 @@ async def run(args: argparse.Namespace) -> int:
     options = RestoreOptions(target=target, dest=args.dest, force=args.force, replace_foreign=replace_foreign,
                              verify=not args.no_verify, dry_run=args.dry_run, base=args.base,
                              pause_gc=True, selection=selection)  # the command owns its process
-    progress = Progress()
+    progress = progress_for(args)
     async with repositories(args) as repos:
         result = await restore(repos, options, progress=progress,
                                say=lambda text: print(text, file=sys.stderr))
@@ -112,3 +113,14 @@ async def run(args: argparse.Namespace) -> int:
           f"{result.commits_replayed:,} commits replayed from LSN {result.base_lsn} ({base}) in "
           f"{result.seconds:.2f}s ({rate:,.0f}/s); new store id {result.store_id}")
     return 0
+
+
+def restore_target(args: argparse.Namespace) -> RestoreTarget:
+    """The target the flags name; `--to @N` is LSN N itself (with --exclusive, the state before it: N - 1)."""
+    to = Moments().optional(args.to, "--to")
+    if to is not None and to.lsn is not None:
+        if args.exclusive and to.lsn == 0:
+            raise InvalidArgument("--to @0 --exclusive: there is no state before LSN 0")
+        return RestoreTarget(lsn=to.lsn - 1 if args.exclusive else to.lsn)
+    return RestoreTarget(time_ns=None if to is None else to.ts_ns, lsn=args.lsn, latest=args.latest,
+                         exclusive=args.exclusive)

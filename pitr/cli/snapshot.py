@@ -6,7 +6,7 @@ import argparse
 
 from pitr.archiver import ArchiveOptions
 from pitr.cli._archive_session import archiver_session
-from pitr.cli.common import Progress, add_data, add_json, add_repo, human_bytes, print_json
+from pitr.cli.common import add_data, add_json, add_repo, human_bytes, print_json, progress_for
 from pitr.snapshots.take import take_snapshot
 from pitr.timefmt import format_time
 
@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
-    progress = Progress()
+    progress = progress_for(args, unit="items")
     async with archiver_session(args, ArchiveOptions(), sidecar=False) as (archiver, prepare):
         await archiver.cycle()
         entry = await take_snapshot(archiver, prepare=prepare, compress=not args.no_compress,

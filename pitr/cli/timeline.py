@@ -3,13 +3,20 @@
 Exits 1 when anything known is missing or damaged (a hole, a file that could
 not be indexed or that verify found damaged, a snapshot that does not match
 the log) or nothing is restorable; the listing is printed either way.
+
+The text form starts with a picture of the windows and snapshots on a time
+axis (pitr/cli/timeline_picture.py), coloured on a terminal; `--plain` keeps
+it uncoloured, `--json` prints the data alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from pitr.cli.common import add_json, add_repo, print_json, repositories, window_json, window_text
+from pitr.cli.timeline_picture import picture_of, print_picture
+from pitr.errors import InvalidArgument
 from pitr.jsontypes import JSONObject
 from pitr.repo.identity import RepoIdentity
 from pitr.timefmt import format_time
@@ -18,6 +25,8 @@ from pitr.timeline import Timeline, build_timeline
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("timeline", help="show the recoverable windows, holes and damaged files")
+    p.add_argument("--plain", action="store_true", help="plain text: no colours, even on a terminal")
+    p.add_argument("--width", type=int, default=60, help="columns of the time axis (default 60)")
     add_repo(p, many=True)
     add_json(p)
     p.set_defaults(run=run)
@@ -38,10 +47,14 @@ def timeline_json(url: str, tl: Timeline, ident: RepoIdentity, segments: int, la
             "unbound_snapshots": [*tl.unbound_snapshots], "segments": segments, "last_lsn": last_lsn}
 
 
-def print_timeline(r: JSONObject, tl: Timeline) -> None:
+def print_timeline(r: JSONObject, tl: Timeline, *, width: int = 60, colour: bool = False) -> None:
     print(f"{r['repository']}  store {r['name']} ({r['store_id']})")
-    if not tl.windows:
+    picture = picture_of(tl, width)
+    if picture is None:
         print("  no recoverable window")
+    else:
+        sys.stdout.flush()  # rich writes to the same stream
+        print_picture(picture, colour=colour)
     for w in dict.fromkeys(tl.windows):
         print(f"  recoverable  {window_text(w)}")
     for h in tl.holes:
@@ -60,6 +73,8 @@ def print_timeline(r: JSONObject, tl: Timeline) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
+    if not 10 <= args.width <= 1000:
+        raise InvalidArgument(f"--width {args.width}: give 10 to 1000 columns")
     rows: list[JSONObject] = []
     timelines = []
     async with repositories(args) as repos:
@@ -73,6 +88,7 @@ async def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
     else:
+        colour = not args.plain and sys.stdout.isatty()
         for r, tl in zip(rows, timelines, strict=True):
-            print_timeline(r, tl)
+            print_timeline(r, tl, width=args.width, colour=colour)
     return 0 if all(tl.ok for tl in timelines) else 1

@@ -3,27 +3,35 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from pitr.cli.common import (
     add_data,
     add_json,
     add_repo,
+    add_wait,
     encode_bytes,
     need_data,
     print_json,
     repositories,
     show_bytes,
+    writer_wait,
 )
+from pitr.cli.moments import MOMENT_HELP, Moments, accept_relative_moments, resolve_moment
 from pitr.errors import InvalidArgument
 from pitr.jsontypes import JSONObject, JSONValue
-from pitr.store.conditional import Expected
-from pitr.timefmt import format_time, parse_time
+from pitr.timefmt import Moment, format_time
+
+if TYPE_CHECKING:
+    from pitr.store.conditional import Expected
+    from pitr.undo import UndoPlan
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("undo", help="revert the commits of a time range on a live store (one guarded commit)")
+    accept_relative_moments(p)
     p.add_argument("--from", dest="from_", required=True, metavar="T1",
-                   help="keep the commits up to T1 (RFC 3339 with offset, or Unix seconds)")
+                   help=f"keep the commits up to T1 ({MOMENT_HELP})")
     p.add_argument("--to", required=True, metavar="T2", help="revert the commits after T1 up to T2 (inclusive)")
     p.add_argument("--prefix", help="only keys starting with this text")
     p.add_argument("--dry-run", action="store_true", help="print what would change; write nothing")
@@ -33,6 +41,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     conflicts.add_argument("--skip-conflicts", action="store_true",
                            help="revert the keys without a conflict and leave the others alone")
     add_data(p)
+    add_wait(p)
     p.add_argument("--etcd", metavar="URL",
                    help="undo on the etcd cluster the archive was taken from (etcd://HOST:PORT[/PREFIX]; the "
                         "prefix, when given, limits the undo as --prefix does) instead of the store at --data")
@@ -58,13 +67,28 @@ def _state_text(state: Expected) -> str:
     return show_bytes(value) + (f" (expires {format_time(expires)})" if expires is not None else "")
 
 
-async def run(args: argparse.Namespace) -> int:
-    from pitr.store import Store
-    from pitr.undo import StoreTarget, UndoOptions, apply_undo, plan_undo
+async def _plan(args: argparse.Namespace, first: Moment, last: Moment,
+                prefix: bytes | None) -> tuple[int, int, UndoPlan]:
+    """The range as times (an @LSN stands for its commit's time) and the undo's plan."""
+    from pitr.undo import plan_undo
 
-    from_ns, to_ns = parse_time(args.from_, what="--from"), parse_time(args.to, what="--to")
-    if from_ns >= to_ns:
-        raise InvalidArgument(f"--from {args.from_} is not before --to {args.to}; give the earlier moment as --from")
+    async with repositories(args) as repos:
+        repo = repos[0]
+        await repo.sync()
+        from_ns = (await resolve_moment(repo, first, "--from")).ts_ns
+        to_ns = (await resolve_moment(repo, last, "--to")).ts_ns
+        if from_ns >= to_ns:
+            raise InvalidArgument(f"--from {args.from_} is not before --to {args.to}; give the earlier moment "
+                                  "as --from")
+        return from_ns, to_ns, await plan_undo(repo, from_ns, to_ns, prefix=prefix)
+
+
+async def run(args: argparse.Namespace) -> int:
+    from pitr.store import Store, StoreOptions
+    from pitr.undo import StoreTarget, UndoOptions, apply_undo
+
+    moments = Moments()
+    first, last = moments.parse(args.from_, "--from"), moments.parse(args.to, "--to")
     prefix = args.prefix.encode() if args.prefix is not None else None
     options = UndoOptions(dry_run=args.dry_run, force=args.force, skip_conflicts=args.skip_conflicts)
     if args.etcd is not None:
@@ -76,15 +100,13 @@ async def run(args: argparse.Namespace) -> int:
             if prefix is not None and not prefix.startswith(location.prefix):
                 raise InvalidArgument(f"--prefix {args.prefix} is not under the prefix of --etcd {args.etcd}")
             prefix = prefix if prefix is not None else location.prefix
-        async with repositories(args) as repos:
-            plan = await plan_undo(repos[0], from_ns, to_ns, prefix=prefix)
+        from_ns, to_ns, plan = await _plan(args, first, last, prefix)
         async with EtcdClient(location.endpoints) as client:
             result = await apply_undo(plan, EtcdTarget(client), options)
     else:
         data = need_data(args)
-        async with repositories(args) as repos:
-            plan = await plan_undo(repos[0], from_ns, to_ns, prefix=prefix)
-        async with Store(data) as store:
+        from_ns, to_ns, plan = await _plan(args, first, last, prefix)
+        async with Store(data, StoreOptions(lock_wait=await writer_wait(args))) as store:
             result = await apply_undo(plan, StoreTarget(store), options)
     if args.json:
         print_json({"from": format_time(from_ns), "to": format_time(to_ns), "dry_run": result.dry_run,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from pitr.cli.common import Progress, add_json, add_repo, print_json, repositories, window_text
+from pitr.cli.common import add_json, add_repo, print_json, progress_for, repositories, window_text
+from pitr.status.records import record_verification
 from pitr.verify import Finding, VerifyReport, verify_repository
 
 
@@ -55,10 +56,11 @@ def print_report(r: VerifyReport) -> None:
 async def run(args: argparse.Namespace) -> int:
     mode = "quick" if args.quick else "replay" if args.replay else "full"
     reports = []
-    progress = Progress()
+    progress = progress_for(args)
     async with repositories(args) as repos:
         for repo in repos:
             reports.append(await verify_repository(repo, mode=mode, files=args.files, progress=progress))
+            await record_verification(repo, reports[-1])  # for `pitr status` (pitr/status/records.py)
             progress.done()
     if args.json:
         print_json([r.as_dict() for r in reports])

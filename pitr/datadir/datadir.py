@@ -35,24 +35,27 @@ class DataDir:
         self.lock = lock
 
     @classmethod
-    def open_writer(cls, path: str, *, create: bool, name: str | None, now_ns: Callable[[], int]) -> DataDir:
-        """Take the writer lock (`StoreLocked` when another process holds it) and open the state
-        and WAL directory; with `create`, a missing store is created (private to the user) with a
-        new identity named `name` (default: the directory's name)."""
+    def open_writer(cls, path: str, *, create: bool, name: str | None, now_ns: Callable[[], int],
+                    lock_wait: float = 0.0) -> DataDir:
+        """Take the writer lock (`StoreLocked` when another process holds it, after waiting up to
+        `lock_wait` seconds for it) and open the state and WAL directory; with `create`, a missing
+        store is created (private to the user) with a new identity named `name` (default: the
+        directory's name)."""
         path = os.path.abspath(path)
         try:
-            return cls._open_writer(path, create, name, now_ns)
+            return cls._open_writer(path, create, name, now_ns, lock_wait)
         except OSError as exc:
             raise file_error(exc, exc.filename or path, "open the store") from exc
 
     @classmethod
-    def _open_writer(cls, path: str, create: bool, name: str | None, now_ns: Callable[[], int]) -> DataDir:
+    def _open_writer(cls, path: str, create: bool, name: str | None, now_ns: Callable[[], int],
+                     lock_wait: float) -> DataDir:
         if not os.path.isdir(path):
             if not create:
                 raise InvalidArgument(f"{path}: no pitr store here ({NO_STORE_HINT})")
             os.makedirs(path, mode=0o700, exist_ok=True)
         _create_private(os.path.join(path, LOCK_NAME))
-        lock = WriterLock(path)
+        lock = WriterLock(path, wait=lock_wait)
         state = None
         try:
             state = StateDB(os.path.join(path, "state"), create=create)

@@ -1,36 +1,61 @@
-"""The writer lock: one process may open a store for writing; the others learn its PID."""
+"""The writer lock: one process may open a store for writing; the others learn its PID, or wait for it."""
 
 from __future__ import annotations
 
 import fcntl
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pitr.errors import StoreLocked, file_error
 
 LOCK_NAME = "LOCK"
+PROBE_RETRIES = 20  # 10 ms apart: a reader's probe holds the lock for microseconds
+FIRST_BACKOFF = 0.01  # seconds between the first tries while waiting for a writer; doubles ...
+MAX_BACKOFF = 0.25  # ... up to this, so a released lock is taken within a quarter of a second
 
 
 class WriterLock:
-    """An flock on DATA/LOCK holding the owner's PID; released on close or process death."""
+    """An flock on DATA/LOCK holding the owner's PID; released on close or process death.
 
-    def __init__(self, data_dir: str) -> None:
+    With `wait` (seconds) a lock another writer holds is tried again, with a
+    backoff, until it is free or the wait is over; then `StoreLocked` names the
+    holder's PID. `sleep` and `clock` are injected by tests.
+    """
+
+    def __init__(self, data_dir: str, *, wait: float = 0.0, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.path = os.path.join(data_dir, LOCK_NAME)
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        for attempt in range(20):
-            try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                # A sidecar archiver probes the lock with a brief shared flock; wait it out.
-                if attempt == 19 or not _probe_only(self.path):
-                    pid = read_holder(self.path)
-                    os.close(self._fd)
-                    raise StoreLocked(data_dir, pid) from None
-                time.sleep(0.01)
+        try:
+            self._acquire(data_dir, wait, sleep, clock)
+        except BaseException:
+            os.close(self._fd)
+            self._fd = -1
+            raise
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def _acquire(self, data_dir: str, wait: float, sleep: Callable[[float], None],
+                 clock: Callable[[], float]) -> None:
+        deadline = clock() + wait
+        probes, backoff = 0, FIRST_BACKOFF
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                pass
+            if probes < PROBE_RETRIES and _probe_only(self.path):
+                probes += 1  # a sidecar archiver probes the lock with a brief shared flock; wait it out
+                sleep(0.01)
+                continue
+            remaining = deadline - clock()
+            if remaining <= 0:
+                raise locked_error(data_dir, read_holder(self.path), wait)
+            sleep(min(backoff, remaining))
+            backoff = min(backoff * 2, MAX_BACKOFF)
 
     def release(self) -> None:
         if self._fd >= 0:
@@ -102,3 +127,12 @@ def _probe_only(path: str) -> bool:
     except PermissionError:
         return False
     return pid == os.getpid()
+
+
+def locked_error(data_dir: str, pid: int | None, waited: float) -> StoreLocked:
+    """`StoreLocked` for the store at `data_dir`, with a hint saying how long it was waited for."""
+    error = StoreLocked(data_dir, pid)
+    holder = f"process {pid}" if pid else "the other writer"
+    error.hint = (f"waited {waited:g} s; {holder} still holds the lock: stop it, or wait longer with --wait"
+                  if waited > 0 else f"stop {holder}, or let this command wait for it with --wait 10s")
+    return error

@@ -15,6 +15,7 @@ from pitr.datadir.state import I64BE, StateDB, StoreIdentity
 from pitr.errors import file_error, to_corrupt
 from pitr.gcpause import gc_paused
 from pitr.memory import peak_rss_bytes
+from pitr.progress import ByteCounter
 from pitr.restore.destination import Replacement
 from pitr.restore.plan import RestorePlan, SkippedBase
 from pitr.restore.prefetch import prefetched
@@ -65,8 +66,14 @@ def build_state(state_dir: str, plan: RestorePlan, snapshot: RangeSource | None,
 
     `pause_gc` pauses Python's cyclic garbage collector for the whole process while it builds
     (`pitr.gcpause`): a command line that owns its process opts in; a library caller decides.
+
+    `progress` hears ("restore", bytes read, bytes planned): the planned files' bytes, counted as
+    they are read, so the base snapshot weighs what it costs.
     """
     started = time.monotonic()
+    counter = ByteCounter("restore", sum(s.size for s in segments) + (snapshot.size if snapshot else 0), progress)
+    snapshot = None if snapshot is None else counter.counting(snapshot)
+    segments = [counter.counting(s) for s in segments]
     new_id = uuid.uuid4()
     parent = {"store_id": str(plan.identity.store_id), "lsn": plan.target_lsn, "ts_ns": plan.target_ts_ns,
               "target": plan.target.describe()}
@@ -85,8 +92,7 @@ def build_state(state_dir: str, plan: RestorePlan, snapshot: RangeSource | None,
                     spilled = True
                 state.apply(changes, lsn, ts_ns)
 
-            changes = replay_log(plan, segments, verify=verify, max_changes=MAX_CHANGES, spill=spill,
-                                 progress=progress)
+            changes = replay_log(plan, segments, verify=verify, max_changes=MAX_CHANGES, spill=spill)
             final_ts = max(plan.target_ts_ns, plan.base.ts_ns)
             if spilled:
                 state.apply(changes, plan.target_lsn, final_ts)
@@ -96,6 +102,7 @@ def build_state(state_dir: str, plan: RestorePlan, snapshot: RangeSource | None,
                 expired = _load_final(state, base, changes, plan.cutoff_ns, plan.target_lsn, final_ts)
             keys = state.count()
             state.sync()
+            counter.finish()
     except SegmentsError as exc:
         raise to_corrupt(exc) from exc
     except OSError as exc:

@@ -134,10 +134,12 @@ async def _open_segments(repos: Sequence[Repository], plan: RestorePlan, verify:
     """
     sources: list[RangeSource] = []
     verify_first = verify and len(repos) > 1
+    planned, verified = sum(seg.size for seg in plan.segments), 0  # progress in bytes, as the restore's own
     try:
-        for i, seg in enumerate(plan.segments):
+        for seg in plan.segments:
             if verify_first and progress is not None:
-                progress("verify", i, len(plan.segments))
+                progress("verify", verified, planned)
+            verified += seg.size
             check = partial(_check_segment_full, seg.name) if verify_first else None
             sources.append(await _fetch(repos, layout.segment_object(seg.name), check, say))
         if verify:

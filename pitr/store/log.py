@@ -44,7 +44,8 @@ class StoreLog:
         self._ops = wal_ops
         self._wal: WalWriter | None = None
         self._retention_note: str | None = None
-        self.dir = DataDir.open_writer(path, create=options.create, name=options.name, now_ns=clock)
+        self.dir = DataDir.open_writer(path, create=options.create, name=options.name, now_ns=clock,
+                                       lock_wait=options.lock_wait)
         try:
             self._recover()
         except OSError as exc:

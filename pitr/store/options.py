@@ -18,7 +18,8 @@ class StoreOptions:
     apply task writes acknowledged commits to LMDB every `apply_interval` seconds, or sooner once
     `apply_threshold` keys are pending. With `require_archive` a WAL file is deleted only once every
     repository archiving the store holds it. `max_clock_skew` (seconds) bounds how far an explicit
-    commit time may lie ahead of the clock (`math.inf` trusts every time)."""
+    commit time may lie ahead of the clock (`math.inf` trusts every time). `lock_wait` (seconds) is
+    how long opening waits for another process to release the writer lock (0: refuse at once)."""
 
     name: str | None = None
     create: bool = True
@@ -27,6 +28,7 @@ class StoreOptions:
     apply_threshold: int = 500_000
     require_archive: bool = True
     max_clock_skew: float = MAX_CLOCK_SKEW
+    lock_wait: float = 0.0
 
     def __post_init__(self) -> None:
         if self.name is not None and (not isinstance(self.name, str) or not self.name.strip()):
@@ -41,6 +43,9 @@ class StoreOptions:
         skew = self.max_clock_skew
         if isinstance(skew, bool) or not isinstance(skew, (int, float)) or math.isnan(skew) or skew < 0:
             raise InvalidArgument(f"max_clock_skew must be zero or more seconds, not {skew!r}")
+        wait = self.lock_wait
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not math.isfinite(wait) or wait < 0:
+            raise InvalidArgument(f"lock_wait must be zero or more seconds, not {wait!r}")
 
     @property
     def max_skew_ns(self) -> float:

@@ -23,6 +23,7 @@ import anyio
 from pitr.catalog.catalog import KeyRow
 from pitr.catalog.entries import FileCheck, SnapshotEntry
 from pitr.errors import CatalogDamaged, Gap, InvalidArgument, Window
+from pitr.progress import ByteCounter
 from pitr.repo import layout
 from pitr.repo.identity import RepoIdentity
 from pitr.repo.indexing import block_rows, key_rows_of, segment_entry, snapshot_entry
@@ -153,11 +154,11 @@ async def verify_repository(repo: Repository, *, mode: str = "full", files: Sequ
         report.catalog_damaged = True
         report.findings.append(Finding(damage.path or repo.catalog.path, f"{damage.message} (hint: {damage.hint})",
                                        kind="catalog"))
-    listed = [i.name[len(layout.SEGMENTS):] for i in await repo.storage.list(layout.SEGMENTS)]
-    keep, _superseded = live_segments(listed)
+    seg_sizes = {i.name[len(layout.SEGMENTS):]: i.size for i in await repo.storage.list(layout.SEGMENTS)}
+    keep, _superseded = live_segments(list(seg_sizes))
     seg_names = sorted(keep, key=lambda n: keep[n])
-    snap_names = sorted(n for n in (i.name[len(layout.SNAPSHOTS):] for i in await repo.storage.list(layout.SNAPSHOTS))
-                        if parse_snapshot_name(n) is not None)
+    snap_sizes = {i.name[len(layout.SNAPSHOTS):]: i.size for i in await repo.storage.list(layout.SNAPSHOTS)}
+    snap_names = sorted(n for n in snap_sizes if parse_snapshot_name(n) is not None)
     for name in sorted(wanted - set(seg_names) - set(snap_names)):
         report.findings.append(Finding(name, "no such segment or snapshot in the repository", kind="missing"))
     full = mode != "quick"
@@ -166,12 +167,14 @@ async def verify_repository(repo: Repository, *, mode: str = "full", files: Sequ
     metas: list[tuple[str, SegmentMeta]] = []
     results: dict[str, tuple[str, int, int, Finding | None]] = {}
     todo = [(n, True) for n in seg_names] + [(n, False) for n in snap_names]
-    for i, (name, is_segment) in enumerate(todo):
-        if progress:
-            progress("verify", i, len(todo))
+    # progress in bytes, counted as they are read and made whole as each file is done
+    counter = ByteCounter("verify", sum(seg_sizes[n] for n in seg_names) + sum(snap_sizes[n] for n in snap_names),
+                          progress)
+    finished = 0
+    for name, is_segment in todo:
         deep = full and (not wanted or name in wanted)
         object_name = layout.segment_object(name) if is_segment else layout.snapshot_object(name)
-        source = await repo.open_source(object_name, fresh=True)
+        source = counter.counting(await repo.open_source(object_name, fresh=True))
         try:
             if is_segment:
                 meta, finding, rows, gap_lsns = await anyio.to_thread.run_sync(partial(
@@ -202,8 +205,9 @@ async def verify_repository(repo: Repository, *, mode: str = "full", files: Sequ
             expected.unchecked_names.add(name)
         if not wanted or name in wanted:
             results[name] = ("segment" if is_segment else "snapshot", first, last, finding)
-    if progress:
-        progress("verify", len(todo), len(todo))
+        finished += (seg_sizes if is_segment else snap_sizes)[name]
+        counter.reach(finished)
+    counter.finish()
     metas.sort(key=lambda nm: nm[1].first_lsn)
     start = ident.start_chain_digest if metas and metas[0][1].first_lsn == ident.first_lsn else None
     for finding in chain_findings(metas, start):

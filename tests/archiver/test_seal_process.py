@@ -55,3 +55,35 @@ async def test_a_chunk_sealed_in_a_worker_process_is_the_one_a_thread_seals(tmp_
         for db in INDEXES:
             assert process_rows.get(db) == thread_rows.get(db), db
         assert process_rows["keychunks"]
+
+
+def die_in_worker(*_args: object) -> bytes:
+    """Stands in for `seal_chunk_in_worker`: the worker process ends the way a killed one does."""
+    import os
+    os._exit(9)
+
+
+async def test_a_worker_that_dies_is_not_a_failure_the_chunk_is_sealed_in_a_thread(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("pitr.archiver.archiver.seal_chunk_in_worker", die_in_worker)
+    clock = FakeClock()
+    async with Store(str(tmp_path / "data"), clock=clock) as store, \
+            open_repository(str(tmp_path / "fallback"), create=True) as fallback, \
+            open_repository(str(tmp_path / "by-thread"), create=True) as by_thread:
+        broken = Archiver(StoreSource(store), [fallback], IN_PROCESS, clock=clock)
+        thread = Archiver(StoreSource(store), [by_thread], IN_THREAD, clock=clock)
+        await broken.start()
+        await thread.start()
+        for round_ in range(2):
+            for i in range(70):
+                clock.advance(SECOND)
+                await store.put(b"k%03d" % (i % 13), b"v%d.%d" % (round_, i))
+            assert await broken.cycle() == await thread.cycle() == 70
+            assert broken._worker_broken, "the dead worker must be noticed"
+        assert not broken.failing
+        assert broken.progress[0].chain_digest == thread.progress[0].chain_digest
+        names = [s.name for s in fallback.catalog.segments()]
+        assert names == [s.name for s in by_thread.catalog.segments()]
+        for name in names:
+            assert await fallback.storage.read(layout.segment_object(name)) == \
+                await by_thread.storage.read(layout.segment_object(name))

@@ -17,7 +17,7 @@ import trio
 
 from pitr.catalog.catalog import DB_NAMES, Catalog
 from pitr.catalog.keytable import ENTRY_SIZE, key_digest
-from pitr.catalog.rows import CRC_SIZE, seal
+from pitr.catalog.rows import CRC_SIZE, dump_json, seal
 from pitr.cli.main import main
 from pitr.errors import CatalogDamaged, DiskFull, NotARepository
 from pitr.repo.repository import _write_cache, open_repository
@@ -229,15 +229,20 @@ def garble(catalog_dir: str, how: str) -> None:
     elif how == "regular file":
         shutil.rmtree(catalog_dir)
         Path(catalog_dir).write_bytes(b"not a catalog\n")
-    elif how == "old format":
+    elif how in ("format 1", "format 2", "format 9"):
         shutil.rmtree(catalog_dir)
-        env = lmdb.open(catalog_dir, max_dbs=8)
+        env = lmdb.open(catalog_dir, max_dbs=12)
         with env.begin(write=True) as txn:
-            txn.put(b"format", b"1", db=env.open_db(b"meta", txn=txn))
+            meta = env.open_db(b"meta", txn=txn)
+            if how == "format 1":
+                txn.put(b"format", b"1", db=meta)
+            else:  # a sealed row, as formats 2 and later write it, beside a row of the old layout
+                txn.put(b"format", seal(b"meta", b"format", dump_json(int(how[-1]))), db=meta)
+                txn.put(b"\0" * 8, b"an old key-index row", db=env.open_db(b"keys", txn=txn))
         env.close()
 
 
-@pytest.mark.parametrize("how", ["garbage", "meta pages zeroed", "regular file", "old format"])
+@pytest.mark.parametrize("how", ["garbage", "meta pages zeroed", "regular file", "format 9"])
 def test_a_garbled_catalog_is_reported_by_every_command_and_reindex_rebuilds_it(
         merged: History, tmp_path: Path, capsys: pytest.CaptureFixture[str], how: str) -> None:
     repo = copy_repo(merged, tmp_path / "repo")
@@ -427,6 +432,25 @@ def test_catalog_work_and_cache_are_private_whatever_the_umask(tmp_path: Path) -
     for path in (tmp_path / "repo" / ".catalog" / "data.mdb", tmp_path / "repo" / ".catalog" / "lock.mdb",
                  tmp_path / "cache" / "objects" / "segments" / "x.seg"):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
+
+
+@pytest.mark.parametrize("how", ["format 1", "format 2"])
+def test_a_catalog_of_an_older_format_is_rebuilt_by_the_next_command_with_a_notice(
+        merged: History, tmp_path: Path, capsys: pytest.CaptureFixture[str], how: str) -> None:
+    """The catalog is derived data: one written by an earlier pitr is rebuilt, not a refusal to work around."""
+    repo = copy_repo(merged, tmp_path / "repo")
+    code, expected, err = cli(capsys, "history", "key001", "--repo", repo, "--json")
+    assert code == 0, err
+    garble(os.path.join(repo, ".catalog"), how)
+    code, out, err = cli(capsys, "history", "key001", "--repo", repo, "--json")
+    assert code == 0, err
+    assert out == expected
+    assert f"the catalog had format {how[-1]}" in err
+    assert "rebuilding it" in err
+    code, out, err = cli(capsys, "history", "key001", "--repo", repo, "--json")
+    assert (code, out) == (0, expected)
+    assert "catalog" not in err, "the rebuild happens once"
+    assert cli(capsys, "verify", "--repo", repo)[0] == 0
 
 
 def test_a_missing_repository_directory_is_not_a_repository(tmp_path: Path,

@@ -134,7 +134,7 @@ def test_interrupted_restore_leaves_no_finished_destination(history: History, tm
         "from pitr.repo.repository import open_repository\n"
         "from pitr.restore import restore, RestoreOptions, RestoreTarget\n"
         "def progress(phase, done, total):\n"
-        "    if phase == 'replay':\n"
+        "    if phase == 'restore':  # bytes read while the state is built\n"
         "        print('replaying', flush=True); time.sleep(30)\n"
         "async def main():\n"
         "    async with open_repository(sys.argv[1]) as repo:\n"

@@ -29,7 +29,7 @@ class Recording:
         pass
 
     def during_replay(self) -> set[bool]:
-        states = {enabled for phase, enabled in self.seen if phase == "replay"}
+        states = {enabled for phase, enabled in self.seen if phase == "restore"}  # bytes read while building
         assert states, f"the build reported no replay progress: {self.seen}"
         return states
 
@@ -60,7 +60,7 @@ def test_the_restore_command_pauses_the_collector_while_it_builds(
         hooks.append(Recording(*args))
         return hooks[-1]
 
-    monkeypatch.setattr(cli_restore, "Progress", recording)
+    monkeypatch.setattr(cli_restore, "progress_for", recording)
     code, _out, err = run_cli(capsys, "restore", "--latest", "--dest", str(tmp_path / "r"))
     assert code == 0, err
     assert [hook.during_replay() for hook in hooks] == [{False}]

@@ -1,0 +1,151 @@
+"""The observers one by one (issue 15, items 2 and 3): the metrics collector's values, the event hook's
+bounded queue and failure handling, and the events' JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
+
+import anyio
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from pitr.archiver import Archiver
+from pitr.archiver.observe import PublishedSegment
+from pitr.errors import InvalidArgument
+from pitr.status.events import EventHook
+from pitr.status.metrics import MetricsExporter, parse_listen
+from pitr.timefmt import format_time
+
+pytestmark = pytest.mark.anyio
+NOW = 1_800_000_000 * 10**9
+
+
+def fake_archiver(url: str, requests: Counter[str] | None) -> Archiver:
+    storage = SimpleNamespace() if requests is None else SimpleNamespace(requests=requests)
+    prog = SimpleNamespace(repo=SimpleNamespace(url=url, storage=storage), last_lsn=5,
+                           last_watermark=(5, NOW - 3 * 10**9))
+    return cast(Archiver, SimpleNamespace(progress=[prog]))
+
+
+def samples(exporter: MetricsExporter) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = generate_latest(exporter.registry).decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_metrics_start_from_where_the_archiver_resumed_and_count_what_it_does() -> None:
+    url = "s3://bucket/prefix"
+    requests: Counter[str] = Counter({"PutObject": 3, "ListObjectsV2": 1})
+    exporter = MetricsExporter(fake_archiver(url, requests), clock=lambda: NOW)
+    repo = (("repository", url),)
+    got = samples(exporter)
+    assert got[("pitr_archived_lsn", repo)] == 5
+    assert got[("pitr_known_complete_timestamp_seconds", repo)] == (NOW - 3 * 10**9) / 1e9
+    assert got[("pitr_recovery_point_seconds", repo)] == 3.0
+    assert ("pitr_window_start_timestamp_seconds", repo) not in got, "unknown until the watcher looked"
+    assert got[("pitr_storage_requests_total", (("operation", "PutObject"), ("repository", url)))] == 3
+    exporter.segment_published(PublishedSegment(url, "s.seg", 6, 9, 4, 1000, NOW - 10**9, 250_000_000))
+    exporter.watermark_written(url, 9, NOW - 10**9)
+    exporter.repository_failed(url, "503", NOW)
+    requests["PutObject"] += 1
+    got = samples(exporter)
+    assert got[("pitr_archived_commits_total", repo)] == 4
+    assert got[("pitr_archived_bytes_total", repo)] == 1000
+    assert got[("pitr_archived_lsn", repo)] == 9
+    assert got[("pitr_archiver_lag_seconds", repo)] == 0.25
+    assert got[("pitr_recovery_point_seconds", repo)] == 1.0
+    assert got[("pitr_archive_errors_total", repo)] == 1
+    assert got[("pitr_archive_failing", repo)] == 1
+    assert got[("pitr_storage_requests_total", (("operation", "PutObject"), ("repository", url)))] == 4
+    exporter.repository_archived(url, 9, NOW)
+    assert samples(exporter)[("pitr_archive_failing", repo)] == 0
+
+
+def test_a_listen_address_is_checked() -> None:
+    assert parse_listen("127.0.0.1:9187") == ("127.0.0.1", 9187)
+    assert parse_listen("[::1]:9187") == ("::1", 9187)
+    assert parse_listen(":9187") == ("0.0.0.0", 9187)
+    for bad in ("9187", "host:", "host:99999", "host:http"):
+        with pytest.raises(InvalidArgument, match="--metrics"):
+            parse_listen(bad)
+
+
+def segment(n: int) -> PublishedSegment:
+    return PublishedSegment("/repo", f"{n}.seg", n, n, 1, 100, NOW, 0)
+
+
+async def test_a_slow_hook_never_blocks_the_archiver_and_the_overflow_is_counted(tmp_path: Path) -> None:
+    hook = EventHook(f"{sys.executable} -c 'import time; time.sleep(30)'", max_queue=3, timeout=60)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(hook.serve)
+        hook.segment_published(segment(0))
+        await anyio.sleep(0.5)  # the hook has taken the first event and sleeps on it
+        started = time.monotonic()
+        for n in range(1, 10):  # synchronous: never waits for the hook
+            hook.segment_published(segment(n))
+        assert time.monotonic() - started < 1
+        tg.cancel_scope.cancel()
+    hook.close()
+    assert hook.dropped == 6, "three wait in the queue, the rest are dropped"
+    assert hook.delivered == 0
+
+
+async def test_a_failing_hook_is_counted_and_the_next_events_still_go_out(tmp_path: Path) -> None:
+    sink = tmp_path / "out.jsonl"
+    script = ("import sys, json; e = json.loads(sys.stdin.read()); "
+              f"open({str(sink)!r}, 'a').write(json.dumps(e) + '\\n'); sys.exit(1 if e.get('first_lsn') == 1 else 0)")
+    hook = EventHook(f"{sys.executable} -c {json.dumps(script)}")
+    for n in (1, 2):
+        hook.segment_published(segment(n))
+    hook.gap_recorded("/repo", ((7, NOW - 5),))
+    await hook.drain()
+    hook.close()
+    assert (hook.failed, hook.delivered, hook.dropped) == (1, 2, 0)
+    events = [json.loads(line) for line in sink.read_text().splitlines()]
+    assert [e["event"] for e in events] == ["segment_published", "segment_published", "gap_recorded"]
+    assert events[2]["gaps"] == [{"lsn": 7, "time_before": format_time(NOW - 5)}]
+    assert events[0]["first_lsn"] == 1
+    assert events[0]["commits"] == 1
+    assert events[0]["repository"] == "/repo"
+
+
+async def test_a_hook_that_cannot_start_or_hangs_is_reported_not_raised(tmp_path: Path) -> None:
+    missing = EventHook(str(tmp_path / "no-such-hook"))
+    missing.segment_published(segment(1))
+    await missing.drain()
+    missing.close()
+    assert missing.failed == 1
+    hung = EventHook(f"{sys.executable} -c 'import time; time.sleep(30)'", timeout=0.5)
+    hung.segment_published(segment(1))
+    with anyio.fail_after(20):
+        await hung.drain()
+    hung.close()
+    assert hung.failed == 1
+
+
+def test_a_hook_command_is_checked() -> None:
+    with pytest.raises(InvalidArgument, match="--on-event"):
+        EventHook("")
+    with pytest.raises(InvalidArgument, match="--on-event"):
+        EventHook("notify 'unclosed")
+
+
+def test_observer_flags_that_would_do_nothing_are_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from tests.helpers.cli import run_cli
+
+    data, repo = str(tmp_path / "data"), str(tmp_path / "repo")
+    assert run_cli(capsys, "put", "--data", data, "k", "v")[0] == 0
+    for flags, needle in ((["--metrics", "127.0.0.1:9187"], "needs --follow"),
+                          (["--heartbeat-url", "http://127.0.0.1:1/"], "needs --follow"),
+                          (["--source", "etcd://127.0.0.1:1", "--on-event", "true"], "--source")):
+        code, _out, err = run_cli(capsys, "archive", "--data", data, "--repo", repo, *flags)
+        assert code == 2, err
+        assert needle in err
+    assert not (tmp_path / "repo").exists(), "refused before anything was archived"
