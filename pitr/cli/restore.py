@@ -64,12 +64,9 @@ async def run(args: argparse.Namespace) -> int:
     target = restore_target(args)
     selection = _selection(args)
     if args.dest.startswith(("etcd://", "etcds://")):
-        if selection is not None:
-            raise InvalidArgument("--prefix and --key restore into a store directory only, not yet into etcd; "
-                                  "restore them into a directory, then `pitr export` and load them")
         from pitr.cli._etcd import run_restore
 
-        return await run_restore(args, target)
+        return await run_restore(args, target, selection)
     replace_foreign = False
     if args.replace_foreign is not None:
         if not args.force:

@@ -92,3 +92,31 @@ async def test_an_undo_on_etcd_reverts_in_one_transaction(etcd_server: EtcdClust
         result = await apply_undo(plan, EtcdTarget(client), UndoOptions(force=True))
         assert result.overridden == [c]
         assert await etcd_state(client, key_prefix) == {a: b"1", b: b"1", t: b"ttl"}
+
+
+async def test_a_prefix_restored_into_etcd_replaces_only_that_prefix(etcd_server: EtcdCluster, key_prefix: bytes,
+                                                                      tmp_path: Path) -> None:
+    from pitr.restore import KeySelection, RestoreTarget
+    from pitr.sources.etcd import EtcdRestoreOptions, EtcdRestoreResult, restore_to_etcd
+
+    repo_dir = str(tmp_path / "repo")
+    config, other = key_prefix + b"config/", key_prefix + b"other/"
+    async with EtcdClient(etcd_server.endpoints) as client:
+        async with etcd_archiving(client, key_prefix, str(tmp_path / "spool"), repo_dir, options=FAST) as session:
+            await client.put(config + b"a", b"1")
+            await client.put(config + b"b", b"1")
+            good = await client.put(other + b"x", b"1")
+            await wait_until(lambda: session.follower.revision >= good)
+            await client.delete(config + b"a")  # the accident
+            await client.put(config + b"new", b"later")
+            last = await client.put(other + b"x", b"2")
+            await wait_until(lambda: session.follower.revision >= last)
+        async with open_repository(repo_dir) as repo:
+            t_good = next(x.ts_ns for x in await archived_commits(repo) if x.source_rev == good)
+            options = EtcdRestoreOptions(target=RestoreTarget(time_ns=t_good), force=True,
+                                         selection=KeySelection(prefixes=(config,)))
+            result = await restore_to_etcd(repo, client, options)
+        assert isinstance(result, EtcdRestoreResult)
+        assert await etcd_state(client, key_prefix) == {config + b"a": b"1", config + b"b": b"1",
+                                                        other + b"x": b"2"}  # other/ is left as it is
+        assert (result.keys, result.written, result.deleted, result.unchanged) == (2, 1, 1, 1)

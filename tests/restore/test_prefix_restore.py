@@ -159,7 +159,7 @@ def test_the_command_restores_a_renamed_prefix_and_refuses_what_it_cannot(
     code, _out, err = run_cli(capsys, "restore", "--latest", "--key", "a/1", "--dest", "etcd://127.0.0.1:1/x",
                               "--repo", repo)
     assert code == 2
-    assert "not yet into etcd" in err
+    assert "with one --prefix" in err
 
 
 def test_a_key_expiring_at_the_target_is_not_restored(tmp_path: Path) -> None:
