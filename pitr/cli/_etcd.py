@@ -11,7 +11,7 @@ import anyio
 from pitr.archiver import ArchiveOptions
 from pitr.cli.common import parse_every, print_json, progress_for, repo_urls, repositories
 from pitr.cli.render import report, show_plan
-from pitr.restore import RestorePlan, RestoreTarget
+from pitr.restore import KeySelection, RestorePlan, RestoreTarget
 from pitr.snapshots.schedule import SnapshotSchedule
 from pitr.sources.etcd import (
     EtcdClient,
@@ -63,12 +63,12 @@ async def run_archive(args: argparse.Namespace) -> int:
     return report(args, session.archiver, {"etcd": etcd})
 
 
-async def run_restore(args: argparse.Namespace, target: RestoreTarget) -> int:
-    """Build the state at the target and write it under the destination prefix."""
+async def run_restore(args: argparse.Namespace, target: RestoreTarget, selection: KeySelection | None = None) -> int:
+    """Build the state at the target and write it under the destination prefix (only `selection`'s prefix)."""
     location = parse_etcd_url(args.dest)
     options = EtcdRestoreOptions(target=target, prefix=location.prefix if location.prefix_given else None,
                                  force=args.force, verify=not args.no_verify, dry_run=args.dry_run,
-                                 pause_gc=True)  # the command owns its process
+                                 pause_gc=True, selection=selection)  # the command owns its process
     progress = progress_for(args)
     async with EtcdClient(location.endpoints) as client, repositories(args) as repos:
         result = await restore_to_etcd(repos, client, options, progress=progress,

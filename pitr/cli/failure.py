@@ -40,6 +40,7 @@ from pitr.errors import (
     WrongKey,
     file_error,
 )
+from pitr.jsonbytes import bytes_to_json
 from pitr.jsontypes import JSONObject
 from pitr.timefmt import format_time
 
@@ -125,6 +126,8 @@ def error_json(exc: PitrError) -> JSONObject:
         out["hint"] = exc.hint
     if isinstance(exc, HistoryGap):
         out["gaps"] = [{"first_lsn": g.first_lsn, "last_lsn": g.last_lsn, "reason": g.reason} for g in exc.gaps]
+    if isinstance(exc, UndoConflict):
+        out["keys"] = [bytes_to_json(key) for key in exc.keys]
     if isinstance(exc, OutsideWindow):
         out["windows"] = [{"start": format_time(w.start_ns), "end": format_time(w.end_ns),
                            "start_ns": w.start_ns, "end_ns": w.end_ns, "start_lsn": w.start_lsn,

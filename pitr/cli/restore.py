@@ -9,7 +9,7 @@ from pitr.cli.common import add_json, add_repo, print_json, progress_for, reposi
 from pitr.cli.moments import MOMENT_HELP, Moments, accept_relative_moments
 from pitr.cli.render import show_plan, skipped_json
 from pitr.errors import InvalidArgument
-from pitr.restore import RestoreOptions, RestorePlan, RestoreTarget, restore
+from pitr.restore import KeySelection, RestoreOptions, RestorePlan, RestoreTarget, restore
 from pitr.restore.restore import absolute
 from pitr.timefmt import format_time
 
@@ -36,19 +36,37 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="start from this snapshot (a name from `pitr backups list`) instead of the newest "
                         "valid one at or before the target")
     p.add_argument("--no-verify", action="store_true", help="skip checking the files before reading them")
+    p.add_argument("--prefix", action="append", default=[], metavar="P",
+                   help="restore only the keys starting with P (repeatable; with --key too)")
+    p.add_argument("--key", action="append", default=[], metavar="K", help="restore only key K (repeatable)")
+    p.add_argument("--strip-prefix", default="", metavar="S",
+                   help="with --prefix/--key: remove S from the start of each restored key")
+    p.add_argument("--add-prefix", default="", metavar="A",
+                   help="with --prefix/--key: put A in front of each restored key (after --strip-prefix)")
     add_repo(p, many=True)
     add_json(p)
     p.set_defaults(run=run)
+
+
+def _selection(args: argparse.Namespace) -> KeySelection | None:
+    """The keys --prefix/--key select (None: all of them)."""
+    if not args.prefix and not args.key:
+        if args.strip_prefix or args.add_prefix:
+            raise InvalidArgument("--strip-prefix and --add-prefix apply only with --prefix or --key")
+        return None
+    return KeySelection(prefixes=tuple(p.encode() for p in args.prefix), keys=tuple(k.encode() for k in args.key),
+                        strip_prefix=args.strip_prefix.encode(), add_prefix=args.add_prefix.encode())
 
 
 async def run(args: argparse.Namespace) -> int:
     if args.exclusive and args.to is None:
         raise InvalidArgument("--exclusive applies only to --to")
     target = restore_target(args)
+    selection = _selection(args)
     if args.dest.startswith(("etcd://", "etcds://")):
         from pitr.cli._etcd import run_restore
 
-        return await run_restore(args, target)
+        return await run_restore(args, target, selection)
     replace_foreign = False
     if args.replace_foreign is not None:
         if not args.force:
@@ -59,7 +77,7 @@ async def run(args: argparse.Namespace) -> int:
         replace_foreign = True
     options = RestoreOptions(target=target, dest=args.dest, force=args.force, replace_foreign=replace_foreign,
                              verify=not args.no_verify, dry_run=args.dry_run, base=args.base,
-                             pause_gc=True)  # the command owns its process
+                             pause_gc=True, selection=selection)  # the command owns its process
     progress = progress_for(args)
     async with repositories(args) as repos:
         result = await restore(repos, options, progress=progress,

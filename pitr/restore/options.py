@@ -39,6 +39,47 @@ class RestoreTarget:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class KeySelection:
+    """The keys a partial restore builds: those under any of `prefixes`, and each of `keys`.
+
+    Each selected key lands as `add_prefix + key[len(strip_prefix):]`; every prefix and key
+    must start with `strip_prefix`, so the mapping is one to one and no key is left unmapped.
+    """
+
+    prefixes: tuple[bytes, ...] = ()
+    keys: tuple[bytes, ...] = ()
+    strip_prefix: bytes = b""
+    add_prefix: bytes = b""
+
+    def __post_init__(self) -> None:
+        if not self.prefixes and not self.keys:
+            raise InvalidArgument("a key selection needs at least one prefix or key")
+        if any(not key for key in self.keys):
+            raise InvalidArgument("a selected key must not be empty")
+        for item in (*self.prefixes, *self.keys):
+            if not item.startswith(self.strip_prefix):
+                raise InvalidArgument(f"{item!r} does not start with the prefix to strip {self.strip_prefix!r}; "
+                                      "every --prefix and --key must start with --strip-prefix")
+        if not self.add_prefix and any(key == self.strip_prefix for key in self.keys):
+            raise InvalidArgument(f"stripping {self.strip_prefix!r} from the key {self.strip_prefix!r} leaves an "
+                                  "empty key; give --add-prefix")
+
+    def selects(self, key: bytes) -> bool:
+        """Whether `key` is one of the selected keys."""
+        return key in self.keys or any(key.startswith(p) for p in self.prefixes)
+
+    def landed(self, key: bytes) -> bytes:
+        """The name `key` is restored under."""
+        return self.add_prefix + key[len(self.strip_prefix):]
+
+    def describe(self) -> str:
+        parts = [f"prefix {p!r}" for p in self.prefixes] + [f"key {k!r}" for k in self.keys]
+        moved = f" (renamed {self.strip_prefix!r} -> {self.add_prefix!r})" \
+            if self.strip_prefix or self.add_prefix else ""
+        return ", ".join(parts) + moved
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class RestoreOptions:
     """How to restore: where, and whether to verify, replace or only plan.
 
@@ -59,8 +100,11 @@ class RestoreOptions:
     name: str | None = None
     base: str | None = None
     pause_gc: bool = False
+    selection: KeySelection | None = None  # restore only these keys (`pitr.restore.prefix`)
 
     def __post_init__(self) -> None:
+        if self.selection is not None and self.base is not None:
+            raise InvalidArgument("a restore of selected keys reads the base the plan chooses; drop --base")
         if self.replace_foreign and not self.force:
             raise InvalidArgument("replacing a directory that is not a pitr store needs force as well")
         if self.base is not None and not self.base.strip():

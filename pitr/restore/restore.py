@@ -225,6 +225,8 @@ async def restore(repos: Repository | Sequence[Repository], options: RestoreOpti
     check = partial(check_destination, dest, force=options.force, replace_foreign=options.replace_foreign,
                     repo_roots=roots)
     replaced = await anyio.to_thread.run_sync(check)  # a dry run refuses what the restore would refuse
+    if options.selection is not None:
+        return await _restore_selection(planned_from, plan, options, dest, replaced, roots, clock, progress)
     plan, snapshot = await open_base(repo_list, plan, verify=options.verify, explicit=options.base is not None,
                                      say=say, planned_from=planned_from)
     if options.dry_run:  # the base it names is the one the restore would use (verified, unless --no-verify)
@@ -285,6 +287,34 @@ async def publish_restored(dest: str, force: bool, build: Callable[[str], Restor
     finally:
         os.close(fd)
     return replace(result, dest=dest, replaced=replaced, notes=(*result.notes, *notes))
+
+
+async def _restore_selection(repo: Repository, plan: RestorePlan, options: RestoreOptions, dest: str,
+                             replaced: Replacement | None, roots: Sequence[str], clock: Callable[[], int],
+                             progress: Progress | None) -> RestorePlan | RestoreResult:
+    """Only the selected keys: read through the key index, the base's blocks under the prefixes and
+    the log since the base (`pitr.restore.prefix`), then published like a full restore."""
+    from pitr.restore.prefix import read_selection, write_selected_state  # reads through pitr.audit
+
+    selection = options.selection
+    assert selection is not None
+    if options.dry_run:
+        notes = [f"would restore only {selection.describe()}"]
+        if replaced is not None:
+            notes.append(f"would replace {replaced.describe()}")
+        return replace(plan, notes=(*plan.notes, *notes))
+    # the plan's segments, their tables and chain checked (no whole-file read): only for prefixes
+    sources = await _open_segments([repo], plan, options.verify, None) if selection.prefixes else []
+    try:
+        state = await read_selection(repo, plan, selection, sources, progress)
+    finally:
+        for source in sources:
+            source.close()
+    name = options.name or plan.identity.name
+    return await publish_restored(
+        dest, options.force,
+        lambda state_dir: write_selected_state(state_dir, plan, state, selection, name=name, clock=clock),
+        replace_foreign=options.replace_foreign, repo_roots=roots)
 
 
 def absolute(path: str) -> str:

@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
 
@@ -29,6 +29,7 @@ from pitr.errors import FileError, InvalidArgument, PitrError, StoreClosed
 from pitr.jsontypes import JSONObject
 from pitr.store._group_commit import Group, GroupCommitter, loop_hooks
 from pitr.store.batch import Batch
+from pitr.store.conditional import Expected, Mismatch, mismatches
 from pitr.store.log import StoreLog
 from pitr.store.options import StoreOptions
 from pitr.store.queued import Commit, QueuedCommits
@@ -395,6 +396,20 @@ class Store:
         if (current[0] if current is not None else None) != expected:
             return None
         return await self._commit((op,), ttls=ttls)
+
+    async def commit_if(self, ops: Sequence[Op],
+                        expected: Mapping[bytes, Expected]) -> Commit | list[Mismatch]:
+        """Commit `ops` atomically only if each key of `expected` holds that (value, expiry) now
+        (None: absent); otherwise commit nothing and return the keys that differ.
+
+        The check and the commit's sequencing happen in one step, with no await between them
+        (`pitr.store.conditional`).
+        """
+        self._check_open()
+        failed = mismatches(lambda key: self._current(key, sequenced=True), expected)
+        if failed:
+            return failed
+        return await self._commit(tuple(ops))
 
     @asynccontextmanager
     async def batch(self) -> AsyncIterator[Batch]:

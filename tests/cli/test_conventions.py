@@ -43,6 +43,7 @@ def _argv(name: str, tmp: Path) -> list[str]:
             "status": ["status"], "copy": ["copy", "--from", str(tmp / "repo"), "--to", str(tmp / "copy")],
             "repair": ["repair", "--from", str(tmp / "repo"), str(tmp / "copy")],
             "key": ["key", "list"],
+            "undo": ["undo", "--from", "@1", "--to", "@3", "--dry-run"],
     }
     assert set(table) == set(COMMANDS), "a subcommand without a --json invocation here: add it"
     return table[name]

@@ -26,7 +26,7 @@ import anyio.abc
 from pitr.datadir.state import StateDB
 from pitr.errors import DestinationExists, InvalidArgument
 from pitr.repo.repository import Repository
-from pitr.restore import RestoreOptions, RestorePlan, RestoreTarget, plan_restore, restore
+from pitr.restore import KeySelection, RestoreOptions, RestorePlan, RestoreTarget, plan_restore, restore
 
 from ._errors import EtcdUnavailable, LeaseNotFound
 from ._spool import SpoolCursor, source_revision_at
@@ -63,10 +63,16 @@ class EtcdRestoreOptions:
     concurrency: int = 4
     work_dir: str | None = None
     pause_gc: bool = False
+    selection: KeySelection | None = None  # one archived prefix: only it is restored and replaced
 
     def __post_init__(self) -> None:
         if self.max_txn_ops < 1 or self.max_request_bytes < 1 or self.concurrency < 1:
             raise InvalidArgument("max_txn_ops, max_request_bytes and concurrency must be positive")
+        selection = self.selection
+        if selection is not None and (len(selection.prefixes) != 1 or selection.keys or selection.strip_prefix
+                                      or selection.add_prefix):
+            raise InvalidArgument("into etcd, restore part of the keys with one --prefix (no --key, "
+                                  "--strip-prefix or --add-prefix): the restore replaces what etcd holds under it")
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,11 +128,18 @@ async def restore_to_etcd(repos: Repository | Sequence[Repository], client: Etcd
     if prefix is None:
         raise InvalidArgument("this archive is of an embedded store: give the etcd prefix to restore it "
                               "under, as in etcd://HOST:PORT/PREFIX")
+    scope = prefix  # what etcd holds here is replaced by the restored state
+    if options.selection is not None:
+        selected = options.selection.prefixes[0]
+        if not selected.startswith(source_prefix):
+            raise InvalidArgument(f"--prefix {selected!r} is not under the prefix the archive was taken from "
+                                  f"({source_prefix!r})")
+        scope = prefix + selected[len(source_prefix):]
     if options.dry_run:
         return plan
-    first = await client.get_range(prefix, limit=1)
+    first = await client.get_range(scope, limit=1)
     if first.count and not options.force:
-        raise DestinationExists(f"etcd prefix {prefix!r} at {client.endpoint} holds {first.count} keys; pass "
+        raise DestinationExists(f"etcd prefix {scope!r} at {client.endpoint} holds {first.count} keys; pass "
                                 "--force (force=True) to replace them with the restored state")
     # The latest point as a time, so the build and the TTL cutoff agree even while the archive grows.
     target = RestoreTarget(time_ns=plan.cutoff_ns) if options.target.latest else options.target
@@ -134,14 +147,15 @@ async def restore_to_etcd(repos: Repository | Sequence[Repository], client: Etcd
         lambda: tempfile.mkdtemp(prefix="pitr-etcd-restore-", dir=options.work_dir))
     try:
         built = await restore(repo_list, RestoreOptions(target=target, dest=os.path.join(work, "store"),
-                                                        verify=options.verify, pause_gc=options.pause_gc), progress=progress, say=say)
+                                                        verify=options.verify, pause_gc=options.pause_gc,
+                                                        selection=options.selection), progress=progress, say=say)
         assert not isinstance(built, RestorePlan)
         revision = await source_revision_at(repo_list[0], built.target_lsn) if from_etcd else None
         state = await anyio.to_thread.run_sync(
             lambda: StateDB(os.path.join(built.dest, "state"), readonly=True))
         try:
             writer = _Writer(client, options, plan.cutoff_ns, built.keys, progress)
-            await writer.run(state, source_prefix, prefix)
+            await writer.run(state, source_prefix, prefix, scope)
         finally:
             state.close()
     finally:
@@ -185,7 +199,8 @@ class _Writer:
     first_revision: int | None = None
     last_revision: int | None = None
 
-    async def run(self, state: StateDB, source_prefix: bytes, prefix: bytes) -> None:
+    async def run(self, state: StateDB, source_prefix: bytes, prefix: bytes, scope: bytes) -> None:
+        """Merge the restored state into what etcd holds under `scope` (`prefix`, or a part of it)."""
         send, receive = anyio.create_memory_object_stream[list[_Item]](
             self.options.concurrency)
         try:
@@ -194,14 +209,14 @@ class _Writer:
                     tg.start_soon(self._work, receive.clone())
                 receive.close()
                 async with send:
-                    await self._merge(state, source_prefix, prefix, send)
+                    await self._merge(state, source_prefix, prefix, scope, send)
         except BaseExceptionGroup as group:
             inner = _sole_failure(group)
             if inner is None:
                 raise
             raise inner from group
 
-    async def _merge(self, state: StateDB, source_prefix: bytes, prefix: bytes,
+    async def _merge(self, state: StateDB, source_prefix: bytes, prefix: bytes, scope: bytes,
                      send: anyio.abc.ObjectSendStream[list[_Item]]) -> None:
         restored = SpoolCursor(state, source_prefix)
         pending: list[_Item] = []
@@ -221,7 +236,7 @@ class _Writer:
                 return
             await emit(Put(prefix + key[len(source_prefix):], value), ttl)
 
-        async for page in self.client.iter_range(prefix, page_size=1000):
+        async for page in self.client.iter_range(scope, page_size=1000):
             for kv in page.kvs:
                 while (entry := await restored.peek()) is not None and \
                         prefix + entry[0][len(source_prefix):] < kv.key:
