@@ -1,0 +1,197 @@
+"""Garbled pages of a store's state database: `pitr get` and `pitr export` answer right or refuse.
+
+Each case copies a pristine data directory, garbles 40 bytes of some pages of
+`state/data.mdb` (a pattern and a seed: random windows inside page bodies,
+whole page starts, one page, a node's key or data size), and runs every read in
+a forked child (a signal death fails the case, naming the read it died in).
+A read either gives the true answer (the model's) or exits 1 with
+`state_damaged` naming the file and the restore hint; never exit 0 with a
+wrong value, and never "not found" for a key the store holds.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import shutil
+import signal
+import struct
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import pytest
+
+from pitr.cli.main import main
+from pitr.datadir.state import StateDB, StoreIdentity
+from pitr.jsonbytes import bytes_from_json
+from segments.chain import genesis
+
+KEYS = 12_000
+PAGE = 4096
+PATTERNS = ("body", "page_start", "one", "leaf_key_size", "leaf_data_size", "branch_body")
+SEEDS_PER_PATTERN = 3
+PROBES = 60  # keys read per case, present and absent
+FUTURE = 4_000_000_000 * 10**9
+
+
+def key_of(i: int) -> bytes:
+    return b"user:%06d" % (i * 7)  # absent keys sit between present ones
+
+
+def model() -> dict[bytes, tuple[bytes, int | None]]:
+    rng = random.Random(7)
+    out: dict[bytes, tuple[bytes, int | None]] = {}
+    for i in range(KEYS):
+        size = 3000 if i % 997 == 0 else rng.randrange(4, 60)  # a few overflow values
+        expires = FUTURE if i % 5 == 0 else (10**9 if i % 13 == 0 else None)  # some long expired
+        out[key_of(i)] = (b"v%d-" % i + bytes(rng.randrange(256) for _ in range(size)), expires)
+    return out
+
+
+def build(data: Path, entries: dict[bytes, tuple[bytes, int | None]]) -> None:
+    (data / "state").mkdir(parents=True, mode=0o700)
+    state = StateDB(str(data / "state"))
+    try:
+        store_id = uuid.uuid4()
+        state.init_identity(StoreIdentity(store_id, "pages", 1, 1, genesis(store_id)))
+        items = list(entries.items())
+        for n in range(0, len(items), 3000):  # several transactions: pages split and move
+            chunk = {k: v if e is None else (v, e) for k, (v, e) in items[n:n + 3000]}
+            state.apply(chunk, n // 3000 + 1, (n // 3000 + 1) * 1000)
+    finally:
+        state.close()
+
+
+def pages_of(raw: bytes, flag: int) -> list[int]:
+    return [p for p in range(2, len(raw) // PAGE) if struct.unpack_from("<QHH", raw, p * PAGE)[::2] == (p, flag)]
+
+
+def garble(path: Path, pattern: str, rng: random.Random) -> list[int]:
+    """Overwrite bytes of the pages `pattern` picks; returns the pages garbled."""
+    raw = path.read_bytes()
+    pages = len(raw) // PAGE
+    leaves, branches = pages_of(raw, 0x02), pages_of(raw, 0x01)
+    with open(path, "r+b") as fh:
+        if pattern in ("leaf_key_size", "leaf_data_size"):
+            chosen = sorted(rng.sample(leaves, min(3, len(leaves))))
+            for page in chosen:
+                count = (struct.unpack_from("<H", raw, page * PAGE + 12)[0] - 16) // 2
+                node = struct.unpack_from("<H", raw, page * PAGE + 16 + 2 * rng.randrange(count))[0]
+                where, value = (6, struct.pack("<H", rng.randrange(1, 600))) if pattern == "leaf_key_size" \
+                    else (0, struct.pack("<H", rng.randrange(1, 5000)))
+                fh.seek(page * PAGE + node + where)
+                fh.write(value)
+            return chosen
+        chosen = {
+            "body": [p for p in range(2, pages) if rng.random() < 0.1],
+            "page_start": [p for p in range(2, pages) if rng.random() < 0.05],
+            "one": [rng.randrange(2, pages)],
+            "branch_body": branches,
+        }[pattern]
+        for page in chosen:
+            offset = 0 if pattern == "page_start" else rng.randrange(16, PAGE - 40)
+            fh.seek(page * PAGE + offset)
+            fh.write(rng.randbytes(40))
+    return sorted(chosen)
+
+
+def run_reads(argvs: list[list[str]]) -> tuple[list[tuple[int, str, str]], int]:
+    """Run each command line in one forked child, in turn; returns the results of those that
+    finished and the child's exit status (negative: the signal that killed it)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        results = os.path.join(tmp, "results")
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into pytest
+            try:
+                with open(results, "w") as out:
+                    for argv in argvs:
+                        stdout, stderr = io.StringIO(), io.StringIO()
+                        code = 99
+                        with redirect_stdout(stdout), redirect_stderr(stderr):
+                            try:
+                                main(argv)
+                            except SystemExit as exc:
+                                code = exc.code if isinstance(exc.code, int) else 98
+                            except BaseException as exc:  # noqa: BLE001  # reported as a finding
+                                code, _ = 97, print(repr(exc), file=sys.stderr)
+                        out.write(json.dumps([code, stdout.getvalue(), stderr.getvalue()]) + "\n")
+                        out.flush()
+            finally:
+                os._exit(0)
+        deadline = time.monotonic() + 300
+        while not (done := os.waitpid(pid, os.WNOHANG))[0]:
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                pytest.fail("the reads hung for 300 s")
+            time.sleep(0.01)
+        with open(results) as fh:
+            done_results = [tuple(json.loads(line)) for line in fh]
+        return done_results, os.waitstatus_to_exitcode(done[1])  # type: ignore[misc]
+
+
+def refused_as_damage(code: int, out: str, err: str, where: str) -> None:
+    assert code == 1, f"{where}: exit {code}:\n{(out + err)[-2000:]}"
+    text = out + err
+    assert "state_damaged" in text or "state database is damaged" in text, f"{where}: not a state refusal:\n{text[-2000:]}"
+    assert "data.mdb" in text, f"{where}: the refusal does not name the file:\n{text[-2000:]}"
+    assert "pitr restore --latest" in text, f"{where}: the refusal has no restore hint:\n{text[-2000:]}"
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[bytes, tuple[bytes, int | None]], str]:
+    data = tmp_path_factory.mktemp("state-pages") / "data"
+    entries = model()
+    build(data, entries)
+    results, status = run_reads([["export", "--data", str(data)]])
+    assert status == 0, results
+    assert results[0][0] == 0, results
+    return data, entries, results[0][1]
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_garbled_state_pages_never_give_a_wrong_answer(
+        pristine: tuple[Path, dict[bytes, tuple[bytes, int | None]], str], tmp_path: Path, pattern: str,
+        random_seed: int) -> None:
+    root, entries, export = pristine
+    now = time.time_ns()
+    for round_ in range(SEEDS_PER_PATTERN):
+        seed = random_seed + round_
+        rng = random.Random(seed)
+        work = tmp_path / f"data-{round_}"
+        shutil.copytree(root, work)
+        pages = garble(work / "state" / "data.mdb", pattern, rng)
+        probes = [key_of(rng.randrange(KEYS)) for _ in range(PROBES * 2 // 3)]
+        probes += [b"user:%06d" % (rng.randrange(KEYS) * 7 + 3) for _ in range(PROBES // 3)]
+        probes += [b"a", b"zzz"]
+        argvs = [["get", key.decode(), "--json", "--data", str(work)] for key in probes]
+        argvs.append(["export", "--data", str(work)])
+        results, status = run_reads(argvs)
+        case = f"pages {pages[:8]}{'...' if len(pages) > 8 else ''} garbled ({pattern}, seed {seed})"
+        assert status == 0, f"{case}: the reads were killed by signal {-status} at {argvs[len(results)][:2]}"
+        for key, (code, out, err) in zip(probes, results, strict=False):
+            where = f"get {key!r} over {case}"
+            value, expires = entries.get(key, (None, None))
+            live = value is not None and (expires is None or expires > now)
+            if code == 0:
+                assert live, f"{where}: exit 0 for a key the store does not hold"
+                got = json.loads(out)
+                assert got["found"] is True, where
+                assert bytes_from_json(got["value"], what="value") == value, f"{where}: exit 0 with a wrong value"
+            elif code == 1 and out and json.loads(out).get("found") is False:
+                assert not live, f"{where}: 'not found' for a key the store holds"
+            else:
+                refused_as_damage(code, out, err, where)
+        code, out, err = results[-1]
+        if code == 0:
+            assert out == export, f"export over {case}: exit 0 with a different answer"
+        else:
+            refused_as_damage(code, out, err, f"export over {case}")
+        shutil.rmtree(work)
+
