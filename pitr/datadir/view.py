@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, NoReturn, cast
 
 import lmdb
 
-from pitr.datadir.entries import Checkpoint, RowDamage, decode_checkpoint, decode_value
+from pitr.datadir.entries import Checkpoint, RowDamage, decode_checkpoint, decode_expiry, decode_value
 from pitr.errors import CorruptData, PitrError, StateDamaged, lmdb_error
 from pitr.lmdbpages import check_lookup, check_pages
 
@@ -196,3 +196,15 @@ class StateView:
                 return
             if is_live(expires, live_at):
                 yield key, value, expires
+
+    def expiry_rows(self) -> Iterator[tuple[bytes, int]]:
+        """(key, expiry) of every row of the expiry index, in key order, each checked."""
+        self.check_all_pages()
+        try:
+            for key, raw in cast("Iterator[tuple[bytes, bytes]]", self._txn.cursor(self._state.expiry)):
+                try:
+                    yield key, decode_expiry(key, raw)
+                except RowDamage as exc:
+                    self._damaged(str(exc), key)
+        except lmdb.Error as exc:
+            raise state_lmdb_error(exc, self._state.path, "read the LMDB state") from exc
