@@ -201,7 +201,8 @@ class StateDB:
             with self.env.begin(write=True) as txn:
                 txn.put(b"identity", seal_meta(b"identity", json.dumps(doc).encode()), db=self.meta)
                 cp = self._read_checkpoint(txn)
-                self._put_checkpoint(txn, replace(cp, applied_lsn=ident.first_lsn - 1, applied_ts_ns=0))
+                self._put_checkpoint(txn, replace(cp, applied_lsn=ident.first_lsn - 1, applied_ts_ns=0,
+                                                  wal_first_lsn=0, wal_offset=0))
         except lmdb.Error as exc:
             raise state_lmdb_error(exc, self.path, "create the store") from exc
 
@@ -270,17 +271,21 @@ class StateDB:
         return digest.digest(), digest.count
 
     # writes --------------------------------------------------------------------
-    def apply(self, changes: Mapping[bytes, Change], applied_lsn: int, applied_ts_ns: int) -> None:
+    def apply(self, changes: Mapping[bytes, Change], applied_lsn: int, applied_ts_ns: int, *,
+              wal_position: tuple[int, int] | None = None) -> None:
         """Apply the final state of each changed key and move the checkpoint, in one transaction.
 
         A change is the value (no expiry) or (value, expiry) for a put, None for a delete.
+        `wal_position` is (first LSN of the WAL file, byte offset) of the commit group that ends at
+        `applied_lsn`, kept in the checkpoint as a hint for readers (who check it).
         """
         try:
-            self._apply_sorted(sorted(changes.items()), applied_lsn, applied_ts_ns)
+            self._apply_sorted(sorted(changes.items()), applied_lsn, applied_ts_ns, wal_position or (0, 0))
         except lmdb.Error as exc:
             raise state_lmdb_error(exc, self.path, "apply commits to the LMDB state") from exc
 
-    def _apply_sorted(self, items: list[tuple[bytes, Change]], applied_lsn: int, applied_ts_ns: int) -> None:
+    def _apply_sorted(self, items: list[tuple[bytes, Change]], applied_lsn: int, applied_ts_ns: int,
+                      wal_position: tuple[int, int]) -> None:
         """Write `items` (key order) and the checkpoint, taking each old row's digest term out and the
         new row's in."""
         with self.env.begin(write=True) as txn:
@@ -322,7 +327,8 @@ class StateDB:
             if index:
                 txn.cursor(expiry).putmulti(index, dupdata=False, overwrite=True)
             total = (cp.digest_total + _digest_of(new) - _digest_of(old)) % DIGEST_MOD
-            self._put_checkpoint(txn, Checkpoint(applied_lsn, applied_ts_ns, total, cp.count + len(new) - len(old)))
+            self._put_checkpoint(txn, Checkpoint(applied_lsn, applied_ts_ns, total, cp.count + len(new) - len(old),
+                                                 *wal_position))
 
     def append_sorted(self, puts: Iterable[tuple[bytes, bytes]], expiring: list[tuple[bytes, bytes]]) -> None:
         """Append entries whose keys all sort after the state's last key (restore), in one transaction.
@@ -357,7 +363,8 @@ class StateDB:
         try:
             with self.env.begin(write=True) as txn:
                 cp = self._read_checkpoint(txn)
-                self._put_checkpoint(txn, replace(cp, applied_lsn=applied_lsn, applied_ts_ns=applied_ts_ns))
+                self._put_checkpoint(txn, replace(cp, applied_lsn=applied_lsn, applied_ts_ns=applied_ts_ns,
+                                                  wal_first_lsn=0, wal_offset=0))
         except lmdb.Error as exc:
             raise state_lmdb_error(exc, self.path, "write the checkpoint") from exc
 

@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from types import TracebackType
 
 import anyio
@@ -185,7 +186,10 @@ class Store:
             self._applying, self._pending = self._pending, {}
             lsn, ts = self._durable_lsn, self._durable_ts
             try:
-                await anyio.to_thread.run_sync(self._state.apply, self._applying, lsn, ts)
+                assert self._log is not None
+                position = self._log.wal_position(lsn)  # where readers start folding the WAL after it
+                await anyio.to_thread.run_sync(partial(self._state.apply, self._applying, lsn, ts,
+                                                       wal_position=position))
             except PitrError as exc:
                 self._pending, self._applying = {**self._applying, **self._pending}, {}
                 self._fail_apply(exc, lsn)
