@@ -34,7 +34,8 @@ from segments.chain import genesis
 
 KEYS = 12_000
 PAGE = 4096
-PATTERNS = ("body", "page_start", "one", "leaf_key_size", "leaf_data_size", "branch_body")
+PATTERNS = ("body", "page_start", "one", "leaf_key_size", "leaf_data_size", "leaf_huge_size", "branch_body",
+            "branch_duplicate")
 SEEDS_PER_PATTERN = 3
 PROBES = 60  # keys read per case, present and absent
 FUTURE = 4_000_000_000 * 10**9
@@ -78,6 +79,23 @@ def garble(path: Path, pattern: str, rng: random.Random) -> list[int]:
     pages = len(raw) // PAGE
     leaves, branches = pages_of(raw, 0x02), pages_of(raw, 0x01)
     with open(path, "r+b") as fh:
+        if pattern == "branch_duplicate":  # a node's offset names the next node: a cursor skips a child
+            chosen = [p for p in branches if struct.unpack_from("<H", raw, p * PAGE + 12)[0] >= 16 + 2 * 3]
+            for page in chosen:
+                count = (struct.unpack_from("<H", raw, page * PAGE + 12)[0] - 16) // 2
+                i = rng.randrange(1, count - 1)
+                fh.seek(page * PAGE + 16 + 2 * i)
+                fh.write(raw[page * PAGE + 18 + 2 * i : page * PAGE + 20 + 2 * i])
+            assert chosen, "the state has no branch page of three children or more"
+            return chosen
+        if pattern == "leaf_huge_size":  # LMDB would copy gigabytes past the mapping
+            chosen = sorted(rng.sample(leaves, min(3, len(leaves))))
+            for page in chosen:
+                count = (struct.unpack_from("<H", raw, page * PAGE + 12)[0] - 16) // 2
+                node = struct.unpack_from("<H", raw, page * PAGE + 16 + 2 * rng.randrange(count))[0]
+                fh.seek(page * PAGE + node)
+                fh.write(b"\xf0\xff\xff\x7f")
+            return chosen
         if pattern in ("leaf_key_size", "leaf_data_size"):
             chosen = sorted(rng.sample(leaves, min(3, len(leaves))))
             for page in chosen:
@@ -195,3 +213,26 @@ def test_garbled_state_pages_never_give_a_wrong_answer(
             refused_as_damage(code, out, err, f"export over {case}")
         shutil.rmtree(work)
 
+
+
+def test_a_leaf_that_lost_its_last_row_is_refused_by_whole_reads(
+        pristine: tuple[Path, dict[bytes, tuple[bytes, int | None]], str], tmp_path: Path) -> None:
+    """A leaf's node count cut by one (its `mp_lower` less 2) drops a row with no checksum to fail;
+    the page walk of a whole read counts every tree's rows against its database record. (A single
+    lookup of that key cannot see it: docs/decisions.md, "State database checks".)"""
+    root, _entries, _export = pristine
+    work = tmp_path / "data"
+    shutil.copytree(root, work)
+    path = work / "state" / "data.mdb"
+    raw = path.read_bytes()
+    leaf = pages_of(raw, 0x02)[len(pages_of(raw, 0x02)) // 2]
+    lower = struct.unpack_from("<H", raw, leaf * PAGE + 12)[0]
+    with open(path, "r+b") as fh:
+        fh.seek(leaf * PAGE + 12)
+        fh.write(struct.pack("<H", lower - 2))
+    results, status = run_reads([["export", "--data", str(work)], ["verify", "--state", str(work), "--json"]])
+    assert status == 0
+    refused_as_damage(*results[0], f"export over leaf {leaf} cut short")
+    code, out, _err = results[1]
+    assert code == 1, out
+    assert "entries" in out, out

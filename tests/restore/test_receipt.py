@@ -16,6 +16,7 @@ import lmdb
 import pytest
 
 from pitr.cli.main import main
+from pitr.datadir.entries import encode_expiry
 from pitr.datadir.state import StateDB
 from pitr.errors import CorruptData
 from pitr.repo.repository import open_repository
@@ -175,3 +176,17 @@ async def test_a_base_loaded_short_of_its_snapshot_is_refused(tmp_path: Path, mo
         with pytest.raises(CorruptData, match="restore receipt: the base .* footer says"):
             await restore(repo, RestoreOptions(target=RestoreTarget(latest=True), dest=str(dest)))
     assert not dest.exists()
+
+
+async def test_verify_state_names_an_expiry_index_row_that_disagrees_with_its_row(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    history = await make_history(tmp_path)
+    env = lmdb.open(os.path.join(history.data, "state"), max_dbs=4, subdir=True)
+    try:
+        with env.begin(write=True) as txn:  # a checked index row, with another expiry than its row's
+            txn.put(b"session", encode_expiry(b"session", 123), db=env.open_db(b"expiry", txn=txn))
+    finally:
+        env.close()
+    code, report = verify_state(history.data, capsys)
+    assert code == 1
+    assert "expires at 123" in str(report["problems"])
