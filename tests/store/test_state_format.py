@@ -34,6 +34,7 @@ expiries = st.none() | st.integers(-(1 << 63), (1 << 63) - 1)
 
 def test_format_vectors() -> None:
     assert encode_value(b"k", b"v", None).hex() == "003b50ea1376"
+    assert encode_value(b"user:1", b"hello", None).hex() == "0061443c9d68656c6c6f"
     assert encode_value(b"user:1", b"hello", 1795961387000000000).hex() == "0139e24ffe18ec895db673ee0068656c6c6f"
     assert encode_expiry(b"user:1", 1795961387000000000).hex() == "18ec895db673ee00f740c485"
     assert encode_format().hex() == "00000002825a3cdf"
