@@ -30,7 +30,6 @@ _LEN = struct.Struct(">H")
 _I64 = struct.Struct(">q")
 _U32 = struct.Struct(">I")
 _INDEX = struct.Struct(">qI")
-_FLAG = (b"\x00", b"\x01")
 
 
 class RowDamage(Exception):
@@ -44,30 +43,25 @@ def _key_crc(key: bytes) -> int:
 def encode_value(key: bytes, value: bytes, expires: int | None) -> bytes:
     """The data row of `key`."""
     if expires is None:
-        crc = crc32c(value, crc32c(b"\x00", _key_crc(key)))
-        return _HEAD.pack(0, crc) + value
+        return b"\x00" + _U32.pack(crc32c(value, crc32c(_LEN.pack(len(key)) + key + b"\x00"))) + value
     packed = _I64.pack(expires)
-    crc = crc32c(value, crc32c(packed, crc32c(b"\x01", _key_crc(key))))
-    return _HEAD_EXPIRY.pack(HAS_EXPIRY, crc, expires) + value
+    crc = crc32c(value, crc32c(_LEN.pack(len(key)) + key + b"\x01" + packed))
+    return b"\x01" + _U32.pack(crc) + packed + value
 
 
 def decode_value(key: bytes, raw: bytes) -> tuple[bytes, int | None]:
-    """(value, expiry) of the data row `raw` of `key`, checked."""
-    if len(raw) < _HEAD.size:
-        raise RowDamage(f"its row is {len(raw)} bytes, shorter than a row header")
-    flags, crc = _HEAD.unpack_from(raw)
-    if flags == 0:
-        start, expires = _HEAD.size, None
-        covered = crc32c(b"\x00", _key_crc(key))
-    elif flags == HAS_EXPIRY and len(raw) >= _HEAD_EXPIRY.size:
-        start, expires = _HEAD_EXPIRY.size, _HEAD_EXPIRY.unpack_from(raw)[2]
-        covered = crc32c(raw[_HEAD.size:start], crc32c(b"\x01", _key_crc(key)))
-    else:
-        raise RowDamage(f"its row has flags {flags:#x} and {len(raw)} bytes")
-    value = raw[start:]
-    if crc32c(value, covered) != crc:
+    """(value, expiry) of the data row `raw` of `key`, checked.
+
+    The CRC covers `len16(key) | key | flags` and then the row from byte 5 on (expiry and value,
+    contiguous there), so it is taken over the row in place."""
+    if len(raw) < _HEAD.size or raw[0] > HAS_EXPIRY or (raw[0] and len(raw) < _HEAD_EXPIRY.size):
+        raise RowDamage(f"its row has {len(raw)} bytes{f' and flags {raw[0]:#x}' if raw else ''}")
+    rest = raw[5:]  # the expiry, if any, then the value: the CRC runs over them as they lie
+    if crc32c(rest, crc32c(_LEN.pack(len(key)) + key + raw[:1])) != _U32.unpack_from(raw, 1)[0]:
         raise RowDamage("its row fails its CRC-32C")
-    return value, expires
+    if raw[0]:
+        return rest[8:], _I64.unpack_from(rest)[0]
+    return rest, None
 
 
 def encode_expiry(key: bytes, expires: int) -> bytes:

@@ -177,25 +177,26 @@ class StateView:
                     self._damaged(f"a scan from {show_key(start)} found nothing, but the last row sorts after it",
                                   last)
             return
-        first = _item(cursor)[0]
+        previous = b""  # below every key (keys are never empty)
         if cursor.prev():
-            before, raw = _item(cursor)
-            decode(before, raw)
-            if before >= start:
-                self._damaged(f"the row before a scan's start {show_key(start)} does not sort before it", before)
+            previous, raw = _item(cursor)
+            decode(previous, raw)
+            if previous >= start:
+                self._damaged(f"the row before a scan's start {show_key(start)} does not sort before it", previous)
             cursor.next()
-        previous: bytes | None = None
-        for key, raw in cast("Iterator[tuple[bytes, bytes]]", cursor):
-            value, expires = decode(key, raw)
-            if previous is not None and key <= previous:
-                self._damaged(f"rows out of order ({show_key(previous)} before it)", key)
-            elif previous is None and key != first:
-                self._damaged("a scan's cursor moved while it was positioned", key)
-            previous = key
-            if (stop is not None and key >= stop) or (prefix and not key.startswith(prefix)):
-                return
-            if is_live(expires, live_at):
-                yield key, value, expires
+        key = None
+        try:
+            for key, raw in cast("Iterator[tuple[bytes, bytes]]", cursor):
+                value, expires = decode_value(key, raw)
+                if key <= previous:
+                    self._damaged(f"rows out of order ({show_key(previous)} before it)", key)
+                previous = key
+                if (stop is not None and key >= stop) or (prefix and not key.startswith(prefix)):
+                    return
+                if expires is None or live_at is None or expires > live_at:
+                    yield key, value, expires
+        except RowDamage as exc:
+            self._damaged(str(exc), key)
 
     def expiry_rows(self) -> Iterator[tuple[bytes, int]]:
         """(key, expiry) of every row of the expiry index, in key order, each checked."""
