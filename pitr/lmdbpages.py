@@ -386,3 +386,31 @@ def _check_path(f: _File, record: bytes, key: bytes) -> None:
                 low_j, high_j = level.bounds(j)
                 _descend_edge(f, level.children[j], depth_left, low_j, high_j, last=step < 0)
                 break
+
+
+def _newest_txnid(path: str) -> int | None:
+    try:
+        with open(path, "rb") as fh:
+            found = newest_meta(fh.read((1 << 16) + 160))
+    except OSError:
+        return None
+    return None if found is None else int(_META_TAIL.unpack_from(found[1], 136)[1])
+
+
+def check_open(path: str, db_name: bytes, key: bytes) -> str | None:
+    """Why opening the LMDB file at `path` read-only (its main database, then a lookup of `key` in
+    `db_name`) is unsafe, or None. Asked again when a writer commits during the check (its pages
+    may move under it), so a live writer never makes it a false alarm; an empty or missing file
+    is left to the open that follows."""
+    problem = None
+    for _ in range(5):
+        try:
+            if os.path.getsize(path) == 0:
+                return None  # created, never written: LMDB initialises it
+        except OSError:
+            return None  # reported by the open that follows, with its own error
+        txnid = _newest_txnid(path)
+        problem = check_lookup(path, None, db_name, key)
+        if problem is None or _newest_txnid(path) == txnid:
+            return problem
+    return problem

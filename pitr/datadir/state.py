@@ -13,20 +13,20 @@ it covers. Reads check every row (`pitr.datadir.view`).
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 import threading
-import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from functools import partial
 from itertools import islice, repeat
 from operator import itemgetter
-from typing import Any, NoReturn, cast
+from typing import NoReturn, cast
 
 import lmdb
 
+from pitr.datadir.changes import Entry, changed_rows
 from pitr.datadir.entries import (
     DIGEST_MOD,
     FORMAT,
@@ -40,13 +40,12 @@ from pitr.datadir.entries import (
     encode_expiry,
     encode_format,
     encode_value,
-    seal_meta,
-    unseal_meta,
 )
+from pitr.datadir.identity import StoreIdentity, decode_identity, encode_identity
 from pitr.datadir.view import StateView, damaged, is_live, state_lmdb_error
 from pitr.errors import CorruptData, InvalidArgument
 from pitr.lmdbfile import truncation_problem
-from pitr.lmdbpages import check_lookup, newest_meta
+from pitr.lmdbpages import check_open
 from segments.fold import Change
 from segments.snapshot_encode import digest_terms, encode_entries
 
@@ -59,29 +58,7 @@ MAX_KEY = 511  # LMDB's compiled-in limit for keys
 APPEND_BATCH = 4096  # rows encoded and hashed per pass of append_sorted
 V1_HINT = ("rebuild it: pitr restore --latest --dest NEW from the store's repository, then use NEW; a store never "
            "archived can be moved with the older pitr's `pitr export` and this one's `pitr import` into a new store")
-Entry = tuple[bytes, bytes, int | None]
 _ONLY_PLAIN = frozenset({bytes})  # the change types of a batch of puts without expiry
-
-
-@dataclass(frozen=True, slots=True)
-class StoreIdentity:
-    """Who this store is: the history its LSNs belong to."""
-
-    store_id: uuid.UUID
-    name: str
-    created_ns: int
-    first_lsn: int  # the first LSN of this history (1, or restore point + 1)
-    start_chain_digest: bytes  # chain digest before first_lsn
-    parent: dict[str, Any] | None = None
-
-
-def _meta_txnid(path: str) -> int | None:
-    try:
-        with open(path, "rb") as fh:
-            found = newest_meta(fh.read((1 << 16) + 160))
-    except OSError:
-        return None
-    return None if found is None else int.from_bytes(found[1][144:152], "little")
 
 
 def _digest_of(entries: Sequence[Entry]) -> int:
@@ -109,7 +86,7 @@ class StateDB:
         self.checks_pages = readonly  # a writer trusts the pages it wrote; readers check what they follow
         problem = truncation_problem(path)
         if problem is None and readonly:
-            problem = self._unsound_main()
+            problem = check_open(self.data_file, b"meta", b"format")
         if problem is not None:  # mapping it would end the process with SIGBUS, or worse
             self._damaged(problem)
         try:
@@ -131,22 +108,6 @@ class StateDB:
         except BaseException:
             self.env.close()
             raise
-
-    def _unsound_main(self) -> str | None:
-        """Why the database records LMDB reads on opening are unsound, or None (asked again while a
-        writer commits under the check, which can make its pages move)."""
-        problem = None
-        for _ in range(5):
-            try:
-                if os.path.getsize(self.data_file) == 0:
-                    return None  # created, never written: LMDB initialises it
-            except OSError:
-                return None  # reported by the open that follows, with its own error
-            txnid = _meta_txnid(self.data_file)
-            problem = check_lookup(self.data_file, None, b"meta", b"format")
-            if problem is None or _meta_txnid(self.data_file) == txnid:
-                return problem
-        return problem
 
     def _damaged(self, reason: str, key: bytes | None = None) -> NoReturn:
         raise damaged(self.path, reason, key)
@@ -184,23 +145,14 @@ class StateDB:
         if raw is None:
             return None
         try:
-            doc = json.loads(unseal_meta(b"identity", raw))
-            ident = StoreIdentity(uuid.UUID(doc["store_id"]), doc["name"], doc["created_ns"], doc["first_lsn"],
-                                  bytes.fromhex(doc["start_chain_digest"]), doc.get("parent"))
-            if not (isinstance(ident.name, str) and type(ident.created_ns) is int and type(ident.first_lsn) is int
-                    and ident.first_lsn >= 1 and (ident.parent is None or isinstance(ident.parent, dict))):
-                raise ValueError("a field has the wrong type")
-        except (RowDamage, ValueError, TypeError, KeyError, AttributeError) as exc:
-            self._damaged(f"the store identity is damaged ({exc})")
-        return ident
+            return decode_identity(raw)
+        except RowDamage as exc:
+            self._damaged(str(exc))
 
     def init_identity(self, ident: StoreIdentity) -> None:
-        doc = {"store_id": str(ident.store_id), "name": ident.name, "created_ns": ident.created_ns,
-               "first_lsn": ident.first_lsn, "start_chain_digest": ident.start_chain_digest.hex(),
-               "parent": ident.parent}
         try:
             with self.env.begin(write=True) as txn:
-                txn.put(b"identity", seal_meta(b"identity", json.dumps(doc).encode()), db=self.meta)
+                txn.put(b"identity", encode_identity(ident), db=self.meta)
                 cp = self._read_checkpoint(txn)
                 self._put_checkpoint(txn, replace(cp, applied_lsn=ident.first_lsn - 1, applied_ts_ns=0,
                                                   wal_first_lsn=0, wal_offset=0))
@@ -274,7 +226,7 @@ class StateDB:
         return (total % DIGEST_MOD).to_bytes(32, "little"), count
 
     # writes --------------------------------------------------------------------
-    def apply(self, changes: Mapping[bytes, Change], applied_lsn: int, applied_ts_ns: int, *,
+    def apply(self, changes: Mapping[bytes, Change], applied_lsn: int, applied_ts_ns: int,
               wal_position: tuple[int, int] | None = None) -> None:
         """Apply the final state of each changed key and move the checkpoint, in one transaction.
 
@@ -296,34 +248,8 @@ class StateDB:
             return
         with self.env.begin(write=True) as txn:
             cp = self._read_checkpoint(txn)
-            get = txn.get
             data, expiry = self.data, self.expiry
-            old: list[Entry] = []
-            new: list[Entry] = []
-            rows: list[tuple[bytes, bytes]] = []
-            index: list[tuple[bytes, bytes]] = []
-            unindex: list[bytes] = []
-            deletes: list[bytes] = []
-            for key, change in items:
-                raw = get(key, db=data)
-                old_expires = None
-                if raw is not None:
-                    value, old_expires = self._decode(key, raw)
-                    old.append((key, value, old_expires))
-                if change is None:
-                    if raw is not None:
-                        deletes.append(key)
-                    expires = None
-                else:
-                    if isinstance(change, bytes):
-                        value, expires = change, None
-                    else:
-                        value, expires = change
-                        index.append((key, encode_expiry(key, expires)))
-                    new.append((key, value, expires))
-                    rows.append((key, encode_value(key, value, expires)))
-                if old_expires is not None and expires is None:
-                    unindex.append(key)
+            rows, index, unindex, deletes, old, new = changed_rows(items, partial(txn.get, db=data), self._decode)
             if rows:
                 txn.cursor(data).putmulti(rows, dupdata=False, overwrite=True)
             for key in deletes:

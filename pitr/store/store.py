@@ -16,7 +16,6 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from functools import partial
 from types import TracebackType
 
 import anyio
@@ -188,8 +187,7 @@ class Store:
             try:
                 assert self._log is not None
                 position = self._log.wal_position(lsn)  # where readers start folding the WAL after it
-                await anyio.to_thread.run_sync(partial(self._state.apply, self._applying, lsn, ts,
-                                                       wal_position=position))
+                await anyio.to_thread.run_sync(self._state.apply, self._applying, lsn, ts, position)
             except PitrError as exc:
                 self._pending, self._applying = {**self._applying, **self._pending}, {}
                 self._fail_apply(exc, lsn)
