@@ -29,6 +29,7 @@ import pytest
 
 from pitr.cli.main import main
 from pitr.datadir.state import StateDB, StoreIdentity
+from pitr.errors import StateDamaged
 from pitr.jsonbytes import bytes_from_json
 from segments.chain import genesis
 
@@ -236,3 +237,19 @@ def test_a_leaf_that_lost_its_last_row_is_refused_by_whole_reads(
     code, out, _err = results[1]
     assert code == 1, out
     assert "entries" in out, out
+
+
+def test_the_writer_s_own_scan_refuses_rows_out_of_order(
+        pristine: tuple[Path, dict[bytes, tuple[bytes, int | None]], str], tmp_path: Path, random_seed: int) -> None:
+    """The writer does not walk its pages: its scans (snapshots) rely on the key order check when
+    a garbled branch makes the cursor visit a leaf twice."""
+    root, _entries, _export = pristine
+    work = tmp_path / "data"
+    shutil.copytree(root, work)
+    garble(work / "state" / "data.mdb", "branch_duplicate", random.Random(random_seed))
+    state = StateDB(str(work / "state"))
+    try:
+        with pytest.raises(StateDamaged, match="out of order"):
+            list(state.iter_range(b"", None))
+    finally:
+        state.close()

@@ -162,3 +162,18 @@ def test_a_garbled_row_is_refused_naming_the_file_and_key(tmp_path: Path) -> Non
             db.get(b"key-0", None)
     finally:
         db.close()
+
+
+def test_puts_over_existing_rows_move_the_digest_by_the_difference(tmp_path: Path) -> None:
+    db = StateDB(str(tmp_path / "state"))
+    try:
+        db.apply({b"a": b"1", b"b": (b"2", 50), b"c": b"3"}, 1, 10)
+        db.apply({b"a": b"one", b"b": b"two", b"d": b"4"}, 2, 20)  # puts without expiry, over rows
+        cp = db.stored_checkpoint()
+        assert (cp.digest, cp.count) == db.state_digest(None)
+        assert cp.count == 4
+        assert db.get(b"b", 60) == (b"two", None)
+        with db.read_view() as view:
+            assert list(view.expiry_rows()) == []  # the expiry went with the row that had it
+    finally:
+        db.close()
