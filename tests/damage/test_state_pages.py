@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
+import warnings
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -125,7 +126,9 @@ def run_reads(argvs: list[list[str]]) -> tuple[list[tuple[int, str, str]], int]:
     finished and the child's exit status (negative: the signal that killed it)."""
     with tempfile.TemporaryDirectory() as tmp:
         results = os.path.join(tmp, "results")
-        pid = os.fork()
+        with warnings.catch_warnings():  # 3.12+ warns when forking with threads; the child only runs pitr
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
         if pid == 0:  # the child: never returns into pytest
             try:
                 with open(results, "w") as out:
