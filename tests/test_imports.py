@@ -4,7 +4,7 @@
 - No circle among `pitr.store`, `pitr.archiver`, `pitr.snapshots`, `pitr.datadir`.
 - Nothing imports another package's private module (`_name.py`), nor a private name
   (`from pkg.module import _name`) from outside the package that defines it.
-- The layers: `pitr.datadir` stands on `pitr.errors`, `pitr.lmdbfile`, `pitr.timefmt` and `segments`;
+- The layers: `pitr.datadir` stands on `pitr.errors`, `pitr.lmdbfile`, `pitr.lmdbpages`, `pitr.timefmt` and `segments`;
   `pitr.store` on `pitr.datadir`, `pitr.errors`, `pitr.timefmt` and `segments`; the archiver never
   imports the store, the snapshots or the composition above both (`pitr.archiving`).
 
@@ -36,7 +36,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TREE = ("pitr", "segments")
 CORE = ("pitr.store", "pitr.archiver", "pitr.snapshots", "pitr.datadir")
 LAYERS = {
-    "pitr.datadir": ("pitr.errors", "pitr.jsontypes", "pitr.lmdbfile", "pitr.timefmt", "segments"),
+    "pitr.datadir": ("pitr.errors", "pitr.jsontypes", "pitr.lmdbfile", "pitr.lmdbpages", "pitr.timefmt", "segments"),
     "pitr.store": ("pitr.datadir", "pitr.errors", "pitr.jsontypes", "pitr.timefmt", "segments"),
 }
 ARCHIVER_NEVER = ("pitr.store", "pitr.snapshots", "pitr.archiving")

@@ -93,7 +93,8 @@ async def run(args: argparse.Namespace) -> int:
                "peak_rss_bytes": result.peak_rss_bytes, "store_id": str(result.store_id),
                "base": result.base_snapshot, "skipped_bases": skipped_json(result.skipped),
                "replaced": None if result.replaced is None else result.replaced.as_dict(),
-               "notes": list(result.notes)}
+               "notes": list(result.notes),
+               "state_digest": None if result.state_digest is None else result.state_digest.hex()}
     if args.json:
         print_json(summary)
         return 0
@@ -109,6 +110,8 @@ async def run(args: argparse.Namespace) -> int:
           f"(commit at {format_time(result.target_ts_ns)}), {result.keys:,} keys, "
           f"{result.commits_replayed:,} commits replayed from LSN {result.base_lsn} ({base}) in "
           f"{result.seconds:.2f}s ({rate:,.0f}/s); new store id {result.store_id}")
+    if result.state_digest is not None:
+        print(f"state digest {result.state_digest.hex()} (the receipt: the built state matches its prediction)")
     return 0
 
 

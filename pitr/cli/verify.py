@@ -16,6 +16,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     mode.add_argument("--quick", action="store_true", help="headers, footers and chain links only")
     mode.add_argument("--replay", action="store_true",
                       help="also replay the log between snapshots and compare state digests")
+    p.add_argument("--state", metavar="DIR", help="instead, check a store's state database whole (every row's "
+                   "checksum, the order, the state digest against the one it keeps)")
     add_repo(p, many=True)
     add_json(p)
     p.set_defaults(run=run)
@@ -57,6 +59,10 @@ def print_report(r: VerifyReport) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
+    if args.state is not None:
+        from pitr.cli._state_verify import run_state_verify
+
+        return await run_state_verify(args)
     mode = "quick" if args.quick else "replay" if args.replay else "full"
     reports = []
     progress = progress_for(args)

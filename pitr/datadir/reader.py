@@ -88,9 +88,10 @@ class StoreReader:
         last_error: CorruptData | None = None
         for attempt in range(ATTEMPTS):
             with self.state.read_view() as state:
-                applied = state.checkpoint()[0]
+                checkpoint = state.stored_checkpoint()
+                applied = checkpoint.applied_lsn
                 try:
-                    view = self._fold_wal(applied)
+                    view = self._fold_wal(applied, (checkpoint.wal_first_lsn, checkpoint.wal_offset))
                 except (CorruptData, FileNotFoundError) as exc:
                     # The writer applied and removed WAL files, or is creating the next one (its header
                     # not yet written): read again. Damage that is really there is still there after
@@ -108,8 +109,12 @@ class StoreReader:
         assert last_error is not None
         raise last_error
 
-    def _fold_wal(self, applied: int) -> ReadView:
-        """The changes of every complete WAL record after LSN `applied`."""
+    def _fold_wal(self, applied: int, hint: tuple[int, int] = (0, 0)) -> ReadView:
+        """The changes of every complete WAL record after LSN `applied`.
+
+        `hint` is where the checkpoint says the group ending at `applied` starts (first LSN of the
+        WAL file, byte offset): the file is read from there only when a checked group at that
+        offset really holds LSN `applied` (`_hinted_offset`); otherwise from its start."""
         overlay: dict[bytes, Change] = {}
         if not os.path.isdir(self._wal_path):
             return ReadView(applied, applied, overlay)
@@ -122,7 +127,7 @@ class StoreReader:
             if first_lsn > expected:
                 raise CorruptData(f"{path}: LSNs {expected}..{first_lsn - 1} are missing from the WAL",
                                   path=path, lsn=expected)
-            offset = 0
+            offset = _hinted_offset(path, first_lsn, applied, hint) if expected == applied + 1 else 0
             while True:
                 try:
                     chunk = read_wal_from(path, offset, expected, rec.MAX_I64)
@@ -148,6 +153,20 @@ class StoreReader:
                                   f"at LSN {next_first}", path=path, lsn=expected,
                                   hint="open the store with its writer (pitr put) to recover it")
         return ReadView(expected - 1, applied, overlay)
+
+
+def _hinted_offset(path: str, first_lsn: int, applied: int, hint: tuple[int, int]) -> int:
+    """The hinted offset in the WAL file `path` if the group there holds LSN `applied`, else 0 (the
+    file's start). The group's own checksums are checked; the groups after it are read with the LSN
+    density check (`read_wal_from`), so a wrong hint costs a scan from the start, never an answer."""
+    hint_file, offset = hint
+    if hint_file != first_lsn or offset <= 0 or applied < first_lsn:
+        return 0
+    try:
+        chunk = read_wal_from(path, offset, applied, applied)
+    except (SegmentsError, OSError):
+        return 0
+    return offset if chunk.spans and chunk.spans[0].lsn == applied else 0
 
 
 _MISSING = object()

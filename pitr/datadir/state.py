@@ -1,51 +1,71 @@
-"""The live state in LMDB: data, expiries and the checkpoint (applied LSN) in one environment.
+"""The live state in LMDB: data, expiries and the checkpoint in one environment (format 2).
 
-Sub-databases:
-    data    key -> value
-    expiry  key -> i64 big-endian absolute expiry (ns); only keys that have one
-    meta    store identity and the checkpoint: applied_lsn, applied_ts_ns
+Sub-databases (row layout in `pitr.datadir.entries`, docs/format.md "State database v2"):
+    data    key -> checked row: value and expiry
+    expiry  key -> checked expiry, for the keys that have one (the index `drop_expired` walks)
+    meta    format, store identity and the checkpoint (applied LSN and time, state digest, count)
 
 Updates arrive as already-durable WAL commits, so LMDB is written in large,
-key-sorted transactions off the commit path. The checkpoint is committed in
-the same transaction as the data it covers.
+key-sorted transactions off the commit path. The checkpoint, with the running
+state digest of every row, is committed in the same transaction as the data
+it covers. Reads check every row (`pitr.datadir.view`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 import threading
-import uuid
-from collections.abc import Generator, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import replace
+from functools import partial
+from itertools import islice, repeat
+from operator import itemgetter
+from typing import NoReturn, cast
 
 import lmdb
 
-from pitr.errors import CorruptData, lmdb_error
+from pitr.datadir.changes import Entry, changed_rows
+from pitr.datadir.entries import (
+    DIGEST_MOD,
+    FORMAT,
+    Checkpoint,
+    RowDamage,
+    decode_checkpoint,
+    decode_expiry,
+    decode_format,
+    decode_value,
+    encode_checkpoint,
+    encode_expiry,
+    encode_format,
+    encode_value,
+)
+from pitr.datadir.identity import StoreIdentity, decode_identity, encode_identity
+from pitr.datadir.view import StateView, damaged, is_live, state_lmdb_error
+from pitr.errors import CorruptData, InvalidArgument
 from pitr.lmdbfile import truncation_problem
+from pitr.lmdbpages import check_open
 from segments.fold import Change
-from segments.snapshot import StateDigest
+from segments.snapshot_encode import digest_terms, encode_entries
+
+__all__ = ["DEFAULT_MAP_SIZE", "I64BE", "MAX_KEY", "StateDB", "StateView", "StoreIdentity", "U64BE", "is_live"]
 
 I64BE = struct.Struct(">q")
 U64BE = struct.Struct(">Q")
 DEFAULT_MAP_SIZE = 1 << 40
 MAX_KEY = 511  # LMDB's compiled-in limit for keys
+APPEND_BATCH = 4096  # rows encoded and hashed per pass of append_sorted
+V1_HINT = ("rebuild it: pitr restore --latest --dest NEW from the store's repository, then use NEW; a store never "
+           "archived can be moved with the older pitr's `pitr export` and this one's `pitr import` into a new store")
 _ONLY_PLAIN = frozenset({bytes})  # the change types of a batch of puts without expiry
 
 
-@dataclass(frozen=True, slots=True)
-class StoreIdentity:
-    """Who this store is: the history its LSNs belong to."""
-
-    store_id: uuid.UUID
-    name: str
-    created_ns: int
-    first_lsn: int  # the first LSN of this history (1, or restore point + 1)
-    start_chain_digest: bytes  # chain digest before first_lsn
-    parent: dict[str, Any] | None = None
+def _digest_of(entries: Sequence[Entry]) -> int:
+    if not entries:
+        return 0
+    keys, values, expiries = zip(*entries, strict=True)
+    return digest_terms(encode_entries(keys, values, expiries))
 
 
 class StateDB:
@@ -62,10 +82,13 @@ class StateDB:
         create = create and not readonly
         if create and not os.path.isdir(path):
             os.mkdir(path, 0o700)
+        self.data_file = os.path.join(path, "data.mdb")
+        self.checks_pages = readonly  # a writer trusts the pages it wrote; readers check what they follow
         problem = truncation_problem(path)
-        if problem is not None:  # mapping it would end the process with SIGBUS
-            raise CorruptData(problem, path=path, hint="the store's state is damaged: restore it from the "
-                              "archive (pitr restore --latest --dest NEW), then use NEW")
+        if problem is None and readonly:
+            problem = check_open(self.data_file, b"meta", b"format")
+        if problem is not None:  # mapping it would end the process with SIGBUS, or worse
+            self._damaged(problem)
         try:
             self.env = lmdb.open(
                 path, map_size=map_size, max_dbs=4, readonly=readonly, subdir=True,
@@ -73,14 +96,41 @@ class StateDB:
                 create=create, lock=True, mode=0o600,
             )
         except lmdb.Error as exc:
-            raise lmdb_error(exc, path, "open the LMDB state") from exc
+            raise state_lmdb_error(exc, path, "open the LMDB state") from exc
         try:
             self.data = self.env.open_db(b"data", create=create)
             self.expiry = self.env.open_db(b"expiry", create=create)
             self.meta = self.env.open_db(b"meta", create=create)
+            self._check_format(writable=not readonly)
         except lmdb.Error as exc:
             self.env.close()
-            raise lmdb_error(exc, path, "open the LMDB state") from exc
+            raise state_lmdb_error(exc, path, "open the LMDB state") from exc
+        except BaseException:
+            self.env.close()
+            raise
+
+    def _damaged(self, reason: str, key: bytes | None = None) -> NoReturn:
+        raise damaged(self.path, reason, key)
+
+    def _check_format(self, writable: bool) -> None:
+        """Refuse a state of another format; mark a new, empty one as format 2."""
+        with self.env.begin(write=writable) as txn:
+            raw = txn.get(b"format", db=self.meta)
+            if raw is None:
+                if txn.stat(self.meta)["entries"] or txn.stat(self.data)["entries"]:
+                    raise CorruptData(f"{self.path}: the state database is format 1 (written by an older pitr, "
+                                      f"without row checksums); this pitr reads format {FORMAT} only",
+                                      path=self.path, hint=V1_HINT)
+                if writable:
+                    txn.put(b"format", encode_format(), db=self.meta)
+                return
+            try:
+                version = decode_format(raw)
+            except RowDamage as exc:
+                self._damaged(str(exc))
+            if version != FORMAT:
+                raise CorruptData(f"{self.path}: the state database is format {version}; this pitr reads "
+                                  f"format {FORMAT} only (a newer pitr wrote it?)", path=self.path, hint=V1_HINT)
 
     def close(self) -> None:
         self.env.close()
@@ -91,37 +141,33 @@ class StateDB:
             with self.env.begin(db=self.meta) as txn:
                 raw = txn.get(b"identity")
         except lmdb.Error as exc:
-            raise lmdb_error(exc, self.path, "read the store identity") from exc
+            raise state_lmdb_error(exc, self.path, "read the store identity") from exc
         if raw is None:
             return None
         try:
-            doc = json.loads(raw)
-            ident = StoreIdentity(uuid.UUID(doc["store_id"]), doc["name"], doc["created_ns"], doc["first_lsn"],
-                                  bytes.fromhex(doc["start_chain_digest"]), doc.get("parent"))
-            if not (isinstance(ident.name, str) and type(ident.created_ns) is int and type(ident.first_lsn) is int
-                    and ident.first_lsn >= 1 and (ident.parent is None or isinstance(ident.parent, dict))):
-                raise ValueError("a field has the wrong type")
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise CorruptData(f"the store identity is damaged ({exc})", path=self.path,
-                              hint="restore the store from its archive (pitr restore)") from exc
-        return ident
+            return decode_identity(raw)
+        except RowDamage as exc:
+            self._damaged(str(exc))
 
     def init_identity(self, ident: StoreIdentity) -> None:
-        doc = {"store_id": str(ident.store_id), "name": ident.name, "created_ns": ident.created_ns,
-               "first_lsn": ident.first_lsn, "start_chain_digest": ident.start_chain_digest.hex(),
-               "parent": ident.parent}
         try:
-            with self.env.begin(write=True, db=self.meta) as txn:
-                txn.put(b"identity", json.dumps(doc).encode())
-                txn.put(b"applied_lsn", U64BE.pack(ident.first_lsn - 1))
-                txn.put(b"applied_ts_ns", I64BE.pack(0))
+            with self.env.begin(write=True) as txn:
+                txn.put(b"identity", encode_identity(ident), db=self.meta)
+                cp = self._read_checkpoint(txn)
+                self._put_checkpoint(txn, replace(cp, applied_lsn=ident.first_lsn - 1, applied_ts_ns=0,
+                                                  wal_first_lsn=0, wal_offset=0))
         except lmdb.Error as exc:
-            raise lmdb_error(exc, self.path, "create the store") from exc
+            raise state_lmdb_error(exc, self.path, "create the store") from exc
 
     def checkpoint(self) -> tuple[int, int]:
         """(applied_lsn, applied_ts_ns): every commit up to applied_lsn is in the state."""
         with self.read_view() as view:
             return view.checkpoint()
+
+    def stored_checkpoint(self) -> Checkpoint:
+        """The whole checkpoint row: applied LSN and time, the running state digest and count."""
+        with self.read_view() as view:
+            return view.stored_checkpoint()
 
     # reads ---------------------------------------------------------------------
     @contextmanager
@@ -134,7 +180,7 @@ class StateDB:
         try:
             txn = self.env.begin(buffers=False)
         except lmdb.Error as exc:
-            raise lmdb_error(exc, self.path, "read the LMDB state") from exc
+            raise state_lmdb_error(exc, self.path, "read the LMDB state") from exc
         view = StateView(self, txn)
         with self._views_lock:
             self._views_open += 1
@@ -146,7 +192,7 @@ class StateDB:
             try:
                 txn.abort()
             except lmdb.Error as exc:
-                raise lmdb_error(exc, self.path, "end a read of the LMDB state") from exc
+                raise state_lmdb_error(exc, self.path, "end a read of the LMDB state") from exc
 
     @property
     def views_open(self) -> int:
@@ -171,99 +217,146 @@ class StateDB:
 
     def state_digest(self, now_ns: int | None) -> tuple[bytes, int]:
         """Order-independent digest and count of the entries visible at now_ns."""
-        digest = StateDigest()
+        total = count = 0
         with self.read_view() as view:
-            for key, value, expires in view.rows(b"", None, live_at=now_ns):
-                digest.add(key, value, expires)
-        return digest.digest(), digest.count
+            rows = view.rows(b"", None, live_at=now_ns)
+            while batch := list(islice(rows, APPEND_BATCH)):  # encoded and hashed a batch at a time
+                total += _digest_of(batch)
+                count += len(batch)
+        return (total % DIGEST_MOD).to_bytes(32, "little"), count
 
     # writes --------------------------------------------------------------------
-    def apply(self, changes: Mapping[bytes, Change], applied_lsn: int, applied_ts_ns: int) -> None:
+    def apply(self, changes: Mapping[bytes, Change], applied_lsn: int, applied_ts_ns: int,
+              wal_position: tuple[int, int] | None = None) -> None:
         """Apply the final state of each changed key and move the checkpoint, in one transaction.
 
         A change is the value (no expiry) or (value, expiry) for a put, None for a delete.
+        `wal_position` is (first LSN of the WAL file, byte offset) of the commit group that ends at
+        `applied_lsn`, kept in the checkpoint as a hint for readers (who check it).
         """
-        if set(map(type, changes.values())) <= _ONLY_PLAIN:  # puts without expiry (imports): no Python per key
-            plain_puts: list[tuple[bytes, bytes]] = sorted(changes.items())  # type: ignore[arg-type]
-            try:
-                self._apply_sorted(plain_puts, None, [], [], applied_lsn, applied_ts_ns)
-            except lmdb.Error as exc:
-                raise lmdb_error(exc, self.path, "apply commits to the LMDB state") from exc
-            return
-        puts: list[tuple[bytes, bytes]] = []
-        expiring: list[tuple[bytes, bytes]] = []
-        plain: list[bytes] = []
-        deletes: list[bytes] = []
-        for key in sorted(changes):
-            change = changes[key]
-            if change is None:
-                deletes.append(key)
-            elif isinstance(change, bytes):
-                puts.append((key, change))
-                plain.append(key)
-            else:
-                value, expires = change
-                puts.append((key, value))
-                expiring.append((key, I64BE.pack(expires)))
         try:
-            self._apply_sorted(puts, plain, expiring, deletes, applied_lsn, applied_ts_ns)
+            self._apply_sorted(sorted(changes.items()), applied_lsn, applied_ts_ns, wal_position or (0, 0))
         except lmdb.Error as exc:
-            raise lmdb_error(exc, self.path, "apply commits to the LMDB state") from exc
+            raise state_lmdb_error(exc, self.path, "apply commits to the LMDB state") from exc
 
-    def _apply_sorted(self, puts: list[tuple[bytes, bytes]], plain: list[bytes] | None,
-                      expiring: list[tuple[bytes, bytes]], deletes: list[bytes], applied_lsn: int,
-                      applied_ts_ns: int) -> None:
-        """`plain` lists the keys of `puts` without expiry; None when every put is plain (then the
-        list is only built if the state holds expiries it must remove)."""
+    def _apply_sorted(self, items: list[tuple[bytes, Change]], applied_lsn: int, applied_ts_ns: int,
+                      wal_position: tuple[int, int]) -> None:
+        """Write `items` (key order) and the checkpoint, taking each old row's digest term out and the
+        new row's in."""
+        if set(map(type, map(itemgetter(1), items))) <= _ONLY_PLAIN:
+            self._apply_plain(items, applied_lsn, applied_ts_ns, wal_position)  # type: ignore[arg-type]
+            return
         with self.env.begin(write=True) as txn:
-            had_expiry = bool(txn.stat(self.expiry)["entries"]) or bool(expiring)
-            if plain is None:
-                plain = [key for key, _ in puts] if had_expiry else []
-            if puts:
-                txn.cursor(self.data).putmulti(puts, dupdata=False, overwrite=True)
+            cp = self._read_checkpoint(txn)
+            data, expiry = self.data, self.expiry
+            rows, index, unindex, deletes, old, new = changed_rows(items, partial(txn.get, db=data), self._decode)
+            if rows:
+                txn.cursor(data).putmulti(rows, dupdata=False, overwrite=True)
             for key in deletes:
-                txn.delete(key, db=self.data)
-            if had_expiry:
-                for key in deletes:
-                    txn.delete(key, db=self.expiry)
-                for key in plain:
-                    txn.delete(key, db=self.expiry)
-                if expiring:
-                    txn.cursor(self.expiry).putmulti(expiring, dupdata=False, overwrite=True)
-            self._put_checkpoint(txn, applied_lsn, applied_ts_ns)
+                txn.delete(key, db=data)
+            for key in unindex:
+                txn.delete(key, db=expiry)
+            if index:
+                txn.cursor(expiry).putmulti(index, dupdata=False, overwrite=True)
+            total = (cp.digest_total + _digest_of(new) - _digest_of(old)) % DIGEST_MOD
+            self._put_checkpoint(txn, Checkpoint(applied_lsn, applied_ts_ns, total, cp.count + len(new) - len(old),
+                                                 *wal_position))
+
+    def _apply_plain(self, items: list[tuple[bytes, bytes]], applied_lsn: int, applied_ts_ns: int,
+                     wal_position: tuple[int, int]) -> None:
+        """`_apply_sorted` of puts without expiry (imports, most batches): no Python loop per key but
+        the row's own encoding."""
+        keys, values = (list(part) for part in zip(*items, strict=True)) if items else ([], [])
+        with self.env.begin(write=True) as txn:
+            cp = self._read_checkpoint(txn)
+            olds = list(map(txn.get, keys, repeat(None), repeat(self.data)))
+            old: list[Entry] = []
+            had_expiry: list[bytes] = []
+            for key, raw in zip(keys, olds, strict=True):
+                if raw is not None:
+                    value, expires = self._decode(key, raw)
+                    old.append((key, value, expires))
+                    if expires is not None:
+                        had_expiry.append(key)
+            if items:
+                txn.cursor(self.data).putmulti(zip(keys, map(encode_value, keys, values, repeat(None)), strict=True),
+                                               dupdata=False, overwrite=True)
+            for key in had_expiry:
+                txn.delete(key, db=self.expiry)
+            new_terms = digest_terms(encode_entries(keys, values, [None] * len(keys))) if keys else 0
+            total = (cp.digest_total + new_terms - _digest_of(old)) % DIGEST_MOD
+            self._put_checkpoint(txn, Checkpoint(applied_lsn, applied_ts_ns, total, cp.count + len(keys) - len(old),
+                                                 *wal_position))
 
     def append_sorted(self, puts: Iterable[tuple[bytes, bytes]], expiring: list[tuple[bytes, bytes]]) -> None:
         """Append entries whose keys all sort after the state's last key (restore), in one transaction.
 
-        `puts` may be any iterable (LMDB consumes it without a Python step per entry);
-        `expiring` holds (key, i64 big-endian expiry) for the puts that have one.
+        `puts` may be any iterable of (key, value); `expiring` holds (key, i64 big-endian expiry)
+        for the puts that have one.
         """
+        expiries = {key: I64BE.unpack(raw)[0] for key, raw in expiring}
         try:
             with self.env.begin(write=True) as txn:
-                txn.cursor(self.data).putmulti(puts, append=True)
-                if expiring:
-                    txn.cursor(self.expiry).putmulti(expiring, append=True)
+                cp = self._read_checkpoint(txn)
+                total, count = cp.digest_total, cp.count
+                cursor = txn.cursor(self.data)
+                it = iter(puts)
+                while batch := list(islice(it, APPEND_BATCH)):
+                    keys, values = zip(*batch, strict=True)
+                    exps = [expiries.get(key) for key in keys] if expiries else [None] * len(keys)
+                    total += digest_terms(encode_entries(keys, values, exps))
+                    consumed, added = cursor.putmulti(zip(keys, map(encode_value, keys, values, exps), strict=False),
+                                                      append=True)
+                    if added != len(batch):
+                        raise InvalidArgument(f"{self.path}: appended keys do not sort after the state's last key")
+                    count += added
+                if expiries:
+                    index = [(key, encode_expiry(key, expires)) for key, expires in expiries.items()]
+                    txn.cursor(self.expiry).putmulti(sorted(index), append=True)
+                self._put_checkpoint(txn, replace(cp, digest_total=total % DIGEST_MOD, count=count))
         except lmdb.Error as exc:
-            raise lmdb_error(exc, self.path, "append to the LMDB state") from exc
+            raise state_lmdb_error(exc, self.path, "append to the LMDB state") from exc
 
     def set_checkpoint(self, applied_lsn: int, applied_ts_ns: int) -> None:
         try:
             with self.env.begin(write=True) as txn:
-                self._put_checkpoint(txn, applied_lsn, applied_ts_ns)
+                cp = self._read_checkpoint(txn)
+                self._put_checkpoint(txn, replace(cp, applied_lsn=applied_lsn, applied_ts_ns=applied_ts_ns,
+                                                  wal_first_lsn=0, wal_offset=0))
         except lmdb.Error as exc:
-            raise lmdb_error(exc, self.path, "write the checkpoint") from exc
+            raise state_lmdb_error(exc, self.path, "write the checkpoint") from exc
 
     def drop_expired(self, cutoff_ns: int) -> int:
-        """Delete every key whose expiry is at or before `cutoff_ns`, in one transaction; returns how many."""
+        """Delete every key whose expiry is at or before `cutoff_ns`, in one transaction; returns how many.
+
+        Each doomed row is read and checked first: the index and the row must agree on its expiry."""
         try:
             with self.env.begin(write=True) as txn:
-                doomed = [bytes(key) for key, raw in txn.cursor(self.expiry)
-                          if not is_live(I64BE.unpack(raw)[0], cutoff_ns)]
-                for key in doomed:
+                cp = self._read_checkpoint(txn)
+                doomed: list[Entry] = []
+                for raw_key, raw in txn.cursor(self.expiry):
+                    key = bytes(raw_key)
+                    try:
+                        expires = decode_expiry(key, bytes(raw))
+                    except RowDamage as exc:
+                        self._damaged(str(exc), key)
+                    if is_live(expires, cutoff_ns):
+                        continue
+                    row = txn.get(key, db=self.data)
+                    if row is None:
+                        self._damaged("the expiry index names it, but it has no row", key)
+                    value, row_expires = self._decode(key, row)
+                    if row_expires != expires:
+                        self._damaged(f"its row expires at {row_expires}, its expiry index says {expires}", key)
+                    doomed.append((key, value, expires))
+                for key, _value, _expires in doomed:
                     txn.delete(key, db=self.data)
                     txn.delete(key, db=self.expiry)
+                if doomed:
+                    total = (cp.digest_total - _digest_of(doomed)) % DIGEST_MOD
+                    self._put_checkpoint(txn, replace(cp, digest_total=total, count=cp.count - len(doomed)))
         except lmdb.Error as exc:
-            raise lmdb_error(exc, self.path, "drop expired keys from the LMDB state") from exc
+            raise state_lmdb_error(exc, self.path, "drop expired keys from the LMDB state") from exc
         return len(doomed)
 
     def sync(self) -> None:
@@ -271,85 +364,26 @@ class StateDB:
         try:
             self.env.sync(True)
         except lmdb.Error as exc:
-            raise lmdb_error(exc, self.path, "sync the LMDB state") from exc
+            raise state_lmdb_error(exc, self.path, "sync the LMDB state") from exc
 
-    def _put_checkpoint(self, txn: lmdb.Transaction, applied_lsn: int, applied_ts_ns: int) -> None:
-        txn.put(b"applied_lsn", U64BE.pack(applied_lsn), db=self.meta)
-        txn.put(b"applied_ts_ns", I64BE.pack(applied_ts_ns), db=self.meta)
-
-
-def is_live(expires: int | None, now_ns: int | None) -> bool:
-    """Whether an entry with expiry `expires` is visible at `now_ns`: an expiry at or before it hides
-    the entry; no expiry, or no moment (None: judge nothing), keeps it."""
-    return expires is None or now_ns is None or expires > now_ns
-
-
-class StateView:
-    """A consistent view of the state, from `StateDB.read_view()`: valid inside its `with` block only,
-    in the thread that opened it."""
-
-    def __init__(self, state: StateDB, txn: lmdb.Transaction) -> None:
-        self._state = state
-        self._txn = txn
-
-    def checkpoint(self) -> tuple[int, int]:
-        """(applied_lsn, applied_ts_ns) of the state this view sees."""
-        path = self._state.path
+    def _decode(self, key: bytes, raw: bytes) -> tuple[bytes, int | None]:
         try:
-            lsn = self._txn.get(b"applied_lsn", db=self._state.meta)
-            ts = self._txn.get(b"applied_ts_ns", db=self._state.meta)
-        except lmdb.Error as exc:
-            raise lmdb_error(exc, path, "read the checkpoint") from exc
-        if lsn is None or ts is None or len(lsn) != 8 or len(ts) != 8:
-            raise CorruptData("state has no valid checkpoint", path=path,
-                              hint="restore the store from its archive (pitr restore)")
-        return U64BE.unpack(lsn)[0], I64BE.unpack(ts)[0]
+            return decode_value(key, raw)
+        except RowDamage as exc:
+            self._damaged(str(exc), key)
 
-    def count(self) -> int:
-        """How many keys the view holds (expired ones included)."""
+    def _read_checkpoint(self, txn: lmdb.Transaction) -> Checkpoint:
+        """The checkpoint row inside a write transaction; an empty state starts from nothing."""
+        raw = cast("bytes | None", txn.get(b"checkpoint", db=self.meta))
+        if raw is None:
+            if txn.stat(self.data)["entries"]:
+                self._damaged("it holds rows but no checkpoint row")
+            return Checkpoint(0, 0, 0, 0)
         try:
-            return int(self._txn.stat(self._state.data)["entries"])
-        except lmdb.Error as exc:
-            raise lmdb_error(exc, self._state.path, "read the LMDB state") from exc
+            return decode_checkpoint(raw)
+        except RowDamage as exc:
+            self._damaged(str(exc))
 
-    def get(self, key: bytes, now_ns: int | None) -> tuple[bytes, int | None] | None:
-        """The value and expiry of `key`, or None; an expiry at or before now_ns hides it."""
-        try:
-            value = self._txn.get(key, db=self._state.data)
-            if value is None:
-                return None
-            raw = self._txn.get(key, db=self._state.expiry)
-        except lmdb.Error as exc:
-            raise lmdb_error(exc, self._state.path, "read the LMDB state") from exc
-        expires = None if raw is None else I64BE.unpack(raw)[0]
-        return (bytes(value), expires) if is_live(expires, now_ns) else None
+    def _put_checkpoint(self, txn: lmdb.Transaction, cp: Checkpoint) -> None:
+        txn.put(b"checkpoint", encode_checkpoint(cp), db=self.meta)
 
-    def rows(self, start: bytes = b"", stop: bytes | None = None, *, prefix: bytes = b"",
-             live_at: int | None = None) -> Generator[tuple[bytes, bytes, int | None], None, None]:
-        """(key, value, expiry) from `start` in key order, before `stop` and while keys start with
-        `prefix`; with `live_at`, without the keys expired at that moment."""
-        try:
-            yield from self._rows(start, stop, prefix, live_at)
-        except lmdb.Error as exc:
-            raise lmdb_error(exc, self._state.path, "read the LMDB state") from exc
-
-    def _rows(self, start: bytes, stop: bytes | None, prefix: bytes,
-              live_at: int | None) -> Iterator[tuple[bytes, bytes, int | None]]:
-        txn, state = self._txn, self._state
-        expiry_cursor = txn.cursor(state.expiry)
-        has_expiry = bool(txn.stat(state.expiry)["entries"])
-        cursor = txn.cursor(state.data)
-        if not cursor.set_range(start):
-            return
-        for raw_key, raw_value in cursor:
-            key = bytes(raw_key)
-            if (stop is not None and key >= stop) or (prefix and not key.startswith(prefix)):
-                return
-            expires = None
-            if has_expiry:
-                raw = expiry_cursor.get(key)
-                if raw is not None:
-                    expires = I64BE.unpack(raw)[0]
-                    if not is_live(expires, live_at):
-                        continue
-            yield key, bytes(raw_value), expires

@@ -19,6 +19,7 @@ from pitr.progress import ByteCounter
 from pitr.restore.destination import Replacement
 from pitr.restore.plan import RestorePlan, SkippedBase
 from pitr.restore.prefetch import prefetched
+from pitr.restore.receipt import check_base_digest, receipt_digest
 from pitr.restore.replay import replay_log
 from segments import SegmentsError
 from segments import record as rec
@@ -53,6 +54,7 @@ class RestoreResult:
     replaced: Replacement | None = None  # what a forced restore replaced at dest
     skipped: tuple[SkippedBase, ...] = ()  # damaged bases passed over
     notes: tuple[str, ...] = ()
+    state_digest: bytes | None = None  # the restore receipt (pitr.restore.receipt)
 
 
 def build_state(state_dir: str, plan: RestorePlan, snapshot: RangeSource | None,
@@ -104,6 +106,7 @@ def build_state(state_dir: str, plan: RestorePlan, snapshot: RangeSource | None,
             else:
                 expired = _load_final(state, base, changes, plan.cutoff_ns, plan.target_lsn, final_ts)
             keys = state.count()
+            digest = receipt_digest(state)
             state.sync()
             counter.finish()
     except SegmentsError as exc:
@@ -115,7 +118,8 @@ def build_state(state_dir: str, plan: RestorePlan, snapshot: RangeSource | None,
     rss = peak_rss_bytes()
     return RestoreResult(os.path.dirname(state_dir), new_id, plan.target_lsn, plan.target_ts_ns,
                          plan.base.lsn, plan.commits_to_replay, keys, expired,
-                         time.monotonic() - started, rss, plan.base.snapshot, None, plan.skipped, plan.notes)
+                         time.monotonic() - started, rss, plan.base.snapshot, None, plan.skipped, plan.notes,
+                         digest)
 
 
 def _base_blocks(base: SnapshotReader | None) -> Generator[list[tuple[bytes, Change]], None, None]:
@@ -133,6 +137,7 @@ def _load_base(state: StateDB, base: SnapshotReader | None, plan: RestorePlan) -
     if base is not None:
         with closing(_base_with_changes(base, {})) as entries:  # its read-ahead thread stops on errors
             _append_in_key_order(state, entries, rec.MIN_I64 - 1)  # nothing expires
+        check_base_digest(state, base.footer.state_digest, plan.base.snapshot or "snapshot")
     state.set_checkpoint(plan.base.lsn, plan.base.ts_ns)
 
 

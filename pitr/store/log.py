@@ -11,6 +11,8 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 
 from pitr.datadir.datadir import DataDir
@@ -28,6 +30,7 @@ from segments.wal import VERSION as WAL_VERSION
 
 log = logging.getLogger("pitr.store")
 _FULL = (errno.ENOSPC, errno.EDQUOT)
+POSITIONS_KEPT = 256  # recent groups whose WAL position a checkpoint can name
 FULL_HINT = ("free space on the data directory's file system, then reopen the store: every acknowledged "
              "commit is in the WAL")
 
@@ -44,6 +47,9 @@ class StoreLog:
         self._ops = wal_ops
         self._wal: WalWriter | None = None
         self._retention_note: str | None = None
+        #: last LSN of each recent group -> (first LSN of its WAL file, byte offset the group starts at)
+        self._positions: OrderedDict[int, tuple[int, int]] = OrderedDict()
+        self._positions_lock = threading.Lock()
         self.dir = DataDir.open_writer(path, create=options.create, name=options.name, now_ns=clock,
                                        lock_wait=options.lock_wait)
         try:
@@ -124,14 +130,25 @@ class StoreLog:
     def write_group(self, data: bytes, count: int, last_lsn: int) -> None:
         """(WAL thread) Append a group of `count` encoded records ending at `last_lsn` and fsync it."""
         assert self._wal is not None
+        position = (self._wal.header.first_lsn, self._wal.size)
         self._wal.append(data, last_lsn, count=count)
         self._wal.sync()
+        with self._positions_lock:
+            self._positions[last_lsn] = position
+            if len(self._positions) > POSITIONS_KEPT:
+                self._positions.popitem(last=False)
         if self._wal.size >= self.options.wal_file_size:
             # New commits keep being sequenced meanwhile: the next file starts after this group.
             try:
                 self._roll(last_lsn + 1)
             except OSError as exc:  # the group is durable: keep appending here and try again later
                 log.warning("%s", file_error(exc, exc.filename, "start the next WAL file"))
+
+    def wal_position(self, lsn: int) -> tuple[int, int] | None:
+        """(first LSN of the WAL file, byte offset) of the group ending at `lsn`, if it was written
+        recently by this writer: the hint a checkpoint keeps so readers skip what it covers."""
+        with self._positions_lock:
+            return self._positions.get(lsn)
 
     def translate_error(self, exc: BaseException) -> BaseException:
         """A WAL write or fsync failure as the PitrError a caller can act on (cause kept)."""

@@ -186,7 +186,9 @@ class Store:
             self._applying, self._pending = self._pending, {}
             lsn, ts = self._durable_lsn, self._durable_ts
             try:
-                await anyio.to_thread.run_sync(self._state.apply, self._applying, lsn, ts)
+                assert self._log is not None
+                position = self._log.wal_position(lsn)  # where readers start folding the WAL after it
+                await anyio.to_thread.run_sync(self._state.apply, self._applying, lsn, ts, position)
             except PitrError as exc:
                 self._pending, self._applying = {**self._applying, **self._pending}, {}
                 self._fail_apply(exc, lsn)

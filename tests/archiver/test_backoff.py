@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import struct
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import pytest
 
 from pitr.archiver import ArchiveOptions, Archiver, DirectorySource
 from pitr.archiving import StoreSource, archiving
+from pitr.datadir.state import StateDB
 from pitr.errors import CorruptData, DiskFull, StorageError, file_error
 from pitr.repo.repository import Repository, open_repository
 from pitr.store import Store
@@ -157,13 +157,11 @@ async def test_in_process_archiving_never_stops_the_applications_writes(
 
 def set_checkpoint(data_dir: Path, lsn: int) -> None:
     """Pretend the writer crashed having applied only through `lsn` (what recovery would see)."""
-    env = lmdb.open(str(data_dir / "state"), max_dbs=4, subdir=True)
+    state = StateDB(str(data_dir / "state"))
     try:
-        meta = env.open_db(b"meta")
-        with env.begin(write=True, db=meta) as txn:
-            txn.put(b"applied_lsn", struct.pack(">Q", lsn))
+        state.set_checkpoint(lsn, state.checkpoint()[1])
     finally:
-        env.close()
+        state.close()
 
 
 async def test_a_sidecar_never_promises_completeness_over_a_wal_it_cannot_read(tmp_path: Path) -> None:
