@@ -167,6 +167,7 @@ class StateView:
 
     def _rows(self, start: bytes, stop: bytes | None, prefix: bytes,
               live_at: int | None) -> Iterator[tuple[bytes, bytes, int | None]]:
+        start = max(start, prefix)  # a start before the prefix would stop at the first key outside it
         cursor = self._txn.cursor(self._state.data)
         decode = self._decode
         if not cursor.set_range(start):
