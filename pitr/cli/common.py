@@ -198,6 +198,13 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
+def print_windows(windows: Sequence[Window], where: str = "") -> None:
+    """The restorable windows (each once), or that nothing is restorable; `where` names the repository."""
+    print(f"  restorable{where}:" if windows else f"  nothing is restorable{where}")
+    for w in dict.fromkeys(windows):
+        print(f"    {window_text(w)}")
+
+
 def window_text(w: Window) -> str:
     return f"{format_time(w.start_ns)} .. {format_time(w.end_ns)}  (LSN {w.start_lsn}..{w.end_lsn})"
 

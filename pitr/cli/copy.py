@@ -13,9 +13,9 @@ from pitr.cli.common import (
     add_limits,
     human_bytes,
     print_json,
+    print_windows,
     transfer_limits,
     window_json,
-    window_text,
 )
 from pitr.repo.repository import Repository, open_repository
 from pitr.timefmt import parse_time
@@ -88,9 +88,7 @@ def print_report(r: CopyReport) -> None:
         print(f"  HOLE     LSN {h.first_lsn}..{h.last_lsn} at the source: {h.reason}")
     for h in r.holes:
         print(f"  target hole LSN {h.first_lsn}..{h.last_lsn}: {h.reason}")
-    print("  restorable at the target:" if r.windows else "  nothing is restorable at the target")
-    for w in dict.fromkeys(r.windows):
-        print(f"    {window_text(w)}")
+    print_windows(r.windows, " at the target")
     if r.damaged or r.source_holes:
         print(f"  hint: repair the source from another copy (pitr repair --from OTHER {r.source}), then copy again")
 

@@ -10,9 +10,9 @@ from pitr.cli.common import (
     add_json,
     add_limits,
     print_json,
+    print_windows,
     transfer_limits,
     window_json,
-    window_text,
 )
 from pitr.errors import InvalidArgument
 from pitr.repo.repository import open_repository
@@ -64,9 +64,7 @@ def print_report(r: RepairReport) -> None:
         print(f"  STILL DAMAGED {name}")
     for h in r.holes:
         print(f"  HOLE LSN {h.first_lsn}..{h.last_lsn}: {h.reason}")
-    print("  restorable:" if r.windows else "  nothing is restorable")
-    for w in dict.fromkeys(r.windows):
-        print(f"    {window_text(w)}")
+    print_windows(r.windows)
 
 
 async def run(args: argparse.Namespace) -> int:

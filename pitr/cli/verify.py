@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pitr.cli.common import add_json, add_repo, print_json, progress_for, repositories, window_text
+from pitr.cli.common import add_json, add_repo, print_json, print_windows, progress_for, repositories
 from pitr.status.records import record_verification
 from pitr.verify import Finding, VerifyReport, verify_repository
 
@@ -53,9 +53,7 @@ def print_report(r: VerifyReport) -> None:
     if r.keyless:
         print("  checked without the key: structure and chain only; restorable windows need --key-file")
         return
-    print("  restorable:" if r.windows else "  nothing is restorable")
-    for w in dict.fromkeys(r.windows):
-        print(f"    {window_text(w)}")
+    print_windows(r.windows)
 
 
 async def run(args: argparse.Namespace) -> int:
