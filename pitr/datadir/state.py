@@ -42,6 +42,7 @@ from pitr.datadir.entries import (
     encode_value,
 )
 from pitr.datadir.identity import StoreIdentity, decode_identity, encode_identity
+from pitr.datadir.rowcodec import encode_rows
 from pitr.datadir.view import StateView, damaged, is_live, state_lmdb_error
 from pitr.errors import CorruptData, InvalidArgument
 from pitr.lmdbfile import truncation_problem
@@ -219,10 +220,9 @@ class StateDB:
         """Order-independent digest and count of the entries visible at now_ns."""
         total = count = 0
         with self.read_view() as view:
-            rows = view.rows(b"", None, live_at=now_ns)
-            while batch := list(islice(rows, APPEND_BATCH)):  # encoded and hashed a batch at a time
-                total += _digest_of(batch)
-                count += len(batch)
+            for encoded in view.encoded_rows(now_ns):
+                total += digest_terms(encoded)
+                count += len(encoded)
         return (total % DIGEST_MOD).to_bytes(32, "little"), count
 
     # writes --------------------------------------------------------------------
@@ -302,11 +302,11 @@ class StateDB:
                 cursor = txn.cursor(self.data)
                 it = iter(puts)
                 while batch := list(islice(it, APPEND_BATCH)):
-                    keys, values = zip(*batch, strict=True)
-                    exps = [expiries.get(key) for key in keys] if expiries else [None] * len(keys)
-                    total += digest_terms(encode_entries(keys, values, exps))
-                    consumed, added = cursor.putmulti(zip(keys, map(encode_value, keys, values, exps), strict=False),
-                                                      append=True)
+                    keys, values = map(list, zip(*batch, strict=True))
+                    exps: list[int | None] = [expiries.get(key) for key in keys] if expiries else [None] * len(keys)
+                    rows, encoded = encode_rows(keys, values, exps)  # the rows and what the digest hashes
+                    total += digest_terms(encoded)
+                    consumed, added = cursor.putmulti(zip(keys, rows, strict=True), append=True)
                     if added != len(batch):
                         raise InvalidArgument(f"{self.path}: appended keys do not sort after the state's last key")
                     count += added

@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Generator, Iterator
+from itertools import islice
 from typing import TYPE_CHECKING, NoReturn, cast
 
 import lmdb
 
 from pitr.datadir.entries import Checkpoint, RowDamage, decode_checkpoint, decode_expiry, decode_value
+from pitr.datadir.rowcodec import OUT_OF_ORDER, scan_rows
 from pitr.errors import CorruptData, PitrError, StateDamaged, lmdb_error
 from pitr.lmdbpages import check_lookup, check_pages
 
 if TYPE_CHECKING:
     from pitr.datadir.state import StateDB
+
+SCAN_BATCH = 1024  # rows a scan reads and checks per call of the row codec
 
 STATE_HINT = ("the WAL and the repository are not damaged: restore the store from its repository "
               "(pitr restore --latest --dest NEW) and use NEW")
@@ -159,14 +163,25 @@ class StateView:
         """(key, value, expiry) from `start` in key order, before `stop` and while keys start with
         `prefix`; with `live_at`, without the keys expired at that moment. Every row is checked,
         with the rows just outside the range (so a damaged key at its edge shows)."""
+        for batch in self._batches(start, stop, prefix, live_at, encode=False):
+            yield from cast("list[tuple[bytes, bytes, int | None]]", batch)
+
+    def encoded_rows(self, live_at: int | None = None) -> Generator[list[bytes], None, None]:
+        """Every row, checked as `rows` checks it, as its snapshot entry encoding (what the state digest
+        hashes), a batch at a time; with `live_at`, without the keys expired at that moment."""
+        for batch in self._batches(b"", None, b"", live_at, encode=True):
+            yield cast("list[bytes]", batch)
+
+    def _batches(self, start: bytes, stop: bytes | None, prefix: bytes, live_at: int | None,
+                 encode: bool) -> Generator[list[object], None, None]:
         self.check_all_pages()
         try:
-            yield from self._rows(start, stop, prefix, live_at)
+            yield from self._scan(start, stop, prefix, live_at, encode)
         except lmdb.Error as exc:
             raise state_lmdb_error(exc, self._state.path, "read the LMDB state") from exc
 
-    def _rows(self, start: bytes, stop: bytes | None, prefix: bytes,
-              live_at: int | None) -> Iterator[tuple[bytes, bytes, int | None]]:
+    def _scan(self, start: bytes, stop: bytes | None, prefix: bytes, live_at: int | None,
+              encode: bool) -> Iterator[list[object]]:
         start = max(start, prefix)  # a start before the prefix would stop at the first key outside it
         cursor = self._txn.cursor(self._state.data)
         decode = self._decode
@@ -185,19 +200,20 @@ class StateView:
             if previous >= start:
                 self._damaged(f"the row before a scan's start {show_key(start)} does not sort before it", previous)
             cursor.next()
-        key = None
-        try:
-            for key, raw in cast("Iterator[tuple[bytes, bytes]]", cursor):
-                value, expires = decode_value(key, raw)
-                if key <= previous:
+        rows = cast("Iterator[tuple[bytes, bytes]]", iter(cursor))
+        # the rows are checked a batch at a time (pitr.datadir.rowcodec, compiled when built)
+        while batch := list(islice(rows, SCAN_BATCH)):
+            out, previous, ended, bad, why = scan_rows(batch, previous, stop, prefix, live_at, encode)
+            if out:
+                yield out
+            if bad >= 0:
+                key, raw = batch[bad]
+                if why == OUT_OF_ORDER:
                     self._damaged(f"rows out of order ({show_key(previous)} before it)", key)
-                previous = key
-                if (stop is not None and key >= stop) or (prefix and not key.startswith(prefix)):
-                    return
-                if expires is None or live_at is None or expires > live_at:
-                    yield key, value, expires
-        except RowDamage as exc:
-            self._damaged(str(exc), key)
+                decode(key, raw)  # says why the row is bad
+                self._damaged("its row fails its checks", key)
+            if ended:
+                return
 
     def expiry_rows(self) -> Iterator[tuple[bytes, int]]:
         """(key, expiry) of every row of the expiry index, in key order, each checked."""
