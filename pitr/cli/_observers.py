@@ -40,10 +40,6 @@ def add_observer_flags(p: argparse.ArgumentParser) -> None:
 
 def check_observer_flags(args: argparse.Namespace) -> None:
     """Refuse an observer flag that would do nothing here (rather than ignoring it)."""
-    if args.source is not None:
-        for flag in ("metrics", "heartbeat_url", "on_event"):
-            if getattr(args, flag) is not None:
-                raise InvalidArgument(f"--{flag.replace('_', '-')} is not available with --source yet")
     if not args.follow:
         for flag in FOLLOW_ONLY:
             if getattr(args, flag) is not None:
@@ -59,17 +55,20 @@ def snapshot_taken(observers: Observers, archiver: Archiver, entry: SnapshotEntr
 
 
 @asynccontextmanager
-async def observing(args: argparse.Namespace, archiver: Archiver, observers: Observers) -> AsyncIterator[None]:
+async def observing(args: argparse.Namespace, archiver: Archiver, observers: Observers,
+                    data_dir: str | None = None) -> AsyncIterator[None]:
     """Attach the observers the flags ask for to `observers` (the archiver's) and run their tasks
-    while the block runs; a one-shot run writes its record and delivers its events before leaving."""
-    recorder = StatusRecorder(args.data) if args.data else None
+    while the block runs; a one-shot run writes its record and delivers its events before leaving.
+    The status record goes to `data_dir` (default `--data`; an etcd archive's spool directory)."""
+    data_dir = data_dir or args.data
+    recorder = StatusRecorder(data_dir, archiver=archiver) if data_dir else None
     hook = EventHook(args.on_event) if args.on_event else None
     watch_observers: list[WatchObserver] = []
     exporter = None
     if args.metrics:
         from pitr.status.metrics import MetricsExporter
 
-        exporter = MetricsExporter(archiver)
+        exporter = MetricsExporter(archiver, backlogs=None if recorder is None else recorder.backlogs)
         watch_observers.append(exporter)
         observers.add(exporter)
     heartbeat = None
@@ -90,6 +89,7 @@ async def observing(args: argparse.Namespace, archiver: Archiver, observers: Obs
         finally:
             with anyio.CancelScope(shield=True):
                 if recorder is not None:
+                    await recorder.measure()
                     await recorder.flush()
                 if hook is not None:
                     await hook.drain()
@@ -117,4 +117,5 @@ async def observing(args: argparse.Namespace, archiver: Archiver, observers: Obs
             hook.close()
         with anyio.CancelScope(shield=True):
             if recorder is not None:
+                await recorder.measure()
                 await recorder.flush()
