@@ -215,3 +215,19 @@ async def test_a_backlog_that_cannot_be_measured_leaves_the_record_and_the_archi
     recorder = StatusRecorder(str(tmp_path / "data"), archiver=archiver, clock=lambda: NOW)
     await recorder.measure()  # logged once, not raised
     assert recorder.records == {}
+
+
+def test_docs_operations_names_every_metric_and_event() -> None:
+    """docs/operations.md is where an operator looks a metric or an event up: each one served is there."""
+    from pitr.status.events import EVENTS
+    from pitr.status.records import UploadBacklog
+
+    docs = (Path(__file__).parents[2] / "docs" / "operations.md").read_text()
+    exporter = MetricsExporter(fake_archiver("r", Counter({"PutObject": 1})), clock=lambda: NOW,
+                               backlogs=lambda: {"r": UploadBacklog(1, 10, 5, 5)})
+    # every family the collector yields, whether or not it has a sample yet (a counter is served as NAME_total)
+    served = [f.name + "_total" if f.type == "counter" else f.name for f in exporter.collect()]
+    assert len(served) > 20
+    missing = [name for name in served if f"`{name}`" not in docs]
+    assert missing == [], f"metrics served but not in docs/operations.md: {missing}"
+    assert [e for e in EVENTS if f"`{e}`" not in docs] == []
