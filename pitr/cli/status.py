@@ -112,12 +112,13 @@ def health_json(h: RepoHealth) -> JSONObject:
 
 
 def upload_text(h: RepoHealth) -> str | None:
-    """The archiver's upload backlog and what the cap costs, as one line (None: not measured)."""
+    """The archiver's upload backlog and what the cap costs, as one line (None: not measured, or
+    nothing waits and there is no cap)."""
     b = None if h.archiver is None else h.archiver.backlog
-    if b is None:
+    if b is None or (b.commits == 0 and b.cap_bytes_per_s is None):  # nothing to say
         return None
     size = "size unknown yet" if b.bytes is None else f"~{human_bytes(b.bytes)}"
-    waiting = f"{b.commits:,} commits waiting ({size})"
+    waiting = f"{b.commits:,} commit{'' if b.commits == 1 else 's'} waiting ({size})"
     if b.cap_bytes_per_s is None:
         return f"{waiting}, no upload cap"
     cost = h.cap_cost_seconds
