@@ -10,7 +10,7 @@ import anyio
 
 from pitr.archiver import ArchiveOptions
 from pitr.archiver.observe import Observers
-from pitr.cli._observers import observing
+from pitr.cli._observers import early_observers, observing
 from pitr.cli.common import parse_every, print_json, progress_for, repo_urls, repositories
 from pitr.cli.render import report, show_plan
 from pitr.restore import KeySelection, RestorePlan, RestoreTarget
@@ -38,13 +38,14 @@ async def run_archive(args: argparse.Namespace) -> int:
     schedule = SnapshotSchedule(every_seconds=seconds, every_bytes=volume) if args.follow else None
     complete = True
     observers = Observers()
+    early = early_observers(args, observers, spool)  # the first load of the prefix is recorded and announced
     async with EtcdClient(location.endpoints) as client, repositories(args, create=True) as repos:
         async with etcd_archiving(client, location.prefix, spool, *repos, follow=args.follow,
                                   options=ArchiveOptions(interval=args.interval,
                                                          watermark_interval=args.watermark_interval),
                                   snapshot_every=schedule, observer=observers) as session:
             follower = session.follower
-            async with observing(args, session.archiver, observers, data_dir=spool):
+            async with observing(args, session.archiver, observers, early):
                 if args.follow:
                     print(f"archiving etcd {location.describe()} through spool {spool} every {args.interval:g}s; "
                           "Ctrl-C to stop", file=sys.stderr)

@@ -63,7 +63,7 @@ def test_metrics_heartbeat_events_and_the_status_record_follow_an_etcd_archive(
     with heartbeat_server() as (url, pings), open(tmp_path / "log", "w") as log, \
             follower(["--source", source, "--data", spool, "--repo", repo, "--metrics", f"127.0.0.1:{port}",
                       "--heartbeat-url", url, "--heartbeat-interval", "0.05", "--on-event", hook,
-                      "--check-every", "0.2"], log) as proc:
+                      "--check-every", "0.2", "--snapshot-every", "1s"], log) as proc:
         def metrics_at(lsn: int) -> dict[tuple[str, str], float] | None:
             assert proc.poll() is None, (tmp_path / "log").read_text()
             try:
@@ -88,6 +88,9 @@ def test_metrics_heartbeat_events_and_the_status_record_follow_an_etcd_archive(
             e for e in read_events(sink) if e["event"] == "segment_published"
             and e["last_lsn"] == base_lsn + 2] or None)
         assert published[0]["repository"] == repo
+        snapshot = wait_for("a scheduled snapshot's event", lambda: [
+            e for e in read_events(sink) if e["event"] == "snapshot_taken" and e["lsn"] == base_lsn + 2] or None)
+        assert (tmp_path / "repo" / "snapshots" / str(snapshot[0]["snapshot"])).is_file()
 
         def recorded() -> dict[str, object] | None:
             shown = json.loads(pitr("status", "--data", spool, "--repo", repo, "--json").stdout)
@@ -111,3 +114,22 @@ def test_metrics_heartbeat_events_and_the_status_record_follow_an_etcd_archive(
     late = pitr("status", "--data", spool, "--repo", repo, "--max-rpo", "200ms")
     assert late.returncode == 1, late.stdout + late.stderr
     assert "--max-rpo" in late.stdout
+
+
+def test_a_one_shot_etcd_archive_delivers_its_events_and_writes_its_record(
+        etcd_server: EtcdCluster, key_prefix: bytes, tmp_path: Path) -> None:
+    endpoint = etcd_server.endpoints[0]
+    spool, repo, sink = str(tmp_path / "spool"), str(tmp_path / "repo"), tmp_path / "events.jsonl"
+    hook = shlex.join([sys.executable, "-c", "import sys; open(sys.argv[1], 'a').write(sys.stdin.read())",
+                       str(sink)])
+    source = f"etcd://{urlsplit(endpoint).netloc}{key_prefix.decode()}"
+    for n in range(3):
+        etcd_put(endpoint, key_prefix + b"k%d" % n, b"v")
+    done = pitr("archive", "--source", source, "--data", spool, "--repo", repo, "--on-event", hook, "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    last = max(int(e["last_lsn"]) for e in read_events(sink) if e["event"] == "segment_published")
+    shown = pitr("status", "--data", spool, "--repo", repo, "--json")
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    record = json.loads(shown.stdout)["repositories"][0]["archiver"]
+    assert record["archived_lsn"] == last
+    assert record["upload"]["backlog_commits"] == 0
