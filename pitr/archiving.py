@@ -17,6 +17,7 @@ from functools import partial
 import anyio
 
 from pitr.archiver.archiver import Archiver
+from pitr.archiver.observe import ArchiveObserver
 from pitr.archiver.options import ArchiveOptions
 from pitr.repo.repository import Repository, open_repository
 from pitr.snapshots.schedule import SnapshotSchedule, Snapshotter
@@ -50,7 +51,8 @@ class StoreSource:
 @asynccontextmanager
 async def archiving(store: Store, *repos: str | Repository, options: ArchiveOptions | None = None,
                     cache_dir: str | None = None, s3_endpoint: str | None = None,
-                    snapshot_every: SnapshotSchedule | None = None, source_kind: str = "embedded") -> AsyncIterator[Archiver]:
+                    snapshot_every: SnapshotSchedule | None = None, source_kind: str = "embedded",
+                    observer: ArchiveObserver | None = None) -> AsyncIterator[Archiver]:
     """Run an archiver for `store` while the block runs; on exit, ship everything durable.
 
     A repository that fails transiently (full disk, storage errors) never stops
@@ -60,7 +62,8 @@ async def archiving(store: Store, *repos: str | Repository, options: ArchiveOpti
 
     Repositories may be URLs (opened and closed here) or open `Repository` objects.
     `snapshot_every` is a `SnapshotSchedule` for periodic snapshots. `source_kind`
-    is recorded in a new repository's identity ("etcd" for an etcd spool).
+    is recorded in a new repository's identity ("etcd" for an etcd spool). `observer` is told what
+    the archiver does (pitr/archiver/observe.py).
     """
     async with AsyncExitStack() as stack:
         opened = []
@@ -70,7 +73,7 @@ async def archiving(store: Store, *repos: str | Repository, options: ArchiveOpti
             else:
                 opened.append(await stack.enter_async_context(
                     open_repository(repo, cache_dir=cache_dir, s3_endpoint=s3_endpoint, create=True)))
-        archiver = Archiver(StoreSource(store), opened, options, source_kind=source_kind)
+        archiver = Archiver(StoreSource(store), opened, options, source_kind=source_kind, observer=observer)
         await archiver.start()
         await ensure_base(archiver, prepare=store.flush)
         stop = anyio.Event()

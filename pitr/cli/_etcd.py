@@ -9,6 +9,8 @@ import sys
 import anyio
 
 from pitr.archiver import ArchiveOptions
+from pitr.archiver.observe import Observers
+from pitr.cli._observers import early_observers, observing
 from pitr.cli.common import parse_every, print_json, progress_for, repo_urls, repositories
 from pitr.cli.render import report, show_plan
 from pitr.restore import KeySelection, RestorePlan, RestoreTarget
@@ -35,25 +37,31 @@ async def run_archive(args: argparse.Namespace) -> int:
     seconds, volume = parse_every(args.snapshot_every)
     schedule = SnapshotSchedule(every_seconds=seconds, every_bytes=volume) if args.follow else None
     complete = True
+    observers = Observers()
+    early = early_observers(args, observers, spool)  # the first load of the prefix is recorded and announced
     async with EtcdClient(location.endpoints) as client, repositories(args, create=True) as repos:
         async with etcd_archiving(client, location.prefix, spool, *repos, follow=args.follow,
                                   options=ArchiveOptions(interval=args.interval,
                                                          watermark_interval=args.watermark_interval),
-                                  snapshot_every=schedule) as session:
+                                  snapshot_every=schedule, observer=observers) as session:
             follower = session.follower
-            if args.follow:
-                print(f"archiving etcd {location.describe()} through spool {spool} every {args.interval:g}s; "
-                      "Ctrl-C to stop", file=sys.stderr)
-                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    async for _signal in signals:
-                        break
-            else:
-                complete = await follower.catch_up()
-                if not complete:
-                    print(f"etcd did not confirm revisions after {follower.complete_revision} within "
-                          f"{follower.options.catch_up_timeout:g}s (lower the members' "
-                          "--experimental-watch-progress-notify-interval); the next run resumes there",
-                          file=sys.stderr)
+            async with observing(args, session.archiver, observers, early):
+                if args.follow:
+                    print(f"archiving etcd {location.describe()} through spool {spool} every {args.interval:g}s; "
+                          "Ctrl-C to stop", file=sys.stderr)
+                    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                        async for _signal in signals:
+                            break
+                else:
+                    complete = await follower.catch_up()
+                    if not complete:
+                        print(f"etcd did not confirm revisions after {follower.complete_revision} within "
+                              f"{follower.options.catch_up_timeout:g}s (lower the members' "
+                              "--experimental-watch-progress-notify-interval); the next run resumes there",
+                              file=sys.stderr)
+                # What the follower received so far, shipped while the observers still count it (leaving
+                # the session ships whatever arrives after this too).
+                await session.archiver.cycle()
     etcd = {"prefix": _shown(location.prefix), "spool": spool, "revision": follower.revision,
             "complete_through_revision": follower.complete_revision, "commits": follower.commits,
             "resyncs": follower.resyncs, "caught_up": complete}

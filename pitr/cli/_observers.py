@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import anyio
 
@@ -40,10 +41,6 @@ def add_observer_flags(p: argparse.ArgumentParser) -> None:
 
 def check_observer_flags(args: argparse.Namespace) -> None:
     """Refuse an observer flag that would do nothing here (rather than ignoring it)."""
-    if args.source is not None:
-        for flag in ("metrics", "heartbeat_url", "on_event"):
-            if getattr(args, flag) is not None:
-                raise InvalidArgument(f"--{flag.replace('_', '-')} is not available with --source yet")
     if not args.follow:
         for flag in FOLLOW_ONLY:
             if getattr(args, flag) is not None:
@@ -58,18 +55,43 @@ def snapshot_taken(observers: Observers, archiver: Archiver, entry: SnapshotEntr
                                                entry.lsn, entry.ts_ns, entry.size))
 
 
+@dataclass(frozen=True, slots=True)
+class EarlyObservers:
+    """The observers that need no archiver to be built: the status record and the event hook."""
+
+    recorder: StatusRecorder | None
+    hook: EventHook | None
+
+
+def early_observers(args: argparse.Namespace, observers: Observers, data_dir: str | None = None) -> EarlyObservers:
+    """Build the status recorder (into `data_dir`, default `--data`) and the event hook the flags ask for and
+    attach them to `observers` now, before the archiver starts, so that what happens while it starts (an
+    etcd archive's first load of its prefix) is recorded and announced too; `observing` runs them."""
+    data_dir = data_dir or args.data
+    early = EarlyObservers(StatusRecorder(data_dir) if data_dir else None,
+                           EventHook(args.on_event) if args.on_event else None)
+    for observer in (early.recorder, early.hook):
+        if observer is not None:
+            observers.add(observer)
+    return early
+
+
 @asynccontextmanager
-async def observing(args: argparse.Namespace, archiver: Archiver, observers: Observers) -> AsyncIterator[None]:
+async def observing(args: argparse.Namespace, archiver: Archiver, observers: Observers,
+                    early: EarlyObservers | None = None) -> AsyncIterator[None]:
     """Attach the observers the flags ask for to `observers` (the archiver's) and run their tasks
-    while the block runs; a one-shot run writes its record and delivers its events before leaving."""
-    recorder = StatusRecorder(args.data) if args.data else None
-    hook = EventHook(args.on_event) if args.on_event else None
+    while the block runs; a one-shot run writes its record and delivers its events before leaving.
+    `early` are those `early_observers` attached before the archiver started (else built here)."""
+    early = early or early_observers(args, observers)
+    recorder, hook = early.recorder, early.hook
+    if recorder is not None:
+        recorder.archiver = archiver  # and so it measures the upload backlog
     watch_observers: list[WatchObserver] = []
     exporter = None
     if args.metrics:
         from pitr.status.metrics import MetricsExporter
 
-        exporter = MetricsExporter(archiver)
+        exporter = MetricsExporter(archiver, backlogs=None if recorder is None else recorder.backlogs)
         watch_observers.append(exporter)
         observers.add(exporter)
     heartbeat = None
@@ -79,10 +101,7 @@ async def observing(args: argparse.Namespace, archiver: Archiver, observers: Obs
         heartbeat = Heartbeat(args.heartbeat_url, [p.repo.url for p in archiver.progress],
                               every=args.heartbeat_interval)
         observers.add(heartbeat)
-    if recorder is not None:
-        observers.add(recorder)
     if hook is not None:
-        observers.add(hook)
         watch_observers.append(hook)
     if not args.follow:
         try:
@@ -90,6 +109,7 @@ async def observing(args: argparse.Namespace, archiver: Archiver, observers: Obs
         finally:
             with anyio.CancelScope(shield=True):
                 if recorder is not None:
+                    await recorder.measure()
                     await recorder.flush()
                 if hook is not None:
                     await hook.drain()
@@ -117,4 +137,5 @@ async def observing(args: argparse.Namespace, archiver: Archiver, observers: Obs
             hook.close()
         with anyio.CancelScope(shield=True):
             if recorder is not None:
+                await recorder.measure()
                 await recorder.flush()

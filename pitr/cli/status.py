@@ -12,9 +12,19 @@ from __future__ import annotations
 import argparse
 import time
 
-from pitr.cli.common import add_data, add_json, add_repo, print_json, repo_urls, window_json, window_text
+from pitr.cli.common import (
+    add_data,
+    add_json,
+    add_repo,
+    human_bytes,
+    print_json,
+    repo_urls,
+    window_json,
+    window_text,
+)
 from pitr.errors import PitrError
 from pitr.jsontypes import JSONObject
+from pitr.sizefmt import format_rate
 from pitr.status.health import EXIT_CODES, RepoHealth, Thresholds, assess, worst
 from pitr.timefmt import format_time, parse_duration
 
@@ -93,8 +103,29 @@ def health_json(h: RepoHealth) -> JSONObject:
             "last_success": None if a.last_success_ns is None else format_time(a.last_success_ns),
             "last_success_ns": a.last_success_ns, "errors": a.errors,
             "recent_errors": [{"time": format_time(e.at_ns), "ts_ns": e.at_ns, "message": e.message}
-                              for e in a.recent_errors]},
+                              for e in a.recent_errors],
+            "upload": None if a.backlog is None else {
+                "backlog_commits": a.backlog.commits, "backlog_bytes": a.backlog.bytes,
+                "cap_bytes_per_s": a.backlog.cap_bytes_per_s, "rate_bytes_per_s": a.backlog.rate_bytes_per_s}},
+        "cap_cost_seconds": _seconds(h.cap_cost_seconds),
     }
+
+
+def upload_text(h: RepoHealth) -> str | None:
+    """The archiver's upload backlog and what the cap costs, as one line (None: not measured, or
+    nothing waits and there is no cap)."""
+    b = None if h.archiver is None else h.archiver.backlog
+    if b is None or (b.commits == 0 and b.cap_bytes_per_s is None):  # nothing to say
+        return None
+    size = "size unknown yet" if b.bytes is None else f"~{human_bytes(b.bytes)}"
+    waiting = f"{b.commits:,} commit{'' if b.commits == 1 else 's'} waiting ({size})"
+    if b.cap_bytes_per_s is None:
+        return f"{waiting}, no upload cap"
+    cost = h.cap_cost_seconds
+    costs = "record too old to say what the cap costs now" if cost is None else \
+        f"the cap adds {cost:.1f}s to the recovery point"
+    return (f"{waiting} under the cap of {format_rate(b.cap_bytes_per_s)} (measured "
+            f"{format_rate(b.rate_bytes_per_s or 0)}): {costs}")
 
 
 def print_health(h: RepoHealth) -> None:
@@ -120,6 +151,9 @@ def print_health(h: RepoHealth) -> None:
               f"{a.errors} errors" + (" (failing)" if a.failing else ""))
         for e in a.recent_errors:
             print(f"    error at {format_time(e.at_ns)}: {e.message}")
+        upload = upload_text(h)
+        if upload is not None:
+            print(f"  upload           {upload}")
     for p in h.problems:
         print(f"  BROKEN: {p}")
     for warning in h.warnings:

@@ -26,11 +26,13 @@ import anyio
 
 from pitr.errors import CorruptData, PitrError
 from pitr.repo.repository import Repository
+from pitr.sizefmt import format_rate
 from pitr.status.records import ArchiverRecord, VerifyRecord, read_archiver_record, read_verify_record
 from pitr.timefmt import format_time
 from pitr.timeline import Base, Timeline, build_timeline
 
 HEALTHY, ATTENTION, BROKEN = "healthy", "attention", "broken"
+BACKLOG_FRESH_SECONDS = 60.0  # an archiver record older than this says nothing about the cap's cost now
 EXIT_CODES = {HEALTHY: 0, ATTENTION: 1, BROKEN: 2}
 
 
@@ -78,6 +80,17 @@ class RepoHealth:
         return None if end is None else max(0, self.now_ns - end) / 1e9
 
     @property
+    def cap_cost_seconds(self) -> float | None:
+        """What the upload cap adds to the recovery point, per the archiver's fresh record (None: no cap,
+        no measurement, or a record too old to say)."""
+        a = self.archiver
+        if a is None or a.backlog is None or a.backlog.cap_bytes_per_s is None:
+            return None
+        if (self.now_ns - a.updated_ns) / 1e9 > BACKLOG_FRESH_SECONDS:
+            return None
+        return a.backlog.cap_cost_seconds
+
+    @property
     def snapshot_age_seconds(self) -> float | None:
         snap = self.newest_snapshot
         return None if snap is None else max(0, self.now_ns - snap.ts_ns) / 1e9
@@ -112,7 +125,8 @@ def judge_thresholds(health: RepoHealth, limits: Thresholds) -> None:
     rpo = health.rpo_seconds
     if limits.max_rpo is not None and rpo is not None and rpo > limits.max_rpo:
         health.warnings.append(f"recovery point {_age(rpo)} is over --max-rpo {_age(limits.max_rpo)} "
-                               f"(restorable through {format_time(health.restorable_through_ns or 0)})")
+                               f"(restorable through {format_time(health.restorable_through_ns or 0)})"
+                               + _cap_share(health, rpo, limits.max_rpo))
     if limits.max_snapshot_age is not None:
         age = health.snapshot_age_seconds
         if age is None:
@@ -127,6 +141,18 @@ def judge_thresholds(health: RepoHealth, limits: Thresholds) -> None:
         elif (health.now_ns - last_ok) / 1e9 > limits.max_unverified:
             health.warnings.append(f"last passing verification was {_age((health.now_ns - last_ok) / 1e9)} ago, "
                                    f"over --max-unverified {_age(limits.max_unverified)}")
+
+
+def _cap_share(health: RepoHealth, rpo: float, max_rpo: float) -> str:
+    """What the upload cap has to do with a recovery point over `max_rpo` ("" when nothing)."""
+    cost = health.cap_cost_seconds
+    backlog = None if health.archiver is None else health.archiver.backlog
+    if cost is None or backlog is None or backlog.cap_bytes_per_s is None or cost <= 0:
+        return ""
+    waiting = f"{backlog.bytes or 0:,} bytes waiting at the upload cap of {format_rate(backlog.cap_bytes_per_s)}"
+    if rpo - cost <= max_rpo:
+        return f"; crossed because of the upload cap: {waiting} add {_age(cost)} (raise --limit-upload)"
+    return f"; the upload cap adds {_age(cost)} of it ({waiting})"
 
 
 def judge_records(health: RepoHealth, *, with_archiver: bool) -> None:

@@ -11,7 +11,7 @@ touches the catalog or the event loop). Names and meanings: docs/operations.md,
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 from pitr.archiver.archiver import Archiver
 from pitr.archiver.observe import ArchiveObserver, PublishedSegment, TakenSnapshot
 from pitr.errors import InvalidArgument
-from pitr.status.records import VerifyRecord
+from pitr.status.records import UploadBacklog, VerifyRecord
 from pitr.status.watch import RepoView, WatchObserver
 
 
@@ -57,8 +57,10 @@ def parse_listen(text: str) -> tuple[str, int]:
 class MetricsExporter(ArchiveObserver, WatchObserver, Collector):
     """Counts what the archiver does and serves it to Prometheus."""
 
-    def __init__(self, archiver: Archiver, clock: Callable[[], int] = time.time_ns) -> None:
+    def __init__(self, archiver: Archiver, clock: Callable[[], int] = time.time_ns,
+                 backlogs: Callable[[], Mapping[str, UploadBacklog]] | None = None) -> None:
         self.archiver = archiver
+        self.backlogs = backlogs  # the status recorder's last measurement per repository, when there is one
         self._clock = clock
         self.repos: dict[str, RepoNumbers] = {}
         self.snapshots = 0
@@ -182,6 +184,15 @@ class MetricsExporter(ArchiveObserver, WatchObserver, Collector):
                     ((r, None if n.verify is None else float(n.verify.ok)) for r, n in rows))
         yield gauge("pitr_last_verify_timestamp_seconds", "When pitr verify last ran",
                     ((r, None if n.verify is None else n.verify.finished_ns / 1e9) for r, n in rows))
+        backlogs = sorted(dict(self.backlogs()).items()) if self.backlogs is not None else []
+        yield gauge("pitr_upload_backlog_commits", "Durable commits not yet in the repository (as last measured)",
+                    ((r, b.commits) for r, b in backlogs))
+        yield gauge("pitr_upload_backlog_bytes", "Their bytes (estimated; at least what the upload cap holds back)",
+                    ((r, b.bytes) for r, b in backlogs))
+        yield gauge("pitr_upload_cap_bytes_per_second", "The upload cap on the repository (absent: no cap)",
+                    ((r, b.cap_bytes_per_s) for r, b in backlogs))
+        yield gauge("pitr_upload_cap_cost_seconds", "What the upload cap adds to the recovery point: the backlog's "
+                    "bytes over the cap", ((r, b.cap_cost_seconds) for r, b in backlogs if b.cap_bytes_per_s))
         snaps = CounterMetricFamily("pitr_snapshots_taken", "Scheduled snapshots taken by this process")
         snaps.add_metric([], self.snapshots)
         yield snaps

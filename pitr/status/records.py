@@ -27,6 +27,7 @@ import anyio
 from pitr.errors import CorruptData, file_error
 from pitr.repo import layout
 from pitr.repo.documents import MAX_DOCUMENT, Fields, decode_document, encode_document
+from pitr.storage.ratelimit import recovery_point_cost
 from segments.fsutil import makedirs_private, publish_atomically
 
 VERIFY_MAGIC = "PITRVFY"
@@ -81,6 +82,21 @@ class VerifyRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class UploadBacklog:
+    """What one repository's archiver had still to upload, and the upload cap it ran under."""
+
+    commits: int  # durable commits not yet in the repository
+    bytes: int | None  # their segment bytes, estimated from the segments this process published (None: none yet)
+    cap_bytes_per_s: int | None  # the upload cap on this repository (None: no cap; a directory is never capped)
+    rate_bytes_per_s: int | None  # the upload rate measured over the last minute (None without a cap)
+
+    @property
+    def cap_cost_seconds(self) -> float:
+        """Seconds the cap adds to the recovery point while this backlog waits (0 without a cap or estimate)."""
+        return recovery_point_cost(self.bytes or 0, self.cap_bytes_per_s)
+
+
+@dataclass(frozen=True, slots=True)
 class RecentError:
     at_ns: int
     message: str
@@ -99,13 +115,19 @@ class ArchiverRecord:
     errors: int  # failed attempts since the archiver started
     failing: bool  # the last attempt failed
     recent_errors: tuple[RecentError, ...] = field(default_factory=tuple)  # newest last, at most MAX_ERRORS
+    backlog: UploadBacklog | None = None  # what waited to be uploaded when the record was written
 
     def encode(self) -> bytes:
-        return encode_document(ARCHIVER_MAGIC, VERSION, {
+        body: dict[str, object] = {
             "repo": self.repo, "pid": self.pid, "started_ns": self.started_ns, "updated_ns": self.updated_ns,
             "archived_lsn": self.archived_lsn, "last_success_ns": self.last_success_ns, "errors": self.errors,
             "failing": self.failing,
-            "recent_errors": [{"at_ns": e.at_ns, "message": e.message} for e in self.recent_errors]})
+            "recent_errors": [{"at_ns": e.at_ns, "message": e.message} for e in self.recent_errors]}
+        if self.backlog is not None:  # absent from records of archivers that did not measure it
+            b = self.backlog
+            body.update({"backlog_commits": b.commits, "backlog_bytes": b.bytes, "upload_cap": b.cap_bytes_per_s,
+                         "upload_rate": b.rate_bytes_per_s})
+        return encode_document(ARCHIVER_MAGIC, VERSION, body)
 
     @classmethod
     def decode(cls, data: bytes, name: str) -> ArchiverRecord:
@@ -123,7 +145,7 @@ class ArchiverRecord:
         success = None if fields.doc.get("last_success_ns") is None else fields.integer("last_success_ns")
         return cls(fields.text("repo"), fields.integer("pid"), fields.integer("started_ns"),
                    fields.integer("updated_ns"), fields.integer("archived_lsn"), success, fields.integer("errors"),
-                   failing, tuple(recent))
+                   failing, tuple(recent), _backlog(fields))
 
     def failed(self, message: str, now_ns: int) -> ArchiverRecord:
         recent = (*self.recent_errors, RecentError(now_ns, _clip(message)))[-MAX_ERRORS:]
@@ -131,6 +153,23 @@ class ArchiverRecord:
 
     def archived(self, lsn: int, now_ns: int) -> ArchiverRecord:
         return replace(self, updated_ns=now_ns, archived_lsn=lsn, last_success_ns=now_ns, failing=False)
+
+    def measured(self, backlog: UploadBacklog, now_ns: int) -> ArchiverRecord:
+        return replace(self, updated_ns=now_ns, backlog=backlog)
+
+
+def _backlog(fields: Fields) -> UploadBacklog | None:
+    if "backlog_commits" not in fields.doc:
+        return None
+
+    def optional(key: str, low: int = 0) -> int | None:
+        return None if fields.doc.get(key) is None else fields.integer(key, low)
+
+    cap = optional("upload_cap", 1)
+    rate = optional("upload_rate")
+    if cap is None and rate is not None:
+        fields.bad("upload_rate", "null without an upload_cap")
+    return UploadBacklog(fields.integer("backlog_commits"), optional("backlog_bytes"), cap, rate)
 
 
 def verify_record_path(work_dir: str) -> str:

@@ -16,6 +16,7 @@ the recovery point.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -85,6 +86,11 @@ class TokenBucket:
         delay = self.take(n)
         if delay > 0:
             time.sleep(delay)
+
+    def queued_bytes(self) -> int:
+        """Bytes reserved and not yet paid for: what a reservation made now waits behind."""
+        with self._lock:
+            return max(0, math.ceil((self._paid_until - self._clock()) * self.rate))
 
     def measured_rate(self) -> float:
         """Bytes per second over the last minute of transfers (each counted when it was paid for)."""

@@ -28,6 +28,7 @@ NOW = 1_800_000_000 * 10**9
 
 
 def fake_archiver(url: str, requests: Counter[str] | None) -> Archiver:
+    """One repository resumed at LSN 5."""
     storage = SimpleNamespace() if requests is None else SimpleNamespace(requests=requests)
     prog = SimpleNamespace(repo=SimpleNamespace(url=url, storage=storage), last_lsn=5,
                            last_watermark=(5, NOW - 3 * 10**9))
@@ -144,8 +145,89 @@ def test_observer_flags_that_would_do_nothing_are_refused(capsys: pytest.Capture
     assert run_cli(capsys, "put", "--data", data, "k", "v")[0] == 0
     for flags, needle in ((["--metrics", "127.0.0.1:9187"], "needs --follow"),
                           (["--heartbeat-url", "http://127.0.0.1:1/"], "needs --follow"),
-                          (["--source", "etcd://127.0.0.1:1", "--on-event", "true"], "--source")):
+                          (["--source", "etcd://127.0.0.1:1", "--metrics", "127.0.0.1:9187"], "needs --follow")):
         code, _out, err = run_cli(capsys, "archive", "--data", data, "--repo", repo, *flags)
         assert code == 2, err
         assert needle in err
     assert not (tmp_path / "repo").exists(), "refused before anything was archived"
+
+
+async def test_the_status_record_carries_the_upload_backlog_and_the_cap(tmp_path: Path) -> None:
+    from pitr.status.recorder import StatusRecorder
+    from pitr.status.records import UploadBacklog, read_archiver_record
+    from pitr.storage.ratelimit import TransferLimits
+
+    capped, plain = "s3://bucket/prefix", str(tmp_path / "repo")
+    durable = [10]
+
+    async def durable_now() -> tuple[int, int]:
+        return durable[0], NOW
+
+    def prog(url: str, storage: object) -> SimpleNamespace:
+        return SimpleNamespace(repo=SimpleNamespace(url=url, storage=storage), last_lsn=10, last_watermark=None)
+
+    progress = [prog(capped, SimpleNamespace(limits=TransferLimits.of(upload=1000))), prog(plain, SimpleNamespace())]
+    archiver = cast(Archiver, SimpleNamespace(progress=progress, source=SimpleNamespace(durable=durable_now)))
+    recorder = StatusRecorder(str(tmp_path / "data"), archiver=archiver, clock=lambda: NOW)
+    await recorder.measure()
+    await recorder.flush()
+    record = read_archiver_record(str(tmp_path / "data"), capped)
+    assert record is not None
+    assert record.backlog == UploadBacklog(0, 0, 1000, 0), "nothing waits: no cost"
+    # 4 commits in 2,000 bytes published: 500 bytes a commit; then 30 more are durable, 20 still waiting
+    recorder.segment_published(PublishedSegment(capped, "s.seg", 7, 10, 4, 2000, NOW, 0))
+    recorder.segment_published(PublishedSegment(plain, "p.seg", 7, 10, 4, 4000, NOW, 0))
+    durable[0] = 30
+    await recorder.measure()
+    await recorder.flush()
+    record = read_archiver_record(str(tmp_path / "data"), capped)
+    assert record is not None
+    assert record.backlog == UploadBacklog(20, 10_000, 1000, 0)
+    assert record.backlog.cap_cost_seconds == 10.0
+    other = read_archiver_record(str(tmp_path / "data"), plain)
+    assert other is not None
+    assert other.backlog == UploadBacklog(20, 20_000, None, None), "a directory repository has no cap"
+    assert other.backlog.cap_cost_seconds == 0.0
+    # an upload under way holds 30,000 bytes at the cap (more than the estimate): the repository waits behind it
+    limits = progress[0].repo.storage.limits
+    limits.upload.take(30_000)
+    await recorder.measure()
+    backlog = recorder.records[capped].backlog
+    assert backlog is not None
+    assert 29_000 <= (backlog.bytes or 0) <= 30_000
+    assert 29.0 <= backlog.cap_cost_seconds <= 30.0
+    got = samples(MetricsExporter(archiver, clock=lambda: NOW, backlogs=recorder.backlogs))
+    assert got[("pitr_upload_backlog_commits", (("repository", capped),))] == 20
+    assert got[("pitr_upload_cap_bytes_per_second", (("repository", capped),))] == 1000
+    assert got[("pitr_upload_cap_cost_seconds", (("repository", capped),))] == backlog.cap_cost_seconds
+    assert got[("pitr_upload_backlog_bytes", (("repository", plain),))] == 20_000
+    assert ("pitr_upload_cap_cost_seconds", (("repository", plain),)) not in got, "no cap, no cost"
+
+
+async def test_a_backlog_that_cannot_be_measured_leaves_the_record_and_the_archiver_alone(tmp_path: Path) -> None:
+    from pitr.errors import CorruptData
+    from pitr.status.recorder import StatusRecorder
+
+    async def broken() -> tuple[int, int]:
+        raise CorruptData("the state is damaged", path="x")
+
+    archiver = cast(Archiver, SimpleNamespace(progress=[], source=SimpleNamespace(durable=broken)))
+    recorder = StatusRecorder(str(tmp_path / "data"), archiver=archiver, clock=lambda: NOW)
+    await recorder.measure()  # logged once, not raised
+    assert recorder.records == {}
+
+
+def test_docs_operations_names_every_metric_and_event() -> None:
+    """docs/operations.md is where an operator looks a metric or an event up: each one served is there."""
+    from pitr.status.events import EVENTS
+    from pitr.status.records import UploadBacklog
+
+    docs = (Path(__file__).parents[2] / "docs" / "operations.md").read_text()
+    exporter = MetricsExporter(fake_archiver("r", Counter({"PutObject": 1})), clock=lambda: NOW,
+                               backlogs=lambda: {"r": UploadBacklog(1, 10, 5, 5)})
+    # every family the collector yields, whether or not it has a sample yet (a counter is served as NAME_total)
+    served = [f.name + "_total" if f.type == "counter" else f.name for f in exporter.collect()]
+    assert len(served) > 20
+    missing = [name for name in served if f"`{name}`" not in docs]
+    assert missing == [], f"metrics served but not in docs/operations.md: {missing}"
+    assert [e for e in EVENTS if f"`{e}`" not in docs] == []

@@ -15,6 +15,7 @@ from pitr.status.records import (
     MAX_ERRORS,
     ArchiverRecord,
     RecentError,
+    UploadBacklog,
     VerifyRecord,
     archiver_record_path,
     read_archiver_record,
@@ -31,6 +32,11 @@ ARCHIVER_VECTOR = (
     b'"pid": 4242, "recent_errors": [{"at_ns": 1795961300000000000, "message": "storage error: 503 Slow Down"}], '
     b'"repo": "s3://bucket/prefix", "started_ns": 1795961000000000000, "updated_ns": 1795961387250000001}\n'
     b'crc32c:716b7970\n')
+MEASURED_VECTOR = (
+    b'PITRARS 1\n{"archived_lsn": 42, "backlog_bytes": 9830400, "backlog_commits": 120, "errors": 0, '
+    b'"failing": false, "last_success_ns": 1795961387250000001, "pid": 4242, "recent_errors": [], '
+    b'"repo": "s3://bucket/prefix", "started_ns": 1795961000000000000, "updated_ns": 1795961387250000001, '
+    b'"upload_cap": 1048576, "upload_rate": 1040000}\ncrc32c:8911a206\n')
 VERIFY = VerifyRecord("/srv/repo", "full", True, 1795961387250000001, 12, 0, "", 1795961387250000001)
 ARCHIVER = ArchiverRecord("s3://bucket/prefix", 4242, 1795961000000000000, 1795961387250000001, 42,
                           1795961387250000001, 1, False,
@@ -44,6 +50,18 @@ def test_the_format_specs_vectors() -> None:
     assert ARCHIVER.encode() == ARCHIVER_VECTOR
     assert len(ARCHIVER_VECTOR) == 325
     assert ArchiverRecord.decode(ARCHIVER_VECTOR, "a") == ARCHIVER
+
+
+def test_the_format_specs_vector_of_a_measured_backlog() -> None:
+    measured = ArchiverRecord("s3://bucket/prefix", 4242, 1795961000000000000, 1795961387250000001, 42,
+                              1795961387250000001, 0, False, (), UploadBacklog(120, 9830400, 1048576, 1040000))
+    assert measured.encode() == MEASURED_VECTOR
+    assert len(MEASURED_VECTOR) == 349
+    assert ArchiverRecord.decode(MEASURED_VECTOR, "a") == measured
+    assert measured.backlog is not None
+    assert measured.backlog.cap_cost_seconds == pytest.approx(9.375)  # 9,830,400 bytes at 1 MiB/s
+    # a record without the fields (an archiver that did not measure) reads as no measurement
+    assert ArchiverRecord.decode(ARCHIVER_VECTOR, "a").backlog is None
 
 
 def test_written_private_and_read_back(tmp_path: Path) -> None:
@@ -65,6 +83,10 @@ def test_written_private_and_read_back(tmp_path: Path) -> None:
     {"failing": 1},
     {"pid": "4242"},
     {"last_success_ns": 1.5},
+    {"backlog_commits": -1},
+    {"backlog_commits": 1, "backlog_bytes": "10"},
+    {"backlog_commits": 1, "upload_cap": 0},
+    {"backlog_commits": 1, "upload_cap": None, "upload_rate": 5},
 ])
 def test_a_forged_archiver_record_is_refused_naming_the_field(body: dict[str, object]) -> None:
     fields: dict[str, object] = {"repo": "r", "pid": 1, "started_ns": 1, "updated_ns": 1, "archived_lsn": 1,

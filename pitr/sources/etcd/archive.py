@@ -23,6 +23,7 @@ import anyio
 import anyio.abc
 
 from pitr.archiver import ArchiveOptions, Archiver
+from pitr.archiver.observe import ArchiveObserver, TakenSnapshot
 from pitr.archiving import archiving
 from pitr.repo.repository import Repository
 from pitr.snapshots.schedule import SnapshotSchedule
@@ -43,8 +44,11 @@ class EtcdArchive:
     store: Store
 
     async def snapshot(self) -> None:
-        """Snapshot the spool's current state into every repository."""
-        await take_snapshot(self.archiver, prepare=self.store.flush, metadata=self.follower.snapshot_metadata())
+        """Snapshot the spool's current state into every repository (the archiver's observer is told)."""
+        entry = await take_snapshot(self.archiver, prepare=self.store.flush,
+                                    metadata=self.follower.snapshot_metadata())
+        self.archiver.observer.snapshot_taken(TakenSnapshot(tuple(p.repo.url for p in self.archiver.progress),
+                                                            entry.name, entry.lsn, entry.ts_ns, entry.size))
 
     async def _snapshot_on_schedule(self, schedule: SnapshotSchedule, interval: float,
                                     stopped: anyio.Event) -> None:
@@ -69,13 +73,15 @@ async def etcd_archiving(client: EtcdClient, prefix: bytes, spool_dir: str, *rep
                          options: ArchiveOptions | None = None, follow_options: FollowOptions | None = None,
                          follow: bool = True, snapshot_every: SnapshotSchedule | None = None,
                          cache_dir: str | None = None, s3_endpoint: str | None = None,
-                         clock: Callable[[], int] | None = None) -> AsyncIterator[EtcdArchive]:
+                         clock: Callable[[], int] | None = None,
+                         observer: ArchiveObserver | None = None) -> AsyncIterator[EtcdArchive]:
     """Archive the keys under `prefix` while the block runs, through a spool store at `spool_dir`.
 
     On entry the base is loaded (first run) or the position resumed; with
     `follow` the watch is followed in the background until the block ends
     (else call ``session.follower.catch_up()``); on exit everything durable
-    in the spool is shipped. Snapshots carry the prefix in their metadata.
+    in the spool is shipped. Snapshots carry the prefix in their metadata. `observer` is told what
+    the archiver does (pitr/archiver/observe.py: metrics, heartbeat, events, status record).
     """
     async with AsyncExitStack() as stack:
         shown = prefix.decode("utf-8", "backslashreplace")
@@ -83,7 +89,8 @@ async def etcd_archiving(client: EtcdClient, prefix: bytes, spool_dir: str, *rep
         # Checked before the repositories are claimed for this spool's history.
         await anyio.to_thread.run_sync(spool_phase, spool_dir, prefix, store.last_lsn)
         archiver = await stack.enter_async_context(archiving(
-            store, *repos, options=options, cache_dir=cache_dir, s3_endpoint=s3_endpoint, source_kind="etcd"))
+            store, *repos, options=options, cache_dir=cache_dir, s3_endpoint=s3_endpoint, source_kind="etcd",
+            observer=observer))
         session = EtcdArchive(EtcdFollower(client, prefix, store, archiver, follow_options), archiver, store)
         await session.follower.start()
         tg = anyio.create_task_group()
