@@ -6,7 +6,7 @@ documents, that the archiver publishes after a watermark and copies to the
 witnesses the operator names. It signs, under the repository's signing key:
 
     message = "pitr-checkpoint-v1" || store_id (16) || u64le lsn || i64le ts_ns
-              || chain_digest (32) || identity_digest (32)          (122 bytes)
+              || chain_digest (32) || identity_digest (32)          (114 bytes)
     identity_digest = BLAKE3-256 of the identity document's bytes as stored
 
 The signing key is an Ed25519 key whose 32-byte seed is
