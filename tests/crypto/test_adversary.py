@@ -172,11 +172,13 @@ def test_a_rollback_is_reported_with_the_missing_lsn_range(
         found = verify(repo_dir, key, mode, witness_dir)
         assert len(found) == 1, found
         file, message = found[0]
-        assert file.startswith(str(witness_dir)) and file.endswith(f"{newest:016x}.ckpt")
+        assert file.startswith(str(witness_dir))
+        assert file.endswith(f"{newest:016x}.ckpt")
         assert f"LSNs {end + 1}..{newest} are missing" in message
     code, out, _ = run_cli(capsys, "verify", "--quick", "--repo", str(repo_dir), "--witness", str(witness_dir))
     assert code == 1
-    assert f"MISSING {witness_dir}" in out and f"LSNs {end + 1}..{newest} are missing" in out
+    assert f"MISSING {witness_dir}" in out
+    assert f"LSNs {end + 1}..{newest} are missing" in out
 
 
 def test_a_replayed_identity_is_named(tmp_path: Path, random_seed: int) -> None:

@@ -6,6 +6,7 @@ recomputed end to end."""
 from __future__ import annotations
 
 import random
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -51,6 +52,20 @@ VECTOR_DOCUMENT = (
     b'"ts_ns": 1795961387250000001}\ncrc32c:37d3c448\n')
 
 
+def test_the_documented_vector_is_the_computed_one() -> None:
+    text = (Path(__file__).parents[2] / "docs" / "format.md").read_text()
+    body = text.split("\n## Checkpoints\n", 1)[1].split("\n## ", 1)[0].split("### Test vector", 1)[1]
+    lines = dict(re.findall(r"^    ([a-z_]+) +([0-9a-f]{64,})$", body, flags=re.MULTILINE))
+    seed = blake3(bytes(range(32)), derive_key_context=SIGNING_CONTEXT).digest()
+    key = SigningKey(seed, "vector")
+    assert lines == {"seed": seed.hex(), "public_key": key.public_key.hex(),
+                     "identity_digest": identity_digest(b"pitr identity").hex(),
+                     "signature": SignedCheckpoint.decode(VECTOR_DOCUMENT, "v").signature.hex()}
+    document = body.split("```\n", 2)[1]
+    assert document.encode() == VECTOR_DOCUMENT
+    assert len(VECTOR_DOCUMENT) == 437
+
+
 def test_the_checkpoint_vector() -> None:
     """The values printed in docs/format.md, "Checkpoints", "Test vector"."""
     seed = blake3(bytes(range(32)), derive_key_context=SIGNING_CONTEXT).digest()
@@ -66,7 +81,8 @@ def test_the_checkpoint_vector() -> None:
     signed = key.sign(checkpoint)
     assert signed.encode() == VECTOR_DOCUMENT
     decoded = SignedCheckpoint.decode(VECTOR_DOCUMENT, "vector")
-    assert decoded == signed and decoded.verify(key.public_key)
+    assert decoded == signed
+    assert decoded.verify(key.public_key)
     assert checkpoint_name(42) == "checkpoints/000000000000002a.ckpt"
     assert parse_checkpoint_name("x/checkpoints/000000000000002a.ckpt") == 42
     assert parse_checkpoint_name("checkpoints/2a.ckpt") is None
@@ -140,7 +156,8 @@ def test_the_archiver_checkpoints_each_advance_into_the_repository_and_the_witne
         tmp_path: Path, random_seed: int) -> None:
     repo_dir, witness_dir, writer = archived(tmp_path, random.Random(random_seed))
     ours = checkpoint_files(repo_dir)
-    assert len(ours) >= 3 and writer.written == len(ours)
+    assert len(ours) >= 3
+    assert writer.written == len(ours)
     assert [p.name for p in checkpoint_files(witness_dir)] == [p.name for p in ours]
     assert all(p.stat().st_mode & 0o777 == 0o600 for p in ours)
     segs = [read_meta(BytesSource(p.read_bytes(), p.name)) for p in sorted((repo_dir / "segments").iterdir())]
@@ -155,7 +172,8 @@ def test_the_archiver_checkpoints_each_advance_into_the_repository_and_the_witne
 
 def test_one_checkpoint_per_interval(tmp_path: Path, random_seed: int) -> None:
     repo_dir, _witness_dir, writer = archived(tmp_path, random.Random(random_seed), interval=3600)
-    assert writer.written == 1 and len(checkpoint_files(repo_dir)) == 1
+    assert writer.written == 1
+    assert len(checkpoint_files(repo_dir)) == 1
 
 
 def test_a_checkpoint_is_never_overwritten_by_another_history(tmp_path: Path) -> None:
@@ -196,7 +214,8 @@ def test_a_forged_checkpoint_and_a_replaced_signing_key_are_named(tmp_path: Path
     assert findings(repo_dir, None) == []
     found = findings(repo_dir, witness_dir)
     assert found[0] == (REPOSITORY_PUBLIC_KEY, "is not the signing key the witness holds: replaced"), found
-    assert all("signature does not verify" in m for _, m in found[1:]) and len(found) == 1 + len(
+    assert all("signature does not verify" in m for _, m in found[1:])
+    assert len(found) == 1 + len(
         checkpoint_files(repo_dir))
 
 
@@ -219,27 +238,30 @@ def test_a_history_rewritten_with_its_unkeyed_chain_relinked_is_named(tmp_path: 
         path.write_bytes(forged)
     shutil.rmtree(repo_dir / layout.LOCAL_CATALOG_DIR)  # rebuilt from the forged files
     found = findings(repo_dir, witness_dir)
-    assert found and {f for f, _ in found} <= {p.name for p in segs[1:]}, found
+    assert found
+    assert {f for f, _ in found} <= {p.name for p in segs[1:]}, found
     assert found[0][0] == segs[1].name
-    assert "is not the one the checkpoint" in found[0][1] and "was rewritten" in found[0][1]
+    assert "is not the one the checkpoint" in found[0][1]
+    assert "was rewritten" in found[0][1]
 
 
 def test_the_command_line_refuses_what_would_prove_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     repo, data = str(tmp_path / "repo"), str(tmp_path / "data")
     code, out, err = run_cli(capsys, "archive", "--data", data, "--repo", repo, "--witness", str(tmp_path / "w"))
-    assert code != 0 and "--witness and --checkpoint-interval need --signing-key" in err
+    assert code != 0
+    assert "--witness and --checkpoint-interval need --signing-key" in err
     create_key_file(str(tmp_path / "sign"))
     code, out, err = run_cli(capsys, "archive", "--data", data, "--repo", repo, "--signing-key",
                              str(tmp_path / "sign"), "--witness", repo)
-    assert code != 0 and "is the repository itself" in err
+    assert code != 0
+    assert "is the repository itself" in err
     assert not (tmp_path / "w").exists()
+
+    async def open_place(url: str, create: bool) -> None:
+        async with open_witness(url, create=create):
+            pass
+
     with pytest.raises(NotARepository):
-        async def open_missing() -> None:
-            async with open_witness(str(tmp_path / "missing"), create=False):
-                pass
-        trio.run(open_missing)
+        trio.run(open_place, str(tmp_path / "missing"), False)
     with pytest.raises(InvalidArgument):
-        async def open_empty() -> None:
-            async with open_witness(" ", create=True):
-                pass
-        trio.run(open_empty)
+        trio.run(open_place, " ", True)

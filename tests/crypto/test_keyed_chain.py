@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import io
 import random
+import re
 import struct
 import uuid
+from pathlib import Path
 
 import pytest
 from blake3 import blake3
@@ -23,6 +25,26 @@ from tests.fuzz.reseal import reseal_segment
 
 NAME = "segments/00000000000000000001-00000000000000000060.seg"
 VECTOR_STORE = uuid.UUID("0b3ac1c8-5d2e-4d0e-9a43-0f5a2b1f9c11")
+
+
+def documented(section: str) -> dict[str, str]:
+    """The `name  hex` lines of a docs/format.md section's test vectors (a multi-word name joined by '_')."""
+    text = (Path(__file__).parents[2] / "docs" / "format.md").read_text()
+    body = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0].split("### Test vector", 1)[1]
+    return {"_".join(name.split()): value for name, value in
+            re.findall(r"^    ([a-z_(). ,\[\]0-9]+?) +([0-9a-f]{64,})$", body, flags=re.MULTILINE)}
+
+
+def test_the_documented_vectors_are_the_computed_ones() -> None:
+    data_key = DataKey(bytes(range(0x20, 0x40)))
+    start = genesis(VECTOR_STORE)
+    digest = blake3(b"pitr records", key=data_key.chain_key).digest()
+    first, second = chain.Piece(1, 42, digest), chain.Piece(43, 50, digest)
+    assert documented("Keyed chain") == {
+        "link_key": data_key.chain_link_key.hex(), "genesis": start.hex(), "records_digest": digest.hex(),
+        "keyed_link(genesis,_1..42)": chain.keyed_link(data_key.chain_link_key, start, first).hex(),
+        "fold(genesis,_[1..42,_43..50])": chain.fold(start, [first, second], data_key.chain_link_key).hex(),
+        "unkeyed_fold_of_the_same_pieces": chain.fold(start, [first, second]).hex()}
 
 
 def test_vectors_of_the_keyed_chain() -> None:
