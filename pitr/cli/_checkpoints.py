@@ -35,6 +35,12 @@ def add_verify_flags(parser: argparse.ArgumentParser) -> None:
                              "reached, with the signed chain digests (rollback, rewrite, replaced identity)")
 
 
+def add_restore_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--witness", metavar="DIR|s3://BUCKET/PREFIX", default=None,
+                        help="first check the repository against this witness's signed checkpoints, and restore "
+                             "nothing from one that was rolled back, rewritten or given another identity")
+
+
 async def checkpoint_writer(args: argparse.Namespace, stack: AsyncExitStack) -> CheckpointWriter | None:
     """The archiver's checkpoint writer the flags ask for (None: no --signing-key), its witnesses opened
     on `stack`. A witness or an interval without a signing key is refused rather than ignored."""

@@ -190,3 +190,39 @@ async def check_checkpoints(repo: Repository, ident: RepoIdentity, metas: Sequen
                                            f"{f.file} signed: the history through LSN {c.lsn} was rewritten",
                                            lsn=c.lsn, kind="checkpoint"))
     return report
+
+
+async def require_witnessed(repo: Repository, witness: Witness) -> CheckpointReport:
+    """Refuse (`CorruptData`) a repository that the witness's checkpoints say was rolled back, rewritten or
+    given another identity, before anything is restored from it; the report when it holds up.
+
+    Reads every live segment's tables (no block), as `verify --quick` does."""
+    import anyio
+
+    from pitr.repo.repository import live_segments
+    from segments import SegmentsError, parse_snapshot_name
+    from segments.segment_reader import read_meta
+
+    ident = await repo.require_identity()
+    keep, _superseded = live_segments([i.name[len(layout.SEGMENTS):] for i in await repo.storage.list(layout.SEGMENTS)])
+    metas: list[tuple[str, SegmentMeta]] = []
+    for name in sorted(keep, key=lambda n: keep[n]):
+        source = await repo.open_source(layout.segment_object(name))
+        try:
+            metas.append((name, await anyio.to_thread.run_sync(read_meta, source)))
+        except SegmentsError:
+            pass  # a damaged file is the restore's own business (it refuses or plans around it)
+        finally:
+            source.close()
+    snaps = [parse_snapshot_name(i.name[len(layout.SNAPSHOTS):]) for i in await repo.storage.list(layout.SNAPSHOTS)]
+    ends = [last for _first, last in keep.values()] + [s for s in snaps if s is not None]
+    report = await check_checkpoints(repo, ident, metas, max(ends) if ends else None, witness,
+                                     None if repo.segment_keys is None else repo.segment_keys.link_key)
+    if report.findings:
+        first = report.findings[0]
+        more = f" (and {len(report.findings) - 1} more)" if len(report.findings) > 1 else ""
+        raise CorruptData(f"{repo.url} does not hold up against the witness {witness.url}: {first.file}: "
+                          f"{first.message}{more}; nothing was restored", path=first.file, lsn=first.lsn,
+                          hint=f"run `pitr verify --witness {witness.url}` for every finding, and restore from "
+                               "another copy of the history")
+    return report

@@ -9,6 +9,8 @@ rollback the missing LSN range), and restore refuses where the forged files woul
 - two blocks of a segment swapped (index retiled, CRCs and file digest recomputed);
 - the newest segments dropped, their checkpoints deleted and the watermark rewritten to the older end;
 - an older identity document of the same history replayed (another data key's wrap; a plaintext one).
+
+The rollback leaves no damaged file to read: restore refuses it only when given the witness (`--witness`).
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from pitr.archiver import ArchiveOptions
+from pitr.archiver import ArchiveOptions, Archiver
 from pitr.archiver.archiver import identity_for
 from pitr.archiver.checkpoints import CheckpointWriter
-from pitr.archiving import StoreSource, archiving
+from pitr.archiving import StoreSource
 from pitr.crypto import create_key_file, read_key_file
 from pitr.errors import HistoryGap, WrongKey
 from pitr.repo import layout
@@ -42,6 +44,7 @@ from tests.fuzz.reseal import reseal_segment
 from tests.helpers.cli import run_cli
 
 COMMITS = 240
+SEGMENTS = 6
 
 
 def history(tmp_path: Path, rng: random.Random) -> tuple[Path, Path]:
@@ -56,12 +59,12 @@ def history(tmp_path: Path, rng: random.Random) -> tuple[Path, Path]:
                 open_witness(str(witness_dir), create=True) as witness:
             await claim_encrypted(repo, identity_for(StoreSource(store)), read_key_file(str(key)))
             writer = CheckpointWriter(SigningKey.from_file(str(sign)), [witness], interval=0)
-            options = ArchiveOptions(interval=0.01, merge_count=1000, checkpoints=writer)
-            async with archiving(store, repo, options=options):
-                for i in range(COMMITS):
-                    await store.put(b"K" + rng.randbytes(15), b"V" + rng.randbytes(2000))  # two 64 KiB blocks a segment
-                    if i % 40 == 39:
-                        await trio.sleep(0.05)  # a segment and a checkpoint every 40 commits or so
+            archiver = Archiver(StoreSource(store), [repo], ArchiveOptions(merge_count=1000, checkpoints=writer))
+            await archiver.start()
+            for _segment in range(SEGMENTS):  # one cycle each: a segment of two or more blocks, a checkpoint
+                for _ in range(COMMITS // SEGMENTS):
+                    await store.put(b"K" + rng.randbytes(15), b"V" + rng.randbytes(2000))
+                await archiver.cycle()
 
     trio.run(main)
     return repo_dir, witness_dir
@@ -114,7 +117,7 @@ def verify(repo_dir: Path, key: Path | None, mode: str, witness_dir: Path | None
 
 def test_the_untouched_history_verifies_with_and_without_the_key(tmp_path: Path, random_seed: int) -> None:
     repo_dir, witness_dir = history(tmp_path, random.Random(random_seed))
-    assert len(segments_of(repo_dir)) >= 3
+    assert len(segments_of(repo_dir)) == SEGMENTS
     assert all(read_meta(BytesSource(p.read_bytes(), p.name)).header.keyed_chain for p in segments_of(repo_dir))
     assert len([p for p in (repo_dir / "checkpoints").iterdir() if parse_checkpoint_name(p.name)]) >= 3
     assert verify(repo_dir, tmp_path / "key", "full", witness_dir) == []
@@ -175,6 +178,13 @@ def test_a_rollback_is_reported_with_the_missing_lsn_range(
         assert file.startswith(str(witness_dir))
         assert file.endswith(f"{newest:016x}.ckpt")
         assert f"LSNs {end + 1}..{newest} are missing" in message
+    dest = tmp_path / "restored"
+    code, out, err = run_cli(capsys, "restore", "--latest", "--dest", str(dest), "--repo", str(repo_dir), "--key-file",
+                             str(tmp_path / "key"), "--witness", str(witness_dir))
+    assert code != 0
+    assert f"LSNs {end + 1}..{newest} are missing" in err
+    assert "nothing was restored" in err
+    assert not dest.exists()
     code, out, _ = run_cli(capsys, "verify", "--quick", "--repo", str(repo_dir), "--witness", str(witness_dir))
     assert code == 1
     assert f"MISSING {witness_dir}" in out
