@@ -37,7 +37,8 @@ from pitr.repo.identity import RepoIdentity
 from pitr.repo.repository import open_repository
 from pitr.repo.witness import open_witness
 from pitr.store import Store
-from pitr.verify import verify_repository
+from pitr.verify import VerifyReport, verify_repository
+from pitr.verify.checkpoints import CheckpointReport
 from segments import BytesSource, read_meta
 from segments import segment_format as fmt
 from tests.fuzz.reseal import reseal_segment
@@ -265,3 +266,51 @@ def test_the_command_line_refuses_what_would_prove_nothing(tmp_path: Path, capsy
         trio.run(open_place, str(tmp_path / "missing"), False)
     with pytest.raises(InvalidArgument):
         trio.run(open_place, " ", True)
+
+
+def test_checkpoints_inside_merged_keyed_segments_are_checked_with_the_key(tmp_path: Path, random_seed: int) -> None:
+    """Merges keep the pieces, so a checkpoint inside a merged segment is at a piece boundary: folded with
+    the link key when given; without it (a keyless quick check) the point is counted, not guessed."""
+    from pitr.archiver import Archiver
+    from pitr.archiver.archiver import identity_for
+    from pitr.archiving import StoreSource
+    from pitr.crypto import read_key_file
+    from pitr.repo.keyring import claim_encrypted, unlock
+
+    rng = random.Random(random_seed)
+    repo_dir, key, sign = tmp_path / "repo", str(tmp_path / "key"), str(tmp_path / "sign")
+    create_key_file(key)
+    create_key_file(sign)
+
+    async def main() -> None:
+        async with Store(str(tmp_path / "data")) as store, open_repository(str(repo_dir), create=True) as repo:
+            await claim_encrypted(repo, identity_for(StoreSource(store)), read_key_file(key))
+            writer = CheckpointWriter(SigningKey.from_file(sign), interval=0)
+            archiver = Archiver(StoreSource(store), [repo], ArchiveOptions(merge_count=3, checkpoints=writer))
+            await archiver.start()
+            for _ in range(7):
+                for _ in range(10):
+                    await store.put(b"K" + rng.randbytes(15), b"V" + rng.randbytes(100))
+                await archiver.cycle()
+
+    trio.run(main)
+    assert len(list((repo_dir / "segments").iterdir())) < 7  # merged
+
+    def report(with_key: bool) -> CheckpointReport:
+        reports: list[VerifyReport] = []
+
+        async def check() -> None:
+            async with open_repository(str(repo_dir)) as repo:
+                if with_key:
+                    await unlock(repo, read_key_file(key))
+                reports.append(await verify_repository(repo, mode="quick"))
+
+        trio.run(check)
+        assert reports[0].findings == []
+        assert reports[0].checkpoints is not None
+        return reports[0].checkpoints
+
+    keyless, keyed = report(False), report(True)
+    assert keyless.unchecked_digests > 0
+    assert keyed.unchecked_digests == 0
+    assert keyed.checked == len(checkpoint_files(repo_dir))
