@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from segments.segment_reader import SegmentMeta
+from segments import chain
+from segments import segment_format as fmt
+from segments._errors import CorruptFile
+
+if TYPE_CHECKING:  # segment_reader imports this module to check keyed links
+    from segments.segment_reader import SegmentMeta
+
+KEYED_HINT = "move the file out of the repository and restore it from another copy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,3 +63,29 @@ def check_chain(metas: Sequence[SegmentMeta], start_digest: bytes | None = None)
             continue
         problems.append(ChainProblem(kind, cur.name, prev.name, f"{cur.name}: {why}"))
     return problems
+
+
+def check_links(meta: SegmentMeta, link_key: bytes | None) -> None:
+    """Check a sealed segment's chain against the repository's chain (`CorruptFile` naming the file).
+
+    `link_key` is the repository's link subkey when its identity says the chain
+    is keyed (docs/format.md, "Keyed chain"), else None. A keyed segment in an
+    unkeyed repository, or an unkeyed one in a keyed repository, was not written
+    by pitr with this repository's key; a keyed segment's fold must give its
+    chain digest under the key, which nobody without the key can forge.
+    """
+    keyed = meta.header.keyed_chain
+    end = meta.size - fmt.TRAILER_SIZE  # the trailer, which holds the chain digest
+    if link_key is None:
+        if keyed:
+            raise CorruptFile("the segment's chain is keyed, but the repository's identity does not say so "
+                              "(the identity was replaced, or the file belongs elsewhere)", path=meta.name,
+                              offset=0, lsn=meta.first_lsn, hint=KEYED_HINT)
+        return
+    if not keyed:
+        raise CorruptFile("the segment's chain is not keyed, but the repository's is: it was not written with "
+                          "the repository's key", path=meta.name, offset=0, lsn=meta.first_lsn, hint=KEYED_HINT)
+    if chain.fold(meta.header.prev_chain_digest, meta.pieces, link_key) != meta.chain_digest:
+        raise CorruptFile(f"the keyed chain digest does not match the piece table of LSNs "
+                          f"{meta.first_lsn}..{meta.last_lsn}: altered without the repository's key",
+                          path=meta.name, offset=end, lsn=meta.first_lsn, hint=KEYED_HINT)

@@ -23,9 +23,10 @@ from segments.chain import Piece
 
 MAGIC = b"PITRSEG\n"
 END_MAGIC = b"PITREND\n"
-VERSION = 2  # the newest this reader knows; a plaintext segment is written as version 1
+VERSION = 3  # the newest this reader knows; a plaintext segment is written as version 1
 PLAIN_VERSION = 1
 SEALED_VERSION = 2  # blocks sealed with AES-256-GCM (docs/format.md, "Encryption"); the salt in the header
+KEYED_CHAIN_VERSION = 3  # sealed as version 2, and the chain's links keyed (docs/format.md, "Keyed chain")
 SALT_BYTES = 32
 HEADER = struct.Struct("<8sHHI16sQq32s44sI")
 HEADER_SIZE = HEADER.size  # 128
@@ -51,6 +52,7 @@ class SegmentHeader:
     first_ts_ns: int
     prev_chain_digest: bytes
     salt: bytes | None = None  # a sealed segment's file salt (version 2); None: plaintext blocks
+    keyed_chain: bool = False  # version 3: sealed, and the links of its chain keyed
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +83,11 @@ class SegmentTrailer:
 def encode_header(h: SegmentHeader) -> bytes:
     if h.salt is not None and len(h.salt) != SALT_BYTES:
         raise ValueError(f"a segment salt is {SALT_BYTES} bytes")
+    if h.keyed_chain and h.salt is None:
+        raise ValueError("a keyed chain is only written in sealed segments")
     version, reserved = (PLAIN_VERSION, b"\0" * 44) if h.salt is None else (SEALED_VERSION, h.salt + b"\0" * 12)
+    if h.keyed_chain:
+        version = KEYED_CHAIN_VERSION
     body = HEADER.pack(
         MAGIC, version, HEADER_SIZE, 0, h.store_id.bytes, h.first_lsn, h.first_ts_ns,
         h.prev_chain_digest, reserved, 0,
@@ -101,8 +107,9 @@ def decode_header(data: bytes, path: str | None = None) -> SegmentHeader:
         raise UnsupportedVersion(path, "segment", version, VERSION)
     if version < 1 or size != HEADER_SIZE:
         raise CorruptFile(f"bad segment header version {version} / size {size}", path=path, offset=0)
-    salt = bytes(reserved[:SALT_BYTES]) if version == SEALED_VERSION else None
-    return SegmentHeader(uuid.UUID(bytes=store_id), first_lsn, first_ts, prev, salt)
+    salt = bytes(reserved[:SALT_BYTES]) if version >= SEALED_VERSION else None
+    return SegmentHeader(uuid.UUID(bytes=store_id), first_lsn, first_ts, prev, salt,
+                         keyed_chain=version == KEYED_CHAIN_VERSION)
 
 
 def encode_tail(

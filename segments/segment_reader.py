@@ -17,6 +17,7 @@ from segments import record as rec
 from segments import segment_format as fmt
 from segments._errors import CorruptFile
 from segments.block_seal import KIND_SEGMENT, BlockPlace, BlockSealer, SealedFile, SegmentKeys
+from segments.chain_check import check_links
 from segments.source import FileSource, RangeSource
 
 
@@ -100,7 +101,8 @@ def _check_meta(meta: SegmentMeta) -> None:
         expect = piece.last_lsn + 1
     if expect != t.last_lsn + 1:
         raise bad("piece table does not end at the last LSN")
-    if chain.fold(h.prev_chain_digest, meta.pieces) != t.chain_digest:
+    # a keyed chain's fold needs the key: checked when the segment is opened with it (BlockOpener)
+    if not h.keyed_chain and chain.fold(h.prev_chain_digest, meta.pieces) != t.chain_digest:
         raise CorruptFile("chain digest does not match the piece table", path=path,
                           offset=meta.size - fmt.TRAILER_SIZE)
 
@@ -127,6 +129,7 @@ class BlockOpener:
                               "with the repository's key", path=self.path, offset=0,
                               hint="move the file out of the repository and restore it from another copy")
         if salt is not None and keys is not None:
+            check_links(meta, keys.link_key)
             self._sealer = keys.sealer(salt, BlockPlace(KIND_SEGMENT, meta.first_lsn, meta.last_lsn))
 
     def records_hasher(self) -> blake3:

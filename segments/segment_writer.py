@@ -116,8 +116,9 @@ class SegmentBuilder:
                 assert self._last_lsn is not None
                 salt = os.urandom(fmt.SALT_BYTES)
                 self._sealer = self._keys.sealer(salt, BlockPlace(KIND_SEGMENT, first.lsn, self._last_lsn))
+            keyed = self._keys is not None and self._keys.link_key is not None
             self._write(fmt.encode_header(
-                fmt.SegmentHeader(self._store_id, first.lsn, first.ts_ns, self._prev, salt)))
+                fmt.SegmentHeader(self._store_id, first.lsn, first.ts_ns, self._prev, salt, keyed_chain=keyed)))
         view = memoryview(buf)
         if self._keys is None:
             digest = chain.records_digest(view[first.start:last.end])
@@ -169,7 +170,7 @@ class SegmentBuilder:
         if self._pending_first is not None:
             self._emit_block()
         complete = max(complete_through_ns, self._last.ts_ns)
-        chain_digest = chain.fold(self._prev, self._pieces)
+        chain_digest = chain.fold(self._prev, self._pieces, None if self._keys is None else self._keys.link_key)
         fields = (self._offset, len(self._index), len(self._pieces), self._last.lsn, self._last.ts_ns,
                   self._records, complete, self._raw)
         self._write(fmt.encode_tail(self._index, self._pieces, fields, chain_digest))

@@ -322,6 +322,9 @@ class Archiver:
         prog.watermark_written_at = now
         if advanced:
             self.observer.watermark_written(prog.repo.url, *mark)
+        if self.options.checkpoints is not None:  # signed, into the repository and its witnesses
+            await self.options.checkpoints.after_watermark(prog.repo, prog.claimed, self.source.identity.store_id,
+                                                           prog.last_lsn, prog.chain_digest)
 
     async def _maybe_merge(self, prog: RepoProgress) -> None:
         segs = await anyio.to_thread.run_sync(prog.repo.catalog.segments)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pitr.archiver.retry import Backoff
 from pitr.errors import InvalidArgument
 from pitr.repo.repository import Repository
+
+if TYPE_CHECKING:  # cryptography is imported only by an archiver that signs checkpoints
+    from pitr.archiver.checkpoints import CheckpointWriter
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -27,6 +31,8 @@ class ArchiveOptions:
     watermark_interval: float | None = None  # default: interval
     retry_initial: float = 1.0  # backoff after a failure: doubled per consecutive failure ...
     retry_max: float = 60.0  # ... up to this many seconds
+    # Signed checkpoints after watermarks, into the repository and its witnesses (pitr/archiver/checkpoints.py)
+    checkpoints: CheckpointWriter | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not self.interval > 0:

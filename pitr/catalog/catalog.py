@@ -228,6 +228,8 @@ class Catalog(KeyIndex):
             # Retention may have removed the segment ending at `lsn`: the next one links to it.
             after = self.segment_containing(lsn + 1)
             return after.prev_chain_digest if after is not None and after.first_lsn == lsn + 1 else None
+        if lsn == seg.last_lsn:  # the trailer's digest: also right for a keyed chain, which needs the key to fold
+            return seg.chain_digest
         digest = seg.prev_chain_digest
         for piece in seg.pieces:
             digest = chain.link(digest, piece)

@@ -8,16 +8,20 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from contextlib import AsyncExitStack
 
 import anyio
 
 from pitr.archiver import ArchiveOptions, Archiver
 from pitr.archiver.observe import Observers
 from pitr.cli._archive_session import archiver_session
+from pitr.cli._checkpoints import add_archive_flags as add_checkpoint_flags
+from pitr.cli._checkpoints import checkpoint_writer
 from pitr.cli._observers import add_observer_flags, check_observer_flags, observing, snapshot_taken
 from pitr.cli.common import add_data, add_json, add_repo, parse_every
 from pitr.cli.render import report
 from pitr.errors import PitrError
+from pitr.jsontypes import JSONObject
 from pitr.snapshots.schedule import SnapshotSchedule, Snapshotter
 from pitr.timeline import build_timeline
 
@@ -36,6 +40,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "larger values save object-store requests, smaller ones keep recent targets restorable")
     p.add_argument("--snapshot-every", action="append", default=[], metavar="DURATION|SIZE",
                    help="with --follow: take a snapshot every DURATION (30m, 6h) and/or SIZE of log (1GiB)")
+    add_checkpoint_flags(p)
     add_observer_flags(p)
     add_json(p)
     p.set_defaults(run=run)
@@ -43,14 +48,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     check_observer_flags(args)
-    if args.source is not None:
-        from pitr.cli._etcd import run_archive
+    async with AsyncExitStack() as stack:  # the witnesses stay open as long as the archiver
+        checkpoints = await checkpoint_writer(args, stack)
+        if args.source is not None:
+            from pitr.cli._etcd import run_archive
 
-        return await run_archive(args)
+            return await run_archive(args)
+        return await _archive(args, ArchiveOptions(
+            interval=args.interval, watermark_interval=args.watermark_interval,
+            seal_in_process=True, checkpoints=checkpoints))  # the command's main module is import-safe
+
+
+async def _archive(args: argparse.Namespace, options: ArchiveOptions) -> int:
     seconds, volume = parse_every(args.snapshot_every)
     schedule = SnapshotSchedule(every_seconds=seconds, every_bytes=volume)
-    options = ArchiveOptions(interval=args.interval, watermark_interval=args.watermark_interval,
-                             seal_in_process=True)  # the command's main module is import-safe
     observers = Observers()
     async with archiver_session(args, options, sidecar=args.follow, observer=observers) as (archiver, prepare):
         fatal: list[PitrError] = []
@@ -64,7 +75,13 @@ async def run(args: argparse.Namespace) -> int:
             raise fatal[0]
         holes = {prog.repo.url: build_timeline(prog.repo.catalog, await prog.repo.require_identity()).holes
                  for prog in archiver.progress}
-    return report(args, archiver, {"shipped_commits": shipped}, holes)
+    extra: JSONObject = {"shipped_commits": shipped}
+    if options.checkpoints is not None:
+        extra["checkpoints_written"] = options.checkpoints.written
+        if not args.json:
+            print(f"signed {options.checkpoints.written} checkpoint(s)" + "".join(
+                f", kept in witness {w.url}" for w in options.checkpoints.witnesses))
+    return report(args, archiver, extra, holes)
 
 
 async def _follow(args: argparse.Namespace, archiver: Archiver, snapshotter: Snapshotter | None,

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import AsyncExitStack
 
+from pitr.cli._checkpoints import add_restore_flag as add_witness_flag
+from pitr.cli._checkpoints import verify_witness
 from pitr.cli.common import add_json, add_repo, print_json, progress_for, repositories
 from pitr.cli.moments import MOMENT_HELP, Moments, accept_relative_moments
 from pitr.cli.render import show_plan, skipped_json
@@ -35,6 +38,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--base", metavar="SNAPSHOT",
                    help="start from this snapshot (a name from `pitr backups list`) instead of the newest "
                         "valid one at or before the target")
+    add_witness_flag(p)
     p.add_argument("--no-verify", action="store_true", help="skip checking the files before reading them")
     p.add_argument("--prefix", action="append", default=[], metavar="P",
                    help="restore only the keys starting with P (repeatable; with --key too)")
@@ -66,6 +70,9 @@ async def run(args: argparse.Namespace) -> int:
     if args.dest.startswith(("etcd://", "etcds://")):
         from pitr.cli._etcd import run_restore
 
+        if args.witness is not None:
+            raise InvalidArgument("--witness is not offered for a restore into etcd yet: run `pitr verify "
+                                  "--witness` first, then restore without it")
         return await run_restore(args, target, selection)
     replace_foreign = False
     if args.replace_foreign is not None:
@@ -79,7 +86,13 @@ async def run(args: argparse.Namespace) -> int:
                              verify=not args.no_verify, dry_run=args.dry_run, base=args.base,
                              pause_gc=True, selection=selection)  # the command owns its process
     progress = progress_for(args)
-    async with repositories(args) as repos:
+    async with repositories(args) as repos, AsyncExitStack() as stack:
+        witness = await verify_witness(args, stack)  # --witness: refuse a rolled-back repository first
+        if witness is not None:
+            from pitr.verify.checkpoints import require_witnessed
+
+            for repo in repos:
+                await require_witnessed(repo, witness)
         result = await restore(repos, options, progress=progress,
                                say=lambda text: print(text, file=sys.stderr))
     progress.done()

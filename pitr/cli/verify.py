@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from contextlib import AsyncExitStack
 
+from pitr.cli._checkpoints import add_verify_flags as add_witness_flag
+from pitr.cli._checkpoints import verify_witness
 from pitr.cli.common import add_json, add_repo, print_json, print_windows, progress_for, repositories
 from pitr.status.records import record_verification
 from pitr.verify import Finding, VerifyReport, verify_repository
@@ -18,6 +21,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                       help="also replay the log between snapshots and compare state digests")
     p.add_argument("--state", metavar="DIR", help="instead, check a store's state database whole (every row's "
                    "checksum, the order, the state digest against the one it keeps)")
+    add_witness_flag(p)
     add_repo(p, many=True)
     add_json(p)
     p.set_defaults(run=run)
@@ -45,6 +49,11 @@ def print_report(r: VerifyReport) -> None:
         print(f"  {finding_text(f)}")
     for h in r.holes:
         print(f"  HOLE LSN {h.first_lsn}..{h.last_lsn}: {h.reason}")
+    if r.checkpoints is not None and (r.checkpoints.checked or r.checkpoints.witness):
+        c = r.checkpoints
+        print(f"  checkpoints: {c.checked} signature(s) verified, newest LSN {c.newest_lsn}"
+              + (f", against witness {c.witness}" if c.witness else "")
+              + (f"; {c.unchecked_digests} chain digest(s) need --key-file" if c.unchecked_digests else ""))
     for a, b, matched in r.replays:
         print(f"  replay {a} -> {b}: {'state digest matches' if matched else 'MISMATCH'}")
     if r.catalog_damaged:
@@ -64,9 +73,11 @@ async def run(args: argparse.Namespace) -> int:
     mode = "quick" if args.quick else "replay" if args.replay else "full"
     reports = []
     progress = progress_for(args)
-    async with repositories(args) as repos:
+    async with repositories(args) as repos, AsyncExitStack() as stack:
+        witness = await verify_witness(args, stack)
         for repo in repos:
-            reports.append(await verify_repository(repo, mode=mode, files=args.files, progress=progress))
+            reports.append(await verify_repository(repo, mode=mode, files=args.files, progress=progress,
+                                                   witness=witness))
             await record_verification(repo, reports[-1])  # for `pitr status` (pitr/status/records.py)
             progress.done()
     if args.json:

@@ -6,7 +6,9 @@ distinct context, so no key serves two purposes:
 
     file sealing   "pitr file sealing v1"   per-file keys of FileCipher
     index digests  "pitr index digest v1"   keyed key digests of the catalog (later)
-    chain          "pitr chain v1"          the keyed chain (later)
+    chain          "pitr chain v1"          keyed records digests of sealed segments
+    chain links    "pitr chain link v1"     the keyed chain's links (segment version 3)
+    checkpoints    see pitr/repo/checkpoints.py (signed with a separate Ed25519 key)
 
 A `FileCipher` seals the blocks of one file under a per-file key derived from
 a random salt stored in the file (docs/format.md, "Encryption"); the block
@@ -29,6 +31,7 @@ DATA_KEY_BYTES = 32
 CONTEXT_FILE_SEALING = "pitr file sealing v1"
 CONTEXT_INDEX_DIGEST = "pitr index digest v1"
 CONTEXT_CHAIN = "pitr chain v1"
+CONTEXT_CHAIN_LINK = "pitr chain link v1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,10 +67,14 @@ class DataKey:
     def chain_key(self) -> bytes:
         return self.subkey(CONTEXT_CHAIN)
 
-    def segment_keys(self) -> SegmentKeys:
-        """What the `segments` writers and readers need to seal and open files: the sealing subkey, and
-        the chain subkey that keys the piece records digests."""
-        return SegmentKeys(self.sealing_key, self.chain_key)
+    @property
+    def chain_link_key(self) -> bytes:
+        return self.subkey(CONTEXT_CHAIN_LINK)
+
+    def segment_keys(self, *, keyed_chain: bool = False) -> SegmentKeys:
+        """What the `segments` writers and readers need to seal and open files: the sealing subkey, the
+        chain subkey that keys the piece records digests and, for a keyed chain, the links' subkey."""
+        return SegmentKeys(self.sealing_key, self.chain_key, self.chain_link_key if keyed_chain else None)
 
 
 class FileCipher:

@@ -24,6 +24,11 @@ ENCRYPTED_VERSION = 2
 ENCRYPTION_VERSION = 1
 CIPHER = "aes-256-gcm"
 SOURCES = ("embedded", "etcd")
+# The chain of an encrypted repository created since the keyed chain: links keyed under the data key
+# (docs/format.md, "Keyed chain"). Absent: "unkeyed", the chain every plaintext repository keeps.
+UNKEYED_CHAIN = "unkeyed"
+KEYED_CHAIN = "keyed-v1"
+CHAINS = (UNKEYED_CHAIN, KEYED_CHAIN)
 WATERMARK_SKEW_NS = 10 * 60 * 10**9  # how far a watermark may run ahead of the reader's clock
 WATERMARK_HINT = ("delete the watermark file: the archiver writes a new one on its next cycle (until then "
                   "restores end at the last archived commit)")
@@ -83,6 +88,11 @@ class RepoIdentity:
     source: str = "embedded"
     parent: dict[str, Any] | None = None
     encryption: EncryptionBlock | None = None  # None: a plaintext repository
+    chain: str = UNKEYED_CHAIN  # KEYED_CHAIN: the links are keyed (encrypted repositories only)
+
+    @property
+    def keyed_chain(self) -> bool:
+        return self.chain == KEYED_CHAIN
 
     def encode(self) -> bytes:
         body: dict[str, Any] = {
@@ -92,6 +102,8 @@ class RepoIdentity:
         if self.encryption is None:
             return encode_document(IDENTITY_MAGIC, VERSION, body)
         body["encryption"] = self.encryption.to_json()
+        if self.chain != UNKEYED_CHAIN:
+            body["chain"] = self.chain
         return encode_document(IDENTITY_MAGIC, ENCRYPTED_VERSION, body)
 
     @classmethod
@@ -105,6 +117,9 @@ class RepoIdentity:
         source = fields.text("source", "embedded")
         if source not in SOURCES:
             fields.bad("source", " or ".join(repr(s) for s in SOURCES))
+        chain = fields.text("chain", UNKEYED_CHAIN)
+        if chain not in CHAINS or (chain != UNKEYED_CHAIN and block is None):
+            fields.bad("chain", f"{KEYED_CHAIN!r} in an encrypted identity, or absent")
         parent = fields.nested("parent")
         if parent is not None:  # where a restored history branched off: checked, kept as read
             parent.store_id()
@@ -115,7 +130,7 @@ class RepoIdentity:
         return cls(fields.store_id(), fields.text("name"), fields.integer("created_ns"),
                    fields.integer("first_lsn", low=1), fields.digest("start_chain_digest"), source,
                    None if parent is None else dict(parent.doc),
-                   None if block is None else EncryptionBlock.from_fields(block))
+                   None if block is None else EncryptionBlock.from_fields(block), chain)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from pitr.crypto.keys import KdfParams, KeyFile, key_id, unwrap_data_key, wrap_d
 from pitr.errors import CorruptData, InvalidArgument, ObjectExists, WrongKey
 from pitr.repo import layout
 from pitr.repo.documents import Fields, decode_document, encode_document
-from pitr.repo.identity import EncryptionBlock, RepoIdentity
+from pitr.repo.identity import KEYED_CHAIN, EncryptionBlock, RepoIdentity
 from pitr.repo.repository import Repository
 
 KEYS = "keys/"
@@ -169,7 +169,8 @@ async def unlock(repo: Repository, key_file: KeyFile | None) -> DataKey | None:
     repository's readers and archivers; None (and nothing set) for a plaintext repository."""
     data_key = await open_data_key(repo, key_file)
     if data_key is not None:
-        repo.segment_keys = data_key.segment_keys()
+        ident = await repo.require_identity()
+        repo.segment_keys = data_key.segment_keys(keyed_chain=ident.keyed_chain)
     return data_key
 
 
@@ -197,7 +198,7 @@ async def claim_encrypted(repo: Repository, ident: RepoIdentity, key_file: KeyFi
     import dataclasses
 
     block, _ = new_encryption(key_file, ident.store_id, kdf=kdf)
-    await repo.claim(dataclasses.replace(ident, encryption=block))
+    await repo.claim(dataclasses.replace(ident, encryption=block, chain=KEYED_CHAIN))  # docs/format.md "Keyed chain"
     data_key = await unlock(repo, key_file)
     if data_key is None:  # unlock refuses a key for a plaintext repository; this is for the type checker
         raise WrongKey(f"{repo.url} is not encrypted")

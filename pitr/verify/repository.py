@@ -28,9 +28,11 @@ from pitr.repo import layout
 from pitr.repo.identity import RepoIdentity
 from pitr.repo.indexing import block_rows, key_rows_of, refused_snapshot, segment_entry, snapshot_entry
 from pitr.repo.repository import Repository, live_segments
+from pitr.repo.witness import Witness
 from pitr.timefmt import format_time
 from pitr.timeline import build_timeline
 from pitr.verify.catalog_check import ExpectedRows, check_catalog
+from pitr.verify.checkpoints import CheckpointReport, check_checkpoints
 from pitr.verify.checks import Finding, chain_findings, check_segment, check_snapshot, finding_from
 from pitr.verify.replay import replay_checks
 from segments import SegmentsError, parse_snapshot_name
@@ -61,6 +63,7 @@ class VerifyReport:
     catalog_damaged: bool = False
     seconds: float = 0.0
     keyless: bool = False  # an encrypted repository checked quick without its key: files and chain only
+    checkpoints: CheckpointReport | None = None  # signed checkpoints and the witness (pitr/verify/checkpoints.py)
 
     @property
     def ok(self) -> bool:
@@ -79,7 +82,8 @@ class VerifyReport:
                 "holes": [{"first_lsn": h.first_lsn, "last_lsn": h.last_lsn, "reason": h.reason} for h in self.holes],
                 "replays": [{"from": a, "to": b, "matched": m} for a, b, m in self.replays],
                 "catalog_damaged": self.catalog_damaged, "checked": self.checked, "keyless": self.keyless,
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3),
+                "checkpoints": None if self.checkpoints is None else self.checkpoints.as_dict()}
 
 
 def _check_segment_file(name: str, source: RangeSource, *, full: bool, index: bool,
@@ -141,8 +145,9 @@ async def _identity(repo: Repository) -> tuple[RepoIdentity, CatalogDamaged | No
 
 
 async def verify_repository(repo: Repository, *, mode: str = "full", files: Sequence[str] = (),
-                            progress: Progress | None = None) -> VerifyReport:
-    """Check the repository's files and report what is broken and what remains restorable."""
+                            progress: Progress | None = None, witness: Witness | None = None) -> VerifyReport:
+    """Check the repository's files and report what is broken and what remains restorable; with `witness`,
+    also that the repository holds every LSN the witness's signed checkpoints reached, unaltered."""
     if mode not in MODES:
         raise InvalidArgument(f"verify mode must be one of {', '.join(MODES)}, not {mode!r}")
     started = time.monotonic()
@@ -227,6 +232,12 @@ async def verify_repository(repo: Repository, *, mode: str = "full", files: Sequ
         if finding is not None:
             report.findings.append(finding)
     report.checked = sorted(results)
+    if not wanted:
+        ends = [last for _first, last in keep.values()] + [parse_snapshot_name(n) or 0 for n in snap_names]
+        report.checkpoints = await check_checkpoints(
+            repo, ident, metas, max(ends) if ends else None, witness,
+            None if repo.segment_keys is None else repo.segment_keys.link_key)
+        report.findings.extend(report.checkpoints.findings)
     if damage is not None or keyless:
         report.seconds = time.monotonic() - started
         return report

@@ -26,7 +26,7 @@ BLOCK = b"pitr block"
 
 
 def documented() -> dict[str, str]:
-    section = DOC.read_text().split("## Encryption", 1)[1].split("### Test vectors", 1)[1]
+    section = DOC.read_text().split("## Encryption", 1)[1].split("### Test vectors", 1)[1].split("\n## ", 1)[0]
     return dict(re.findall(r"^    ([a-z_]+) +(\S+)$", section, flags=re.MULTILINE))
 
 

@@ -87,7 +87,9 @@ def reseal_segment(data: bytes) -> bytes:
         pieces = [chain.Piece(*fmt.PIECE_ENTRY.unpack_from(d, base + i * fmt.PIECE_ENTRY.size))
                   for i in range(piece_count)]
         prev = bytes(d[48:80])  # the header's prev_chain_digest
-        d[t0 + 56:t0 + 88] = chain.fold(prev, pieces)
+        (version,) = struct.unpack_from("<H", d, 8)
+        if version != fmt.KEYED_CHAIN_VERSION:  # a keyed chain digest needs the key: kept as it was
+            d[t0 + 56:t0 + 88] = chain.fold(prev, pieces)
         struct.pack_into("<I", d, t0 + fmt.TRAILER_FIELDS.size,
                          crc32c(bytes(d[t0:t0 + fmt.TRAILER_FIELDS.size]), crc32c(bytes(d[index_offset:t0]))))
     d[-40:-8] = blake3(bytes(d[:-40])).digest()
