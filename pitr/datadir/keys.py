@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from pitr.datadir.state import MAX_KEY
 from pitr.errors import InvalidArgument
 from segments import record as rec
@@ -39,3 +41,18 @@ def check_put(key: bytes, value: bytes) -> None:
             or len(value) > rec.MAX_VALUE:
         check_key(key)
         check_value(value, key)
+
+
+def check_ops(ops: Iterable[rec.Op]) -> None:
+    """The checks of `check_put` and `check_key` on every operation of a commit, before it is logged:
+    a key LMDB cannot hold, logged, would fail every later apply of the WAL."""
+    for op in ops:
+        if op.kind == rec.PUT:
+            check_put(op.key, op.value)
+            if op.expires_at_ns is not None and type(op.expires_at_ns) is not int:
+                raise InvalidArgument(f"expiry of key {op.key[:64]!r} must be an int of nanoseconds, "
+                                      f"not {type(op.expires_at_ns).__name__}")
+        elif op.kind == rec.DELETE:
+            check_key(op.key)
+        else:
+            raise InvalidArgument(f"operation kind {op.kind!r} is neither a put nor a delete")

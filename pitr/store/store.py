@@ -21,7 +21,7 @@ from types import TracebackType
 import anyio
 import anyio.abc
 
-from pitr.datadir.keys import check_key, check_put, check_value, ttl_ns
+from pitr.datadir.keys import check_key, check_ops, check_put, check_value, ttl_ns
 from pitr.datadir.overlay import merge, prefix_end, visible
 from pitr.datadir.state import StateDB, StoreIdentity
 from pitr.datadir.wal import WalDirectory
@@ -234,7 +234,9 @@ class Store:
         `gap` marks a commit after which no earlier base can be restored
         (the source lost history: the next snapshot starts a new window).
         """
-        return await self._commit(tuple(ops), ts_ns, source_rev, gap)
+        ops = tuple(ops)
+        check_ops(ops)
+        return await self._commit(ops, ts_ns, source_rev, gap)
 
     async def _commit(self, ops: tuple[Op, ...], ts_ns: int | None = None,
                       source_rev: int | None = None, gap: bool = False,
@@ -283,6 +285,7 @@ class Store:
                     ops = tuple(ops)
                 if not ops:
                     raise InvalidArgument("a commit needs at least one operation")
+                check_ops(ops)
                 # `_stamp`'s rules, inline: a run is sequenced at a few hundred thousand commits/s
                 floor = last_ts if last_ts > promised else promised
                 if ts_ns is None:

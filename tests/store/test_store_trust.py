@@ -348,3 +348,28 @@ def test_lmdb_read_errors_are_translated_naming_the_state(tmp_path: Path) -> Non
         state.get(b"k", None)
     with pytest.raises(PitrError, match="state: cannot read the LMDB state"):
         list(state.iter_range(b"", None))
+
+
+BAD_OPS = [
+    pytest.param((rec.put(b"k" * 512, b"v"),), id="key-over-the-LMDB-limit"),
+    pytest.param((rec.put(b"ok", b"v"), rec.delete(b"k" * 70_000)), id="delete-of-a-65k-key"),
+    pytest.param((rec.put(b"", b"v"),), id="empty-key"),
+    pytest.param((rec.Op(9, b"k", b"v"),), id="unknown-kind"),
+]
+
+
+@pytest.mark.parametrize("ops", BAD_OPS)
+async def test_a_commit_the_state_cannot_hold_is_refused_before_it_is_logged(tmp_path: Path,
+                                                                            ops: tuple[rec.Op, ...]) -> None:
+    """`Store.commit` and `queue_commits` check every operation before it reaches the WAL: one that the
+    LMDB state cannot hold, logged, would fail every later open's replay and leave the store unwritable."""
+    async with Store(str(tmp_path)) as store:
+        with pytest.raises(InvalidArgument):
+            await store.commit(ops)
+        with pytest.raises(InvalidArgument):
+            store.queue_commits([((rec.put(b"first", b"1"),), None), (ops, None)])
+        assert store.last_lsn == 0  # nothing sequenced, the run's good first commit included
+        await store.put(b"after", b"1")
+    async with Store(str(tmp_path)) as store:  # reopens: nothing bad was logged
+        assert await store.get(b"after") == b"1"
+        assert store.last_lsn == 1
