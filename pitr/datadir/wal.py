@@ -14,7 +14,7 @@ from pitr.errors import CorruptData, file_error, to_corrupt
 from segments import CorruptFile, MidLogCorruption, SegmentsError
 from segments.fsutil import fsync_dir
 from segments.record import Span
-from segments.wal import TornTail, WalScan, abandon_unborn, scan_wal
+from segments.wal import HEADER_SIZE, TornTail, WalHeader, WalScan, abandon_unborn, decode_header, scan_wal
 from segments.wal_follow import read_wal_from
 
 _WAL = re.compile(r"^(\d{20})\.wal$")
@@ -28,6 +28,25 @@ class Recovery:
     last_lsn: int
     last_ts_ns: int
     torn: list[TornTail]
+    #: (path, header) of every WAL file, the ones before the checkpoint's hint (not scanned) too
+    headers: list[tuple[str, WalHeader]]
+
+
+def hinted_offset(path: str, first_lsn: int, applied: int, hint: tuple[int, int]) -> int:
+    """The hinted offset in the WAL file `path` (whose first LSN is `first_lsn`) if a checked unit
+    there starts a run of units reaching LSN `applied`, else 0 (the file's start).
+
+    `hint` is the checkpoint's (first LSN of the WAL file, byte offset of the group ending at
+    `applied`). The unit's own checksums are checked and the units after it with the LSN density
+    check (`read_wal_from`), so a wrong hint costs a scan from the start, never an answer."""
+    hint_file, offset = hint
+    if hint_file != first_lsn or offset < HEADER_SIZE or applied < first_lsn:
+        return 0
+    try:
+        chunk = read_wal_from(path, offset, applied, applied)
+    except (SegmentsError, OSError):
+        return 0
+    return offset if chunk.spans and chunk.spans[0].lsn == applied else 0
 
 
 
@@ -53,16 +72,26 @@ class WalDirectory:
         found.sort()
         return found
 
-    def recover(self, applied_lsn: int, start_ts_ns: int) -> Recovery:
-        """Scan every file, repair a torn tail on the last one, and check continuity."""
+    def recover(self, applied_lsn: int, start_ts_ns: int, hint: tuple[int, int] = (0, 0)) -> Recovery:
+        """Scan the files, repair a torn tail on the last one, and check continuity.
+
+        With the checkpoint's WAL position `hint` (docs/decisions.md, "Start-up: what the writer
+        checks at open"), when a checked group at that position holds LSN `applied_lsn`, the scan
+        starts there: the records before it are applied (the state's row checksums cover them) and
+        of the files before it only the headers are read. Otherwise every file is scanned whole."""
         files = self.files()
+        start_file, start = self._hinted_start(files, applied_lsn, hint)
         scans: list[WalScan] = []
         torn: list[TornTail] = []
+        headers: list[tuple[str, WalHeader]] = []
         last_lsn, last_ts = applied_lsn, start_ts_ns
         for i, (first_lsn, path) in enumerate(files):
             is_last = i == len(files) - 1
+            if i < start_file:  # wholly before the checkpoint: its header only
+                headers.append((path, self._header(path, first_lsn)))
+                continue
             try:
-                scan = scan_wal(path, repair=is_last)
+                scan = scan_wal(path, repair=is_last, start=start if i == start_file else HEADER_SIZE)
             except MidLogCorruption as exc:
                 raise to_corrupt(exc) from exc
             except CorruptFile as exc:
@@ -87,15 +116,45 @@ class WalDirectory:
                 raise CorruptData(f"{path}: starts at LSN {first_lsn} but the previous file ends at "
                                   f"{scans[-1].last_lsn}", path=path)
             scans.append(scan)
+            headers.append((path, scan.header))
             if scan.spans:
                 last_lsn, last_ts = scan.last_lsn, scan.spans[-1].ts_ns
-        if scans and scans[0].header.first_lsn > applied_lsn + 1:
-            raise CorruptData(f"{self.path}: WAL starts at LSN {scans[0].header.first_lsn} but the state "
+        if headers and headers[0][1].first_lsn > applied_lsn + 1:
+            raise CorruptData(f"{self.path}: WAL starts at LSN {headers[0][1].first_lsn} but the state "
                               f"is only checkpointed through {applied_lsn}", path=self.path)
         if scans and last_lsn < applied_lsn:
             raise CorruptData(f"{self.path}: WAL ends at LSN {last_lsn}, before the state's checkpoint "
                               f"{applied_lsn} (files lost?)", path=self.path)
-        return Recovery(scans, last_lsn, last_ts, torn)
+        return Recovery(scans, last_lsn, last_ts, torn, headers)
+
+    def _hinted_start(self, files: list[tuple[int, str]], applied_lsn: int,
+                      hint: tuple[int, int]) -> tuple[int, int]:
+        """(index of the file, offset) the recovery scan starts at: the checkpoint's hint when it
+        holds (and a later read after `applied_lsn` starts there too), else (0, the first unit)."""
+        for i, (first_lsn, path) in enumerate(files):
+            if first_lsn != hint[0]:
+                continue
+            if i + 1 < len(files) and files[i + 1][0] <= applied_lsn:
+                break  # a later file holds the checkpoint: the hint is stale
+            offset = hinted_offset(path, first_lsn, applied_lsn, hint)
+            if offset:
+                self.resume = (applied_lsn + 1, path, offset)
+                return i, offset
+            break
+        return 0, HEADER_SIZE
+
+    @staticmethod
+    def _header(path: str, first_lsn: int) -> WalHeader:
+        try:
+            with open(path, "rb") as fh:
+                header = decode_header(fh.read(HEADER_SIZE), path)
+        except SegmentsError as exc:
+            raise to_corrupt(exc) from exc
+        except OSError as exc:
+            raise file_error(exc, path, "recover the WAL file") from exc
+        if header.first_lsn != first_lsn:
+            raise CorruptData(f"{path}: header says first LSN {header.first_lsn}", path=path)
+        return header
 
     def read_after(self, lsn: int, upto: int, max_bytes: int = 64 << 20) -> Iterator[tuple[bytes, list[Span]]]:
         """Checked records with lsn < LSN <= upto, as (bytes, spans) chunks in order."""
