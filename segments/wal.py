@@ -201,17 +201,19 @@ def _mid_log(path: str, offset: int, lsn: int, reason: str) -> MidLogCorruption:
     return MidLogCorruption(reason, path=path, offset=offset, lsn=lsn, hint=MID_LOG_HINT)
 
 
+_ZEROS = bytes(1 << 20)
+
+
 def _last_nonzero(buf: mmap.mmap, start: int, size: int) -> int:
     """Offset just past the last non-zero byte in [start, size), or start if all zero."""
     pos = size
-    chunk = 1 << 20
     while pos > start:
-        lo = max(start, pos - chunk)
+        lo = max(start, pos - len(_ZEROS))
         block = buf[lo:pos]
-        stripped = block.rstrip(b"\0")
-        if stripped:
-            return lo + len(stripped)
-        pos = lo
+        if block == _ZEROS[: pos - lo]:  # memcmp: the preallocated zeros ten times faster than rstrip
+            pos = lo
+            continue
+        return lo + len(block.rstrip(b"\0"))
     return start
 
 
