@@ -14,7 +14,16 @@ from pitr.errors import CorruptData, file_error, to_corrupt
 from segments import CorruptFile, MidLogCorruption, SegmentsError
 from segments.fsutil import fsync_dir
 from segments.record import Span
-from segments.wal import HEADER_SIZE, TornTail, WalHeader, WalScan, abandon_unborn, decode_header, scan_wal
+from segments.wal import (
+    HEADER_SIZE,
+    MID_LOG_HINT,
+    TornTail,
+    WalHeader,
+    WalScan,
+    abandon_unborn,
+    decode_header,
+    scan_wal,
+)
 from segments.wal_follow import read_wal_from
 
 _WAL = re.compile(r"^(\d{20})\.wal$")
@@ -91,7 +100,7 @@ class WalDirectory:
                 headers.append((path, self._header(path, first_lsn)))
                 continue
             try:
-                scan = scan_wal(path, repair=is_last, start=start if i == start_file else HEADER_SIZE)
+                scan = self._scan(path, is_last, start if i == start_file else HEADER_SIZE, applied_lsn)
             except MidLogCorruption as exc:
                 raise to_corrupt(exc) from exc
             except CorruptFile as exc:
@@ -122,10 +131,28 @@ class WalDirectory:
         if headers and headers[0][1].first_lsn > applied_lsn + 1:
             raise CorruptData(f"{self.path}: WAL starts at LSN {headers[0][1].first_lsn} but the state "
                               f"is only checkpointed through {applied_lsn}", path=self.path)
-        if scans and last_lsn < applied_lsn:
+        if scans and scans[-1].last_lsn < applied_lsn:  # the last file, even one holding no record
+            last_lsn = scans[-1].last_lsn
             raise CorruptData(f"{self.path}: WAL ends at LSN {last_lsn}, before the state's checkpoint "
                               f"{applied_lsn} (files lost?)", path=self.path)
         return Recovery(scans, last_lsn, last_ts, torn, headers)
+
+    @staticmethod
+    def _scan(path: str, is_last: bool, start: int, applied_lsn: int) -> WalScan:
+        """`scan_wal`, repairing a torn tail of the last file only if it holds no applied commit.
+
+        Groups are applied to the state only once fsynced, so a group the state already holds
+        was never the unsynced last one: damage there is damage to acknowledged commits,
+        refused, not cut off (the writer would then log the next commit where they were)."""
+        scan = scan_wal(path, start=start)
+        if scan.torn is None or not is_last:
+            return scan
+        if scan.last_lsn < applied_lsn:
+            raise CorruptData(f"the commit group at offset {scan.torn.offset} is damaged ({scan.torn.reason}) "
+                              f"and holds commits through LSN {applied_lsn} that the state already holds: "
+                              "not a torn write", path=path, offset=scan.torn.offset, lsn=scan.last_lsn + 1,
+                              hint=MID_LOG_HINT)
+        return scan_wal(path, repair=True, start=start)
 
     def _hinted_start(self, files: list[tuple[int, str]], applied_lsn: int,
                       hint: tuple[int, int]) -> tuple[int, int]:

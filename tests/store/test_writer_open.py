@@ -16,6 +16,7 @@ from pitr.datadir import wal as wal_module
 from pitr.datadir.state import StateDB
 from pitr.errors import CorruptData
 from pitr.store import Store, StoreOptions
+from segments.record import PUT, Op
 from segments.wal import HEADER_SIZE, WalScan, decode_header
 from segments.wal_format import check_unit_at
 
@@ -88,6 +89,12 @@ def flip(path: Path, where: int) -> None:
         byte = fh.read(1)
         fh.seek(where)
         fh.write(bytes([byte[0] ^ 0x10]))
+
+
+def zero(path: Path, start: int, end: int) -> None:
+    with open(path, "r+b") as fh:
+        fh.seek(start)
+        fh.write(bytes(end - start))
 
 
 async def check_contents(data: Path, model: dict[bytes, bytes], last_lsn: int) -> None:
@@ -193,3 +200,33 @@ async def test_a_wrong_position_costs_a_full_scan_never_a_wrong_open(tmp_path: P
         assert starts == ([hint[1]] if trusted else [HEADER_SIZE]), \
             f"WAL position {hint} was trusted (seed {random_seed})"
         assert path.read_bytes()[:size] == written[:size], f"WAL position {hint} changed the WAL"
+
+
+async def one_applied_group(tmp_path: Path) -> tuple[Path, Path, int]:
+    """A store whose WAL is one group of 50 commits, all applied; returns (data, WAL file, group end)."""
+    data = tmp_path / "data"
+    async with Store(str(data)) as store:
+        await store.commit_many([((Op(PUT, b"k%d" % i, b"v" * 30, None),), None) for i in range(50)])
+    path = the_wal(data)
+    return data, path, len(path.read_bytes().rstrip(b"\0"))
+
+
+async def test_damage_in_an_applied_last_group_is_refused_not_cut_off(tmp_path: Path, random_seed: int) -> None:
+    # The last group is applied, so it was fsynced: damage there is no torn write. Cutting it off
+    # would let the writer log the next commit at the start of a file whose header says LSN 1.
+    data, path, end = await one_applied_group(tmp_path)
+    flip(path, random.Random(random_seed).randrange(HEADER_SIZE, end))
+    before = path.read_bytes()
+    with pytest.raises(CorruptData, match="already holds"):
+        async with Store(str(data)):
+            pass
+    assert path.read_bytes() == before, f"the refused open changed the WAL (seed {random_seed})"
+    assert not list((data / "wal").glob("*.broken*")), "applied commits were cut off as a torn tail"
+
+
+async def test_a_wal_emptied_under_the_checkpoint_is_refused(tmp_path: Path) -> None:
+    data, path, end = await one_applied_group(tmp_path)
+    zero(path, HEADER_SIZE, end)  # the file now reads as holding no record at all
+    with pytest.raises(CorruptData, match="before the state's checkpoint"):
+        async with Store(str(data)):
+            pass
