@@ -192,6 +192,8 @@ class WalDirectory:
             if next_first is not None and next_first <= expected:
                 continue
             if first_lsn > expected:
+                if i:
+                    _why_reading_stopped(files[i - 1][1], expected)
                 raise CorruptData(f"{path}: LSNs {expected}..{first_lsn - 1} are missing from the WAL",
                                   path=path)
             offset = 0
@@ -211,6 +213,8 @@ class WalDirectory:
             if expected > upto:
                 return
         if expected <= upto:
+            if files:
+                _why_reading_stopped(files[-1][1], expected)
             raise CorruptData(f"{self.path}: the WAL ends at LSN {expected - 1}, expected up to {upto}",
                               path=self.path)
 
@@ -228,3 +232,19 @@ class WalDirectory:
         if removed:
             fsync_dir(self.path)
         return removed
+
+
+def _why_reading_stopped(path: str, expected: int) -> None:
+    """Raise what a full scan of `path` says stopped a read before LSN `expected` (the damage, its
+    offset and LSN), if it says anything; the caller's error follows otherwise. A read only asks
+    for durable LSNs, so stopping short of them is always damage, never a write in progress."""
+    try:
+        scan = scan_wal(path)
+    except SegmentsError as exc:
+        raise to_corrupt(exc) from exc
+    except OSError:
+        return
+    if scan.torn is not None and scan.last_lsn < expected:
+        raise CorruptData(f"the WAL cannot be read past offset {scan.torn.offset} ({scan.torn.reason}); "
+                          f"commits from LSN {scan.last_lsn + 1} on are not readable", path=path,
+                          offset=scan.torn.offset, lsn=scan.last_lsn + 1, hint=MID_LOG_HINT)

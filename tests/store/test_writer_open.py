@@ -14,6 +14,7 @@ import pytest
 
 from pitr.datadir import wal as wal_module
 from pitr.datadir.state import StateDB
+from pitr.datadir.wal import WalDirectory
 from pitr.errors import CorruptData
 from pitr.store import Store, StoreOptions
 from segments.record import PUT, Op
@@ -230,3 +231,21 @@ async def test_a_wal_emptied_under_the_checkpoint_is_refused(tmp_path: Path) -> 
     with pytest.raises(CorruptData, match="before the state's checkpoint"):
         async with Store(str(data)):
             pass
+
+
+async def test_damage_before_the_checkpoint_is_left_to_the_archivers_read(tmp_path: Path) -> None:
+    # Not read at open (the state holds those commits), and refused, with its offset, by the next
+    # read of that WAL: the archiver's (`WalDirectory.read_after`).
+    data = tmp_path / "data"
+    async with Store(str(data)) as store:
+        for run in range(3):
+            await store.commit_many([((Op(PUT, b"k%d" % i, b"v" * 30, None),), None) for i in range(run, 40)])
+    path = the_wal(data)
+    flip(path, HEADER_SIZE + 100)  # inside the first group
+    async with Store(str(data)) as store:
+        await store.put(b"after", b"damage")  # the writer's open does not read the first group
+        last = store.last_lsn
+    with pytest.raises(CorruptData, match="damaged") as refused:
+        for _chunk in WalDirectory(str(data / "wal")).read_after(0, last):
+            pass
+    assert (refused.value.path, refused.value.offset) == (str(path), HEADER_SIZE)
