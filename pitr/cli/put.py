@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import BinaryIO
 
-from pitr.cli.common import add_data, add_json, add_wait, decode_arg, need_data, print_json, writer_wait
+from pitr.cli.common import add_data, add_json, add_wait, decode_arg, need_data, print_json
 from pitr.errors import InvalidArgument
 from pitr.timefmt import format_time
 from segments.record import MAX_VALUE
@@ -38,24 +38,24 @@ def read_value(stream: BinaryIO) -> bytes:
     return data
 
 
-async def run(args: argparse.Namespace) -> int:
-    import anyio
-
-    from pitr.store import (  # the event loop's libraries and LMDB: only when the command runs
-        Store,
-        StoreOptions,
-    )
+def run(args: argparse.Namespace) -> int:
+    """One commit with no event loop (`pitr.store.oneshot`): what start-up costs is the command."""
+    from pitr.datadir.keys import check_put, ttl_ns
+    from pitr.store.oneshot import commit_once  # LMDB and the WAL: only when the command runs
+    from pitr.store.options import StoreOptions
+    from pitr.timefmt import parse_duration
+    from segments.record import PUT, Op
 
     key = decode_arg(args.key, args.b64, "key")
-    if args.value == STDIN_VALUE:  # read before the store is opened: the lock is not held while stdin is slow
-        value = await anyio.to_thread.run_sync(read_value, sys.stdin.buffer)
-    else:
-        value = decode_arg(args.value, args.b64, "value")
-    async with Store(need_data(args), StoreOptions(lock_wait=await writer_wait(args))) as store:
-        commit = await store.put(key, value, ttl=args.ttl)
+    # read before the store is opened: the lock is not held while stdin is slow
+    value = read_value(sys.stdin.buffer) if args.value == STDIN_VALUE else decode_arg(args.value, args.b64, "value")
+    check_put(key, value)
+    ttls = None if args.ttl is None else {0: ttl_ns(args.ttl, key)}
+    # the writer lock is waited for in this thread: Ctrl-C ends the wait at once
+    options = StoreOptions(lock_wait=parse_duration(args.wait, what="--wait") / 1e9)
+    lsn, ts = commit_once(need_data(args), (Op(PUT, key, value, None),), options, ttls=ttls)
     if args.json:
-        print_json({"lsn": commit.lsn, "ts_ns": commit.ts_ns, "ts": format_time(commit.ts_ns),
-                    "value_bytes": len(value)})
+        print_json({"lsn": lsn, "ts_ns": ts, "ts": format_time(ts), "value_bytes": len(value)})
     else:
-        print(f"committed LSN {commit.lsn} at {format_time(commit.ts_ns)}")
+        print(f"committed LSN {lsn} at {format_time(ts)}")
     return 0

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from pitr.datadir.overlay import fold, merge, visible
 from pitr.datadir.state import StateDB, StateView, is_live
-from pitr.datadir.wal import WalDirectory
+from pitr.datadir.wal import WalDirectory, hinted_offset
 from pitr.errors import CorruptData, InvalidArgument, to_corrupt
 from segments import SegmentsError
 from segments import record as rec
@@ -114,7 +114,7 @@ class StoreReader:
 
         `hint` is where the checkpoint says the group ending at `applied` starts (first LSN of the
         WAL file, byte offset): the file is read from there only when a checked group at that
-        offset really holds LSN `applied` (`_hinted_offset`); otherwise from its start."""
+        offset really holds LSN `applied` (`pitr.datadir.wal.hinted_offset`); otherwise from its start."""
         overlay: dict[bytes, Change] = {}
         if not os.path.isdir(self._wal_path):
             return ReadView(applied, applied, overlay)
@@ -127,7 +127,7 @@ class StoreReader:
             if first_lsn > expected:
                 raise CorruptData(f"{path}: LSNs {expected}..{first_lsn - 1} are missing from the WAL",
                                   path=path, lsn=expected)
-            offset = _hinted_offset(path, first_lsn, applied, hint) if expected == applied + 1 else 0
+            offset = hinted_offset(path, first_lsn, applied, hint) if expected == applied + 1 else 0
             while True:
                 try:
                     chunk = read_wal_from(path, offset, expected, rec.MAX_I64)
@@ -153,20 +153,6 @@ class StoreReader:
                                   f"at LSN {next_first}", path=path, lsn=expected,
                                   hint="open the store with its writer (pitr put) to recover it")
         return ReadView(expected - 1, applied, overlay)
-
-
-def _hinted_offset(path: str, first_lsn: int, applied: int, hint: tuple[int, int]) -> int:
-    """The hinted offset in the WAL file `path` if the group there holds LSN `applied`, else 0 (the
-    file's start). The group's own checksums are checked; the groups after it are read with the LSN
-    density check (`read_wal_from`), so a wrong hint costs a scan from the start, never an answer."""
-    hint_file, offset = hint
-    if hint_file != first_lsn or offset <= 0 or applied < first_lsn:
-        return 0
-    try:
-        chunk = read_wal_from(path, offset, applied, applied)
-    except (SegmentsError, OSError):
-        return 0
-    return offset if chunk.spans and chunk.spans[0].lsn == applied else 0
 
 
 _MISSING = object()

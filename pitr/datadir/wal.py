@@ -14,7 +14,16 @@ from pitr.errors import CorruptData, file_error, to_corrupt
 from segments import CorruptFile, MidLogCorruption, SegmentsError
 from segments.fsutil import fsync_dir
 from segments.record import Span
-from segments.wal import TornTail, WalScan, abandon_unborn, scan_wal
+from segments.wal import (
+    HEADER_SIZE,
+    MID_LOG_HINT,
+    TornTail,
+    WalHeader,
+    WalScan,
+    abandon_unborn,
+    decode_header,
+    scan_wal,
+)
 from segments.wal_follow import read_wal_from
 
 _WAL = re.compile(r"^(\d{20})\.wal$")
@@ -28,6 +37,25 @@ class Recovery:
     last_lsn: int
     last_ts_ns: int
     torn: list[TornTail]
+    #: (path, header) of every WAL file, the ones before the checkpoint's hint (not scanned) too
+    headers: list[tuple[str, WalHeader]]
+
+
+def hinted_offset(path: str, first_lsn: int, applied: int, hint: tuple[int, int]) -> int:
+    """The hinted offset in the WAL file `path` (whose first LSN is `first_lsn`) if a checked unit
+    there starts a run of units reaching LSN `applied`, else 0 (the file's start).
+
+    `hint` is the checkpoint's (first LSN of the WAL file, byte offset of the group ending at
+    `applied`). The unit's own checksums are checked and the units after it with the LSN density
+    check (`read_wal_from`), so a wrong hint costs a scan from the start, never an answer."""
+    hint_file, offset = hint
+    if hint_file != first_lsn or offset < HEADER_SIZE or applied < first_lsn:
+        return 0
+    try:
+        chunk = read_wal_from(path, offset, applied, applied)
+    except (SegmentsError, OSError):
+        return 0
+    return offset if chunk.spans and chunk.spans[0].lsn == applied else 0
 
 
 
@@ -53,16 +81,26 @@ class WalDirectory:
         found.sort()
         return found
 
-    def recover(self, applied_lsn: int, start_ts_ns: int) -> Recovery:
-        """Scan every file, repair a torn tail on the last one, and check continuity."""
+    def recover(self, applied_lsn: int, start_ts_ns: int, hint: tuple[int, int] = (0, 0)) -> Recovery:
+        """Scan the files, repair a torn tail on the last one, and check continuity.
+
+        With the checkpoint's WAL position `hint` (docs/decisions.md, "Start-up: what the writer
+        checks at open"), when a checked group at that position holds LSN `applied_lsn`, the scan
+        starts there: the records before it are applied (the state's row checksums cover them) and
+        of the files before it only the headers are read. Otherwise every file is scanned whole."""
         files = self.files()
+        start_file, start = self._hinted_start(files, applied_lsn, hint)
         scans: list[WalScan] = []
         torn: list[TornTail] = []
+        headers: list[tuple[str, WalHeader]] = []
         last_lsn, last_ts = applied_lsn, start_ts_ns
         for i, (first_lsn, path) in enumerate(files):
             is_last = i == len(files) - 1
+            if i < start_file:  # wholly before the checkpoint: its header only
+                headers.append((path, self._header(path, first_lsn)))
+                continue
             try:
-                scan = scan_wal(path, repair=is_last)
+                scan = self._scan(path, is_last, start if i == start_file else HEADER_SIZE, applied_lsn)
             except MidLogCorruption as exc:
                 raise to_corrupt(exc) from exc
             except CorruptFile as exc:
@@ -87,15 +125,63 @@ class WalDirectory:
                 raise CorruptData(f"{path}: starts at LSN {first_lsn} but the previous file ends at "
                                   f"{scans[-1].last_lsn}", path=path)
             scans.append(scan)
+            headers.append((path, scan.header))
             if scan.spans:
                 last_lsn, last_ts = scan.last_lsn, scan.spans[-1].ts_ns
-        if scans and scans[0].header.first_lsn > applied_lsn + 1:
-            raise CorruptData(f"{self.path}: WAL starts at LSN {scans[0].header.first_lsn} but the state "
+        if headers and headers[0][1].first_lsn > applied_lsn + 1:
+            raise CorruptData(f"{self.path}: WAL starts at LSN {headers[0][1].first_lsn} but the state "
                               f"is only checkpointed through {applied_lsn}", path=self.path)
-        if scans and last_lsn < applied_lsn:
+        if scans and scans[-1].last_lsn < applied_lsn:  # the last file, even one holding no record
+            last_lsn = scans[-1].last_lsn
             raise CorruptData(f"{self.path}: WAL ends at LSN {last_lsn}, before the state's checkpoint "
                               f"{applied_lsn} (files lost?)", path=self.path)
-        return Recovery(scans, last_lsn, last_ts, torn)
+        return Recovery(scans, last_lsn, last_ts, torn, headers)
+
+    @staticmethod
+    def _scan(path: str, is_last: bool, start: int, applied_lsn: int) -> WalScan:
+        """`scan_wal`, repairing a torn tail of the last file only if it holds no applied commit.
+
+        Groups are applied to the state only once fsynced, so a group the state already holds
+        was never the unsynced last one: damage there is damage to acknowledged commits,
+        refused, not cut off (the writer would then log the next commit where they were)."""
+        scan = scan_wal(path, start=start)
+        if scan.torn is None or not is_last:
+            return scan
+        if scan.last_lsn < applied_lsn:
+            raise CorruptData(f"the commit group at offset {scan.torn.offset} is damaged ({scan.torn.reason}) "
+                              f"and holds commits through LSN {applied_lsn} that the state already holds: "
+                              "not a torn write", path=path, offset=scan.torn.offset, lsn=scan.last_lsn + 1,
+                              hint=MID_LOG_HINT)
+        return scan_wal(path, repair=True, start=start)
+
+    def _hinted_start(self, files: list[tuple[int, str]], applied_lsn: int,
+                      hint: tuple[int, int]) -> tuple[int, int]:
+        """(index of the file, offset) the recovery scan starts at: the checkpoint's hint when it
+        holds (and a later read after `applied_lsn` starts there too), else (0, the first unit)."""
+        for i, (first_lsn, path) in enumerate(files):
+            if first_lsn != hint[0]:
+                continue
+            if i + 1 < len(files) and files[i + 1][0] <= applied_lsn:
+                break  # a later file holds the checkpoint: the hint is stale
+            offset = hinted_offset(path, first_lsn, applied_lsn, hint)
+            if offset:
+                self.resume = (applied_lsn + 1, path, offset)
+                return i, offset
+            break
+        return 0, HEADER_SIZE
+
+    @staticmethod
+    def _header(path: str, first_lsn: int) -> WalHeader:
+        try:
+            with open(path, "rb") as fh:
+                header = decode_header(fh.read(HEADER_SIZE), path)
+        except SegmentsError as exc:
+            raise to_corrupt(exc) from exc
+        except OSError as exc:
+            raise file_error(exc, path, "recover the WAL file") from exc
+        if header.first_lsn != first_lsn:
+            raise CorruptData(f"{path}: header says first LSN {header.first_lsn}", path=path)
+        return header
 
     def read_after(self, lsn: int, upto: int, max_bytes: int = 64 << 20) -> Iterator[tuple[bytes, list[Span]]]:
         """Checked records with lsn < LSN <= upto, as (bytes, spans) chunks in order."""
@@ -106,6 +192,8 @@ class WalDirectory:
             if next_first is not None and next_first <= expected:
                 continue
             if first_lsn > expected:
+                if i:
+                    _why_reading_stopped(files[i - 1][1], expected)
                 raise CorruptData(f"{path}: LSNs {expected}..{first_lsn - 1} are missing from the WAL",
                                   path=path)
             offset = 0
@@ -125,6 +213,8 @@ class WalDirectory:
             if expected > upto:
                 return
         if expected <= upto:
+            if files:
+                _why_reading_stopped(files[-1][1], expected)
             raise CorruptData(f"{self.path}: the WAL ends at LSN {expected - 1}, expected up to {upto}",
                               path=self.path)
 
@@ -142,3 +232,19 @@ class WalDirectory:
         if removed:
             fsync_dir(self.path)
         return removed
+
+
+def _why_reading_stopped(path: str, expected: int) -> None:
+    """Raise what a full scan of `path` says stopped a read before LSN `expected` (the damage, its
+    offset and LSN), if it says anything; the caller's error follows otherwise. A read only asks
+    for durable LSNs, so stopping short of them is always damage, never a write in progress."""
+    try:
+        scan = scan_wal(path)
+    except SegmentsError as exc:
+        raise to_corrupt(exc) from exc
+    except OSError:
+        return
+    if scan.torn is not None and scan.last_lsn < expected:
+        raise CorruptData(f"the WAL cannot be read past offset {scan.torn.offset} ({scan.torn.reason}); "
+                          f"commits from LSN {scan.last_lsn + 1} on are not readable", path=path,
+                          offset=scan.torn.offset, lsn=scan.last_lsn + 1, hint=MID_LOG_HINT)

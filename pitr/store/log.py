@@ -75,20 +75,25 @@ class StoreLog:
 
     def _recover(self) -> None:
         ident = self.identity
-        applied_lsn, applied_ts = self.state.checkpoint()
-        recovery = self.wal_dir.recover(applied_lsn, applied_ts)
-        for scan in recovery.scans:
-            if scan.header.store_id != ident.store_id:
-                raise InvalidArgument(f"{scan.path}: WAL belongs to store {scan.header.store_id}, "
-                                      f"not {ident.store_id}")
+        checkpoint = self.state.stored_checkpoint()
+        applied_lsn, applied_ts = checkpoint.applied_lsn, checkpoint.applied_ts_ns
+        # the WAL is checked from the checkpoint's group on (docs/decisions.md, "Start-up: what the
+        # writer checks at open"); the whole WAL when the hint does not hold
+        recovery = self.wal_dir.recover(applied_lsn, applied_ts, (checkpoint.wal_first_lsn, checkpoint.wal_offset))
+        for path, header in recovery.headers:
+            if header.store_id != ident.store_id:
+                raise InvalidArgument(f"{path}: WAL belongs to store {header.store_id}, not {ident.store_id}")
         # Only what the store needs is kept, not the scans: they hold one Span per WAL record,
         # objects the cyclic GC tracks, and every full collection would walk them for the store's life.
         self.torn = recovery.torn
         self.last_lsn, self.last_ts = recovery.last_lsn, recovery.last_ts_ns
+        last = recovery.scans[-1] if recovery.scans else None
+        if last is not None and last.spans and last.last_lsn == recovery.last_lsn:
+            # where the last group starts: the replay's checkpoint keeps it, as every apply does
+            self._positions[recovery.last_lsn] = (last.header.first_lsn, last.last_unit)
         self._replay(applied_lsn, recovery.last_lsn)
         #: no commit may be timed at or before this: the latest completeness promise (markers)
         self.promised_ns = self.wal_dir.markers.promised_complete_ns()
-        last = recovery.scans[-1] if recovery.scans else None
         if last is not None and last.header.version == WAL_VERSION and last.end < self.options.wal_file_size:
             self._wal = WalWriter.reopen(last, ops=self._ops)
         else:
@@ -116,7 +121,7 @@ class StoreLog:
             if len(changes) >= self.options.apply_threshold:
                 self.state.apply(changes, lsn, ts)
                 changes = {}
-        self.state.apply(changes, lsn, ts)
+        self.state.apply(changes, lsn, ts, self.wal_position(lsn))
 
     def _roll(self, first: int) -> None:
         """Start a new WAL file whose first record will be LSN `first`."""

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Start-up of `pitr --help`, `pitr get KEY` and `pitr put KEY V`, optionally against another tree, interleaved.
 
-    .venv/bin/python tools/bench/startup.py [--against DIR] [--runs 5]
+    .venv/bin/python tools/bench/startup.py [--against DIR] [--runs 5] [--commits 2000]
 
 Each command is a whole process (from a small launcher, as in commands.py):
 the first run cold (`os.sync()`, page cache dropped when root), then the
 median wall clock and CPU time (user + system) of `--runs` more. The store is
-2,000 commits imported into a temporary directory. With `--against DIR` (a
+`--commits` commits (default 2,000) imported into a temporary directory; at
+200,000 or 1,000,000 it shows what the writer's open costs with a long WAL. With `--against DIR` (a
 directory holding another version's `pitr/` and `segments/`, for instance
 `git archive 69d671a pitr segments | tar -x -C DIR`), each run of this tree
 is followed by the same run of that one (put on the front of PYTHONPATH), so
@@ -32,6 +33,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--against", metavar="DIR", help="a tree with another version's pitr/ and segments/")
     parser.add_argument("--runs", type=int, default=5, help="warm runs after the first (default 5)")
+    parser.add_argument("--commits", type=int, default=COMMITS, help=f"commits in the store (default {COMMITS:,})")
     args = parser.parse_args()
     script = os.path.join(os.path.dirname(sys.executable), "pitr")
     pitr = [script] if os.access(script, os.X_OK) else [sys.executable, "-m", "pitr"]
@@ -45,11 +47,12 @@ def main() -> int:
         os.makedirs(scratch)
         lines = os.path.join(root, "import.jsonl")
         with open(lines, "w") as fh:
-            fh.writelines(f'{{"op": "put", "key": "key:{i}", "value": "v{i:09d}"}}\n' for i in range(COMMITS))
+            fh.writelines(f'{{"op": "put", "key": "key:{i}", "value": "v{i:09d}"}}\n' for i in range(args.commits))
         data = {name: os.path.join(root, f"data-{i}") for i, name in enumerate(trees)}
         for name, tree_env in trees.items():
             run_timed([*pitr, "import", lines, "--data", data[name]], env=tree_env, scratch=scratch)
-        print(f"start-up, {args.runs} warm runs after a cold one; host load {os.getloadavg()[0]:.1f}")
+        print(f"start-up at {args.commits:,} commits, {args.runs} warm runs after a cold one; "
+              f"host load {os.getloadavg()[0]:.1f}")
         for command in (["--help"], ["get", "key:7"], ["put", "startup", "v"]):
             runs: dict[str, list[ProcessRun]] = {name: [] for name in trees}
             for i in range(args.runs + 1):
