@@ -116,10 +116,12 @@ class SealedFile(SegmentsError):
 @dataclass(frozen=True, slots=True)
 class SegmentKeys:
     """What reading or writing sealed files needs from a repository's data key (made by `pitr.crypto`):
-    the sealing subkey (per-file block keys) and the key of the records digests."""
+    the sealing subkey (per-file block keys), the key of the records digests, and the index subkey
+    that keys the catalog's key digests (built beside the segment)."""
 
     sealing_key: bytes
     digest_key: bytes
+    index_key: bytes
 
     def __repr__(self) -> str:  # a traceback never shows a key
         return "SegmentKeys(<secret>)"

@@ -74,7 +74,7 @@ class Catalog(KeyIndex):
         `replaces` lists first LSNs of segments this one supersedes: their rows go,
         their key tables with them.
         """
-        count, rows = build_table(entry.first_lsn, key_rows)
+        count, rows = build_table(entry.first_lsn, key_rows, self.index_key)
         self.add_segment_indexed(entry, blocks, (count, rows), replaces, gaps)
 
     def add_segment_indexed(self, entry: SegmentEntry, blocks: Iterable[BlockRow],

@@ -5,7 +5,7 @@ identity document). Each use gets its own subkey, BLAKE3 derive_key with a
 distinct context, so no key serves two purposes:
 
     file sealing   "pitr file sealing v1"   per-file keys of FileCipher
-    index digests  "pitr index digest v1"   keyed key digests of the catalog (later)
+    index digests  "pitr index digest v1"   keyed key digests of the catalog
     chain          "pitr chain v1"          the keyed chain (later)
 
 A `FileCipher` seals the blocks of one file under a per-file key derived from
@@ -65,9 +65,9 @@ class DataKey:
         return self.subkey(CONTEXT_CHAIN)
 
     def segment_keys(self) -> SegmentKeys:
-        """What the `segments` writers and readers need to seal and open files: the sealing subkey, and
-        the chain subkey that keys the piece records digests."""
-        return SegmentKeys(self.sealing_key, self.chain_key)
+        """What the `segments` writers and readers need to seal and open files: the sealing subkey, the
+        chain subkey that keys the piece records digests, and the index subkey of the catalog's digests."""
+        return SegmentKeys(self.sealing_key, self.chain_key, self.index_key)
 
 
 class FileCipher:

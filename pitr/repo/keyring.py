@@ -167,9 +167,12 @@ async def rotate_key(repo: Repository, old: KeyFile, new: KeyFile, *, kdf: KdfPa
 async def unlock(repo: Repository, key_file: KeyFile | None) -> DataKey | None:
     """Open the repository's data key with `key_file` (`open_data_key`) and hand its keys to the
     repository's readers and archivers; None (and nothing set) for a plaintext repository."""
+    import anyio
+
     data_key = await open_data_key(repo, key_file)
     if data_key is not None:
         repo.segment_keys = data_key.segment_keys()
+        await anyio.to_thread.run_sync(repo.catalog.use_index_key, data_key.index_key)
     return data_key
 
 
