@@ -180,27 +180,30 @@ async def unlock_all(repos: list[Repository], key_path: str) -> None:
     """`unlock` each repository with the key file at `key_path` (read and checked once).
 
     A key given for a place that is not a repository yet is refused: creating an encrypted
-    repository is `pitr archive --encrypt`'s, which is not offered until every file is sealed."""
+    repository is `pitr archive --encrypt`'s (`pitr.cli._encrypt`), never a side effect of a key."""
     from pitr.crypto.keys import read_key_file
 
     key_file = read_key_file(key_path)
     for repo in repos:
         if await repo.identity() is None:
-            raise WrongKey(f"{repo.url} is not a repository yet, and pitr does not create encrypted repositories "
-                           "yet: refusing to start a plaintext one with a key given",
-                           hint="leave out the key file (--key-file, PITR_KEY_FILE) to archive without encryption")
+            raise WrongKey(f"{repo.url} is not a repository yet: refusing to start a plaintext one with a key given",
+                           hint="pass --encrypt to create it encrypted under the key, or leave out the key file "
+                                "(--key-file, PITR_KEY_FILE) to archive without encryption")
         await unlock(repo, key_file)
 
 
 async def claim_encrypted(repo: Repository, ident: RepoIdentity, key_file: KeyFile, *,
-                          kdf: KdfParams | None = None) -> DataKey:
+                          kdf: KdfParams | None = None, archived_before: bool = False) -> DataKey:
     """Claim a new, empty repository for `ident`'s history, encrypted under `key_file` (a fresh data
     key wrapped in the identity), and unlock it; one that already holds this history must open with
-    `key_file` (a plaintext one is refused: it never becomes half encrypted)."""
+    `key_file` (a plaintext one is refused: it never becomes half encrypted). `archived_before` as
+    for `Repository.claim` (a store that archived there before finds it lost, never restarted)."""
     import dataclasses
 
-    block, _ = new_encryption(key_file, ident.store_id, kdf=kdf)
-    await repo.claim(dataclasses.replace(ident, encryption=block))
+    import anyio
+
+    block, _ = await anyio.to_thread.run_sync(lambda: new_encryption(key_file, ident.store_id, kdf=kdf))
+    await repo.claim(dataclasses.replace(ident, encryption=block), archived_before=archived_before)
     data_key = await unlock(repo, key_file)
     if data_key is None:  # unlock refuses a key for a plaintext repository; this is for the type checker
         raise WrongKey(f"{repo.url} is not encrypted")

@@ -163,8 +163,8 @@ def _sealing_keys(archiver: Archiver) -> SegmentKeys | None:
     sealed = [prog.repo for prog in archiver.progress if prog.repo.segment_keys is not None]
     if sealed and len(archiver.progress) > 1:
         raise InvalidArgument(f"{sealed[0].url} is encrypted, and a snapshot is one file for every repository: "
-                              "an encrypted repository takes its snapshots alone",
-                              hint="run pitr snapshot with only that --repo")
+                              "an encrypted repository takes its snapshots alone (run pitr snapshot with only "
+                              "that --repo)")
     return sealed[0].segment_keys if sealed else None
 
 
