@@ -192,6 +192,33 @@ async def unlock_all(repos: list[Repository], key_path: str) -> None:
         await unlock(repo, key_file)
 
 
+async def adopt_keys(target: Repository, source: Repository) -> None:
+    """Give `target`, which holds `source`'s history under the same identity (so the same wrapped data
+    key: `pitr copy`), the keys `source` was unlocked with; nothing for a plaintext source."""
+    import anyio
+
+    keys = source.segment_keys
+    if keys is None:
+        return
+    if await target.require_identity() != await source.require_identity():
+        raise WrongKey(f"{target.url} does not hold the identity of {source.url}: its key cannot be the same")
+    target.segment_keys = keys
+    await anyio.to_thread.run_sync(target.catalog.use_index_key, keys.index_key)
+
+
+async def unlock_existing(repos: list[Repository], key_path: str | None) -> None:
+    """`unlock` each repository that exists with the key file at `key_path` (read and checked once);
+    nothing without a key (an encrypted repository is then refused where it is read)."""
+    if not key_path:
+        return
+    from pitr.crypto.keys import read_key_file
+
+    key_file = read_key_file(key_path)
+    for repo in repos:
+        if await repo.identity() is not None:
+            await unlock(repo, key_file)
+
+
 async def claim_encrypted(repo: Repository, ident: RepoIdentity, key_file: KeyFile, *,
                           kdf: KdfParams | None = None, archived_before: bool = False) -> DataKey:
     """Claim a new, empty repository for `ident`'s history, encrypted under `key_file` (a fresh data

@@ -114,7 +114,8 @@ def test_restore_audit_and_verify_through_the_key_equal_the_plaintext(twins: Twi
     for argv in (["log", "--since-lsn", "1", "--json"], ["diff", "@5", "@150", "--json"],
                  ["diff", "@60", "@180", "--json"]):
         sealed, plain = twins.both(*argv)
-        assert sealed == plain and sealed, argv
+        assert sealed == plain, argv
+        assert sealed.startswith("exit 0\n{"), argv  # an answer, not an empty one
     # (archived moments apart: their complete-through times differ; and sealed pieces chain keyed digests)
     timelines = [json.loads(out.split("\n", 1)[1])[0] for out in twins.both("timeline", "--json")]
     assert [[(w["start_lsn"], w["start_ns"], w["end_lsn"]) for w in t["windows"]] for t in timelines] == \
@@ -122,12 +123,14 @@ def test_restore_audit_and_verify_through_the_key_equal_the_plaintext(twins: Twi
     assert timelines[0]["bases"] == timelines[1]["bases"]
     backups = [[{f: b[f] for f in ("name", "lsn", "entry_count", "logical_bytes", "state_digest")
                  if f in b} for b in json.loads(out.split("\n", 1)[1])] for out in twins.both("backups", "list", "--json")]
-    assert backups[0] == backups[1] and backups[0]
+    assert backups[0] == backups[1]
+    assert backups[0]
     some = sorted(twins.model)[:3] + [twins.secrets[0]]  # live keys, and the first key written
     for key in some:
         b64 = base64.b64encode(key).decode()
         sealed, plain = twins.both("history", b64, "--b64", "--values", "--json")
-        assert sealed == plain and sealed
+        assert sealed == plain
+        assert '"lsn"' in sealed  # the key's versions, not an empty history
         for at in ("@30", "@100", f"@{ROUNDS * PER_ROUND}"):
             sealed, plain = twins.both("get", b64, "--b64", "--at", at, "--json", codes=(0, 1))
             assert sealed == plain
@@ -145,6 +148,24 @@ def test_restore_audit_and_verify_through_the_key_equal_the_plaintext(twins: Twi
             states.append(({k: v for k, v, _ in reader.scan(b"", 2**62)}, out["state_digest"], out["base"]))
     assert states[0] == states[1]
     assert states[0][0] == twins.model
+
+
+def test_copy_and_repair_of_an_encrypted_repository_take_its_key(twins: Twins) -> None:
+    copy, key = twins.tmp / "copy", str(twins.key)
+    _refused(twins.capsys, ["copy", "--from", str(twins.sealed), "--to", str(copy)], "wrong_key", "is encrypted")
+    out = json.loads(twins.ok("copy", "--from", str(twins.sealed), "--to", str(copy), "--key-file", key, "--json"))
+    assert out["ok"]
+    assert out["copied"]
+    assert not [s for s in twins.secrets if s in every_byte(copy)]
+    victim = max((copy / "segments").iterdir(), key=lambda p: p.stat().st_size)
+    victim.chmod(0o600)
+    victim.write_bytes(victim.read_bytes()[:-100])
+    out = json.loads(twins.ok("repair", str(copy), "--from", str(twins.sealed), "--key-file", key, "--json"))
+    assert out["ok"]
+    assert out["replaced"] == [victim.name]
+    report = json.loads(twins.ok("verify", "--repo", str(copy), "--key-file", key, "--json"))[0]
+    assert report["findings"] == []
+    assert [(w["start_lsn"], w["end_lsn"]) for w in report["windows"]] == [(0, ROUNDS * PER_ROUND)]
 
 
 def _refused(capsys: pytest.CaptureFixture[str], argv: list[str], error: str, words: str) -> None:

@@ -64,7 +64,8 @@ def test_a_sealed_snapshot_holds_no_key_value_or_first_key_and_reads_back() -> N
 def test_without_the_key_the_structure_reads_and_the_blocks_do_not() -> None:
     blob = snapshot(fixed_entries())
     reader = SnapshotReader(BytesSource(blob, "s.snap"))
-    assert reader.header.entry_count == 40 and reader.header.lsn == 7
+    assert reader.header.entry_count == 40
+    assert reader.header.lsn == 7
     assert reader.footer.state_digest == bytes(32)  # the state digest is sealed: it confirms no guess
     assert {b.first_key for b in reader.blocks} == {b""}
     with pytest.raises(SealedFile, match="needs the repository's key"):
