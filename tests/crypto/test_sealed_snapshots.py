@@ -8,12 +8,16 @@ from __future__ import annotations
 import io
 import struct
 import uuid
+from pathlib import Path
 
 import pytest
+import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pitr import backup
 from pitr.crypto import DataKey
+from pitr.errors import WrongKey
 from segments import CorruptFile
 from segments.block_seal import SealedFile, SegmentKeys
 from segments.snapshot import FIXED, SnapshotHeader, SnapshotReader, SnapshotWriter
@@ -143,3 +147,21 @@ def test_the_sealed_reader_reads_what_the_plaintext_reader_reads(
     assert sealed_reader.footer.state_digest == plain_reader.footer.state_digest
     for key in list(state)[:5]:
         assert sealed_reader.get(key) == plain_reader.get(key)
+
+
+def test_the_backup_api_refuses_a_sealed_snapshot_as_sealed_not_damaged(tmp_path: Path) -> None:
+    """`pitr.backup.verify` and `restore` take no key: a sealed snapshot is `WrongKey` pointing to the
+    commands that take one, never "damaged" and never a restore."""
+    path = tmp_path / "snapshots" / "00000000000000000007-20260101T000000Z.snap"
+    path.parent.mkdir()
+    path.write_bytes(snapshot(fixed_entries()))
+    dest = tmp_path / "restored"
+
+    async def attempts() -> None:
+        with pytest.raises(WrongKey, match="sealed snapshot of an encrypted repository"):
+            await backup.verify(str(path))
+        with pytest.raises(WrongKey, match="sealed snapshot"):
+            await backup.restore(str(path), dest=str(dest))
+
+    trio.run(attempts)
+    assert not dest.exists()
