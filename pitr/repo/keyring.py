@@ -206,6 +206,25 @@ async def adopt_keys(target: Repository, source: Repository) -> None:
     await anyio.to_thread.run_sync(target.catalog.use_index_key, keys.index_key)
 
 
+async def copy_wraps(source: Repository, target: Repository) -> list[str]:
+    """Publish in `target` every `keys/` wrap of `source` it lacks (`pitr copy`: a copy opens under
+    every key that `pitr key rotate` added, not only the identity's); the names published."""
+    ident = await source.require_identity()
+    if ident.encryption is None:
+        return []
+    present = {i.name for i in await target.storage.list(KEYS)}
+    published = []
+    for wrapped in await repository_keys(source):  # each checked: the store's, named for its key id
+        if wrapped.name == layout.IDENTITY or wrapped.name in present:
+            continue
+        try:
+            await target.storage.publish(wrapped.name, wrapped.encode(ident.store_id))
+        except ObjectExists:
+            continue  # published meanwhile; never replaced
+        published.append(wrapped.name)
+    return published
+
+
 async def unlock_existing(repos: list[Repository], key_path: str | None) -> None:
     """`unlock` each repository that exists with the key file at `key_path` (read and checked once);
     nothing without a key (an encrypted repository is then refused where it is read)."""

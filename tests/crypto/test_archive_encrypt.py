@@ -151,11 +151,15 @@ def test_restore_audit_and_verify_through_the_key_equal_the_plaintext(twins: Twi
 
 
 def test_copy_and_repair_of_an_encrypted_repository_take_its_key(twins: Twins) -> None:
-    copy, key = twins.tmp / "copy", str(twins.key)
+    copy, key, rotated = twins.tmp / "copy", str(twins.key), str(twins.tmp / "rotated")
+    create_key_file(rotated)
+    twins.ok("key", "rotate", "--repo", str(twins.sealed), "--key-file", key, "--new-key-file", rotated)
     _refused(twins.capsys, ["copy", "--from", str(twins.sealed), "--to", str(copy)], "wrong_key", "is encrypted")
     out = json.loads(twins.ok("copy", "--from", str(twins.sealed), "--to", str(copy), "--key-file", key, "--json"))
     assert out["ok"]
     assert out["copied"]
+    assert len(list((copy / "keys").iterdir())) == 1  # the rotated key opens the copy too
+    twins.ok("verify", "--quick", "--repo", str(copy), "--key-file", rotated)
     assert not [s for s in twins.secrets if s in every_byte(copy)]
     victim = max((copy / "segments").iterdir(), key=lambda p: p.stat().st_size)
     victim.chmod(0o600)
