@@ -172,6 +172,22 @@ def test_copy_and_repair_of_an_encrypted_repository_take_its_key(twins: Twins) -
     assert [(w["start_lsn"], w["end_lsn"]) for w in report["windows"]] == [(0, ROUNDS * PER_ROUND)]
 
 
+def test_a_snapshot_is_taken_into_one_encrypted_repository_at_a_time(
+        tmp_path: Path, random_seed: int, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each encrypted repository has its own data key, and one snapshot file is published to every
+    repository of the command: refused with the command that works, no snapshot anywhere."""
+    data, key, one, two = tmp_path / "data", tmp_path / "key", tmp_path / "one", tmp_path / "two"
+    write_round(data, random.Random(random_seed), {}, [])
+    create_key_file(str(key))
+    both = ["--repo", str(one), "--repo", str(two), "--key-file", str(key)]
+    assert run_cli(capsys, "archive", "--data", str(data), *both, "--encrypt")[0] == 0
+    _refused(capsys, ["snapshot", "--data", str(data), *both], "invalid_argument", "takes its snapshots alone")
+    assert not (one / "snapshots").exists()
+    assert not (two / "snapshots").exists()
+    assert run_cli(capsys, "snapshot", "--data", str(data), "--repo", str(one), "--key-file", str(key))[0] == 0
+    assert len(list((one / "snapshots").iterdir())) == 1
+
+
 def _refused(capsys: pytest.CaptureFixture[str], argv: list[str], error: str, words: str) -> None:
     code, out, err = run_cli(capsys, *argv, "--json")
     assert code != 0, out
