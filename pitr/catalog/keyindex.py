@@ -40,7 +40,7 @@ from pitr.catalog.keytable import (
     merge_entries,
     search_prefix,
 )
-from pitr.catalog.rows import dump_json, load_json
+from pitr.catalog.rows import load_json
 from pitr.errors import CatalogDamaged, WrongKey
 
 TABLES_DB = b"keytables"
@@ -75,26 +75,6 @@ class KeyIndex(CatalogEnvironment):
 
     _tables_cache: tuple[int, list[KeyTable]] | None = None
     index_key: bytes | None = None  # an encrypted repository's index subkey (`use_index_key`)
-
-    def use_index_key(self, index_key: bytes) -> bool:
-        """Key this catalog's digests under `index_key`: a catalog keyed otherwise, or not at all, is
-        cleared first (its rows are rebuilt from the files). True when it was cleared."""
-        wanted = index_key_id(index_key)
-        with self._txn("read") as txn:
-            known = self._get(txn, b"meta", INDEX_KEY_ID, load_json)
-            store_id = self._get(txn, b"meta", b"store_id", load_json)
-        cleared = known != wanted
-        if cleared:
-            if self.readonly:
-                raise CatalogDamaged(f"the catalog {self.path} is not keyed with this repository's index key, "
-                                     "and it is open read-only", path=self.path)
-            self.clear()  # type: ignore[attr-defined]  # Catalog's: every row was digested otherwise
-            with self._txn("key the index", write=True) as txn:
-                if store_id is not None:
-                    self._put(txn, b"meta", b"store_id", dump_json(store_id))
-                self._put(txn, b"meta", INDEX_KEY_ID, dump_json(wanted))
-        self.index_key = index_key
-        return cleared
 
     def key_digest(self, key: bytes) -> bytes:
         """The digest `key` is indexed by in this catalog; `WrongKey` when the catalog is keyed and
