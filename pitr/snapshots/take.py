@@ -49,8 +49,8 @@ def write_snapshot_entries(state: StateDB, out: BinaryIO, header_at: HeaderAt, p
     """Stream the state into a snapshot at `out`, from one read view opened and closed in this call.
 
     The header is `header_at(lsn, ts_ns)` of the view's checkpoint; keys already expired at its
-    time are left out; with an encrypted repository's `keys` the file is sealed. Returns the writer, to be finished (`finish_snapshot_file`) once the
-    chain digest at its LSN is known.
+    time are left out; with an encrypted repository's `keys` the file is sealed. Returns the writer,
+    to be finished (`finish_snapshot_file`) once the chain digest at its LSN is known.
     """
     with state.read_view() as view:
         header = header_at(*view.checkpoint())
