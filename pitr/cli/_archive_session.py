@@ -52,6 +52,13 @@ async def wait_for_store(data: str, poll: float = WAIT_POLL_SECONDS) -> Director
             await anyio.sleep(poll / 10)
 
 
+def _say(args: argparse.Namespace) -> Callable[[str], None] | None:
+    """Where a command tells what it created, on standard error (nothing with --json)."""
+    if getattr(args, "json", False):
+        return None
+    return lambda line: print(f"pitr: {line}", file=sys.stderr)
+
+
 @asynccontextmanager
 async def archiver_session(args: argparse.Namespace, options: ArchiveOptions, *, sidecar: bool,
                            observer: ArchiveObserver | None = None) -> AsyncIterator[tuple[Archiver, Prepare]]:
@@ -68,7 +75,7 @@ async def archiver_session(args: argparse.Namespace, options: ArchiveOptions, *,
             source = await wait_for_store(data) if sidecar else DirectorySource(data)
             try:
                 if encryption is not None:
-                    await claim_new(encryption, source)
+                    await claim_new(encryption, source, say=_say(args))
                 archiver = Archiver(source, repos, options, observer=observer)
                 await archiver.start()
                 await ensure_base(archiver)
@@ -78,7 +85,7 @@ async def archiver_session(args: argparse.Namespace, options: ArchiveOptions, *,
         else:
             async with Store(data, StoreOptions(create=False)) as store:
                 if encryption is not None:
-                    await claim_new(encryption, StoreSource(store))
+                    await claim_new(encryption, StoreSource(store), say=_say(args))
                 archiver = Archiver(StoreSource(store), repos, options, observer=observer)
                 await archiver.start()
                 await ensure_base(archiver, prepare=store.flush)

@@ -11,6 +11,7 @@ fresh data key wrapped under the key file's KEK in its identity document.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pitr.archiver.archiver import identity_for
@@ -49,8 +50,10 @@ async def check_repositories(encryption: Encryption, repos: list[Repository]) ->
             await unlock(repo, encryption.key_file)  # WrongKey for a plaintext one, or another key's
 
 
-async def claim_new(encryption: Encryption, source: CommitSource, *, source_kind: str = "embedded") -> None:
-    """Claim each new repository for `source`'s history, encrypted (the archiver then finds it claimed)."""
+async def claim_new(encryption: Encryption, source: CommitSource, *, source_kind: str = "embedded",
+                    say: Callable[[str], None] | None = None) -> None:
+    """Claim each new repository for `source`'s history, encrypted (the archiver then finds it claimed);
+    `say` is told of each, with the key id that opens it."""
     import anyio
 
     ident = identity_for(source, source_kind)
@@ -58,4 +61,7 @@ async def claim_new(encryption: Encryption, source: CommitSource, *, source_kind
     for repo in encryption.new:
         archived_before = layout.repo_key(repo.url) in markers
         await claim_encrypted(repo, ident, encryption.key_file, archived_before=archived_before)
+        block = (await repo.require_identity()).encryption
+        if say is not None and block is not None:  # (claim_encrypted refuses a repository left plaintext)
+            say(f"{repo.url}: created encrypted (AES-256-GCM), opened by key id {block.key_id.hex()}")
     encryption.new = []

@@ -212,6 +212,7 @@ def test_a_missing_world_readable_or_wrong_key_is_refused_before_anything_is_wri
     key.chmod(0o600)
     code, _, err = run_cli(capsys, *archive, "--key-file", str(key))
     assert code == 0, err
+    assert f"{new}: created encrypted (AES-256-GCM), opened by key id" in err  # the operator sees it was
     before = published(new)
     _refused(capsys, [*archive, "--key-file", str(other)], "wrong_key", "is not one of the keys")
     _refused(capsys, ["archive", "--data", str(data), "--repo", str(new)], "wrong_key", "is encrypted")
