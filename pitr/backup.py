@@ -23,7 +23,7 @@ import anyio
 from pitr.archiver import ArchiveOptions, Archiver, CommitSource, DirectorySource
 from pitr.archiving import StoreSource
 from pitr.datadir.lock import writer_running
-from pitr.errors import CorruptData, InvalidArgument, ObjectNotFound, Window, file_error
+from pitr.errors import CorruptData, InvalidArgument, ObjectNotFound, Window, WrongKey, file_error
 from pitr.jsontypes import JSONObject
 from pitr.repo import layout
 from pitr.repo.identity import RepoIdentity
@@ -230,9 +230,19 @@ async def _open_backup(file: str, s3_endpoint: str | None) -> AsyncIterator[tupl
             remote.close()
 
 
+def _refuse_sealed(src: RangeSource, file: str) -> None:
+    """`WrongKey` for a sealed snapshot: its data key is in its repository, which this API does not open
+    (a sealed file read here would look damaged, which it is not)."""
+    if _read_header(src, file).sealed:
+        raise WrongKey(f"{file} is a sealed snapshot of an encrypted repository: it is read through the "
+                       "repository's key", hint="pitr verify FILE --repo R --key-file KEY, or pitr restore "
+                       "--repo R --base NAME --key-file KEY (pitr.restore.restore with the unlocked repository)")
+
+
 async def verify(file: str, *, s3_endpoint: str | None = None) -> VerifyResult:
     """Check every block, the state digest and the file digest of one backup (a file or a URL)."""
     async with _open_backup(file, s3_endpoint) as (src, _root):
+        await anyio.to_thread.run_sync(_refuse_sealed, src, file)
         finding = await anyio.to_thread.run_sync(lambda: check_snapshot(file, src, full=True))
     return VerifyResult(file, finding is None, [] if finding is None else [finding])
 
@@ -251,6 +261,7 @@ async def restore(file: str, *, dest: str, force: bool = False, replace_foreign:
         raise InvalidArgument("replace_foreign needs force as well")
     async with _open_backup(file, s3_endpoint) as (src, root):
         roots = [] if root is None else [root]
+        await anyio.to_thread.run_sync(_refuse_sealed, src, file)
         await anyio.to_thread.run_sync(partial(check_destination, dest, force=force,
                                                replace_foreign=replace_foreign, repo_roots=roots))
         if verify:

@@ -116,11 +116,13 @@ class SealedFile(SegmentsError):
 @dataclass(frozen=True, slots=True)
 class SegmentKeys:
     """What reading or writing sealed files needs from a repository's data key (made by `pitr.crypto`):
-    the sealing subkey (per-file block keys), the key of the records digests and, for a keyed chain
-    (segment version 3), the key of the chain's links (None: the links are unkeyed BLAKE3)."""
+    the sealing subkey (per-file block keys), the key of the records digests, the index subkey that
+    keys the catalog's key digests (built beside the segment) and, for a keyed chain (segment
+    version 3), the key of the chain's links (None: the links are unkeyed BLAKE3)."""
 
     sealing_key: bytes
     digest_key: bytes
+    index_key: bytes
     link_key: bytes | None = None
 
     def __repr__(self) -> str:  # a traceback never shows a key

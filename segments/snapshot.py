@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import os
 import struct
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -28,14 +29,22 @@ from crc32c import crc32c
 
 from segments import record as rec
 from segments._errors import CorruptFile, UnsupportedVersion
+from segments.block_seal import TAG_BYTES, BlockSealer, SealedFile, SegmentKeys
 from segments.fold import Change
 from segments.segment_format import MAX_ZSTD_RATIO
 from segments.snapshot_encode import batch_in_order, digest_terms, encode_entries
+from segments.snapshot_seal import (
+    SALT_BYTES,
+    SEALED_VERSION,
+    encode_key_table,
+    open_key_table,
+    snapshot_sealer,
+)
 from segments.source import FileSource, RangeSource
 
 MAGIC = b"PITRSNP\n"
 END_MAGIC = b"PITRSNE\n"
-VERSION = 1
+VERSION = SEALED_VERSION  # the newest this code reads; a plaintext snapshot is still written as 1
 FIXED = struct.Struct("<8sHHI16sQq32sQQqI")  # 108 bytes
 MAX_META = 16 << 10
 ENTRY = struct.Struct("<BII")
@@ -67,6 +76,11 @@ class SnapshotHeader:
     metadata: dict[str, Any] = field(default_factory=dict)
     size: int = 0  # header bytes
     flags: int = 0
+    salt: bytes | None = None  # a sealed snapshot's file salt (version 2); None: plaintext blocks
+
+    @property
+    def sealed(self) -> bool:
+        return self.salt is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,9 +143,13 @@ def _encode_header(h: SnapshotHeader) -> bytes:
     meta = json.dumps(h.metadata, sort_keys=True, separators=(",", ":")).encode()
     if len(meta) > MAX_META:
         raise ValueError(f"snapshot metadata of {len(meta)} bytes exceeds {MAX_META}")
-    size = FIXED.size + len(meta) + 4
-    body = FIXED.pack(MAGIC, VERSION, h.flags, size, h.store_id.bytes, h.lsn, h.ts_ns, h.chain_digest,
-                      h.entry_count, h.logical_bytes, h.created_ns, len(meta)) + meta
+    salt = b"" if h.salt is None else h.salt
+    if h.salt is not None and len(h.salt) != SALT_BYTES:
+        raise ValueError(f"a snapshot salt is {SALT_BYTES} bytes")
+    size = FIXED.size + len(salt) + len(meta) + 4
+    version = 1 if h.salt is None else SEALED_VERSION
+    body = FIXED.pack(MAGIC, version, h.flags, size, h.store_id.bytes, h.lsn, h.ts_ns, h.chain_digest,
+                      h.entry_count, h.logical_bytes, h.created_ns, len(meta)) + salt + meta
     return body + struct.pack("<I", crc32c(body))
 
 
@@ -145,7 +163,7 @@ def read_header(source: RangeSource) -> SnapshotHeader:
      meta_len) = FIXED.unpack(fixed)
     if magic != MAGIC:
         raise CorruptFile(f"bad magic {magic!r}, not a pitr snapshot", path=path, offset=0)
-    if not FIXED.size + 4 <= size <= FIXED.size + MAX_META + 4 or size + FOOTER_SIZE > source.size:
+    if not FIXED.size + 4 <= size <= FIXED.size + SALT_BYTES + MAX_META + 4 or size + FOOTER_SIZE > source.size:
         raise CorruptFile("snapshot header size out of bounds", path=path, offset=0)
     rest = source.read(FIXED.size, size - FIXED.size)
     # The CRC is checked before the version, so a damaged version field reads as damage, not as newer.
@@ -154,29 +172,41 @@ def read_header(source: RangeSource) -> SnapshotHeader:
         raise CorruptFile("snapshot header CRC-32C mismatch", path=path, offset=0)
     if version > VERSION:
         raise UnsupportedVersion(path, "snapshot", version, VERSION)
-    if version < 1 or size != FIXED.size + meta_len + 4:
+    salt_len = SALT_BYTES if version == SEALED_VERSION else 0
+    if version < 1 or size != FIXED.size + salt_len + meta_len + 4:
         raise CorruptFile(f"bad snapshot header version {version} / size {size}", path=path, offset=0)
+    salt = bytes(rest[:salt_len]) if salt_len else None
     try:
-        metadata = json.loads(rest[:meta_len]) if meta_len else {}
+        metadata = json.loads(rest[salt_len : salt_len + meta_len]) if meta_len else {}
     except (ValueError, RecursionError) as exc:
         raise CorruptFile(f"snapshot metadata is not JSON: {exc}", path=path, offset=FIXED.size) from exc
     if not isinstance(metadata, dict):
         raise CorruptFile("snapshot metadata is not an object", path=path, offset=FIXED.size)
     return SnapshotHeader(uuid.UUID(bytes=store_id), lsn, ts_ns, chain_digest, entries, logical,
-                          created, metadata, size, flags)
+                          created, metadata, size, flags, salt)
 
 
 class SnapshotWriter:
     """Streams sorted entries into a snapshot; memory is bounded by one block."""
 
     def __init__(self, out: BinaryIO, header: SnapshotHeader, *, block_size: int = BLOCK_SIZE,
-                 level: int = 3, compress: bool = True) -> None:
-        """`compress=False` stores blocks raw (header flag FLAG_RAW_BLOCKS); CRCs still cover them."""
+                 level: int = 3, compress: bool = True, keys: SegmentKeys | None = None) -> None:
+        """`compress=False` stores blocks raw (header flag FLAG_RAW_BLOCKS); CRCs still cover them.
+
+        With an encrypted repository's `keys` the file is sealed (version 2): a fresh random salt
+        (the header's, if it has one: test vectors), every block and the key table sealed."""
         self._out = out
         flags = header.flags & ~FLAG_RAW_BLOCKS if compress else header.flags | FLAG_RAW_BLOCKS
+        salt = None
+        self._sealer: BlockSealer | None = None
+        if keys is not None:
+            salt = header.salt if header.salt is not None else os.urandom(SALT_BYTES)
+            self._sealer = snapshot_sealer(keys, salt, header.lsn)
+        elif header.salt is not None:
+            raise ValueError("a snapshot header with a salt needs the keys that seal it")
         header = SnapshotHeader(header.store_id, header.lsn, header.ts_ns, header.chain_digest,
                                 header.entry_count, header.logical_bytes, header.created_ns, header.metadata,
-                                header.size, flags)
+                                header.size, flags, salt)
         self._compress = compress
         self._header = header
         self._head_size = len(_encode_header(header))
@@ -256,6 +286,8 @@ class SnapshotWriter:
             return
         raw = b"".join(self._parts)
         compressed = self._cctx.compress(raw) if self._compress else raw
+        if self._sealer is not None:
+            compressed = self._sealer.seal(len(self._index), self._header.lsn, compressed)
         self._index.append(SnapshotBlock(self._offset, len(compressed), len(raw), self._block_entries,
                                          crc32c(compressed), self._first_key))
         self._out.write(compressed)
@@ -277,18 +309,25 @@ class SnapshotWriter:
         if chain_digest is not None and len(chain_digest) != 32:
             raise ValueError(f"a chain digest is 32 bytes, not {len(chain_digest)}")
         self._flush()
-        index = b"".join(INDEX_ENTRY.pack(b.offset, b.compressed_size, b.raw_size, b.entry_count, b.crc,
-                                          len(b.first_key)) + b.first_key for b in self._index)
         state_digest = self._state.digest()
+        stored_digest = state_digest
+        if self._sealer is None:
+            index = b"".join(INDEX_ENTRY.pack(b.offset, b.compressed_size, b.raw_size, b.entry_count, b.crc,
+                                              len(b.first_key)) + b.first_key for b in self._index)
+        else:  # first keys and the state digest only in the sealed key table (block number block_count)
+            table = encode_key_table(state_digest, [b.first_key for b in self._index])
+            index = b"".join(INDEX_ENTRY.pack(b.offset, b.compressed_size, b.raw_size, b.entry_count, b.crc, 0)
+                             for b in self._index) + self._sealer.seal(len(self._index), self._header.lsn, table)
+            stored_digest = bytes(32)
         fields = FOOTER_FIELDS.pack(self._offset, len(self._index), len(index), self._state.count,
-                                    self.logical_bytes, state_digest)
+                                    self.logical_bytes, stored_digest)
         crc = crc32c(fields, crc32c(index))
         self._out.write(index + fields + struct.pack("<II", crc, 0))
         end = self._offset + len(index) + FOOTER_SIZE - 40
         h = self._header
         bound = h.chain_digest if chain_digest is None else chain_digest
         header = SnapshotHeader(h.store_id, h.lsn, h.ts_ns, bound, self._state.count, self.logical_bytes,
-                                h.created_ns, h.metadata, self._head_size, h.flags)
+                                h.created_ns, h.metadata, self._head_size, h.flags, h.salt)
         self._out.seek(0)
         self._out.write(_encode_header(header))
         self._out.flush()
@@ -310,18 +349,31 @@ class SnapshotWriter:
 
 
 class SnapshotReader:
-    """Reads a snapshot through its first-key index, checking every block it touches."""
+    """Reads a snapshot through its first-key index, checking every block it touches.
 
-    def __init__(self, source: RangeSource) -> None:
+    Given an encrypted repository's `keys`, a snapshot that is not sealed is refused (`CorruptFile`):
+    in an encrypted repository it can only come from someone without the key. Without keys, a
+    sealed snapshot's header, footer and index read (the first keys empty, the state digest zero)
+    and its blocks raise `SealedFile`.
+    """
+
+    def __init__(self, source: RangeSource, *, keys: SegmentKeys | None = None) -> None:
         self.source = source
         self.header = read_header(source)
+        self._sealer: BlockSealer | None = None
+        if keys is not None and self.header.salt is None:
+            raise CorruptFile("the snapshot is not sealed, but the repository is encrypted: it was not written "
+                              "with the repository's key", path=source.name, offset=0,
+                              hint="move the file out of the repository")
+        if keys is not None and self.header.salt is not None:
+            self._sealer = snapshot_sealer(keys, self.header.salt, self.header.lsn)
         self.footer, self.blocks = self._read_tables()
         self._keys = [b.first_key for b in self.blocks]
         self._dctx = zstandard.ZstdDecompressor()
 
     @classmethod
-    def open(cls, path: str) -> SnapshotReader:
-        return cls(FileSource(path))
+    def open(cls, path: str, *, keys: SegmentKeys | None = None) -> SnapshotReader:
+        return cls(FileSource(path), keys=keys)
 
     def close(self) -> None:
         self.source.close()
@@ -348,6 +400,10 @@ class SnapshotReader:
             raise CorruptFile("header and footer disagree on the counts", path=path, offset=index_offset)
         blocks: list[SnapshotBlock] = []
         pos, expected_offset, total = 0, self.header.size, 0
+        sealed = self.header.salt is not None
+        if sealed and (count > (index_size - TAG_BYTES - 32) // INDEX_ENTRY.size or state != bytes(32)):
+            raise CorruptFile("sealed snapshot index has no room for its key table, or a state digest in the "
+                              "clear", path=path, offset=index_offset)
         for _ in range(count):
             if index_size - pos < INDEX_ENTRY.size:
                 raise CorruptFile("snapshot index truncated", path=path, offset=index_offset + pos)
@@ -355,12 +411,20 @@ class SnapshotReader:
             pos += INDEX_ENTRY.size
             stored = self.header.flags & FLAG_RAW_BLOCKS
             if klen > index_size - pos or off != expected_offset or rsize > MAX_BLOCK_RAW or n == 0 or \
-                    rsize > csize * (1 if stored else MAX_ZSTD_RATIO) or rsize < n * ENTRY.size:
+                    rsize > csize * (1 if stored else MAX_ZSTD_RATIO) or rsize < n * ENTRY.size or \
+                    (sealed and (klen != 0 or csize < TAG_BYTES)):
                 raise CorruptFile("snapshot index entry out of bounds", path=path, offset=index_offset + pos)
             blocks.append(SnapshotBlock(off, csize, rsize, n, bcrc, bytes(index[pos : pos + klen])))
             pos += klen
             expected_offset += csize
             total += n
+        if sealed:
+            if self._sealer is not None:
+                state, first_keys = open_key_table(self._sealer, self.header.lsn, index[pos:], count, path=path,
+                                                   offset=index_offset + pos)
+                blocks = [SnapshotBlock(b.offset, b.compressed_size, b.raw_size, b.entry_count, b.crc, k)
+                          for b, k in zip(blocks, first_keys, strict=True)]
+            pos = index_size
         if pos != index_size or expected_offset != index_offset or total != entries:
             raise CorruptFile("snapshot index does not cover the file", path=path, offset=index_offset)
         footer = SnapshotFooter(index_offset, count, index_size, entries, logical, state,
@@ -374,6 +438,10 @@ class SnapshotReader:
         data = self.source.read(b.offset, b.compressed_size)
         if crc32c(data) != b.crc:
             raise CorruptFile(f"snapshot block {i} CRC-32C mismatch", path=path, offset=b.offset)
+        if self.header.salt is not None:
+            if self._sealer is None:
+                raise SealedFile(path)
+            data = self._sealer.open(i, self.header.lsn, data, path=path, offset=b.offset)
         if self.header.flags & FLAG_RAW_BLOCKS:
             if len(data) != b.raw_size:
                 raise CorruptFile(f"snapshot block {i} size mismatch", path=path, offset=b.offset)

@@ -88,7 +88,7 @@ def seal_chunk(wal_path: str, store_id: uuid.UUID, repo_url: str, after_lsn: int
     blob = out.getvalue()
     meta = read_meta(BytesSource(blob, name))
     gaps: list[tuple[int, int]] = []
-    index = build_table(spans[0].lsn, key_rows_of(data, spans, gaps))
+    index = build_table(spans[0].lsn, key_rows_of(data, spans, gaps), None if keys is None else keys.index_key)
     return SealedChunk(name, blob, meta, index, gaps, len(spans), spans[-1].ts_ns), wal.resume
 
 

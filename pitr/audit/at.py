@@ -119,7 +119,8 @@ class ValueReader:
         if reader is None:
             source = await self.repo.open_source(layout.snapshot_object(name))
             try:
-                reader = await anyio.to_thread.run_sync(SnapshotReader, source)
+                reader = await anyio.to_thread.run_sync(
+                    lambda: SnapshotReader(source, keys=self.repo.segment_keys))
             except SegmentsError as exc:
                 source.close()
                 raise to_corrupt(exc) from exc

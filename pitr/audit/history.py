@@ -156,7 +156,7 @@ async def snapshot_change(repo: Repository, snapshot: SnapshotEntry, key: bytes)
     None when the snapshot does not hold the key (or holds a put expired at its time)."""
     source = await repo.open_source(layout.snapshot_object(snapshot.name))
     try:
-        found = await anyio.to_thread.run_sync(lambda: SnapshotReader(source).get(key))
+        found = await anyio.to_thread.run_sync(lambda: SnapshotReader(source, keys=repo.segment_keys).get(key))
     except SegmentsError as exc:
         raise to_corrupt(exc) from exc
     finally:

@@ -26,7 +26,7 @@ import lmdb
 
 from pitr.catalog.entries import U64BE, BlockRow, FileCheck, SegmentEntry, SnapshotEntry
 from pitr.catalog.environment import DB_NAMES, FORMAT_VERSION, Raw
-from pitr.catalog.keyindex import KeyIndex, KeyTable
+from pitr.catalog.keyindex import INDEX_KEY_ID, KeyIndex, KeyTable, index_key_id
 from pitr.catalog.keytable import ChunkRow, KeyRow, build_table
 from pitr.catalog.rows import dump_json, load_json
 from pitr.errors import CatalogDamaged
@@ -74,7 +74,7 @@ class Catalog(KeyIndex):
         `replaces` lists first LSNs of segments this one supersedes: their rows go,
         their key tables with them.
         """
-        count, rows = build_table(entry.first_lsn, key_rows)
+        count, rows = build_table(entry.first_lsn, key_rows, self.index_key)
         self.add_segment_indexed(entry, blocks, (count, rows), replaces, gaps)
 
     def add_segment_indexed(self, entry: SegmentEntry, blocks: Iterable[BlockRow],
@@ -286,6 +286,26 @@ class Catalog(KeyIndex):
             for name in (b"segments", b"blocks", b"times", b"keytables", b"keychunks", b"snapshots", b"gaps"):
                 out[name.decode()] = [(bytes(k), bytes(v)) for k, v in txn.cursor(self._dbs[name])]
         return out
+
+    def use_index_key(self, index_key: bytes) -> bool:
+        """Key this catalog's digests under `index_key`: a catalog keyed otherwise, or not at all, is
+        cleared first (its rows are rebuilt from the files). True when it was cleared."""
+        wanted = index_key_id(index_key)
+        with self._txn("read") as txn:
+            known = self._get(txn, b"meta", INDEX_KEY_ID, load_json)
+            store_id = self._get(txn, b"meta", b"store_id", load_json)
+        cleared = known != wanted
+        if cleared:
+            if self.readonly:
+                raise CatalogDamaged(f"the catalog {self.path} is not keyed with this repository's index key, "
+                                     "and it is open read-only", path=self.path)
+            self.clear()  # every row was digested otherwise
+            with self._txn("key the index", write=True) as txn:
+                if store_id is not None:
+                    self._put(txn, b"meta", b"store_id", dump_json(store_id))
+                self._put(txn, b"meta", INDEX_KEY_ID, dump_json(wanted))
+        self.index_key = index_key
+        return cleared
 
     def clear(self) -> None:
         with self._txn("clear", write=True) as txn:

@@ -10,6 +10,11 @@ tables follow segments, so merging segments merges their tables. The table
 directory is read once per catalog change and checked against the segment
 rows: a segment without its table (or a table without its segment) is
 damage, never a silent miss.
+
+In an encrypted repository's catalog the digests are keyed under the data
+key's index subkey (`use_index_key`), and meta row `index_key_id` names that
+key: a catalog built under another key (or unkeyed) is rebuilt, and one opened
+without the key refuses every lookup by key (`WrongKey`).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import lmdb
+from blake3 import blake3
 
 from pitr.catalog import keytable
 from pitr.catalog.entries import U64BE, KeyVersion, SegmentEntry
@@ -34,10 +40,18 @@ from pitr.catalog.keytable import (
     merge_entries,
     search_prefix,
 )
-from pitr.errors import CatalogDamaged
+from pitr.catalog.rows import load_json
+from pitr.errors import CatalogDamaged, WrongKey
 
 TABLES_DB = b"keytables"
 TABLE_ROW = struct.Struct(">QqqQ")  # last_lsn, first_ts, last_ts, entries
+INDEX_KEY_ID = b"index_key_id"  # meta row: which index subkey keys the digests (absent: unkeyed)
+
+
+def index_key_id(index_key: bytes) -> str:
+    """What the catalog records of the index subkey it is keyed with: 16 bytes of keyed BLAKE3 of a
+    fixed label, in hex (it names the key without revealing it)."""
+    return blake3(b"pitr catalog index key id", key=index_key).digest()[:16].hex()
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +74,19 @@ class KeyIndex(CatalogEnvironment):
     """Key-index rows and queries (mixed into `Catalog`)."""
 
     _tables_cache: tuple[int, list[KeyTable]] | None = None
+    index_key: bytes | None = None  # an encrypted repository's index subkey (`use_index_key`)
+
+    def key_digest(self, key: bytes) -> bytes:
+        """The digest `key` is indexed by in this catalog; `WrongKey` when the catalog is keyed and
+        was opened without its key (a plain digest would find nothing: a wrong, empty answer)."""
+        if self.index_key is not None:
+            return keytable.keyed_digest(key, self.index_key)
+        with self._txn("read") as txn:
+            keyed = self._get(txn, b"meta", INDEX_KEY_ID, load_json)
+        if keyed is not None:
+            raise WrongKey(f"the catalog {self.path} indexes an encrypted repository's keys by keyed digests, "
+                           "and no key was given", hint="give the key file with --key-file FILE or PITR_KEY_FILE")
+        return keytable.key_digest(key)
 
     def close(self) -> None:
         self._tables_cache = None  # a rebuilt environment numbers its transactions from the start again
@@ -166,7 +193,7 @@ class KeyIndex(CatalogEnvironment):
 
         `skip` steps further back (past versions of other keys with the same digest).
         """
-        digest = keytable.key_digest(key)
+        digest = self.key_digest(key)
         bound_ts = ts_ns + 1 if inclusive else ts_ns
         bound = search_prefix(digest, bound_ts)
         with self._txn("read") as txn:
@@ -183,7 +210,7 @@ class KeyIndex(CatalogEnvironment):
     def key_versions(self, key: bytes, since_ns: int | None = None,
                      until_ns: int | None = None) -> Iterator[KeyVersion]:
         """Versions of `key` with since <= ts <= until, oldest first (other keys with its digest too)."""
-        digest = keytable.key_digest(key)
+        digest = self.key_digest(key)
         since = search_prefix(digest, since_ns if since_ns is not None else -(1 << 63))
         with self._txn("read") as txn:
             cursor = txn.cursor(self._dbs[CHUNKS_DB])

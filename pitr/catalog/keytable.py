@@ -6,9 +6,11 @@ process writes it). Specified in docs/format.md, "Catalog", format 3.
 An entry is 25 bytes, `digest u64 | ts + 2**63 u64 | lsn u64 | kind u8`
 (big-endian; bit 0x80 of kind marks a put with an expiry), so the byte order
 of entries is the order (key digest, commit time, LSN). The digest is the
-first 8 bytes of BLAKE2b of the key, personalised `pitr-key-index`: every
-key, short or long, is indexed by it, and a reader compares the real key in
-the record it reads (a collision costs a block read, never an answer).
+first 8 bytes of BLAKE2b of the key, personalised `pitr-key-index`, or, in
+an encrypted repository's catalog, of keyed BLAKE3 under the data key's index
+subkey (`keyed_digest`: without the key a digest confirms no guess of a key):
+every key, short or long, is indexed by it, and a reader compares the real key
+in the record it reads (a collision costs a block read, never an answer).
 
 A table is its entries sorted, one per (key digest, LSN) (a commit touching
 a key twice keeps its last operation), cut into chunks of up to CHUNK_ENTRIES
@@ -22,7 +24,9 @@ from __future__ import annotations
 import hashlib
 import heapq
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+
+from blake3 import blake3
 
 from pitr.catalog.rows import seal
 
@@ -44,6 +48,19 @@ def key_digest(key: bytes) -> bytes:
     return hashlib.blake2b(key, digest_size=DIGEST_SIZE, person=b"pitr-key-index").digest()
 
 
+def keyed_digest(key: bytes, index_key: bytes) -> bytes:
+    """The 8-byte digest a key is indexed by in an encrypted repository's catalog: keyed BLAKE3 under
+    the index subkey (docs/format.md, "Keyed key digests")."""
+    return blake3(key, key=index_key).digest()[:DIGEST_SIZE]
+
+
+def digest_function(index_key: bytes | None) -> Callable[[bytes], bytes]:
+    """How keys are digested: `key_digest` for a plaintext repository, keyed under `index_key` otherwise."""
+    if index_key is None:
+        return key_digest
+    return lambda key: keyed_digest(key, index_key)
+
+
 def entry_of(digest: bytes, ts_ns: int, lsn: int, kind: int, has_expiry: bool) -> bytes:
     return digest + ENTRY.pack(0, ts_ns + TS_BIAS, lsn, kind | (KIND_EXPIRY if has_expiry else 0))[8:]
 
@@ -53,14 +70,16 @@ def search_prefix(digest: bytes, ts_ns: int) -> bytes:
     return digest + _U64.pack(min(max(ts_ns + TS_BIAS, 0), (1 << 64) - 1))
 
 
-def table_entries(key_rows: Iterable[KeyRow]) -> list[bytes]:
-    """A segment's entries, sorted: one per (key digest, LSN), the commit's last operation on it winning."""
+def table_entries(key_rows: Iterable[KeyRow], index_key: bytes | None = None) -> list[bytes]:
+    """A segment's entries, sorted: one per (key digest, LSN), the commit's last operation on it winning
+    (digests keyed under `index_key` in an encrypted repository)."""
     latest: dict[tuple[bytes, int], bytes] = {}
     digests: dict[bytes, bytes] = {}
+    digest_of = digest_function(index_key)
     for key, ts, lsn, kind, has_expiry in key_rows:
         digest = digests.get(key)
         if digest is None:
-            digest = digests[key] = key_digest(key)
+            digest = digests[key] = digest_of(key)
         # keyed by digest, not key: two keys of one digest in one commit share one entry (a reader
         # reads the record once and finds the key it asked for)
         latest[(digest, lsn)] = entry_of(digest, ts, lsn, kind, has_expiry)
@@ -93,9 +112,11 @@ def _chunk(prefix: bytes, payload: bytes) -> ChunkRow:
     return key, seal(CHUNKS_DB, key, payload)
 
 
-def build_table(table_lsn: int, key_rows: Iterable[KeyRow]) -> tuple[int, list[ChunkRow]]:
-    """(entry count, chunk rows) of the table of a segment starting at `table_lsn`."""
-    entries = table_entries(key_rows)
+def build_table(table_lsn: int, key_rows: Iterable[KeyRow],
+                index_key: bytes | None = None) -> tuple[int, list[ChunkRow]]:
+    """(entry count, chunk rows) of the table of a segment starting at `table_lsn` (`index_key`: an
+    encrypted repository's, which keys the digests)."""
+    entries = table_entries(key_rows, index_key)
     return len(entries), chunk_rows(table_lsn, entries)
 
 

@@ -52,14 +52,30 @@ async def wait_for_store(data: str, poll: float = WAIT_POLL_SECONDS) -> Director
             await anyio.sleep(poll / 10)
 
 
+def _say(args: argparse.Namespace) -> Callable[[str], None] | None:
+    """Where a command tells what it created, on standard error (nothing with --json)."""
+    if getattr(args, "json", False):
+        return None
+    return lambda line: print(f"pitr: {line}", file=sys.stderr)
+
+
 @asynccontextmanager
 async def archiver_session(args: argparse.Namespace, options: ArchiveOptions, *, sidecar: bool,
                            observer: ArchiveObserver | None = None) -> AsyncIterator[tuple[Archiver, Prepare]]:
     data = need_data(args)
-    async with repositories(args, create=True) as repos:
+    encryption = None
+    if getattr(args, "encrypt", False):  # the key checked before a repository is opened, the repositories
+        from pitr.cli._encrypt import check_repositories, claim_new, read_encryption_key  # before the store
+
+        encryption = read_encryption_key(args)
+    async with repositories(args, create=True, unlock=encryption is None) as repos:
+        if encryption is not None:
+            await check_repositories(encryption, repos)
         if sidecar or writer_running(data):
             source = await wait_for_store(data) if sidecar else DirectorySource(data)
             try:
+                if encryption is not None:
+                    await claim_new(encryption, source, say=_say(args))
                 archiver = Archiver(source, repos, options, observer=observer)
                 await archiver.start()
                 await ensure_base(archiver)
@@ -68,6 +84,8 @@ async def archiver_session(args: argparse.Namespace, options: ArchiveOptions, *,
                 source.close()
         else:
             async with Store(data, StoreOptions(create=False)) as store:
+                if encryption is not None:
+                    await claim_new(encryption, StoreSource(store), say=_say(args))
                 archiver = Archiver(StoreSource(store), repos, options, observer=observer)
                 await archiver.start()
                 await ensure_base(archiver, prepare=store.flush)

@@ -142,7 +142,10 @@ def repo_urls(args: argparse.Namespace) -> list[str]:
 
 
 @asynccontextmanager
-async def repositories(args: argparse.Namespace, *, create: bool = False) -> AsyncIterator[list[Repository]]:
+async def repositories(args: argparse.Namespace, *, create: bool = False,
+                       unlock: bool = True) -> AsyncIterator[list[Repository]]:
+    """The repositories of --repo, opened, and unlocked with --key-file (unless `unlock` is False:
+    `pitr archive --encrypt` checks the key itself, pitr.cli._encrypt)."""
     from pitr.repo.repository import open_repository  # the catalog, LMDB and the storage backends: only here
 
     limits = transfer_limits(args)
@@ -155,7 +158,7 @@ async def repositories(args: argparse.Namespace, *, create: bool = False) -> Asy
             if repo.catalog.rebuilt_from is not None:
                 print(f"pitr: {repo.url}: the catalog had format {repo.catalog.rebuilt_from}, written by an earlier "
                       "pitr; rebuilding it from the repository's files (this happens once)", file=sys.stderr)
-        if getattr(args, "key_file", None):
+        if unlock and getattr(args, "key_file", None):
             from pitr.repo.keyring import unlock_all  # cryptography: only for a key
 
             await unlock_all(repos, args.key_file)

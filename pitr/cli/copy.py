@@ -45,6 +45,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     until.add_argument("--until", metavar="TIME", help="the latest moment the copy must restore (RFC 3339)")
     until.add_argument("--until-lsn", type=int, metavar="LSN", help="the latest LSN the copy must restore")
     add_endpoints(p)
+    p.add_argument("--key-file", default=os.environ.get("PITR_KEY_FILE") or None,
+                   help="key file of an encrypted repository (both: a copy has the same key; default: $PITR_KEY_FILE)")
     add_json(p)
     p.set_defaults(run=run)
 
@@ -60,6 +62,10 @@ async def two_repositories(args: argparse.Namespace, source: str, target: str, *
             source, cache_dir=args.cache_dir, s3_endpoint=args.s3_endpoint, limits=limits))
         b = await stack.enter_async_context(open_repository(
             target, cache_dir=args.cache_dir, s3_endpoint=args.s3_endpoint, create=create_target, limits=limits))
+        if getattr(args, "key_file", None):
+            from pitr.repo.keyring import unlock_existing  # cryptography: only for a key
+
+            await unlock_existing([a, b], args.key_file)
         yield a, b
 
 

@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="endpoint URL of an S3-compatible server (both repositories)")
     p.add_argument("--cache-dir", default=os.environ.get("PITR_CACHE_DIR"),
                    help="local cache for a remote repository's catalog and downloads")
+    p.add_argument("--key-file", default=os.environ.get("PITR_KEY_FILE") or None,
+                   help="key file of an encrypted repository (both: copies of one history share it; "
+                        "default: $PITR_KEY_FILE)")
     add_limits(p)
     add_json(p)
     p.set_defaults(run=run)
@@ -77,6 +80,10 @@ async def run(args: argparse.Namespace) -> int:
                                limits=limits) as healthy, \
             open_repository(args.repo, cache_dir=args.cache_dir, s3_endpoint=args.s3_endpoint,
                             limits=limits) as repo:
+        if args.key_file:
+            from pitr.repo.keyring import unlock_existing  # cryptography: only for a key
+
+            await unlock_existing([healthy, repo], args.key_file)
         report = await repair_repository(repo, healthy, progress=progress)
     progress.done()
     if args.json:

@@ -5,7 +5,7 @@ identity document). Each use gets its own subkey, BLAKE3 derive_key with a
 distinct context, so no key serves two purposes:
 
     file sealing   "pitr file sealing v1"   per-file keys of FileCipher
-    index digests  "pitr index digest v1"   keyed key digests of the catalog (later)
+    index digests  "pitr index digest v1"   keyed key digests of the catalog
     chain          "pitr chain v1"          keyed records digests of sealed segments
     chain links    "pitr chain link v1"     the keyed chain's links (segment version 3)
     checkpoints    see pitr/repo/checkpoints.py (signed with a separate Ed25519 key)
@@ -73,8 +73,10 @@ class DataKey:
 
     def segment_keys(self, *, keyed_chain: bool = False) -> SegmentKeys:
         """What the `segments` writers and readers need to seal and open files: the sealing subkey, the
-        chain subkey that keys the piece records digests and, for a keyed chain, the links' subkey."""
-        return SegmentKeys(self.sealing_key, self.chain_key, self.chain_link_key if keyed_chain else None)
+        chain subkey that keys the piece records digests, the index subkey of the catalog's digests and,
+        for a keyed chain, the links' subkey."""
+        return SegmentKeys(self.sealing_key, self.chain_key, self.index_key,
+                           self.chain_link_key if keyed_chain else None)
 
 
 class FileCipher:

@@ -76,22 +76,19 @@ def index_segment(name: str, source: RangeSource, gaps: list[tuple[int, int]] | 
     return segment_entry(name, reader.meta), block_rows(reader.meta), rows
 
 
-def snapshot_entry(name: str, source: RangeSource, *, encrypted: bool = False) -> SnapshotEntry:
-    """A snapshot's catalog row from its header and footer (the body is not read).
+def snapshot_entry(name: str, source: RangeSource, *, keys: SegmentKeys | None = None) -> SnapshotEntry:
+    """A snapshot's catalog row from its header, footer and index (no block is read).
 
-    Snapshots are not sealed yet, so one in an encrypted repository (`encrypted`) was not written
-    by pitr with the repository's key: `CorruptFile`, never a base a restore could build on."""
-    if encrypted:
-        raise refused_snapshot(source.name)
-    reader = SnapshotReader(source)
+    With an encrypted repository's `keys` the snapshot must be sealed (a plaintext one was not
+    written with the repository's key: `CorruptFile`, never a base a restore could build on), and
+    its sealed key table gives the state digest."""
+    reader = SnapshotReader(source, keys=keys)
     h, f = reader.header, reader.footer
     return SnapshotEntry(name, h.lsn, h.ts_ns, source.size, h.entry_count, h.logical_bytes, h.created_ns,
                          h.chain_digest, f.state_digest, dict(h.metadata))
 
 
 def refused_snapshot(path: str | None) -> CorruptFile:
-    """What a snapshot in an encrypted repository is: pitr does not seal snapshots yet, so it writes none
-    there, and a plaintext one came from someone without the key."""
-    return CorruptFile("a snapshot in an encrypted repository, which pitr does not write there (snapshots are "
-                       "not sealed yet): it was not written with the repository's key", path=path, offset=0,
-                       hint="move the file out of the repository")
+    """What a plaintext snapshot in an encrypted repository is: one written by someone without the key."""
+    return CorruptFile("the snapshot is not sealed, but the repository is encrypted: it was not written with "
+                       "the repository's key", path=path, offset=0, hint="move the file out of the repository")

@@ -167,10 +167,13 @@ async def rotate_key(repo: Repository, old: KeyFile, new: KeyFile, *, kdf: KdfPa
 async def unlock(repo: Repository, key_file: KeyFile | None) -> DataKey | None:
     """Open the repository's data key with `key_file` (`open_data_key`) and hand its keys to the
     repository's readers and archivers; None (and nothing set) for a plaintext repository."""
+    import anyio
+
     data_key = await open_data_key(repo, key_file)
     if data_key is not None:
         ident = await repo.require_identity()
         repo.segment_keys = data_key.segment_keys(keyed_chain=ident.keyed_chain)
+        await anyio.to_thread.run_sync(repo.catalog.use_index_key, data_key.index_key)
     return data_key
 
 
@@ -178,27 +181,77 @@ async def unlock_all(repos: list[Repository], key_path: str) -> None:
     """`unlock` each repository with the key file at `key_path` (read and checked once).
 
     A key given for a place that is not a repository yet is refused: creating an encrypted
-    repository is `pitr archive --encrypt`'s, which is not offered until every file is sealed."""
+    repository is `pitr archive --encrypt`'s (`pitr.cli._encrypt`), never a side effect of a key."""
     from pitr.crypto.keys import read_key_file
 
     key_file = read_key_file(key_path)
     for repo in repos:
         if await repo.identity() is None:
-            raise WrongKey(f"{repo.url} is not a repository yet, and pitr does not create encrypted repositories "
-                           "yet: refusing to start a plaintext one with a key given",
-                           hint="leave out the key file (--key-file, PITR_KEY_FILE) to archive without encryption")
+            raise WrongKey(f"{repo.url} is not a repository yet: refusing to start a plaintext one with a key given",
+                           hint="pass --encrypt to create it encrypted under the key, or leave out the key file "
+                                "(--key-file, PITR_KEY_FILE) to archive without encryption")
         await unlock(repo, key_file)
 
 
+async def adopt_keys(target: Repository, source: Repository) -> None:
+    """Give `target`, which holds `source`'s history under the same identity (so the same wrapped data
+    key: `pitr copy`), the keys `source` was unlocked with; nothing for a plaintext source."""
+    import anyio
+
+    keys = source.segment_keys
+    if keys is None:
+        return
+    if await target.require_identity() != await source.require_identity():
+        raise WrongKey(f"{target.url} does not hold the identity of {source.url}: its key cannot be the same")
+    target.segment_keys = keys
+    await anyio.to_thread.run_sync(target.catalog.use_index_key, keys.index_key)
+
+
+async def copy_wraps(source: Repository, target: Repository) -> list[str]:
+    """Publish in `target` every `keys/` wrap of `source` it lacks (`pitr copy`: a copy opens under
+    every key that `pitr key rotate` added, not only the identity's); the names published."""
+    ident = await source.require_identity()
+    if ident.encryption is None:
+        return []
+    present = {i.name for i in await target.storage.list(KEYS)}
+    published = []
+    for wrapped in await repository_keys(source):  # each checked: the store's, named for its key id
+        if wrapped.name == layout.IDENTITY or wrapped.name in present:
+            continue
+        try:
+            await target.storage.publish(wrapped.name, wrapped.encode(ident.store_id))
+        except ObjectExists:
+            continue  # published meanwhile; never replaced
+        published.append(wrapped.name)
+    return published
+
+
+async def unlock_existing(repos: list[Repository], key_path: str | None) -> None:
+    """`unlock` each repository that exists with the key file at `key_path` (read and checked once);
+    nothing without a key (an encrypted repository is then refused where it is read)."""
+    if not key_path:
+        return
+    from pitr.crypto.keys import read_key_file
+
+    key_file = read_key_file(key_path)
+    for repo in repos:
+        if await repo.identity() is not None:
+            await unlock(repo, key_file)
+
+
 async def claim_encrypted(repo: Repository, ident: RepoIdentity, key_file: KeyFile, *,
-                          kdf: KdfParams | None = None) -> DataKey:
+                          kdf: KdfParams | None = None, archived_before: bool = False) -> DataKey:
     """Claim a new, empty repository for `ident`'s history, encrypted under `key_file` (a fresh data
     key wrapped in the identity), and unlock it; one that already holds this history must open with
-    `key_file` (a plaintext one is refused: it never becomes half encrypted)."""
+    `key_file` (a plaintext one is refused: it never becomes half encrypted). `archived_before` as
+    for `Repository.claim` (a store that archived there before finds it lost, never restarted)."""
     import dataclasses
 
-    block, _ = new_encryption(key_file, ident.store_id, kdf=kdf)
-    await repo.claim(dataclasses.replace(ident, encryption=block, chain=KEYED_CHAIN))  # docs/format.md "Keyed chain"
+    import anyio
+
+    block, _ = await anyio.to_thread.run_sync(lambda: new_encryption(key_file, ident.store_id, kdf=kdf))
+    await repo.claim(dataclasses.replace(ident, encryption=block, chain=KEYED_CHAIN),  # docs/format.md "Keyed chain"
+                     archived_before=archived_before)
     data_key = await unlock(repo, key_file)
     if data_key is None:  # unlock refuses a key for a plaintext repository; this is for the type checker
         raise WrongKey(f"{repo.url} is not encrypted")

@@ -335,7 +335,7 @@ class Repository:
             source = await self.open_source(layout.snapshot_object(name))
             try:
                 entry = await anyio.to_thread.run_sync(
-                    partial(snapshot_entry, name, source, encrypted=self.segment_keys is not None))
+                    partial(snapshot_entry, name, source, keys=self.segment_keys))
             except SegmentsError as exc:
                 lsn = parse_snapshot_name(name) or 0
                 await anyio.to_thread.run_sync(self.catalog.record_file, FileCheck(

@@ -86,7 +86,7 @@ def build_state(state_dir: str, plan: RestorePlan, snapshot: RangeSource | None,
     try:
         with gc_paused() if pause_gc else nullcontext():
             state.init_identity(ident)
-            base = SnapshotReader(snapshot) if snapshot is not None else None
+            base = SnapshotReader(snapshot, keys=segment_keys) if snapshot is not None else None
             spilled = False
 
             def spill(changes: dict[bytes, Change], lsn: int, ts_ns: int) -> None:

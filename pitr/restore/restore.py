@@ -30,6 +30,7 @@ from pitr.restore.options import RestoreOptions
 from pitr.restore.plan import RestorePlan, SkippedBase, plan_restore, with_base
 from pitr.verify.checks import Finding, chain_findings, check_segment, check_snapshot
 from segments import SegmentsError
+from segments.block_seal import SegmentKeys
 from segments.fsutil import fsync_dir, makedirs_private
 from segments.snapshot import read_header
 from segments.source import RangeSource
@@ -80,9 +81,9 @@ def _describe(finding: Finding) -> str:
     return finding.message + (f" ({', '.join(where)})" if where else "")
 
 
-def _check_snapshot(full: bool, source: RangeSource) -> Finding | None:
-    if full:
-        return check_snapshot(source.name, source, full=True)
+def _check_snapshot(full: bool, keys: SegmentKeys | None, source: RangeSource) -> Finding | None:
+    if full:  # an encrypted repository's `keys` open the sealed blocks (and refuse a plaintext snapshot)
+        return check_snapshot(source.name, source, full=True, keys=keys)
     try:
         read_header(source)
     except SegmentsError as exc:
@@ -106,7 +107,8 @@ async def open_base(repos: Sequence[Repository], plan: RestorePlan, *, verify: b
             return replace(plan, skipped=tuple(skipped)), None
         name = layout.snapshot_object(plan.snapshot.name)
         try:
-            source = await _fetch(repos, name, partial(_check_snapshot, verify), say)
+            keys = repos[0].segment_keys if len(repos) == 1 else None  # an encrypted repository is restored alone
+            source = await _fetch(repos, name, partial(_check_snapshot, verify, keys), say)
             return replace(plan, skipped=tuple(skipped)), source
         except CorruptData as exc:
             skipped.append(SkippedBase(plan.snapshot.name, plan.base.lsn, str(exc)))

@@ -17,6 +17,7 @@ import socket
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from itertools import islice
 from typing import Any, BinaryIO, TypeVar
 
@@ -32,6 +33,7 @@ from pitr.repo import layout
 from pitr.repo.indexing import snapshot_entry
 from pitr.repo.repository import Repository
 from segments import SegmentsError
+from segments.block_seal import SegmentKeys
 from segments.naming import snapshot_name
 from segments.snapshot import SnapshotHeader, SnapshotWriter
 
@@ -43,17 +45,17 @@ HeaderAt = Callable[[int, int], SnapshotHeader]  # (lsn, ts_ns) of the checkpoin
 
 
 def write_snapshot_entries(state: StateDB, out: BinaryIO, header_at: HeaderAt, progress: Progress | None = None,
-                           compress: bool = True) -> SnapshotWriter:
+                           compress: bool = True, keys: SegmentKeys | None = None) -> SnapshotWriter:
     """Stream the state into a snapshot at `out`, from one read view opened and closed in this call.
 
     The header is `header_at(lsn, ts_ns)` of the view's checkpoint; keys already expired at its
-    time are left out. Returns the writer, to be finished (`finish_snapshot_file`) once the
-    chain digest at its LSN is known.
+    time are left out; with an encrypted repository's `keys` the file is sealed. Returns the writer,
+    to be finished (`finish_snapshot_file`) once the chain digest at its LSN is known.
     """
     with state.read_view() as view:
         header = header_at(*view.checkpoint())
         total = view.count()
-        writer = SnapshotWriter(out, header, compress=compress)
+        writer = SnapshotWriter(out, header, compress=compress, keys=keys)
         rows = view.rows(live_at=header.ts_ns)
         done = 0
         while batch := list(islice(rows, PROGRESS_EVERY)):
@@ -77,10 +79,10 @@ def finish_snapshot_file(writer: SnapshotWriter, out: BinaryIO,
 
 
 def write_snapshot_file(state: StateDB, path: str, header_at: HeaderAt, progress: Progress | None = None,
-                        compress: bool = True) -> tuple[SnapshotHeader, bytes, int]:
+                        compress: bool = True, keys: SegmentKeys | None = None) -> tuple[SnapshotHeader, bytes, int]:
     """Write a whole snapshot file of the state at `path` (its header's chain digest as given)."""
     with open(path, "w+b") as out:
-        writer = write_snapshot_entries(state, out, header_at, progress, compress)
+        writer = write_snapshot_entries(state, out, header_at, progress, compress, keys)
         return finish_snapshot_file(writer, out)
 
 
@@ -112,10 +114,7 @@ async def take_snapshot(archiver: Archiver, *, prepare: Callable[[], Awaitable[o
     `prepare` (an async callable) runs first under the archiver's lock; the
     in-process store passes its `flush` so the snapshot is as fresh as possible.
     """
-    sealed = [prog.repo.url for prog in archiver.progress if prog.repo.segment_keys is not None]
-    if sealed:  # a plaintext snapshot would put every key and value into the encrypted repository
-        raise InvalidArgument(f"{sealed[0]} is encrypted, and snapshots are not sealed yet: pitr takes no "
-                              "snapshot into an encrypted repository (its history is restored from the log)")
+    keys = _sealing_keys(archiver)
     source = archiver.source
     state = source.state
     ident = source.identity
@@ -138,7 +137,8 @@ async def take_snapshot(archiver: Archiver, *, prepare: Callable[[], Awaitable[o
         tmp, out = await anyio.to_thread.run_sync(_create_temporary, tmpdir)
         try:
             with out:
-                writer = await _writing(tmp, write_snapshot_entries, state, out, header_at, progress, compress)
+                writer = await _writing(tmp, write_snapshot_entries, state, out, header_at, progress, compress,
+                                         keys)
                 lsn, ts = writer.header.lsn, writer.header.ts_ns  # the view is closed: nothing pinned
                 chain_digest, rebased = await _ship_through(archiver, lsn)
                 try:
@@ -155,6 +155,17 @@ async def take_snapshot(archiver: Archiver, *, prepare: Callable[[], Awaitable[o
             with contextlib.suppress(FileNotFoundError):  # only a temporary copy: published or not
                 os.unlink(tmp)
     return entry
+
+
+def _sealing_keys(archiver: Archiver) -> SegmentKeys | None:
+    """The keys the snapshot is sealed with: an encrypted repository's, which then takes it alone (one
+    file is published to every repository, and each encrypted one has its own data key)."""
+    sealed = [prog.repo for prog in archiver.progress if prog.repo.segment_keys is not None]
+    if sealed and len(archiver.progress) > 1:
+        raise InvalidArgument(f"{sealed[0].url} is encrypted, and a snapshot is one file for every repository: "
+                              "an encrypted repository takes its snapshots alone (run pitr snapshot with only "
+                              "that --repo)")
+    return sealed[0].segment_keys if sealed else None
 
 
 async def _writing(tmp: str, write: Callable[..., _T], *args: object) -> _T:
@@ -243,7 +254,7 @@ async def _existing_snapshot(repo: Repository, name: str, taken: SnapshotEntry) 
     object_name = layout.snapshot_object(name)
     source = await repo.open_source(object_name, fresh=True)
     try:
-        existing = await anyio.to_thread.run_sync(snapshot_entry, name, source)
+        existing = await anyio.to_thread.run_sync(partial(snapshot_entry, name, source, keys=repo.segment_keys))
     except SegmentsError as exc:
         raise CorruptData(f"{repo.url}/{object_name} exists but cannot be read: {exc}", path=object_name,
                           hint="run `pitr verify` on the repository") from exc

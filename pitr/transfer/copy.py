@@ -29,6 +29,7 @@ import anyio
 from pitr.catalog.entries import FileCheck
 from pitr.errors import ForeignRepository, Gap, InvalidArgument, ObjectExists, Window
 from pitr.repo.identity import RepoIdentity, Watermark
+from pitr.repo.keyring import adopt_keys, copy_wraps
 from pitr.repo.repository import Repository
 from pitr.timeline import build_timeline
 from pitr.transfer.files import RepoFile, check_file, file_digest, local_copy, local_path_of, staging_dir
@@ -144,6 +145,8 @@ async def copy_history(source: Repository, target: Repository, options: CopyOpti
     mark = await source.read_watermark(now_ns=time.time_ns())
     await source.sync()
     await _claim(target, ident)
+    await adopt_keys(target, source)  # an encrypted history: the same identity, so the same data key
+    await copy_wraps(source, target)  # and every key rotation added opens the copy too
     files, base_lsn = await anyio.to_thread.run_sync(_select, source, options)
     unindexed = await anyio.to_thread.run_sync(source.catalog.unindexed)
     report.damaged += [(c.name, f"cannot be indexed: {c.detail}") for c in unindexed
@@ -185,7 +188,7 @@ async def _copy_file(source: Repository, target: Repository, file: RepoFile, sta
     Returns the segment's meta when it is good (None for a snapshot, or a file that failed).
     """
     async with local_copy(source, file.object_name, staging) as src:
-        meta, finding = await anyio.to_thread.run_sync(check_file, file, src)
+        meta, finding = await anyio.to_thread.run_sync(check_file, file, src, source.segment_keys)
         if finding is None and meta is not None:
             problem = _chain_problem(meta, previous, ident)
             if problem is not None:

@@ -23,6 +23,7 @@ from pitr.repo import layout
 from pitr.repo.repository import Repository
 from pitr.storage import open_storage
 from pitr.verify.checks import Finding, check_segment, check_snapshot
+from segments.block_seal import SegmentKeys
 from segments.fsutil import makedirs_private
 from segments.segment_reader import SegmentMeta
 from segments.source import FileSource
@@ -104,12 +105,15 @@ def _unlink(path: str) -> None:
         pass
 
 
-def check_file(file: RepoFile, source: FileSource) -> tuple[SegmentMeta | None, Finding | None]:
+def check_file(file: RepoFile, source: FileSource, keys: SegmentKeys | None = None
+               ) -> tuple[SegmentMeta | None, Finding | None]:
     """Full verification of one file (every block, record and digest): its meta for a segment, or the
-    problem found (a worker-thread call)."""
+    problem found (a worker-thread call). An encrypted repository's `keys` open sealed files, and a
+    plaintext file is then a finding."""
+    sealed = keys is not None
     if file.kind == "segment":
-        return check_segment(file.name, source, full=True)
-    return None, check_snapshot(file.name, source, full=True)
+        return check_segment(file.name, source, full=True, keys=keys, sealed=sealed)
+    return None, check_snapshot(file.name, source, full=True, keys=keys, sealed=sealed)
 
 
 def file_digest(source: FileSource) -> bytes:

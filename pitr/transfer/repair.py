@@ -158,7 +158,7 @@ async def _repair_file(repo: Repository, healthy: Repository, file: RepoFile, re
                        report: RepairReport, say: Say | None) -> bool:
     """Publish the healthy copy of one file in `repo`, moving a damaged one aside first; False when not done."""
     async with local_copy(healthy, file.object_name, staging) as good:
-        _meta, finding = await anyio.to_thread.run_sync(check_file, file, good)
+        _meta, finding = await anyio.to_thread.run_sync(check_file, file, good, healthy.segment_keys)
         if finding is not None:
             report.unrepaired.append((file.name, f"the healthy repository's copy is damaged too: {finding.message}"))
             return False

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pitr.catalog.catalog import Catalog
 from pitr.catalog.entries import KEY_FLAG_EXPIRY, KEY_VALUE, BlockRow, SegmentEntry, SnapshotEntry
 from pitr.catalog.keyindex import key_index_row
-from pitr.catalog.keytable import key_digest
+from pitr.catalog.keytable import digest_function
 from pitr.catalog.rows import U64_MAX
 from pitr.errors import REINDEX_HINT, CatalogDamaged
 from pitr.verify.checks import Finding
@@ -32,14 +32,16 @@ class ExpectedRows:
     blocks: dict[int, BlockRow] = field(default_factory=dict)
     snapshots: dict[str, SnapshotEntry] = field(default_factory=dict)
     keys: dict[bytes, bytes] | None = None  # row key -> value payload; None when not computed (quick)
+    index_key: bytes | None = None  # an encrypted repository's: the catalog's digests are keyed
     gap_lsns: set[int] | None = None
     unchecked: list[tuple[int, int]] = field(default_factory=list)  # LSN ranges whose rows are not compared
     unchecked_names: set[str] = field(default_factory=set)
 
     def add_key_rows(self, rows: list[tuple[bytes, int, int, int, bool]]) -> None:
         keys = self.keys if self.keys is not None else {}
+        digest_of = digest_function(self.index_key)
         for k, ts, lsn, kind, exp in rows:
-            keys[key_index_row(key_digest(k), ts, lsn)] = KEY_VALUE.pack(lsn, kind, KEY_FLAG_EXPIRY if exp else 0)
+            keys[key_index_row(digest_of(k), ts, lsn)] = KEY_VALUE.pack(lsn, kind, KEY_FLAG_EXPIRY if exp else 0)
         self.keys = keys
 
     def is_unchecked(self, lsn: int) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pitr.repo.indexing import refused_snapshot
 from segments import CorruptFile, SegmentsError
 from segments.block_seal import SegmentKeys
 from segments.chain_check import check_chain
@@ -52,9 +53,14 @@ def check_segment(name: str, source: RangeSource, *, full: bool, keys: SegmentKe
     return meta, None
 
 
-def check_snapshot(name: str, source: RangeSource, *, full: bool) -> Finding | None:
+def check_snapshot(name: str, source: RangeSource, *, full: bool, keys: SegmentKeys | None = None,
+                   sealed: bool = False) -> Finding | None:
+    """Quick: header, footer and index. Full: every block and digest. In an encrypted repository
+    (`sealed`, or given its `keys`) a snapshot that is not sealed is a finding, key or no key."""
     try:
-        reader = SnapshotReader(source)
+        reader = SnapshotReader(source, keys=keys)
+        if sealed and not reader.header.sealed:
+            raise refused_snapshot(name)
         if full:
             reader.verify()
     except SegmentsError as exc:

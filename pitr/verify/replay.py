@@ -61,7 +61,8 @@ async def replay_checks(repo: Repository, replays: list[tuple[str, str, bool]], 
             for seg in segments:
                 sources.append(await repo.open_source(layout.segment_object(seg.name)))
             await anyio.to_thread.run_sync(partial(build_state, os.path.join(tmp, "state"), plan, snap_src,
-                                                   sources[1:], name="verify"))
+                                                   sources[1:], name="verify",
+                                                   segment_keys=repo.segment_keys))
             digest = await anyio.to_thread.run_sync(_state_digest, os.path.join(tmp, "state"), nxt.ts_ns)
         finally:
             for src in sources:

@@ -26,7 +26,7 @@ from pitr.errors import CatalogDamaged, Gap, InvalidArgument, Window
 from pitr.progress import ByteCounter
 from pitr.repo import layout
 from pitr.repo.identity import RepoIdentity
-from pitr.repo.indexing import block_rows, key_rows_of, refused_snapshot, segment_entry, snapshot_entry
+from pitr.repo.indexing import block_rows, key_rows_of, segment_entry, snapshot_entry
 from pitr.repo.repository import Repository, live_segments
 from pitr.repo.witness import Witness
 from pitr.timefmt import format_time
@@ -121,15 +121,13 @@ def _spans(raw: bytes, ends: list[int]) -> list[rec.Span]:
     return spans
 
 
-def _check_snapshot_file(name: str, source: RangeSource, *, full: bool, encrypted: bool = False
-                         ) -> tuple[Finding | None, SnapshotEntry | None]:
-    if encrypted:  # pitr writes no snapshot into an encrypted repository (not sealed yet)
-        return finding_from(name, refused_snapshot(name)), None
-    finding = check_snapshot(name, source, full=full)
-    if finding is not None:
+def _check_snapshot_file(name: str, source: RangeSource, *, full: bool, keys: SegmentKeys | None = None,
+                         sealed: bool = False) -> tuple[Finding | None, SnapshotEntry | None]:
+    finding = check_snapshot(name, source, full=full, keys=keys, sealed=sealed)
+    if finding is not None or (sealed and keys is None):  # keyless: the files only, no catalog row
         return finding, None
     try:
-        return None, snapshot_entry(name, source)
+        return None, snapshot_entry(name, source, keys=keys)
     except SegmentsError as exc:
         return finding_from(name, exc), None
 
@@ -175,7 +173,7 @@ async def verify_repository(repo: Repository, *, mode: str = "full", files: Sequ
         report.findings.append(Finding(name, "no such segment or snapshot in the repository", kind="missing"))
     full = mode != "quick"
     compare = damage is None and not wanted
-    expected = ExpectedRows(gap_lsns=set() if full and compare else None)
+    expected = ExpectedRows(gap_lsns=set() if full and compare else None, index_key=repo.catalog.index_key)
     metas: list[tuple[str, SegmentMeta]] = []
     results: dict[str, tuple[str, int, int, Finding | None]] = {}
     todo = [(n, True) for n in seg_names] + [(n, False) for n in snap_names]
@@ -203,7 +201,8 @@ async def verify_repository(repo: Repository, *, mode: str = "full", files: Sequ
                         expected.gap_lsns.update(gap_lsns)
             else:
                 finding, entry = await anyio.to_thread.run_sync(partial(
-                    _check_snapshot_file, name, source, full=deep, encrypted=ident.encryption is not None))
+                    _check_snapshot_file, name, source, full=deep, keys=repo.segment_keys,
+                    sealed=ident.encryption is not None))
                 first = last = parse_snapshot_name(name) or 0
                 if entry is not None:
                     expected.snapshots[name] = entry

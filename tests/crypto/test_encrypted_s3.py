@@ -16,6 +16,7 @@ from pitr.crypto import create_key_file, read_key_file
 from pitr.repo.keyring import claim_encrypted, unlock
 from pitr.repo.repository import open_repository
 from pitr.restore import RestoreOptions, RestoreTarget, restore
+from pitr.snapshots.take import take_snapshot
 from pitr.store import Store
 from pitr.verify import verify_repository
 from tests.crypto.test_encrypted_repository import every_byte, restored_state
@@ -38,7 +39,7 @@ def test_an_encrypted_s3_repository_holds_no_secret_and_restores_the_same(
         async with Store(str(tmp_path / "data")) as store, \
                 open_repository(url, cache_dir=str(cache), s3_endpoint=s3.endpoint, create=True) as repo:
             await claim_encrypted(repo, identity_for(StoreSource(store)), key)
-            async with archiving(store, repo, options=ArchiveOptions(interval=0.01, merge_count=3)):
+            async with archiving(store, repo, options=ArchiveOptions(interval=0.01, merge_count=3)) as arc:
                 for i in range(120):
                     k, v = b"K" + rng.randbytes(15), b"V" + rng.randbytes(300)
                     times.append((await store.put(k, v)).ts_ns)
@@ -46,6 +47,8 @@ def test_an_encrypted_s3_repository_holds_no_secret_and_restores_the_same(
                     secrets.extend((k, v))
                     if i % 40 == 0:
                         await trio.sleep(0.03)
+                    if i == 60:  # a sealed base snapshot in the bucket
+                        await take_snapshot(arc, prepare=store.flush)
 
     async def read_back() -> None:
         async with open_repository(url, cache_dir=str(cold), s3_endpoint=s3.endpoint) as repo:
@@ -56,12 +59,15 @@ def test_an_encrypted_s3_repository_holds_no_secret_and_restores_the_same(
             change = await value_at(repo, some, times[-1])
             assert change is not None
             assert change.value == model[some]
-            await restore([repo], RestoreOptions(target=RestoreTarget(latest=True), dest=str(dest)))
+            result = await restore([repo], RestoreOptions(target=RestoreTarget(latest=True), dest=str(dest)))
+            assert result.base_snapshot is not None  # the sealed snapshot, fetched and opened through the key
+            assert report.files_checked >= 2
 
     trio.run(archive)
     trio.run(read_back)
     assert restored_state(dest) == model
     stored = every_byte(Path(backing_dir(s3, url))) + every_byte(cache) + every_byte(cold)
     assert b"PITRSEG\n" in stored  # (the scan sees the objects)
+    assert b"PITRSNP\n" in stored
     found = [s for s in secrets if s in stored]
     assert not found, f"{len(found)} keys and values written are in the bucket or the caches"
