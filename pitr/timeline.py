@@ -117,6 +117,11 @@ def build_timeline(catalog: Catalog, ident: RepoIdentity, excluded: frozenset[st
     for snap in catalog.snapshots():
         if snap.name in excluded:
             continue
+        if ident.keyed_chain and catalog.link_key is None:
+            # a keyed chain's digest inside a segment needs the key: without it (verify --quick) the
+            # binding is not checked here; every read of the snapshot's blocks needs the key anyway
+            bases.append(Base(snap.lsn, snap.ts_ns, snap.name))
+            continue
         digest = catalog.chain_digest_at(snap.lsn, ident.start_chain_digest, ident.first_lsn)
         if digest != snap.chain_digest:
             unbound.append(snap.name)

@@ -230,9 +230,12 @@ class Catalog(KeyIndex):
             return after.prev_chain_digest if after is not None and after.first_lsn == lsn + 1 else None
         if lsn == seg.last_lsn:  # the trailer's digest: also right for a keyed chain, which needs the key to fold
             return seg.chain_digest
+        # a keyed chain (segment version 3) folds only with its link key, which unlocking the repository
+        # sets (docs/format.md, "Keyed chain"); without it, callers do not ask (pitr.timeline)
         digest = seg.prev_chain_digest
         for piece in seg.pieces:
-            digest = chain.link(digest, piece)
+            digest = chain.link(digest, piece) if self.link_key is None else \
+                chain.keyed_link(self.link_key, digest, piece)
             if piece.last_lsn == lsn:
                 return digest
         return None

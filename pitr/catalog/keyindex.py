@@ -75,6 +75,8 @@ class KeyIndex(CatalogEnvironment):
 
     _tables_cache: tuple[int, list[KeyTable]] | None = None
     index_key: bytes | None = None  # an encrypted repository's index subkey (`use_index_key`)
+    # a keyed chain's link subkey (segment version 3: `pitr.repo.keyring.unlock`), to fold inside its segments
+    link_key: bytes | None = None
 
     def key_digest(self, key: bytes) -> bytes:
         """The digest `key` is indexed by in this catalog; `WrongKey` when the catalog is keyed and

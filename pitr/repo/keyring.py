@@ -173,6 +173,7 @@ async def unlock(repo: Repository, key_file: KeyFile | None) -> DataKey | None:
     if data_key is not None:
         ident = await repo.require_identity()
         repo.segment_keys = data_key.segment_keys(keyed_chain=ident.keyed_chain)
+        repo.catalog.link_key = data_key.chain_link_key if ident.keyed_chain else None
         await anyio.to_thread.run_sync(repo.catalog.use_index_key, data_key.index_key)
     return data_key
 
@@ -204,6 +205,7 @@ async def adopt_keys(target: Repository, source: Repository) -> None:
     if await target.require_identity() != await source.require_identity():
         raise WrongKey(f"{target.url} does not hold the identity of {source.url}: its key cannot be the same")
     target.segment_keys = keys
+    target.catalog.link_key = source.catalog.link_key
     await anyio.to_thread.run_sync(target.catalog.use_index_key, keys.index_key)
 
 
