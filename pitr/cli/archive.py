@@ -14,6 +14,7 @@ import anyio
 from pitr.archiver import ArchiveOptions, Archiver
 from pitr.archiver.observe import Observers
 from pitr.cli._archive_session import archiver_session
+from pitr.cli._object_lock import add_object_lock
 from pitr.cli._observers import add_observer_flags, check_observer_flags, observing, snapshot_taken
 from pitr.cli.common import add_data, add_json, add_repo, parse_every
 from pitr.cli.render import report
@@ -37,6 +38,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--snapshot-every", action="append", default=[], metavar="DURATION|SIZE",
                    help="with --follow: take a snapshot every DURATION (30m, 6h) and/or SIZE of log (1GiB)")
     add_observer_flags(p)
+    add_object_lock(p)
     add_json(p)
     p.set_defaults(run=run)
 
