@@ -10,8 +10,8 @@ import trio
 
 from pitr.archiver import ArchiveOptions
 from pitr.archiving import archiving
-from pitr.snapshots.take import take_snapshot
 from pitr.repo.repository import live_segments
+from pitr.snapshots.take import take_snapshot
 from pitr.store import Store
 
 
