@@ -107,8 +107,10 @@ class S3Storage:
         self.retry = retry
         self.limits = limits
         self.object_lock = object_lock
+        # No probe under Object Lock: its objects could not be deleted again (a refused conditional PUT is
+        # still recognised on the first publish, which then falls back to HEAD-then-PUT).
         self.conditional_put = conditional_put if conditional_put is not None else (
-            True if self.endpoint_url is None else None)
+            True if self.endpoint_url is None or object_lock is not None else None)
         self.requests: Counter[str] = Counter()
         self.retries: Counter[str] = Counter()
         self._lock = threading.Lock()
