@@ -12,6 +12,8 @@ Cleanup is the only thing in pitr that deletes (a write-once repository): it
 also removes the segments merges superseded and all but the newest watermark
 objects (`pitr.retention_objects`); what S3 Object Lock still retains is
 reported with the time left and kept (`CleanupPlan.locked`), never an error.
+The snapshots and log that move the start of the history are deleted together
+or, while one of them is retained, not at all (`CleanupPlan.held_back`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pitr.errors import CorruptData, InvalidArgument, Window
 from pitr.repo import layout
 from pitr.repo.indexing import index_segment
 from pitr.repo.repository import Repository
-from pitr.retention_objects import Locked, deletable_prefix, old_watermarks, retention_of, superseded_segments
+from pitr.retention_objects import Locked, history_group, old_watermarks, retention_of, superseded_segments
 from pitr.storage.base import ObjectInfo
 from pitr.timeline import build_timeline
 from pitr.verify.checks import check_snapshot
@@ -44,6 +46,7 @@ class CleanupPlan:
     delete_superseded: list[ObjectInfo] = field(default_factory=list)  # merge inputs, covered by its output
     delete_watermarks: list[ObjectInfo] = field(default_factory=list)  # all but the newest 16
     locked: list[Locked] = field(default_factory=list)  # what the rule would delete, retained until later
+    held_back: list[str] = field(default_factory=list)  # not retained, but kept with retained ones (see below)
 
     @property
     def history_count(self) -> int:
@@ -85,16 +88,20 @@ async def plan_cleanup(repo: Repository, keep_count: int, keep_days: float, now_
                                 now_ns)
     superseded = await superseded_segments(repo)
     marks = await old_watermarks(repo)
-    names = ([layout.snapshot_object(s.name) for s in drop] + [layout.segment_object(s.name) for s in doomed]
-             + [i.name for i in superseded] + [i.name for i in marks])
+    group = history_group(drop, doomed, superseded, min((s.lsn for s in keep), default=None))
+    names = group + [i.name for i in superseded + marks if i.name not in group]
     locked = await retention_of(repo, names)  # Object Lock: not deletable yet, reported, left
-    drop = [s for s in drop if layout.snapshot_object(s.name) not in locked]
-    doomed = deletable_prefix(doomed, locked)
+    held_back: list[str] = []
+    if any(n in locked for n in group):  # the start of the history moves all at once, or not yet
+        held_back = [n for n in group if n not in locked]
+        drop, doomed = [], []
+    gone = set(locked) | set(held_back)
     before = build_timeline(repo.catalog, ident).windows
     excluded = frozenset([s.name for s in drop] + [s.name for s in doomed])
     after = build_timeline(repo.catalog, ident, excluded).windows
-    return CleanupPlan(keep, drop, doomed, before, after, [i for i in superseded if i.name not in locked],
-                       [i for i in marks if i.name not in locked], sorted(locked.values(), key=lambda x: x.name))
+    return CleanupPlan(keep, drop, doomed, before, after, [i for i in superseded if i.name not in gone],
+                       [i for i in marks if i.name not in gone], sorted(locked.values(), key=lambda x: x.name),
+                       held_back)
 
 
 async def check_oldest_kept(repo: Repository, plan: CleanupPlan) -> None:

@@ -10,6 +10,8 @@ A write-once repository leaves two kinds of files for cleanup alone to remove:
 
 A file under retention (S3 Object Lock) cannot be deleted before its date: it
 is reported with the time remaining and left, and cleanup does not fail on it.
+The files that move the start of the history go together (`history_group`):
+while one is retained, none of them is deleted.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from pitr.catalog.entries import SegmentEntry
+from pitr.catalog.entries import SegmentEntry, SnapshotEntry
 from pitr.repo import layout, watermarks
 from pitr.repo.repository import Repository, live_segments
 from pitr.storage.base import ObjectInfo
@@ -67,12 +69,18 @@ async def retention_of(repo: Repository, names: list[str], now_ns: int | None = 
     return locked
 
 
-def deletable_prefix(segments: list[SegmentEntry], locked: dict[str, Locked]) -> list[SegmentEntry]:
-    """The doomed segments cleanup deletes: oldest first, up to the first one still retained (deleting
-    past it would leave a hole in the log it keeps)."""
-    out = []
-    for seg in sorted(segments, key=lambda s: s.first_lsn):
-        if layout.segment_object(seg.name) in locked:
-            break
-        out.append(seg)
-    return out
+def history_group(drop: list[SnapshotEntry], doomed: list[SegmentEntry], superseded: list[ObjectInfo],
+                  floor: int | None) -> list[str]:
+    """The objects whose deletion moves the start of the history (the rule's snapshots and log, and the
+    superseded segments before the oldest kept snapshot `floor`): deleted all together or not at all.
+
+    Deleting part of them would leave the log starting at no snapshot (a hole at its start), or bring a
+    merge's input back to life without the segments after it; so while one of them is retained, none goes.
+    """
+    names = [layout.snapshot_object(s.name) for s in drop] + [layout.segment_object(s.name) for s in doomed]
+    if floor is not None:
+        for info in superseded:
+            parsed = parse_segment_name(info.name[len(layout.SEGMENTS):])
+            if parsed is not None and parsed[1] < floor:
+                names.append(info.name)
+    return names

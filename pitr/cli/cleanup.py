@@ -49,6 +49,7 @@ async def run(args: argparse.Namespace) -> int:
                      "locked": [{"object": x.name, "retain_until": format_time(x.until_ns),
                                  "retain_until_ns": x.until_ns, "remaining_s": round(x.remaining_s(now), 3)}
                                 for x in plan.locked],
+                     "held_back": plan.held_back,
                      "windows_before": [window_json(w) for w in plan.windows_before],
                      "windows_after": [window_json(w) for w in plan.windows_after]}
                     for url, plan, deleted in rows])
@@ -79,6 +80,9 @@ def _print_write_once(plan: CleanupPlan, verb: str, now_ns: int) -> None:
               f"until {format_time(last.until_ns)}, {_remaining(last.remaining_s(now_ns))} from now):")
         for x in plan.locked:
             print(f"  locked   {x.name} until {format_time(x.until_ns)} ({_remaining(x.remaining_s(now_ns))} left)")
+    if plan.held_back:
+        print(f"  kept {len(plan.held_back)} more files the rule names until the retained ones can go with them "
+              "(the start of the history moves all at once)")
 
 
 def _remaining(seconds: float) -> str:

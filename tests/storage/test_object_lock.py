@@ -22,14 +22,16 @@ import anyio
 import pytest
 import trio
 
+from pitr.catalog.entries import SnapshotEntry
 from pitr.errors import InvalidArgument
 from pitr.repo import layout
 from pitr.repo.repository import open_repository
 from pitr.retention import plan_cleanup
-from pitr.retention_objects import Locked, deletable_prefix
-from pitr.storage import LocalStorage, S3Storage
+from pitr.retention_objects import history_group
+from pitr.storage import LocalStorage, ObjectInfo, S3Storage
 from pitr.storage.base import DAY_NS, ObjectLock
 from pitr.storage.ratelimit import TransferLimits
+from segments import parse_segment_name, segment_name
 from tests.helpers.cli import run_cli
 from tests.repo.history import build_history, files
 from tests.repo.test_retention import seg
@@ -47,11 +49,14 @@ def test_retention_dates() -> None:
             ObjectLock(bad)  # type: ignore[arg-type]
 
 
-def test_deleting_doomed_segments_stops_at_the_first_retained_one() -> None:
-    segs = [seg(1, 10), seg(11, 20), seg(21, 30)]
-    locked = {layout.segment_object(segs[1].name): Locked(layout.segment_object(segs[1].name), 1)}
-    assert deletable_prefix(segs, locked) == [segs[0]], "deleting 21-30 would leave a hole after 11-20"
-    assert deletable_prefix(segs, {}) == segs
+def test_the_start_of_the_history_moves_all_at_once() -> None:
+    snaps = [SnapshotEntry("00000000000000000010-x.snap", 10, 1, 1, 0, 0, 0, b"", b"")]
+    segs = [seg(1, 10), seg(11, 20)]
+    superseded = [ObjectInfo(layout.segment_object(segment_name(1, 5)), 1),
+                  ObjectInfo(layout.segment_object(segment_name(21, 25)), 1)]
+    group = history_group(snaps, segs, superseded, floor=21)
+    assert group == ["snapshots/" + snaps[0].name, "segments/1-10.seg", "segments/11-20.seg", superseded[0].name]
+    assert history_group(snaps, segs, superseded, floor=None)[-1] == "segments/11-20.seg"
 
 
 async def _capture(storage: S3Storage) -> list[tuple[str, dict[str, str]]]:
@@ -120,33 +125,47 @@ def test_cleanup_reports_what_it_may_not_delete_yet(tmp_path: Path, monkeypatch:
 
     monkeypatch.setattr(LocalStorage, "retained_until", retained_until)
 
-    async def plan_names() -> tuple[list[str], list[str]]:
+    async def plan_names() -> tuple[list[str], list[str], int]:
         async with open_repository(history.repo) as repo:
             plan = await plan_cleanup(repo, keep_count=1, keep_days=0, now_ns=time.time_ns())
         return [layout.snapshot_object(s.name) for s in plan.delete_snapshots], \
-            [i.name for i in plan.delete_superseded]
+            [i.name for i in plan.delete_superseded], plan.keep_snapshots[0].lsn
 
-    snaps, superseded = trio.run(plan_names)
+    snaps, superseded, floor = trio.run(plan_names)
     assert snaps, "the premise: old snapshots to delete"
-    assert superseded, "the premise: merge inputs to delete"
-    locked_names.update({snaps[0], superseded[0]})
+    later = [n for n in superseded if (parse_segment_name(n.removeprefix("segments/")) or (0, 0))[1] >= floor]
+    assert later, "the premise: merge inputs after the oldest kept snapshot"
+    locked_names.update({snaps[0], later[0]})
     code, out, err = run_cli(capsys, "cleanup", "--repo", history.repo, "--keep-count", "1", "--keep-days", "0",
                              "--json")
     assert code == 0, err
     report = json.loads(out)[0]
     assert sorted(x["object"] for x in report["locked"]) == sorted(locked_names)
     assert all(2 * 86_400 - 60 < x["remaining_s"] <= 2 * 86_400 for x in report["locked"])
-    assert snaps[0] not in ["snapshots/" + s for s in report["snapshots"]]
-    assert superseded[0] not in report["superseded"]
-    for name in locked_names:
-        assert os.path.exists(os.path.join(history.repo, name)), f"{name} is retained: not deleted"
-    assert set(superseded[1:]) == set(report["superseded"])
-    assert not any(os.path.exists(os.path.join(history.repo, n)) for n in superseded[1:])
+    # one old snapshot retained: the start of the history stays where it is, all of it kept for now
+    assert report["snapshots"] == []
+    assert report["segments"] == []
+    assert set(snaps[1:]) <= set(report["held_back"])
+    assert set(report["superseded"]) == set(later[1:]), "merge inputs after the floor go on their own"
+    for name in locked_names | set(report["held_back"]):
+        assert os.path.exists(os.path.join(history.repo, name)), f"{name} is kept: not deleted"
+    assert not any(os.path.exists(os.path.join(history.repo, n)) for n in later[1:])
     code, out, err = run_cli(capsys, "cleanup", "--repo", history.repo, "--keep-count", "1", "--keep-days", "0")
     assert code == 0, err
     assert "still under Object Lock retention" in out
     assert all(name in out for name in locked_names)
-    assert len(list(files(history.repo, "snapshots"))) >= 2, "the locked old snapshot is still there"
+    assert "start of the history moves all at once" in out
+    locked_names.clear()  # the retention ran out: now everything the rule names goes
+    code, out, err = run_cli(capsys, "cleanup", "--repo", history.repo, "--keep-count", "1", "--keep-days", "0",
+                             "--json")
+    assert code == 0, err
+    report = json.loads(out)[0]
+    assert report["locked"] == []
+    assert report["held_back"] == []
+    assert set(snaps) == {"snapshots/" + s for s in report["snapshots"]}
+    assert len(list(files(history.repo, "snapshots"))) == 1
+    code, out, err = run_cli(capsys, "verify", "--repo", history.repo)
+    assert code == 0, out + err
 
 
 def test_object_lock_on_a_local_directory_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str],
