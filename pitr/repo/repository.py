@@ -22,7 +22,6 @@ from pitr.errors import (
     ForeignRepository,
     NotARepository,
     ObjectExists,
-    ObjectNotFound,
     RepositoryLost,
     WrongKey,
     file_error,
@@ -165,20 +164,14 @@ class Repository:
         and the timeline reports those LSNs as a hole.
         """
         ident = await self.identity()
-        damaged: list[DamagedWatermark] = []
-        listed = {i.name: i.size for i in await self.storage.list(watermarks.PREFIX)}
-        found: tuple[Watermark, str] | None = None
-        for _parsed, name in watermarks.candidates(list(listed)):
-            mark = await self._watermark_object(name, listed[name], ident, damaged)
-            if mark is not None:
-                found = mark, f"{self.url}/{name}"
-                break
+        found, self.damaged_watermarks = await watermarks.read_newest(
+            self.storage, self.url, None if ident is None else ident.store_id,
+            ident is not None and ident.encryption is not None, self.segment_keys)
         if found is None and await self.storage.stat(layout.WATERMARK) is not None:
             where = f"{self.url}/{layout.WATERMARK}"  # an older repository's single file: read, never rewritten
             legacy = Watermark.decode(await self.storage.read(layout.WATERMARK), where)
             if ident is None or legacy.store_id == ident.store_id:
                 found = legacy, where
-        self.damaged_watermarks = damaged
         if found is None:
             return None
         mark, where = found
@@ -187,24 +180,6 @@ class Repository:
                 f"the watermark says the archive is complete through {format_time(mark.complete_through_ns)}"
                 f", later than now ({format_time(now_ns)}) plus {WATERMARK_SKEW_NS // 10**9} s of clock skew",
                 path=where, hint=WATERMARK_HINT)
-        return mark
-
-    async def _watermark_object(self, name: str, size: int, ident: RepoIdentity | None,
-                                damaged: list[DamagedWatermark]) -> Watermark | None:
-        """One watermark object, or None (and a `damaged` entry, logged) when it cannot be used."""
-        where = f"{self.url}/{name}"
-        try:
-            if size > watermarks.MAX_OBJECT:
-                raise CorruptData(f"{size} bytes is too large for a watermark object", path=where)
-            mark = watermarks.decode(await self.storage.read(name), name, where, self.segment_keys)
-            if ident is not None and mark.store_id != ident.store_id:
-                raise CorruptData(f"the watermark is of store {mark.store_id}, not {ident.store_id}", path=where)
-        except ObjectNotFound:
-            return None  # removed by a cleanup since the listing
-        except CorruptData as exc:
-            damaged.append(DamagedWatermark(name, exc.message))
-            log.warning("%s: damaged watermark skipped (%s); an older one is used", where, exc.message)
-            return None
         return mark
 
     async def write_watermark(self, mark: Watermark) -> None:

@@ -16,14 +16,19 @@ time, so a sealed watermark opens only under the name it was published as.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import uuid
 from dataclasses import dataclass
 
-from pitr.errors import CorruptData
+from pitr.errors import CorruptData, ObjectNotFound
 from pitr.repo.identity import Watermark
+from pitr.storage.base import Storage
 from segments import CorruptFile
 from segments.block_seal import KIND_WATERMARK, SALT_BYTES, BlockPlace, SegmentKeys
+
+log = logging.getLogger(__name__)
 
 PREFIX = "watermarks/"
 KEEP_WATERMARKS = 16  # cleanup keeps this many of the newest watermark objects
@@ -63,6 +68,11 @@ def encode(mark: Watermark, keys: SegmentKeys | None, *, salt: bytes | None = No
     return SEALED_MAGIC + salt + sealer.seal(0, mark.complete_through_ns, document)
 
 
+def is_sealed(data: bytes) -> bool:
+    """Whether an object body is a sealed watermark (of any version)."""
+    return data.startswith(SEALED_MAGIC[:7])
+
+
 def decode(data: bytes, name: str, where: str, keys: SegmentKeys | None) -> Watermark:
     """The watermark in object `name` (shown as `where`); `CorruptData` when it is damaged, sealed
     without a key given (or plaintext in a sealed repository), or says other than its name."""
@@ -71,7 +81,7 @@ def decode(data: bytes, name: str, where: str, keys: SegmentKeys | None) -> Wate
         raise CorruptData("not a watermark object name", path=where)
     if len(data) > MAX_OBJECT:
         raise CorruptData(f"{len(data)} bytes is too large for a watermark object", path=where)
-    sealed = data.startswith(SEALED_MAGIC[:7])
+    sealed = is_sealed(data)
     if sealed and data[:8] != SEALED_MAGIC:
         raise CorruptData(f"sealed watermark version {data[7]} is not supported", path=where, hint="upgrade pitr")
     if keys is None and sealed:
@@ -116,3 +126,46 @@ def cleanup_victims(names: list[str], keep: int = KEEP_WATERMARKS) -> list[str]:
     ordered = candidates(names)
     return sorted(n for _, n in ordered[keep:])
 
+
+
+class _Sealed(Exception):
+    """A sealed watermark met by a reader without the key (not damage: nothing can be read)."""
+
+
+async def read_newest(storage: Storage, url: str, store_id: uuid.UUID | None, encrypted: bool,
+                      keys: SegmentKeys | None) -> tuple[tuple[Watermark, str] | None, list[DamagedWatermark]]:
+    """The newest usable watermark object (and where it is), with the damaged ones met on the way.
+
+    Objects are tried newest first; one that is damaged, of another store, or does not say what its
+    name says is skipped, logged and listed. In an encrypted repository read without the key (a keyless
+    `verify --quick`) nothing can be opened and nothing is damage: None and no list.
+    """
+    listed = {i.name: i.size for i in await storage.list(PREFIX)}
+    damaged: list[DamagedWatermark] = []
+    for _parsed, name in candidates(list(listed)):
+        where = f"{url}/{name}"
+        try:
+            mark = await _read_one(storage, name, listed[name], where, store_id, encrypted, keys)
+        except _Sealed:
+            return None, []
+        except ObjectNotFound:
+            continue  # removed by a cleanup since the listing
+        except CorruptData as exc:
+            damaged.append(DamagedWatermark(name, exc.message))
+            log.warning("%s: damaged watermark skipped (%s); an older one is used", where, exc.message)
+            continue
+        return (mark, where), damaged
+    return None, damaged
+
+
+async def _read_one(storage: Storage, name: str, size: int, where: str, store_id: uuid.UUID | None,
+                    encrypted: bool, keys: SegmentKeys | None) -> Watermark:
+    if size > MAX_OBJECT:
+        raise CorruptData(f"{size} bytes is too large for a watermark object", path=where)
+    data = await storage.read(name)
+    if keys is None and encrypted and is_sealed(data):
+        raise _Sealed(name)
+    mark = decode(data, name, where, keys)
+    if store_id is not None and mark.store_id != store_id:
+        raise CorruptData(f"the watermark is of store {mark.store_id}, not {store_id}", path=where)
+    return mark

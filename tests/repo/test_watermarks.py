@@ -13,6 +13,7 @@ from pitr.errors import CorruptData
 from pitr.repo import layout, watermarks
 from pitr.repo.identity import RepoIdentity, Watermark
 from pitr.repo.repository import open_repository
+from pitr.storage import LocalStorage
 from segments.block_seal import SegmentKeys
 
 pytestmark = pytest.mark.anyio
@@ -144,3 +145,17 @@ async def test_a_sealed_repository_writes_sealed_watermarks(tmp_path: Path) -> N
         repo.segment_keys = None  # read without the key: not used, reported
         assert await repo.read_watermark() is None
         assert "no key" in repo.damaged_watermarks[0].reason
+
+
+async def test_a_keyless_reader_of_an_encrypted_repository_reads_none_and_reports_no_damage(
+        tmp_path: Path) -> None:
+    """verify --quick without the key: sealed watermarks cannot be opened, and are not damage."""
+    storage = LocalStorage(str(tmp_path))
+    for mark in (Watermark(STORE, 1, 10), Watermark(STORE, 2, 20)):
+        await storage.publish(watermarks.object_name(mark.lsn, mark.complete_through_ns),
+                              watermarks.encode(mark, KEYS))
+    assert await watermarks.read_newest(storage, "r", STORE, True, None) == (None, [])
+    found, damaged = await watermarks.read_newest(storage, "r", STORE, True, KEYS)
+    assert found is not None
+    assert found[0] == Watermark(STORE, 2, 20)
+    assert damaged == []
