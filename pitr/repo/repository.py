@@ -148,7 +148,7 @@ class Repository:
         return existing
 
     # watermark --------------------------------------------------------------------
-    async def read_watermark(self, *, now_ns: int | None = None) -> Watermark | None:
+    async def read_watermark(self, *, now_ns: int | None = None, scan_all: bool = False) -> Watermark | None:
         """The newest valid watermark, checked against the present (given `now_ns`); None when there is none.
 
         Watermarks are write-once objects (`pitr.repo.watermarks`): the newest by
@@ -161,12 +161,14 @@ class Repository:
         Callers that answer about the present (restore, verify) pass their clock's
         `now_ns`. A watermark claiming commits beyond the repository's segments is
         returned as it is: it is the evidence that the newest segments are missing,
-        and the timeline reports those LSNs as a hole.
+        and the timeline reports those LSNs as a hole. `scan_all` reads every
+        watermark object (verify), else listing starts at the catalog's last one.
         """
         ident = await self.identity()
+        known = None if scan_all else await anyio.to_thread.run_sync(self._known_watermark)
         found, self.damaged_watermarks = await watermarks.read_newest(
             self.storage, self.url, None if ident is None else ident.store_id,
-            ident is not None and ident.encryption is not None, self.segment_keys)
+            ident is not None and ident.encryption is not None, self.segment_keys, known=known, scan_all=scan_all)
         if found is None and await self.storage.stat(layout.WATERMARK) is not None:
             where = f"{self.url}/{layout.WATERMARK}"  # an older repository's single file: read, never rewritten
             legacy = Watermark.decode(await self.storage.read(layout.WATERMARK), where)
@@ -181,6 +183,13 @@ class Repository:
                 f", later than now ({format_time(now_ns)}) plus {WATERMARK_SKEW_NS // 10**9} s of clock skew",
                 path=where, hint=WATERMARK_HINT)
         return mark
+
+    def _known_watermark(self) -> tuple[int, int] | None:
+        """The catalog's last watermark, as a hint where to start listing (a damaged catalog: none)."""
+        try:
+            return self.catalog.watermark()
+        except CorruptData:
+            return None
 
     async def write_watermark(self, mark: Watermark) -> None:
         """Publish how far the archive is known complete, as a new write-once object (never replacing)."""

@@ -127,42 +127,66 @@ def cleanup_victims(names: list[str], keep: int = KEEP_WATERMARKS) -> list[str]:
     return sorted(n for _, n in ordered[keep:])
 
 
-
 class _Sealed(Exception):
     """A sealed watermark met by a reader without the key (not damage: nothing can be read)."""
 
 
 async def read_newest(storage: Storage, url: str, store_id: uuid.UUID | None, encrypted: bool,
-                      keys: SegmentKeys | None) -> tuple[tuple[Watermark, str] | None, list[DamagedWatermark]]:
+                      keys: SegmentKeys | None, *, known: tuple[int, int] | None = None, scan_all: bool = False,
+                      ) -> tuple[tuple[Watermark, str] | None, list[DamagedWatermark]]:
     """The newest usable watermark object (and where it is), with the damaged ones met on the way.
 
     Objects are tried newest first; one that is damaged, of another store, or does not say what its
-    name says is skipped, logged and listed. In an encrypted repository read without the key (a keyless
-    `verify --quick`) nothing can be opened and nothing is damage: None and no list.
+    name says is skipped, logged and listed. `known` (the catalog's last watermark) lists only the
+    objects after it (a following archiver publishes one per interval until cleanup prunes them);
+    when it and those are gone or damaged, the whole listing is read. `scan_all` reads every object
+    (verify: every damaged one is reported). In an encrypted repository read without the key (a
+    keyless `verify --quick`) nothing can be opened and nothing is damage: None and no list.
     """
-    listed = {i.name: i.size for i in await storage.list(PREFIX)}
     damaged: list[DamagedWatermark] = []
-    for _parsed, name in candidates(list(listed)):
+    tried: set[str] = set()
+    try:
+        if known is not None and not scan_all:
+            known_name = object_name(*known)
+            names = [i.name for i in await storage.list(PREFIX, after=known_name)] + [known_name]
+            found = await _first_valid(storage, url, names, store_id, encrypted, keys, damaged, tried)
+            if found is not None:
+                return found, damaged
+        names = [i.name for i in await storage.list(PREFIX) if i.name not in tried]
+        found = await _first_valid(storage, url, names, store_id, encrypted, keys, damaged, tried, scan_all)
+    except _Sealed:
+        return None, []
+    return found, damaged
+
+
+async def _first_valid(storage: Storage, url: str, names: list[str], store_id: uuid.UUID | None, encrypted: bool,
+                       keys: SegmentKeys | None, damaged: list[DamagedWatermark], tried: set[str],
+                       every: bool = False) -> tuple[Watermark, str] | None:
+    """The newest valid one of `names` (reading them all when `every`, to list every damaged one)."""
+    found = None
+    for _parsed, name in candidates(names):
+        tried.add(name)
         where = f"{url}/{name}"
         try:
-            mark = await _read_one(storage, name, listed[name], where, store_id, encrypted, keys)
-        except _Sealed:
-            return None, []
+            mark = await _read_one(storage, name, where, store_id, encrypted, keys)
         except ObjectNotFound:
             continue  # removed by a cleanup since the listing
         except CorruptData as exc:
             damaged.append(DamagedWatermark(name, exc.message))
             log.warning("%s: damaged watermark skipped (%s); an older one is used", where, exc.message)
             continue
-        return (mark, where), damaged
-    return None, damaged
+        if found is None:
+            found = mark, where
+        if not every:
+            break
+    return found
 
 
-async def _read_one(storage: Storage, name: str, size: int, where: str, store_id: uuid.UUID | None,
+async def _read_one(storage: Storage, name: str, where: str, store_id: uuid.UUID | None,
                     encrypted: bool, keys: SegmentKeys | None) -> Watermark:
-    if size > MAX_OBJECT:
-        raise CorruptData(f"{size} bytes is too large for a watermark object", path=where)
-    data = await storage.read(name)
+    data = await storage.read(name, 0, MAX_OBJECT + 1)  # bounded, whatever the object's size
+    if len(data) > MAX_OBJECT:
+        raise CorruptData(f"more than {MAX_OBJECT} bytes is too large for a watermark object", path=where)
     if keys is None and encrypted and is_sealed(data):
         raise _Sealed(name)
     mark = decode(data, name, where, keys)

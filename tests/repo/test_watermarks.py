@@ -159,3 +159,32 @@ async def test_a_keyless_reader_of_an_encrypted_repository_reads_none_and_report
     assert found is not None
     assert found[0] == Watermark(STORE, 2, 20)
     assert damaged == []
+
+
+async def test_the_catalogs_last_watermark_only_starts_the_listing(tmp_path: Path) -> None:
+    """Readers list from the catalog's last watermark on; if that one is gone, the whole listing counts."""
+    root = await _repository(tmp_path)
+    async with open_repository(root) as repo:
+        for mark in (Watermark(STORE, 5, 100), Watermark(STORE, 9, 50), Watermark(STORE, 9, 60)):
+            await repo.write_watermark(mark)
+        assert repo.watermark() == (9, 60)
+        os.unlink(os.path.join(root, watermarks.object_name(9, 60)))  # the newest removed (rolled back)
+        assert await repo.read_watermark() == Watermark(STORE, 9, 50)
+        write(Watermark(STORE, 12, 70).encode(), root, watermarks.object_name(12, 70))  # another writer's, newer
+        assert await repo.read_watermark() == Watermark(STORE, 12, 70)
+
+
+async def test_verify_names_every_damaged_watermark_not_only_the_newest(tmp_path: Path) -> None:
+    from pitr.verify import verify_repository
+
+    root = await _repository(tmp_path)
+    async with open_repository(root) as repo:
+        for lsn in range(3):
+            await repo.write_watermark(Watermark(STORE, 0, 10 + lsn))
+    oldest = watermarks.object_name(0, 10)
+    write(read(root, oldest)[:-1] + b"\x00", root, oldest)
+    async with open_repository(root) as repo:
+        assert await repo.read_watermark() == Watermark(STORE, 0, 12), "readers do not need the old one"
+        report = await verify_repository(repo, mode="quick")
+        assert [f.file for f in report.findings] == [oldest]
+        assert "damaged watermark" in report.findings[0].message
