@@ -209,3 +209,29 @@ def test_an_object_locked_s3_repository_end_to_end(tmp_path: Path, s3_server: S3
     assert all(86_400 < x["remaining_s"] <= 2 * 86_400 for x in report["locked"])
     code, out, err = run_cli(capsys, "timeline", *repo, "--json")
     assert code == 0, err
+
+
+def test_copy_into_s3_puts_every_object_retained(tmp_path: Path, s3_server: S3Server, aws_env: None,
+                                                 capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PITR_CACHE_DIR", str(tmp_path / "cache"))
+    history = build_history(str(tmp_path / "h"), commits=40, snapshot_every=20, merge_count=3)
+    target = s3_url(s3_server)
+    code, out, err = run_cli(capsys, "copy", "--from", history.repo, "--to", target, "--s3-endpoint",
+                             s3_server.endpoint, "--object-lock-days", "4")
+    assert code == 0, out + err
+
+    async def retention() -> dict[str, int | None]:
+        storage = S3Storage(target, endpoint_url=s3_server.endpoint)
+        try:
+            names = [i.name for p in ("", "segments/", "snapshots/", "watermarks/") for i in await storage.list(p)]
+            return {n: await storage.retained_until(n) for n in names}
+        finally:
+            await storage.aclose()
+
+    found = trio.run(retention)
+    assert any(n.startswith("segments/") for n in found)
+    assert any(n.startswith("watermarks/") for n in found)
+    soon, late = (time.time_ns() + d * DAY_NS for d in (3.9, 4.1))
+    unretained = [n for n, until in found.items() if until is None or not soon < until < late]
+    assert not unretained, f"put without 4 days of retention: {unretained}"
