@@ -7,12 +7,19 @@ the newest snapshot is always kept. Every segment that a kept snapshot's restore
 segments from the one that ends at the oldest kept snapshot's LSN (so its
 chain binding stays verifiable) onwards. With no snapshot at all nothing is
 deleted, because the start of history is then the only base.
+
+Cleanup is the only thing in pitr that deletes (a write-once repository): it
+also removes the segments merges superseded and all but the newest watermark
+objects (`pitr.retention_objects`); what S3 Object Lock still retains is
+reported with the time left and kept (`CleanupPlan.locked`), never an error.
+The snapshots and log that move the start of the history are deleted together
+or, while one of them is retained, not at all (`CleanupPlan.held_back`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 
@@ -21,6 +28,8 @@ from pitr.errors import CorruptData, InvalidArgument, Window
 from pitr.repo import layout
 from pitr.repo.indexing import index_segment
 from pitr.repo.repository import Repository
+from pitr.retention_objects import Locked, history_group, old_watermarks, retention_of, superseded_segments
+from pitr.storage.base import ObjectInfo
 from pitr.timeline import build_timeline
 from pitr.verify.checks import check_snapshot
 
@@ -34,14 +43,24 @@ class CleanupPlan:
     delete_segments: list[SegmentEntry]
     windows_before: list[Window]
     windows_after: list[Window]
+    delete_superseded: list[ObjectInfo] = field(default_factory=list)  # merge inputs, covered by its output
+    delete_watermarks: list[ObjectInfo] = field(default_factory=list)  # all but the newest 16
+    locked: list[Locked] = field(default_factory=list)  # what the rule would delete, retained until later
+    held_back: list[str] = field(default_factory=list)  # not retained, but kept with retained ones (see below)
 
     @property
-    def deleted_count(self) -> int:
+    def history_count(self) -> int:
+        """Snapshots and log segments the plan deletes (what narrows the restorable windows)."""
         return len(self.delete_snapshots) + len(self.delete_segments)
 
     @property
+    def deleted_count(self) -> int:
+        return self.history_count + len(self.delete_superseded) + len(self.delete_watermarks)
+
+    @property
     def bytes_freed(self) -> int:
-        return sum(s.size for s in self.delete_snapshots) + sum(s.size for s in self.delete_segments)
+        return (sum(s.size for s in self.delete_snapshots) + sum(s.size for s in self.delete_segments)
+                + sum(i.size for i in self.delete_superseded) + sum(i.size for i in self.delete_watermarks))
 
 
 def choose(snapshots: list[SnapshotEntry], segments: list[SegmentEntry], keep_count: int, keep_days: float,
@@ -67,10 +86,22 @@ async def plan_cleanup(repo: Repository, keep_count: int, keep_days: float, now_
     await repo.sync()
     keep, drop, doomed = choose(repo.catalog.snapshots(), repo.catalog.segments(), keep_count, keep_days,
                                 now_ns)
+    superseded = await superseded_segments(repo)
+    marks = await old_watermarks(repo)
+    group = history_group(drop, doomed, superseded, min((s.lsn for s in keep), default=None))
+    names = group + [i.name for i in superseded + marks if i.name not in group]
+    locked = await retention_of(repo, names)  # Object Lock: not deletable yet, reported, left
+    held_back: list[str] = []
+    if any(n in locked for n in group):  # the start of the history moves all at once, or not yet
+        held_back = [n for n in group if n not in locked]
+        drop, doomed = [], []
+    gone = set(locked) | set(held_back)
     before = build_timeline(repo.catalog, ident).windows
     excluded = frozenset([s.name for s in drop] + [s.name for s in doomed])
     after = build_timeline(repo.catalog, ident, excluded).windows
-    return CleanupPlan(keep, drop, doomed, before, after)
+    return CleanupPlan(keep, drop, doomed, before, after, [i for i in superseded if i.name not in gone],
+                       [i for i in marks if i.name not in gone], sorted(locked.values(), key=lambda x: x.name),
+                       held_back)
 
 
 async def check_oldest_kept(repo: Repository, plan: CleanupPlan) -> None:
@@ -80,7 +111,7 @@ async def check_oldest_kept(repo: Repository, plan: CleanupPlan) -> None:
     not verify, the history it replaces is the only way to restore that far
     back (and perhaps at all), so nothing is deleted.
     """
-    if not plan.deleted_count or not plan.keep_snapshots:
+    if not plan.history_count or not plan.keep_snapshots:
         return
     oldest = min(plan.keep_snapshots, key=lambda s: s.lsn)
     name = layout.snapshot_object(oldest.name)
@@ -102,7 +133,8 @@ async def check_oldest_kept(repo: Repository, plan: CleanupPlan) -> None:
 
 async def run_cleanup(repo: Repository, plan: CleanupPlan,
                       progress: Callable[[str, int, int], None] | None = None) -> int:
-    """Delete what the plan names: snapshots first, then segments oldest first; returns the count.
+    """Delete what the plan names: snapshots first, then segments oldest first, then superseded segments and
+    old watermarks; returns the count.
 
     Nothing is deleted unless the oldest snapshot kept verifies in full and the
     newest restorable point stays restorable (`check_oldest_kept`).
@@ -124,6 +156,11 @@ async def run_cleanup(repo: Repository, plan: CleanupPlan,
             source.close()
         await anyio.to_thread.run_sync(repo.catalog.remove_segment, seg.first_lsn, rows)
         await repo.delete(layout.segment_object(seg.name))
+        done += 1
+        if progress:
+            progress("cleanup", done, total)
+    for info in plan.delete_superseded + plan.delete_watermarks:  # not in the catalog's history: just files
+        await repo.delete(info.name)
         done += 1
         if progress:
             progress("cleanup", done, total)

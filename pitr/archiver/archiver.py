@@ -236,12 +236,29 @@ class Archiver:
         shipped = 0
         while prog.last_lsn < durable_lsn:
             upto = min(durable_lsn, prog.last_lsn + self.options.max_segment_commits)
-            sealed = await self._seal(prog, upto)
+            sealed = await self._retry_pending(prog, upto)
+            if sealed is None:
+                sealed = await self._seal(prog, upto)
             if sealed is None:
                 break
             await self._publish_segment(prog, sealed)
             shipped += sealed.commits
         return shipped
+
+    async def _retry_pending(self, prog: RepoProgress, upto: int) -> SealedChunk | None:
+        """The chunk whose publish failed, to publish again as it was; None when there is none, or when it
+        ends past `upto` (a snapshot's boundary) and did not land (then it is dropped and sealed anew)."""
+        pending = prog.pending
+        if pending is None or pending.meta.first_lsn != prog.last_lsn + 1 or \
+                pending.meta.header.prev_chain_digest != prog.chain_digest:
+            prog.pending = None
+            return None
+        if pending.meta.last_lsn <= upto:
+            return pending
+        if await prog.repo.storage.stat(layout.segment_object(pending.name)) is not None:
+            return pending  # it landed: it is the history now (a boundary at `upto` is then refused, named)
+        prog.pending = None
+        return None
 
     async def _seal(self, prog: RepoProgress, upto: int) -> SealedChunk | None:
         """Read and seal the next chunk: in a worker process when it is large (its per-record
@@ -270,19 +287,17 @@ class Archiver:
     async def _publish_segment(self, prog: RepoProgress, sealed: SealedChunk) -> None:
         blob, meta, name = sealed.blob, sealed.meta, sealed.name
         object_name = layout.segment_object(name)
-        prog.uncertain.add(object_name)
+        # Until it is known to have landed, this chunk is the next one, whatever comes later: a retry
+        # publishes these same bytes under the same name (`_ship`), so a failed attempt that landed
+        # after all leaves no second file over the same LSNs, and nothing needs deleting.
+        prog.pending = sealed
         await publish_new(prog.repo, object_name, blob)
-        prog.uncertain.discard(object_name)
+        prog.pending = None
         # The commits are off the machine now: that is the lag that bounds what a lost disk costs.
         lag_ns = max(0, self.clock() - sealed.last_ts_ns)
         prog.lag_samples_ns.append(lag_ns)
         self._published_at = self.monotonic()
         del prog.lag_samples_ns[:-10_000]
-        for orphan in sorted(prog.uncertain):
-            # An earlier attempt at this range failed after it may have landed; its records are
-            # in the segment just published, so the leftover must not stay beside it.
-            await prog.repo.delete(orphan)
-            prog.uncertain.discard(orphan)
         await prog.repo.remember(object_name, blob)
 
         def index() -> None:
@@ -343,7 +358,7 @@ class Archiver:
             prog.tail_object = layout.segment_object(merged.name)
 
     async def merge(self, repo: Repository, run: list[SegmentEntry]) -> SegmentEntry:
-        """Merge consecutive segments into one, publish it, then delete the originals."""
+        """Merge consecutive segments into one and publish it beside them (cleanup deletes the originals)."""
         inputs = {layout.segment_object(s.name) for s in run}
         entry = await merge_run(repo, run)
         for prog in self.progress:  # the merged file now ends the history where an input did

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pitr.archiver.retry import Backoff
+from pitr.archiver.sealing import SealedChunk
 from pitr.errors import InvalidArgument
 from pitr.repo.repository import Repository
 
@@ -67,4 +68,4 @@ class RepoProgress:
     errors: int = 0
     last_error: str | None = None
     lag_samples_ns: list[int] = field(default_factory=list)
-    uncertain: set[str] = field(default_factory=set)  # names whose publish failed: may exist remotely
+    pending: SealedChunk | None = None  # a chunk whose publish failed (it may have landed): retried as it is

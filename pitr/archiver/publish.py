@@ -1,4 +1,5 @@
-"""Publishing archive files: a new segment (never overwriting), and merging a run of small segments."""
+"""Publishing archive files: a new segment (never overwriting), and merging a run of small segments
+(publishing the merged one beside them: only `pitr cleanup` deletes)."""
 
 from __future__ import annotations
 
@@ -65,7 +66,12 @@ def _remove_staged(path: str) -> None:
 
 
 async def merge_run(repo: Repository, run: list[SegmentEntry]) -> SegmentEntry:
-    """Merge consecutive segments into one, publish and index it, then delete the originals."""
+    """Merge consecutive segments into one, publish and index it; the originals stay in the repository.
+
+    Nothing is replaced or deleted here (a write-once repository): the inputs are
+    superseded by the merged segment (readers skip them, `live_segments`), and only
+    `pitr cleanup` deletes them, once the merged one is indexed.
+    """
     sources = [await repo.open_source(layout.segment_object(s.name)) for s in run]
 
     def do_merge() -> tuple[bytes, SegmentEntry, list[BlockRow]]:
@@ -86,6 +92,4 @@ async def merge_run(repo: Repository, run: list[SegmentEntry]) -> SegmentEntry:
     # the runs' key tables are merged into the new segment's (key_table None)
     await anyio.to_thread.run_sync(repo.catalog.add_segment_indexed, entry, blocks, None, [s.first_lsn for s in run])
     await repo.remember(layout.segment_object(entry.name), blob)
-    for seg in run:
-        await repo.delete(layout.segment_object(seg.name))
     return entry

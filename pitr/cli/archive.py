@@ -17,6 +17,7 @@ from pitr.archiver.observe import Observers
 from pitr.cli._archive_session import archiver_session
 from pitr.cli._checkpoints import add_archive_flags as add_checkpoint_flags
 from pitr.cli._checkpoints import checkpoint_writer
+from pitr.cli._object_lock import add_object_lock
 from pitr.cli._observers import add_observer_flags, check_observer_flags, observing, snapshot_taken
 from pitr.cli.common import add_data, add_json, add_repo, parse_every
 from pitr.cli.render import report
@@ -45,6 +46,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="create new repositories encrypted under --key-file FILE (or $PITR_KEY_FILE): every segment "
                         "and snapshot sealed, the catalog keyed; an existing repository must be encrypted under it")
     add_observer_flags(p)
+    add_object_lock(p)
     add_json(p)
     p.set_defaults(run=run)
 

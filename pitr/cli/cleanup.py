@@ -15,7 +15,8 @@ from pitr.cli.common import (
     window_json,
     window_text,
 )
-from pitr.retention import plan_cleanup, run_cleanup
+from pitr.retention import CleanupPlan, plan_cleanup, run_cleanup
+from pitr.timefmt import format_time
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,6 +32,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     rows = []
+    now = time.time_ns()
     progress = progress_for(args, unit="items")
     async with repositories(args) as repos:
         for repo in repos:
@@ -42,6 +44,12 @@ async def run(args: argparse.Namespace) -> int:
         print_json([{"repository": url, "dry_run": args.dry_run, "deleted": deleted,
                      "snapshots": [s.name for s in plan.delete_snapshots],
                      "segments": [s.name for s in plan.delete_segments], "bytes": plan.bytes_freed,
+                     "superseded": [i.name for i in plan.delete_superseded],
+                     "watermarks": [i.name for i in plan.delete_watermarks],
+                     "locked": [{"object": x.name, "retain_until": format_time(x.until_ns),
+                                 "retain_until_ns": x.until_ns, "remaining_s": round(x.remaining_s(now), 3)}
+                                for x in plan.locked],
+                     "held_back": plan.held_back,
                      "windows_before": [window_json(w) for w in plan.windows_before],
                      "windows_after": [window_json(w) for w in plan.windows_after]}
                     for url, plan, deleted in rows])
@@ -54,7 +62,30 @@ async def run(args: argparse.Namespace) -> int:
             print(f"  snapshot {s.name}")
         for g in plan.delete_segments:
             print(f"  segment  {g.name}")
+        _print_write_once(plan, verb, now)
         print("  recoverable before: " + ("; ".join(window_text(w) for w in plan.windows_before) or "none"))
         print("  recoverable after:  " + ("; ".join(window_text(w) for w in plan.windows_after) or "none"))
         del deleted
     return 0
+
+
+def _print_write_once(plan: CleanupPlan, verb: str, now_ns: int) -> None:
+    """What a write-once repository leaves to cleanup: merge inputs, old watermarks, and what is locked."""
+    if plan.delete_superseded or plan.delete_watermarks:
+        print(f"  and {verb} {len(plan.delete_superseded)} superseded segments (merged into others) and "
+              f"{len(plan.delete_watermarks)} old watermarks")
+    if plan.locked:
+        last = max(plan.locked, key=lambda x: x.until_ns)
+        print(f"  kept {len(plan.locked)} objects still under Object Lock retention (not deletable yet; the last "
+              f"until {format_time(last.until_ns)}, {_remaining(last.remaining_s(now_ns))} from now):")
+        for x in plan.locked:
+            print(f"  locked   {x.name} until {format_time(x.until_ns)} ({_remaining(x.remaining_s(now_ns))} left)")
+    if plan.held_back:
+        print(f"  kept {len(plan.held_back)} more files the rule names until the retained ones can go with them "
+              "(the start of the history moves all at once)")
+
+
+def _remaining(seconds: float) -> str:
+    days, rest = divmod(int(seconds), 86_400)
+    hours, rest = divmod(rest, 3600)
+    return f"{days}d {hours}h" if days else f"{hours}h {rest // 60}m"

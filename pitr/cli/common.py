@@ -146,14 +146,17 @@ async def repositories(args: argparse.Namespace, *, create: bool = False,
                        unlock: bool = True) -> AsyncIterator[list[Repository]]:
     """The repositories of --repo, opened, and unlocked with --key-file (unless `unlock` is False:
     `pitr archive --encrypt` checks the key itself, pitr.cli._encrypt)."""
+    from pitr.cli._object_lock import check_object_lock, object_lock_of
     from pitr.repo.repository import open_repository  # the catalog, LMDB and the storage backends: only here
 
     limits = transfer_limits(args)
+    lock = object_lock_of(args)  # --object-lock-days, on the commands that offer it
     async with AsyncExitStack() as stack:
         repos = [await stack.enter_async_context(
             open_repository(url, cache_dir=args.cache_dir, s3_endpoint=args.s3_endpoint, create=create,
-                            limits=limits))
+                            limits=limits, object_lock=lock))
             for url in repo_urls(args)]
+        check_object_lock(repos, lock)
         for repo in repos:
             if repo.catalog.rebuilt_from is not None:
                 print(f"pitr: {repo.url}: the catalog had format {repo.catalog.rebuilt_from}, written by an earlier "

@@ -7,6 +7,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
+from pitr.cli._object_lock import add_object_lock, check_object_lock, object_lock_of
 from pitr.cli.common import (
     Progress,
     add_json,
@@ -45,6 +46,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     until.add_argument("--until", metavar="TIME", help="the latest moment the copy must restore (RFC 3339)")
     until.add_argument("--until-lsn", type=int, metavar="LSN", help="the latest LSN the copy must restore")
     add_endpoints(p)
+    add_object_lock(p)
     p.add_argument("--key-file", default=os.environ.get("PITR_KEY_FILE") or None,
                    help="key file of an encrypted repository (both: a copy has the same key; default: $PITR_KEY_FILE)")
     add_json(p)
@@ -60,8 +62,11 @@ async def two_repositories(args: argparse.Namespace, source: str, target: str, *
     async with AsyncExitStack() as stack:
         a = await stack.enter_async_context(open_repository(
             source, cache_dir=args.cache_dir, s3_endpoint=args.s3_endpoint, limits=limits))
+        lock = object_lock_of(args)  # --object-lock-days: the copy's objects are retained at the target
         b = await stack.enter_async_context(open_repository(
-            target, cache_dir=args.cache_dir, s3_endpoint=args.s3_endpoint, create=create_target, limits=limits))
+            target, cache_dir=args.cache_dir, s3_endpoint=args.s3_endpoint, create=create_target, limits=limits,
+            object_lock=lock))
+        check_object_lock([b], lock)
         if getattr(args, "key_file", None):
             from pitr.repo.keyring import unlock_existing  # cryptography: only for a key
 

@@ -6,6 +6,7 @@ import argparse
 
 from pitr.archiver import ArchiveOptions
 from pitr.cli._archive_session import archiver_session
+from pitr.cli._object_lock import add_object_lock
 from pitr.cli.common import add_data, add_json, add_repo, human_bytes, print_json, progress_for
 from pitr.snapshots.take import take_snapshot
 from pitr.timefmt import format_time
@@ -16,6 +17,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_data(p)
     add_repo(p, many=True)
     p.add_argument("--no-compress", action="store_true", help="store snapshot blocks uncompressed")
+    add_object_lock(p)
     add_json(p)
     p.set_defaults(run=run)
 

@@ -1,4 +1,4 @@
-"""The repository's identity document and its watermark (how far the archive is known complete).
+"""The repository's identity document and the watermark document (how far the archive is known complete).
 
 Both are `documents` (magic, version, JSON body, CRC-32C); after the checksum
 every field is checked for type and range, so a decoded document can be used
@@ -30,8 +30,9 @@ UNKEYED_CHAIN = "unkeyed"
 KEYED_CHAIN = "keyed-v1"
 CHAINS = (UNKEYED_CHAIN, KEYED_CHAIN)
 WATERMARK_SKEW_NS = 10 * 60 * 10**9  # how far a watermark may run ahead of the reader's clock
-WATERMARK_HINT = ("delete the watermark file: the archiver writes a new one on its next cycle (until then "
-                  "restores end at the last archived commit)")
+WATERMARK_HINT = ("fix the archiver host's clock: watermarks are write-once objects (watermarks/*.wmk), and the "
+                  "next one it publishes at a later LSN supersedes this one; or delete this object (the newest "
+                  "older watermark is used, else restores end at the last archived commit)")
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import logging
 import os
 import tempfile
 import time
@@ -26,12 +27,13 @@ from pitr.errors import (
     file_error,
     to_corrupt,
 )
-from pitr.repo import layout
+from pitr.repo import layout, watermarks
 from pitr.repo.continuity import LOST_HINT
 from pitr.repo.identity import WATERMARK_HINT, WATERMARK_SKEW_NS, RepoIdentity, Watermark
 from pitr.repo.indexing import index_segment, snapshot_entry
+from pitr.repo.watermarks import DamagedWatermark
 from pitr.storage import open_storage
-from pitr.storage.base import Storage
+from pitr.storage.base import ObjectLock, Storage
 from pitr.storage.local import LocalStorage
 from pitr.storage.ratelimit import NO_LIMITS, TransferLimits
 from pitr.timefmt import format_time
@@ -43,6 +45,7 @@ from segments.segment_reader import SegmentReader, decompress_block
 from segments.source import FileSource, RangeSource
 
 Progress = Callable[[str, int, int], None]
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -78,6 +81,7 @@ class Repository:
         # An encrypted repository's keys, once `pitr.repo.keyring.unlock` opened its data key; None: none yet
         self.segment_keys: SegmentKeys | None = None
         self._sealed_readers: dict[str, SegmentReader] = {}
+        self.damaged_watermarks: list[DamagedWatermark] = []  # what the last read_watermark skipped
 
     # identity ---------------------------------------------------------------------
     async def identity(self) -> RepoIdentity | None:
@@ -123,6 +127,7 @@ class Repository:
                     "was deleted or replaced", hint=LOST_HINT)
             leftovers = [i.name for i in await self.storage.list(layout.SEGMENTS)]
             leftovers += [i.name for i in await self.storage.list(layout.SNAPSHOTS)]
+            leftovers += [i.name for i in await self.storage.list(watermarks.PREFIX)]
             if await self.storage.stat(layout.WATERMARK) is not None:
                 leftovers.append(layout.WATERMARK)
             if leftovers:
@@ -143,24 +148,35 @@ class Repository:
         return existing
 
     # watermark --------------------------------------------------------------------
-    async def read_watermark(self, *, now_ns: int | None = None) -> Watermark | None:
-        """The watermark, checked against the history (and the present, given `now_ns`); None when absent.
+    async def read_watermark(self, *, now_ns: int | None = None, scan_all: bool = False) -> Watermark | None:
+        """The newest valid watermark, checked against the present (given `now_ns`); None when there is none.
 
-        Completeness claimed beyond now plus `WATERMARK_SKEW_NS` (given
-        `now_ns`) is `CorruptData`: it would make a restore drop keys with a
-        TTL or invent a quiet interval. Callers that answer about the present
-        (restore, verify) pass their clock's `now_ns`. A watermark claiming
-        commits beyond the repository's segments is returned as it is: it is
-        the evidence that the newest segments are missing, and the timeline
-        reports those LSNs as a hole (deleting the watermark would hide the loss).
+        Watermarks are write-once objects (`pitr.repo.watermarks`): the newest by
+        (LSN, time) that is whole, of this store and (sealed) opens under the
+        repository's key wins; damaged ones are skipped, logged and listed in
+        `damaged_watermarks` (verify reports them). The single ``watermark`` file of
+        older repositories is read when no object is valid. Completeness claimed
+        beyond now plus `WATERMARK_SKEW_NS` (given `now_ns`) is `CorruptData`: it
+        would make a restore drop keys with a TTL or invent a quiet interval.
+        Callers that answer about the present (restore, verify) pass their clock's
+        `now_ns`. A watermark claiming commits beyond the repository's segments is
+        returned as it is: it is the evidence that the newest segments are missing,
+        and the timeline reports those LSNs as a hole. `scan_all` reads every
+        watermark object (verify), else listing starts at the catalog's last one.
         """
-        if await self.storage.stat(layout.WATERMARK) is None:
-            return None
-        where = f"{self.url}/{layout.WATERMARK}"
-        mark = Watermark.decode(await self.storage.read(layout.WATERMARK), where)
         ident = await self.identity()
-        if ident is not None and mark.store_id != ident.store_id:
+        known = None if scan_all else await anyio.to_thread.run_sync(self._known_watermark)
+        found, self.damaged_watermarks = await watermarks.read_newest(
+            self.storage, self.url, None if ident is None else ident.store_id,
+            ident is not None and ident.encryption is not None, self.segment_keys, known=known, scan_all=scan_all)
+        if found is None and await self.storage.stat(layout.WATERMARK) is not None:
+            where = f"{self.url}/{layout.WATERMARK}"  # an older repository's single file: read, never rewritten
+            legacy = Watermark.decode(await self.storage.read(layout.WATERMARK), where)
+            if ident is None or legacy.store_id == ident.store_id:
+                found = legacy, where
+        if found is None:
             return None
+        mark, where = found
         if now_ns is not None and mark.complete_through_ns > now_ns + WATERMARK_SKEW_NS:
             raise CorruptData(
                 f"the watermark says the archive is complete through {format_time(mark.complete_through_ns)}"
@@ -168,9 +184,20 @@ class Repository:
                 path=where, hint=WATERMARK_HINT)
         return mark
 
+    def _known_watermark(self) -> tuple[int, int] | None:
+        """The catalog's last watermark, as a hint where to start listing (a damaged catalog: none)."""
+        try:
+            return self.catalog.watermark()
+        except CorruptData:
+            return None
+
     async def write_watermark(self, mark: Watermark) -> None:
-        """Publish how far the archive is known complete (replacing the previous watermark)."""
-        await self.storage.replace(layout.WATERMARK, mark.encode())
+        """Publish how far the archive is known complete, as a new write-once object (never replacing)."""
+        name = watermarks.object_name(mark.lsn, mark.complete_through_ns)
+        try:
+            await self.storage.publish(name, watermarks.encode(mark, self.segment_keys))
+        except ObjectExists:
+            pass  # the same name says the same thing (a retry whose first attempt landed)
         await anyio.to_thread.run_sync(self.catalog.set_meta, "watermark", [mark.lsn, mark.complete_through_ns])
 
     def watermark(self) -> tuple[int, int] | None:
@@ -462,10 +489,11 @@ def _open_local_side(storage: Storage, cache_dir: str | None, create: bool) -> t
 
 @asynccontextmanager
 async def open_repository(url: str, *, cache_dir: str | None = None, s3_endpoint: str | None = None,
-                          create: bool = False, limits: TransferLimits = NO_LIMITS) -> AsyncIterator[Repository]:
+                          create: bool = False, limits: TransferLimits = NO_LIMITS,
+                          object_lock: ObjectLock | None = None) -> AsyncIterator[Repository]:
     """Open a repository and its catalog; `create` makes a missing local directory; `limits` caps a
-    remote repository's transfers."""
-    storage = open_storage(url, s3_endpoint=s3_endpoint, limits=limits)
+    remote repository's transfers; `object_lock` retains every object it puts (S3 Object Lock)."""
+    storage = open_storage(url, s3_endpoint=s3_endpoint, limits=limits, object_lock=object_lock)
     try:
         catalog, work = await anyio.to_thread.run_sync(_open_local_side, storage, cache_dir, create)
     except BaseException:

@@ -11,7 +11,7 @@ from typing import BinaryIO
 import anyio
 
 from pitr.errors import ObjectExists, ObjectNotFound, PitrError, RepositoryLost, StorageError, file_error
-from pitr.storage.base import DOWNLOAD_CHUNK, ObjectInfo, check_name
+from pitr.storage.base import DOWNLOAD_CHUNK, ObjectInfo, ObjectLock, check_name
 from segments.fsutil import makedirs_private, publish_atomically
 
 
@@ -25,12 +25,14 @@ def _storage_error(exc: OSError, url: str, name: str, operation: str) -> PitrErr
 class LocalStorage:
     """Files under one directory; publish is write-temp, fsync, link, fsync-dir.
 
-    Directories it creates are 0700 and files it publishes 0600, whatever the umask.
+    Directories it creates are 0700 and files it publishes 0600, whatever the umask. A file system
+    has no retention: an `object_lock` is accepted and does nothing (`retained_until` is always None).
     """
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, *, object_lock: ObjectLock | None = None) -> None:
         self.root = os.path.abspath(root)
         self.url = self.root
+        self.object_lock = object_lock
 
     def _path(self, name: str) -> str:
         return os.path.join(self.root, *check_name(name).split("/"))
@@ -140,6 +142,10 @@ class LocalStorage:
 
     async def list(self, prefix: str, after: str | None = None) -> list[ObjectInfo]:
         return await anyio.to_thread.run_sync(self._list_sync, prefix, after)
+
+    async def retained_until(self, name: str) -> int | None:
+        check_name(name)
+        return None  # no retention on a file system
 
     async def delete(self, name: str) -> None:
         try:

@@ -18,9 +18,11 @@ import builtins
 import hashlib
 import os
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 import anyio
@@ -39,7 +41,7 @@ from pitr.storage._s3_errors import (
     parse_s3_url,
     status_of,
 )
-from pitr.storage.base import DOWNLOAD_CHUNK, ObjectInfo, check_name
+from pitr.storage.base import DOWNLOAD_CHUNK, ObjectInfo, ObjectLock, check_name
 from pitr.storage.ratelimit import NO_LIMITS, TransferLimits
 
 
@@ -80,12 +82,16 @@ class S3Storage:
     `requests` counts the requests sent, retries included, by operation
     (``PutObject``, ``GetObject``, ...); `retries` counts the retries alone.
     `limits` caps the bytes per second of uploads and downloads (`pitr.storage.ratelimit`).
+    `object_lock` puts every object (single PUTs and multipart uploads alike) with S3 Object Lock
+    retention in COMPLIANCE mode until its put time plus the lock's days; the bucket must have been
+    created with Object Lock enabled.
     """
 
     def __init__(self, url: str, *, endpoint_url: str | None = None, region: str | None = None,
                  multipart_threshold: int = 16 * _MIB, part_size: int = 16 * _MIB,
                  list_page_size: int = 1000, retry: RetryPolicy = DEFAULT_RETRY,
-                 conditional_put: bool | None = None, limits: TransferLimits = NO_LIMITS) -> None:
+                 conditional_put: bool | None = None, limits: TransferLimits = NO_LIMITS,
+                 object_lock: ObjectLock | None = None) -> None:
         self.bucket, self.prefix = parse_s3_url(url)
         self.url = f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
         if multipart_threshold < 1 or part_size < 1:
@@ -100,8 +106,11 @@ class S3Storage:
         self.list_page_size = list_page_size
         self.retry = retry
         self.limits = limits
+        self.object_lock = object_lock
+        # No probe under Object Lock: its objects could not be deleted again (a refused conditional PUT is
+        # still recognised on the first publish, which then falls back to HEAD-then-PUT).
         self.conditional_put = conditional_put if conditional_put is not None else (
-            True if self.endpoint_url is None else None)
+            True if self.endpoint_url is None or object_lock is not None else None)
         self.requests: Counter[str] = Counter()
         self.retries: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -164,8 +173,21 @@ class S3Storage:
                                 "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE")
         if isinstance(exc, ClientError) and code_of(exc) == "NoSuchBucket":
             return StorageError(f"{where}: bucket {self.bucket!r} does not exist")
+        if isinstance(exc, ClientError) and self.object_lock is not None and "lock" in str(exc).lower():
+            error = StorageError(f"{where}: cannot {what}: the bucket refuses Object Lock retention ({exc})")
+            error.hint = ("--object-lock-days needs a bucket created with Object Lock enabled "
+                          "(aws s3api create-bucket --object-lock-enabled-for-bucket); or leave the flag out")
+            return error
         tries = f" after {attempts} attempts" if attempts > 1 else ""
         return StorageError(f"{where}: cannot {what}{tries}: {exc}")
+
+    def _lock_args(self) -> dict[str, Any]:
+        """The Object Lock parameters of a put made now (none without an `object_lock`)."""
+        if self.object_lock is None:
+            return {}
+        until_ns = self.object_lock.retain_until_ns(time.time_ns())
+        return {"ObjectLockMode": "COMPLIANCE",
+                "ObjectLockRetainUntilDate": datetime.fromtimestamp(until_ns // 10**9, tz=UTC)}
 
     def _etag(self, s3: Any, key: str) -> str | None:  # noqa: ANN401 - the untyped boto3 client
         """The object's ETag without quotes, or None when it does not exist."""
@@ -223,7 +245,7 @@ class S3Storage:
         extra = {"IfNoneMatch": "*"} if conditional else {}
         try:
             s3.put_object(Bucket=self.bucket, Key=key, Body=data,
-                          ContentMD5=base64.b64encode(digest.digest()).decode(), **extra)
+                          ContentMD5=base64.b64encode(digest.digest()).decode(), **extra, **self._lock_args())
         except ClientError as exc:
             if not is_precondition_failed(exc):
                 raise
@@ -298,7 +320,7 @@ class S3Storage:
             raise
 
     def _start_upload_sync(self, attempt: int, key: str) -> str:
-        return str(self._s3().create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"])
+        return str(self._s3().create_multipart_upload(Bucket=self.bucket, Key=key, **self._lock_args())["UploadId"])
 
     def _upload_part_sync(self, attempt: int, key: str, upload_id: str, number: int, chunk: bytes) -> str:
         response = self._s3().upload_part(
@@ -335,7 +357,7 @@ class S3Storage:
 
         def put(attempt: int) -> None:
             self._s3().put_object(Bucket=self.bucket, Key=key, Body=data,
-                                  ContentMD5=base64.b64encode(_md5(data).digest()).decode())
+                                  ContentMD5=base64.b64encode(_md5(data).digest()).decode(), **self._lock_args())
 
         await self.limits.before_upload(len(data))
         await self._call(f"replace {name}", put)
@@ -428,6 +450,24 @@ class S3Storage:
 
         return await self._call(f"stat {name}", head)
 
+    async def retained_until(self, name: str) -> int | None:
+        """The object's Object Lock retain-until date (ns), or None when it has none or is missing."""
+        key = self._key(name)
+
+        def head(attempt: int) -> int | None:
+            try:
+                response = self._s3().head_object(Bucket=self.bucket, Key=key)
+            except ClientError as exc:
+                if is_not_found(exc):
+                    return None
+                raise
+            until = response.get("ObjectLockRetainUntilDate")
+            if not isinstance(until, datetime):
+                return None
+            return int(until.timestamp()) * 10**9 + until.microsecond * 1000
+
+        return await self._call(f"read the retention of {name}", head)
+
     def _list_page_sync(self, attempt: int, key_prefix: str, start_after: str,
                         token: str | None) -> dict[str, Any]:
         extra = {"StartAfter": start_after} if start_after else {}
@@ -462,8 +502,18 @@ class S3Storage:
         key = self._key(name)
 
         def delete(attempt: int) -> None:
+            s3 = self._s3()
             try:
-                self._s3().delete_object(Bucket=self.bucket, Key=key)
+                # In a versioned bucket (Object Lock needs one) a plain DELETE only hides the object behind
+                # a delete marker and frees nothing: delete its version (the only one: never overwritten).
+                version = s3.head_object(Bucket=self.bucket, Key=key).get("VersionId")
+            except ClientError as exc:
+                if is_not_found(exc):
+                    return
+                raise
+            extra = {"VersionId": version} if isinstance(version, str) and version not in ("", "null") else {}
+            try:
+                s3.delete_object(Bucket=self.bucket, Key=key, **extra)
             except ClientError as exc:
                 if not is_not_found(exc):
                     raise

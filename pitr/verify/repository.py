@@ -160,6 +160,12 @@ async def verify_repository(repo: Repository, *, mode: str = "full", files: Sequ
             await repo.sync()
         except CatalogDamaged as exc:
             damage = exc
+    if damage is None and not keyless:
+        await repo.read_watermark(scan_all=True)  # every watermark object read: each damaged one is named
+    for bad in repo.damaged_watermarks:  # skipped by readers (an older one is used): still damage
+        report.findings.append(Finding(bad.name, f"damaged watermark: {bad.reason} (an older one is used; "
+                                       "delete this object, or cleanup removes it once 16 newer exist)",
+                                       kind="corrupt"))
     if damage is not None:
         report.catalog_damaged = True
         report.findings.append(Finding(damage.path or repo.catalog.path, f"{damage.message} (hint: {damage.hint})",

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from pitr.cli.main import main
 from pitr.errors import CorruptData, NotARepository
-from pitr.repo import layout
+from pitr.repo import layout, watermarks
 from pitr.repo.documents import MAX_INT
 from pitr.repo.identity import IDENTITY_MAGIC, WATERMARK_MAGIC, RepoIdentity, Watermark
 from pitr.repo.repository import open_repository
@@ -206,7 +206,7 @@ async def test_a_watermark_beyond_the_history_or_the_present_is_not_trusted(tmp_
                 await store.put(b"k%d" % n, b"v")
         assert store.identity is not None
         store_id = store.identity.store_id
-    path = repo_dir / layout.WATERMARK
+    path = repo_dir / watermarks.object_name(3, 2**62)
     async with open_repository(str(repo_dir)) as repo:
         mark = await repo.read_watermark(now_ns=2**62)
         assert mark is not None
@@ -217,7 +217,7 @@ async def test_a_watermark_beyond_the_history_or_the_present_is_not_trusted(tmp_
             await repo.read_watermark(now_ns=now)
         assert info.value.path == str(path)
         assert (await repo.read_watermark(now_ns=2**62 - 1)) is not None, "within the skew"
-        path.write_bytes(Watermark(store_id, 9, now).encode())
+        (repo_dir / watermarks.object_name(9, now)).write_bytes(Watermark(store_id, 9, now).encode())
         mark = await repo.read_watermark(now_ns=now)  # evidence of lost newest segments, not damage
         assert mark is not None
         assert mark.lsn == 9

@@ -224,7 +224,7 @@ def test_a_follower_started_before_its_store_waits_for_it(tmp_path: Path) -> Non
         wait_for("the waiting line", lambda: "waiting for the store" in (tmp_path / "log").read_text() or None)
         assert proc.poll() is None
         assert pitr("put", "--data", data, "k", "v").returncode == 0  # the writer creates the store
-        wait_for("the first archive", lambda: (tmp_path / "repo" / "watermark").exists() or None)
+        wait_for("the first archive", lambda: any((tmp_path / "repo" / "watermarks").glob("*.wmk")) or None)
         wait_for("LSN 1 archived", lambda: json.loads(pitr("status", "--repo", repo, "--json").stdout)
                  ["repositories"][0]["known_complete_lsn"] == 1 or None)
         proc.send_signal(signal.SIGINT)

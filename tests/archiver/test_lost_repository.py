@@ -199,11 +199,11 @@ def test_archive_follow_exits_non_zero_naming_the_repository_when_it_is_deleted(
     follower = subprocess.Popen([sys.executable, "-m", "pitr.cli.main", "archive", "--follow", "--interval",
                                  "0.1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        watermark = tmp_path / "repo" / "watermark"
-        first_seen = watermark.stat().st_mtime_ns
+        marks = tmp_path / "repo" / "watermarks"
+        first_seen = set(marks.iterdir())
         deadline = time.monotonic() + 60
-        while watermark.stat().st_mtime_ns == first_seen:  # the follower is running once it rewrites it
-            assert time.monotonic() < deadline, "the follower never rewrote the watermark"
+        while set(marks.iterdir()) == first_seen:  # the follower is running once it publishes a new one
+            assert time.monotonic() < deadline, "the follower never published a watermark"
             assert follower.poll() is None, follower.communicate()
             time.sleep(0.05)
         shutil.rmtree(tmp_path / "repo")

@@ -147,6 +147,9 @@ async def test_a_failing_repository_is_retried_on_the_backoff_schedule_in_loop_t
             real_publish = repo.storage.publish
 
             async def publish(name: str, data: bytes) -> None:
+                if not name.startswith(layout.SEGMENTS):  # the watermark after the segment is published too
+                    await real_publish(name, data)
+                    return
                 attempts.append(anyio.current_time())
                 if len(attempts) < 7:
                     raise file_error(OSError(errno.ENOSPC, "No space left on device"), f"/repo/{name}", "publish")

@@ -16,9 +16,10 @@ from pitr.archiver import ArchiveOptions
 from pitr.archiving import archiving
 from pitr.audit import KeyChange
 from pitr.repo import layout
-from pitr.repo.repository import Repository
+from pitr.repo.repository import Repository, live_segments
 from pitr.snapshots.take import take_snapshot
 from pitr.store import Store
+from segments import parse_segment_name
 from segments import record as rec
 
 T0 = 1_795_961_387_000_000_000
@@ -115,6 +116,10 @@ async def drop_segments_before(repo: Repository, lsn: int) -> list[str]:
     through the chain pieces of the segment that contains it.
     """
     dropped = [s.name for s in repo.catalog.segments() if s.last_lsn < lsn]
+    # and, as cleanup does, the merge inputs those superseded (else they would hold the history again)
+    listed = [i.name[len(layout.SEGMENTS):] for i in await repo.storage.list(layout.SEGMENTS)]
+    _keep, superseded = live_segments(listed)
+    dropped += [n for n in superseded if (parse_segment_name(n) or (0, lsn))[1] < lsn]
     for name in dropped:
         await repo.storage.delete(layout.segment_object(name))
     await repo.sync()

@@ -215,9 +215,15 @@ def damaged_path(world: World, kind: str) -> str:
         "snapshot_newest": os.path.join(world.repo, "snapshots", g.snapshot_names()[-1]),
         "catalog": os.path.join(world.repo, ".catalog", "data.mdb"),
         "identity": os.path.join(world.repo, "pitr-repository"),
-        "watermark": os.path.join(world.repo, "watermark"),
+        "watermark": newest_watermark(world.repo),
         "repository": world.repo,
     }[kind]
+
+
+def newest_watermark(repo: str) -> str:
+    """The watermark object readers use: the newest by name (LSN, then time, in fixed-width hex)."""
+    directory = os.path.join(repo, "watermarks")
+    return os.path.join(directory, max(os.listdir(directory)))
 
 
 def damage_file(path: str, kind: str, damage: str, rng: random.Random) -> None:

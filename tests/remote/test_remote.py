@@ -34,14 +34,13 @@ from pitr.archiver.archiver import UPLOAD_VIA_FILE
 from pitr.archiving import StoreSource, archiving
 from pitr.catalog.catalog import Catalog
 from pitr.catalog.rows import CRC_SIZE
-from pitr.repo.repository import Repository, open_repository
+from pitr.repo.repository import Repository, live_segments, open_repository
 from pitr.restore import RestoreOptions, RestoreTarget, restore
 from pitr.snapshots.take import take_snapshot
 from pitr.storage import S3Storage
 from pitr.storage.s3 import RetryPolicy
 from pitr.store import Store, StoreOptions
 from pitr.verify import verify_repository
-from segments import parse_segment_name
 from tests.helpers.cli import run_cli
 from tests.remote.conftest import s3_url
 from tests.repo.history import FakeClock
@@ -184,7 +183,8 @@ def segment_ranges(server: S3Server, url: str) -> list[tuple[int, int]]:
         names = [item["Key"][len(prefix):] for page in pages for item in page.get("Contents", [])]
     finally:
         client.close()
-    return sorted(r for r in map(parse_segment_name, names) if r is not None)
+    keep, _superseded = live_segments(names)  # merge inputs stay until cleanup, superseded
+    return sorted(keep.values())
 
 
 def assert_dense(ranges: list[tuple[int, int]], first: int, last: int) -> None:
@@ -247,8 +247,7 @@ def test_restore_from_s3_equals_restore_from_local_directory(history: DualHistor
 
 
 def test_both_repositories_hold_the_same_files(history: DualHistory, s3: S3Server) -> None:
-    local = sorted(parse_segment_name(n) for n in os.listdir(os.path.join(history.local, "segments"))
-                   if parse_segment_name(n) is not None)
+    local = sorted(live_segments(os.listdir(os.path.join(history.local, "segments")))[0].values())
     assert segment_ranges(s3, history.s3) == local
     assert_dense(local, 1, history.commits[-1][0])
 

@@ -27,6 +27,7 @@ from pitr.storage import S3Storage
 from pitr.storage.ratelimit import TransferLimits
 from pitr.transfer import DAMAGED_DIR, copy_history
 from tests.helpers.cli import run_cli
+from tests.helpers.segments_on_disk import live_segment_files, newest_watermark_file
 from tests.remote.conftest import backing_dir, s3_url
 from tests.remote.test_remote import damage_object
 from tests.repo.history import History, build_history
@@ -44,11 +45,14 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> History:
 def local_files(repo: str) -> dict[str, bytes]:
     """The published files of a directory repository (or the backing directory of an S3 one)."""
     out = {}
-    for folder in ("segments", "snapshots"):
-        for name in sorted(os.listdir(os.path.join(repo, folder))):
-            out[f"{folder}/{name}"] = Path(repo, folder, name).read_bytes()
-    for name in ("pitr-repository", "watermark"):
-        out[name] = Path(repo, name).read_bytes()
+    for path in live_segment_files(repo):  # the history: a merge's inputs stay, superseded, until cleanup
+        out[f"segments/{path.name}"] = path.read_bytes()
+    for name in sorted(os.listdir(os.path.join(repo, "snapshots"))):
+        out[f"snapshots/{name}"] = Path(repo, "snapshots", name).read_bytes()
+    out["pitr-repository"] = Path(repo, "pitr-repository").read_bytes()
+    mark = newest_watermark_file(repo)
+    assert mark is not None, f"{repo} has no watermark"
+    out["watermark"] = mark.read_bytes()
     return out
 
 

@@ -10,6 +10,7 @@ import trio
 
 from pitr.archiver import ArchiveOptions
 from pitr.archiving import archiving
+from pitr.repo.repository import live_segments
 from pitr.snapshots.take import take_snapshot
 from pitr.store import Store
 
@@ -79,7 +80,12 @@ def build_history(root: str, *, commits: int = 300, keys: int = 40, snapshot_eve
 
 
 def files(repo: str, folder: str) -> Iterator[str]:
+    """The files of `folder`; for "segments" only those holding the history (merge inputs, which stay in a
+    write-once repository until `pitr cleanup`, are superseded and left out)."""
     path = os.path.join(repo, folder)
-    for name in sorted(os.listdir(path)):
-        if not name.startswith("."):
-            yield os.path.join(path, name)
+    names = [n for n in sorted(os.listdir(path)) if not n.startswith(".")]
+    if folder == "segments":
+        keep, _superseded = live_segments(names)
+        names = [n for n in names if n in keep]
+    for name in names:
+        yield os.path.join(path, name)

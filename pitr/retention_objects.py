@@ -1,0 +1,86 @@
+"""What `pitr cleanup` deletes beside the retention rule's snapshots and log, and what it may not yet.
+
+A write-once repository leaves two kinds of files for cleanup alone to remove:
+
+- superseded segments: the inputs of a merge, covered by the merged segment
+  (deleted only once the covering segment is indexed, so a merge whose output
+  is unreadable keeps its inputs);
+- watermark objects: all but the newest `KEEP_WATERMARKS` (and never the one
+  readers use).
+
+A file under retention (S3 Object Lock) cannot be deleted before its date: it
+is reported with the time remaining and left, and cleanup does not fail on it.
+The files that move the start of the history go together (`history_group`):
+while one is retained, none of them is deleted.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from pitr.catalog.entries import SegmentEntry, SnapshotEntry
+from pitr.repo import layout, watermarks
+from pitr.repo.repository import Repository, live_segments
+from pitr.storage.base import ObjectInfo
+from segments import parse_segment_name
+
+
+@dataclass(frozen=True, slots=True)
+class Locked:
+    """An object cleanup would delete that is retained (Object Lock) until `until_ns`."""
+
+    name: str
+    until_ns: int
+
+    def remaining_s(self, now_ns: int) -> float:
+        return max(0.0, (self.until_ns - now_ns) / 1e9)
+
+
+async def superseded_segments(repo: Repository) -> list[ObjectInfo]:
+    """Segment objects covered by a merged segment the catalog indexed (call after `repo.sync()`)."""
+    listed = {i.name[len(layout.SEGMENTS):]: i for i in await repo.storage.list(layout.SEGMENTS)}
+    _keep, superseded = live_segments(listed)
+    indexed = [(s.first_lsn, s.last_lsn) for s in repo.catalog.segments()]
+    out = []
+    for name in superseded:
+        first, last = parse_segment_name(name) or (0, -1)
+        if any(f <= first and last <= lst and (f, lst) != (first, last) for f, lst in indexed):
+            out.append(listed[name])
+    return sorted(out, key=lambda i: i.name)
+
+
+async def old_watermarks(repo: Repository) -> list[ObjectInfo]:
+    """Watermark objects beyond the newest `KEEP_WATERMARKS`, never the one readers use now."""
+    listed = {i.name: i for i in await repo.storage.list(watermarks.PREFIX)}
+    current = await repo.read_watermark()
+    used = None if current is None else watermarks.object_name(current.lsn, current.complete_through_ns)
+    return [listed[n] for n in watermarks.cleanup_victims(list(listed)) if n != used]
+
+
+async def retention_of(repo: Repository, names: list[str], now_ns: int | None = None) -> dict[str, Locked]:
+    """The objects among `names` still under retention at `now_ns` (the wall clock by default)."""
+    now = time.time_ns() if now_ns is None else now_ns
+    locked = {}
+    for name in names:
+        until = await repo.storage.retained_until(name)
+        if until is not None and until > now:
+            locked[name] = Locked(name, until)
+    return locked
+
+
+def history_group(drop: list[SnapshotEntry], doomed: list[SegmentEntry], superseded: list[ObjectInfo],
+                  floor: int | None) -> list[str]:
+    """The objects whose deletion moves the start of the history (the rule's snapshots and log, and the
+    superseded segments before the oldest kept snapshot `floor`): deleted all together or not at all.
+
+    Deleting part of them would leave the log starting at no snapshot (a hole at its start), or bring a
+    merge's input back to life without the segments after it; so while one of them is retained, none goes.
+    """
+    names = [layout.snapshot_object(s.name) for s in drop] + [layout.segment_object(s.name) for s in doomed]
+    if floor is not None:
+        for info in superseded:
+            parsed = parse_segment_name(info.name[len(layout.SEGMENTS):])
+            if parsed is not None and parsed[1] < floor:
+                names.append(info.name)
+    return names
