@@ -44,10 +44,10 @@ def test_status_shows_the_backlog_at_the_upload_cap_and_what_it_costs(s3: S3Serv
         first = wait_for("the first commit archived", lambda: next(
             (u for u in [upload()] if u and u["archived_lsn"] == 1), None))
         assert first["cap_bytes_per_s"] == CAP
-        big = subprocess.run([*PITR, "put", "--data", data, "big", "-"], input=os.urandom(96 << 10),
+        big = subprocess.run([*PITR, "put", "--data", data, "big", "-"], input=os.urandom(160 << 10),
                              capture_output=True, timeout=120, check=False)
         assert big.returncode == 0, big.stderr
-        # 96 KiB that does not compress, at 8 KiB/s: about 12 s in which the record shows it waiting
+        # 160 KiB that does not compress, at 8 KiB/s: about 20 s in which the record (measured every 5 s) shows it waiting
         waiting = wait_for("the backlog at the cap", lambda: next(
             (u for u in [upload()] if u and u["archived_lsn"] == 1 and u["backlog_commits"] == 1
              and isinstance(u["backlog_bytes"], int) and u["backlog_bytes"] > CAP), None))

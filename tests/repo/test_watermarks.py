@@ -20,7 +20,7 @@ pytestmark = pytest.mark.anyio
 
 STORE = uuid.UUID("0b3ac1c8-5d2e-4d0e-9a43-0f5a2b1f9c11")
 MARK = Watermark(STORE, 42, 1795961387250000001)
-KEYS = SegmentKeys(bytes(range(32)), bytes(32))
+KEYS = SegmentKeys(bytes(range(32)), bytes(32), bytes(32))
 SALT = b"\x5a" * 32
 SPEC = Path(__file__).resolve().parents[2] / "docs" / "format.md"
 
@@ -79,7 +79,7 @@ def test_a_sealed_watermark_opens_only_under_its_own_name() -> None:
     with pytest.raises(CorruptData, match="authentication tag"):
         watermarks.decode(sealed, other, other, KEYS)
     with pytest.raises(CorruptData, match="authentication tag"):
-        watermarks.decode(sealed, name, name, SegmentKeys(bytes(32), bytes(32)))
+        watermarks.decode(sealed, name, name, SegmentKeys(bytes(32), bytes(32), bytes(32)))
     with pytest.raises(CorruptData, match="no key"):
         watermarks.decode(sealed, name, name, None)
     with pytest.raises(CorruptData, match="plaintext watermark in an encrypted"):
