@@ -45,14 +45,17 @@ def check_put(key: bytes, value: bytes) -> None:
 
 def check_ops(ops: Iterable[rec.Op]) -> None:
     """The checks of `check_put` and `check_key` on every operation of a commit, before it is logged:
-    a key LMDB cannot hold, logged, would fail every later apply of the WAL."""
+    a key LMDB cannot hold, logged, would fail every later apply of the WAL. An operation may be an
+    `Op` or a plain (kind, key, value, expiry) tuple (imports build those)."""
     for op in ops:
-        if op.kind == rec.PUT:
-            check_put(op.key, op.value)
-            if op.expires_at_ns is not None and type(op.expires_at_ns) is not int:
-                raise InvalidArgument(f"expiry of key {op.key[:64]!r} must be an int of nanoseconds, "
-                                      f"not {type(op.expires_at_ns).__name__}")
-        elif op.kind == rec.DELETE:
-            check_key(op.key)
+        kind, key = op[0], op[1]
+        if kind == rec.PUT:
+            check_put(key, op[2])
+            expires = op[3] if len(op) > 3 else None
+            if expires is not None and type(expires) is not int:
+                raise InvalidArgument(f"expiry of key {key[:64]!r} must be an int of nanoseconds, "
+                                      f"not {type(expires).__name__}")
+        elif kind == rec.DELETE:
+            check_key(key)
         else:
-            raise InvalidArgument(f"operation kind {op.kind!r} is neither a put nor a delete")
+            raise InvalidArgument(f"operation kind {kind!r} is neither a put nor a delete")

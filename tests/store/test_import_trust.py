@@ -54,7 +54,8 @@ def test_an_import_stopped_by_a_full_disk_names_the_last_committed_line_and_lsn(
     disk full after four writes: what the import says got in is exactly what is in the store."""
     data = str(tmp_path / "data")
     src = write_lines(tmp_path / "in.jsonl",
-                      [{"op": "put", "key": f"k{i}", "value": "v" * 100} for i in range(20)])
+                      [{"op": "put", "key": f"k{i}", "value": "v" * 100} for i in range(60)])
+    # 60 lines: more than four groups can hold however runs join them (at most in_flight runs a group)
     monkeypatch.setattr(import_, "RUN_LINES", run_lines)
     monkeypatch.setattr(import_, "IN_FLIGHT", in_flight)
     real = os.pwritev
