@@ -62,16 +62,20 @@ def test_the_standby_applies_each_published_segment_and_equals_restore_latest(
     commit(capsys, ("a", "1"), ("b", "2"))
     code, lines, err = catch_up(capsys, standby)
     assert code == 0, err
-    assert lines[-1]["event"] == "stopped" and lines[-1]["applied_lsn"] == 2 and lines[-1]["caught_up"]
+    assert lines[-1]["event"] == "stopped"
+    assert lines[-1]["applied_lsn"] == 2
+    assert lines[-1]["caught_up"]
     commit(capsys, ("a", "3"), ("b", None), ("c", "4"))
     commit(capsys, ("d", "5"))
     code, lines, err = catch_up(capsys, standby)
     assert code == 0, err
     assert (lines[-1]["applied_lsn"], lines[-1]["segments_applied"], lines[-1]["commits_applied"]) == (6, 2, 4)
-    assert lines[-1]["behind_commits"] == 0 and lines[-1]["behind_seconds"] == 0
+    assert lines[-1]["behind_commits"] == 0
+    assert lines[-1]["behind_seconds"] == 0
     assert exported(capsys, standby) == latest(capsys, env, "r1")
     marker = read_follower(str(standby))
-    assert marker is not None and marker.anchors[-1].lsn == 6
+    assert marker is not None
+    assert marker.anchors[-1].lsn == 6
 
 
 def test_a_standby_serves_reads_and_refuses_every_writer_naming_promote(
@@ -106,14 +110,16 @@ def test_promote_gives_the_standby_a_new_history_after_its_last_commit(
         source_id = source.identity().store_id  # type: ignore[union-attr]
     finally:
         source.close()
-    assert done["parent_store_id"] == str(source_id) and done["store_id"] != str(source_id)
+    assert done["parent_store_id"] == str(source_id)
+    assert done["store_id"] != str(source_id)
     assert (done["lsn"], done["first_lsn"]) == (2, 3)
     assert not (standby / FOLLOWER_NAME).exists()
     code, out, err = run(capsys, "put", "n", "1", "--data", str(standby), "--json")
     assert code == 0, err
     assert json.loads(out)["lsn"] == 3
     code, _, err = run(capsys, "archive", "--data", str(standby), "--json")  # PITR_REPO: the followed one
-    assert code == 1 and error_of(err)["error"] == "foreign_repository"
+    assert code == 1
+    assert error_of(err)["error"] == "foreign_repository"
     assert exported(capsys, standby)[-1] == {"op": "put", "key": "n", "value": "1"}
 
 
@@ -129,7 +135,8 @@ def test_promote_is_refused_while_the_follower_holds_the_standby(
         lock.release()
     assert code == 1
     doc = error_of(err)
-    assert doc["error"] == "store_locked" and "run pitr promote" in str(doc["hint"])
+    assert doc["error"] == "store_locked"
+    assert "run pitr promote" in str(doc["hint"])
     assert read_follower(str(standby)) is not None
 
 
@@ -151,7 +158,8 @@ def test_a_gap_stops_the_follower_at_its_last_commit_and_a_rerun_resumes(
     code, _, err = catch_up(capsys, standby)
     assert code == 1
     doc = error_of(err)
-    assert doc["error"] == "history_gap" and "LSN 2..2" in str(doc["message"]), doc
+    assert doc["error"] == "history_gap", doc
+    assert "LSN 2..2" in str(doc["message"]), doc
     assert exported(capsys, standby) == before
     os.rename(aside, hole)
     code, lines, err = catch_up(capsys, standby)
@@ -174,7 +182,8 @@ def test_a_damaged_segment_stops_the_follower_naming_it(env: Path, capsys: pytes
     code, _, err = catch_up(capsys, standby)
     assert code == 1
     doc = error_of(err)
-    assert doc["error"] == "corrupt_data" and damaged.name in str(doc["message"]), doc
+    assert doc["error"] == "corrupt_data", doc
+    assert damaged.name in str(doc["message"]), doc
     assert exported(capsys, standby) == before
 
 
@@ -198,7 +207,8 @@ def test_a_standby_is_built_aside_and_a_leftover_without_its_marker_is_rebuilt(
     assert run(capsys, "restore", "--latest", "--dest", str(leftover))[0] == 0
     code, lines, err = catch_up(capsys, env / "standby")
     assert code == 0, err
-    assert not leftover.exists() and lines[-1]["applied_lsn"] == 1
+    assert not leftover.exists()
+    assert lines[-1]["applied_lsn"] == 1
     assert read_follower(str(env / "standby")) is not None
 
 
@@ -207,11 +217,13 @@ def test_follow_flags_are_refused_where_they_cannot_apply(env: Path, capsys: pyt
     for argv in (["--to", "@1", "--follow"], ["--latest", "--interval", "1s"], ["--latest", "--follow", "--prefix", "a"],
                  ["--latest", "--follow", "--interval", "0s"]):
         code, _, err = run(capsys, "restore", *argv, "--dest", str(env / "s"), "--json")
-        assert code == 2 and error_of(err)["error"] == "invalid_argument", (argv, err)
+        assert code == 2, (argv, err)
+        assert error_of(err)["error"] == "invalid_argument", (argv, err)
     (env / "s").mkdir()
     (env / "s" / "file").write_text("not a store")
     code, _, err = catch_up(capsys, env / "s")
-    assert code == 1 and error_of(err)["error"] == "destination_exists"
+    assert code == 1
+    assert error_of(err)["error"] == "destination_exists"
 
 
 FOLLOWER_VECTOR = (b'{"anchors": [[41, "' + b"ab" * 32 + b'"], [57, "' + b"cd" * 32 + b'"]], "format": 1, '
