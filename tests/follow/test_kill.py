@@ -38,7 +38,7 @@ class Writer:
             self.proc.stdin.write(line + "\n")
             self.proc.stdin.flush()
         words = self.proc.stdout.readline().split()
-        assert words and words[0] in ("ok", "ready"), words
+        assert words[:1] in (["ok"], ["ready"]), words
         return words
 
     def close(self) -> None:
