@@ -8,13 +8,13 @@ import time
 
 from pitr.cli.common import print_json, progress_for, repositories
 from pitr.errors import InvalidArgument
-from pitr.follow import DEFAULT_INTERVAL, FollowOptions, FollowStatus, follow
+from pitr.follow import FollowOptions, FollowStatus, follow
 from pitr.timefmt import format_time, parse_duration
 
 QUIET_REPORT_SECONDS = 10.0  # on a terminal, a caught-up standby says so this often
 
 
-def _check_flags(args: argparse.Namespace) -> float:
+def _check_flags(args: argparse.Namespace) -> float | None:
     """The --interval in seconds; refuses the restore flags a standby cannot honour."""
     if not args.follow:
         raise InvalidArgument("--interval and --catch-up apply only with --follow")
@@ -30,7 +30,7 @@ def _check_flags(args: argparse.Namespace) -> float:
     if args.repo is not None and len(args.repo) > 1:
         raise InvalidArgument("--follow follows one repository: give --repo once")
     if args.interval is None:
-        return DEFAULT_INTERVAL
+        return None  # the follower's default for the kind of repository
     return parse_duration(args.interval, what="--interval") / 1e9
 
 

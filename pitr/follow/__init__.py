@@ -6,7 +6,7 @@ standby while it follows, every writer is refused. `promote` turns it into a wri
 a new history.
 """
 
-from pitr.follow.follower import DEFAULT_INTERVAL, FollowOptions, FollowStatus, follow
+from pitr.follow.follower import LOCAL_INTERVAL, REMOTE_INTERVAL, FollowOptions, FollowStatus, follow
 from pitr.follow.promote import Promoted, promote
 
-__all__ = ["DEFAULT_INTERVAL", "FollowOptions", "FollowStatus", "Promoted", "follow", "promote"]
+__all__ = ["LOCAL_INTERVAL", "REMOTE_INTERVAL", "FollowOptions", "FollowStatus", "Promoted", "follow", "promote"]

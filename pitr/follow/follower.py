@@ -41,7 +41,11 @@ from pitr.restore.engine import RestoreResult
 from pitr.restore.restore import absolute
 from segments.fsutil import fsync_dir
 
-DEFAULT_INTERVAL = 1.0  # seconds between looks at the repository when nothing new was found
+# Seconds between looks at the repository when nothing new was found (docs/decisions.md "How often a
+# standby looks"): a look at a local repository is a directory listing; at an object store it is
+# paid requests (LIST, GET of the watermark), so it looks less often there.
+LOCAL_INTERVAL = 0.25
+REMOTE_INTERVAL = 1.0
 INIT_SUFFIX = ".follow-init"
 Progress = Callable[[str, int, int], None]
 Say = Callable[[str], None]
@@ -54,12 +58,12 @@ class FollowOptions:
     `dest` that is not a follower (never one a live process holds)."""
 
     dest: str
-    interval: float = DEFAULT_INTERVAL
+    interval: float | None = None  # None: LOCAL_INTERVAL for a local repository, else REMOTE_INTERVAL
     catch_up: bool = False
     force: bool = False
 
     def __post_init__(self) -> None:
-        if not 0 < self.interval <= 3600:
+        if self.interval is not None and not 0 < self.interval <= 3600:
             raise InvalidArgument(f"--interval must be more than 0 and at most an hour, got {self.interval:g}s")
 
 
@@ -135,7 +139,10 @@ async def follow(repo: Repository, options: FollowOptions, *, report: Callable[[
         run.restored = restored
         try:
             await _check_history(run)
-            return await _follow_loop(run, options, report)
+            interval = options.interval
+            if interval is None:
+                interval = LOCAL_INTERVAL if repo.local_path(layout.IDENTITY) is not None else REMOTE_INTERVAL
+            return await _follow_loop(run, interval, options.catch_up, report)
         finally:
             run.state.close()
     finally:
@@ -173,7 +180,8 @@ async def _check_history(run: _Run) -> None:
                                 f"(from {run.marker.repo})")
 
 
-async def _follow_loop(run: _Run, options: FollowOptions, report: Callable[[FollowStatus], None]) -> FollowStatus:
+async def _follow_loop(run: _Run, interval: float, catch_up: bool,
+                       report: Callable[[FollowStatus], None]) -> FollowStatus:
     while True:
         sync = await run.repo.sync()
         broken = list(sync.broken)
@@ -192,10 +200,10 @@ async def _follow_loop(run: _Run, options: FollowOptions, report: Callable[[Foll
         if not pending and status.behind_commits:
             raise _named_broken(missing_after(run.repo, run.anchor.lsn, status.archived_lsn), broken)
         report(status)
-        if options.catch_up and status.caught_up and not applied_any:
+        if catch_up and status.caught_up and not applied_any:
             return status
         if not applied_any:
-            await anyio.sleep(options.interval)
+            await anyio.sleep(interval)
 
 
 def _named_broken(exc: HistoryGap, broken: list[tuple[str, str]]) -> HistoryGap | CorruptData:
