@@ -95,6 +95,15 @@ def test_a_standby_serves_reads_and_refuses_every_writer_naming_promote(
         assert doc["error"] == "store_is_follower", (argv, doc)
         assert doc["message"] == f"{standby} is a follower of {env / 'repo'}; run pitr promote {standby}"
     assert exported(capsys, standby) == [{"op": "put", "key": "k", "value": "v"}]
+    lock = WriterLock(str(standby))  # while its follower runs, archive reads it as a sidecar would: refused too
+    try:
+        for argv in (("archive", "--repo", str(env / "r2")), ("snapshot", "--repo", str(env / "r2"))):
+            code, _, err = run(capsys, *argv, "--data", str(standby), "--json")
+            assert code == 1, (argv, err)
+            assert error_of(err)["error"] == "store_is_follower", (argv, err)
+    finally:
+        lock.release()
+    assert not (env / "r2" / "segments").exists()
 
 
 def test_promote_gives_the_standby_a_new_history_after_its_last_commit(
@@ -214,9 +223,9 @@ def test_a_standby_is_built_aside_and_a_leftover_without_its_marker_is_rebuilt(
 
 def test_follow_flags_are_refused_where_they_cannot_apply(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     commit(capsys, ("a", "1"))
-    for argv in (["--to", "@1", "--follow"], ["--latest", "--interval", "1s"], ["--latest", "--follow", "--prefix", "a"],
+    for argv in (["--to", "@1", "--follow"], ["--latest", "--interval", "1s"], ["--latest"], ["--latest", "--follow", "--prefix", "a"],
                  ["--latest", "--follow", "--interval", "0s"]):
-        code, _, err = run(capsys, "restore", *argv, "--dest", str(env / "s"), "--json")
+        code, _, err = run(capsys, "restore", *argv, "--catch-up", "--dest", str(env / "s"), "--json")
         assert code == 2, (argv, err)
         assert error_of(err)["error"] == "invalid_argument", (argv, err)
     (env / "s").mkdir()
@@ -239,6 +248,7 @@ def test_the_follower_marker_matches_its_format_vector(tmp_path: Path) -> None:
     docs = Path(__file__).parents[2] / "docs" / "format.md"
     assert FOLLOWER_VECTOR.decode().strip() in docs.read_text()
     for bad in (b"[]", b'{"format": 2}', FOLLOWER_VECTOR.replace(b'"ab', b'"zz'),
-                FOLLOWER_VECTOR.replace(b"[41, ", b"[-1, ")):
+                FOLLOWER_VECTOR.replace(b"[41, ", b"[-1, "), FOLLOWER_VECTOR.replace(b'"anchors": [[41', b'"anchors": [[1, "'
+                + b"ab" * 32 + b'"], [41'), FOLLOWER_VECTOR.split(b'"anchors": ')[0] + b'"anchors": [], "format": 1}'):
         with pytest.raises(Exception, match="follower marker"):
             FollowerMarker.decode(bad, "FOLLOWER")
