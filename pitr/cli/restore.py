@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "repository publishes (pitr get/export read it; pitr promote DEST makes it writable); "
                         "rerun to resume")
     p.add_argument("--interval", default=None, metavar="DURATION",
-                   help="with --follow: how often to look for new segments (default: 250ms for a local "
+                   help="with --follow: how often to look for new segments (default: 100ms for a local "
                         "repository, 1s for S3)")
     p.add_argument("--catch-up", action="store_true",
                    help="with --follow: stop once the standby holds everything the repository holds")

@@ -44,7 +44,7 @@ from segments.fsutil import fsync_dir
 # Seconds between looks at the repository when nothing new was found (docs/decisions.md "How often a
 # standby looks"): a look at a local repository is a directory listing; at an object store it is
 # paid requests (LIST, GET of the watermark), so it looks less often there.
-LOCAL_INTERVAL = 0.25
+LOCAL_INTERVAL = 0.1
 REMOTE_INTERVAL = 1.0
 INIT_SUFFIX = ".follow-init"
 Progress = Callable[[str, int, int], None]
