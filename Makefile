@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(PY) tools/bench/remote.py
 	$(PY) tools/bench/remote_memory.py
 	$(PY) tools/bench/etcd.py
+	$(PY) tools/bench/follow_lag.py
 
 clean:
 	rm -rf $(VENV) demo-data

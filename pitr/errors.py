@@ -18,6 +18,7 @@ Tree::
     ├── DestinationExists           a restore destination is not empty (use --force)
     ├── WrongKey                    a missing, wrong or unusable encryption key (nothing was written)
     ├── UndoConflict                keys changed since the range an undo reverts (left alone)
+    ├── StoreIsFollower             the store is a standby following a repository (pitr promote makes it writable)
     ├── FileError                   an operating-system call on a file failed (path, operation, errno)
     │   └── DiskFull                no space left on the device (ENOSPC, EDQUOT, LMDB map full)
     ├── SourceError                 a source (etcd) failed or returned what pitr cannot use
@@ -276,3 +277,13 @@ def to_corrupt(exc: SegmentsError, path: str | None = None) -> CorruptData:
     if isinstance(exc, CorruptFile):
         return CorruptData(str(exc), path=exc.path or path, offset=exc.offset, lsn=exc.lsn, hint=exc.hint)
     return CorruptData(str(exc), path=path)
+
+
+class StoreIsFollower(PitrError):
+    """The store is a warm standby following a repository: only the follower writes it, until `pitr promote`."""
+
+    def __init__(self, path: str, repo: str) -> None:
+        self.path = path
+        self.repo = repo
+        self.hint = f"to make it a writable store of its own (a new history), stop the follower and run `pitr promote {path}`"
+        super().__init__(f"{path} is a follower of {repo}; run pitr promote {path}")

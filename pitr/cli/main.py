@@ -46,6 +46,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "repair": ("pitr.cli.repair", "replace a repository's damaged or missing files with verified copies from a healthy copy"),
     "key": ("pitr.cli.key", "create an encryption key file, rotate or list a repository's keys"),
     "undo": ("pitr.cli.undo", "revert the commits of a time range on a live store (one guarded commit)"),
+    "promote": ("pitr.cli.promote", "make a standby (restore --follow) a writable store with a new history"),
 }
 
 

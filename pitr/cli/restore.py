@@ -47,6 +47,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="with --prefix/--key: remove S from the start of each restored key")
     p.add_argument("--add-prefix", default="", metavar="A",
                    help="with --prefix/--key: put A in front of each restored key (after --strip-prefix)")
+    p.add_argument("--follow", action="store_true",
+                   help="with --latest: keep DEST a read-only standby that applies every segment the "
+                        "repository publishes (pitr get/export read it; pitr promote DEST makes it writable); "
+                        "rerun to resume")
+    p.add_argument("--interval", default=None, metavar="DURATION",
+                   help="with --follow: how often to look for new segments (default: 100ms for a local "
+                        "repository, 1s for S3)")
+    p.add_argument("--catch-up", action="store_true",
+                   help="with --follow: stop once the standby holds everything the repository holds")
     add_repo(p, many=True)
     add_json(p)
     p.set_defaults(run=run)
@@ -65,6 +74,10 @@ def _selection(args: argparse.Namespace) -> KeySelection | None:
 async def run(args: argparse.Namespace) -> int:
     if args.exclusive and args.to is None:
         raise InvalidArgument("--exclusive applies only to --to")
+    if args.follow or args.interval is not None or args.catch_up:
+        from pitr.cli._follow import run_follow
+
+        return await run_follow(args)
     target = restore_target(args)
     selection = _selection(args)
     if args.dest.startswith(("etcd://", "etcds://")):

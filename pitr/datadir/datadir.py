@@ -3,9 +3,12 @@
     DATA/LOCK    the writer lock (`pitr.datadir.lock`)
     DATA/state/  the LMDB state: data, expiries, identity, checkpoint (`pitr.datadir.state`)
     DATA/wal/    WAL files and archive markers (`pitr.datadir.wal`, `pitr.datadir.markers`)
+    DATA/FOLLOWER  present while the store is a standby following a repository (`pitr.follow`)
 
 The store opens it as its writer; a sidecar archiver and readers open it
-read-only, never touching the lock.
+read-only, never touching the lock. A follower's directory refuses both the
+writer and the archiver (`refuse_follower`): only the follower writes it, and
+its commits belong to the history it follows.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ import uuid
 from collections.abc import Callable
 
 from pitr.datadir.lock import LOCK_NAME, WriterLock
+from pitr.datadir.markers import read_follower
 from pitr.datadir.state import StateDB, StoreIdentity
 from pitr.datadir.wal import WalDirectory
-from pitr.errors import InvalidArgument, file_error
+from pitr.errors import InvalidArgument, StoreIsFollower, file_error
 from segments.chain import genesis
 
 NO_STORE_HINT = "run `pitr put` (or open it with pitr.Store) to create one, or check --data / PITR_DATA"
@@ -50,6 +54,7 @@ class DataDir:
     @classmethod
     def _open_writer(cls, path: str, create: bool, name: str | None, now_ns: Callable[[], int],
                      lock_wait: float) -> DataDir:
+        refuse_follower(path)
         if not os.path.isdir(path):
             if not create:
                 raise InvalidArgument(f"{path}: no pitr store here ({NO_STORE_HINT})")
@@ -80,6 +85,7 @@ class DataDir:
         state_dir = os.path.join(path, "state")
         if not os.path.isfile(os.path.join(state_dir, "data.mdb")):
             raise InvalidArgument(f"{path}: no pitr store here (no state/data.mdb; {NO_STORE_HINT})")
+        refuse_follower(path)  # its commits are the followed history's: archiving them would fork it
         state = StateDB(state_dir, readonly=True)
         try:
             ident = state.identity()
@@ -99,6 +105,14 @@ class DataDir:
         if self.lock is not None:
             self.lock.release()
             self.lock = None
+
+
+def refuse_follower(path: str) -> None:
+    """Refuse to write or archive the store at `path` while it is a follower (`StoreIsFollower`, naming the
+    repository it follows and `pitr promote`); a marker that cannot be read refuses too (CorruptData)."""
+    marker = read_follower(path)
+    if marker is not None:
+        raise StoreIsFollower(path, marker.repo)
 
 
 def _create_private(path: str) -> None:

@@ -44,6 +44,7 @@ def _argv(name: str, tmp: Path) -> list[str]:
             "repair": ["repair", "--from", str(tmp / "repo"), str(tmp / "copy")],
             "key": ["key", "list"],
             "undo": ["undo", "--from", "@1", "--to", "@3", "--dry-run"],
+            "promote": ["promote", str(tmp / "standby")],
     }
     assert set(table) == set(COMMANDS), "a subcommand without a --json invocation here: add it"
     return table[name]
@@ -65,6 +66,8 @@ def test_every_command_takes_json_and_prints_one_document_or_json_lines(
     _store_with_history(capsys)
     if name == "repair":  # a copy to repair from the original
         assert run(capsys, *_argv("copy", env))[0] == 0
+    if name == "promote":  # a standby to promote
+        assert run(capsys, "restore", "--latest", "--follow", "--catch-up", "--dest", str(env / "standby"))[0] == 0
     code, out, err = run(capsys, *_argv(name, env), "--json")
     assert code == 0, err
     assert out.strip(), f"pitr {name} --json printed nothing"

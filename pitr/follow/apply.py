@@ -1,0 +1,188 @@
+"""One step of a follower: the segments published after the applied LSN, checked, replayed and applied.
+
+A step reads each new segment once, as a restore does: its header, trailer and tables first, the
+chain from the applied position to it, then every block and record as the replay folds them
+(`pitr.restore.replay.replay_log` with verification on). The state moves one whole segment at a
+time, in one LMDB transaction with its checkpoint, so it is always at the end of a segment the
+follower checked, and the chain digest there is known: the marker records it before the state
+moves (`pitr.datadir.markers.FollowerMarker.anchors`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, replace
+from functools import partial
+
+import anyio
+
+from pitr.catalog.entries import SegmentEntry
+from pitr.datadir.markers import ChainAnchor, FollowerMarker, write_follower
+from pitr.datadir.state import StateDB
+from pitr.errors import CorruptData, Gap, HistoryGap, Window, file_error
+from pitr.repo import layout
+from pitr.repo.identity import RepoIdentity
+from pitr.repo.repository import Repository
+from pitr.restore.options import RestoreTarget
+from pitr.restore.plan import RestorePlan
+from pitr.restore.replay import replay_log
+from pitr.timeline import Base
+from pitr.verify.checks import check_segment
+from segments import chain
+from segments.fold import Change
+from segments.segment_reader import SegmentMeta
+from segments.source import FileSource, RangeSource
+
+MAX_STEP_BYTES = 64 << 20  # segment bytes applied before the follower reports and looks again
+RESTORE_HINT = ("the standby is consistent at the last LSN it applied; once the repository is repaired "
+                "(pitr verify, pitr repair) rerun the follower, or restore a new standby with "
+                "pitr restore --latest --follow --force --dest DIR")
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """One segment applied: the state is now at `anchor`, its last commit timed `ts_ns`."""
+
+    segment: str
+    anchor: ChainAnchor
+    ts_ns: int
+    commits: int
+
+
+def pending_segments(repo: Repository, after_lsn: int, max_bytes: int = MAX_STEP_BYTES) -> list[SegmentEntry]:
+    """The catalog's segments holding the LSNs after `after_lsn`, contiguous, up to about `max_bytes`
+    (at least one); a hole before or between them is `HistoryGap` (blocking: reads the catalog)."""
+    found: list[SegmentEntry] = []
+    expected, size = after_lsn + 1, 0
+    for entry in repo.catalog.segments_from(after_lsn + 1):
+        if entry.last_lsn < expected:
+            continue
+        if entry.first_lsn > expected:
+            raise HistoryGap(f"{repo.url}: LSN {expected}..{entry.first_lsn - 1} are in no segment of the "
+                             f"repository (the next one is {entry.name})", [Gap(expected, entry.first_lsn - 1)],
+                             hint=RESTORE_HINT)
+        found.append(entry)
+        expected, size = entry.last_lsn + 1, size + entry.size
+        if size >= max_bytes:
+            break
+    return found
+
+
+def missing_after(repo: Repository, applied_lsn: int, archived_lsn: int) -> HistoryGap:
+    """The error for a watermark that promises commits no segment holds."""
+    return HistoryGap(f"{repo.url}: the watermark says the archive holds LSN {archived_lsn}, but no segment "
+                      f"holds LSN {applied_lsn + 1}..{archived_lsn}", [Gap(applied_lsn + 1, archived_lsn)],
+                      hint=RESTORE_HINT)
+
+
+def chain_at(meta: SegmentMeta, lsn: int) -> bytes | None:
+    """The chain digest at `lsn` as `meta`'s pieces give it (`lsn` just before the segment, or the end of
+    one of its pieces); None when no piece ends there."""
+    digest = meta.header.prev_chain_digest
+    if lsn == meta.first_lsn - 1:
+        return digest
+    for piece in meta.pieces:
+        if piece.first_lsn > lsn:
+            break
+        digest = chain.link(digest, piece)
+        if piece.last_lsn == lsn:
+            return digest
+    return None
+
+
+def check_link(meta: SegmentMeta, anchor: ChainAnchor, url: str) -> None:
+    """Refuse a segment that does not continue the applied history at `anchor` (CorruptData naming it)."""
+    name = layout.segment_object(meta.name)
+    at = chain_at(meta, anchor.lsn)
+    if at is None:
+        raise CorruptData(f"{url}/{name}: no piece of the segment ends at the applied LSN {anchor.lsn}, so the "
+                          "chain from the standby to it cannot be checked", path=name, lsn=anchor.lsn,
+                          hint=RESTORE_HINT)
+    if at != anchor.chain_digest:
+        raise CorruptData(f"{url}/{name}: the segment does not continue the history the standby applied: the "
+                          f"chain digest at LSN {anchor.lsn} is {at.hex()[:16]}..., the standby's "
+                          f"{anchor.chain_digest.hex()[:16]}... (the repository's history was replaced)",
+                          path=name, lsn=anchor.lsn, hint=RESTORE_HINT)
+
+
+async def open_segment(repo: Repository, entry: SegmentEntry, work_dir: str) -> tuple[RangeSource, str | None]:
+    """The segment's bytes: the file itself in a local repository, else a private download in `work_dir`
+    (returned, to be removed once applied: a follower does not keep a second copy of the archive)."""
+    name = layout.segment_object(entry.name)
+    path = repo.local_path(name)
+    if path is not None:
+        return await anyio.to_thread.run_sync(FileSource, path), None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".follow-", suffix=".seg", dir=work_dir)
+        os.close(fd)
+    except OSError as exc:
+        raise file_error(exc, work_dir, "create a download file") from exc
+    try:
+        await repo.storage.download(name, tmp)
+        source = await anyio.to_thread.run_sync(FileSource, tmp)
+    except BaseException:
+        _remove(tmp)
+        raise
+    source.name = name
+    return source, tmp
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise file_error(exc, path, "remove a download") from exc
+
+
+def _no_spill(_changes: dict[bytes, Change], _lsn: int, _ts_ns: int) -> None:
+    raise AssertionError("a follower applies a segment whole")  # max_changes is unbounded
+
+
+def _replay(repo: Repository, ident: RepoIdentity, meta: SegmentMeta, entry: SegmentEntry, source: RangeSource,
+            anchor: ChainAnchor) -> dict[bytes, Change]:
+    """Fold the segment's records after `anchor.lsn`, checking every block and record (worker thread)."""
+    base = Base(anchor.lsn, 0, None)
+    plan = RestorePlan(target=RestoreTarget(lsn=meta.last_lsn), window=Window(0, meta.trailer.last_ts_ns,
+                       anchor.lsn, meta.last_lsn), base=base, snapshot=None, segments=[entry],
+                       target_lsn=meta.last_lsn, target_ts_ns=meta.trailer.last_ts_ns,
+                       cutoff_ns=meta.trailer.last_ts_ns, identity=ident)
+    return replay_log(plan, [source], verify=True, max_changes=sys.maxsize, spill=_no_spill,
+                      keys=repo.segment_keys)
+
+
+async def apply_segment(repo: Repository, state: StateDB, data_dir: str, marker: FollowerMarker,
+                        anchor: ChainAnchor, entry: SegmentEntry) -> tuple[Applied, FollowerMarker]:
+    """Check `entry` against the applied position and apply it; returns what was applied and the marker
+    now on disk. Nothing moves when a check fails: the state stays at `anchor`."""
+    source, download = await open_segment(repo, entry, repo.cache_dir)
+    try:
+        meta, finding = await anyio.to_thread.run_sync(
+            partial(check_segment, entry.name, source, full=False, keys=repo.segment_keys,
+                    sealed=repo.segment_keys is not None))
+        if finding is not None or meta is None:
+            where = f" at offset {finding.offset}" if finding is not None and finding.offset is not None else ""
+            raise CorruptData(f"{repo.url}/{layout.segment_object(entry.name)}: "
+                              f"{finding.message if finding else 'unreadable'}{where}",
+                              path=layout.segment_object(entry.name), hint=RESTORE_HINT)
+        if (meta.first_lsn, meta.last_lsn) != (entry.first_lsn, entry.last_lsn):
+            raise CorruptData(f"{repo.url}/{layout.segment_object(entry.name)}: holds LSN {meta.first_lsn}.."
+                              f"{meta.last_lsn}, its name and the catalog say {entry.first_lsn}..{entry.last_lsn}",
+                              path=layout.segment_object(entry.name), hint="pitr reindex, then pitr verify")
+        check_link(meta, anchor, repo.url)
+        ident = await repo.require_identity()
+        changes = await anyio.to_thread.run_sync(_replay, repo, ident, meta, entry, source, anchor)
+    finally:
+        source.close()
+        if download is not None:
+            _remove(download)
+    new = ChainAnchor(meta.last_lsn, meta.chain_digest)
+    ts_ns = meta.trailer.last_ts_ns
+    marker = replace(marker, anchors=(anchor, new))
+    await anyio.to_thread.run_sync(write_follower, data_dir, marker)  # before the state moves: see anchors
+    await anyio.to_thread.run_sync(state.apply, changes, new.lsn, ts_ns)
+    return Applied(entry.name, new, ts_ns, new.lsn - anchor.lsn), marker
+
