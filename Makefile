@@ -4,8 +4,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: test lint demo bench clean
 
-# the compiled replay loop is built at install: editing it reinstalls
-$(STAMP): pyproject.toml setup.py segments/_block_replay.pyx segments/_block_replay_c.h
+# the compiled replay loop and block scan are built at install: editing them reinstalls
+$(STAMP): pyproject.toml setup.py segments/_block_replay.pyx segments/_block_replay_c.h segments/_block_scan.pyx segments/_block_scan_c.h
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'

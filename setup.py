@@ -1,8 +1,9 @@
-"""Build of the compiled replay loop (segments/_block_replay.pyx), from source, at install time.
+"""Build of the compiled loops, from source, at install time: the restore's replay
+(segments/_block_replay.pyx) and full verification's block scan (segments/_block_scan.pyx).
 
 Everything else about the package is in pyproject.toml. `pip install -e .` (which `make
-.venv/.installed` runs) compiles it with the system C compiler; segments/block_replay.py holds
-the pure-Python reference it must agree with.
+.venv/.installed` runs) compiles them with the system C compiler; segments/block_replay.py and
+segments/block_scan.py hold the pure-Python references they must agree with.
 """
 
 from Cython.Build import cythonize
@@ -11,6 +12,8 @@ from setuptools import Extension, setup
 setup(
     ext_modules=cythonize(
         [Extension("segments._block_replay", ["segments/_block_replay.pyx"], include_dirs=["segments"],
+                   extra_compile_args=["-O2"]),
+         Extension("segments._block_scan", ["segments/_block_scan.pyx"], include_dirs=["segments"],
                    extra_compile_args=["-O2"])],
         compiler_directives={"language_level": "3"},
     ),
