@@ -23,6 +23,7 @@ from pitr.repo import layout
 from pitr.repo.repository import Repository
 from segments import SegmentsError
 from segments import record as rec
+from segments.block_scan import scan_block
 from segments.segment_format import BlockEntry
 from segments.segment_reader import decompress_block
 from segments.source import FileSource
@@ -133,6 +134,8 @@ class RecordReader:
         assert self._block is not None
         raw, index = self._raw, lsn - self._block.first_lsn
         offsets = self._offsets
+        if len(offsets) == 1 and index > 0:
+            offsets = self._offsets = _record_starts(raw, self._block)
         pos, end = offsets[-1], len(raw)
         unpack = _LENGTH.unpack_from
         while len(offsets) <= index:
@@ -196,6 +199,23 @@ class RecordReader:
                     return
                 yield record
             lsn = block.first_lsn + block.record_count
+
+
+def _record_starts(raw: bytes, block: BlockRow) -> list[int]:
+    """Where each record of a block starts, and where the block ends: found by the compiled scan,
+    which checks every record on the way (framing, CRC-32C, dense LSNs, increasing times).
+
+    A block the scan refuses, or that holds other than the records its row names, gives [0]:
+    `RecordReader._span` then steps through it in Python and names what it finds (and passes
+    over a record of a type this reader does not know, as it always has).
+    """
+    try:
+        count, _first_ts, _last_ts, ends, _entries, _gaps = scan_block(raw, block.first_lsn, block.first_ts_ns - 1)
+    except SegmentsError:
+        return [0]
+    if count != block.record_count or not ends or ends[-1] != len(raw):
+        return [0]
+    return [0, *ends]
 
 
 def _decode_block(raw: bytes, block: BlockRow, segment_name: str) -> list[rec.Record]:
