@@ -210,7 +210,7 @@ def _record_starts(raw: bytes, block: BlockRow) -> list[int]:
     over a record of a type this reader does not know, as it always has).
     """
     try:
-        count, _first_ts, _last_ts, ends, _entries, _gaps = scan_block(raw, block.first_lsn, block.first_ts_ns - 1)
+        count, _first_ts, _last_ts, ends, _entries, _gaps = scan_block(raw, block.first_lsn, block.first_ts_ns - 1, None)
     except SegmentsError:
         return [0]
     if count != block.record_count or not ends or ends[-1] != len(raw):
