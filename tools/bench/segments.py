@@ -234,7 +234,7 @@ def bench_verify(blob: bytes, raw_bytes: int, repeats: int) -> list[Figure]:
     t_table, t_raw3 = timed_pair(with_table, raw, repeats, time.process_time)
     return [Figure("read + verify segment (verify_segment), CPU", "MB/s", mb / t_fast,
                    "raw zstd decompress + CRC-32C", mb / t_raw, target=0.70),
-            Figure("  and its key table (what pitr verify computes), CPU", "MB/s", mb / t_table,
+            Figure("  with its key table (pitr verify), CPU", "MB/s", mb / t_table,
                    "raw zstd decompress + CRC-32C", mb / t_raw3, target=0.70),
             Figure("  reference SegmentReader.verify", "MB/s", mb / t_ref, "raw zstd decompress + CRC-32C",
                    mb / t_raw2)]
