@@ -42,6 +42,7 @@ class RecordReader:
         self.repo = repo
         self._block: BlockRow | None = None
         self._segment: SegmentEntry | None = None
+        self._segment_row: SegmentEntry | None = None  # the segment row `_locate` found last
         self._raw = b""
         self._offsets = [0]  # start offsets of the cached block's records, found so far
         self.blocks_read = 0
@@ -58,9 +59,15 @@ class RecordReader:
         block = catalog.block_for_lsn(lsn)
         if block is None or not block.first_lsn <= lsn < block.first_lsn + block.record_count:
             return None
-        segment = catalog.segment_containing(block.first_lsn)
+        segment = self._segment_row
+        # consecutive versions of a key are mostly in one segment: its row (JSON) is decoded once, and
+        # kept, like the last block, for this reader's life
+        if segment is None or segment.first_lsn != block.segment_first_lsn or \
+                not segment.first_lsn <= block.first_lsn <= segment.last_lsn:
+            segment = catalog.segment_containing(block.first_lsn)
         if segment is None or segment.first_lsn != block.segment_first_lsn:
             return None
+        self._segment_row = segment
         return segment, block
 
     async def _load(self, segment: SegmentEntry, block: BlockRow) -> None:
