@@ -16,7 +16,7 @@ from segments import chain
 from segments import record as rec
 from segments import segment_format as fmt
 from segments._errors import CorruptFile
-from segments.block_scan import scan_block
+from segments.block_scan import ScanResult, scan_block, scan_block_reference
 from segments.block_seal import KIND_SEGMENT, BlockPlace, BlockSealer, SealedFile, SegmentKeys
 from segments.source import FileSource, RangeSource
 
@@ -426,7 +426,7 @@ def verify_blocks(source: RangeSource, meta: SegmentMeta, *, run_bytes: int = VE
                 frame = opener.frame(i, region[start : start + entry.compressed_size])
                 raw = decompress_block(dctx, frame, entry, path, crc_checked=True)
             try:
-                count, first_ts, last_ts, ends, entries, gaps = scan_block(raw, entry.first_lsn, prev_ts, person)
+                count, first_ts, last_ts, ends, entries, gaps = _scan(raw, entry.first_lsn, prev_ts, person)
             except CorruptFile as exc:
                 _checked_run(raw, entry, i, prev_ts, path)  # raises, naming the damage as the reference does
                 # only the operation checks, which the reference run does not make, reach here
@@ -476,6 +476,15 @@ def _decompress_run(dctx: zstandard.ZstdDecompressor, region: bytes, entries: li
     if any(len(raw) != entry.raw_size for raw, entry in zip(blocks, entries, strict=True)):
         return None
     return blocks
+
+
+def _scan(raw: bytes, first_lsn: int, after_ts_ns: int, person: bytes | None) -> ScanResult:
+    """`scan_block`, the compiled one; the reference for the one block a 64-bit argument cannot hold
+    (a segment whose first commit is at the earliest representable time: the time before it is not)."""
+    try:
+        return scan_block(raw, first_lsn, after_ts_ns, person)
+    except OverflowError:
+        return scan_block_reference(raw, first_lsn, after_ts_ns, person)
 
 
 def _checked_run(raw: bytes, entry: fmt.BlockEntry, i: int, after_ts_ns: int, path: str) -> rec.Run:

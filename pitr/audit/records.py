@@ -218,7 +218,7 @@ def _record_starts(raw: bytes, block: BlockRow) -> list[int]:
     """
     try:
         count, _first_ts, _last_ts, ends, _entries, _gaps = scan_block(raw, block.first_lsn, block.first_ts_ns - 1, None)
-    except SegmentsError:
+    except (SegmentsError, OverflowError):  # (OverflowError: a time before the earliest representable one)
         return [0]
     if count != block.record_count or not ends or ends[-1] != len(raw):
         return [0]

@@ -16,15 +16,17 @@ from hypothesis import strategies as st
 from pitr.catalog.keytable import ENTRY_SIZE, table_entries
 from pitr.repo.indexing import key_rows_of
 from pitr.verify.repository import KEY_PERSON, key_table_person
-from segments import CorruptFile
+from segments import BytesSource, CorruptFile, read_meta
 from segments import _block_scan as compiled  # built by `pip install -e .`: a missing build fails here
 from segments import block_scan as bs
 from segments import record as rec
-from tests.segments.strategies import encode_all, record_runs
+from segments.segment_reader import verify_blocks
+from tests.segments.strategies import encode_all, record_runs, seal
 from tests.segments.test_block_replay import damaged_blocks, single_put_runs
 from tests.segments.test_record import checksummed_garbage
 
 PERSONS = st.sampled_from([None, KEY_PERSON])
+NAME = "00000000000000000001-00000000000000000005.seg"
 
 
 def outcome(fn: bs.ScanBlock, buf: bytes, first_lsn: int, after_ts: int, person: bytes | None) -> tuple[object, ...]:
@@ -130,3 +132,14 @@ def test_a_partial_entry_is_refused_by_both() -> None:
     for fn in (bs.sort_entries_reference, compiled.sort_entries):
         with pytest.raises(ValueError, match="not whole"):
             fn(b"x" * (ENTRY_SIZE + 1))
+
+
+def test_a_segment_starting_at_the_earliest_time_is_verified_not_a_traceback() -> None:
+    """The time before the first commit does not fit 64 bits there: that block takes the reference."""
+    records = [rec.Record(1 + i, rec.MIN_I64 + i, (rec.put(b"k%d" % i, b"v"),)) for i in range(5)]
+    blob, _ = seal(records, block_size=64)
+    source = BytesSource(blob, NAME)
+    blocks = list(verify_blocks(source, read_meta(source), person=KEY_PERSON))
+    assert sum(len(b.ends) for b in blocks) == 5
+    with pytest.raises(OverflowError):
+        compiled.scan_block(blocks[0].raw, 1, rec.MIN_I64 - 1, None)
