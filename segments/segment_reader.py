@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import zstandard
@@ -16,6 +16,7 @@ from segments import chain
 from segments import record as rec
 from segments import segment_format as fmt
 from segments._errors import CorruptFile
+from segments.block_scan import ScanResult, scan_block, scan_block_reference
 from segments.block_seal import KIND_SEGMENT, BlockPlace, BlockSealer, SealedFile, SegmentKeys
 from segments.chain_check import check_links
 from segments.source import FileSource, RangeSource
@@ -372,26 +373,30 @@ def check_block_frame(data: bytes | memoryview, entry: fmt.BlockEntry, path: str
 @dataclass(frozen=True, slots=True)
 class CheckedBlock:
     """A block that passed the full check: its index, decompressed bytes, the end of each record and
-    the last commit time."""
+    the last commit time (and, when asked, its key-table entries and gap commits)."""
 
     index: int
     raw: bytes
     ends: list[int]
     last_ts_ns: int
+    entries: bytes = b""  # its key-table entries (`segments.block_scan`), when verify_blocks was given a person
+    gaps: list[int] = field(default_factory=list)  # LSNs of its commits flagged as following a source gap (idem)
 
 
 VERIFY_RUN_BYTES = 16 << 20  # at most this many bytes read, and decompressed, per run of blocks
 
 
 def verify_blocks(source: RangeSource, meta: SegmentMeta, *, run_bytes: int = VERIFY_RUN_BYTES,
-                  keys: SegmentKeys | None = None) -> Iterator[CheckedBlock]:
+                  keys: SegmentKeys | None = None, person: bytes | None = None) -> Iterator[CheckedBlock]:
     """The checks of `SegmentReader.verify`, reading every byte of the file once.
 
     Runs of blocks are read in one request each; the file digest is taken over
     those same bytes (no second read), each run's frames are CRC-checked and
     decompressed in one zstd call, and each block's records are checked (CRC,
-    dense LSNs, increasing times, counts, known types) and hashed into their
-    piece digests. Each block is yielded once it passed, so a caller derives
+    dense LSNs, increasing times, counts, known types; `segments.block_scan`,
+    compiled) and hashed into their piece digests. Given `person` (the key
+    digest's personalisation), each record's operations are checked too and
+    the block's key-table entries computed in the same pass. Each block is yielded once it passed, so a caller derives
     what else it needs (key rows) from the same bytes. The file digest and the
     trailer's last time are checked after the last block: a caller trusts
     nothing it was given until the iterator is exhausted without an error.
@@ -423,12 +428,18 @@ def verify_blocks(source: RangeSource, meta: SegmentMeta, *, run_bytes: int = VE
                 start = entry.offset - index[first].offset
                 frame = opener.frame(i, region[start : start + entry.compressed_size])
                 raw = decompress_block(dctx, frame, entry, path, crc_checked=True)
-            run = _commit_run(raw, entry.first_lsn, prev_ts)
-            if run is None or len(run.ends) != entry.record_count or run.first_ts_ns != entry.first_ts_ns:
-                run = _checked_run(raw, entry, i, prev_ts, path)  # raises, naming the damage
-            prev_ts = run.last_ts_ns
-            digests.feed(raw, run.ends, entry)
-            yield CheckedBlock(i, raw, run.ends, run.last_ts_ns)
+            try:
+                count, first_ts, last_ts, ends, entries, gaps = _scan(raw, entry.first_lsn, prev_ts, person)
+            except CorruptFile as exc:
+                _checked_run(raw, entry, i, prev_ts, path)  # raises, naming the damage as the reference does
+                # only the operation checks, which the reference run does not make, reach here
+                raise CorruptFile(f"block {i}: {exc.reason}", path=path, offset=entry.offset,
+                                  lsn=exc.lsn if exc.lsn is not None else entry.first_lsn, hint=exc.hint) from exc
+            if count != entry.record_count or first_ts != entry.first_ts_ns:
+                _checked_run(raw, entry, i, prev_ts, path)  # raises: the records do not match the index
+            prev_ts = last_ts
+            digests.feed(raw, ends, entry)
+            yield CheckedBlock(i, raw, ends, last_ts, entries, gaps)
         first = stop
     if prev_ts != meta.trailer.last_ts_ns:
         raise CorruptFile("last commit time does not match the trailer", path=path, lsn=meta.trailer.last_lsn)
@@ -470,37 +481,13 @@ def _decompress_run(dctx: zstandard.ZstdDecompressor, region: bytes, entries: li
     return blocks
 
 
-def _commit_run(raw: bytes, first_lsn: int, after_ts_ns: int) -> rec.Run | None:
-    """`rec.check_run` plus `_check_types` for a block of commit records, in one loop; None for
-    any block that the reference would refuse (it is then asked to name the damage).
-
-    The fast copy of the reference pair: one unpack per record. A block of a type other than
-    commit takes the reference path too. tests/segments/test_verify_blocks.py holds the two
-    equal on random and damaged blocks; change both together.
-    """
-    unpack = rec.HEADER.unpack_from
-    ends: list[int] = []
-    append = ends.append
-    offset, expected, prev_ts, end = 0, first_lsn, after_ts_ns, len(raw)
-    commit, fixed, limit, header = rec.TYPE_COMMIT, rec.PAYLOAD_FIXED, rec.MAX_PAYLOAD, rec.HEADER_SIZE
-    first_ts = after_ts_ns
-    with memoryview(raw) as view:
-        while offset < end:
-            if end - offset < header:
-                return None
-            crc, length, rtype, _flags, _res, _count, lsn, ts_ns = unpack(raw, offset)
-            stop = offset + 8 + length
-            if lsn != expected or ts_ns <= prev_ts or rtype != commit or length < fixed or length > limit \
-                    or stop > end \
-                    or crc32c(view[offset + 4 : stop]) != crc:
-                return None
-            if expected == first_lsn:
-                first_ts = ts_ns
-            append(stop)
-            expected += 1
-            prev_ts = ts_ns
-            offset = stop
-    return rec.Run(ends, first_ts, prev_ts)
+def _scan(raw: bytes, first_lsn: int, after_ts_ns: int, person: bytes | None) -> ScanResult:
+    """`scan_block`, the compiled one; the reference for the one block a 64-bit argument cannot hold
+    (a segment whose first commit is at the earliest representable time: the time before it is not)."""
+    try:
+        return scan_block(raw, first_lsn, after_ts_ns, person)
+    except OverflowError:
+        return scan_block_reference(raw, first_lsn, after_ts_ns, person)
 
 
 def _checked_run(raw: bytes, entry: fmt.BlockEntry, i: int, after_ts_ns: int, path: str) -> rec.Run:

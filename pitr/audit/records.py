@@ -23,6 +23,7 @@ from pitr.repo import layout
 from pitr.repo.repository import Repository
 from segments import SegmentsError
 from segments import record as rec
+from segments.block_scan import scan_block
 from segments.segment_format import BlockEntry
 from segments.segment_reader import decompress_block
 from segments.source import FileSource
@@ -41,6 +42,7 @@ class RecordReader:
         self.repo = repo
         self._block: BlockRow | None = None
         self._segment: SegmentEntry | None = None
+        self._segment_row: SegmentEntry | None = None  # the segment row `_locate` found last
         self._raw = b""
         self._offsets = [0]  # start offsets of the cached block's records, found so far
         self.blocks_read = 0
@@ -57,9 +59,15 @@ class RecordReader:
         block = catalog.block_for_lsn(lsn)
         if block is None or not block.first_lsn <= lsn < block.first_lsn + block.record_count:
             return None
-        segment = catalog.segment_containing(block.first_lsn)
+        segment = self._segment_row
+        # consecutive versions of a key are mostly in one segment: its row (JSON) is decoded once, and
+        # kept, like the last block, for this reader's life
+        if segment is None or segment.first_lsn != block.segment_first_lsn or \
+                not segment.first_lsn <= block.first_lsn <= segment.last_lsn:
+            segment = catalog.segment_containing(block.first_lsn)
         if segment is None or segment.first_lsn != block.segment_first_lsn:
             return None
+        self._segment_row = segment
         return segment, block
 
     async def _load(self, segment: SegmentEntry, block: BlockRow) -> None:
@@ -133,6 +141,8 @@ class RecordReader:
         assert self._block is not None
         raw, index = self._raw, lsn - self._block.first_lsn
         offsets = self._offsets
+        if len(offsets) == 1 and index > 0:
+            offsets = self._offsets = _record_starts(raw, self._block)
         pos, end = offsets[-1], len(raw)
         unpack = _LENGTH.unpack_from
         while len(offsets) <= index:
@@ -196,6 +206,23 @@ class RecordReader:
                     return
                 yield record
             lsn = block.first_lsn + block.record_count
+
+
+def _record_starts(raw: bytes, block: BlockRow) -> list[int]:
+    """Where each record of a block starts, and where the block ends: found by the compiled scan,
+    which checks every record on the way (framing, CRC-32C, dense LSNs, increasing times).
+
+    A block the scan refuses, or that holds other than the records its row names, gives [0]:
+    `RecordReader._span` then steps through it in Python and names what it finds (and passes
+    over a record of a type this reader does not know, as it always has).
+    """
+    try:
+        count, _first_ts, _last_ts, ends, _entries, _gaps = scan_block(raw, block.first_lsn, block.first_ts_ns - 1, None)
+    except (SegmentsError, OverflowError):  # (OverflowError: a time before the earliest representable one)
+        return [0]
+    if count != block.record_count or not ends or ends[-1] != len(raw):
+        return [0]
+    return [0, *ends]
 
 
 def _decode_block(raw: bytes, block: BlockRow, segment_name: str) -> list[rec.Record]:

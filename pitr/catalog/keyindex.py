@@ -266,6 +266,26 @@ class KeyIndex(CatalogEnvironment):
                     raise CatalogDamaged(f"the key table of LSNs {table.first_lsn}..{table.last_lsn} holds {count} "
                                          f"entries, its directory row says {table.entries}", path=self.path)
 
+    def key_table_payloads(self) -> Iterator[tuple[KeyTable, bytes]]:
+        """Every table with its chunks' entries joined, oldest first (verify compares them with the
+        tables it computes from the segments, byte for byte)."""
+        with self._txn("read") as txn:
+            tables = self._key_tables(txn)
+            cursor = txn.cursor(self._dbs[CHUNKS_DB])
+            for table in tables:
+                prefix = U64BE.pack(table.first_lsn)
+                found = cursor.set_range(prefix)
+                parts = []
+                while found and bytes(cursor.key()[:8]) == prefix:
+                    parts.append(self._chunk(cursor))
+                    found = cursor.next()
+                payload = b"".join(parts)
+                if len(payload) // ENTRY_SIZE != table.entries:
+                    raise CatalogDamaged(f"the key table of LSNs {table.first_lsn}..{table.last_lsn} holds "
+                                         f"{len(payload) // ENTRY_SIZE} entries, its directory row says "
+                                         f"{table.entries}", path=self.path)
+                yield table, payload
+
     def keys_count(self) -> int:
         """Key versions indexed (entries in every table)."""
         return sum(t.entries for t in self.key_tables())

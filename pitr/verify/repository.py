@@ -22,6 +22,7 @@ import anyio
 
 from pitr.catalog.catalog import KeyRow
 from pitr.catalog.entries import FileCheck, SnapshotEntry
+from pitr.catalog.keytable import key_digest
 from pitr.errors import CatalogDamaged, Gap, InvalidArgument, Window
 from pitr.progress import ByteCounter
 from pitr.repo import layout
@@ -37,11 +38,14 @@ from pitr.verify.checks import Finding, chain_findings, check_segment, check_sna
 from pitr.verify.replay import replay_checks
 from segments import SegmentsError, parse_snapshot_name
 from segments import record as rec
+from segments.block_scan import key_digest as scan_key_digest
+from segments.block_scan import sort_entries
 from segments.block_seal import SegmentKeys
 from segments.segment_reader import SegmentMeta, read_meta, verify_blocks
 from segments.source import RangeSource
 
 MODES = ("quick", "full", "replay")
+KEY_PERSON = b"pitr-key-index"  # pitr.catalog.keytable.key_digest's personalisation (checked by key_table_person)
 _LSN_TS = struct.Struct("<Qq")  # a record's LSN and commit time, at rec.LSN_OFFSET
 Progress = Callable[[str, int, int], None]
 
@@ -86,28 +90,47 @@ class VerifyReport:
                 "checkpoints": None if self.checkpoints is None else self.checkpoints.as_dict()}
 
 
-def _check_segment_file(name: str, source: RangeSource, *, full: bool, index: bool,
-                        keys: SegmentKeys | None = None, sealed: bool = False) -> tuple[SegmentMeta | None, Finding | None, list[tuple[bytes, int, int, int, bool]] | None,
-                                   list[int] | None]:
-    """A segment's meta and finding; with `index`, also the key rows and source-gap LSNs it implies.
+SegmentCheck = tuple[SegmentMeta | None, Finding | None, "list[KeyRow] | bytes | None", "list[int] | None"]
 
-    With `index` (which implies `full`) the rows come from the blocks the full check decompressed:
-    the file is read once.
+
+def _check_segment_file(name: str, source: RangeSource, *, full: bool, index: bool,
+                        keys: SegmentKeys | None = None, sealed: bool = False,
+                        person: bytes | None = None) -> SegmentCheck:
+    """A segment's meta and finding; with `index`, also what it implies for the key index and its
+    source-gap LSNs.
+
+    With `index` (which implies `full`) the key rows come from the blocks the full check decompressed:
+    the file is read once. Given `person` (`key_table_person`), they come as the segment's key table
+    (sorted entries, joined), computed by the compiled scan; otherwise as key rows.
     """
     if not index:
         meta, finding = check_segment(name, source, full=full, keys=keys, sealed=sealed)
         return meta, finding, None, None
     rows: list[KeyRow] = []
+    parts: list[bytes] = []
     gap_lsns: list[int] = []
     try:
         meta = read_meta(source)
-        for block in verify_blocks(source, meta, keys=keys):
+        for block in verify_blocks(source, meta, keys=keys, person=person):
+            if person is not None:
+                parts.append(block.entries)
+                gap_lsns += block.gaps
+                continue
             found: list[tuple[int, int]] = []
             rows.extend(key_rows_of(block.raw, _spans(block.raw, block.ends), found))
             gap_lsns += [lsn for lsn, _before in found]
     except SegmentsError as exc:
         return None, finding_from(name, exc), None, None
+    if person is not None:
+        return meta, None, sort_entries(b"".join(parts)), gap_lsns
     return meta, None, rows, gap_lsns
+
+
+def key_table_person() -> bytes | None:
+    """The personalisation with which the compiled scan computes the catalog's key digests, or None
+    when `pitr.catalog.keytable.key_digest` is not that digest (verify then compares key by key)."""
+    probe = b"pitr verify: key digest probe"
+    return KEY_PERSON if scan_key_digest(probe, KEY_PERSON) == key_digest(probe) else None
 
 
 def _spans(raw: bytes, ends: list[int]) -> list[rec.Span]:
@@ -181,6 +204,8 @@ async def verify_repository(repo: Repository, *, mode: str = "full", files: Sequ
     compare = damage is None and not wanted
     expected = ExpectedRows(gap_lsns=set() if full and compare else None, index_key=repo.catalog.index_key)
     metas: list[tuple[str, SegmentMeta]] = []
+    # the compiled scan computes the unkeyed digests; a keyed catalog's rows are computed key by key
+    person = key_table_person() if repo.catalog.index_key is None else None
     results: dict[str, tuple[str, int, int, Finding | None]] = {}
     todo = [(n, True) for n in seg_names] + [(n, False) for n in snap_names]
     # progress in bytes, counted as they are read and made whole as each file is done
@@ -195,13 +220,15 @@ async def verify_repository(repo: Repository, *, mode: str = "full", files: Sequ
             if is_segment:
                 meta, finding, rows, gap_lsns = await anyio.to_thread.run_sync(partial(
                     _check_segment_file, name, source, full=deep, index=compare and full, keys=repo.segment_keys,
-                    sealed=ident.encryption is not None))
+                    sealed=ident.encryption is not None, person=person))
                 first, last = keep[name]
                 if meta is not None:
                     metas.append((name, meta))
                     expected.segments[name] = segment_entry(name, meta)
                     expected.blocks.update((b.first_lsn, b) for b in block_rows(meta))
-                    if rows is not None:
+                    if isinstance(rows, bytes):
+                        expected.add_key_table(meta.first_lsn, meta.last_lsn, rows)
+                    elif rows is not None:
                         expected.add_key_rows(rows)
                     if gap_lsns is not None and expected.gap_lsns is not None:
                         expected.gap_lsns.update(gap_lsns)
