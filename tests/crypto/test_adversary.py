@@ -30,9 +30,11 @@ from pitr.crypto import create_key_file, read_key_file
 from pitr.errors import HistoryGap, WrongKey
 from pitr.repo import layout
 from pitr.repo.checkpoints import SigningKey, parse_checkpoint_name
-from pitr.repo.identity import RepoIdentity, Watermark
+from pitr.repo.identity import RepoIdentity
 from pitr.repo.keyring import claim_encrypted, new_encryption, unlock
 from pitr.repo.repository import open_repository
+from pitr.repo.watermarks import PREFIX as WATERMARKS
+from pitr.repo.watermarks import parse_name as parse_watermark
 from pitr.repo.witness import open_witness
 from pitr.restore import RestoreOptions, RestoreTarget, restore
 from pitr.store import Store
@@ -168,8 +170,10 @@ def test_a_rollback_is_reported_with_the_missing_lsn_range(
         lsn = parse_checkpoint_name(path.name)
         if lsn is not None and lsn > end:
             path.unlink()
-    ident = RepoIdentity.decode((repo_dir / layout.IDENTITY).read_bytes(), layout.IDENTITY)
-    overwrite(repo_dir / layout.WATERMARK, Watermark(ident.store_id, end, metas[keep - 1].trailer.last_ts_ns).encode())
+    for path in (repo_dir / WATERMARKS).iterdir():  # the watermark objects past the older end go too
+        parsed = parse_watermark(path.name)
+        if parsed is not None and parsed[0] > end:
+            path.unlink()
     forget_catalog(repo_dir)
     for key, mode in ((tmp_path / "key", "full"), (None, "quick")):
         found = verify(repo_dir, key, mode, witness_dir)
