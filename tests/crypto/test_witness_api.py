@@ -148,3 +148,65 @@ def _archive_with_s3_witness(tmp_path: Path, s3: S3Server,  # noqa: F811 - the f
 
     trio.run(archive)
     return repo_dir, witness_url
+
+
+def test_the_library_restore_of_an_s3_repository_opens_an_s3_witness_on_its_endpoint(
+        tmp_path: Path, s3: S3Server, random_seed: int) -> None:  # noqa: F811 - the fixture
+    """Repository and witness in the test server's bucket; the witness's endpoint is the repository's by
+    default. The rollback is done on the server's backing directory, as someone with the bucket would."""
+    from pitr.archiver import ArchiveOptions
+    from pitr.archiver.checkpoints import CheckpointWriter
+    from pitr.archiving import archiving
+    from pitr.crypto import create_key_file
+    from pitr.repo.checkpoints import SigningKey
+    from pitr.store import Store
+    from pitr.storage import open_storage
+
+    rng = random.Random(random_seed)
+    url, witness_url, sign, cache = s3_url(s3), s3_url(s3), str(tmp_path / "sign"), str(tmp_path / "cache")
+    create_key_file(sign)
+
+    async def archive() -> None:
+        async with Store(str(tmp_path / "data")) as store, \
+                open_witness(witness_url, create=True, s3_endpoint=s3.endpoint) as witness:
+            writer = CheckpointWriter(SigningKey.from_file(sign), [witness], interval=0)
+            options = ArchiveOptions(interval=0.01, merge_count=1000, checkpoints=writer)
+            async with archiving(store, url, options=options, cache_dir=cache, s3_endpoint=s3.endpoint):
+                for i in range(90):
+                    await store.put(b"K" + rng.randbytes(15), b"V" + rng.randbytes(100))
+                    if i % 30 == 29:
+                        await trio.sleep(0.05)
+
+    def attempt(dest: Path) -> RestorePlan | RestoreResult:
+        out: list[RestorePlan | RestoreResult] = []
+
+        async def main() -> None:
+            async with open_repository(url, cache_dir=cache, s3_endpoint=s3.endpoint) as repo:
+                out.append(await restore(repo, RestoreOptions(target=RestoreTarget(latest=True), dest=str(dest),
+                                                              witness=witness_url)))
+
+        trio.run(main)
+        return out[0]
+
+    trio.run(archive)
+    assert isinstance(attempt(tmp_path / "whole"), RestoreResult)
+    async def roll_back_in_the_bucket() -> tuple[int, int]:  # through the S3 API, as with the bucket's keys
+        storage = open_storage(url, s3_endpoint=s3.endpoint)
+        try:
+            segs = sorted(i.name for i in await storage.list("segments/"))
+            metas = [read_meta(BytesSource(await storage.read(n), n)) for n in segs]
+            end, newest = metas[-2].last_lsn, metas[-1].last_lsn
+            await storage.delete(segs[-1])
+            for info in await storage.list("checkpoints/") + await storage.list(WATERMARKS):
+                lsn = parse_checkpoint_name(info.name)
+                mark = parse_watermark(info.name.rsplit("/", 1)[-1])
+                if (lsn if lsn is not None else mark[0] if mark is not None else -1) > end:
+                    await storage.delete(info.name)
+        finally:
+            await storage.aclose()
+        return end, newest
+
+    end, newest = trio.run(roll_back_in_the_bucket)
+    with pytest.raises(CorruptData, match=rf"LSNs {end + 1}\.\.{newest} are missing"):
+        attempt(tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
