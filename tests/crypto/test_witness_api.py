@@ -153,14 +153,14 @@ def _archive_with_s3_witness(tmp_path: Path, s3: S3Server,  # noqa: F811 - the f
 def test_the_library_restore_of_an_s3_repository_opens_an_s3_witness_on_its_endpoint(
         tmp_path: Path, s3: S3Server, random_seed: int) -> None:  # noqa: F811 - the fixture
     """Repository and witness in the test server's bucket; the witness's endpoint is the repository's by
-    default. The rollback is done on the server's backing directory, as someone with the bucket would."""
+    default. The rollback goes through the S3 API, as someone holding the bucket's keys would do it."""
     from pitr.archiver import ArchiveOptions
     from pitr.archiver.checkpoints import CheckpointWriter
     from pitr.archiving import archiving
     from pitr.crypto import create_key_file
     from pitr.repo.checkpoints import SigningKey
-    from pitr.store import Store
     from pitr.storage import open_storage
+    from pitr.store import Store
 
     rng = random.Random(random_seed)
     url, witness_url, sign, cache = s3_url(s3), s3_url(s3), str(tmp_path / "sign"), str(tmp_path / "cache")
