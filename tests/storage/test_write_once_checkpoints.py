@@ -102,3 +102,32 @@ async def test_the_newest_checkpoint_is_never_pruned(tmp_path: Path) -> None:
         assert [i.name for i in await old_checkpoints(repo, floor=9, keep=1)] == [f"{CHECKPOINTS}{3:016x}.ckpt"]
         assert await old_checkpoints(repo, floor=None) == []
         assert await old_checkpoints(repo, floor=1 << 62, keep=3) == []
+
+
+def test_cleanup_reports_the_checkpoints_it_deletes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.helpers.cli import run_cli
+
+    data, repo_dir, sign = str(tmp_path / "data"), tmp_path / "repo", str(tmp_path / "sign")
+    create_key_file(sign)
+    archive = ["archive", "--data", data, "--repo", str(repo_dir), "--signing-key", sign]
+    for i in range(KEEP_CHECKPOINTS + 4):  # one checkpoint per run: LSNs 1..20
+        assert run_cli(capsys, "put", "--data", data, f"k{i}", "v")[0] == 0
+        assert run_cli(capsys, *archive)[0] == 0
+    assert run_cli(capsys, "snapshot", "--data", data, "--repo", str(repo_dir))[0] == 0  # LSN 20
+    assert run_cli(capsys, "put", "--data", data, "last", "v")[0] == 0
+    assert run_cli(capsys, *archive)[0] == 0
+    names = sorted(p.name for p in (repo_dir / CHECKPOINTS).iterdir() if parse_checkpoint_name(p.name))
+    assert len(names) == KEEP_CHECKPOINTS + 5
+    code, out, err = run_cli(capsys, "cleanup", "--repo", str(repo_dir), "--keep-count", "1", "--keep-days", "0",
+                             "--dry-run")
+    assert code == 0, err
+    assert "would delete 5 signed checkpoints before the oldest restorable point" in out
+    code, out, err = run_cli(capsys, "cleanup", "--repo", str(repo_dir), "--keep-count", "1", "--keep-days", "0",
+                             "--json")
+    assert code == 0, err
+    import json
+
+    report = json.loads(out)[0]
+    assert report["checkpoints"] == [CHECKPOINTS + n for n in names[:5]]  # LSNs 1..5: before LSN 20
+    assert sorted(p.name for p in (repo_dir / CHECKPOINTS).iterdir() if parse_checkpoint_name(p.name)) == names[5:]
+    assert run_cli(capsys, "verify", "--repo", str(repo_dir))[0] == 0
