@@ -9,8 +9,9 @@ chain binding stays verifiable) onwards. With no snapshot at all nothing is
 deleted, because the start of history is then the only base.
 
 Cleanup is the only thing in pitr that deletes (a write-once repository): it
-also removes the segments merges superseded and all but the newest watermark
-objects (`pitr.retention_objects`); what S3 Object Lock still retains is
+also removes the segments merges superseded, all but the newest watermark
+objects, and the signed checkpoints before the oldest restorable point (all but
+the newest 16; `pitr.retention_objects`); what S3 Object Lock still retains is
 reported with the time left and kept (`CleanupPlan.locked`), never an error.
 The snapshots and log that move the start of the history are deleted together
 or, while one of them is retained, not at all (`CleanupPlan.held_back`).
@@ -28,7 +29,14 @@ from pitr.errors import CorruptData, InvalidArgument, Window
 from pitr.repo import layout
 from pitr.repo.indexing import index_segment
 from pitr.repo.repository import Repository
-from pitr.retention_objects import Locked, history_group, old_watermarks, retention_of, superseded_segments
+from pitr.retention_objects import (
+    Locked,
+    history_group,
+    old_checkpoints,
+    old_watermarks,
+    retention_of,
+    superseded_segments,
+)
 from pitr.storage.base import ObjectInfo
 from pitr.timeline import build_timeline
 from pitr.verify.checks import check_snapshot
@@ -47,6 +55,7 @@ class CleanupPlan:
     delete_watermarks: list[ObjectInfo] = field(default_factory=list)  # all but the newest 16
     locked: list[Locked] = field(default_factory=list)  # what the rule would delete, retained until later
     held_back: list[str] = field(default_factory=list)  # not retained, but kept with retained ones (see below)
+    delete_checkpoints: list[ObjectInfo] = field(default_factory=list)  # before the oldest restorable point
 
     @property
     def history_count(self) -> int:
@@ -55,12 +64,14 @@ class CleanupPlan:
 
     @property
     def deleted_count(self) -> int:
-        return self.history_count + len(self.delete_superseded) + len(self.delete_watermarks)
+        return (self.history_count + len(self.delete_superseded) + len(self.delete_watermarks)
+                + len(self.delete_checkpoints))
 
     @property
     def bytes_freed(self) -> int:
         return (sum(s.size for s in self.delete_snapshots) + sum(s.size for s in self.delete_segments)
-                + sum(i.size for i in self.delete_superseded) + sum(i.size for i in self.delete_watermarks))
+                + sum(i.size for i in self.delete_superseded) + sum(i.size for i in self.delete_watermarks)
+                + sum(i.size for i in self.delete_checkpoints))
 
 
 def choose(snapshots: list[SnapshotEntry], segments: list[SegmentEntry], keep_count: int, keep_days: float,
@@ -99,9 +110,11 @@ async def plan_cleanup(repo: Repository, keep_count: int, keep_days: float, now_
     before = build_timeline(repo.catalog, ident).windows
     excluded = frozenset([s.name for s in drop] + [s.name for s in doomed])
     after = build_timeline(repo.catalog, ident, excluded).windows
+    checkpoints = await old_checkpoints(repo, min((w.start_lsn for w in after), default=None))
+    locked |= await retention_of(repo, [i.name for i in checkpoints])
     return CleanupPlan(keep, drop, doomed, before, after, [i for i in superseded if i.name not in gone],
                        [i for i in marks if i.name not in gone], sorted(locked.values(), key=lambda x: x.name),
-                       held_back)
+                       held_back, [i for i in checkpoints if i.name not in locked])
 
 
 async def check_oldest_kept(repo: Repository, plan: CleanupPlan) -> None:
@@ -133,8 +146,8 @@ async def check_oldest_kept(repo: Repository, plan: CleanupPlan) -> None:
 
 async def run_cleanup(repo: Repository, plan: CleanupPlan,
                       progress: Callable[[str, int, int], None] | None = None) -> int:
-    """Delete what the plan names: snapshots first, then segments oldest first, then superseded segments and
-    old watermarks; returns the count.
+    """Delete what the plan names: snapshots first, then segments oldest first, then superseded segments, old
+    watermarks and old checkpoints; returns the count.
 
     Nothing is deleted unless the oldest snapshot kept verifies in full and the
     newest restorable point stays restorable (`check_oldest_kept`).
@@ -159,7 +172,7 @@ async def run_cleanup(repo: Repository, plan: CleanupPlan,
         done += 1
         if progress:
             progress("cleanup", done, total)
-    for info in plan.delete_superseded + plan.delete_watermarks:  # not in the catalog's history: just files
+    for info in plan.delete_superseded + plan.delete_watermarks + plan.delete_checkpoints:  # not in the catalog
         await repo.delete(info.name)
         done += 1
         if progress:

@@ -6,7 +6,11 @@ A write-once repository leaves two kinds of files for cleanup alone to remove:
   (deleted only once the covering segment is indexed, so a merge whose output
   is unreadable keeps its inputs);
 - watermark objects: all but the newest `KEEP_WATERMARKS` (and never the one
-  readers use).
+  readers use);
+- signed checkpoints (`checkpoints/<LSN>.ckpt`) of LSNs before the oldest
+  restorable point, all but the newest `KEEP_CHECKPOINTS` (never the newest):
+  they vouch for history the repository no longer holds. A witness's copies
+  are never touched.
 
 A file under retention (S3 Object Lock) cannot be deleted before its date: it
 is reported with the time remaining and left, and cleanup does not fail on it.
@@ -21,9 +25,13 @@ from dataclasses import dataclass
 
 from pitr.catalog.entries import SegmentEntry, SnapshotEntry
 from pitr.repo import layout, watermarks
+from pitr.repo.checkpoints import PREFIX as CHECKPOINTS
+from pitr.repo.checkpoints import parse_checkpoint_name
 from pitr.repo.repository import Repository, live_segments
 from pitr.storage.base import ObjectInfo
 from segments import parse_segment_name
+
+KEEP_CHECKPOINTS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +64,17 @@ async def old_watermarks(repo: Repository) -> list[ObjectInfo]:
     current = await repo.read_watermark()
     used = None if current is None else watermarks.object_name(current.lsn, current.complete_through_ns)
     return [listed[n] for n in watermarks.cleanup_victims(list(listed)) if n != used]
+
+
+async def old_checkpoints(repo: Repository, floor: int | None, keep: int = KEEP_CHECKPOINTS) -> list[ObjectInfo]:
+    """The repository's checkpoints of LSNs before `floor` (the oldest restorable LSN after cleanup; None:
+    nothing is restorable, so none), beyond the newest `keep` (at least 1: never the newest)."""
+    if floor is None:
+        return []
+    named = sorted((lsn, i.name, i) for i in await repo.storage.list(CHECKPOINTS)
+                   if (lsn := parse_checkpoint_name(i.name)) is not None)
+    spared = max(1, keep)
+    return [info for lsn, _name, info in named[:-spared] if lsn < floor]
 
 
 async def retention_of(repo: Repository, names: list[str], now_ns: int | None = None) -> dict[str, Locked]:

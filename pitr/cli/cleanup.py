@@ -46,6 +46,7 @@ async def run(args: argparse.Namespace) -> int:
                      "segments": [s.name for s in plan.delete_segments], "bytes": plan.bytes_freed,
                      "superseded": [i.name for i in plan.delete_superseded],
                      "watermarks": [i.name for i in plan.delete_watermarks],
+                     "checkpoints": [i.name for i in plan.delete_checkpoints],
                      "locked": [{"object": x.name, "retain_until": format_time(x.until_ns),
                                  "retain_until_ns": x.until_ns, "remaining_s": round(x.remaining_s(now), 3)}
                                 for x in plan.locked],
@@ -74,6 +75,9 @@ def _print_write_once(plan: CleanupPlan, verb: str, now_ns: int) -> None:
     if plan.delete_superseded or plan.delete_watermarks:
         print(f"  and {verb} {len(plan.delete_superseded)} superseded segments (merged into others) and "
               f"{len(plan.delete_watermarks)} old watermarks")
+    if plan.delete_checkpoints:
+        print(f"  and {verb} {len(plan.delete_checkpoints)} signed checkpoints before the oldest restorable point "
+              "(the witness keeps its copies)")
     if plan.locked:
         last = max(plan.locked, key=lambda x: x.until_ns)
         print(f"  kept {len(plan.locked)} objects still under Object Lock retention (not deletable yet; the last "

@@ -47,6 +47,7 @@ def report_json(r: RepairReport) -> dict[str, object]:
             "replaced": r.replaced, "filled": r.filled,
             "moved_aside": [{"file": n, "to": aside} for n, aside in r.moved_aside],
             "unrepaired": [{"file": n, "reason": why} for n, why in r.unrepaired], "kept": r.kept,
+            "keys_copied": r.keys_copied,
             "still_damaged": r.still_damaged, "windows": [window_json(w) for w in r.windows],
             "holes": [{"first_lsn": h.first_lsn, "last_lsn": h.last_lsn, "reason": h.reason} for h in r.holes],
             "seconds": round(r.seconds, 3)}
@@ -61,6 +62,8 @@ def print_report(r: RepairReport) -> None:
         print(f"  replaced {name} (the damaged copy is kept as {aside})")
     for name in r.filled:
         print(f"  filled   {name}")
+    for name in r.keys_copied:
+        print(f"  key wrap {name} published (the key it is wrapped under opens this repository too)")
     for what, why in r.unrepaired:
         print(f"  NOT REPAIRED {what}: {why}")
     for name in r.still_damaged:

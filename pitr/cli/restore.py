@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from contextlib import AsyncExitStack
 
 from pitr.cli._checkpoints import add_restore_flag as add_witness_flag
-from pitr.cli._checkpoints import verify_witness
 from pitr.cli.common import add_json, add_repo, print_json, progress_for, repositories
 from pitr.cli.moments import MOMENT_HELP, Moments, accept_relative_moments
 from pitr.cli.render import show_plan, skipped_json
@@ -97,15 +95,10 @@ async def run(args: argparse.Namespace) -> int:
         replace_foreign = True
     options = RestoreOptions(target=target, dest=args.dest, force=args.force, replace_foreign=replace_foreign,
                              verify=not args.no_verify, dry_run=args.dry_run, base=args.base,
-                             pause_gc=True, selection=selection)  # the command owns its process
+                             pause_gc=True, selection=selection,  # the command owns its process
+                             witness=args.witness, witness_s3_endpoint=args.s3_endpoint)
     progress = progress_for(args)
-    async with repositories(args) as repos, AsyncExitStack() as stack:
-        witness = await verify_witness(args, stack)  # --witness: refuse a rolled-back repository first
-        if witness is not None:
-            from pitr.verify.checkpoints import require_witnessed
-
-            for repo in repos:
-                await require_witnessed(repo, witness)
+    async with repositories(args) as repos:  # --witness: the library refuses a rolled-back repository first
         result = await restore(repos, options, progress=progress,
                                say=lambda text: print(text, file=sys.stderr))
     progress.done()

@@ -93,6 +93,9 @@ def health_json(h: RepoHealth) -> JSONObject:
         "newest_snapshot": None if snap is None else {
             "snapshot": snap.snapshot, "lsn": snap.lsn, "time": format_time(snap.ts_ns), "ts_ns": snap.ts_ns,
             "age_seconds": _seconds(h.snapshot_age_seconds)},
+        "newest_checkpoint": None if h.checkpoint is None else {
+            "file": h.checkpoint[0], "lsn": h.checkpoint[1], "time": format_time(h.checkpoint[2]),
+            "ts_ns": h.checkpoint[2], "age_seconds": _seconds(h.checkpoint_age_seconds)},
         "last_verification": None if v is None else {
             "mode": v.mode, "ok": v.ok, "time": format_time(v.finished_ns), "ts_ns": v.finished_ns,
             "files_checked": v.files_checked, "problems": v.problems, "summary": v.summary,
@@ -140,6 +143,9 @@ def print_health(h: RepoHealth) -> None:
             print(f"  window           {window_text(w)}")
     if h.newest_snapshot is not None:
         print(f"  newest snapshot  {h.newest_snapshot.snapshot}, {h.snapshot_age_seconds or 0:.0f}s old")
+    if h.checkpoint is not None:
+        print(f"  newest checkpoint LSN {h.checkpoint[1]}, signed {format_time(h.checkpoint[2])}, "
+              f"{h.checkpoint_age_seconds or 0:.0f}s old")
     if h.verify is not None:
         v = h.verify
         passed = f"; last passed {format_time(v.last_ok_ns)}" if v.last_ok_ns is not None and not v.ok else ""

@@ -191,3 +191,28 @@ async def publish_checkpoint(storage: Storage, name: str, signed: SignedCheckpoi
                               "history was rewritten or rolled back and archived again", path=where,
                               hint="run `pitr verify --witness` on the repository before archiving into it"
                               ) from None
+
+
+async def newest_checkpoint(storage: Storage, store_id: uuid.UUID, where: str) -> tuple[str, Checkpoint] | None:
+    """The newest checkpoint a repository holds (its object name, what it says), its signature checked under
+    the public key beside it; None when it holds none (`pitr status`). `CorruptData` naming the object when
+    it is damaged, moved, or not signed by that key; `ObjectNotFound` when it is gone before it is read
+    (nothing but cleanup deletes a checkpoint, and never the newest)."""
+    named = [(lsn, i.name) for i in await storage.list(PREFIX) if (lsn := parse_checkpoint_name(i.name)) is not None]
+    if not named:
+        return None
+    lsn, name = max(named)
+    file = f"{where.rstrip('/')}/{name}"
+    checkpoint = SignedCheckpoint.decode(await storage.read(name), file)
+    c = checkpoint.checkpoint
+    if c.lsn != lsn or c.store_id != store_id:
+        raise CorruptData(f"{file} says LSN {c.lsn} of store {c.store_id}, not what its name and place say: "
+                          "moved or forged", path=file, hint="run `pitr verify` for every finding")
+    public_key = await read_public_key(storage, REPOSITORY_PUBLIC_KEY, store_id, f"{where.rstrip('/')}/"
+                                       f"{REPOSITORY_PUBLIC_KEY}")
+    if public_key is None or not checkpoint.verify(public_key):
+        why = f"there is no {REPOSITORY_PUBLIC_KEY} to check it against" if public_key is None else \
+            f"its signature does not verify under {REPOSITORY_PUBLIC_KEY}: forged or altered"
+        raise CorruptData(f"{file}: {why}", path=file, lsn=c.lsn,
+                          hint="run `pitr verify --witness` with the witness the archiver writes to")
+    return name, c

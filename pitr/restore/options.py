@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pitr.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from pitr.repo.witness import Witness
 
 MAX_TS = (1 << 63) - 1
 
@@ -89,6 +93,11 @@ class RestoreOptions:
     default the newest valid one at or before the target). `pause_gc` pauses Python's cyclic
     garbage collector for the whole process while the state is built (faster on millions of
     keys); only a program that owns its process should ask for it, as the command line does.
+    `witness` (a directory, an `s3://` URL or an opened `pitr.repo.witness.Witness`) makes the restore
+    first check every repository against that witness's signed checkpoints and refuse (`CorruptData`),
+    before anything is planned or built, one that was rolled back, rewritten or given another identity
+    (`pitr restore --witness`); `witness_s3_endpoint` is the S3 endpoint of a witness URL (default: the
+    repository's).
     """
 
     target: RestoreTarget
@@ -101,6 +110,8 @@ class RestoreOptions:
     base: str | None = None
     pause_gc: bool = False
     selection: KeySelection | None = None  # restore only these keys (`pitr.restore.prefix`)
+    witness: str | Witness | None = None
+    witness_s3_endpoint: str | None = None
 
     def __post_init__(self) -> None:
         if self.selection is not None and self.base is not None:
@@ -109,3 +120,5 @@ class RestoreOptions:
             raise InvalidArgument("replacing a directory that is not a pitr store needs force as well")
         if self.base is not None and not self.base.strip():
             raise InvalidArgument("base must name a snapshot")
+        if isinstance(self.witness, str) and not self.witness.strip():
+            raise InvalidArgument("witness must name a directory or an s3:// URL (or be None)")

@@ -212,7 +212,8 @@ async def restore(repos: Repository | Sequence[Repository], options: RestoreOpti
     Returns the plan for a dry run, else the result. Nothing appears at `dest`
     until the state is complete; with `force`, a non-empty `dest` is replaced
     (see `check_destination` for what is never replaced). `clock` is the
-    present: no archive is taken as complete beyond it.
+    present: no archive is taken as complete beyond it. With `options.witness`, every repository is
+    first checked against the witness's signed checkpoints (`CorruptData` if it does not hold up).
     """
     repo_list = [repos] if isinstance(repos, Repository) else list(repos)
     if not repo_list:
@@ -220,6 +221,10 @@ async def restore(repos: Repository | Sequence[Repository], options: RestoreOpti
     dest = absolute(options.dest)
     if len(repo_list) > 1 and any(r.segment_keys is not None for r in repo_list):
         raise InvalidArgument("an encrypted repository is restored from alone: each has its own data key")
+    if options.witness is not None:  # a rolled-back repository is refused before anything is planned or built
+        from pitr.verify.checkpoints import require_witnessed_all
+
+        await require_witnessed_all(repo_list, options.witness, s3_endpoint=options.witness_s3_endpoint)
     for repo in repo_list:  # files that cannot be indexed are holes in the timeline the plan reads
         await repo.sync()
     plan, planned_from = await _best_plan(repo_list, options, clock())

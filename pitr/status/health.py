@@ -3,8 +3,9 @@
 For each repository: the recovery point (how much would be lost now: the
 present less the end of the newest recoverable window, which is the
 watermark's known-complete time while the history is whole), the windows, the
-newest usable snapshot's age, the last verification, and (given the store's
-data directory) the archiver's last outcome.
+newest usable snapshot's age, the newest signed checkpoint (its LSN and age),
+the last verification, and (given the store's data directory) the archiver's
+last outcome.
 
 Three states, each worse than the one before; the command's exit code is the
 worst over the repositories:
@@ -15,7 +16,9 @@ attention  a threshold crossed (recovery point, snapshot age, time since a
            that cannot be read
 broken     a hole, a damaged or unindexable file, a snapshot that does not
            match the log, nothing restorable, a last verification that failed,
-           a watermark that cannot be trusted, or a repository that cannot be read
+           a watermark that cannot be trusted, a newest checkpoint past the
+           watermark (a rollback, seen without a witness) or one that is damaged
+           or not validly signed, or a repository that cannot be read
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field
 import anyio
 
 from pitr.errors import CorruptData, PitrError
+from pitr.repo.checkpoints import newest_checkpoint
 from pitr.repo.repository import Repository
 from pitr.sizefmt import format_rate
 from pitr.status.records import ArchiverRecord, VerifyRecord, read_archiver_record, read_verify_record
@@ -56,6 +60,7 @@ class RepoHealth:
     timeline: Timeline | None = None
     watermark: tuple[int, int] | None = None  # (LSN, known-complete time)
     newest_snapshot: Base | None = None
+    checkpoint: tuple[str, int, int] | None = None  # the newest signed checkpoint: (object, LSN, signed at)
     verify: VerifyRecord | None = None
     archiver: ArchiverRecord | None = None
     problems: list[str] = field(default_factory=list)  # what makes it broken
@@ -89,6 +94,11 @@ class RepoHealth:
         if (self.now_ns - a.updated_ns) / 1e9 > BACKLOG_FRESH_SECONDS:
             return None
         return a.backlog.cap_cost_seconds
+
+    @property
+    def checkpoint_age_seconds(self) -> float | None:
+        c = self.checkpoint
+        return None if c is None else max(0, self.now_ns - c[2]) / 1e9
 
     @property
     def snapshot_age_seconds(self) -> float | None:
@@ -178,6 +188,12 @@ async def assess(repo: Repository, now_ns: int, limits: Thresholds, data_dir: st
     health = RepoHealth(repo.url, now_ns)
     ident = await repo.require_identity()
     health.store_id, health.name = str(ident.store_id), ident.name
+    # before the watermark: the archiver publishes a watermark before the checkpoint that follows it
+    try:
+        newest = await newest_checkpoint(repo.storage, ident.store_id, repo.url)
+    except PitrError as exc:
+        newest = None
+        health.problems.append(f"the newest checkpoint cannot be trusted: {exc}")
     await repo.sync()
     try:
         await repo.read_watermark(now_ns=now_ns)  # refuses a known-complete time in the future
@@ -192,6 +208,15 @@ async def assess(repo: Repository, now_ns: int, limits: Thresholds, data_dir: st
     health.newest_snapshot = max((b for b in tl.bases if b.snapshot is not None), key=lambda b: b.ts_ns,
                                  default=None)
     judge_timeline(health, tl)
+    if newest is not None:
+        name, c = newest
+        health.checkpoint = (name, c.lsn, c.ts_ns)
+        end = ident.first_lsn - 1 if health.watermark is None else health.watermark[0]
+        if c.lsn > end:
+            health.problems.append(
+                f"LSNs {end + 1}..{c.lsn} are missing: {name} says the history was signed through LSN {c.lsn} "
+                f"at {format_time(c.ts_ns)}, but the watermark ends at LSN {end}: rolled back, or the newest "
+                "segments and watermarks were removed (run `pitr verify --witness`; restore from another copy)")
     try:
         health.verify = await anyio.to_thread.run_sync(read_verify_record, repo.cache_dir)
     except PitrError as exc:

@@ -9,6 +9,9 @@ copies are fully verified on the local bytes that are then published:
   in the same repository (copied there, then deleted), never overwritten, and
   only then is the verified copy published under its name;
 - a hole is filled with the healthy repository's segments holding its LSNs;
+- every `keys/` wrap the healthy repository holds (keys `pitr key rotate` added) and the repaired one
+  lacks is published there, as `pitr copy` does, so the repaired repository opens under every key the
+  healthy one opens under;
 - the catalog forgets the damaged file's rows and its verify result, indexes
   the new files, and records them verified, so every command stops reporting
   the hole.
@@ -27,6 +30,7 @@ import anyio
 
 from pitr.catalog.entries import SegmentEntry, SnapshotEntry
 from pitr.errors import CatalogDamaged, ForeignRepository, Gap, Window
+from pitr.repo.keyring import copy_wraps
 from pitr.repo.repository import Repository
 from pitr.timefmt import format_time
 from pitr.timeline import build_timeline
@@ -51,6 +55,7 @@ class RepairReport:
     moved_aside: list[tuple[str, str]] = field(default_factory=list)  # (file, where its damaged bytes went)
     unrepaired: list[tuple[str, str]] = field(default_factory=list)  # (file or LSN range, why)
     kept: list[str] = field(default_factory=list)  # named by verify, but the same bytes as the healthy copy
+    keys_copied: list[str] = field(default_factory=list)  # `keys/` wraps published from the healthy repository
     still_damaged: list[str] = field(default_factory=list)  # after the repair: not indexed, damaged or unbound
     windows: list[Window] = field(default_factory=list)
     holes: list[Gap] = field(default_factory=list)
@@ -111,6 +116,7 @@ async def repair_repository(repo: Repository, healthy: Repository, *, progress: 
             f"{healthy.url} holds the history of store {healthy_ident.store_id} ({healthy_ident.name}, from LSN "
             f"{healthy_ident.first_lsn}), not that of {repo.url}: store {ident.store_id} ({ident.name}, from LSN "
             f"{ident.first_lsn}); nothing was changed: repair from a copy of the same repository")
+    report.keys_copied = await copy_wraps(healthy, repo)  # each checked to be this store's; none replaced
     before = await verify_repository(repo, mode="full", progress=progress)
     if before.catalog_damaged:
         raise CatalogDamaged(f"{repo.url}: the catalog is damaged, so the damage in the files cannot be told "

@@ -22,7 +22,8 @@ unchecked, and counted.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from pitr.errors import CorruptData, ObjectNotFound
@@ -37,7 +38,7 @@ from pitr.repo.checkpoints import (
 )
 from pitr.repo.identity import RepoIdentity
 from pitr.repo.repository import Repository
-from pitr.repo.witness import Witness
+from pitr.repo.witness import Witness, open_witness
 from pitr.storage.base import Storage
 from pitr.timefmt import format_time
 from pitr.verify.checks import Finding
@@ -226,3 +227,30 @@ async def require_witnessed(repo: Repository, witness: Witness) -> CheckpointRep
                           hint=f"run `pitr verify --witness {witness.url}` for every finding, and restore from "
                                "another copy of the history")
     return report
+
+
+@asynccontextmanager
+async def opened_witness(witness: str | Witness | None, repos: Sequence[Repository], *,
+                         s3_endpoint: str | None = None) -> AsyncIterator[Witness | None]:
+    """`witness` as the API takes it (a directory or `s3://` URL, an opened `Witness`, or None), opened.
+
+    A URL is opened as `pitr verify --witness` opens it: it must exist (a verification against nothing
+    proves nothing) and must not be one of `repos`. `s3_endpoint` defaults to the first S3 repository's."""
+    if witness is None or isinstance(witness, Witness):
+        yield witness
+        return
+    if s3_endpoint is None:
+        s3_endpoint = next((e for r in repos if isinstance(e := getattr(r.storage, "endpoint_url", None), str)),
+                           None)
+    async with open_witness(witness, create=False, s3_endpoint=s3_endpoint,
+                            repository_urls=tuple(r.url for r in repos)) as opened:
+        yield opened
+
+
+async def require_witnessed_all(repos: Sequence[Repository], witness: str | Witness, *,
+                                s3_endpoint: str | None = None) -> list[CheckpointReport]:
+    """`require_witnessed` for every repository, the witness opened once: the one rule restore applies
+    (the library's `restore(..., RestoreOptions(witness=...))` and `pitr restore --witness` alike)."""
+    async with opened_witness(witness, repos, s3_endpoint=s3_endpoint) as opened:
+        assert opened is not None
+        return [await require_witnessed(repo, opened) for repo in repos]

@@ -33,7 +33,7 @@ from pitr.repo.witness import Witness
 from pitr.timefmt import format_time
 from pitr.timeline import build_timeline
 from pitr.verify.catalog_check import ExpectedRows, check_catalog
-from pitr.verify.checkpoints import CheckpointReport, check_checkpoints
+from pitr.verify.checkpoints import CheckpointReport, check_checkpoints, opened_witness
 from pitr.verify.checks import Finding, chain_findings, check_segment, check_snapshot, finding_from
 from pitr.verify.replay import replay_checks
 from segments import SegmentsError, parse_snapshot_name
@@ -166,9 +166,13 @@ async def _identity(repo: Repository) -> tuple[RepoIdentity, CatalogDamaged | No
 
 
 async def verify_repository(repo: Repository, *, mode: str = "full", files: Sequence[str] = (),
-                            progress: Progress | None = None, witness: Witness | None = None) -> VerifyReport:
-    """Check the repository's files and report what is broken and what remains restorable; with `witness`,
-    also that the repository holds every LSN the witness's signed checkpoints reached, unaltered."""
+                            progress: Progress | None = None, witness: Witness | str | None = None) -> VerifyReport:
+    """Check the repository's files and report what is broken and what remains restorable; with `witness`
+    (an opened one, or a directory or `s3://` URL to open), also that the repository holds every LSN the
+    witness's signed checkpoints reached, unaltered."""
+    if isinstance(witness, str):
+        async with opened_witness(witness, [repo]) as opened:
+            return await verify_repository(repo, mode=mode, files=files, progress=progress, witness=opened)
     if mode not in MODES:
         raise InvalidArgument(f"verify mode must be one of {', '.join(MODES)}, not {mode!r}")
     started = time.monotonic()

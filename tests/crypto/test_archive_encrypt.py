@@ -172,6 +172,32 @@ def test_copy_and_repair_of_an_encrypted_repository_take_its_key(twins: Twins) -
     assert [(w["start_lsn"], w["end_lsn"]) for w in report["windows"]] == [(0, ROUNDS * PER_ROUND)]
 
 
+def test_repair_publishes_the_key_wraps_the_healthy_repository_gained_since_the_copy(twins: Twins) -> None:
+    """A key rotated in after the copy was made: the repair brings its wrap, so the repaired copy opens under
+    the new key as its source does (and a second repair publishes nothing, replaces nothing)."""
+    copy, key, rotated = twins.tmp / "copy", str(twins.key), str(twins.tmp / "rotated")
+    create_key_file(rotated)
+    twins.ok("copy", "--from", str(twins.sealed), "--to", str(copy), "--key-file", key)
+    twins.ok("key", "rotate", "--repo", str(twins.sealed), "--key-file", key, "--new-key-file", rotated)
+    wrap = [p.name for p in (twins.sealed / "keys").iterdir()]
+    assert len(wrap) == 1
+    assert not (copy / "keys").exists() or not list((copy / "keys").iterdir())
+    _refused(twins.capsys, ["verify", "--repo", str(copy), "--key-file", rotated], "wrong_key", "")
+    victim = max((copy / "segments").iterdir(), key=lambda p: p.stat().st_size)
+    victim.chmod(0o600)
+    victim.write_bytes(victim.read_bytes()[:-100])
+    out = json.loads(twins.ok("repair", str(copy), "--from", str(twins.sealed), "--key-file", key, "--json"))
+    assert out["ok"]
+    assert out["replaced"] == [victim.name]
+    assert out["keys_copied"] == [f"keys/{wrap[0]}"]
+    assert (copy / "keys" / wrap[0]).read_bytes() == (twins.sealed / "keys" / wrap[0]).read_bytes()
+    report = json.loads(twins.ok("verify", "--repo", str(copy), "--key-file", rotated, "--json"))[0]
+    assert report["findings"] == []
+    again = json.loads(twins.ok("repair", str(copy), "--from", str(twins.sealed), "--key-file", rotated, "--json"))
+    assert again["keys_copied"] == []
+    assert again["replaced"] == []
+
+
 def test_a_snapshot_is_taken_into_one_encrypted_repository_at_a_time(
         tmp_path: Path, random_seed: int, capsys: pytest.CaptureFixture[str]) -> None:
     """Each encrypted repository has its own data key, and one snapshot file is published to every
