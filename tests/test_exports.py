@@ -9,7 +9,7 @@ import pytest
 
 @pytest.mark.parametrize("package", ["pitr", "segments", "pitr.store", "pitr.restore", "pitr.archiver",
                                      "pitr.audit", "pitr.verify", "pitr.storage", "pitr.sources.etcd",
-                                     "pitr.transfer", "pitr.crypto"])
+                                     "pitr.transfer", "pitr.crypto", "pitr.follow", "pitr.undo"])
 def test_all_names_exist_and_are_public(package: str) -> None:
     module = importlib.import_module(package)
     names = module.__all__
