@@ -72,6 +72,22 @@ cdef inline int _less_equal(bytes a, bytes b):
     return la <= lb
 
 
+cdef inline bytes _snapshot_entry(const unsigned char *key, Py_ssize_t klen, const unsigned char *value,
+                                  Py_ssize_t vlen, unsigned char flags, int64_t expires):
+    """The entry's snapshot encoding (segments.snapshot.encode_entry): what the state digest hashes."""
+    cdef Py_ssize_t hlen = 17 if flags else 9
+    cdef bytes entry = PyBytes_FromStringAndSize(NULL, hlen + klen + vlen)
+    cdef unsigned char *e = <unsigned char *>PyBytes_AS_STRING(entry)
+    e[0] = flags
+    _store32le(e + 1, <uint32_t>klen)
+    _store32le(e + 5, <uint32_t>vlen)
+    if flags:
+        _store64le(e + 9, expires)
+    memcpy(e + hlen, key, klen)
+    memcpy(e + hlen + klen, value, vlen)
+    return entry
+
+
 def scan_rows(list batch, bytes previous, object stop, bytes prefix, object live_at, bint encode):
     """See `pitr.datadir.rowcodec.scan_rows_reference`."""
     cdef list out = []
@@ -84,9 +100,7 @@ def scan_rows(list batch, bytes previous, object stop, bytes prefix, object live
     cdef int64_t expires = 0, cutoff = 0
     cdef bint has_cutoff = live_at is not None, has_stop = stop is not None
     cdef bytes stop_key = stop if has_stop else b""
-    cdef bytes entry
-    cdef unsigned char *e
-    cdef Py_ssize_t vstart, vlen, hlen
+    cdef Py_ssize_t vstart, vlen
     if has_cutoff:
         cutoff = live_at
     for i in range(n):
@@ -119,17 +133,8 @@ def scan_rows(list batch, bytes previous, object stop, bytes prefix, object live
             if has_cutoff and expires <= cutoff:
                 continue
         if encode:
-            hlen = 17 if flags else 9
-            entry = PyBytes_FromStringAndSize(NULL, hlen + klen + vlen)
-            e = <unsigned char *>PyBytes_AS_STRING(entry)
-            e[0] = flags
-            _store32le(e + 1, <uint32_t>klen)
-            _store32le(e + 5, <uint32_t>vlen)
-            if flags:
-                _store64le(e + 9, expires)
-            memcpy(e + hlen, PyBytes_AS_STRING(key), klen)
-            memcpy(e + hlen + klen, r + vstart, vlen)
-            PyList_Append(out, entry)
+            PyList_Append(out, _snapshot_entry(<const unsigned char *>PyBytes_AS_STRING(key), klen, r + vstart, vlen,
+                                               flags, expires))
         else:
             value = PyBytes_FromStringAndSize(<const char *>(r + vstart), vlen)
             PyList_Append(out, (key, value, expires if flags else None))
@@ -138,14 +143,13 @@ def scan_rows(list batch, bytes previous, object stop, bytes prefix, object live
 
 def encode_rows(list keys, list values, list expiries):
     """See `pitr.datadir.rowcodec.encode_rows_reference`."""
-    cdef Py_ssize_t i, n = len(keys), klen, vlen, hlen, rhead
+    cdef Py_ssize_t i, n = len(keys), klen, vlen, rhead
     cdef list rows = [], entries = []
-    cdef bytes key, value, row, entry
+    cdef bytes key, value, row
     cdef object exp
     cdef unsigned char flags
     cdef int64_t expires = 0
     cdef unsigned char *w
-    cdef unsigned char *e
     cdef uint32_t crc
     for i in range(n):
         key = <bytes>keys[i]
@@ -172,15 +176,6 @@ def encode_rows(list keys, list values, list expiries):
         w[3] = (crc >> 8) & 0xFF
         w[4] = crc & 0xFF
         PyList_Append(rows, row)
-        hlen = 17 if flags else 9
-        entry = PyBytes_FromStringAndSize(NULL, hlen + klen + vlen)
-        e = <unsigned char *>PyBytes_AS_STRING(entry)
-        e[0] = flags
-        _store32le(e + 1, <uint32_t>klen)
-        _store32le(e + 5, <uint32_t>vlen)
-        if flags:
-            _store64le(e + 9, expires)
-        memcpy(e + hlen, PyBytes_AS_STRING(key), klen)
-        memcpy(e + hlen + klen, PyBytes_AS_STRING(value), vlen)
-        PyList_Append(entries, entry)
+        PyList_Append(entries, _snapshot_entry(<const unsigned char *>PyBytes_AS_STRING(key), klen,
+                                               <const unsigned char *>PyBytes_AS_STRING(value), vlen, flags, expires))
     return rows, entries

@@ -23,7 +23,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import anyio
 import boto3
@@ -435,18 +435,22 @@ class S3Storage:
         check_name(name)
         return await self._call(f"download {name}", self._download_sync, name, path)
 
+    def _head(self, key: str) -> dict[str, Any] | None:
+        """The object's HEAD response, or None when it does not exist (in a worker thread)."""
+        try:
+            return cast("dict[str, Any]", self._s3().head_object(Bucket=self.bucket, Key=key))
+        except ClientError as exc:
+            if is_not_found(exc):
+                return None
+            raise
+
     async def stat(self, name: str) -> ObjectInfo | None:
         """The object's info, or None when it does not exist."""
         key = self._key(name)
 
         def head(attempt: int) -> ObjectInfo | None:
-            try:
-                response = self._s3().head_object(Bucket=self.bucket, Key=key)
-            except ClientError as exc:
-                if is_not_found(exc):
-                    return None
-                raise
-            return ObjectInfo(name, int(response["ContentLength"]))
+            response = self._head(key)
+            return None if response is None else ObjectInfo(name, int(response["ContentLength"]))
 
         return await self._call(f"stat {name}", head)
 
@@ -455,12 +459,9 @@ class S3Storage:
         key = self._key(name)
 
         def head(attempt: int) -> int | None:
-            try:
-                response = self._s3().head_object(Bucket=self.bucket, Key=key)
-            except ClientError as exc:
-                if is_not_found(exc):
-                    return None
-                raise
+            response = self._head(key)
+            if response is None:
+                return None
             until = response.get("ObjectLockRetainUntilDate")
             if not isinstance(until, datetime):
                 return None
