@@ -62,6 +62,10 @@ async def _assess_url(args: argparse.Namespace, url: str, now_ns: int, limits: T
 
     try:
         async with open_repository(url, cache_dir=args.cache_dir, s3_endpoint=args.s3_endpoint) as repo:
+            if getattr(args, "key_file", None):
+                from pitr.repo.keyring import unlock_existing  # cryptography: only for a key
+
+                await unlock_existing([repo], args.key_file)
             return await assess(repo, now_ns, limits, args.data)
     except PitrError as exc:  # a repository that cannot be read is broken, and the others are still judged
         health = RepoHealth(url, now_ns, error_code=_error_code(exc))

@@ -255,3 +255,21 @@ def test_an_old_archiver_record_says_nothing_of_the_cap_now(capsys: Capsys, tmp_
     assert not any("upload cap" in w for w in warnings), warnings
     _code, out, _err = pitr(capsys, "status", "--data", data, "--repo", repo)
     assert "record too old to say what the cap costs now" in out
+
+
+def test_an_encrypted_repository_is_judged_with_its_key_file(capsys: Capsys, tmp_path: Path) -> None:
+    """`status --key-file` opens an encrypted repository with the key (healthy); without it, it cannot read
+    the history and says the key is missing (broken, never a guess)."""
+    data, repo, key = str(tmp_path / "data"), str(tmp_path / "repo"), str(tmp_path / "key")
+    assert pitr(capsys, "key", "create", key)[0] == 0
+    assert pitr(capsys, "put", "--data", data, "k", "v")[0] == 0
+    assert pitr(capsys, "archive", "--data", data, "--repo", repo, "--encrypt", "--key-file", key)[0] == 0
+    assert pitr(capsys, "snapshot", "--data", data, "--repo", repo, "--key-file", key)[0] == 0
+    assert pitr(capsys, "verify", "--repo", repo, "--key-file", key)[0] == 0
+    code, doc = status(capsys, tmp_path, "--key-file", key)
+    row = repo_of(doc)
+    assert (code, doc["state"], row["problems"]) == (0, "healthy", []), row
+    assert row["known_complete_lsn"] == 1
+    code, doc = status(capsys, tmp_path)
+    assert (code, doc["state"]) == (2, "broken")
+    assert "no key was given" in " ".join(repo_of(doc)["problems"])  # type: ignore[arg-type]
