@@ -91,3 +91,12 @@ def test_an_unhashed_append_is_for_an_empty_state_only(tmp_path: Path) -> None:
             db.append_sorted([(b"e", b"5")], [], predict=False)
     finally:
         db.close()
+
+
+def test_a_digest_stored_for_another_count_is_refused(tmp_path: Path) -> None:
+    db = built(tmp_path)
+    try:
+        with pytest.raises(CorruptData, match="its checkpoint counts 4 keys, its rows read back 3"):
+            db.store_digest(1, 3)
+    finally:
+        db.close()
