@@ -14,10 +14,11 @@ from __future__ import annotations
 from typing import NoReturn
 
 from pitr.datadir.entries import DIGEST_MOD
+from pitr.datadir.rowcodec import encode_rows
 from pitr.datadir.state import I64BE, StateDB
 from pitr.datadir.view import show_key
 from pitr.errors import CorruptData
-from segments.snapshot_encode import digest_terms, encode_entries
+from segments.snapshot_encode import digest_terms
 
 RECEIPT_HINT = ("nothing was published; run the restore again, and if it fails the same way, "
                 "run `pitr verify` on the repository and report the restore as a bug")
@@ -70,9 +71,9 @@ def _entries(wrote: list[tuple[bytes, bytes]], expiries: dict[bytes, int]) -> li
     """The snapshot entry encodings of (key, value) puts with their expiries."""
     if not wrote:
         return []
-    keys, values = zip(*wrote, strict=True)
+    keys, values = map(list, zip(*wrote, strict=True))
     exps: list[int | None] = [expiries.get(key) for key in keys] if expiries else [None] * len(keys)
-    return encode_entries(keys, values, exps)
+    return encode_rows(keys, values, exps)[1]  # the compiled codec (its rows are not kept): 3x encode_entries
 
 
 def _refuse_rows(state: StateDB, at: int, wrote: list[tuple[bytes, bytes]], read: list[bytes],
