@@ -7,9 +7,10 @@ Prints the seconds of each phase as the restore runs them: importing what a rest
 opening the repository, the catalog sync, planning, opening (and with several repositories,
 verifying) the segments, the replay (read, decompress, check, fold; verification is fused into
 it), the merge with the base, sorting the final rows (`live_rows`), the LMDB append, the
-receipt (the rows read back and hashed), the single fsync, and publishing the directory. Wrappers around the phase functions do the timing;
-a synchronous phase also prints the CPU seconds of its thread (`time.thread_time`),
-the line for the whole process its user and system CPU; nothing else changes. A profile, not a figure: the figures are `restore_cold.py`'s.
+receipt (the rows read back and hashed), the single fsync, and publishing the directory.
+Wrappers around the phase functions do the timing; a synchronous phase also prints the CPU
+seconds of its thread (`time.thread_time`), the last line the process's user and system CPU;
+nothing else changes. A profile, not a figure: the figures are `restore_cold.py`'s.
 """
 
 from __future__ import annotations
