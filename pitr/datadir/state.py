@@ -288,16 +288,21 @@ class StateDB:
             self._put_checkpoint(txn, Checkpoint(applied_lsn, applied_ts_ns, total, cp.count + len(keys) - len(old),
                                                  *wal_position))
 
-    def append_sorted(self, puts: Iterable[tuple[bytes, bytes]], expiring: list[tuple[bytes, bytes]]) -> None:
+    def append_sorted(self, puts: Iterable[tuple[bytes, bytes]], expiring: list[tuple[bytes, bytes]], *,
+                      predict: bool = True) -> None:
         """Append entries whose keys all sort after the state's last key (restore), in one transaction.
 
         `puts` may be any iterable of (key, value); `expiring` holds (key, i64 big-endian expiry)
-        for the puts that have one.
+        for the puts that have one. Without `predict` (an empty state only) the rows are not
+        hashed: the checkpoint's digest is left for `store_digest`, which the caller must call
+        with the digest of the rows read back (`pitr.restore.receipt.receipt_of_append`).
         """
         expiries = {key: I64BE.unpack(raw)[0] for key, raw in expiring}
         try:
             with self.env.begin(write=True) as txn:
                 cp = self._read_checkpoint(txn)
+                if not predict and (cp.count or cp.digest_total):
+                    raise InvalidArgument(f"{self.path}: rows are appended unhashed to an empty state only")
                 total, count = cp.digest_total, cp.count
                 cursor = txn.cursor(self.data)
                 it = iter(puts)
@@ -305,7 +310,8 @@ class StateDB:
                     keys, values = map(list, zip(*batch, strict=True))
                     exps: list[int | None] = [expiries.get(key) for key in keys] if expiries else [None] * len(keys)
                     rows, encoded = encode_rows(keys, values, exps)  # the rows and what the digest hashes
-                    total += digest_terms(encoded)
+                    if predict:
+                        total += digest_terms(encoded)
                     consumed, added = cursor.putmulti(zip(keys, rows, strict=True), append=True)
                     if added != len(batch):
                         raise InvalidArgument(f"{self.path}: appended keys do not sort after the state's last key")
@@ -316,6 +322,17 @@ class StateDB:
                 self._put_checkpoint(txn, replace(cp, digest_total=total % DIGEST_MOD, count=count))
         except lmdb.Error as exc:
             raise state_lmdb_error(exc, self.path, "append to the LMDB state") from exc
+
+    def store_digest(self, digest_total: int, count: int) -> None:
+        """Set the checkpoint's state digest (reduced) after an unhashed append, whose count it must match."""
+        try:
+            with self.env.begin(write=True) as txn:
+                cp = self._read_checkpoint(txn)
+                if cp.count != count:
+                    self._damaged(f"its checkpoint counts {cp.count} keys, its rows read back {count}")
+                self._put_checkpoint(txn, replace(cp, digest_total=digest_total % DIGEST_MOD))
+        except lmdb.Error as exc:
+            raise state_lmdb_error(exc, self.path, "write the checkpoint") from exc
 
     def set_checkpoint(self, applied_lsn: int, applied_ts_ns: int) -> None:
         try:

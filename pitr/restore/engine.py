@@ -19,7 +19,7 @@ from pitr.progress import ByteCounter
 from pitr.restore.destination import Replacement
 from pitr.restore.plan import RestorePlan, SkippedBase
 from pitr.restore.prefetch import prefetched
-from pitr.restore.receipt import check_base_digest, receipt_digest
+from pitr.restore.receipt import check_base_digest, receipt_digest, receipt_of_append
 from pitr.restore.replay import replay_log
 from segments import SegmentsError
 from segments import record as rec
@@ -34,6 +34,7 @@ MAX_CHANGES = 4_000_000  # changed keys held in memory before the replay spills 
 MAX_MERGED = 4_000_000  # base entries + changes merged in a dict; a larger base is streamed
 LOAD_CHUNK = 100_000  # entries per LMDB transaction when loading the base
 Progress = Callable[[str, int, int], None]
+Written = tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]  # (key, value) puts, (key, i64be) expiries
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,14 +100,18 @@ def build_state(state_dir: str, plan: RestorePlan, snapshot: RangeSource | None,
             changes = replay_log(plan, segments, verify=verify, max_changes=MAX_CHANGES, spill=spill,
                                  keys=segment_keys)
             final_ts = max(plan.target_ts_ns, plan.base.ts_ns)
+            written: Written | None = None
             if spilled:
                 state.apply(changes, plan.target_lsn, final_ts)
                 changes = {}
                 expired = state.drop_expired(plan.cutoff_ns)
             else:
-                expired = _load_final(state, base, changes, plan.cutoff_ns, plan.target_lsn, final_ts)
+                expired, written = _load_final(state, base, changes, plan.cutoff_ns, plan.target_lsn, final_ts)
             keys = state.count()
-            digest = receipt_digest(state)
+            # the receipt: read back through the rows' checks, against the running digest, or (one
+            # unhashed append) entry for entry against what was written, then hashed once
+            digest = receipt_digest(state) if written is None else receipt_of_append(state, *written)
+            del written
             state.sync()
             counter.finish()
     except SegmentsError as exc:
@@ -142,9 +147,10 @@ def _load_base(state: StateDB, base: SnapshotReader | None, plan: RestorePlan) -
 
 
 def _load_final(state: StateDB, base: SnapshotReader | None, changes: dict[bytes, Change],
-                cutoff_ns: int, lsn: int, ts_ns: int) -> int:
+                cutoff_ns: int, lsn: int, ts_ns: int) -> tuple[int, Written | None]:
     """Write the base with `changes` applied into the empty state, without keys expired at the
-    cutoff, and set the checkpoint; returns how many keys expired. Empties `changes`."""
+    cutoff, and set the checkpoint; returns how many keys expired, and the rows of an unhashed
+    append (for `receipt_of_append`) or None when the running digest was kept. Empties `changes`."""
     if base is not None and base.footer.entry_count + len(changes) > MAX_MERGED:
         # a large base is streamed: each of its keys takes its change out of the map
         with closing(_base_with_changes(base, changes)) as entries:
@@ -153,14 +159,14 @@ def _load_final(state: StateDB, base: SnapshotReader | None, changes: dict[bytes
         changes.clear()
         expired += drop_expiring(new_keys, cutoff_ns)
         state.apply(new_keys, lsn, ts_ns)  # sorts them, and sets the checkpoint
-        return expired
+        return expired, None
     merged = _merge_base(base, changes)
     puts, expiring, expired = live_rows(merged, cutoff_ns)  # in key order: appended, not inserted
     merged.clear()
     changes.clear()
-    state.append_sorted(puts, expiring)
+    state.append_sorted(puts, expiring, predict=False)  # hashed once, as the receipt reads the rows back
     state.set_checkpoint(lsn, ts_ns)
-    return expired
+    return expired, (puts, expiring)
 
 
 def _merge_base(base: SnapshotReader | None, changes: dict[bytes, Change]) -> dict[bytes, Change]:

@@ -21,7 +21,7 @@ from pitr.datadir.state import StateDB
 from pitr.errors import CorruptData
 from pitr.repo.repository import open_repository
 from pitr.restore import RestoreOptions, RestoreResult, RestoreTarget, restore
-from pitr.restore.receipt import receipt_digest
+from pitr.restore.receipt import receipt_digest, receipt_of_append
 from pitr.verify.state import verify_state as check_state
 from segments.fold import Change
 from tests.store.test_restore import build_path, make_history
@@ -98,15 +98,21 @@ async def test_a_build_whose_rows_disagree_with_its_prediction_publishes_nothing
         StateDB.__init__(self, self.path, sync=False)
         real_sync(self)
 
-    real_receipt = receipt_digest
+    real_receipt, real_append_receipt = receipt_digest, receipt_of_append
 
     def receipt_after_loss(state: StateDB) -> bytes:
         sync_losing_a_row(state)
         return real_receipt(state)
 
+    def append_receipt_after_loss(state: StateDB, puts: list[tuple[bytes, bytes]],
+                                  expiring: list[tuple[bytes, bytes]]) -> bytes:
+        sync_losing_a_row(state)
+        return real_append_receipt(state, puts, expiring)
+
     from pitr.restore import engine
 
     monkeypatch.setattr(engine, "receipt_digest", receipt_after_loss)
+    monkeypatch.setattr(engine, "receipt_of_append", append_receipt_after_loss)
     dest = tmp_path / "out"
     async with open_repository(history.repo_dir) as repo:
         with pytest.raises(CorruptData, match="restore receipt") as caught:
