@@ -207,6 +207,8 @@ async def _follow_loop(run: _Run, interval: float, catch_up: bool,
             run.segments += 1
             run.commits += applied.commits
             done.append(applied)
+            if applied.segment != step.chosen.name:
+                break  # the live file reached past the steps chosen after this one: look again
         status = _status(run, None if mark is None else (mark.lsn, mark.complete_through_ns), listed)
         if trace is not None:
             trace({"at_ns": time.time_ns(), "look_s": round(looked - started, 4), "listed": len(listed),
