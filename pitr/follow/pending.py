@@ -13,6 +13,7 @@ checked as before (`pitr.follow.apply.apply_segment`): tables, the chain from th
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 from pitr.errors import Gap, HistoryGap
@@ -64,15 +65,20 @@ def choose_steps(listed: list[Listed], after_lsn: int, url: str, max_bytes: int 
     At each LSN: the smallest file starting there (an input its merge has not replaced yet reads least),
     else the live file containing it (entered mid-way). A hole before or between them is `HistoryGap`."""
     steps: list[Step] = []
+    starting: dict[int, Listed] = {}
+    for s in listed:  # the smallest file starting at each LSN
+        if s.first_lsn not in starting or s.last_lsn < starting[s.first_lsn].last_lsn:
+            starting[s.first_lsn] = s
+    # each live file starts after the one before and reaches further (live_segments): the last one
+    # starting at or before an LSN is the one that can contain it
+    live = sorted((s for s in listed if s.live), key=lambda s: s.first_lsn)
+    live_starts = [s.first_lsn for s in live]
     expected, size = after_lsn + 1, 0
     while True:
-        starting = [s for s in listed if s.first_lsn == expected]
-        live = next((s for s in listed if s.live and s.first_lsn <= expected <= s.last_lsn), None)
-        if starting:
-            chosen = min(starting, key=lambda s: s.last_lsn)
-        elif live is not None:
-            chosen = live
-        else:
+        at = bisect.bisect_right(live_starts, expected) - 1
+        covering = live[at] if at >= 0 and live[at].last_lsn >= expected else None
+        chosen = starting.get(expected, covering)
+        if chosen is None:
             later = [s for s in listed if s.first_lsn > expected]
             if later:
                 nxt = min(later, key=lambda s: s.first_lsn)
@@ -80,7 +86,7 @@ def choose_steps(listed: list[Listed], after_lsn: int, url: str, max_bytes: int 
                                  f"repository (the next one is {nxt.name})", [Gap(expected, nxt.first_lsn - 1)],
                                  hint=RESTORE_HINT)
             return steps
-        steps.append(Step(chosen, None if chosen.live or live is None else live))
+        steps.append(Step(chosen, None if chosen.live or covering is None else covering))
         expected, size = chosen.last_lsn + 1, size + chosen.size
         if size >= max_bytes:
             return steps
