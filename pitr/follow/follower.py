@@ -212,6 +212,7 @@ async def _follow_loop(run: _Run, interval: float, catch_up: bool,
         status = _status(run, None if mark is None else (mark.lsn, mark.complete_through_ns), listed)
         if trace is not None:
             trace({"at_ns": time.time_ns(), "look_s": round(looked - started, 4), "listed": len(listed),
+                   "superseded": sum(not s.live for s in listed),
                    "pending": [s.chosen.name for s in steps], "applied": [a.trace() for a in done],
                    "poll_s": round(time.perf_counter() - started, 4), "applied_lsn": status.applied_lsn})
         if not steps and status.behind_commits:
