@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from pitr.cli.common import print_json, progress_for, repositories
-from pitr.errors import InvalidArgument
+from pitr.errors import InvalidArgument, file_error
 from pitr.follow import FollowOptions, FollowStatus, follow
 from pitr.timefmt import format_time, parse_duration
 
 QUIET_REPORT_SECONDS = 10.0  # on a terminal, a caught-up standby says so this often
+TRACE_ENV = "PITR_FOLLOW_TRACE"  # a file: one JSON line per look at the repository (what it cost)
 
 
 def _check_flags(args: argparse.Namespace) -> float | None:
@@ -63,14 +68,34 @@ class _Reporter:
               f"{status.behind_ns / 1e9:.3f} s behind {status.repo} (complete through {through})", flush=True)
 
 
+@contextmanager
+def _trace_file() -> Iterator[Callable[[dict[str, object]], None] | None]:
+    """The follower's trace into the file PITR_FOLLOW_TRACE names (appended, 0600), or none."""
+    path = os.environ.get(TRACE_ENV)
+    if not path:
+        yield None
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise file_error(exc, path, f"open the follower's trace ({TRACE_ENV})") from exc
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        def write(record: dict[str, object]) -> None:
+            out.write(json.dumps(record, sort_keys=True) + "\n")
+            out.flush()
+
+        yield write
+
+
 async def run_follow(args: argparse.Namespace) -> int:
     interval = _check_flags(args)
     options = FollowOptions(dest=args.dest, interval=interval, catch_up=args.catch_up, force=args.force)
     reporter = _Reporter(args.json)
     progress = progress_for(args)
-    async with repositories(args) as repos:
-        status = await follow(repos[0], options, report=reporter, progress=progress,
-                              say=lambda text: print(text, file=sys.stderr))
+    with _trace_file() as trace:
+        async with repositories(args) as repos:
+            status = await follow(repos[0], options, report=reporter, progress=progress,
+                                  say=lambda text: print(text, file=sys.stderr), trace=trace)
     progress.done()
     summary = {"event": "stopped", **status.as_dict()}
     if status.restored is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, replace
 from functools import partial
 
@@ -21,9 +22,11 @@ import anyio
 from pitr.catalog.entries import SegmentEntry
 from pitr.datadir.markers import ChainAnchor, FollowerMarker, write_follower
 from pitr.datadir.state import StateDB
-from pitr.errors import CorruptData, Gap, HistoryGap, Window, file_error
+from pitr.errors import CorruptData, Gap, HistoryGap, ObjectNotFound, Window, file_error
+from pitr.follow.pending import RESTORE_HINT, Listed
 from pitr.repo import layout
 from pitr.repo.identity import RepoIdentity
+from pitr.repo.indexing import segment_entry
 from pitr.repo.repository import Repository
 from pitr.restore.options import RestoreTarget
 from pitr.restore.plan import RestorePlan
@@ -35,11 +38,6 @@ from segments.fold import Change
 from segments.segment_reader import SegmentMeta
 from segments.source import FileSource, RangeSource
 
-MAX_STEP_BYTES = 64 << 20  # segment bytes applied before the follower reports and looks again
-RESTORE_HINT = ("the standby is consistent at the last LSN it applied; once the repository is repaired "
-                "(pitr verify, pitr repair) rerun the follower, or restore a new standby with "
-                "pitr restore --latest --follow --force --dest DIR")
-
 
 @dataclass(frozen=True, slots=True)
 class Applied:
@@ -49,25 +47,34 @@ class Applied:
     anchor: ChainAnchor
     ts_ns: int
     commits: int
+    complete_through_ns: int  # the segment's trailer: no commit it lacks was made before then
+    size: int = 0  # the segment file's bytes
+    bytes_read: int = 0  # of those, read to check and apply it
+    seconds: tuple[float, float, float] = (0.0, 0.0, 0.0)  # check (tables, chain), replay, state apply
+
+    def trace(self) -> dict[str, object]:
+        """What applying it cost, for the follower's trace."""
+        check, replay_s, state = self.seconds
+        return {"segment": self.segment, "commits": self.commits, "size": self.size, "bytes_read": self.bytes_read,
+                "check_s": round(check, 4), "replay_s": round(replay_s, 4), "state_s": round(state, 4)}
 
 
-def pending_segments(repo: Repository, after_lsn: int, max_bytes: int = MAX_STEP_BYTES) -> list[SegmentEntry]:
-    """The catalog's segments holding the LSNs after `after_lsn`, contiguous, up to about `max_bytes`
-    (at least one); a hole before or between them is `HistoryGap` (blocking: reads the catalog)."""
-    found: list[SegmentEntry] = []
-    expected, size = after_lsn + 1, 0
-    for entry in repo.catalog.segments_from(after_lsn + 1):
-        if entry.last_lsn < expected:
-            continue
-        if entry.first_lsn > expected:
-            raise HistoryGap(f"{repo.url}: LSN {expected}..{entry.first_lsn - 1} are in no segment of the "
-                             f"repository (the next one is {entry.name})", [Gap(expected, entry.first_lsn - 1)],
-                             hint=RESTORE_HINT)
-        found.append(entry)
-        expected, size = entry.last_lsn + 1, size + entry.size
-        if size >= max_bytes:
-            break
-    return found
+class CountingSource:
+    """A source that counts the bytes read through it (the follower's trace)."""
+
+    def __init__(self, inner: RangeSource) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.size = inner.size
+        self.bytes_read = 0
+
+    def read(self, offset: int, length: int) -> bytes:
+        data = self.inner.read(offset, length)
+        self.bytes_read += len(data)
+        return data
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 def missing_after(repo: Repository, applied_lsn: int, archived_lsn: int) -> HistoryGap:
@@ -107,13 +114,19 @@ def check_link(meta: SegmentMeta, anchor: ChainAnchor, url: str) -> None:
                           path=name, lsn=anchor.lsn, hint=RESTORE_HINT)
 
 
-async def open_segment(repo: Repository, entry: SegmentEntry, work_dir: str) -> tuple[RangeSource, str | None]:
+async def open_segment(repo: Repository, listed: Listed, work_dir: str) -> tuple[RangeSource, str | None]:
     """The segment's bytes: the file itself in a local repository, else a private download in `work_dir`
-    (returned, to be removed once applied: a follower does not keep a second copy of the archive)."""
-    name = layout.segment_object(entry.name)
+    (returned, to be removed once applied: a follower does not keep a second copy of the archive).
+    A file gone since it was listed is `ObjectNotFound`."""
+    name = layout.segment_object(listed.name)
     path = repo.local_path(name)
     if path is not None:
-        return await anyio.to_thread.run_sync(FileSource, path), None
+        try:
+            return await anyio.to_thread.run_sync(FileSource, path), None
+        except FileNotFoundError as exc:
+            raise ObjectNotFound(f"{repo.url}/{name} is gone (listed a moment ago)") from exc
+        except OSError as exc:
+            raise file_error(exc, path, "open a segment") from exc
     try:
         fd, tmp = tempfile.mkstemp(prefix=".follow-", suffix=".seg", dir=work_dir)
         os.close(fd)
@@ -155,26 +168,32 @@ def _replay(repo: Repository, ident: RepoIdentity, meta: SegmentMeta, entry: Seg
 
 
 async def apply_segment(repo: Repository, state: StateDB, data_dir: str, marker: FollowerMarker,
-                        anchor: ChainAnchor, entry: SegmentEntry) -> tuple[Applied, FollowerMarker]:
-    """Check `entry` against the applied position and apply it; returns what was applied and the marker
-    now on disk. Nothing moves when a check fails: the state stays at `anchor`."""
-    source, download = await open_segment(repo, entry, repo.cache_dir)
+                        anchor: ChainAnchor, listed: Listed) -> tuple[Applied, FollowerMarker]:
+    """Check the segment file `listed` against the applied position and apply it; returns what was applied
+    and the marker now on disk. Nothing moves when a check fails: the state stays at `anchor`."""
+    opened, download = await open_segment(repo, listed, repo.cache_dir)
+    source = CountingSource(opened)
+    started = time.perf_counter()
     try:
         meta, finding = await anyio.to_thread.run_sync(
-            partial(check_segment, entry.name, source, full=False, keys=repo.segment_keys,
+            partial(check_segment, listed.name, source, full=False, keys=repo.segment_keys,
                     sealed=repo.segment_keys is not None))
         if finding is not None or meta is None:
             where = f" at offset {finding.offset}" if finding is not None and finding.offset is not None else ""
-            raise CorruptData(f"{repo.url}/{layout.segment_object(entry.name)}: "
+            raise CorruptData(f"{repo.url}/{layout.segment_object(listed.name)}: "
                               f"{finding.message if finding else 'unreadable'}{where}",
-                              path=layout.segment_object(entry.name), hint=RESTORE_HINT)
-        if (meta.first_lsn, meta.last_lsn) != (entry.first_lsn, entry.last_lsn):
-            raise CorruptData(f"{repo.url}/{layout.segment_object(entry.name)}: holds LSN {meta.first_lsn}.."
-                              f"{meta.last_lsn}, its name and the catalog say {entry.first_lsn}..{entry.last_lsn}",
-                              path=layout.segment_object(entry.name), hint="pitr reindex, then pitr verify")
+                              path=layout.segment_object(listed.name), hint=RESTORE_HINT)
+        if (meta.first_lsn, meta.last_lsn) != (listed.first_lsn, listed.last_lsn):
+            raise CorruptData(f"{repo.url}/{layout.segment_object(listed.name)}: holds LSN {meta.first_lsn}.."
+                              f"{meta.last_lsn}, its name says {listed.first_lsn}..{listed.last_lsn}",
+                              path=layout.segment_object(listed.name), hint="move the misnamed file out of the "
+                              "repository, then pitr verify")
         check_link(meta, anchor, repo.url)
+        entry = segment_entry(listed.name, meta)
         ident = await repo.require_identity()
+        checked = time.perf_counter()
         changes = await anyio.to_thread.run_sync(_replay, repo, ident, meta, entry, source, anchor)
+        replayed = time.perf_counter()
     finally:
         source.close()
         if download is not None:
@@ -184,5 +203,7 @@ async def apply_segment(repo: Repository, state: StateDB, data_dir: str, marker:
     marker = replace(marker, anchors=(anchor, new))
     await anyio.to_thread.run_sync(write_follower, data_dir, marker)  # before the state moves: see anchors
     await anyio.to_thread.run_sync(state.apply, changes, new.lsn, ts_ns)
-    return Applied(entry.name, new, ts_ns, new.lsn - anchor.lsn), marker
+    seconds = (checked - started, replayed - checked, time.perf_counter() - replayed)
+    return Applied(listed.name, new, ts_ns, new.lsn - anchor.lsn, meta.trailer.complete_through_ns, source.size,
+                   source.bytes_read, seconds), marker
 

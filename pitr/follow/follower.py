@@ -26,13 +26,15 @@ from pitr.errors import (
     CorruptData,
     DestinationExists,
     ForeignRepository,
-    HistoryGap,
     InvalidArgument,
+    ObjectNotFound,
     StoreLocked,
     UnsafeDestination,
+    WrongKey,
     file_error,
 )
-from pitr.follow.apply import RESTORE_HINT, Applied, apply_segment, missing_after, pending_segments
+from pitr.follow.apply import Applied, apply_segment, missing_after
+from pitr.follow.pending import RESTORE_HINT, Listed, Step, choose_steps, list_segments
 from pitr.repo import layout
 from pitr.repo.repository import Repository
 from pitr.restore import RestoreOptions, RestoreTarget, restore
@@ -49,6 +51,7 @@ REMOTE_INTERVAL = 1.0
 INIT_SUFFIX = ".follow-init"
 Progress = Callable[[str, int, int], None]
 Say = Callable[[str], None]
+Trace = Callable[[dict[str, object]], None]  # one record per look at the repository (see _follow_loop)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -107,6 +110,7 @@ class _Run:
     marker: FollowerMarker
     anchor: ChainAnchor
     applied_ts_ns: int
+    complete_ns: int = 0  # the newest complete-through time of a segment this run applied
     segments: int = 0
     commits: int = 0
     restored: RestoreResult | None = None
@@ -119,10 +123,11 @@ def init_dir(dest: str) -> str:
 
 async def follow(repo: Repository, options: FollowOptions, *, report: Callable[[FollowStatus], None],
                  say: Say | None = None, progress: Progress | None = None,
-                 clock: Callable[[], int] = time.time_ns) -> FollowStatus:
+                 clock: Callable[[], int] = time.time_ns, trace: Trace | None = None) -> FollowStatus:
     """Follow `repo` into `options.dest` until cancelled (or, with `catch_up`, until caught up).
 
-    `report` hears the status after every look at the repository. A gap, a damaged segment or a
+    `report` hears the status after every look at the repository; `trace`, when given, what that look
+    cost (the sync, what it indexed, each segment applied: bytes read, seconds to check, replay, apply). A gap, a damaged segment or a
     repository holding another history stops the follower with the error (HistoryGap, CorruptData,
     ForeignRepository); the standby stays at the last segment applied, and a rerun resumes there.
     """
@@ -142,7 +147,7 @@ async def follow(repo: Repository, options: FollowOptions, *, report: Callable[[
             interval = options.interval
             if interval is None:
                 interval = LOCAL_INTERVAL if repo.local_path(layout.IDENTITY) is not None else REMOTE_INTERVAL
-            return await _follow_loop(run, interval, options.catch_up, report)
+            return await _follow_loop(run, interval, options.catch_up, report, trace)
         finally:
             run.state.close()
     finally:
@@ -174,6 +179,9 @@ def _open_run(repo: Repository, dest: str) -> _Run:
 
 async def _check_history(run: _Run) -> None:
     ident = await run.repo.require_identity()
+    if ident.encryption is not None and run.repo.segment_keys is None:
+        raise WrongKey(f"{run.repo.url} is encrypted (key id {ident.encryption.key_id.hex()}) and no key was given",
+                       hint="give the key file with --key-file FILE or PITR_KEY_FILE")
     if ident.store_id != run.marker.source_store_id:
         raise ForeignRepository(f"{run.repo.url} holds the history of store {ident.store_id} ({ident.name}); the "
                                 f"standby {run.dest} follows store {run.marker.source_store_id} "
@@ -181,49 +189,60 @@ async def _check_history(run: _Run) -> None:
 
 
 async def _follow_loop(run: _Run, interval: float, catch_up: bool,
-                       report: Callable[[FollowStatus], None]) -> FollowStatus:
+                       report: Callable[[FollowStatus], None], trace: Trace | None) -> FollowStatus:
     while True:
-        sync = await run.repo.sync()
-        broken = list(sync.broken)
-        applied_any = False
-        try:
-            pending = await anyio.to_thread.run_sync(pending_segments, run.repo, run.anchor.lsn)
-        except HistoryGap as exc:
-            raise _named_broken(exc, broken) from exc
-        for entry in pending:
-            applied, run.marker = await apply_segment(run.repo, run.state, run.dest, run.marker, run.anchor, entry)
+        started = time.perf_counter()
+        mark = await run.repo.read_watermark()
+        if mark is not None:  # the hint where the next look starts listing watermarks
+            await anyio.to_thread.run_sync(run.repo.catalog.set_meta, "watermark",
+                                           [mark.lsn, mark.complete_through_ns])
+        listed = await list_segments(run.repo)
+        looked = time.perf_counter()
+        steps = choose_steps(listed, run.anchor.lsn, run.repo.url)
+        done: list[Applied] = []
+        for step in steps:
+            applied = await _apply_step(run, step)
             run.anchor, run.applied_ts_ns = applied.anchor, applied.ts_ns
+            run.complete_ns = max(run.complete_ns, applied.complete_through_ns)
             run.segments += 1
             run.commits += applied.commits
-            applied_any = True
-        status = await anyio.to_thread.run_sync(_status, run)
-        if not pending and status.behind_commits:
-            raise _named_broken(missing_after(run.repo, run.anchor.lsn, status.archived_lsn), broken)
+            done.append(applied)
+            if applied.segment != step.chosen.name:
+                break  # the live file reached past the steps chosen after this one: look again
+        status = _status(run, None if mark is None else (mark.lsn, mark.complete_through_ns), listed)
+        if trace is not None:
+            trace({"at_ns": time.time_ns(), "look_s": round(looked - started, 4), "listed": len(listed),
+                   "superseded": sum(not s.live for s in listed),
+                   "pending": [s.chosen.name for s in steps], "applied": [a.trace() for a in done],
+                   "poll_s": round(time.perf_counter() - started, 4), "applied_lsn": status.applied_lsn})
+        if not steps and status.behind_commits:
+            raise missing_after(run.repo, run.anchor.lsn, status.archived_lsn)
         report(status)
-        if catch_up and status.caught_up and not applied_any:
+        if catch_up and status.caught_up and not done:
             return status
-        if not applied_any:
+        if not done:
             await anyio.sleep(interval)
 
 
-def _named_broken(exc: HistoryGap, broken: list[tuple[str, str]]) -> HistoryGap | CorruptData:
-    """A gap explained by files that could not be indexed is their damage, named."""
-    if not broken:
-        return exc
-    named = "; ".join(f"{name}: {detail}" for name, detail in broken)
-    return CorruptData(f"{exc} (the repository holds files it cannot read: {named})", path=broken[0][0],
-                       hint=RESTORE_HINT)
+async def _apply_step(run: _Run, step: Step) -> Applied:
+    """Apply the step's file; a superseded input that is gone or damaged gives way to the live file
+    covering it (checked the same way: a damaged live file stops the follower)."""
+    try:
+        applied, run.marker = await apply_segment(run.repo, run.state, run.dest, run.marker, run.anchor,
+                                                  step.chosen)
+    except (ObjectNotFound, CorruptData):
+        if step.fallback is None:
+            raise
+        applied, run.marker = await apply_segment(run.repo, run.state, run.dest, run.marker, run.anchor,
+                                                  step.fallback)
+    return applied
 
 
-def _status(run: _Run) -> FollowStatus:
-    """The standby against the repository's watermark and newest segment (reads the catalog)."""
-    mark = run.repo.watermark()
-    segments = run.repo.catalog.segments_from(run.anchor.lsn)
-    last = None
-    for last in segments:  # noqa: B007 - the newest one is wanted
-        pass
-    archived = max(mark[0] if mark else 0, last.last_lsn if last else 0, run.anchor.lsn)
-    complete = max(mark[1] if mark else 0, last.complete_through_ns if last else 0)
+def _status(run: _Run, mark: tuple[int, int] | None, listed: list[Listed]) -> FollowStatus:
+    """The standby against the repository's watermark and newest segment file."""
+    newest = max((s.last_lsn for s in listed), default=0)
+    archived = max(mark[0] if mark else 0, newest, run.anchor.lsn)
+    complete = max(mark[1] if mark else 0, run.complete_ns)
     behind = archived - run.anchor.lsn
     standby_complete = complete if behind == 0 else run.applied_ts_ns
     return FollowStatus(run.dest, run.repo.url, run.anchor.lsn, run.applied_ts_ns, archived, complete, behind,

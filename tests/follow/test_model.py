@@ -1,6 +1,7 @@
 """Model-based: random histories, archived and followed, with the follower and the archiver crashing at
-every durable step; once the standby catches up it equals the model at the archive's last commit and
-`restore --latest`.
+every durable step, merges of the newest segments (their inputs left in place, as the archiver leaves
+them) and cleanups deleting those inputs; once the standby catches up it equals the model at the
+archive's last commit and `restore --latest`.
 
 A crash is a KeyboardInterrupt raised inside the command at a point hypothesis picks: the follower's
 marker write (before it, or after it and before the state moves) and the archiver's n-th publish or
@@ -19,12 +20,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from typing import Any
 
+import trio
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule
 
 import pitr.follow.apply as follow_apply
+from pitr.archiver.publish import merge_run
 from pitr.cli.main import main
+from pitr.repo.repository import live_segments, open_repository
 from pitr.storage.local import LocalStorage
 
 KEYS = st.sampled_from(["a", "b", "c", "d"])
@@ -124,6 +128,29 @@ class FollowMachine(RuleBasedStateMachine):
         with crash_on(LocalStorage, method, nth, after):
             code, _, err = pitr("archive", "--data", self.data, "--repo", self.repo)
         assert code in (0, 130), err
+
+    @rule(groups=st.lists(CHANGES, min_size=1, max_size=3), older=st.integers(0, 2), cleanup=st.booleans())
+    def archive_and_merge(self, groups: list[list[tuple[str, str | None]]], older: int, cleanup: bool) -> None:
+        """Archive each group as a segment, then merge them and up to `older` segments before them into one,
+        beside them (as the archiver's merge does): the standby may have applied some of the inputs. With
+        `cleanup`, the inputs are deleted then (what pitr cleanup does once the merged one is indexed)."""
+        for changes in groups:
+            self.commit(changes)
+            self.archive()
+
+        async def go() -> None:
+            async with open_repository(self.repo) as repo:
+                await repo.sync()
+                segments = repo.catalog.segments()
+                count = min(len(segments), len(groups) + older)
+                if count >= 2:
+                    await merge_run(repo, segments[-count:])
+
+        trio.run(go)
+        segments = os.path.join(self.repo, "segments")
+        if cleanup:
+            for name in live_segments(os.listdir(segments))[1]:
+                os.unlink(os.path.join(segments, name))
 
     @rule(nth=st.integers(1, 3), after=st.booleans())
     def follower_crashes(self, nth: int, after: bool) -> None:

@@ -4,7 +4,7 @@
 
     .venv/bin/python tools/bench/follow_lag.py [--dir DIR] [--rate N] [--seconds S] [--warmup S]
                                                [--writers N] [--archive-interval S] [--follow-interval S]
-                                               [--json]
+                                               [--json] [--trace FILE]
 
 One run, one machine: a store in this process commits single puts at `--rate` (default 10,000
 commits/s) from `--writers` tasks; `pitr archive --follow` ships its log into a local repository
@@ -144,6 +144,8 @@ async def run(args: argparse.Namespace, root: str) -> dict[str, object]:
         follow_cmd = [*pitr, "restore", "--latest", "--follow", "--dest", standby_dir, "--repo", repo, "--json"]
         if args.follow_interval is not None:
             follow_cmd += ["--interval", f"{args.follow_interval}s"]
+        if args.trace:
+            os.environ["PITR_FOLLOW_TRACE"] = args.trace  # made absolute in main()
         standby = await trio.to_thread.run_sync(Standby, follow_cmd, os.path.join(root, "follow.log"))
         started = time.monotonic()
         stop_at = started + args.warmup + args.seconds
@@ -191,7 +193,11 @@ def main() -> int:
     parser.add_argument("--archive-interval", type=float, default=None, help="default: pitr archive's own")
     parser.add_argument("--follow-interval", type=float, default=None, help="default: the follower's own")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--trace", default=None, metavar="FILE",
+                        help="the follower's trace (PITR_FOLLOW_TRACE): a JSON line per look at the repository")
     args = parser.parse_args()
+    if args.trace:
+        args.trace = os.path.abspath(args.trace)
     with work_dir(args.dir, "pitr-bench-follow-") as root:
         result = trio.run(run, args, root)
     if args.json:
