@@ -41,7 +41,7 @@ DEF MAX_PAYLOAD = 256 << 20
 DEF ENTRY_SIZE = 25
 DEF KIND_EXPIRY = 0x80
 
-_UNKNOWN_TYPE_HINT = "a newer pitr wrote this record; upgrade pitr to verify and restore it"
+include "_record_header.pxi"
 
 
 cdef int _init_person(uint64_t h0[8], object person) except -1:
@@ -74,7 +74,8 @@ def scan_block(bytes buf, uint64_t first_lsn, int64_t after_ts_ns, object person
     cdef const unsigned char *data = <const unsigned char *>PyBytes_AS_STRING(buf)
     cdef Py_ssize_t end = PyBytes_GET_SIZE(buf)
     cdef Py_ssize_t pos = 0, stop, p, used = 0
-    cdef uint32_t crc, length, count, klen, vlen, i
+    cdef uint32_t length, count, klen, vlen, i
+    cdef RecordHeader header
     cdef unsigned char rtype, flags, kind, oflags
     cdef uint64_t lsn, expected = first_lsn
     cdef int64_t ts, prev_ts = after_ts_ns, first_ts = after_ts_ns
@@ -94,29 +95,9 @@ def scan_block(bytes buf, uint64_t first_lsn, int64_t after_ts_ns, object person
             raise MemoryError()
     try:
         while pos < end:
-            if end - pos < HEADER_SIZE:
-                raise CorruptFile("incomplete record header", offset=pos)
-            crc = pitr_load32(data + pos)
-            length = pitr_load32(data + pos + 4)
-            rtype = data[pos + 8]
-            flags = data[pos + 9]
-            count = pitr_load32(data + pos + 12)
-            lsn = pitr_load64(data + pos + 16)
-            ts = <int64_t>pitr_load64(data + pos + 24)
-            if length < PAYLOAD_FIXED or length > MAX_PAYLOAD:
-                raise CorruptFile(f"record length {length} out of bounds", offset=pos)
-            stop = pos + 8 + length
-            if stop > end:
-                raise CorruptFile(f"record length {length} runs past the end of the data "
-                                  f"({end - pos - 8} bytes remain)", offset=pos)
-            if pitr_crc32c(data + pos + 4, <size_t>(stop - pos - 4), 1) != crc:
-                raise CorruptFile("record CRC-32C mismatch", offset=pos, lsn=lsn)
-            if lsn != expected:
-                raise CorruptFile(f"expected LSN {expected}, found {lsn}", offset=pos, lsn=lsn)
-            if ts <= prev_ts:
-                raise CorruptFile(f"commit time {ts} does not follow {prev_ts}", offset=pos, lsn=lsn)
-            if rtype != TYPE_COMMIT:
-                raise CorruptFile(f"unknown record type {rtype}", offset=pos, lsn=lsn, hint=_UNKNOWN_TYPE_HINT)
+            check_record(data, pos, end, expected, prev_ts, &header)
+            length, rtype, flags, count = header.length, header.rtype, header.flags, header.count
+            lsn, ts, stop = header.lsn, header.ts, header.stop
             if keys:
                 if flags & FLAG_GAP:
                     PyList_Append(gaps, lsn)
