@@ -21,8 +21,6 @@ import warnings
 from collections.abc import Callable
 from typing import TypeAlias
 
-from crc32c import crc32c
-
 from segments import record as rec
 from segments._errors import CorruptFile
 from segments.fold import Change
@@ -32,7 +30,7 @@ BlockResult: TypeAlias = tuple[int, int, int, "list[int] | None"]
 Rows: TypeAlias = tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]], int]
 """(key, value) puts, (key, i64 big-endian expiry) for the puts that have one, how many expired."""
 
-UNKNOWN_TYPE_HINT = "a newer pitr wrote this record; upgrade pitr to verify and restore it"
+UNKNOWN_TYPE_HINT = rec.UNKNOWN_TYPE_HINT
 _I64BE = struct.Struct(">q")
 
 
@@ -46,33 +44,14 @@ def replay_block_reference(buf: bytes, changes: dict[bytes, Change], first_lsn: 
     that breaks a rule; `changes` may then hold part of the block. Records outside the range
     are checked all the same: a block is verified whole or refused.
     """
-    header = rec.HEADER.unpack_from
     op_header = rec.OP_HEADER.unpack_from
     i64 = rec.I64.unpack_from
-    view = memoryview(buf)
     pos, end = 0, len(buf)
     expected, prev_ts, first_ts = first_lsn, after_ts_ns, after_ts_ns
     records = 0
     ends: list[int] | None = [] if want_ends else None
     while pos < end:
-        if end - pos < rec.HEADER_SIZE:
-            raise CorruptFile("incomplete record header", offset=pos)
-        crc, length, rtype, flags, _res, count, lsn, ts = header(buf, pos)
-        if length < rec.PAYLOAD_FIXED or length > rec.MAX_PAYLOAD:
-            raise CorruptFile(f"record length {length} out of bounds", offset=pos)
-        stop = pos + 8 + length
-        if stop > end:
-            raise CorruptFile(f"record length {length} runs past the end of the data "
-                              f"({end - pos - 8} bytes remain)", offset=pos)
-        if crc32c(view[pos + 4 : stop]) != crc:
-            raise CorruptFile("record CRC-32C mismatch", offset=pos, lsn=lsn)
-        if lsn != expected:
-            raise CorruptFile(f"expected LSN {expected}, found {lsn}", offset=pos, lsn=lsn)
-        if ts <= prev_ts:
-            raise CorruptFile(f"commit time {ts} does not follow {prev_ts}", offset=pos, lsn=lsn)
-        if rtype != rec.TYPE_COMMIT:
-            # a restore that passed over a commit it cannot read would exit 0 with the wrong state
-            raise CorruptFile(f"unknown record type {rtype}", offset=pos, lsn=lsn, hint=UNKNOWN_TYPE_HINT)
+        flags, count, lsn, ts, stop = rec.check_commit_at(buf, pos, end, expected, prev_ts)
         fold = fold_from <= lsn <= fold_to
         p = pos + rec.HEADER_SIZE
         if flags & rec.FLAG_SOURCE_REV:

@@ -27,8 +27,6 @@ import warnings
 from collections.abc import Callable
 from typing import TypeAlias
 
-from crc32c import crc32c
-
 from segments import record as rec
 from segments._errors import CorruptFile
 
@@ -39,7 +37,7 @@ ENTRY = struct.Struct(">QQQB")
 ENTRY_SIZE = ENTRY.size  # 25
 TS_BIAS = 1 << 63
 KIND_EXPIRY = 0x80
-UNKNOWN_TYPE_HINT = "a newer pitr wrote this record; upgrade pitr to verify and restore it"
+UNKNOWN_TYPE_HINT = rec.UNKNOWN_TYPE_HINT
 
 
 def key_digest_reference(key: bytes, person: bytes) -> bytes:
@@ -53,32 +51,14 @@ def scan_block_reference(buf: bytes, first_lsn: int, after_ts_ns: int, person: b
 
     Raises CorruptFile (offset relative to `buf`) at the first record that breaks a rule.
     """
-    header = rec.HEADER.unpack_from
     op_header = rec.OP_HEADER.unpack_from
-    view = memoryview(buf)
     pos, end = 0, len(buf)
     expected, prev_ts, first_ts = first_lsn, after_ts_ns, after_ts_ns
     ends: list[int] = []
     entries: list[bytes] = []
     gaps: list[int] = []
     while pos < end:
-        if end - pos < rec.HEADER_SIZE:
-            raise CorruptFile("incomplete record header", offset=pos)
-        crc, length, rtype, flags, _res, count, lsn, ts = header(buf, pos)
-        if length < rec.PAYLOAD_FIXED or length > rec.MAX_PAYLOAD:
-            raise CorruptFile(f"record length {length} out of bounds", offset=pos)
-        stop = pos + 8 + length
-        if stop > end:
-            raise CorruptFile(f"record length {length} runs past the end of the data "
-                              f"({end - pos - 8} bytes remain)", offset=pos)
-        if crc32c(view[pos + 4 : stop]) != crc:
-            raise CorruptFile("record CRC-32C mismatch", offset=pos, lsn=lsn)
-        if lsn != expected:
-            raise CorruptFile(f"expected LSN {expected}, found {lsn}", offset=pos, lsn=lsn)
-        if ts <= prev_ts:
-            raise CorruptFile(f"commit time {ts} does not follow {prev_ts}", offset=pos, lsn=lsn)
-        if rtype != rec.TYPE_COMMIT:
-            raise CorruptFile(f"unknown record type {rtype}", offset=pos, lsn=lsn, hint=UNKNOWN_TYPE_HINT)
+        flags, count, lsn, ts, stop = rec.check_commit_at(buf, pos, end, expected, prev_ts)
         if person is not None:
             if flags & rec.FLAG_GAP:
                 gaps.append(lsn)

@@ -240,6 +240,25 @@ def check_record_at(buf: Buffer, offset: int, end: int) -> Span:
     return Span(lsn, ts_ns, offset, stop)
 
 
+UNKNOWN_TYPE_HINT = "a newer pitr wrote this record; upgrade pitr to verify and restore it"
+
+
+def check_commit_at(buf: Buffer, offset: int, end: int, expected_lsn: int,
+                    after_ts_ns: int) -> tuple[int, int, int, int, int]:
+    """`check_record_at`, then the rules of a run of commits (the replay's and the block scan's): the LSN
+    expected, a commit time after `after_ts_ns`, a commit record (a replay that passed over a commit it
+    cannot read would build the wrong state). Returns (flags, op count, lsn, ts_ns, end offset)."""
+    stop = check_record_at(buf, offset, end).end
+    _crc, _length, rtype, flags, _res, count, lsn, ts_ns = HEADER.unpack_from(buf, offset)
+    if lsn != expected_lsn:
+        raise CorruptFile(f"expected LSN {expected_lsn}, found {lsn}", offset=offset, lsn=lsn)
+    if ts_ns <= after_ts_ns:
+        raise CorruptFile(f"commit time {ts_ns} does not follow {after_ts_ns}", offset=offset, lsn=lsn)
+    if rtype != TYPE_COMMIT:
+        raise CorruptFile(f"unknown record type {rtype}", offset=offset, lsn=lsn, hint=UNKNOWN_TYPE_HINT)
+    return flags, count, lsn, ts_ns, stop
+
+
 def scan_spans(
     buf: Buffer, start: int = 0, end: int | None = None
 ) -> Iterator[Span]:
