@@ -31,17 +31,6 @@ cdef extern from "_block_replay_c.h":
 
 pitr_crc_init()
 
-DEF HEADER_SIZE = 32
-DEF PAYLOAD_FIXED = 24
-DEF OP_HEADER_SIZE = 12
-DEF TYPE_COMMIT = 1
-DEF FLAG_SOURCE_REV = 1
-DEF PUT = 1
-DEF DELETE = 2
-DEF OP_FLAG_EXPIRY = 1
-DEF MAX_KEY = 1 << 20
-DEF MAX_VALUE = 64 << 20
-DEF MAX_PAYLOAD = 256 << 20
 
 include "_record_header.pxi"
 

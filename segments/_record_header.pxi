@@ -1,5 +1,18 @@
 # The checks of one record's header and CRC, shared by _block_replay.pyx and _block_scan.pyx
-# (included where both have declared the record constants and the CRC helpers).
+# (included where both have declared CorruptFile and the CRC helpers), with the record format's
+# constants (segments/record.py, docs/format.md "Record").
+
+DEF HEADER_SIZE = 32
+DEF PAYLOAD_FIXED = 24
+DEF OP_HEADER_SIZE = 12
+DEF TYPE_COMMIT = 1
+DEF FLAG_SOURCE_REV = 1
+DEF PUT = 1
+DEF DELETE = 2
+DEF OP_FLAG_EXPIRY = 1
+DEF MAX_KEY = 1 << 20
+DEF MAX_VALUE = 64 << 20
+DEF MAX_PAYLOAD = 256 << 20
 
 _UNKNOWN_TYPE_HINT = "a newer pitr wrote this record; upgrade pitr to verify and restore it"
 
