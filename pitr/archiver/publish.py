@@ -14,6 +14,7 @@ from pitr.errors import CorruptData, ObjectExists, file_error
 from pitr.repo import layout
 from pitr.repo.indexing import block_rows, segment_entry
 from pitr.repo.repository import Repository
+from pitr.scratch import remove_scratch
 from segments import merge_segments, segment_name
 from segments.segment_reader import SegmentReader, read_meta
 from segments.source import BytesSource
@@ -30,7 +31,7 @@ async def publish_new(repo: Repository, object_name: str, blob: bytes) -> None:
                 await repo.storage.publish_file(object_name, tmp)
             finally:
                 with anyio.CancelScope(shield=True):  # a cancelled upload still removes its staged copy
-                    await anyio.to_thread.run_sync(_remove_staged, tmp)
+                    await anyio.to_thread.run_sync(remove_scratch, tmp, "remove the staged upload")
         else:
             await repo.storage.publish(object_name, blob)
     except ObjectExists:
@@ -51,18 +52,9 @@ def _stage_upload(blob: bytes) -> str:
         with os.fdopen(fd, "wb") as fh:
             fh.write(blob)
     except OSError as exc:
-        _remove_staged(tmp)
+        remove_scratch(tmp, "remove the staged upload")
         raise file_error(exc, tmp, "stage an upload") from exc
     return tmp
-
-
-def _remove_staged(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise file_error(exc, path, "remove the staged upload") from exc
 
 
 async def merge_run(repo: Repository, run: list[SegmentEntry]) -> SegmentEntry:

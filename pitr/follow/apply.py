@@ -31,6 +31,7 @@ from pitr.repo.repository import Repository
 from pitr.restore.options import RestoreTarget
 from pitr.restore.plan import RestorePlan
 from pitr.restore.replay import replay_log
+from pitr.scratch import remove_scratch
 from pitr.timeline import Base
 from pitr.verify.checks import check_segment
 from segments import chain
@@ -136,19 +137,10 @@ async def open_segment(repo: Repository, listed: Listed, work_dir: str) -> tuple
         await repo.storage.download(name, tmp)
         source = await anyio.to_thread.run_sync(FileSource, tmp)
     except BaseException:
-        _remove(tmp)
+        remove_scratch(tmp, "remove a download")
         raise
     source.name = name
     return source, tmp
-
-
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise file_error(exc, path, "remove a download") from exc
 
 
 def _no_spill(_changes: dict[bytes, Change], _lsn: int, _ts_ns: int) -> None:
@@ -197,7 +189,7 @@ async def apply_segment(repo: Repository, state: StateDB, data_dir: str, marker:
     finally:
         source.close()
         if download is not None:
-            _remove(download)
+            remove_scratch(download, "remove a download")
     new = ChainAnchor(meta.last_lsn, meta.chain_digest)
     ts_ns = meta.trailer.last_ts_ns
     marker = replace(marker, anchors=(anchor, new))

@@ -21,6 +21,7 @@ import blake3
 from pitr.errors import InvalidArgument, file_error
 from pitr.repo import layout
 from pitr.repo.repository import Repository
+from pitr.scratch import remove_scratch
 from pitr.storage import open_storage
 from pitr.verify.checks import Finding, check_segment, check_snapshot
 from segments.block_seal import SegmentKeys
@@ -86,7 +87,7 @@ async def local_copy(repo: Repository, object_name: str, staging: str) -> AsyncI
             source.close()
     finally:
         if temporary:
-            await anyio.to_thread.run_sync(_unlink, path)
+            await anyio.to_thread.run_sync(remove_scratch, path, "remove a downloaded copy")
 
 
 def _temporary(staging: str) -> str:
@@ -96,13 +97,6 @@ def _temporary(staging: str) -> str:
     except OSError as exc:
         raise file_error(exc, staging, "create a staging file") from exc
     return path
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def check_file(file: RepoFile, source: FileSource, keys: SegmentKeys | None = None

@@ -73,7 +73,7 @@ class LoopWatch:
             self.wrap(LocalStorage, name)
         self.wrap(pitr.archiver.sealing, "seal_segment")
         self.wrap(pitr.archiver.publish, "_stage_upload")
-        self.wrap(pitr.archiver.publish, "_remove_staged")
+        self.wrap(pitr.archiver.publish, "remove_scratch")
 
 
 async def put_rounds(store: Store, rounds: int, per_round: int) -> None:
