@@ -16,10 +16,11 @@ cache dropped before it. In order: `pitr import FILE` into store A;
 `pitr archive` of A into repository R; `pitr verify` of R; `pitr restore
 --latest` with verification and with `--no-verify`; `pitr log --json | pitr
 import -` into store B; `pitr history hot`; `pitr get --at` (p50/p99 of 2,000
-lookups in ONE process through the library, warm: a whole process per lookup
-would measure its start-up); `pitr snapshot` of A; then N/10 more commits
-(updates of the first keys) imported and archived, and `pitr restore --latest`
-again, now from the snapshot plus that log; the repository's bytes per commit
+lookups in ONE process through the library: a whole process per lookup would
+measure its start-up; a first pass over the page cache as the cold runs left
+it, then the same lookups again, warm, which the < 1 ms target applies
+to); `pitr snapshot` of A; then N/10 more commits (updates of the first
+keys) imported and archived, and `pitr restore --latest` again, now from the snapshot plus that log; the repository's bytes per commit
 (segments, snapshots, catalog); `pitr --help`, `pitr get KEY` and `pitr put
 KEY V` start-up (the first run, then the median of 5).
 
@@ -200,24 +201,29 @@ def at_least(name: str, pitr: str, baseline: str, ratio: float, target: float, *
     return Row(name, pitr, baseline, ratio, f">= {target:g}x", ratio >= target, values)
 
 
-async def lookups(repo_dir: str, commits: int, seed: int) -> list[float]:
-    """`get --at` through the library, in this process: LOOKUPS random (key, moment) pairs, seconds each."""
+async def lookups(repo_dir: str, commits: int, seed: int) -> tuple[list[float], list[float]]:
+    """`get --at` through the library, in this process: LOOKUPS random (key, moment) pairs, seconds each, twice.
+
+    The first pass meets the page cache as the cold run left it (blocks and catalog pages read from disk);
+    the second asks the same pairs again, warm. Each pass's samples come back sorted.
+    """
     from pitr.audit import open_value_reader
     from pitr.repo.repository import open_repository
 
     rng = random.Random(seed)
-    samples = []
+    passes: list[list[float]] = [[], []]
     async with open_repository(repo_dir) as repo:
         await repo.sync()
         async with open_value_reader(repo) as reader:
             window = reader.timeline.windows[-1]
             pairs = [(key_of(rng.randrange(commits), commits).encode(), rng.randrange(window.start_ns, window.end_ns))
-                     for _ in range(LOOKUPS + LOOKUPS // 10)]
-            for key, ts in pairs:
-                started = time.perf_counter()
-                await reader.value_at(key, reader.moment(ts))
-                samples.append(time.perf_counter() - started)
-    return sorted(samples[LOOKUPS // 10:])  # the first tenth warms the page cache and the code paths
+                     for _ in range(LOOKUPS)]
+            for samples in passes:
+                for key, ts in pairs:
+                    started = time.perf_counter()
+                    await reader.value_at(key, reader.moment(ts))
+                    samples.append(time.perf_counter() - started)
+    return sorted(passes[0]), sorted(passes[1])
 
 
 def measure_pitr(bench: Bench, redis: dict[str, float], seed: int) -> None:
@@ -278,11 +284,13 @@ def measure_pitr(bench: Bench, redis: dict[str, float], seed: int) -> None:
 
     import trio
 
-    samples = trio.run(lookups, repo, n, seed)
-    p50, p99 = samples[len(samples) // 2], samples[int(len(samples) * 0.99)]
-    bench.add(Row(f"get --at p50 / p99 ({LOOKUPS:,} lookups in one process, warm)",
-                  f"{p50 * 1e3:.3f} / {p99 * 1e3:.3f} ms", target="p99 < 1 ms", ok=p99 < 0.001,
-                  values={"p50_s": p50, "p99_s": p99}))
+    cold, warm = trio.run(lookups, repo, n, seed)
+    for label, samples in (("first pass, cold page cache", cold), ("same lookups again, warm", warm)):
+        p50, p99 = samples[len(samples) // 2], samples[int(len(samples) * 0.99)]
+        warm_pass = samples is warm
+        bench.add(Row(f"get --at p50 / p99 ({LOOKUPS:,} lookups in one process, {label})",
+                      f"{p50 * 1e3:.3f} / {p99 * 1e3:.3f} ms", target="p99 < 1 ms" if warm_pass else "",
+                      ok=p99 < 0.001 if warm_pass else None, values={"p50_s": p50, "p99_s": p99}))
 
     done = bench.run("snapshot", "--data", data_a, "--repo", repo, "--json")
     snapshot = os.path.join(repo, "snapshots", str(bench.json_of(done)["name"]))
