@@ -7,6 +7,7 @@ Unix seconds), `now`, a time relative to now (`-15m`, `now-2h`, `now-1d12h`,
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -140,11 +141,21 @@ def format_time(ts_ns: int) -> str:
     field, say) is printed as raw nanoseconds, saying so.
     """
     seconds, nanos = divmod(ts_ns, 1_000_000_000)
+    whole = _second_text(seconds)
+    if whole is None:
+        return f"{ts_ns} ns since 1970 (beyond any calendar date)"
+    return f"{whole}.{nanos:09d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _second_text(seconds: int) -> str | None:
+    """The calendar second, e.g. 2026-11-24T14:03:07 (None beyond any date): a history or a log prints
+    thousands of times within a few seconds, and strftime is most of format_time's cost."""
     try:
         moment = _EPOCH + timedelta(seconds=seconds)
     except OverflowError:
-        return f"{ts_ns} ns since 1970 (beyond any calendar date)"
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{nanos:09d}Z"
+        return None
+    return f"{moment:%Y-%m-%dT%H:%M:%S}"
 
 
 def format_ns(ts_ns: int) -> str:

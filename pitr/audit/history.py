@@ -123,6 +123,7 @@ async def history_entries(repo: Repository, key: bytes, *, since_ns: int | None 
     with RecordReader(repo) as reader:
         while True:
             page = take(repo.catalog.key_versions(key, since, until_ns), PAGE)
+            reader.plan([version.lsn for version in page])
             for version in page:
                 while pending and pending[0].gap.last_lsn < version.lsn:
                     yield pending.pop(0).gap

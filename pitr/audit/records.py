@@ -9,14 +9,16 @@ key and a sequential walk through the log each decompress a block once.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import struct
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from typing import TypeVar
 
 import anyio
 import zstandard
 
+from pitr.audit.readahead import Planned, ReadAhead
 from pitr.catalog.entries import BlockRow, SegmentEntry
 from pitr.errors import CorruptData, ObjectNotFound, StorageError, to_corrupt
 from pitr.repo import layout
@@ -48,6 +50,40 @@ class RecordReader:
         self.blocks_read = 0
         self._files: dict[str, FileSource] = {}  # open local segment files, least recently used first
         self._dctx = zstandard.ZstdDecompressor()
+        self._ahead = ReadAhead()
+        self._planned: dict[int, tuple[SegmentEntry, BlockRow]] = {}  # by block first LSN: what `plan` located
+        self._planned_firsts: list[int] = []
+
+    def plan(self, lsns: Sequence[int]) -> None:
+        """The walk will ask for these LSNs next, in this order: locate their blocks in one catalog
+        transaction and, from a local unsealed repository, read them ahead (`pitr.audit.readahead`)."""
+        found: dict[int, tuple[SegmentEntry, BlockRow]] = {}
+        for lsn, block in zip(lsns, self.repo.catalog.blocks_for_lsns(lsns), strict=True):
+            if block is None or block.first_lsn in found or \
+                    not block.first_lsn <= lsn < block.first_lsn + block.record_count:
+                continue
+            segment = self._segment_of(block)
+            if segment is not None:
+                found[block.first_lsn] = segment, block
+        self._planned = found
+        self._planned_firsts = sorted(found)
+        ahead: list[Planned] = []
+        if self.repo.segment_keys is None:
+            for segment, block in found.values():
+                object_name = layout.segment_object(segment.name)
+                path = self.repo.local_path(object_name)
+                if path is None or block.compressed_size > INLINE_READ_BYTES:
+                    break  # (a remote repository: every block is, so none is read ahead)
+                if not self._cached(block.first_lsn):
+                    ahead.append((block, path, self.repo.url, object_name))
+        self._ahead.plan(ahead)
+
+    def _planned_block(self, lsn: int) -> tuple[SegmentEntry, BlockRow] | None:
+        at = bisect.bisect_right(self._planned_firsts, lsn) - 1
+        if at < 0:
+            return None
+        segment, block = self._planned[self._planned_firsts[at]]
+        return (segment, block) if block.first_lsn <= lsn < block.first_lsn + block.record_count else None
 
     def _cached(self, lsn: int) -> bool:
         block = self._block
@@ -56,9 +92,18 @@ class RecordReader:
     def _locate(self, lsn: int) -> tuple[SegmentEntry, BlockRow] | None:
         """The indexed segment and block holding `lsn`, or None when the archive lacks it."""
         catalog = self.repo.catalog
+        planned = self._planned_block(lsn)
+        if planned is not None:
+            return planned
         block = catalog.block_for_lsn(lsn)
         if block is None or not block.first_lsn <= lsn < block.first_lsn + block.record_count:
             return None
+        segment = self._segment_of(block)
+        return None if segment is None else (segment, block)
+
+    def _segment_of(self, block: BlockRow) -> SegmentEntry | None:
+        """The indexed segment holding `block`, or None when the catalog has none that does."""
+        catalog = self.repo.catalog
         segment = self._segment_row
         # consecutive versions of a key are mostly in one segment: its row (JSON) is decoded once, and
         # kept, like the last block, for this reader's life
@@ -68,11 +113,12 @@ class RecordReader:
         if segment is None or segment.first_lsn != block.segment_first_lsn:
             return None
         self._segment_row = segment
-        return segment, block
+        return segment
 
     async def _load(self, segment: SegmentEntry, block: BlockRow) -> None:
         self._block, self._segment = None, None  # a failed read must not leave a half-set cache
-        self._raw = await self._read_block(segment, block)
+        ahead = await self._ahead.take(block)
+        self._raw = ahead if ahead is not None else await self._read_block(segment, block)
         self._offsets = [0]
         self._block, self._segment = block, segment
         self.blocks_read += 1
@@ -112,7 +158,8 @@ class RecordReader:
             raise StorageError(f"{self.repo.url}: cannot read {object_name}: {exc}") from exc
 
     def close(self) -> None:
-        """Close the segment files kept open."""
+        """Stop reading ahead and close the segment files kept open."""
+        self._ahead.close()
         for source in self._files.values():
             source.close()
         self._files.clear()

@@ -20,7 +20,7 @@ A catalog that cannot be opened or read raises `CatalogDamaged` (hint:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import lmdb
 
@@ -195,6 +195,26 @@ class Catalog(KeyIndex):
             elif not (cursor.prev() if cursor.key() else cursor.last()):
                 return None
             return self._block(txn, bytes(cursor.key()), cursor.value())
+
+    def blocks_for_lsns(self, lsns: Sequence[int]) -> list[BlockRow | None]:
+        """`block_for_lsn` of each of `lsns`, in one read transaction (O(log n) each; a run of LSNs in
+        one block is looked up once). A history of a key spread over a long log asks thousands at once:
+        one transaction per LSN cost 85 us each on a cold page cache."""
+        found: list[BlockRow | None] = []
+        last: BlockRow | None = None
+        with self._txn("read") as txn:
+            cursor = txn.cursor(self.blocks_db)
+            for lsn in lsns:
+                if last is None or not last.first_lsn <= lsn < last.first_lsn + last.record_count:
+                    key = U64BE.pack(lsn)
+                    if cursor.set_range(key) and bytes(cursor.key()) == key:
+                        pass
+                    elif not (cursor.prev() if cursor.key() else cursor.last()):
+                        found.append(None)
+                        continue
+                    last = self._block(txn, bytes(cursor.key()), cursor.value())
+                found.append(last)
+        return found
 
     def block_for_time(self, ts_ns: int) -> BlockRow | None:
         """The last block whose first commit time is <= ts_ns (O(log n))."""

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pitr.archiver import ArchiveOptions, Archiver, DirectorySource
-from pitr.audit import commit_log, history, open_value_reader, value_at
+from pitr.audit import commit_log, history, open_value_reader, readahead, value_at
 from pitr.audit.records import RecordReader
 from pitr.repo import layout
 from pitr.repo.indexing import index_segment
@@ -118,15 +118,23 @@ async def test_each_block_is_read_once_while_versions_share_it(tmp_path: Path,
 
 
 def count_block_reads(monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
+    """Blocks read from the segment files: by the record reader itself or by its read-ahead."""
     calls = 0
     original: Callable[..., Awaitable[bytes]] = RecordReader._read_block
+    original_run = readahead.read_run
 
     async def counting(*args: object) -> bytes:
         nonlocal calls
         calls += 1
         return await original(*args)
 
+    def counting_run(run: Sequence[readahead.Planned]) -> readahead.Outcome:
+        nonlocal calls
+        calls += len(run)
+        return original_run(run)
+
     monkeypatch.setattr(RecordReader, "_read_block", counting)
+    monkeypatch.setattr(readahead, "read_run", counting_run)
     return lambda: calls
 
 
@@ -188,3 +196,18 @@ async def test_repositories_without_local_files_read_through_the_storage(tmp_pat
         monkeypatch.setattr(repo, "read_block", counting)
         assert await answers(repo, written) == local
         assert calls > 0
+
+
+async def test_blocks_for_lsns_answers_as_block_for_lsn_does(tmp_path: Path, random_seed: int) -> None:
+    rng = random.Random(random_seed)
+    steps: list[Step] = []
+    for _ in range(6):
+        steps += [("put", b"k%d" % rng.randrange(50), rng.randbytes(rng.randrange(1, 400)), None)
+                  for _ in range(rng.randrange(1, 200))] + [("cycle",)]
+    written = await write_history(str(tmp_path), steps, options=NO_MERGE)
+    async with open_repository(str(tmp_path / "repo")) as repo:
+        await repo.sync()
+        last = written.commits[-1].lsn
+        lsns = sorted(rng.randrange(0, last + 50) for _ in range(300)) + [rng.randrange(0, last + 50)
+                                                                           for _ in range(50)]
+        assert repo.catalog.blocks_for_lsns(lsns) == [repo.catalog.block_for_lsn(lsn) for lsn in lsns]
