@@ -64,4 +64,5 @@ def test_a_failing_check_closes_what_was_checked_ahead() -> None:
 
     with pytest.raises(OSError, match="disk on fire"):
         trio.run(_in_order, [("f0", True), ("f1", True)], check, lambda checked: None)
-    assert opened and all(source.closed for source in opened)
+    assert opened
+    assert all(source.closed for source in opened)
