@@ -45,7 +45,7 @@ def report_json(r: RepairReport) -> dict[str, object]:
             "holes_found": [{"first_lsn": h.first_lsn, "last_lsn": h.last_lsn, "reason": h.reason}
                             for h in r.holes_found],
             "replaced": r.replaced, "filled": r.filled,
-            "moved_aside": [{"file": n, "to": aside} for n, aside in r.moved_aside],
+            "published": [{"for": n, "file": new} for n, new in r.published],
             "unrepaired": [{"file": n, "reason": why} for n, why in r.unrepaired], "kept": r.kept,
             "keys_copied": r.keys_copied,
             "still_damaged": r.still_damaged, "windows": [window_json(w) for w in r.windows],
@@ -58,10 +58,13 @@ def print_report(r: RepairReport) -> None:
     state = "nothing to repair" if nothing and r.ok else "repaired" if r.ok else "NOT REPAIRED"
     print(f"{r.repository}: {state} from {r.healthy}: {len(r.replaced)} file(s) replaced, "
           f"{len(r.filled)} published into holes, in {r.seconds:.2f}s")
-    for name, aside in r.moved_aside:
-        print(f"  replaced {name} (the damaged copy is kept as {aside})")
+    for name, new in r.published:
+        if name in r.replaced:
+            print(f"  replaced {name} by {new} (the damaged file stays, read by no one; pitr cleanup deletes it)")
     for name in r.filled:
         print(f"  filled   {name}")
+    for name in r.kept:
+        print(f"  kept     {name} (the same bytes as the healthy copy)")
     for name in r.keys_copied:
         print(f"  key wrap {name} published (the key it is wrapped under opens this repository too)")
     for what, why in r.unrepaired:

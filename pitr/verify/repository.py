@@ -28,7 +28,8 @@ from pitr.progress import ByteCounter
 from pitr.repo import layout
 from pitr.repo.identity import RepoIdentity
 from pitr.repo.indexing import block_rows, key_rows_of, segment_entry, snapshot_entry
-from pitr.repo.repository import Repository, live_segments
+from pitr.repo.live import live_segments, live_snapshots
+from pitr.repo.repository import Repository
 from pitr.repo.witness import Witness
 from pitr.timefmt import format_time
 from pitr.timeline import build_timeline
@@ -201,7 +202,7 @@ async def verify_repository(repo: Repository, *, mode: str = "full", files: Sequ
     keep, _superseded = live_segments(list(seg_sizes))
     seg_names = sorted(keep, key=lambda n: keep[n])
     snap_sizes = {i.name[len(layout.SNAPSHOTS):]: i.size for i in await repo.storage.list(layout.SNAPSHOTS)}
-    snap_names = sorted(n for n in snap_sizes if parse_snapshot_name(n) is not None)
+    snap_names = sorted(live_snapshots(snap_sizes)[0])  # a snapshot a repair superseded is never read
     for name in sorted(wanted - set(seg_names) - set(snap_names)):
         report.findings.append(Finding(name, "no such segment or snapshot in the repository", kind="missing"))
     full = mode != "quick"
