@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from pitr.cli._object_lock import add_object_lock, check_object_lock, object_lock_of
 from pitr.cli.common import (
     Progress,
     add_json,
@@ -34,6 +35,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--key-file", default=os.environ.get("PITR_KEY_FILE") or None,
                    help="key file of an encrypted repository (both: copies of one history share it; "
                         "default: $PITR_KEY_FILE)")
+    add_object_lock(p)  # the copies a repair publishes are retained like the rest of a locked bucket
     add_limits(p)
     add_json(p)
     p.set_defaults(run=run)
@@ -82,10 +84,12 @@ async def run(args: argparse.Namespace) -> int:
     refuse_same_repository(args.repo, args.healthy, s3_endpoint=args.s3_endpoint)
     limits = transfer_limits(args)
     progress = Progress()
+    lock = object_lock_of(args)  # --object-lock-days
     async with open_repository(args.healthy, cache_dir=args.cache_dir, s3_endpoint=args.s3_endpoint,
                                limits=limits) as healthy, \
             open_repository(args.repo, cache_dir=args.cache_dir, s3_endpoint=args.s3_endpoint,
-                            limits=limits) as repo:
+                            limits=limits, object_lock=lock) as repo:
+        check_object_lock([repo], lock)
         if args.key_file:
             from pitr.repo.keyring import unlock_existing  # cryptography: only for a key
 

@@ -126,7 +126,9 @@ def plan_publications(healthy_segments: list[SegmentEntry], healthy_snapshots: l
         cover, reach = _cover(segments, hole.first_lsn, hole.last_lsn)
         for f in cover:
             base = segment_name(f.first_lsn, f.last_lsn)
-            if base not in names.newest and base not in planned:  # a file held already is not the hole
+            covered = any(p.kind == "segment" and p.first_lsn <= f.first_lsn and f.last_lsn <= p.last_lsn
+                          for p in planned.values())  # the damaged file's LSNs: its replacement holds them
+            if base not in names.newest and not covered:  # a file held already is not the hole
                 new = names.next_name(base)
                 assert new is not None  # an absent base is generation 0
                 planned[base] = Publication(new, "segment", f.first_lsn, f.last_lsn, [f], what=what)
