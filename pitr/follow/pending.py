@@ -56,12 +56,12 @@ def parse_listing(names_sizes: list[tuple[str, int]]) -> list[Listed]:
     sizes = dict(names_sizes)
     newest: dict[tuple[int, int], tuple[int, str]] = {}
     for name in sizes:
-        parsed = parse_segment_file(name)
-        if parsed is None:
+        marked = parse_segment_file(name)
+        if marked is None:
             continue
-        held = newest.get((parsed[0], parsed[1]))
-        if held is None or parsed[2] > held[0]:
-            newest[(parsed[0], parsed[1])] = (parsed[2], name)
+        held = newest.get((marked[0], marked[1]))
+        if held is None or marked[2] > held[0]:
+            newest[(marked[0], marked[1])] = (marked[2], name)
     sizes = {name: sizes[name] for _generation, name in newest.values()}
     live, _superseded = live_segments(sizes)
     out = []
