@@ -131,7 +131,10 @@ async def _publish(repo: Repository, healthy: Repository, publication: Publicati
 async def _check_and_publish(repo: Repository, healthy: Repository, publication: Publication, new: RepoFile,
                              good: FileSource, staging: str, report: RepairReport, say: Say | None) -> bool:
     """Check `good` in full and publish it as `new`, unless it is the damaged file's very bytes."""
-    _meta, finding = await anyio.to_thread.run_sync(check_file, new, good, healthy.segment_keys)
+    meta, finding = await anyio.to_thread.run_sync(check_file, new, good, healthy.segment_keys)
+    if finding is None and meta is not None and (meta.first_lsn, meta.last_lsn) != (new.first_lsn, new.last_lsn):
+        finding = Finding(new.name, f"holds LSNs {meta.first_lsn}..{meta.last_lsn}, not the "
+                                    f"{new.first_lsn}..{new.last_lsn} its new name says")
     if finding is not None:
         report.unrepaired.append((", ".join(publication.supersedes) or publication.what,
                                   f"the healthy repository's copy is damaged too: {finding.message}"))
