@@ -94,7 +94,7 @@ async def repair_repository(repo: Repository, healthy: Repository, *, progress: 
         await anyio.to_thread.run_sync(healthy.catalog.segments),
         await anyio.to_thread.run_sync(healthy.catalog.snapshots),
         [(f.file, None if (c := checks.get(f.file)) is None else (c.first_lsn, c.last_lsn)) for f in before.findings
-         if f.kind != "missing"],
+         if f.kind not in ("missing", "superseded")],
         before.holes, listed)
     touched: list[str] = []
     async with staging_dir(repo) as staging:
