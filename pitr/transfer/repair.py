@@ -140,8 +140,8 @@ async def _check_and_publish(repo: Repository, healthy: Repository, publication:
                                   f"the healthy repository's copy is damaged too: {finding.message}"))
         return False
     damaged = publication.supersedes
-    if len(damaged) == 1 and publication.same_range:
-        kind = layout.segment_object if publication.kind == "segment" else layout.snapshot_object
+    kind = layout.segment_object if publication.kind == "segment" else layout.snapshot_object
+    if len(damaged) == 1 and publication.same_range and await repo.storage.stat(kind(damaged[0])) is not None:
         async with local_copy(repo, kind(damaged[0]), staging) as bad:
             if bad.size == good.size and await anyio.to_thread.run_sync(file_digest, bad) == \
                     await anyio.to_thread.run_sync(file_digest, good):
