@@ -5,7 +5,7 @@ The specification:
 - a repair writes every name once (each a name the repository did not hold), replaces nothing and deletes
   nothing, counted request by request at the storage backend;
 - afterwards `pitr verify` is OK and reads no superseded file (named, one is SUPERSEDED, never BROKEN),
-  restores equal the healthy repository's, and
+  restores and audit (log, history) equal the healthy repository's, and
   the damaged files are where they were until `pitr cleanup` deletes them (and only them, beside the rule);
 - a repaired copy damaged again is superseded by the next generation;
 - a damaged newest generation beside an intact older one is reported and refused, never passed over for it;
@@ -139,6 +139,10 @@ def test_repair_writes_new_names_only_and_cleanup_deletes_the_damaged_files(
         assert restored_state(target, str(tmp_path / f"t{lsn}"), RestoreTarget(lsn=lsn)) == expected
         assert expected == history.commits[lsn - 1][2]
 
+    for argv in (["log", "--json"], ["history", "key007", "--json"], ["history", "key011", "--json"]):
+        ours, theirs = (run_cli(capsys, *argv, "--repo", repo) for repo in (target, healthy))
+        assert ours[0] == 0, ours
+        assert ours == theirs  # audit reads the repaired copies as the healthy repository's own
     code, out, err = run_cli(capsys, "verify", "--repo", target, damaged)  # named: what it is, not BROKEN
     assert code == 1, out + err
     assert f"SUPERSEDED {damaged}: superseded" in out
