@@ -27,6 +27,7 @@ from pitr.errors import CorruptData, InvalidArgument, ObjectNotFound, Window, Wr
 from pitr.jsontypes import JSONObject
 from pitr.repo import layout
 from pitr.repo.identity import RepoIdentity
+from pitr.repo.live import live_snapshots
 from pitr.repo.repository import Repository, open_repository
 from pitr.restore.engine import RestoreResult, build_state
 from pitr.restore.options import RestoreTarget
@@ -162,7 +163,7 @@ def _snapshot_paths(path: str) -> builtins.list[str]:
         if not os.path.isdir(path):
             raise InvalidArgument(f"{path}: no such backup directory")
         return []
-    return [os.path.join(folder, n) for n in sorted(os.listdir(folder)) if parse_snapshot_name(n)]
+    return [os.path.join(folder, n) for n in sorted(live_snapshots(os.listdir(folder))[0])]
 
 
 async def list(path: str = DEFAULT_PATH, *,  # noqa: A001 - the seed's name

@@ -36,6 +36,7 @@ from pitr.retention_objects import (
     old_watermarks,
     retention_of,
     superseded_segments,
+    superseded_snapshots,
 )
 from pitr.storage.base import ObjectInfo
 from pitr.timeline import build_timeline
@@ -51,7 +52,7 @@ class CleanupPlan:
     delete_segments: list[SegmentEntry]
     windows_before: list[Window]
     windows_after: list[Window]
-    delete_superseded: list[ObjectInfo] = field(default_factory=list)  # merge inputs, covered by its output
+    delete_superseded: list[ObjectInfo] = field(default_factory=list)  # merge inputs; a repair's older copies
     delete_watermarks: list[ObjectInfo] = field(default_factory=list)  # all but the newest 16
     locked: list[Locked] = field(default_factory=list)  # what the rule would delete, retained until later
     held_back: list[str] = field(default_factory=list)  # not retained, but kept with retained ones (see below)
@@ -97,7 +98,7 @@ async def plan_cleanup(repo: Repository, keep_count: int, keep_days: float, now_
     await repo.sync()
     keep, drop, doomed = choose(repo.catalog.snapshots(), repo.catalog.segments(), keep_count, keep_days,
                                 now_ns)
-    superseded = await superseded_segments(repo)
+    superseded = await superseded_segments(repo) + await superseded_snapshots(repo)
     marks = await old_watermarks(repo)
     group = history_group(drop, doomed, superseded, min((s.lsn for s in keep), default=None))
     names = group + [i.name for i in superseded + marks if i.name not in group]
@@ -146,8 +147,8 @@ async def check_oldest_kept(repo: Repository, plan: CleanupPlan) -> None:
 
 async def run_cleanup(repo: Repository, plan: CleanupPlan,
                       progress: Callable[[str, int, int], None] | None = None) -> int:
-    """Delete what the plan names: snapshots first, then segments oldest first, then superseded segments, old
-    watermarks and old checkpoints; returns the count.
+    """Delete what the plan names: superseded files first, then snapshots, then segments oldest first, then
+    old watermarks and old checkpoints; returns the count.
 
     Nothing is deleted unless the oldest snapshot kept verifies in full and the
     newest restorable point stays restorable (`check_oldest_kept`).
@@ -155,6 +156,13 @@ async def run_cleanup(repo: Repository, plan: CleanupPlan,
     await check_oldest_kept(repo, plan)
     total = plan.deleted_count
     done = 0
+    # superseded files first: each has its live successor now, so an interrupted cleanup never leaves one
+    # without it (an older repair generation would become the live copy again)
+    for info in plan.delete_superseded:  # not in the catalog
+        await repo.delete(info.name)
+        done += 1
+        if progress:
+            progress("cleanup", done, total)
     for snap in plan.delete_snapshots:
         await repo.delete(layout.snapshot_object(snap.name))
         repo.catalog.remove_snapshot(snap.lsn)
@@ -172,7 +180,7 @@ async def run_cleanup(repo: Repository, plan: CleanupPlan,
         done += 1
         if progress:
             progress("cleanup", done, total)
-    for info in plan.delete_superseded + plan.delete_watermarks + plan.delete_checkpoints:  # not in the catalog
+    for info in plan.delete_watermarks + plan.delete_checkpoints:  # not in the catalog
         await repo.delete(info.name)
         done += 1
         if progress:

@@ -4,7 +4,10 @@ A write-once repository leaves two kinds of files for cleanup alone to remove:
 
 - superseded segments: the inputs of a merge, covered by the merged segment
   (deleted only once the covering segment is indexed, so a merge whose output
-  is unreadable keeps its inputs);
+  is unreadable keeps its inputs), and the older generations of a segment
+  `pitr repair` republished (deleted once the newest generation is indexed);
+- superseded snapshots: the older generations of a snapshot `pitr repair`
+  republished (deleted once the newest is indexed);
 - watermark objects: all but the newest `KEEP_WATERMARKS` (and never the one
   readers use);
 - signed checkpoints (`checkpoints/<LSN>.ckpt`) of LSNs before the oldest
@@ -27,9 +30,11 @@ from pitr.catalog.entries import SegmentEntry, SnapshotEntry
 from pitr.repo import layout, watermarks
 from pitr.repo.checkpoints import PREFIX as CHECKPOINTS
 from pitr.repo.checkpoints import parse_checkpoint_name
-from pitr.repo.repository import Repository, live_segments
+from pitr.repo.live import live_segments, live_snapshots
+from pitr.repo.repository import Repository
 from pitr.storage.base import ObjectInfo
-from segments import parse_segment_name
+from segments import parse_segment_name, parse_snapshot_name
+from segments.naming import base_name
 
 KEEP_CHECKPOINTS = 16
 
@@ -46,16 +51,26 @@ class Locked:
 
 
 async def superseded_segments(repo: Repository) -> list[ObjectInfo]:
-    """Segment objects covered by a merged segment the catalog indexed (call after `repo.sync()`)."""
+    """Segment objects covered by another segment the catalog indexed: a merged one, or a newer repair
+    generation of the same range (call after `repo.sync()`)."""
     listed = {i.name[len(layout.SEGMENTS):]: i for i in await repo.storage.list(layout.SEGMENTS)}
     _keep, superseded = live_segments(listed)
-    indexed = [(s.first_lsn, s.last_lsn) for s in repo.catalog.segments()]
+    indexed = [(s.first_lsn, s.last_lsn, s.name) for s in repo.catalog.segments()]
     out = []
     for name in superseded:
         first, last = parse_segment_name(name) or (0, -1)
-        if any(f <= first and last <= lst and (f, lst) != (first, last) for f, lst in indexed):
+        if any(f <= first and last <= lst and other != name for f, lst, other in indexed):
             out.append(listed[name])
     return sorted(out, key=lambda i: i.name)
+
+
+async def superseded_snapshots(repo: Repository) -> list[ObjectInfo]:
+    """Snapshot objects a newer repair generation of the same snapshot supersedes, once that one is
+    indexed (call after `repo.sync()`)."""
+    listed = {i.name[len(layout.SNAPSHOTS):]: i for i in await repo.storage.list(layout.SNAPSHOTS)}
+    _keep, superseded = live_snapshots(listed)
+    indexed = {base_name(s.name) for s in repo.catalog.snapshots()}
+    return sorted((listed[n] for n in superseded if base_name(n) in indexed), key=lambda i: i.name)
 
 
 async def old_watermarks(repo: Repository) -> list[ObjectInfo]:
@@ -98,8 +113,10 @@ def history_group(drop: list[SnapshotEntry], doomed: list[SegmentEntry], superse
     """
     names = [layout.snapshot_object(s.name) for s in drop] + [layout.segment_object(s.name) for s in doomed]
     if floor is not None:
-        for info in superseded:
-            parsed = parse_segment_name(info.name[len(layout.SEGMENTS):])
-            if parsed is not None and parsed[1] < floor:
+        for info in superseded:  # a repair's older generation goes with the newest: never left to come back
+            segment = info.name.startswith(layout.SEGMENTS)
+            parsed = parse_segment_name(info.name[len(layout.SEGMENTS):]) if segment else None
+            lsn = None if segment else parse_snapshot_name(info.name[len(layout.SNAPSHOTS):])
+            if (parsed is not None and parsed[1] < floor) or (lsn is not None and lsn < floor):
                 names.append(info.name)
     return names

@@ -21,7 +21,7 @@ from segments import record as rec
 from segments import wal
 from segments._errors import CorruptFile
 from segments.chain_check import check_chain
-from segments.naming import parse_segment_name, parse_snapshot_name, segment_name, snapshot_name
+from segments.naming import base_name, parse_segment_name, parse_snapshot_name, segment_name, snapshot_name
 from segments.segment_reader import SegmentMeta, SegmentReader
 from segments.snapshot import SnapshotReader
 from segments.source import FileSource
@@ -179,9 +179,9 @@ def _verify_snapshot(report: FileReport) -> None:
 
 
 def _check_name(report: FileReport, follows_convention: bool, expected: str) -> None:
-    """A file named by the convention must carry the name its contents give it."""
+    """A file named by the convention must carry the name its contents give it (of any repair generation)."""
     name = os.path.basename(report.path)
-    if follows_convention and name != expected:
+    if follows_convention and base_name(name) != expected:
         report.problems.append({
             "error": "NameMismatch", "path": report.path, "offset": 0,
             "message": f"{report.path}: the name does not match the contents, which would be named {expected}",

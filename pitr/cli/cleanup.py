@@ -73,7 +73,8 @@ async def run(args: argparse.Namespace) -> int:
 def _print_write_once(plan: CleanupPlan, verb: str, now_ns: int) -> None:
     """What a write-once repository leaves to cleanup: merge inputs, old watermarks, and what is locked."""
     if plan.delete_superseded or plan.delete_watermarks:
-        print(f"  and {verb} {len(plan.delete_superseded)} superseded segments (merged into others) and "
+        print(f"  and {verb} {len(plan.delete_superseded)} superseded files (merge inputs, and damaged files a "
+              f"repair republished) and "
               f"{len(plan.delete_watermarks)} old watermarks")
     if plan.delete_checkpoints:
         print(f"  and {verb} {len(plan.delete_checkpoints)} signed checkpoints before the oldest restorable point "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from pitr.cli._object_lock import add_object_lock, check_object_lock, object_lock_of
 from pitr.cli.common import (
     Progress,
     add_json,
@@ -34,6 +35,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--key-file", default=os.environ.get("PITR_KEY_FILE") or None,
                    help="key file of an encrypted repository (both: copies of one history share it; "
                         "default: $PITR_KEY_FILE)")
+    add_object_lock(p)  # the copies a repair publishes are retained like the rest of a locked bucket
     add_limits(p)
     add_json(p)
     p.set_defaults(run=run)
@@ -45,7 +47,7 @@ def report_json(r: RepairReport) -> dict[str, object]:
             "holes_found": [{"first_lsn": h.first_lsn, "last_lsn": h.last_lsn, "reason": h.reason}
                             for h in r.holes_found],
             "replaced": r.replaced, "filled": r.filled,
-            "moved_aside": [{"file": n, "to": aside} for n, aside in r.moved_aside],
+            "published": [{"for": n, "file": new} for n, new in r.published],
             "unrepaired": [{"file": n, "reason": why} for n, why in r.unrepaired], "kept": r.kept,
             "keys_copied": r.keys_copied,
             "still_damaged": r.still_damaged, "windows": [window_json(w) for w in r.windows],
@@ -58,10 +60,13 @@ def print_report(r: RepairReport) -> None:
     state = "nothing to repair" if nothing and r.ok else "repaired" if r.ok else "NOT REPAIRED"
     print(f"{r.repository}: {state} from {r.healthy}: {len(r.replaced)} file(s) replaced, "
           f"{len(r.filled)} published into holes, in {r.seconds:.2f}s")
-    for name, aside in r.moved_aside:
-        print(f"  replaced {name} (the damaged copy is kept as {aside})")
+    for name, new in r.published:
+        if name in r.replaced:
+            print(f"  replaced {name} by {new} (the damaged file stays, read by no one; pitr cleanup deletes it)")
     for name in r.filled:
         print(f"  filled   {name}")
+    for name in r.kept:
+        print(f"  kept     {name} (the same bytes as the healthy copy)")
     for name in r.keys_copied:
         print(f"  key wrap {name} published (the key it is wrapped under opens this repository too)")
     for what, why in r.unrepaired:
@@ -79,10 +84,12 @@ async def run(args: argparse.Namespace) -> int:
     refuse_same_repository(args.repo, args.healthy, s3_endpoint=args.s3_endpoint)
     limits = transfer_limits(args)
     progress = Progress()
+    lock = object_lock_of(args)  # --object-lock-days
     async with open_repository(args.healthy, cache_dir=args.cache_dir, s3_endpoint=args.s3_endpoint,
                                limits=limits) as healthy, \
             open_repository(args.repo, cache_dir=args.cache_dir, s3_endpoint=args.s3_endpoint,
-                            limits=limits) as repo:
+                            limits=limits, object_lock=lock) as repo:
+        check_object_lock([repo], lock)
         if args.key_file:
             from pitr.repo.keyring import unlock_existing  # cryptography: only for a key
 

@@ -30,7 +30,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def finding_text(f: Finding) -> str:
     where = ", ".join(x for x in (f"offset {f.offset}" if f.offset is not None else "",
                                   f"LSN {f.lsn}" if f.lsn is not None else "") if x)
-    label = "CATALOG" if f.kind == "catalog" else "MISSING" if f.kind == "missing" else "BROKEN"
+    label = "CATALOG" if f.kind == "catalog" else "MISSING" if f.kind == "missing" else \
+        "SUPERSEDED" if f.kind == "superseded" else "BROKEN"
     return f"{label} {f.file}{' (' + where + ')' if where else ''}: {f.message}"
 
 

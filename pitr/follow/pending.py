@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 from pitr.errors import Gap, HistoryGap
 from pitr.repo import layout
-from pitr.repo.repository import Repository, live_segments
-from segments.naming import parse_segment_name
+from pitr.repo.live import live_segments
+from pitr.repo.repository import Repository
+from segments.naming import parse_segment_file, parse_segment_name
 
 MAX_STEP_BYTES = 64 << 20  # segment bytes applied before the follower reports and looks again
 RESTORE_HINT = ("the standby is consistent at the last LSN it applied; once the repository is repaired "
@@ -48,8 +49,20 @@ class Step:
 
 
 def parse_listing(names_sizes: list[tuple[str, int]]) -> list[Listed]:
-    """The segment files among `names_sizes` (names relative to segments/), ordered by first LSN."""
+    """The segment files among `names_sizes` (names relative to segments/), ordered by first LSN.
+
+    A file a repair superseded (an older generation of the same range) is left out: it is never read,
+    not even as a merge's input."""
     sizes = dict(names_sizes)
+    newest: dict[tuple[int, int], tuple[int, str]] = {}
+    for name in sizes:
+        marked = parse_segment_file(name)
+        if marked is None:
+            continue
+        held = newest.get((marked[0], marked[1]))
+        if held is None or marked[2] > held[0]:
+            newest[(marked[0], marked[1])] = (marked[2], name)
+    sizes = {name: sizes[name] for _generation, name in newest.values()}
     live, _superseded = live_segments(sizes)
     out = []
     for name, size in sizes.items():

@@ -7,7 +7,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -31,6 +31,8 @@ from pitr.repo import layout, watermarks
 from pitr.repo.continuity import LOST_HINT
 from pitr.repo.identity import WATERMARK_HINT, WATERMARK_SKEW_NS, RepoIdentity, Watermark
 from pitr.repo.indexing import index_segment, snapshot_entry
+from pitr.repo.live import live_segments as live_segments  # re-exported: its home before pitr.repo.live
+from pitr.repo.live import live_snapshots
 from pitr.repo.watermarks import DamagedWatermark
 from pitr.storage import open_storage
 from pitr.storage.base import ObjectLock, Storage
@@ -307,7 +309,10 @@ class Repository:
             if name not in keep:
                 await anyio.to_thread.run_sync(self.catalog.remove_segment, entry.first_lsn)
                 report.dropped.append(name)
-        listed_snapshots = {i.name[len(layout.SNAPSHOTS):] for i in await self.storage.list(layout.SNAPSHOTS)}
+        live_snaps, superseded_snaps = live_snapshots(
+            i.name[len(layout.SNAPSHOTS):] for i in await self.storage.list(layout.SNAPSHOTS))
+        report.superseded += superseded_snaps
+        listed_snapshots = set(live_snaps)  # a snapshot a repair superseded is read by no one
         checks = {c.name: c for c in await anyio.to_thread.run_sync(self.catalog.file_checks)}
         for name in checks:
             if name not in keep and name not in listed_snapshots:  # the file is gone: so is what we knew
@@ -352,7 +357,6 @@ class Repository:
         report.indexed.append(name)
 
     async def _sync_snapshots(self, report: SyncReport, listed: set[str], skipped: set[str]) -> None:
-        listed = {n for n in listed if parse_snapshot_name(n) is not None}
         known = {s.name: s for s in await anyio.to_thread.run_sync(self.catalog.snapshots)}
         for name, snap in known.items():
             if name not in listed:
@@ -382,29 +386,6 @@ class Repository:
         await anyio.to_thread.run_sync(self.catalog.rebuild)
         self._identity = None
         return await self.sync(progress)
-
-
-def live_segments(names: Iterable[str]) -> tuple[dict[str, tuple[int, int]], list[str]]:
-    """The segment files that hold the history, by name with their LSN range, and those superseded.
-
-    A merged segment supersedes the smaller ones it covers (a merge interrupted
-    before its cleanup); names that are not segment names are ignored.
-    """
-    ranges = {}
-    for name in names:
-        parsed = parse_segment_name(name)
-        if parsed is not None:
-            ranges[name] = parsed
-    keep: dict[str, tuple[int, int]] = {}
-    superseded: list[str] = []
-    reach = -1
-    for name, (first, last) in sorted(ranges.items(), key=lambda kv: (kv[1][0], -kv[1][1])):
-        if last <= reach:
-            superseded.append(name)
-            continue
-        keep[name] = (first, last)
-        reach = max(reach, last)
-    return keep, superseded
 
 
 def _cached_source(path: str) -> FileSource | None:

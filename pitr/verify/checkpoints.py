@@ -200,8 +200,8 @@ async def require_witnessed(repo: Repository, witness: Witness) -> CheckpointRep
     Reads every live segment's tables (no block), as `verify --quick` does."""
     import anyio
 
-    from pitr.repo.repository import live_segments
-    from segments import SegmentsError, parse_snapshot_name
+    from pitr.repo.live import live_segments, live_snapshots
+    from segments import SegmentsError
     from segments.segment_reader import read_meta
 
     ident = await repo.require_identity()
@@ -215,8 +215,8 @@ async def require_witnessed(repo: Repository, witness: Witness) -> CheckpointRep
             pass  # a damaged file is the restore's own business (it refuses or plans around it)
         finally:
             source.close()
-    snaps = [parse_snapshot_name(i.name[len(layout.SNAPSHOTS):]) for i in await repo.storage.list(layout.SNAPSHOTS)]
-    ends = [last for _first, last in keep.values()] + [s for s in snaps if s is not None]
+    snaps, _replaced = live_snapshots([i.name[len(layout.SNAPSHOTS):] for i in await repo.storage.list(layout.SNAPSHOTS)])
+    ends = [last for _first, last in keep.values()] + list(snaps.values())
     report = await check_checkpoints(repo, ident, metas, max(ends) if ends else None, witness,
                                      None if repo.segment_keys is None else repo.segment_keys.link_key)
     if report.findings:

@@ -21,7 +21,7 @@ class Finding:
     message: str
     offset: int | None = None
     lsn: int | None = None
-    kind: str = "corrupt"  # corrupt, chain, binding, replay, missing
+    kind: str = "corrupt"  # corrupt, chain, binding, replay, missing, superseded
 
     def as_dict(self) -> dict[str, object]:
         return {"file": self.file, "kind": self.kind, "offset": self.offset, "lsn": self.lsn,

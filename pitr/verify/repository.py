@@ -28,7 +28,8 @@ from pitr.progress import ByteCounter
 from pitr.repo import layout
 from pitr.repo.identity import RepoIdentity
 from pitr.repo.indexing import block_rows, key_rows_of, segment_entry, snapshot_entry
-from pitr.repo.repository import Repository, live_segments
+from pitr.repo.live import live_segments, live_snapshots
+from pitr.repo.repository import Repository
 from pitr.repo.witness import Witness
 from pitr.timefmt import format_time
 from pitr.timeline import build_timeline
@@ -245,12 +246,17 @@ async def verify_repository(repo: Repository, *, mode: str = "full", files: Sequ
         report.findings.append(Finding(damage.path or repo.catalog.path, f"{damage.message} (hint: {damage.hint})",
                                        kind="catalog"))
     seg_sizes = {i.name[len(layout.SEGMENTS):]: i.size for i in await repo.storage.list(layout.SEGMENTS)}
-    keep, _superseded = live_segments(list(seg_sizes))
+    keep, superseded = live_segments(list(seg_sizes))
     seg_names = sorted(keep, key=lambda n: keep[n])
     snap_sizes = {i.name[len(layout.SNAPSHOTS):]: i.size for i in await repo.storage.list(layout.SNAPSHOTS)}
-    snap_names = sorted(n for n in snap_sizes if parse_snapshot_name(n) is not None)
+    live_snaps, replaced = live_snapshots(snap_sizes)  # a snapshot a repair superseded is never read
+    snap_names = sorted(live_snaps)
     for name in sorted(wanted - set(seg_names) - set(snap_names)):
-        report.findings.append(Finding(name, "no such segment or snapshot in the repository", kind="missing"))
+        if name in superseded or name in replaced:  # named by the operator: say what it is, never BROKEN
+            report.findings.append(Finding(name, "superseded (by a merge or a repaired copy): not part of the "
+                                           "history and never read; pitr cleanup removes it", kind="superseded"))
+        else:
+            report.findings.append(Finding(name, "no such segment or snapshot in the repository", kind="missing"))
     full = mode != "quick"
     compare = damage is None and not wanted
     expected = ExpectedRows(gap_lsns=set() if full and compare else None, index_key=repo.catalog.index_key)

@@ -8,8 +8,9 @@ The specification:
 - a damaged source file is not copied, and the copy says so and exits 1;
 - a target holding another history is refused before anything is written;
 - a window copy holds a base at or before its start and restores inside it;
-- repair moves a damaged file aside, publishes the verified copy, fills a hole, and afterwards
-  verify and timeline report nothing; a healthy copy of another history is refused.
+- repair supersedes a damaged file by a verified copy under a new name (the damaged one stays, for
+  cleanup), fills a hole, and afterwards verify and timeline report nothing; a healthy copy of another
+  history is refused (tests/transfer/test_repair_write_once.py has the rest of write-once repair).
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ import pytest
 import trio
 
 from pitr.errors import ForeignRepository, StorageError
+from pitr.repo.live import live_segments, live_snapshots
 from pitr.repo.repository import open_repository
 from pitr.restore import RestoreOptions, RestoreTarget, restore
 from pitr.store import Store, StoreOptions
 from pitr.timefmt import format_time
 from pitr.transfer import DAMAGED_DIR, CopyOptions, copy_history
 from segments.merge import merge_segments
-from segments.naming import segment_name
+from segments.naming import base_name, segment_name, with_generation
 from segments.segment_reader import SegmentReader
 from tests.helpers.cli import run_cli
 from tests.helpers.segments_on_disk import newest_watermark_file
@@ -203,7 +205,18 @@ def test_a_window_copy_restores_inside_the_window(history: History, source: str,
     assert "watermark" not in published(target)
 
 
-def test_repair_moves_a_damaged_file_aside_and_fills_a_hole(history: History, source: str, tmp_path: Path,
+def live_published(repo: str) -> dict[str, bytes]:
+    """The live segments' and snapshots' bytes of a local repository, by the name of generation 0."""
+    out = {}
+    for folder, live in (("segments", live_segments), ("snapshots", live_snapshots)):
+        keep = live(os.listdir(os.path.join(repo, folder)))[0]
+        for name in keep:
+            with open(os.path.join(repo, folder, name), "rb") as fh:
+                out[f"{folder}/{base_name(name)}"] = fh.read()
+    return out
+
+
+def test_repair_supersedes_a_damaged_file_and_fills_a_hole(history: History, source: str, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     target = str(tmp_path / "target")
     assert run_cli(capsys, "copy", "--from", source, "--to", target)[0] == 0
@@ -221,16 +234,13 @@ def test_repair_moves_a_damaged_file_aside_and_fills_a_hole(history: History, so
     assert run_cli(capsys, "timeline", "--repo", target)[0] == 1
     code, out, err = run_cli(capsys, "repair", "--from", source, target)
     assert code == 0, out + err
-    assert f"replaced {damaged}" in out
+    assert f"replaced {damaged} by {with_generation(damaged, 1)}" in out
     assert f"filled   {deleted}" in out
-    assert f"replaced {snapshot}" in out
-    assert [n.rpartition(".")[0] for n in os.listdir(os.path.join(target, DAMAGED_DIR, "snapshots"))] == [snapshot]
-    aside = os.listdir(os.path.join(target, DAMAGED_DIR, "segments"))
-    assert len(aside) == 1
-    assert aside[0].startswith(damaged + ".")
-    with open(os.path.join(target, DAMAGED_DIR, "segments", aside[0]), "rb") as fh:
-        assert fh.read() == damaged_bytes  # the damaged bytes are kept, not overwritten
-    assert published(target) == published(source)
+    assert f"replaced {snapshot} by {with_generation(snapshot, 1)}" in out
+    assert not os.path.exists(os.path.join(target, DAMAGED_DIR))
+    with open(os.path.join(target, "segments", damaged), "rb") as fh:
+        assert fh.read() == damaged_bytes  # the damaged file stays as it was, for cleanup
+    assert live_published(target) == live_published(source)
     code, out, err = run_cli(capsys, "timeline", "--repo", target)
     assert code == 0, out + err  # the catalog no longer reports the hole or the damaged file
     assert "\n  damaged" not in out
@@ -268,7 +278,7 @@ def merge_in_place(repo: str, names: list[str]) -> str:
     return merged
 
 
-def test_repair_takes_a_segment_the_healthy_copy_merged_and_moves_the_damaged_one_aside(
+def test_repair_takes_a_segment_the_healthy_copy_merged_which_supersedes_the_damaged_one(
         history: History, source: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     target = str(tmp_path / "target")
     assert run_cli(capsys, "copy", "--from", source, "--to", target)[0] == 0
@@ -278,9 +288,9 @@ def test_repair_takes_a_segment_the_healthy_copy_merged_and_moves_the_damaged_on
     flip_bit(os.path.join(target, "segments", victim))
     code, out, err = run_cli(capsys, "repair", "--from", source, target)
     assert code == 0, out + err
-    assert f"filled   {merged}" in out
-    assert [n.rpartition(".")[0] for n in os.listdir(os.path.join(target, DAMAGED_DIR, "segments"))] == [victim]
-    assert victim not in segment_names(target)
+    assert f"replaced {victim} by {merged}" in out  # the healthy copy's merge covers it: no new generation
+    assert victim in segment_names(target)  # left for cleanup, superseded by the merged segment
+    assert victim not in live_segments(segment_names(target))[0]
     assert run_cli(capsys, "verify", "--repo", target)[0] == 0
     assert run_cli(capsys, "timeline", "--repo", target)[0] == 0
     assert restored_state(target, str(tmp_path / "r"), RestoreTarget(latest=True)) == history.commits[-1][2]
