@@ -19,6 +19,7 @@ through `Repository.read_block`, as before).
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -35,6 +36,7 @@ from segments.source import FileSource
 
 RUN = 32  # blocks read and decompressed per worker call
 RUNS_AHEAD = 4  # runs in flight ahead of the walk
+WORKERS = max(1, min(RUNS_AHEAD, os.cpu_count() or 1))  # runs read at once: zstd decompresses without the GIL
 
 Planned = tuple[BlockRow, str, str, str]  # a block, its segment's local path, the repository URL, the object name
 Outcome = dict[int, bytes | PitrError]  # by block first LSN: the checked raw block, or why it is not
@@ -94,7 +96,7 @@ class ReadAhead:
     def _pump(self) -> None:
         while self._planned and len(self._flying) < RUNS_AHEAD:
             if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pitr-readahead")
+                self._executor = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="pitr-readahead")
             run = self._planned.popleft()
             self._flying.append((frozenset(b.first_lsn for b, _p, _u, _n in run),
                                  self._executor.submit(read_run, run)))
