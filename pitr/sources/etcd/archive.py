@@ -11,6 +11,12 @@ state and watches from R + 1. A restart resumes after the last revision in the
 spool. When etcd has compacted past the next revision, the follower reads the
 current state again, commits the difference (again after a gap) and
 snapshots it. See docs/etcd.md.
+
+With a key file (`key_file=`, `pitr archive --source etcd://... --encrypt`)
+every repository is encrypted under it exactly as an embedded store's: a new
+one is claimed encrypted (pitr.repo.keyring.claim_encrypted) and an existing
+one must open with the key, both checked before the spool is opened. The
+archiver then seals every segment and snapshot with the repository's keys.
 """
 
 from __future__ import annotations
@@ -23,9 +29,14 @@ import anyio
 import anyio.abc
 
 from pitr.archiver import ArchiveOptions, Archiver
+from pitr.archiver.archiver import identity_for
 from pitr.archiver.observe import ArchiveObserver, TakenSnapshot
-from pitr.archiving import archiving
-from pitr.repo.repository import Repository
+from pitr.archiving import StoreSource, archiving
+from pitr.crypto.keys import KeyFile
+from pitr.errors import InvalidArgument, WrongKey
+from pitr.repo import layout
+from pitr.repo.keyring import NO_KEY_HINT, claim_encrypted, unlock
+from pitr.repo.repository import Repository, open_repository
 from pitr.snapshots.schedule import SnapshotSchedule
 from pitr.snapshots.take import take_snapshot
 from pitr.store import Store, StoreOptions
@@ -74,7 +85,8 @@ async def etcd_archiving(client: EtcdClient, prefix: bytes, spool_dir: str, *rep
                          follow: bool = True, snapshot_every: SnapshotSchedule | None = None,
                          cache_dir: str | None = None, s3_endpoint: str | None = None,
                          clock: Callable[[], int] | None = None,
-                         observer: ArchiveObserver | None = None) -> AsyncIterator[EtcdArchive]:
+                         observer: ArchiveObserver | None = None,
+                         key_file: str | KeyFile | None = None) -> AsyncIterator[EtcdArchive]:
     """Archive the keys under `prefix` while the block runs, through a spool store at `spool_dir`.
 
     On entry the base is loaded (first run) or the position resumed; with
@@ -82,15 +94,24 @@ async def etcd_archiving(client: EtcdClient, prefix: bytes, spool_dir: str, *rep
     (else call ``session.follower.catch_up()``); on exit everything durable
     in the spool is shipped. Snapshots carry the prefix in their metadata. `observer` is told what
     the archiver does (pitr/archiver/observe.py: metrics, heartbeat, events, status record).
+
+    `key_file` (a path or a read `KeyFile`) encrypts: new repositories are created encrypted under
+    it and existing ones must open with it (`WrongKey` for a plaintext one or another key's), checked
+    before the spool is opened; repositories given already unlocked (`pitr.repo.keyring.unlock`)
+    need no `key_file`. Signed checkpoints: `options=ArchiveOptions(checkpoints=CheckpointWriter(...))`.
     """
     async with AsyncExitStack() as stack:
+        opened = [repo if isinstance(repo, Repository) else await stack.enter_async_context(
+            open_repository(repo, cache_dir=cache_dir, s3_endpoint=s3_endpoint, create=True)) for repo in repos]
+        key, new = await _check_keys(opened, key_file)
         shown = prefix.decode("utf-8", "backslashreplace")
         store = await stack.enter_async_context(Store(spool_dir, StoreOptions(name=f"etcd:{shown}"), clock=clock))
         # Checked before the repositories are claimed for this spool's history.
         await anyio.to_thread.run_sync(spool_phase, spool_dir, prefix, store.last_lsn)
+        if key is not None and new:
+            await _claim_encrypted(store, new, key)
         archiver = await stack.enter_async_context(archiving(
-            store, *repos, options=options, cache_dir=cache_dir, s3_endpoint=s3_endpoint, source_kind="etcd",
-            observer=observer))
+            store, *opened, options=options, source_kind="etcd", observer=observer))
         session = EtcdArchive(EtcdFollower(client, prefix, store, archiver, follow_options), archiver, store)
         await session.follower.start()
         tg = anyio.create_task_group()
@@ -110,6 +131,46 @@ async def etcd_archiving(client: EtcdClient, prefix: bytes, spool_dir: str, *rep
         stopped.set()
         session.follower.stop()
         await _close_group(tg, None)
+
+
+async def _check_keys(repos: list[Repository], key_file: str | KeyFile | None,
+                      ) -> tuple[KeyFile | None, list[Repository]]:
+    """Refuse, before the spool is opened, what could not be archived encrypted; unlock the existing
+    repositories with `key_file` and return it read, with the new repositories it is to claim.
+
+    An etcd archive snapshots into every repository at once (its base load and each resync), and
+    each encrypted repository has its own data key: an encrypted one is archived into alone."""
+    if key_file is not None and not isinstance(key_file, KeyFile):
+        from pitr.crypto.keys import read_key_file
+
+        key_file = read_key_file(key_file)
+    new: list[Repository] = []
+    for repo in repos:
+        ident = await repo.identity()
+        if key_file is None:
+            if ident is not None and ident.encryption is not None and repo.segment_keys is None:
+                raise WrongKey(f"{repo.url} is encrypted (key id {ident.encryption.key_id.hex()}) and no key "
+                               "was given", hint=NO_KEY_HINT)
+        elif ident is None:
+            new.append(repo)
+        else:
+            await unlock(repo, key_file)  # WrongKey for a plaintext repository or another key's
+    encrypted = [r for r in repos if r.segment_keys is not None or r in new]
+    if encrypted and len(repos) > 1:
+        raise InvalidArgument(f"{encrypted[0].url} is encrypted, and an etcd archive snapshots into every "
+                              "repository at once (its base load, each resync) while each encrypted repository "
+                              "has its own data key: archive into an encrypted repository alone (one "
+                              "`pitr archive --source` with its own spool per repository)")
+    return key_file, new
+
+
+async def _claim_encrypted(store: Store, new: list[Repository], key_file: KeyFile) -> None:
+    """Claim each new repository for the spool's history, encrypted under `key_file` (the archiver then
+    finds it claimed, and seals into it with the keys the claim unlocked)."""
+    ident = identity_for(StoreSource(store), "etcd")
+    markers = await anyio.to_thread.run_sync(store.wal_directory.markers.archived_lsns)
+    for repo in new:
+        await claim_encrypted(repo, ident, key_file, archived_before=layout.repo_key(repo.url) in markers)
 
 
 async def _close_group(tg: anyio.abc.TaskGroup, exc: BaseException | None) -> None:
