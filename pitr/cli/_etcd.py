@@ -87,7 +87,11 @@ async def run_archive(args: argparse.Namespace, checkpoints: CheckpointWriter | 
                               "--experimental-watch-progress-notify-interval); the next run resumes there",
                               file=sys.stderr)
                 # What the follower received so far, shipped while the observers still count it (leaving
-                # the session ships whatever arrives after this too).
+                # the session ships whatever arrives after this too). The run's last watermark is signed
+                # whatever --checkpoint-interval says: the first one went out before the follower caught
+                # up, and the witness must reach the end of every run (docs/decisions.md).
+                if checkpoints is not None:
+                    checkpoints.interval = 0.0
                 await session.archiver.cycle()
     etcd = {"prefix": _shown(location.prefix), "spool": spool, "revision": follower.revision,
             "complete_through_revision": follower.complete_revision, "commits": follower.commits,

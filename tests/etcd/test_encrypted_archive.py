@@ -12,6 +12,7 @@ import json
 import random
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -110,10 +111,10 @@ class Twins:
         assert code == 0, (argv, out, err)
         return out
 
-    def both(self, *argv: str, codes: tuple[int, ...] = (0,)) -> tuple[object, object]:
+    def both(self, *argv: str, codes: tuple[int, ...] = (0,)) -> tuple[Any, Any]:
         """The exit code and JSON answer of `pitr ARGV --json` on the encrypted repository (with the key) and
         on the plaintext one, without times."""
-        answers = []
+        answers: list[tuple[int, Any]] = []
         for repo, key in ((self.sealed, ["--key-file", str(self.key)]), (self.plain, [])):
             code, out, err = run_cli(self.capsys, *argv, "--json", "--repo", str(repo), *key)
             assert code in codes, (argv, out, err)
@@ -157,9 +158,9 @@ def test_restore_audit_and_verify_through_the_key_equal_the_plaintext_and_etcd(t
     # into a directory: the latest state, and an earlier LSN equal to the plaintext twin's
     for target in (["--latest"], ["--lsn", "20"]):
         states = []
-        for repo, key in ((twins.sealed, ["--key-file", str(twins.key)]), (twins.plain, [])):
+        for repo, key_args in ((twins.sealed, ["--key-file", str(twins.key)]), (twins.plain, [])):
             dest = twins.tmp / f"restored-{repo.name}-{target[-1]}"
-            twins.ok("restore", *target, "--dest", str(dest), "--repo", str(repo), "--json", *key)
+            twins.ok("restore", *target, "--dest", str(dest), "--repo", str(repo), "--json", *key_args)
             with StoreReader(str(dest)) as reader:
                 states.append({k: v for k, v, _ in reader.scan(b"", 2**62)})
         assert states[0] == states[1]
