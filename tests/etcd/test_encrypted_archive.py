@@ -99,7 +99,9 @@ class Twins:
         self.source = etcd_url(server, prefix)
         for round_ in range(ROUNDS):
             self.writer.round()
-            first = ["--encrypt"] if round_ == 0 else []
+            # --encrypt every time (always safe: an existing repository must open under the key); the
+            # last round with --key-file alone, as the operations guide shows a later run
+            first = ["--encrypt"] if round_ < ROUNDS - 1 else []
             out = json.loads(self.ok("archive", "--source", self.source, "--data", str(tmp_path / "spool-sealed"),
                                      "--repo", str(self.sealed), "--key-file", str(self.key), "--json", *first))
             self.ok("archive", "--source", self.source, "--data", str(tmp_path / "spool-plain"),
