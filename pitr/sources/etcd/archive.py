@@ -157,7 +157,8 @@ async def _check_keys(repos: list[Repository], key_file: str | KeyFile | None,
             await unlock(repo, key_file)  # WrongKey for a plaintext repository or another key's
     encrypted = [r for r in repos if r.segment_keys is not None or r in new]
     if encrypted and len(repos) > 1:
-        raise InvalidArgument(f"{encrypted[0].url} is encrypted, and an etcd archive snapshots into every "
+        state = "would be created encrypted" if encrypted[0] in new else "is encrypted"
+        raise InvalidArgument(f"{encrypted[0].url} {state}, and an etcd archive snapshots into every "
                               "repository at once (its base load, each resync) while each encrypted repository "
                               "has its own data key: archive into an encrypted repository alone (one "
                               "`pitr archive --source` with its own spool per repository)")
