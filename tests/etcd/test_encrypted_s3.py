@@ -1,7 +1,8 @@
-"""An etcd prefix archived with `--encrypt` into an S3 repository on the real test server (rclone), as a
-user runs it: the bucket and the local catalog cache hold none of the keys and values written; restore
-into etcd and into a directory, `get --at` and `history` through the key equal etcd's state; `verify
---quick` needs no key, every other reader refuses without it."""
+"""An etcd prefix archived with `--encrypt` and signed checkpoints into an S3 repository, with a witness in
+another S3 prefix, on the real test server (rclone), as a user runs it: the bucket and the local catalog
+cache hold none of the keys and values written; restore into etcd (through the witness) and into a
+directory, `get --at` and `history` through the key equal etcd's state; `verify --witness` holds up, its
+`--quick` needs no key, and a restore without the key is refused."""
 
 from __future__ import annotations
 
@@ -29,8 +30,9 @@ def test_an_encrypted_s3_repository_of_an_etcd_prefix_restores_etcds_state_and_h
         tmp_path: Path, s3: S3Server, etcd_server: EtcdCluster, key_prefix: bytes,  # noqa: F811 - the fixture
         random_seed: int, capsys: pytest.CaptureFixture[str]) -> None:
     writer = Writer(etcd_server.endpoints, key_prefix, random.Random(random_seed))
-    key, cache, url = tmp_path / "key", tmp_path / "cache", s3_url(s3)
+    key, sign, cache, url, witness = tmp_path / "key", tmp_path / "sign", tmp_path / "cache", s3_url(s3), s3_url(s3)
     create_key_file(str(key))
+    create_key_file(str(sign))
     remote = ["--repo", url, "--s3-endpoint", s3.endpoint, "--cache-dir", str(cache)]
     keyed = [*remote, "--key-file", str(key)]
 
@@ -43,8 +45,10 @@ def test_an_encrypted_s3_repository_of_an_etcd_prefix_restores_etcds_state_and_h
     for _round in range(2):
         writer.round()
         out = json.loads(ok("archive", "--source", etcd_url(etcd_server, key_prefix), "--data", str(tmp_path / "spool"),
-                            *keyed, "--json", "--encrypt"))  # (always safe to pass: an existing one must open)
+                            *keyed, "--json", "--encrypt",  # (always safe to pass: an existing one must open)
+                            "--signing-key", str(sign), "--witness", witness))
         assert out["etcd"]["caught_up"] is True
+        assert out["checkpoints_written"] >= 1
         states.append((out["etcd"]["revision"], writer.state()))
     stored = every_byte(Path(backing_dir(s3, url))) + every_byte(cache)
     assert b"PITRSNP\n" in stored  # (the scan sees the objects: the base load's sealed snapshot among them)
@@ -52,7 +56,8 @@ def test_an_encrypted_s3_repository_of_an_etcd_prefix_restores_etcds_state_and_h
     assert not found, f"{len(found)} of {len(writer.secrets)} key suffixes and values are in the bucket or the cache"
 
     copy = key_prefix + b"copy/"
-    out = json.loads(ok("restore", "--latest", "--dest", etcd_url(etcd_server, copy), *keyed, "--json"))
+    out = json.loads(ok("restore", "--latest", "--dest", etcd_url(etcd_server, copy), *keyed, "--witness", witness,
+                        "--json"))
     latest = states[-1][1]
     assert out["source_revision"] == states[-1][0]
     assert writer.state(copy) == {copy + k[len(key_prefix):]: v for k, v in latest.items()}
@@ -70,9 +75,12 @@ def test_an_encrypted_s3_repository_of_an_etcd_prefix_restores_etcds_state_and_h
                                                     "--json").splitlines()]
         assert history[0]["lsn"] == 1  # the base load's put comes first
         assert bytes_from_json(history[0]["value"], what="value") == first[name]
-    quick = json.loads(ok("verify", "--quick", *remote, "--json"))[0]
+    quick = json.loads(ok("verify", "--quick", *remote, "--witness", witness, "--json"))[0]
     assert quick["findings"] == []
     assert quick["keyless"] is True
+    report = json.loads(ok("verify", *keyed, "--witness", witness, "--json"))[0]
+    assert report["findings"] == []
+    assert report["windows"]
     code, _, err = run_cli(capsys, "restore", "--latest", "--dest", str(tmp_path / "never"), *remote, "--json")
     assert code != 0
     assert json.loads(err)["error"] == "wrong_key"
