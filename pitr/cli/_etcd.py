@@ -28,6 +28,7 @@ from pitr.sources.etcd import (
 from pitr.timefmt import format_time
 
 if TYPE_CHECKING:
+    from pitr.archiver import Archiver
     from pitr.archiver.checkpoints import CheckpointWriter
     from pitr.crypto.keys import KeyFile
 
@@ -87,12 +88,10 @@ async def run_archive(args: argparse.Namespace, checkpoints: CheckpointWriter | 
                               "--experimental-watch-progress-notify-interval); the next run resumes there",
                               file=sys.stderr)
                 # What the follower received so far, shipped while the observers still count it (leaving
-                # the session ships whatever arrives after this too). The run's last watermark is signed
-                # whatever --checkpoint-interval says: the first one went out before the follower caught
-                # up, and the witness must reach the end of every run (docs/decisions.md).
-                if checkpoints is not None:
-                    checkpoints.interval = 0.0
+                # the session ships whatever arrives after this too).
                 await session.archiver.cycle()
+                if checkpoints is not None:
+                    await _sign_the_end(session.archiver, checkpoints)
     etcd = {"prefix": _shown(location.prefix), "spool": spool, "revision": follower.revision,
             "complete_through_revision": follower.complete_revision, "commits": follower.commits,
             "resyncs": follower.resyncs, "caught_up": complete}
@@ -106,6 +105,18 @@ async def run_archive(args: argparse.Namespace, checkpoints: CheckpointWriter | 
             print(f"signed {checkpoints.written} checkpoint(s)" + "".join(
                 f", kept in witness {w.url}" for w in checkpoints.witnesses))
     return report(args, session.archiver, extra)
+
+
+async def _sign_the_end(archiver: Archiver, checkpoints: CheckpointWriter) -> None:
+    """Sign each repository's newest watermark, whatever --checkpoint-interval says (and every later one
+    of the run): the run's first checkpoint went out before the follower caught up, and the witness
+    must reach the end of every run, one-shot or stopped (docs/decisions.md)."""
+    checkpoints.interval = 0.0
+    async with archiver.cycle_lock:  # not beside a cycle's own checkpoint
+        for prog in archiver.progress:
+            if prog.last_watermark is not None and prog.last_watermark[0] == prog.last_lsn:
+                await checkpoints.after_watermark(prog.repo, prog.claimed, archiver.source.identity.store_id,
+                                                  prog.last_lsn, prog.chain_digest)
 
 
 async def run_restore(args: argparse.Namespace, target: RestoreTarget, selection: KeySelection | None = None) -> int:

@@ -40,7 +40,7 @@ async def test_an_encrypted_archive_resumes_from_sealed_segments_and_resyncs_aft
         await work.run(10)
         async with etcd_archiving(client, key_prefix, str(spool), repo_dir, options=FAST, key_file=key) as session:
             await wait_until(lambda: session.follower.revision >= work.revisions[-1])
-        with pytest.raises(WrongKey):  # and without the key it does not even open the spool
+        with pytest.raises(WrongKey, match="is encrypted"):  # and without the key: refused
             async with etcd_archiving(client, key_prefix, str(spool), repo_dir, options=FAST):
                 pass
         seen = len(work.revisions)

@@ -101,13 +101,22 @@ async def etcd_archiving(client: EtcdClient, prefix: bytes, spool_dir: str, *rep
     need no `key_file`. Signed checkpoints: `options=ArchiveOptions(checkpoints=CheckpointWriter(...))`.
     """
     async with AsyncExitStack() as stack:
-        opened = [repo if isinstance(repo, Repository) else await stack.enter_async_context(
-            open_repository(repo, cache_dir=cache_dir, s3_endpoint=s3_endpoint, create=True)) for repo in repos]
-        key, new = await _check_keys(opened, key_file)
+        key = _read_key(key_file)
+        if key is not None and len(repos) > 1:  # each would be (or is) encrypted, each under its own data key
+            raise _beside_another(repos[0] if isinstance(repos[0], str) else repos[0].url, "is to be encrypted")
+        given = [repo for repo in repos if isinstance(repo, Repository)]  # checked before the spool is opened
+        new = await _check_keys(given, key, len(repos))
         shown = prefix.decode("utf-8", "backslashreplace")
         store = await stack.enter_async_context(Store(spool_dir, StoreOptions(name=f"etcd:{shown}"), clock=clock))
-        # Checked before the repositories are claimed for this spool's history.
+        # Checked before the repositories are claimed for this spool's history (and a URL's directory made).
         await anyio.to_thread.run_sync(spool_phase, spool_dir, prefix, store.last_lsn)
+        opened: list[Repository] = []
+        for repo in repos:
+            if isinstance(repo, str):
+                repo = await stack.enter_async_context(
+                    open_repository(repo, cache_dir=cache_dir, s3_endpoint=s3_endpoint, create=True))
+                new += await _check_keys([repo], key, len(repos))
+            opened.append(repo)
         if key is not None and new:
             await _claim_encrypted(store, new, key)
         archiver = await stack.enter_async_context(archiving(
@@ -133,17 +142,19 @@ async def etcd_archiving(client: EtcdClient, prefix: bytes, spool_dir: str, *rep
         await _close_group(tg, None)
 
 
-async def _check_keys(repos: list[Repository], key_file: str | KeyFile | None,
-                      ) -> tuple[KeyFile | None, list[Repository]]:
-    """Refuse, before the spool is opened, what could not be archived encrypted; unlock the existing
-    repositories with `key_file` and return it read, with the new repositories it is to claim.
+def _read_key(key_file: str | KeyFile | None) -> KeyFile | None:
+    if key_file is None or isinstance(key_file, KeyFile):
+        return key_file
+    from pitr.crypto.keys import read_key_file
 
-    An etcd archive snapshots into every repository at once (its base load and each resync), and
-    each encrypted repository has its own data key: an encrypted one is archived into alone."""
-    if key_file is not None and not isinstance(key_file, KeyFile):
-        from pitr.crypto.keys import read_key_file
+    return read_key_file(key_file)
 
-        key_file = read_key_file(key_file)
+
+async def _check_keys(repos: list[Repository], key_file: KeyFile | None, count: int) -> list[Repository]:
+    """Unlock the existing repositories among `repos` with `key_file` and return the new ones it is to
+    claim; without a key, refuse an encrypted one not unlocked yet. `count` is how many repositories
+    the archive has: an encrypted one is archived into alone (an etcd archive snapshots into every
+    repository at once: its base load and each resync; each encrypted repository has its own data key)."""
     new: list[Repository] = []
     for repo in repos:
         ident = await repo.identity()
@@ -155,14 +166,16 @@ async def _check_keys(repos: list[Repository], key_file: str | KeyFile | None,
             new.append(repo)
         else:
             await unlock(repo, key_file)  # WrongKey for a plaintext repository or another key's
-    encrypted = [r for r in repos if r.segment_keys is not None or r in new]
-    if encrypted and len(repos) > 1:
-        state = "would be created encrypted" if encrypted[0] in new else "is encrypted"
-        raise InvalidArgument(f"{encrypted[0].url} {state}, and an etcd archive snapshots into every "
-                              "repository at once (its base load, each resync) while each encrypted repository "
-                              "has its own data key: archive into an encrypted repository alone (one "
-                              "`pitr archive --source` with its own spool per repository)")
-    return key_file, new
+        if count > 1 and repo.segment_keys is not None:
+            raise _beside_another(repo.url, "is encrypted")
+    return new
+
+
+def _beside_another(url: str, state: str) -> InvalidArgument:
+    return InvalidArgument(f"{url} {state}, and an etcd archive snapshots into every repository at once (its "
+                           "base load, each resync) while each encrypted repository has its own data key: "
+                           "archive into an encrypted repository alone (one `pitr archive --source` with its "
+                           "own spool per repository)")
 
 
 async def _claim_encrypted(store: Store, new: list[Repository], key_file: KeyFile) -> None:
