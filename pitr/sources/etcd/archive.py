@@ -119,6 +119,10 @@ async def etcd_archiving(client: EtcdClient, prefix: bytes, spool_dir: str, *rep
             opened.append(repo)
         if key is not None and new:
             await _claim_encrypted(store, new, key)
+        for repo in opened:  # a repository to be encrypted never receives a plaintext byte, whatever went before
+            if key is not None and repo.segment_keys is None:
+                raise WrongKey(f"{repo.url} was to be archived into encrypted under {key.path}, but is not open "
+                               "with its key: refusing to archive into it", hint=NO_KEY_HINT)
         archiver = await stack.enter_async_context(archiving(
             store, *opened, options=options, source_kind="etcd", observer=observer))
         session = EtcdArchive(EtcdFollower(client, prefix, store, archiver, follow_options), archiver, store)
