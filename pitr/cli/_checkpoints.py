@@ -49,9 +49,6 @@ async def checkpoint_writer(args: argparse.Namespace, stack: AsyncExitStack) -> 
             raise InvalidArgument("--witness and --checkpoint-interval need --signing-key FILE (or "
                                   f"${SIGNING_KEY_ENV}): checkpoints are signed, and an unsigned one proves nothing")
         return None
-    if getattr(args, "source", None) is not None:
-        raise InvalidArgument("signed checkpoints are not offered for --source etcd:// yet; leave out "
-                              "--signing-key and --witness")
     from pitr.archiver.checkpoints import DEFAULT_INTERVAL, CheckpointWriter
     from pitr.repo.checkpoints import SigningKey
     from pitr.repo.witness import open_witness

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -13,6 +14,7 @@ from pitr.archiver.observe import Observers
 from pitr.cli._observers import early_observers, observing
 from pitr.cli.common import parse_every, print_json, progress_for, repo_urls, repositories
 from pitr.cli.render import report, show_plan
+from pitr.jsontypes import JSONObject
 from pitr.restore import KeySelection, RestorePlan, RestoreTarget
 from pitr.snapshots.schedule import SnapshotSchedule
 from pitr.sources.etcd import (
@@ -25,13 +27,31 @@ from pitr.sources.etcd import (
 )
 from pitr.timefmt import format_time
 
+if TYPE_CHECKING:
+    from pitr.archiver import Archiver
+    from pitr.archiver.checkpoints import CheckpointWriter
+    from pitr.crypto.keys import KeyFile
+
 
 def _shown(prefix: bytes) -> str:
     return prefix.decode("utf-8", "backslashreplace")
 
 
-async def run_archive(args: argparse.Namespace) -> int:
-    """Load or resume, then catch up with etcd's current revision (or follow until a signal)."""
+def encryption_key(args: argparse.Namespace) -> KeyFile | None:
+    """The key of `--encrypt`, read and checked (present, private, well formed) before anything is opened."""
+    if not args.encrypt:
+        return None
+    from pitr.cli._encrypt import read_encryption_key
+
+    return read_encryption_key(args).key_file
+
+
+async def run_archive(args: argparse.Namespace, checkpoints: CheckpointWriter | None = None,
+                      key: KeyFile | None = None) -> int:
+    """Load or resume, then catch up with etcd's current revision (or follow until a signal).
+
+    With `key` (`--encrypt`) new repositories are created encrypted and existing ones must open with
+    it; without it `--key-file` opens existing encrypted ones. `checkpoints` signs after watermarks."""
     location = parse_etcd_url(args.source)
     spool = args.data or default_spool_dir(location.prefix, repo_urls(args)[0])
     seconds, volume = parse_every(args.snapshot_every)
@@ -39,11 +59,19 @@ async def run_archive(args: argparse.Namespace) -> int:
     complete = True
     observers = Observers()
     early = early_observers(args, observers, spool)  # the first load of the prefix is recorded and announced
-    async with EtcdClient(location.endpoints) as client, repositories(args, create=True) as repos:
+    async with EtcdClient(location.endpoints) as client, \
+            repositories(args, create=True, unlock=key is None) as repos:
+        new = [repo for repo in repos if key is not None and await repo.identity() is None]
         async with etcd_archiving(client, location.prefix, spool, *repos, follow=args.follow,
                                   options=ArchiveOptions(interval=args.interval,
-                                                         watermark_interval=args.watermark_interval),
-                                  snapshot_every=schedule, observer=observers) as session:
+                                                         watermark_interval=args.watermark_interval,
+                                                         checkpoints=checkpoints),
+                                  snapshot_every=schedule, observer=observers, key_file=key) as session:
+            for repo in new:
+                block = (await repo.require_identity()).encryption
+                if block is not None and not args.json:  # (the claim refuses a repository left plaintext)
+                    print(f"pitr: {repo.url}: created encrypted (AES-256-GCM), opened by key id "
+                          f"{block.key_id.hex()}", file=sys.stderr)
             follower = session.follower
             async with observing(args, session.archiver, observers, early):
                 if args.follow:
@@ -62,13 +90,33 @@ async def run_archive(args: argparse.Namespace) -> int:
                 # What the follower received so far, shipped while the observers still count it (leaving
                 # the session ships whatever arrives after this too).
                 await session.archiver.cycle()
+                if checkpoints is not None:
+                    await _sign_the_end(session.archiver, checkpoints)
     etcd = {"prefix": _shown(location.prefix), "spool": spool, "revision": follower.revision,
             "complete_through_revision": follower.complete_revision, "commits": follower.commits,
             "resyncs": follower.resyncs, "caught_up": complete}
+    extra: JSONObject = {"etcd": etcd}
+    if checkpoints is not None:
+        extra["checkpoints_written"] = checkpoints.written
     if not args.json:
         print(f"etcd prefix {_shown(location.prefix)!r}: spool {spool} holds revision {follower.revision} "
               f"({follower.commits} revisions committed now, {follower.resyncs} base loads)")
-    return report(args, session.archiver, {"etcd": etcd})
+        if checkpoints is not None:
+            print(f"signed {checkpoints.written} checkpoint(s)" + "".join(
+                f", kept in witness {w.url}" for w in checkpoints.witnesses))
+    return report(args, session.archiver, extra)
+
+
+async def _sign_the_end(archiver: Archiver, checkpoints: CheckpointWriter) -> None:
+    """Sign each repository's newest watermark, whatever --checkpoint-interval says (and every later one
+    of the run): the run's first checkpoint went out before the follower caught up, and the witness
+    must reach the end of every run, one-shot or stopped (docs/decisions.md)."""
+    checkpoints.interval = 0.0
+    async with archiver.cycle_lock:  # not beside a cycle's own checkpoint
+        for prog in archiver.progress:
+            if prog.last_watermark is not None and prog.last_watermark[0] == prog.last_lsn:
+                await checkpoints.after_watermark(prog.repo, prog.claimed, archiver.source.identity.store_id,
+                                                  prog.last_lsn, prog.chain_digest)
 
 
 async def run_restore(args: argparse.Namespace, target: RestoreTarget, selection: KeySelection | None = None) -> int:
@@ -76,7 +124,8 @@ async def run_restore(args: argparse.Namespace, target: RestoreTarget, selection
     location = parse_etcd_url(args.dest)
     options = EtcdRestoreOptions(target=target, prefix=location.prefix if location.prefix_given else None,
                                  force=args.force, verify=not args.no_verify, dry_run=args.dry_run,
-                                 pause_gc=True, selection=selection)  # the command owns its process
+                                 pause_gc=True, selection=selection,  # the command owns its process
+                                 witness=args.witness, witness_s3_endpoint=args.s3_endpoint)
     progress = progress_for(args)
     async with EtcdClient(location.endpoints) as client, repositories(args) as repos:
         result = await restore_to_etcd(repos, client, options, progress=progress,

@@ -21,7 +21,7 @@ from pitr.cli._object_lock import add_object_lock
 from pitr.cli._observers import add_observer_flags, check_observer_flags, observing, snapshot_taken
 from pitr.cli.common import add_data, add_json, add_repo, parse_every
 from pitr.cli.render import report
-from pitr.errors import InvalidArgument, PitrError
+from pitr.errors import PitrError
 from pitr.jsontypes import JSONObject
 from pitr.snapshots.schedule import SnapshotSchedule, Snapshotter
 from pitr.timeline import build_timeline
@@ -53,15 +53,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     check_observer_flags(args)
-    if args.source is not None and args.encrypt:
-        raise InvalidArgument("--encrypt with --source etcd:// is not offered yet: archive the etcd prefix into "
-                              "a plaintext repository, or through a pitr store")
     async with AsyncExitStack() as stack:  # the witnesses stay open as long as the archiver
-        checkpoints = await checkpoint_writer(args, stack)
-        if args.source is not None:
-            from pitr.cli._etcd import run_archive
+        if args.source is not None:  # the key of --encrypt read and checked before a witness is made
+            from pitr.cli._etcd import encryption_key, run_archive
 
-            return await run_archive(args)
+            key = encryption_key(args)
+            return await run_archive(args, await checkpoint_writer(args, stack), key)
+        checkpoints = await checkpoint_writer(args, stack)
         return await _archive(args, ArchiveOptions(
             interval=args.interval, watermark_interval=args.watermark_interval,
             seal_in_process=True, checkpoints=checkpoints))  # the command's main module is import-safe

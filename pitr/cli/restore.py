@@ -81,9 +81,6 @@ async def run(args: argparse.Namespace) -> int:
     if args.dest.startswith(("etcd://", "etcds://")):
         from pitr.cli._etcd import run_restore
 
-        if args.witness is not None:
-            raise InvalidArgument("--witness is not offered for a restore into etcd yet: run `pitr verify "
-                                  "--witness` first, then restore without it")
         return await run_restore(args, target, selection)
     replace_foreign = False
     if args.replace_foreign is not None:

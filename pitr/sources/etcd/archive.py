@@ -11,6 +11,12 @@ state and watches from R + 1. A restart resumes after the last revision in the
 spool. When etcd has compacted past the next revision, the follower reads the
 current state again, commits the difference (again after a gap) and
 snapshots it. See docs/etcd.md.
+
+With a key file (`key_file=`, `pitr archive --source etcd://... --encrypt`)
+every repository is encrypted under it exactly as an embedded store's: a new
+one is claimed encrypted (pitr.repo.keyring.claim_encrypted) and an existing
+one must open with the key, both checked before the spool is opened. The
+archiver then seals every segment and snapshot with the repository's keys.
 """
 
 from __future__ import annotations
@@ -23,9 +29,14 @@ import anyio
 import anyio.abc
 
 from pitr.archiver import ArchiveOptions, Archiver
+from pitr.archiver.archiver import identity_for
 from pitr.archiver.observe import ArchiveObserver, TakenSnapshot
-from pitr.archiving import archiving
-from pitr.repo.repository import Repository
+from pitr.archiving import StoreSource, archiving
+from pitr.crypto.keys import KeyFile
+from pitr.errors import InvalidArgument, WrongKey
+from pitr.repo import layout
+from pitr.repo.keyring import NO_KEY_HINT, claim_encrypted, unlock
+from pitr.repo.repository import Repository, open_repository
 from pitr.snapshots.schedule import SnapshotSchedule
 from pitr.snapshots.take import take_snapshot
 from pitr.store import Store, StoreOptions
@@ -74,7 +85,8 @@ async def etcd_archiving(client: EtcdClient, prefix: bytes, spool_dir: str, *rep
                          follow: bool = True, snapshot_every: SnapshotSchedule | None = None,
                          cache_dir: str | None = None, s3_endpoint: str | None = None,
                          clock: Callable[[], int] | None = None,
-                         observer: ArchiveObserver | None = None) -> AsyncIterator[EtcdArchive]:
+                         observer: ArchiveObserver | None = None,
+                         key_file: str | KeyFile | None = None) -> AsyncIterator[EtcdArchive]:
     """Archive the keys under `prefix` while the block runs, through a spool store at `spool_dir`.
 
     On entry the base is loaded (first run) or the position resumed; with
@@ -82,15 +94,37 @@ async def etcd_archiving(client: EtcdClient, prefix: bytes, spool_dir: str, *rep
     (else call ``session.follower.catch_up()``); on exit everything durable
     in the spool is shipped. Snapshots carry the prefix in their metadata. `observer` is told what
     the archiver does (pitr/archiver/observe.py: metrics, heartbeat, events, status record).
+
+    `key_file` (a path or a read `KeyFile`) encrypts: new repositories are created encrypted under
+    it and existing ones must open with it (`WrongKey` for a plaintext one or another key's), checked
+    before the spool is opened; repositories given already unlocked (`pitr.repo.keyring.unlock`)
+    need no `key_file`. Signed checkpoints: `options=ArchiveOptions(checkpoints=CheckpointWriter(...))`.
     """
     async with AsyncExitStack() as stack:
+        key = _read_key(key_file)
+        if key is not None and len(repos) > 1:  # each would be (or is) encrypted, each under its own data key
+            raise _beside_another(repos[0] if isinstance(repos[0], str) else repos[0].url, "is to be encrypted")
+        given = [repo for repo in repos if isinstance(repo, Repository)]  # checked before the spool is opened
+        new = await _check_keys(given, key, len(repos))
         shown = prefix.decode("utf-8", "backslashreplace")
         store = await stack.enter_async_context(Store(spool_dir, StoreOptions(name=f"etcd:{shown}"), clock=clock))
-        # Checked before the repositories are claimed for this spool's history.
+        # Checked before the repositories are claimed for this spool's history (and a URL's directory made).
         await anyio.to_thread.run_sync(spool_phase, spool_dir, prefix, store.last_lsn)
+        opened: list[Repository] = []
+        for repo in repos:
+            if isinstance(repo, str):
+                repo = await stack.enter_async_context(
+                    open_repository(repo, cache_dir=cache_dir, s3_endpoint=s3_endpoint, create=True))
+                new += await _check_keys([repo], key, len(repos))
+            opened.append(repo)
+        if key is not None and new:
+            await _claim_encrypted(store, new, key)
+        for repo in opened:  # a repository to be encrypted never receives a plaintext byte, whatever went before
+            if key is not None and repo.segment_keys is None:
+                raise WrongKey(f"{repo.url} was to be archived into encrypted under {key.path}, but is not open "
+                               "with its key: refusing to archive into it", hint=NO_KEY_HINT)
         archiver = await stack.enter_async_context(archiving(
-            store, *repos, options=options, cache_dir=cache_dir, s3_endpoint=s3_endpoint, source_kind="etcd",
-            observer=observer))
+            store, *opened, options=options, source_kind="etcd", observer=observer))
         session = EtcdArchive(EtcdFollower(client, prefix, store, archiver, follow_options), archiver, store)
         await session.follower.start()
         tg = anyio.create_task_group()
@@ -110,6 +144,51 @@ async def etcd_archiving(client: EtcdClient, prefix: bytes, spool_dir: str, *rep
         stopped.set()
         session.follower.stop()
         await _close_group(tg, None)
+
+
+def _read_key(key_file: str | KeyFile | None) -> KeyFile | None:
+    if key_file is None or isinstance(key_file, KeyFile):
+        return key_file
+    from pitr.crypto.keys import read_key_file
+
+    return read_key_file(key_file)
+
+
+async def _check_keys(repos: list[Repository], key_file: KeyFile | None, count: int) -> list[Repository]:
+    """Unlock the existing repositories among `repos` with `key_file` and return the new ones it is to
+    claim; without a key, refuse an encrypted one not unlocked yet. `count` is how many repositories
+    the archive has: an encrypted one is archived into alone (an etcd archive snapshots into every
+    repository at once: its base load and each resync; each encrypted repository has its own data key)."""
+    new: list[Repository] = []
+    for repo in repos:
+        ident = await repo.identity()
+        if key_file is None:
+            if ident is not None and ident.encryption is not None and repo.segment_keys is None:
+                raise WrongKey(f"{repo.url} is encrypted (key id {ident.encryption.key_id.hex()}) and no key "
+                               "was given", hint=NO_KEY_HINT)
+        elif ident is None:
+            new.append(repo)
+        else:
+            await unlock(repo, key_file)  # WrongKey for a plaintext repository or another key's
+        if count > 1 and repo.segment_keys is not None:
+            raise _beside_another(repo.url, "is encrypted")
+    return new
+
+
+def _beside_another(url: str, state: str) -> InvalidArgument:
+    return InvalidArgument(f"{url} {state}, and an etcd archive snapshots into every repository at once (its "
+                           "base load, each resync) while each encrypted repository has its own data key: "
+                           "archive into an encrypted repository alone (one `pitr archive --source` with its "
+                           "own spool per repository)")
+
+
+async def _claim_encrypted(store: Store, new: list[Repository], key_file: KeyFile) -> None:
+    """Claim each new repository for the spool's history, encrypted under `key_file` (the archiver then
+    finds it claimed, and seals into it with the keys the claim unlocked)."""
+    ident = identity_for(StoreSource(store), "etcd")
+    markers = await anyio.to_thread.run_sync(store.wal_directory.markers.archived_lsns)
+    for repo in new:
+        await claim_encrypted(repo, ident, key_file, archived_before=layout.repo_key(repo.url) in markers)
 
 
 async def _close_group(tg: anyio.abc.TaskGroup, exc: BaseException | None) -> None:

@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
@@ -33,6 +34,9 @@ from ._spool import SpoolCursor, source_revision_at
 from ._types import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS, Delete, Get, Put, plan_txn_batches
 from .archive import _sole_failure
 from .client import EtcdClient
+
+if TYPE_CHECKING:
+    from pitr.repo.witness import Witness
 
 Progress = Callable[[str, int, int], None]
 Say = Callable[[str], None]
@@ -50,7 +54,10 @@ class EtcdRestoreOptions:
     archive of an embedded store puts its keys under `prefix` unchanged).
     `force` allows writing into a prefix that already holds keys. `pause_gc` pauses Python's
     cyclic garbage collector for the whole process while the state is built (see
-    `RestoreOptions`).
+    `RestoreOptions`). `witness` (a directory, an `s3://` URL or an opened
+    `pitr.repo.witness.Witness`; `witness_s3_endpoint` for a URL, by default the repository's)
+    first checks every repository against that witness's signed checkpoints: one rolled back,
+    rewritten or given another identity is refused (`CorruptData`) before etcd is read or written.
     """
 
     target: RestoreTarget
@@ -64,6 +71,8 @@ class EtcdRestoreOptions:
     work_dir: str | None = None
     pause_gc: bool = False
     selection: KeySelection | None = None  # one archived prefix: only it is restored and replaced
+    witness: str | Witness | None = None
+    witness_s3_endpoint: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_txn_ops < 1 or self.max_request_bytes < 1 or self.concurrency < 1:
@@ -115,6 +124,10 @@ async def restore_to_etcd(repos: Repository | Sequence[Repository], client: Etcd
     repo_list = [repos] if isinstance(repos, Repository) else list(repos)
     if not repo_list:
         raise InvalidArgument("restore needs at least one repository")
+    if options.witness is not None:  # a rolled-back repository is refused before etcd is read or written
+        from pitr.verify.checkpoints import require_witnessed_all
+
+        await require_witnessed_all(repo_list, options.witness, s3_endpoint=options.witness_s3_endpoint)
     for repo in repo_list:
         await repo.sync()
     ident = await repo_list[0].require_identity()
