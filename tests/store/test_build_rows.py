@@ -16,9 +16,9 @@ from segments.fold import Change
 from segments.snapshot import encode_entry, encoded_digest
 
 KEYS = st.binary(min_size=1, max_size=12)
-EXPIRY = st.integers(-(1 << 63), (1 << 63) - 1)
+EXPIRY = st.sampled_from([-1, 0, 1]) | st.integers(-(1 << 63), (1 << 63) - 1)  # some at the cutoff
 CHANGES = st.none() | st.binary(max_size=24) | st.tuples(st.binary(max_size=24), EXPIRY)
-CUTOFFS = st.integers(-(1 << 63), (1 << 63) - 1) | st.sampled_from([0, -1, 1])
+CUTOFFS = st.sampled_from([0, -1, 1]) | st.integers(-(1 << 63), (1 << 63) - 1)
 
 
 @given(st.dictionaries(KEYS, CHANGES, max_size=40), CUTOFFS)
@@ -47,12 +47,13 @@ def damage(draw: st.DrawFn, raw: bytes) -> bytes:
 @st.composite
 def read_backs(draw: st.DrawFn) -> tuple[list[tuple[bytes, bytes]], list[bytes], list[build.Live], int, bytes]:
     """Rows read back against the entries of a map: mostly intact, some with a damaged row, a row of
-    another value or expiry (well-formed), rows swapped, missing or extra, a batch starting later."""
+    another value or expiry (well-formed), rows swapped, entries out of order, rows missing or
+    extra, a batch starting later."""
     merged = draw(st.dictionaries(KEYS, st.binary(max_size=24) | st.tuples(st.binary(max_size=24), EXPIRY),
                                   max_size=30))
     rows, keys, changes, _expiring, _expired = build.sorted_rows_reference(merged, -(1 << 63))
     batch = list(rows)
-    how = draw(st.sampled_from(["intact", "intact", "damage", "other", "swap", "missing", "extra"]))
+    how = draw(st.sampled_from(["intact", "intact", "damage", "other", "swap", "unordered", "missing", "extra"]))
     if batch and how == "damage":
         at = draw(st.integers(0, len(batch) - 1))
         batch[at] = (batch[at][0], damage(draw, batch[at][1]))
@@ -63,6 +64,10 @@ def read_backs(draw: st.DrawFn) -> tuple[list[tuple[bytes, bytes]], list[bytes],
     elif len(batch) > 1 and how == "swap":
         at = draw(st.integers(0, len(batch) - 2))
         batch[at], batch[at + 1] = batch[at + 1], batch[at]
+    elif len(batch) > 1 and how == "unordered":  # the rows are the entries, but the entries are out of order
+        at = draw(st.integers(0, len(batch) - 2))
+        for items in (batch, keys, changes):
+            items[at], items[at + 1] = items[at + 1], items[at]  # type: ignore[assignment]
     elif batch and how == "missing":
         del batch[draw(st.integers(0, len(batch) - 1))]
     elif how == "extra":
