@@ -184,6 +184,7 @@ cdef inline bint _less_equal(const unsigned char *a, Py_ssize_t la, const unsign
 
 
 def read_back(list batch, list keys, list changes, Py_ssize_t at, bytes previous):
+    # keys None: the rows are checked and hashed, compared with nothing
     """See `pitr.datadir.build.read_back_reference`."""
     cdef Py_ssize_t i, n = len(batch), klen, rlen, vlen, vstart, elen, hlen, plen = PyBytes_GET_SIZE(previous)
     cdef tuple item
@@ -201,8 +202,9 @@ def read_back(list batch, list keys, list changes, Py_ssize_t at, bytes previous
     cdef unsigned char *e
     cdef bytes big
     cdef int bad = -1, why = 0
+    cdef bint compare = keys is not None
     acc[0] = acc[1] = acc[2] = acc[3] = 0
-    if n > len(keys) - at:
+    if compare and n > len(keys) - at:
         n = len(keys) - at
     if n < 0:
         n = 0
@@ -236,27 +238,29 @@ def read_back(list batch, list keys, list changes, Py_ssize_t at, bytes previous
         prev = kp
         plen = klen
         last = key
-        # the row must be the entry the build meant: its key, value and expiry, byte for byte
-        want_key = keys[at + i]
-        want = changes[at + i]
         vstart = 13 if flags else 5
         vlen = rlen - vstart
         if flags:
             expires = _load64be(r + 5)
-        if type(want) is bytes:
-            want_value = <bytes>want
-            want_expiry = False
-        else:
-            want_value = <bytes><object>PyTuple_GET_ITEM(want, 0)
-            want_expiry = True
-        if (type(want_key) is not bytes or PyBytes_GET_SIZE(want_key) != klen
-                or memcmp(PyBytes_AS_STRING(want_key), kp, klen) != 0
-                or PyBytes_GET_SIZE(want_value) != vlen or memcmp(PyBytes_AS_STRING(want_value), r + vstart, vlen) != 0
-                or want_expiry != (flags != 0)
-                or (want_expiry and <object>PyTuple_GET_ITEM(want, 1) != expires)):
-            bad = i
-            why = MISMATCH
-            break
+        # the row must be the entry the build meant: its key, value and expiry, byte for byte
+        if compare:
+            want_key = keys[at + i]
+            want = changes[at + i]
+            if type(want) is bytes:
+                want_value = <bytes>want
+                want_expiry = False
+            else:
+                want_value = <bytes><object>PyTuple_GET_ITEM(want, 0)
+                want_expiry = True
+            if (type(want_key) is not bytes or PyBytes_GET_SIZE(want_key) != klen
+                    or memcmp(PyBytes_AS_STRING(want_key), kp, klen) != 0
+                    or PyBytes_GET_SIZE(want_value) != vlen
+                    or memcmp(PyBytes_AS_STRING(want_value), r + vstart, vlen) != 0
+                    or want_expiry != (flags != 0)
+                    or (want_expiry and <object>PyTuple_GET_ITEM(want, 1) != expires)):
+                bad = i
+                why = MISMATCH
+                break
         # the state digest's term: BLAKE3 of the entry's snapshot encoding (segments.snapshot.encode_entry)
         hlen = 17 if flags else 9
         elen = hlen + klen + vlen

@@ -89,14 +89,15 @@ def sorted_rows_reference(merged: dict[bytes, Change], cutoff_ns: int) -> RowsRe
     return rows, keys, changes, expiring, expired
 
 
-def read_back_reference(batch: list[tuple[bytes, bytes]], keys: list[bytes], changes: list[Live], at: int,
-                        previous: bytes) -> ReadResult:
+def read_back_reference(batch: list[tuple[bytes, bytes]], keys: list[bytes] | None, changes: list[Live] | None,
+                        at: int, previous: bytes) -> ReadResult:
     """Check rows read back, `batch`, against the entries `keys[at:]` / `changes[at:]` (rows past
     the entries are not looked at: the caller counts them). Each row must pass its checks, sort
     after `previous` and hold exactly the entry's key, value and expiry; the digest terms of the
-    good rows are summed. Stops at the first bad row and says which and why."""
+    good rows are summed. Stops at the first bad row and says which and why. With `keys` None
+    the rows are checked and hashed only."""
     total = 0
-    for i, (key, raw) in enumerate(batch[:max(0, len(keys) - at)]):
+    for i, (key, raw) in enumerate(batch if keys is None else batch[:max(0, len(keys) - at)]):
         try:
             value, expires = decode_value(key, raw)
         except RowDamage:
@@ -104,10 +105,11 @@ def read_back_reference(batch: list[tuple[bytes, bytes]], keys: list[bytes], cha
         if key <= previous:
             return i, OUT_OF_ORDER, total, previous
         previous = key
-        want = changes[at + i]
-        meant = (want, None) if type(want) is bytes else want
-        if key != keys[at + i] or (value, expires) != meant:
-            return i, MISMATCH, total, previous
+        if keys is not None and changes is not None:
+            want = changes[at + i]
+            meant = (want, None) if type(want) is bytes else want
+            if key != keys[at + i] or (value, expires) != meant:
+                return i, MISMATCH, total, previous
         total = (total + encoded_digest(encode_entry(key, value, expires))) % _MOD
     return -1, 0, total, previous
 
@@ -124,9 +126,10 @@ class ReadBack:
     key: bytes | None = None
 
 
-def read_back_rows(state: StateDB, built: SortedRows) -> ReadBack:
-    """Read every data row of `state` back in key order against `built`'s entries (see the module)."""
-    keys, changes = built.keys, built.changes
+def read_back_rows(state: StateDB, built: SortedRows | None) -> ReadBack:
+    """Read every data row of `state` back in key order against `built`'s entries (see the module);
+    with `built` None, every row is checked (its layout, CRC-32C and key order) and hashed only."""
+    keys, changes = (None, None) if built is None else (built.keys, built.changes)
     total = at = 0
     previous = b""  # below every key (keys are never empty)
     try:
@@ -137,7 +140,7 @@ def read_back_rows(state: StateDB, built: SortedRows) -> ReadBack:
                 total += part
                 if bad >= 0:
                     return ReadBack(at + bad, total, at + bad, why, batch[bad][0])
-                if at + len(batch) > len(keys):  # more rows than entries
+                if keys is not None and at + len(batch) > len(keys):  # more rows than entries
                     return ReadBack(len(keys), total, len(keys), MISMATCH, batch[len(keys) - at][0])
                 at += len(batch)
     except lmdb.Error as exc:
@@ -146,7 +149,7 @@ def read_back_rows(state: StateDB, built: SortedRows) -> ReadBack:
 
 
 SortRows = Callable[[dict[bytes, Change], int], RowsResult]
-ReadBackBatch = Callable[[list[tuple[bytes, bytes]], list[bytes], list[Live], int, bytes], ReadResult]
+ReadBackBatch = Callable[[list[tuple[bytes, bytes]], list[bytes] | None, list[Live] | None, int, bytes], ReadResult]
 
 
 def _load() -> tuple[SortRows, ReadBackBatch, bool]:

@@ -11,7 +11,9 @@ them back through their checksums; the two must agree. The restore prints it
 
 from __future__ import annotations
 
-from pitr.datadir.build import OUT_OF_ORDER, ROW_DAMAGED, SortedRows, read_back_rows
+from typing import NoReturn
+
+from pitr.datadir.build import OUT_OF_ORDER, ROW_DAMAGED, ReadBack, SortedRows, read_back_rows
 from pitr.datadir.entries import DIGEST_MOD
 from pitr.datadir.state import StateDB
 from pitr.datadir.view import show_key
@@ -31,8 +33,12 @@ def check_base_digest(state: StateDB, base_digest: bytes, base_name: str) -> Non
 
 
 def receipt_digest(state: StateDB) -> bytes:
-    """The built state's digest, recomputed from its rows; refuses unless it is the predicted one."""
-    digest, count = state.state_digest(None)
+    """The built state's digest, recomputed from its rows (each read back through its checks and
+    hashed in one compiled pass, `read_back_rows`); refuses unless it is the predicted one."""
+    found = read_back_rows(state, None)
+    if found.bad >= 0:
+        _refuse_row(state, found, None)
+    digest, count = (found.digest_total % DIGEST_MOD).to_bytes(32, "little"), found.count
     kept = state.stored_checkpoint()
     if (digest, count) != (kept.digest, kept.count):
         raise CorruptData(f"restore receipt: the built state's rows give state digest {digest.hex()} over {count} "
@@ -49,18 +55,22 @@ def receipt_of_append(state: StateDB, built: SortedRows) -> bytes:
     pass (`pitr.datadir.build.read_back_rows`), is then stored in the checkpoint and returned."""
     found = read_back_rows(state, built)
     if found.bad >= 0:
-        at, key = found.bad, found.key
-        if at >= len(built.keys):
-            what = f"it holds more rows than the {len(built.keys)} the build wrote"
-        elif found.why == ROW_DAMAGED:
-            what = f"its row {at} (key {show_key(key or b'')}) fails its checks"
-        elif found.why == OUT_OF_ORDER:
-            what = f"its row {at} (key {show_key(key or b'')}) does not sort after the row before it"
-        else:
-            what = f"its row {at} (key {show_key(key or b'')}) reads back other than the build wrote it"
-        raise CorruptData(f"restore receipt: the built state: {what}", path=state.path, hint=RECEIPT_HINT)
+        _refuse_row(state, found, built)
     if found.count != len(built.keys):
         raise CorruptData(f"restore receipt: the built state: it holds {found.count} rows, the build wrote more "
                           f"(the next: key {show_key(built.keys[found.count])})", path=state.path, hint=RECEIPT_HINT)
     state.store_digest(found.digest_total, found.count)
     return (found.digest_total % DIGEST_MOD).to_bytes(32, "little")
+
+
+def _refuse_row(state: StateDB, found: ReadBack, built: SortedRows | None) -> NoReturn:
+    at, key = found.bad, show_key(found.key or b"")
+    if built is not None and at >= len(built.keys):
+        what = f"it holds more rows than the {len(built.keys)} the build wrote"
+    elif found.why == ROW_DAMAGED:
+        what = f"its row {at} (key {key}) fails its checks"
+    elif found.why == OUT_OF_ORDER:
+        what = f"its row {at} (key {key}) does not sort after the row before it"
+    else:
+        what = f"its row {at} (key {key}) reads back other than the build wrote it"
+    raise CorruptData(f"restore receipt: the built state: {what}", path=state.path, hint=RECEIPT_HINT)
