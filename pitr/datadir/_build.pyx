@@ -103,8 +103,10 @@ cdef bytes _data_row(const unsigned char *key, Py_ssize_t klen, bytes value, uns
     return row
 
 
-def sorted_rows(dict merged, int64_t cutoff_ns):
+def sorted_rows(dict merged, object cutoff_ns):
     """See `pitr.datadir.build.sorted_rows_reference`."""
+    cdef bint judge = cutoff_ns is not None
+    cdef int64_t cutoff = cutoff_ns if judge else 0
     cdef Py_ssize_t n = PyDict_Size(merged), pos = 0, k = 0, m, idx, klen
     cdef PyObject *pkey
     cdef PyObject *pvalue
@@ -162,7 +164,7 @@ def sorted_rows(dict merged, int64_t cutoff_ns):
                     raise TypeError(f"a change is bytes, (bytes, int) or None, not {change!r}")
                 value = <object>PyTuple_GET_ITEM(change, 0)
                 expires = <object>PyTuple_GET_ITEM(change, 1)
-                if expires <= cutoff_ns:
+                if judge and expires <= cutoff:
                     expired += 1
                     continue
                 key = PyBytes_FromStringAndSize(<const char *>entries[idx].data, klen)

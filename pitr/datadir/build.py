@@ -57,9 +57,9 @@ class SortedRows(NamedTuple):
     expired: int  # puts left out: their expiry is at or before the cutoff
 
 
-def sorted_rows_reference(merged: dict[bytes, Change], cutoff_ns: int) -> RowsResult:
+def sorted_rows_reference(merged: dict[bytes, Change], cutoff_ns: int | None) -> RowsResult:
     """The rows of a state holding `merged` at the cutoff: deletes left out, puts whose expiry is at
-    or before the cutoff counted and left out."""
+    or before the cutoff counted and left out (with no cutoff, None, every put kept)."""
     rows: list[tuple[bytes, bytes]] = []
     keys: list[bytes] = []
     changes: list[Live] = []
@@ -79,7 +79,7 @@ def sorted_rows_reference(merged: dict[bytes, Change], cutoff_ns: int) -> RowsRe
             if type(change) is not tuple or len(change) != 2 or type(change[0]) is not bytes:
                 raise TypeError(f"a change is bytes, (bytes, int) or None, not {change!r}")
             value, expires = change
-            if expires <= cutoff_ns:
+            if cutoff_ns is not None and expires <= cutoff_ns:
                 expired += 1
                 continue
             rows.append((key, encode_value(key, value, expires)))
@@ -148,7 +148,7 @@ def read_back_rows(state: StateDB, built: SortedRows | None) -> ReadBack:
     return ReadBack(at, total)
 
 
-SortRows = Callable[[dict[bytes, Change], int], RowsResult]
+SortRows = Callable[[dict[bytes, Change], int | None], RowsResult]
 ReadBackBatch = Callable[[list[tuple[bytes, bytes]], list[bytes] | None, list[Live] | None, int, bytes], ReadResult]
 
 
@@ -169,6 +169,6 @@ def _load() -> tuple[SortRows, ReadBackBatch, bool]:
 _sorted_rows, read_back, COMPILED = _load()
 
 
-def sorted_rows(merged: dict[bytes, Change], cutoff_ns: int) -> SortedRows:
+def sorted_rows(merged: dict[bytes, Change], cutoff_ns: int | None) -> SortedRows:
     """`merged` as the rows of a fresh state at the cutoff (compiled when built)."""
     return SortedRows._make(_sorted_rows(merged, cutoff_ns))

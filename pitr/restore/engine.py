@@ -91,6 +91,10 @@ def build_state(state_dir: str, plan: RestorePlan, snapshot: RangeSource | None,
 
             def spill(changes: dict[bytes, Change], lsn: int, ts_ns: int) -> None:
                 nonlocal spilled
+                if not spilled and base is None:
+                    spilled = True
+                    _append_first(state, changes, lsn, ts_ns)
+                    return
                 if not spilled:
                     _load_base(state, base, plan)
                     spilled = True
@@ -143,6 +147,18 @@ def _load_base(state: StateDB, base: SnapshotReader | None, plan: RestorePlan) -
             _append_in_key_order(state, entries, rec.MIN_I64 - 1)  # nothing expires
         check_base_digest(state, base.footer.state_digest, plan.base.snapshot or "snapshot")
     state.set_checkpoint(plan.base.lsn, plan.base.ts_ns)
+
+
+def _append_first(state: StateDB, changes: dict[bytes, Change], lsn: int, ts_ns: int) -> None:
+    """The first spill of a build without a base: the map appended to the empty state in key order
+    (keys that will have expired kept: the build drops them at the end), read back against the map
+    and hashed, which starts the running digest the later changes move. Empties `changes`."""
+    built = sorted_rows(changes, None)
+    changes.clear()
+    state.append_rows(built.rows, built.expiring)
+    built.rows.clear()
+    receipt_of_append(state, built)  # stores the digest of the rows read back in the checkpoint
+    state.set_checkpoint(lsn, ts_ns)
 
 
 def _load_final(state: StateDB, base: SnapshotReader | None, changes: dict[bytes, Change],

@@ -18,11 +18,11 @@ from segments.snapshot import encode_entry, encoded_digest
 KEYS = st.binary(min_size=1, max_size=12)
 EXPIRY = st.sampled_from([-1, 0, 1]) | st.integers(-(1 << 63), (1 << 63) - 1)  # some at the cutoff
 CHANGES = st.none() | st.binary(max_size=24) | st.tuples(st.binary(max_size=24), EXPIRY)
-CUTOFFS = st.sampled_from([0, -1, 1]) | st.integers(-(1 << 63), (1 << 63) - 1)
+CUTOFFS = st.sampled_from([0, -1, 1, None]) | st.integers(-(1 << 63), (1 << 63) - 1)  # None: nothing expires
 
 
 @given(st.dictionaries(KEYS, CHANGES, max_size=40), CUTOFFS)
-def test_compiled_rows_equal_the_reference(merged: dict[bytes, Change], cutoff: int) -> None:
+def test_compiled_rows_equal_the_reference(merged: dict[bytes, Change], cutoff: int | None) -> None:
     assert compiled.sorted_rows(dict(merged), cutoff) == build.sorted_rows_reference(dict(merged), cutoff)
 
 
