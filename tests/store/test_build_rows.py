@@ -115,3 +115,22 @@ def test_compiled_check_and_hash_only_equals_the_reference(
     batch, _keys, _changes, at, previous = case
     assert compiled.read_back(batch, None, None, at, previous) == build.read_back_reference(batch, None, None, at,
                                                                                             previous)
+
+
+def test_the_four_lane_hash_equals_the_package_on_mixed_lengths() -> None:
+    """Entries are hashed four at a time, lanes of different block counts side by side (one lane done
+    while another still compresses), the last few one at a time; and a long entry among them."""
+    import random
+
+    seed = random.randrange(1 << 32)
+    print(f"seed {seed}")
+    rng = random.Random(seed)
+    for _round in range(20):
+        merged: dict[bytes, Change] = {}
+        for i in range(rng.randrange(1, 40)):
+            value = rng.randbytes(rng.choice([0, 1, 40, 47, 48, 63, 64, 100, 500, 1000, 1007, 1008, 1009, 3000]))
+            merged[f"k{i:03}".encode()] = value if rng.random() < 0.5 else (value, rng.randrange(-9, 9))
+        rows, keys, changes, _e, _x = build.sorted_rows_reference(merged, None)
+        want = build.read_back_reference(rows, keys, changes, 0, b"")
+        assert compiled.read_back(rows, keys, changes, 0, b"") == want, seed
+        assert compiled.read_back(rows, None, None, 0, b"") == want, seed
