@@ -19,6 +19,9 @@ setup(
                    extra_compile_args=["-O2"]),
          # the state's row checks share the CRC-32C code of segments/_block_replay_c.h
          Extension("pitr.datadir._rowcodec", ["pitr/datadir/_rowcodec.pyx"],
+                   include_dirs=["pitr/datadir", "segments"], extra_compile_args=["-O2"]),
+         # a restore's rows made in key order and read back with the state digest (BLAKE3 in C)
+         Extension("pitr.datadir._build", ["pitr/datadir/_build.pyx"],
                    include_dirs=["pitr/datadir", "segments"], extra_compile_args=["-O2"])],
         compiler_directives={"language_level": "3"},
     ),

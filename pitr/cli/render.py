@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-from pitr.archiver import Archiver
 from pitr.cli.common import human_bytes, print_json
 from pitr.errors import Gap
 from pitr.jsontypes import JSONObject
 from pitr.restore import RestorePlan
 from pitr.restore.plan import SkippedBase
 from pitr.timefmt import format_time
+
+if TYPE_CHECKING:  # a restore, which prints a plan from here, need not import the archiver
+    from pitr.archiver import Archiver
 
 
 def report(args: argparse.Namespace, archiver: Archiver, extra: JSONObject,

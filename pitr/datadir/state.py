@@ -323,6 +323,26 @@ class StateDB:
         except lmdb.Error as exc:
             raise state_lmdb_error(exc, self.path, "append to the LMDB state") from exc
 
+    def append_rows(self, rows: list[tuple[bytes, bytes]], expiring: list[tuple[bytes, int]]) -> None:
+        """Append encoded data rows (key, row) in key order to an empty state, unhashed, in one
+        transaction (a restore's merged build, `pitr.datadir.build.sorted_rows`); `expiring` holds
+        (key, expiry) of the rows that have one, in key order. As with `append_sorted(predict=False)`,
+        the caller reads the rows back and stores their digest (`store_digest`)."""
+        try:
+            with self.env.begin(write=True) as txn:
+                cp = self._read_checkpoint(txn)
+                if cp.count or cp.digest_total or txn.stat(self.data)["entries"]:
+                    raise InvalidArgument(f"{self.path}: rows are appended unhashed to an empty state only")
+                _consumed, added = txn.cursor(self.data).putmulti(rows, append=True)
+                if added != len(rows):
+                    raise InvalidArgument(f"{self.path}: appended keys do not sort after the state's last key")
+                if expiring:
+                    index = [(key, encode_expiry(key, expires)) for key, expires in expiring]
+                    txn.cursor(self.expiry).putmulti(index, append=True)
+                self._put_checkpoint(txn, replace(cp, count=added))
+        except lmdb.Error as exc:
+            raise state_lmdb_error(exc, self.path, "append to the LMDB state") from exc
+
     def store_digest(self, digest_total: int, count: int) -> None:
         """Set the checkpoint's state digest (reduced) after an unhashed append, whose count it must match."""
         try:

@@ -10,6 +10,7 @@ from contextlib import closing, nullcontext
 from dataclasses import dataclass
 from itertools import islice
 
+from pitr.datadir.build import SortedRows, sorted_rows
 from pitr.datadir.overlay import visible
 from pitr.datadir.state import I64BE, StateDB, StoreIdentity
 from pitr.errors import file_error, to_corrupt
@@ -23,7 +24,6 @@ from pitr.restore.receipt import check_base_digest, receipt_digest, receipt_of_a
 from pitr.restore.replay import replay_log
 from segments import SegmentsError
 from segments import record as rec
-from segments.block_replay import live_rows
 from segments.block_seal import SegmentKeys
 from segments.chain import genesis
 from segments.fold import Change
@@ -34,7 +34,6 @@ MAX_CHANGES = 4_000_000  # changed keys held in memory before the replay spills 
 MAX_MERGED = 4_000_000  # base entries + changes merged in a dict; a larger base is streamed
 LOAD_CHUNK = 100_000  # entries per LMDB transaction when loading the base
 Progress = Callable[[str, int, int], None]
-Written = tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]  # (key, value) puts, (key, i64be) expiries
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +91,10 @@ def build_state(state_dir: str, plan: RestorePlan, snapshot: RangeSource | None,
 
             def spill(changes: dict[bytes, Change], lsn: int, ts_ns: int) -> None:
                 nonlocal spilled
+                if not spilled and base is None:
+                    spilled = True
+                    _append_first(state, changes, lsn, ts_ns)
+                    return
                 if not spilled:
                     _load_base(state, base, plan)
                     spilled = True
@@ -100,7 +103,7 @@ def build_state(state_dir: str, plan: RestorePlan, snapshot: RangeSource | None,
             changes = replay_log(plan, segments, verify=verify, max_changes=MAX_CHANGES, spill=spill,
                                  keys=segment_keys)
             final_ts = max(plan.target_ts_ns, plan.base.ts_ns)
-            written: Written | None = None
+            written: SortedRows | None = None
             if spilled:
                 state.apply(changes, plan.target_lsn, final_ts)
                 changes = {}
@@ -109,8 +112,8 @@ def build_state(state_dir: str, plan: RestorePlan, snapshot: RangeSource | None,
                 expired, written = _load_final(state, base, changes, plan.cutoff_ns, plan.target_lsn, final_ts)
             keys = state.count()
             # the receipt: read back through the rows' checks, against the running digest, or (one
-            # unhashed append) entry for entry against what was written, then hashed once
-            digest = receipt_digest(state) if written is None else receipt_of_append(state, *written)
+            # unhashed append) entry for entry against the merged map, hashed in the same pass
+            digest = receipt_digest(state) if written is None else receipt_of_append(state, written)
             del written
             state.sync()
             counter.finish()
@@ -146,10 +149,22 @@ def _load_base(state: StateDB, base: SnapshotReader | None, plan: RestorePlan) -
     state.set_checkpoint(plan.base.lsn, plan.base.ts_ns)
 
 
+def _append_first(state: StateDB, changes: dict[bytes, Change], lsn: int, ts_ns: int) -> None:
+    """The first spill of a build without a base: the map appended to the empty state in key order
+    (keys that will have expired kept: the build drops them at the end), read back against the map
+    and hashed, which starts the running digest the later changes move. Empties `changes`."""
+    built = sorted_rows(changes, None)
+    changes.clear()
+    state.append_rows(built.rows, built.expiring)
+    built.rows.clear()
+    receipt_of_append(state, built)  # stores the digest of the rows read back in the checkpoint
+    state.set_checkpoint(lsn, ts_ns)
+
+
 def _load_final(state: StateDB, base: SnapshotReader | None, changes: dict[bytes, Change],
-                cutoff_ns: int, lsn: int, ts_ns: int) -> tuple[int, Written | None]:
+                cutoff_ns: int, lsn: int, ts_ns: int) -> tuple[int, SortedRows | None]:
     """Write the base with `changes` applied into the empty state, without keys expired at the
-    cutoff, and set the checkpoint; returns how many keys expired, and the rows of an unhashed
+    cutoff, and set the checkpoint; returns how many keys expired, and the entries of an unhashed
     append (for `receipt_of_append`) or None when the running digest was kept. Empties `changes`."""
     if base is not None and base.footer.entry_count + len(changes) > MAX_MERGED:
         # a large base is streamed: each of its keys takes its change out of the map
@@ -161,12 +176,13 @@ def _load_final(state: StateDB, base: SnapshotReader | None, changes: dict[bytes
         state.apply(new_keys, lsn, ts_ns)  # sorts them, and sets the checkpoint
         return expired, None
     merged = _merge_base(base, changes)
-    puts, expiring, expired = live_rows(merged, cutoff_ns)  # in key order: appended, not inserted
+    built = sorted_rows(merged, cutoff_ns)  # in key order: appended, not inserted
     merged.clear()
     changes.clear()
-    state.append_sorted(puts, expiring, predict=False)  # hashed once, as the receipt reads the rows back
+    state.append_rows(built.rows, built.expiring)  # hashed once, as the receipt reads the rows back
+    built.rows.clear()  # the receipt compares the rows read back with the map's own entries
     state.set_checkpoint(lsn, ts_ns)
-    return expired, (puts, expiring)
+    return built.expired, built
 
 
 def _merge_base(base: SnapshotReader | None, changes: dict[bytes, Change]) -> dict[bytes, Change]:

@@ -16,6 +16,7 @@ import lmdb
 import pytest
 
 from pitr.cli.main import main
+from pitr.datadir.build import SortedRows
 from pitr.datadir.entries import encode_expiry
 from pitr.datadir.state import StateDB
 from pitr.errors import CorruptData
@@ -104,10 +105,9 @@ async def test_a_build_whose_rows_disagree_with_its_prediction_publishes_nothing
         sync_losing_a_row(state)
         return real_receipt(state)
 
-    def append_receipt_after_loss(state: StateDB, puts: list[tuple[bytes, bytes]],
-                                  expiring: list[tuple[bytes, bytes]]) -> bytes:
+    def append_receipt_after_loss(state: StateDB, built: SortedRows) -> bytes:
         sync_losing_a_row(state)
-        return real_append_receipt(state, puts, expiring)
+        return real_append_receipt(state, built)
 
     from pitr.restore import engine
 

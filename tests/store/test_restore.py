@@ -354,6 +354,7 @@ async def test_a_build_failing_midway_stops_its_reader_threads(tmp_path: Path, b
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(State, "append_sorted", full)
+    monkeypatch.setattr(State, "append_rows", full)
     monkeypatch.setattr(State, "apply", full)
     async with open_repository(history.repo_dir) as repo:
         with pytest.raises(DiskFull, match="No space"):

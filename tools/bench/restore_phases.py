@@ -6,8 +6,9 @@
 Prints the seconds of each phase as the restore runs them: importing what a restore needs,
 opening the repository, the catalog sync, planning, opening (and with several repositories,
 verifying) the segments, the replay (read, decompress, check, fold; verification is fused into
-it), the merge with the base, sorting the final rows (`live_rows`), the LMDB append, the
-receipt (the rows read back and hashed), the single fsync, and publishing the directory.
+it), the merge with the base, sorting and encoding the final rows (`sorted_rows`; `live_rows`
+before it), the LMDB append, the receipt (the rows read back, compared and hashed), the single
+fsync, and publishing the directory.
 Wrappers around the phase functions do the timing; a synchronous phase also prints the CPU
 seconds of its thread (`time.thread_time`), the last line the process's user and system CPU;
 nothing else changes. A profile, not a figure: the figures are `restore_cold.py`'s.
@@ -81,10 +82,13 @@ def main() -> int:
     timed(restore_module, "_open_segments", "opening the segments, their chain")
     timed(engine, "replay_log", "replay (read, check, fold)", 2)
     timed(engine, "_merge_base", "merge with the base", 2)
-    timed(engine, "live_rows", "sort the final rows", 2)
+    timed(engine, "live_rows", "sort the final rows", 2)  # before sorted_rows
+    timed(engine, "sorted_rows", "sort and encode the final rows", 2)
     timed(StateDB, "append_sorted", "LMDB append", 2)
+    timed(StateDB, "append_rows", "LMDB append (rows encoded)", 2)
     timed(engine, "receipt_digest", "receipt (rows read back, digest)", 2)
     timed(engine, "receipt_of_append", "receipt (rows read back, compared, hashed)", 2)
+    timed(StateDB, "store_digest", "  of it: storing the digest", 3)
     timed(StateDB, "sync", "fsync of the state", 2)
     timed(restore_module, "build_state", "build, in all")
     timed(restore_module, "_publish_directory", "publish (rename, directory fsync)")
