@@ -18,7 +18,6 @@ import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from itertools import islice
 from typing import Any, BinaryIO, TypeVar
 
 import anyio
@@ -56,13 +55,15 @@ def write_snapshot_entries(state: StateDB, out: BinaryIO, header_at: HeaderAt, p
         header = header_at(*view.checkpoint())
         total = view.count()
         writer = SnapshotWriter(out, header, compress=compress, keys=keys)
-        rows = view.rows(live_at=header.ts_ns)
-        done = 0
-        while batch := list(islice(rows, PROGRESS_EVERY)):
-            writer.add_many(batch)  # encoded and hashed a batch at a time
-            done += len(batch)
-            if progress is not None:
+        done = reported = 0
+        # each run of rows checked and encoded in one compiled call (pitr.datadir.rowcodec), then
+        # checked again and hashed in one (segments.snapshot_codec)
+        for encoded in view.encoded_rows(live_at=header.ts_ns):
+            writer.add_encoded(encoded)
+            done += len(encoded)
+            if progress is not None and done - reported >= PROGRESS_EVERY:
                 progress("snapshot", done, total)
+                reported = done
     if progress is not None:
         progress("snapshot", total, total)
     return writer

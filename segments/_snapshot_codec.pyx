@@ -1,0 +1,161 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+"""Compiled twin of `segments.snapshot_codec`'s references: the state digest's terms summed with a C
+BLAKE3 (segments/_blake3_c.h), a run of entry encodings checked, and a snapshot block's entries
+checked, hashed and (for a restore) decoded in one pass.
+
+tests/segments/test_snapshot_codec.py holds the two equal on random and damaged inputs.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.list cimport PyList_Append
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.string cimport memcmp
+
+cdef extern from "_blake3_c.h":
+    ctypedef struct pitr_sum256:
+        uint64_t limb[4]
+        uint64_t carry
+    void pitr_blake3(const unsigned char *p, size_t n, uint32_t out[8]) nogil
+    void pitr_sum256_add_hash(pitr_sum256 *sum, const unsigned char *p, size_t n) nogil
+    void pitr_sum256_bytes(const pitr_sum256 *sum, unsigned char out[40]) nogil
+
+DEF FLAG_EXPIRY = 1
+DEF HEAD = 9  # u8 flags | u32 key_len | u32 value_len
+DEF MAX_KEY = 1 << 20
+DEF MAX_VALUE = 64 << 20
+
+# status codes (segments.snapshot_codec)
+DEF OK = 0
+DEF DAMAGED = 1
+DEF OUT_OF_ORDER = 2
+
+
+cdef inline uint32_t _load32(const unsigned char *p) noexcept nogil:
+    return <uint32_t>p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 24)
+
+
+cdef inline int64_t _load64(const unsigned char *p) noexcept nogil:
+    return <int64_t>(<uint64_t>_load32(p) | (<uint64_t>_load32(p + 4) << 32))
+
+
+cdef inline object _sum_int(pitr_sum256 *sum):
+    cdef unsigned char out[40]
+    pitr_sum256_bytes(sum, out)
+    return int.from_bytes(PyBytes_FromStringAndSize(<const char *>out, 40), "little")
+
+
+cdef inline int _before(const unsigned char *a, Py_ssize_t la, const unsigned char *b, Py_ssize_t lb) noexcept nogil:
+    """a < b in bytes order."""
+    cdef int r = memcmp(a, b, la if la < lb else lb)
+    if r != 0:
+        return r < 0
+    return la < lb
+
+
+def blake3_256(bytes data):
+    """See `segments.snapshot_codec.blake3_256_reference`."""
+    cdef uint32_t w[8]
+    cdef unsigned char out[32]
+    cdef int i
+    pitr_blake3(<const unsigned char *>PyBytes_AS_STRING(data), <size_t>PyBytes_GET_SIZE(data), w)
+    for i in range(32):
+        out[i] = <unsigned char>(w[i // 4] >> (8 * (i % 4)))
+    return PyBytes_FromStringAndSize(<const char *>out, 32)
+
+
+def digest_terms(encoded):
+    """See `segments.snapshot_codec.digest_terms_reference`."""
+    cdef pitr_sum256 sum
+    cdef bytes data
+    sum.limb[0] = sum.limb[1] = sum.limb[2] = sum.limb[3] = sum.carry = 0
+    for item in encoded:
+        data = <bytes?>item
+        pitr_sum256_add_hash(&sum, <const unsigned char *>PyBytes_AS_STRING(data), <size_t>PyBytes_GET_SIZE(data))
+    return _sum_int(&sum)
+
+
+def check_encoded(list encoded, object previous):
+    """See `segments.snapshot_codec.check_encoded_reference`."""
+    cdef pitr_sum256 sum
+    cdef Py_ssize_t i, n = len(encoded), size, head
+    cdef bytes data, last = previous
+    cdef const unsigned char *p
+    cdef const unsigned char *lastp = NULL
+    cdef Py_ssize_t lastlen = 0, lastoff = 0
+    cdef uint32_t klen, vlen
+    cdef unsigned long long logical = 0
+    sum.limb[0] = sum.limb[1] = sum.limb[2] = sum.limb[3] = sum.carry = 0
+    if previous is not None:
+        lastp = <const unsigned char *>PyBytes_AS_STRING(last)
+        lastlen = PyBytes_GET_SIZE(last)
+    for i in range(n):
+        data = <bytes?>encoded[i]
+        p = <const unsigned char *>PyBytes_AS_STRING(data)
+        size = PyBytes_GET_SIZE(data)
+        if size < HEAD or p[0] > FLAG_EXPIRY:
+            return DAMAGED, i, 0, 0, previous
+        head = HEAD + 8 if p[0] else HEAD
+        klen = _load32(p + 1)
+        vlen = _load32(p + 5)
+        if klen > MAX_KEY or vlen > MAX_VALUE or size != head + <Py_ssize_t>klen + <Py_ssize_t>vlen:
+            return DAMAGED, i, 0, 0, previous
+        if lastp != NULL and not _before(lastp + lastoff, lastlen, p + head, klen):
+            return OUT_OF_ORDER, i, 0, 0, previous
+        lastp, lastoff, lastlen = p, head, klen
+        pitr_sum256_add_hash(&sum, p, <size_t>size)
+        logical += klen + vlen
+    if n:
+        data = <bytes>encoded[n - 1]
+        last = data[lastoff:lastoff + lastlen]
+    return OK, -1, _sum_int(&sum), logical, last
+
+
+def scan_block(bytes raw, Py_ssize_t entry_count, object previous, bint decode):
+    """See `segments.snapshot_codec.scan_block_reference`."""
+    cdef pitr_sum256 sum
+    cdef const unsigned char *r = <const unsigned char *>PyBytes_AS_STRING(raw)
+    cdef Py_ssize_t end = PyBytes_GET_SIZE(raw), pos = 0, start, i, head
+    cdef const unsigned char *lastp = NULL
+    cdef Py_ssize_t lastlen = 0
+    cdef bytes prev_key
+    cdef uint32_t klen, vlen
+    cdef unsigned char flags
+    cdef unsigned long long logical = 0
+    cdef list out = [] if decode else None
+    cdef object first = None, key, value
+    sum.limb[0] = sum.limb[1] = sum.limb[2] = sum.limb[3] = sum.carry = 0
+    if previous is not None:
+        prev_key = <bytes?>previous
+        lastp = <const unsigned char *>PyBytes_AS_STRING(prev_key)
+        lastlen = PyBytes_GET_SIZE(prev_key)
+    for i in range(entry_count):
+        start = pos
+        if end - pos < HEAD:
+            return DAMAGED, i, 0, 0, None, None, None
+        flags = r[pos]
+        klen = _load32(r + pos + 1)
+        vlen = _load32(r + pos + 5)
+        head = HEAD + 8 if flags & FLAG_EXPIRY else HEAD
+        if end - pos < head or <Py_ssize_t>klen + <Py_ssize_t>vlen > end - pos - head:
+            return DAMAGED, i, 0, 0, None, None, None
+        pos += head
+        if lastp != NULL and not _before(lastp, lastlen, r + pos, klen):
+            return OUT_OF_ORDER, i, 0, 0, None, None, None
+        lastp, lastlen = r + pos, klen
+        pitr_sum256_add_hash(&sum, r + start, <size_t>(head + klen + vlen))
+        logical += klen + vlen
+        if decode or first is None:
+            key = PyBytes_FromStringAndSize(<const char *>(r + pos), klen)
+            if first is None:
+                first = key
+            if decode:
+                value = PyBytes_FromStringAndSize(<const char *>(r + pos + klen), vlen)
+                if flags & FLAG_EXPIRY:
+                    PyList_Append(out, (key, (value, _load64(r + start + HEAD))))
+                else:
+                    PyList_Append(out, (key, value))
+        pos += klen + vlen
+    if pos != end:
+        return DAMAGED, entry_count, 0, 0, None, None, None
+    last = PyBytes_FromStringAndSize(<const char *>lastp, lastlen) if entry_count else previous
+    return OK, -1, _sum_int(&sum), logical, first, last, out
