@@ -10,7 +10,7 @@ decoder `SnapshotReader.entry_spans` names the damage the scan finds.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from typing import NoReturn
 
@@ -41,7 +41,7 @@ def blocks_hashed(reader: SnapshotReader, hasher: blake3) -> Iterator[bytes]:
 
 
 def checked_blocks(reader: SnapshotReader, *, decode: bool = True,
-                   read_ahead: ReadAhead | None = None) -> Iterator[list[tuple[bytes, Change]]]:
+                   read_ahead: ReadAhead | None = None) -> Generator[list[tuple[bytes, Change]], None, None]:
     """Every block's entries as (key, change) in key order (each list empty without `decode`),
     with every check `SnapshotReader.verify` makes.
 
