@@ -8,6 +8,7 @@ tests/segments/test_snapshot_codec.py holds the two equal on random and damaged 
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_Append
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memcmp
 
@@ -159,3 +160,72 @@ def scan_block(bytes raw, Py_ssize_t entry_count, object previous, bint decode):
         return DAMAGED, entry_count, 0, 0, None, None, None
     last = PyBytes_FromStringAndSize(<const char *>lastp, lastlen) if entry_count else previous
     return OK, -1, _sum_int(&sum), logical, first, last, out
+
+
+cdef inline bytes _i64be(int64_t v):
+    cdef unsigned char out[8]
+    cdef uint64_t u = <uint64_t>v
+    cdef int k
+    for k in range(8):
+        out[7 - k] = <unsigned char>(u >> (8 * k))
+    return PyBytes_FromStringAndSize(<const char *>out, 8)
+
+
+cdef inline int _emit(object key, object change, object pair, list puts, list expiring, int64_t cutoff) except -1:
+    """Append the rows of one (key, change) (`pair` is that tuple, or None); returns 1 if it expired."""
+    cdef int64_t expires
+    if change is None:
+        return 0
+    if type(change) is bytes:
+        PyList_Append(puts, pair if pair is not None else (key, change))
+        return 0
+    if type(change) is not tuple or PyTuple_GET_SIZE(change) != 2:
+        raise TypeError(f"a change is bytes, (bytes, int) or None, not {change!r}")
+    expires = <object>PyTuple_GET_ITEM(change, 1)
+    if expires <= cutoff:
+        return 1
+    PyList_Append(expiring, (key, _i64be(expires)))
+    PyList_Append(puts, (key, <object>PyTuple_GET_ITEM(change, 0)))
+    return 0
+
+
+def merge_live(blocks, list changes, int64_t cutoff_ns):
+    """See `segments.snapshot_codec.merge_live_reference`."""
+    cdef list puts = [], expiring = []
+    cdef Py_ssize_t expired = 0, j = 0, n = len(changes), i, m
+    cdef list entries
+    cdef tuple item, other
+    cdef bytes key, ckey, last = None
+    cdef int order
+    for block in blocks:
+        entries = <list?>block
+        m = len(entries)
+        for i in range(m):
+            item = <tuple?>entries[i]
+            key = <bytes?>item[0]
+            if last is not None and not _before(<const unsigned char *>PyBytes_AS_STRING(last), PyBytes_GET_SIZE(last),
+                                                <const unsigned char *>PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key)):
+                raise ValueError(f"base keys out of order: {key!r} after {last!r}")
+            last = key
+            while j < n:  # the changes to keys before this one
+                other = <tuple?>changes[j]
+                ckey = <bytes?>other[0]
+                order = memcmp(PyBytes_AS_STRING(ckey), PyBytes_AS_STRING(key),
+                               min(PyBytes_GET_SIZE(ckey), PyBytes_GET_SIZE(key)))
+                if order == 0:
+                    order = (PyBytes_GET_SIZE(ckey) > PyBytes_GET_SIZE(key)) - (PyBytes_GET_SIZE(ckey) < PyBytes_GET_SIZE(key))
+                if order > 0:
+                    break
+                expired += _emit(ckey, other[1], other, puts, expiring, cutoff_ns)
+                j += 1
+                if order == 0:
+                    break
+            else:
+                order = 1
+            if order != 0:  # no change to this key: the base's entry as it is
+                expired += _emit(key, item[1], item, puts, expiring, cutoff_ns)
+    while j < n:
+        other = <tuple?>changes[j]
+        expired += _emit(<bytes?>other[0], other[1], other, puts, expiring, cutoff_ns)
+        j += 1
+    return puts, expiring, expired

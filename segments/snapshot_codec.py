@@ -12,7 +12,10 @@ loop per batch:
   for sorting strictly after the one before, summed (the snapshot writer);
 - `scan_block`: a decompressed snapshot block's entries walked as `SnapshotReader.entry_spans`
   walks them, checked in strictly increasing key order, summed, and with `decode` returned as
-  (key, change) pairs (full verification, and a restore that checks its base as it reads it).
+  (key, change) pairs (full verification, and a restore that checks its base as it reads it);
+- `merge_live`: a restore's base entries, already in key order, merged with the sorted changes
+  the log made after it into the rows of the restored state (no dictionary of every key, no
+  sort of them).
 
 The names without the suffix are the compiled ones when the extension is built; without it, the
 references after one warning, and a run under CI (`CI=true`) refuses to start. A status other
@@ -33,6 +36,7 @@ from typing import Literal, TypeAlias
 from blake3 import blake3
 
 from segments import record as rec
+from segments.block_replay import Rows, live_rows_reference
 from segments.fold import Change
 
 OK = 0
@@ -133,13 +137,31 @@ def scan_block_reference(raw: bytes, entry_count: int, previous: bytes | None, d
     return OK, -1, total, logical, first, previous, out
 
 
+def merge_live_reference(blocks: Iterable[list[tuple[bytes, Change]]], changes: list[tuple[bytes, Change]],
+                         cutoff_ns: int) -> Rows:
+    """The rows of a base's entries (`blocks`, keys strictly increasing: ValueError if not) with
+    `changes` (sorted by key, each key once) applied over them, as `block_replay.live_rows` gives
+    them for the merged state: in key order, deletes left out, puts expired at the cutoff counted."""
+    merged: dict[bytes, Change] = {}
+    last: bytes | None = None
+    for entries in blocks:
+        for key, change in entries:
+            if last is not None and key <= last:
+                raise ValueError(f"base keys out of order: {key!r} after {last!r}")
+            last = key
+            merged[key] = change
+    merged.update(changes)
+    return live_rows_reference(merged, cutoff_ns)
+
+
 Blake3 = Callable[[bytes], bytes]
 DigestTerms = Callable[[Iterable[bytes]], int]
 CheckEncoded = Callable[[list[bytes], "bytes | None"], CheckResult]
 ScanBlock = Callable[[bytes, int, "bytes | None", bool], ScanResult]
+MergeLive = Callable[[Iterable[list[tuple[bytes, Change]]], list[tuple[bytes, Change]], int], Rows]
 
 
-def _load() -> tuple[Blake3, DigestTerms, CheckEncoded, ScanBlock, bool]:
+def _load() -> tuple[Blake3, DigestTerms, CheckEncoded, ScanBlock, MergeLive, bool]:
     try:
         compiled = importlib.import_module("segments._snapshot_codec")  # compiled: no stubs
     except ImportError as exc:
@@ -150,8 +172,9 @@ def _load() -> tuple[Blake3, DigestTerms, CheckEncoded, ScanBlock, bool]:
                       "and state digests hash their entries in pure Python, several times slower; "
                       "reinstall pitr to build it", RuntimeWarning, stacklevel=2)
         return (blake3_256_reference, digest_terms_reference, check_encoded_reference, scan_block_reference,
-                False)
-    return compiled.blake3_256, compiled.digest_terms, compiled.check_encoded, compiled.scan_block, True
+                merge_live_reference, False)
+    return (compiled.blake3_256, compiled.digest_terms, compiled.check_encoded, compiled.scan_block,
+            compiled.merge_live, True)
 
 
-blake3_256, digest_terms, check_encoded, scan_block, COMPILED = _load()
+blake3_256, digest_terms, check_encoded, scan_block, merge_live, COMPILED = _load()

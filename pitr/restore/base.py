@@ -25,9 +25,11 @@ from pitr.repo.repository import Repository
 from pitr.restore.plan import RestorePlan, SkippedBase, with_base
 from pitr.restore.prefetch import prefetched
 from segments import SegmentsError
+from segments.block_replay import Rows, live_rows
 from segments.fold import Change
 from segments.snapshot import SnapshotFooter, SnapshotReader
 from segments.snapshot_check import checked_blocks
+from segments.snapshot_codec import merge_live
 
 Say = Callable[[str], None]
 
@@ -64,6 +66,21 @@ class BaseSnapshot:
             damage = to_corrupt(exc, reader.source.name)
             raise BaseDamaged(damage.message, path=damage.path, offset=damage.offset, lsn=damage.lsn,
                               hint=damage.hint) from exc
+
+
+def live_base_rows(base: BaseSnapshot | None, changes: dict[bytes, Change], cutoff_ns: int) -> Rows:
+    """The rows of the restored state, in key order: the base's entries with `changes` applied,
+    deletes left out, puts expired at the cutoff counted and left out. The base is read in key order
+    and merged with the changes sorted (`segments.snapshot_codec.merge_live`), so no dictionary of
+    every key is built and sorted; without a base, the changes alone (`live_rows`)."""
+    if base is None:
+        return live_rows(changes, cutoff_ns)
+    try:
+        with closing(base.blocks()) as blocks:
+            return merge_live(blocks, sorted(changes.items()), cutoff_ns)
+    except ValueError as exc:  # only an unchecked base (--no-verify) can get here out of order
+        raise CorruptData(f"the base snapshot's keys are out of order ({exc})", path=base.reader.source.name,
+                          hint="run pitr verify on the repository; restore with verification") from exc
 
 
 def base_checked_as_read(verify: bool, repo_count: int, dry_run: bool) -> bool:

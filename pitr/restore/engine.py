@@ -16,14 +16,13 @@ from pitr.errors import file_error, to_corrupt
 from pitr.gcpause import gc_paused
 from pitr.memory import peak_rss_bytes
 from pitr.progress import ByteCounter
-from pitr.restore.base import BaseSnapshot
+from pitr.restore.base import BaseSnapshot, live_base_rows
 from pitr.restore.destination import Replacement
 from pitr.restore.plan import RestorePlan, SkippedBase
 from pitr.restore.receipt import check_base_digest, receipt_digest, receipt_of_append
 from pitr.restore.replay import replay_log
 from segments import SegmentsError
 from segments import record as rec
-from segments.block_replay import live_rows
 from segments.block_seal import SegmentKeys
 from segments.chain import genesis
 from segments.fold import Change
@@ -153,26 +152,11 @@ def _load_final(state: StateDB, base: BaseSnapshot | None, changes: dict[bytes, 
         expired += drop_expiring(new_keys, cutoff_ns)
         state.apply(new_keys, lsn, ts_ns)  # sorts them, and sets the checkpoint
         return expired, None
-    merged = _merge_base(base, changes)
-    puts, expiring, expired = live_rows(merged, cutoff_ns)  # in key order: appended, not inserted
-    merged.clear()
+    puts, expiring, expired = live_base_rows(base, changes, cutoff_ns)  # in key order: appended, not inserted
     changes.clear()
     state.append_sorted(puts, expiring, predict=False)  # hashed once, as the receipt reads the rows back
     state.set_checkpoint(lsn, ts_ns)
     return expired, (puts, expiring)
-
-
-def _merge_base(base: BaseSnapshot | None, changes: dict[bytes, Change]) -> dict[bytes, Change]:
-    """The base's entries with `changes` applied over them (one C-level `dict.update` each); or
-    `changes` itself when there is no base."""
-    if base is None:
-        return changes
-    merged: dict[bytes, Change] = {}
-    with closing(base.blocks()) as blocks:
-        for entries in blocks:
-            merged.update(entries)
-    merged.update(changes)
-    return merged
 
 
 _KEEP = object()

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import struct
 
+import pytest
 from blake3 import blake3
 from hypothesis import given
 from hypothesis import strategies as st
 
 from segments import _snapshot_codec as compiled  # built by `pip install -e .`: a missing build fails here
 from segments import snapshot_codec as sc
+from segments.block_replay import live_rows_reference
+from segments.fold import Change
 from segments.snapshot import encode_entry, encoded_digest
 
 ENTRIES = st.lists(st.tuples(st.binary(min_size=1, max_size=40), st.binary(max_size=300),
@@ -105,3 +108,42 @@ def test_scan_block_hashes_the_entry_bytes_as_they_are() -> None:
     term = compiled.scan_block(bytes(raw), 1, None, False)[2]
     assert term == int.from_bytes(blake3(bytes(raw)).digest(), "little") != encoded_digest(encode_entry(b"k", b"v", None))
     assert struct.unpack_from("<B", raw)[0] == 4
+
+
+CHANGES = st.dictionaries(st.binary(min_size=1, max_size=40),
+                          st.none() | st.binary(max_size=20) | st.tuples(st.binary(max_size=20),
+                                                                         st.integers(-(2**63), 2**63 - 1)),
+                          max_size=30)
+
+
+def base_blocks(rows: list[tuple[bytes, bytes, int | None]], cuts: list[int]) -> list[list[tuple[bytes, Change]]]:
+    """The base's (key, change) entries cut into blocks at `cuts` (as scan_block decodes them)."""
+    entries: list[tuple[bytes, Change]] = [(k, v if e is None else (v, e)) for k, v, e in rows]
+    bounds = sorted({0, len(entries), *(c % (len(entries) + 1) for c in cuts)})
+    return [entries[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
+@given(entries=ENTRIES, changes=CHANGES, cuts=st.lists(st.integers(0, 100), max_size=4),
+       cutoff=st.integers(-(2**63), 2**63 - 1) | st.sampled_from([0, 2**62]))
+def test_merge_live_matches_the_reference(entries: list[tuple[bytes, bytes, int | None]],
+                                          changes: dict[bytes, Change], cuts: list[int], cutoff: int) -> None:
+    rows = sorted_entries(entries)
+    blocks = base_blocks(rows, cuts)
+    for k, _v, _e in rows[::3]:  # changes to some of the base's own keys too
+        changes.setdefault(k, None)
+    ordered = sorted(changes.items())
+    got = compiled.merge_live(iter(blocks), ordered, cutoff)
+    assert got == sc.merge_live_reference(iter(blocks), ordered, cutoff)
+    merged = {k: c for block in blocks for k, c in block}
+    merged.update(changes)
+    assert got == live_rows_reference(merged, cutoff), "what the restore built from a dictionary before"
+
+
+@given(entries=ENTRIES.filter(lambda e: len({k for k, _v, _x in e}) >= 2), changes=CHANGES)
+def test_merge_live_refuses_a_base_out_of_order(entries: list[tuple[bytes, bytes, int | None]],
+                                               changes: dict[bytes, Change]) -> None:
+    rows = sorted_entries(entries)
+    blocks = [base_blocks(rows, [])[0][::-1]]
+    for fn in (compiled.merge_live, sc.merge_live_reference):
+        with pytest.raises(ValueError, match="base keys out of order"):
+            fn(iter(blocks), sorted(changes.items()), 0)
