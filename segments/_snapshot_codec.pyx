@@ -17,7 +17,7 @@ cdef extern from "_blake3_c.h":
         uint64_t limb[4]
         uint64_t carry
     void pitr_blake3(const unsigned char *p, size_t n, uint32_t out[8]) nogil
-    void pitr_sum256_add_hash(pitr_sum256 *sum, const unsigned char *p, size_t n) nogil
+    void pitr_sum256_add_hash(pitr_sum256 *sum, const unsigned char *p, size_t n) noexcept nogil
     void pitr_sum256_bytes(const pitr_sum256 *sum, unsigned char out[40]) nogil
 
 DEF FLAG_EXPIRY = 1
@@ -111,7 +111,7 @@ def check_encoded(list encoded, object previous):
     return OK, -1, _sum_int(&sum), logical, last
 
 
-def scan_block(bytes raw, Py_ssize_t entry_count, object previous, bint decode):
+def scan_block(bytes raw, Py_ssize_t entry_count, object previous, bint decode, bint terms=True):
     """See `segments.snapshot_codec.scan_block_reference`."""
     cdef pitr_sum256 sum
     cdef const unsigned char *r = <const unsigned char *>PyBytes_AS_STRING(raw)
@@ -143,7 +143,8 @@ def scan_block(bytes raw, Py_ssize_t entry_count, object previous, bint decode):
         if lastp != NULL and not _before(lastp, lastlen, r + pos, klen):
             return OUT_OF_ORDER, i, 0, 0, None, None, None
         lastp, lastlen = r + pos, klen
-        pitr_sum256_add_hash(&sum, r + start, <size_t>(head + klen + vlen))
+        if terms:
+            pitr_sum256_add_hash(&sum, r + start, <size_t>(head + klen + vlen))
         logical += klen + vlen
         if decode or first is None:
             key = PyBytes_FromStringAndSize(<const char *>(r + pos), klen)
@@ -229,3 +230,34 @@ def merge_live(blocks, list changes, int64_t cutoff_ns):
         expired += _emit(<bytes?>other[0], other[1], other, puts, expiring, cutoff_ns)
         j += 1
     return puts, expiring, expired
+
+
+cdef int _block_terms(const unsigned char *r, Py_ssize_t end, Py_ssize_t entry_count, pitr_sum256 *sum) noexcept nogil:
+    cdef Py_ssize_t pos = 0, start, i, head
+    cdef uint32_t klen, vlen
+    for i in range(entry_count):
+        start = pos
+        if end - pos < HEAD:
+            return DAMAGED
+        klen = _load32(r + pos + 1)
+        vlen = _load32(r + pos + 5)
+        head = HEAD + 8 if r[pos] & FLAG_EXPIRY else HEAD
+        if end - pos < head or <Py_ssize_t>klen + <Py_ssize_t>vlen > end - pos - head:
+            return DAMAGED
+        pos += head + klen + vlen
+        pitr_sum256_add_hash(sum, r + start, <size_t>(pos - start))
+    return OK if pos == end else DAMAGED
+
+
+def block_terms(bytes raw, Py_ssize_t entry_count):
+    """See `segments.snapshot_codec.block_terms_reference` (the interpreter's lock released)."""
+    cdef pitr_sum256 sum
+    cdef const unsigned char *r = <const unsigned char *>PyBytes_AS_STRING(raw)
+    cdef Py_ssize_t end = PyBytes_GET_SIZE(raw)
+    cdef int status
+    sum.limb[0] = sum.limb[1] = sum.limb[2] = sum.limb[3] = sum.carry = 0
+    with nogil:
+        status = _block_terms(r, end, entry_count, &sum)
+    if status != OK:
+        return status, 0
+    return OK, _sum_int(&sum)

@@ -20,24 +20,30 @@ from blake3 import blake3
 from segments._errors import CorruptFile
 from segments.fold import Change
 from segments.snapshot import SnapshotReader
-from segments.snapshot_codec import OK, scan_block
+from segments.snapshot_codec import OK, block_terms, scan_block
 
-ReadAhead = Callable[[Iterator[bytes]], AbstractContextManager[Iterator[bytes]]]
+ReadAhead = Callable[[Iterator["Hashed"]], AbstractContextManager[Iterator["Hashed"]]]
 _MOD = 1 << 256
 _READ = 8 << 20  # bytes per read of the index for the file digest
 
 
-def blocks_hashed(reader: SnapshotReader, hasher: blake3) -> Iterator[bytes]:
-    """Every block decompressed, in order, each CRC checked; every byte the file digest covers
-    before the index goes through `hasher` in file order (the header, then each block as stored:
-    the blocks lie back to back from the header to the index, which the reader checked). Safe to
-    run in a read-ahead thread: it has a decompressor of its own."""
+Hashed = tuple[bytes, int, int]  # a block decompressed, the status of its terms and their sum
+
+
+def blocks_hashed(reader: SnapshotReader, hasher: blake3) -> Iterator[Hashed]:
+    """Every block decompressed, in order, each CRC checked, with its entries' state-digest terms
+    (`block_terms`); every byte the file digest covers before the index goes through `hasher` in
+    file order (the header, then each block as stored: the blocks lie back to back from the header
+    to the index, which the reader checked). Safe to run in a read-ahead thread (it has a
+    decompressor of its own), where the hashing, without the interpreter's lock, runs beside the
+    decoding of the block before."""
     dctx = zstandard.ZstdDecompressor()
     hasher.update(reader.source.read(0, reader.header.size))
     for i in range(len(reader.blocks)):
         data = reader.stored_block(i)
         hasher.update(data)
-        yield reader.open_stored(i, data, dctx)
+        raw = reader.open_stored(i, data, dctx)
+        yield (raw, *block_terms(raw, reader.blocks[i].entry_count))
 
 
 def checked_blocks(reader: SnapshotReader, *, decode: bool = True,
@@ -57,10 +63,10 @@ def checked_blocks(reader: SnapshotReader, *, decode: bool = True,
     total = count = logical = 0
     reading = blocks_hashed(reader, hasher)
     with read_ahead(reading) if read_ahead is not None else nullcontext(reading) as raws:
-        for i, raw in enumerate(raws):
+        for i, (raw, terms_status, terms) in enumerate(raws):
             b = reader.blocks[i]
-            status, _at, terms, size, first, newest, out = scan_block(raw, b.entry_count, last, decode)
-            if status != OK:
+            status, _at, _none, size, first, newest, out = scan_block(raw, b.entry_count, last, decode, False)
+            if status != OK or terms_status != OK:  # both walk the entries alike: damage shows in both
                 refuse_block(reader, i, raw, last)
             if first != b.first_key:
                 raise CorruptFile(f"snapshot block {i} first key does not match the index", path=path,

@@ -13,6 +13,8 @@ loop per batch:
 - `scan_block`: a decompressed snapshot block's entries walked as `SnapshotReader.entry_spans`
   walks them, checked in strictly increasing key order, summed, and with `decode` returned as
   (key, change) pairs (full verification, and a restore that checks its base as it reads it);
+- `block_terms`: the same block's terms alone, without the interpreter's lock (a read-ahead
+  thread hashes one block while the decoding of the one before goes on);
 - `merge_live`: a restore's base entries, already in key order, merged with the sorted changes
   the log made after it into the rows of the restored state (no dictionary of every key, no
   sort of them).
@@ -98,12 +100,13 @@ def check_encoded_reference(encoded: list[bytes], previous: bytes | None) -> Che
     return OK, -1, total, logical, last
 
 
-def scan_block_reference(raw: bytes, entry_count: int, previous: bytes | None, decode: bool) -> ScanResult:
+def scan_block_reference(raw: bytes, entry_count: int, previous: bytes | None, decode: bool,
+                         terms: bool = True) -> ScanResult:
     """Walk the `entry_count` entries of a decompressed snapshot block as `SnapshotReader.entry_spans`
     does (each fits what remains, nothing after the last), each key strictly after the one before
     (`previous`, then each other); sum their terms (each entry's bytes as they are in the block)
-    and their logical bytes. With `decode`, also every entry as (key, change): the value, or
-    (value, expiry)."""
+    and their logical bytes (without `terms`, the sum is left at 0: `block_terms` made it). With
+    `decode`, also every entry as (key, change): the value, or (value, expiry)."""
     pos, end = 0, len(raw)
     total = logical = 0
     first: bytes | None = None
@@ -125,7 +128,8 @@ def scan_block_reference(raw: bytes, entry_count: int, previous: bytes | None, d
             first = key
         value = raw[pos + klen : pos + klen + vlen]
         pos += klen + vlen
-        total += int.from_bytes(blake3(raw[start:pos]).digest(), "little")
+        if terms:
+            total += int.from_bytes(blake3(raw[start:pos]).digest(), "little")
         logical += klen + vlen
         if out is not None:
             if flags & _FLAG_EXPIRY:
@@ -135,6 +139,25 @@ def scan_block_reference(raw: bytes, entry_count: int, previous: bytes | None, d
     if pos != end:
         return DAMAGED, entry_count, 0, 0, None, None, None
     return OK, -1, total, logical, first, previous, out
+
+
+def block_terms_reference(raw: bytes, entry_count: int) -> tuple[int, int]:
+    """(status, sum of the terms) of a block's entries, walked as `scan_block` walks them (bounds,
+    nothing after the last) but without the key order, which `scan_block` checks: the hashing
+    alone, so that a read-ahead thread can do it beside the decoding (the compiled twin releases
+    the interpreter's lock)."""
+    pos, end, total = 0, len(raw), 0
+    for _ in range(entry_count):
+        if end - pos < _HEAD.size:
+            return DAMAGED, 0
+        flags, klen, vlen = _HEAD.unpack_from(raw, pos)
+        head = _HEAD.size + (8 if flags & _FLAG_EXPIRY else 0)
+        if end - pos < head or klen + vlen > end - pos - head:
+            return DAMAGED, 0
+        stop = pos + head + klen + vlen
+        total += int.from_bytes(blake3(raw[pos:stop]).digest(), "little")
+        pos = stop
+    return (OK, total) if pos == end else (DAMAGED, 0)
 
 
 def merge_live_reference(blocks: Iterable[list[tuple[bytes, Change]]], changes: list[tuple[bytes, Change]],
@@ -157,11 +180,12 @@ def merge_live_reference(blocks: Iterable[list[tuple[bytes, Change]]], changes: 
 Blake3 = Callable[[bytes], bytes]
 DigestTerms = Callable[[Iterable[bytes]], int]
 CheckEncoded = Callable[[list[bytes], "bytes | None"], CheckResult]
-ScanBlock = Callable[[bytes, int, "bytes | None", bool], ScanResult]
+ScanBlock = Callable[[bytes, int, "bytes | None", bool, bool], ScanResult]
+BlockTerms = Callable[[bytes, int], tuple[int, int]]
 MergeLive = Callable[[Iterable[list[tuple[bytes, Change]]], list[tuple[bytes, Change]], int], Rows]
 
 
-def _load() -> tuple[Blake3, DigestTerms, CheckEncoded, ScanBlock, MergeLive, bool]:
+def _load() -> tuple[Blake3, DigestTerms, CheckEncoded, ScanBlock, BlockTerms, MergeLive, bool]:
     try:
         compiled = importlib.import_module("segments._snapshot_codec")  # compiled: no stubs
     except ImportError as exc:
@@ -172,9 +196,9 @@ def _load() -> tuple[Blake3, DigestTerms, CheckEncoded, ScanBlock, MergeLive, bo
                       "and state digests hash their entries in pure Python, several times slower; "
                       "reinstall pitr to build it", RuntimeWarning, stacklevel=2)
         return (blake3_256_reference, digest_terms_reference, check_encoded_reference, scan_block_reference,
-                merge_live_reference, False)
+                block_terms_reference, merge_live_reference, False)
     return (compiled.blake3_256, compiled.digest_terms, compiled.check_encoded, compiled.scan_block,
-            compiled.merge_live, True)
+            compiled.block_terms, compiled.merge_live, True)
 
 
-blake3_256, digest_terms, check_encoded, scan_block, merge_live, COMPILED = _load()
+blake3_256, digest_terms, check_encoded, scan_block, block_terms, merge_live, COMPILED = _load()

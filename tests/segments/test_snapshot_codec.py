@@ -85,8 +85,10 @@ def test_scan_block_matches_the_reference(entries: list[tuple[bytes, bytes, int 
     raw = block_of(rows)
     count = max(0, len(rows) + extra)
     for block in (raw, raw[: cut % (len(raw) + 1)], raw + b"\0" * (cut % 3), block_of(rows[::-1])):
-        assert compiled.scan_block(block, count, previous, decode) == \
-            sc.scan_block_reference(block, count, previous, decode)
+        for terms in (True, False):
+            assert compiled.scan_block(block, count, previous, decode, terms) == \
+                sc.scan_block_reference(block, count, previous, decode, terms)
+        assert compiled.block_terms(block, count) == sc.block_terms_reference(block, count)
 
 
 @given(entries=ENTRIES)
@@ -99,6 +101,18 @@ def test_scan_block_reads_what_was_written(entries: list[tuple[bytes, bytes, int
     assert logical == sum(len(k) + len(v) for k, v, _e in rows)
     assert (first, last) == ((rows[0][0], rows[-1][0]) if rows else (None, None))
     assert out == [(k, v if e is None else (v, e)) for k, v, e in rows]
+
+
+@given(entries=ENTRIES)
+def test_block_terms_are_the_scans_terms(entries: list[tuple[bytes, bytes, int | None]]) -> None:
+    """Hashed apart (in a read-ahead thread) or in the scan, a block's terms are the same sum."""
+    rows = sorted_entries(entries)
+    raw = block_of(rows)
+    scanned = compiled.scan_block(raw, len(rows), None, False)
+    assert compiled.block_terms(raw, len(rows)) == (sc.OK, scanned[2])
+    assert compiled.scan_block(raw, len(rows), None, False, False)[2] == 0
+    shuffled = block_of(rows[::-1])  # order is the scan's concern, not the hashing's
+    assert compiled.block_terms(shuffled, len(rows)) == (sc.OK, scanned[2])
 
 
 def test_scan_block_hashes_the_entry_bytes_as_they_are() -> None:
