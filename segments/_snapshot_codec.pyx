@@ -10,6 +10,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.list cimport PyList_Append
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp
 
 cdef extern from "_blake3_c.h":
@@ -76,7 +77,8 @@ def digest_terms(encoded):
 
 
 def check_encoded(list encoded, object previous):
-    """See `segments.snapshot_codec.check_encoded_reference`."""
+    """See `segments.snapshot_codec.check_encoded_reference` (the hashing without the interpreter's
+    lock, so that a writer thread hashes while another reads the next rows)."""
     cdef pitr_sum256 sum
     cdef Py_ssize_t i, n = len(encoded), size, head
     cdef bytes data, last = previous
@@ -85,26 +87,42 @@ def check_encoded(list encoded, object previous):
     cdef Py_ssize_t lastlen = 0, lastoff = 0
     cdef uint32_t klen, vlen
     cdef unsigned long long logical = 0
+    cdef const unsigned char **starts
+    cdef size_t *sizes
     sum.limb[0] = sum.limb[1] = sum.limb[2] = sum.limb[3] = sum.carry = 0
     if previous is not None:
         lastp = <const unsigned char *>PyBytes_AS_STRING(last)
         lastlen = PyBytes_GET_SIZE(last)
-    for i in range(n):
-        data = <bytes?>encoded[i]
-        p = <const unsigned char *>PyBytes_AS_STRING(data)
-        size = PyBytes_GET_SIZE(data)
-        if size < HEAD or p[0] > FLAG_EXPIRY:
-            return DAMAGED, i, 0, 0, previous
-        head = HEAD + 8 if p[0] else HEAD
-        klen = _load32(p + 1)
-        vlen = _load32(p + 5)
-        if klen > MAX_KEY or vlen > MAX_VALUE or size != head + <Py_ssize_t>klen + <Py_ssize_t>vlen:
-            return DAMAGED, i, 0, 0, previous
-        if lastp != NULL and not _before(lastp + lastoff, lastlen, p + head, klen):
-            return OUT_OF_ORDER, i, 0, 0, previous
-        lastp, lastoff, lastlen = p, head, klen
-        pitr_sum256_add_hash(&sum, p, <size_t>size)
-        logical += klen + vlen
+    starts = <const unsigned char **>malloc((n + 1) * sizeof(void *))
+    sizes = <size_t *>malloc((n + 1) * sizeof(size_t))
+    if starts == NULL or sizes == NULL:
+        free(starts)
+        free(sizes)
+        raise MemoryError()
+    try:
+        for i in range(n):
+            data = <bytes?>encoded[i]
+            p = <const unsigned char *>PyBytes_AS_STRING(data)
+            size = PyBytes_GET_SIZE(data)
+            if size < HEAD or p[0] > FLAG_EXPIRY:
+                return DAMAGED, i, 0, 0, previous
+            head = HEAD + 8 if p[0] else HEAD
+            klen = _load32(p + 1)
+            vlen = _load32(p + 5)
+            if klen > MAX_KEY or vlen > MAX_VALUE or size != head + <Py_ssize_t>klen + <Py_ssize_t>vlen:
+                return DAMAGED, i, 0, 0, previous
+            if lastp != NULL and not _before(lastp + lastoff, lastlen, p + head, klen):
+                return OUT_OF_ORDER, i, 0, 0, previous
+            lastp, lastoff, lastlen = p, head, klen
+            starts[i] = p
+            sizes[i] = <size_t>size
+            logical += klen + vlen
+        with nogil:  # the list holds every entry: none is freed while the lock is released
+            for i in range(n):
+                pitr_sum256_add_hash(&sum, starts[i], sizes[i])
+    finally:
+        free(starts)
+        free(sizes)
     if n:
         data = <bytes>encoded[n - 1]
         last = data[lastoff:lastoff + lastlen]
