@@ -1,11 +1,12 @@
 """Build of the compiled loops, from source, at install time: the restore's replay
-(segments/_block_replay.pyx), full verification's block scan (segments/_block_scan.pyx) and the
-state's batch row codec (pitr/datadir/_rowcodec.pyx).
+(segments/_block_replay.pyx), full verification's block scan (segments/_block_scan.pyx), the
+state digest's hashing of snapshot entries (segments/_snapshot_codec.pyx) and the state's batch
+row codec (pitr/datadir/_rowcodec.pyx).
 
 Everything else about the package is in pyproject.toml. `pip install -e .` (which `make
 .venv/.installed` runs) compiles them with the system C compiler; segments/block_replay.py,
-segments/block_scan.py and pitr/datadir/rowcodec.py hold the pure-Python references they must
-agree with.
+segments/block_scan.py, segments/snapshot_codec.py and pitr/datadir/rowcodec.py hold the
+pure-Python references they must agree with.
 """
 
 from Cython.Build import cythonize
@@ -16,6 +17,8 @@ setup(
         [Extension("segments._block_replay", ["segments/_block_replay.pyx"], include_dirs=["segments"],
                    extra_compile_args=["-O2"]),
          Extension("segments._block_scan", ["segments/_block_scan.pyx"], include_dirs=["segments"],
+                   extra_compile_args=["-O2"]),
+         Extension("segments._snapshot_codec", ["segments/_snapshot_codec.pyx"], include_dirs=["segments"],
                    extra_compile_args=["-O2"]),
          # the state's row checks share the CRC-32C code of segments/_block_replay_c.h
          Extension("pitr.datadir._rowcodec", ["pitr/datadir/_rowcodec.pyx"],

@@ -18,7 +18,7 @@ import json
 import os
 import struct
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import accumulate, islice
 from typing import Any, BinaryIO
@@ -32,6 +32,7 @@ from segments._errors import CorruptFile, UnsupportedVersion
 from segments.block_seal import TAG_BYTES, BlockSealer, SealedFile, SegmentKeys
 from segments.fold import Change
 from segments.segment_format import MAX_ZSTD_RATIO
+from segments.snapshot_codec import DAMAGED, OK, check_encoded
 from segments.snapshot_encode import batch_in_order, digest_terms, encode_entries
 from segments.snapshot_seal import (
     SALT_BYTES,
@@ -118,6 +119,13 @@ def entry_digest(key: bytes, value: bytes, expires_at_ns: int | None) -> int:
 def encoded_digest(encoded: bytes) -> int:
     """`entry_digest` of an entry given as its encoding (the writer has it, and a block holds it)."""
     return int.from_bytes(blake3(encoded).digest(), "little")
+
+
+def entry_key(encoded: bytes) -> bytes:
+    """The key of an entry given as its encoding (checked by whoever made it)."""
+    _flags, klen, _vlen = ENTRY.unpack_from(encoded)
+    head = ENTRY.size + (8 if encoded[0] & FLAG_EXPIRY else 0)
+    return encoded[head : head + klen]
 
 
 class StateDigest:
@@ -261,16 +269,33 @@ class SnapshotWriter:
             self._state.count += len(encoded)
             self.logical_bytes += sum(map(len, keys)) + sum(map(len, values))
             self._last_key = keys[-1]
-            self._append_encoded(keys, encoded)
+            self._append_encoded(keys.__getitem__, encoded)
 
-    def _append_encoded(self, keys: Sequence[bytes], encoded: list[bytes]) -> None:
+    def add_encoded(self, encoded: list[bytes]) -> None:
+        """Add entries given as their encodings (`encode_entry`), keys strictly increasing: the same
+        file as `add` of each, in one compiled pass that checks every encoding (layout, limits,
+        order) and hashes it. A bad encoding raises ValueError naming it; none of the run is added."""
+        status, index, total, logical, last = check_encoded(encoded, self._last_key)
+        if status != OK:
+            why = "is not a snapshot entry encoding" if status == DAMAGED else \
+                "does not sort strictly after the key before it"
+            raise ValueError(f"snapshot entry {self._state.count + index} {why}")
+        if not encoded:
+            return
+        self._state.total += total
+        self._state.count += len(encoded)
+        self.logical_bytes += logical
+        self._last_key = last
+        self._append_encoded(lambda pos: entry_key(encoded[pos]), encoded)
+
+    def _append_encoded(self, key_at: Callable[[int], bytes], encoded: list[bytes]) -> None:
         """Put encoded entries into blocks, cut where `add` cuts them (after the entry that reaches
-        the block size)."""
+        the block size); `key_at(i)` is entry i's key (asked once per block)."""
         ends = list(accumulate(map(len, encoded)))
         pos, count = 0, len(encoded)
         while pos < count:
             if self._first_key is None:
-                self._first_key = keys[pos]
+                self._first_key = key_at(pos)
             base = ends[pos - 1] if pos else 0
             last = bisect.bisect_left(ends, self._block_size - self._part_bytes + base, pos)
             stop = min(last + 1, count)
@@ -433,11 +458,21 @@ class SnapshotReader:
 
     def read_block(self, i: int) -> bytes:
         """Block `i` decompressed, its CRC checked (a restore calls this from a read-ahead thread)."""
+        return self._open_stored(i, self._read_stored(i))
+
+    def _read_stored(self, i: int) -> bytes:
+        """Block `i` as stored, its CRC checked."""
         b = self.blocks[i]
-        path = self.source.name
         data = self.source.read(b.offset, b.compressed_size)
         if crc32c(data) != b.crc:
-            raise CorruptFile(f"snapshot block {i} CRC-32C mismatch", path=path, offset=b.offset)
+            raise CorruptFile(f"snapshot block {i} CRC-32C mismatch", path=self.source.name, offset=b.offset)
+        return data
+
+    def _open_stored(self, i: int, data: bytes, dctx: zstandard.ZstdDecompressor | None = None) -> bytes:
+        """Block `i`'s entries from its stored bytes: opened if sealed, decompressed unless raw (with
+        `dctx`, a decompressor of the calling thread's own)."""
+        b = self.blocks[i]
+        path = self.source.name
         if self.header.salt is not None:
             if self._sealer is None:
                 raise SealedFile(path)
@@ -449,7 +484,7 @@ class SnapshotReader:
         try:
             if zstandard.frame_content_size(data) != b.raw_size:
                 raise CorruptFile(f"snapshot block {i} size mismatch", path=path, offset=b.offset)
-            raw: bytes = self._dctx.decompress(data, max_output_size=b.raw_size)
+            raw: bytes = (dctx or self._dctx).decompress(data, max_output_size=b.raw_size)
         except zstandard.ZstdError as exc:
             raise CorruptFile(f"snapshot block {i} does not decompress: {exc}", path=path,
                               offset=b.offset) from exc
@@ -545,42 +580,18 @@ class SnapshotReader:
                 break
         return None
 
+    def stored_block(self, i: int) -> bytes:
+        """Block `i` as stored in the file, its CRC checked."""
+        return self._read_stored(i)
+
+    def open_stored(self, i: int, data: bytes, dctx: zstandard.ZstdDecompressor | None = None) -> bytes:
+        """Block `i` decompressed (and opened, if sealed) from its stored bytes."""
+        return self._open_stored(i, data, dctx)
+
     def verify(self) -> None:
-        """Full check: every block, entry order, counts, state digest and file digest."""
-        path = self.source.name
-        state = StateDigest()
-        last: bytes | None = None
-        logical = 0
-        for i in range(len(self.blocks)):
-            raw = self.read_block(i)
-            first = True
-            start = 0
-            encoded: list[bytes] = []
-            for key, value, _expires, end in self.entry_spans(i, raw):
-                if first and key != self.blocks[i].first_key:
-                    raise CorruptFile(f"snapshot block {i} first key does not match the index", path=path,
-                                      offset=self.blocks[i].offset)
-                first = False
-                if last is not None and key <= last:
-                    raise CorruptFile(f"snapshot block {i} keys out of order", path=path,
-                                      offset=self.blocks[i].offset)
-                last = key
-                # the entry's bytes in the block are exactly its canonical encoding: hash them as they are
-                encoded.append(raw[start:end])
-                start = end
-                logical += len(key) + len(value)
-            state.total += digest_terms(encoded)  # a block's entries with one hasher
-            state.count += len(encoded)
-        if state.count != self.footer.entry_count or logical != self.footer.logical_bytes:
-            raise CorruptFile("entry count or logical bytes do not match the footer", path=path)
-        if state.digest() != self.footer.state_digest:
-            raise CorruptFile("state digest mismatch", path=path)
-        end = self.source.size - 40
-        hasher = blake3(max_threads=1)
-        pos = 0
-        while pos < end:
-            n = min(8 << 20, end - pos)
-            hasher.update(self.source.read(pos, n))
-            pos += n
-        if hasher.digest() != self.footer.file_digest:
-            raise CorruptFile("file digest (BLAKE3) mismatch", path=path, offset=end)
+        """Full check: every block, entry order, counts, state digest and file digest
+        (`segments.snapshot_check`, one compiled pass per block)."""
+        from segments.snapshot_check import checked_blocks  # it builds on this module
+
+        for _ in checked_blocks(self, decode=False):
+            pass

@@ -17,9 +17,9 @@ from pitr.errors import file_error, to_corrupt
 from pitr.gcpause import gc_paused
 from pitr.memory import peak_rss_bytes
 from pitr.progress import ByteCounter
+from pitr.restore.base import BaseSnapshot
 from pitr.restore.destination import Replacement
 from pitr.restore.plan import RestorePlan, SkippedBase
-from pitr.restore.prefetch import prefetched
 from pitr.restore.receipt import check_base_digest, receipt_digest, receipt_of_append
 from pitr.restore.replay import replay_log
 from segments import SegmentsError
@@ -66,7 +66,8 @@ def build_state(state_dir: str, plan: RestorePlan, snapshot: RangeSource | None,
 
     With `verify`, every planned segment is checked whole as it is read (`replay_log`): a
     damaged one raises CorruptData before anything is built on it, and the caller publishes
-    nothing.
+    nothing. So is the base snapshot, as the build reads it (`pitr.restore.base`): damage there
+    raises `BaseDamaged`, and the caller falls back to an older base.
 
     `pause_gc` pauses Python's cyclic garbage collector for the whole process while it builds
     (`pitr.gcpause`): a command line that owns its process opts in; a library caller decides.
@@ -86,7 +87,9 @@ def build_state(state_dir: str, plan: RestorePlan, snapshot: RangeSource | None,
     try:
         with gc_paused() if pause_gc else nullcontext():
             state.init_identity(ident)
-            base = SnapshotReader(snapshot, keys=segment_keys) if snapshot is not None else None
+            # a verified build checks its base as it reads it (pitr.restore.base): each block read once
+            base = None if snapshot is None else BaseSnapshot(SnapshotReader(snapshot, keys=segment_keys),
+                                                              check=verify)
             spilled = False
 
             def spill(changes: dict[bytes, Change], lsn: int, ts_ns: int) -> None:
@@ -130,17 +133,7 @@ def build_state(state_dir: str, plan: RestorePlan, snapshot: RangeSource | None,
                          digest)
 
 
-def _base_blocks(base: SnapshotReader | None) -> Generator[list[tuple[bytes, Change]], None, None]:
-    """The base snapshot's entries as (key, change), one sorted list per block, decompressed a few
-    blocks ahead."""
-    if base is None:
-        return
-    with prefetched(iter(map(base.read_block, range(len(base.blocks))))) as raws:
-        for i, raw in enumerate(raws):
-            yield base.block_changes(i, raw)
-
-
-def _load_base(state: StateDB, base: SnapshotReader | None, plan: RestorePlan) -> None:
+def _load_base(state: StateDB, base: BaseSnapshot | None, plan: RestorePlan) -> None:
     """The base as it is, expired keys included (judged after the replay), with its checkpoint."""
     if base is not None:
         with closing(_base_with_changes(base, {})) as entries:  # its read-ahead thread stops on errors
@@ -161,7 +154,7 @@ def _append_first(state: StateDB, changes: dict[bytes, Change], lsn: int, ts_ns:
     state.set_checkpoint(lsn, ts_ns)
 
 
-def _load_final(state: StateDB, base: SnapshotReader | None, changes: dict[bytes, Change],
+def _load_final(state: StateDB, base: BaseSnapshot | None, changes: dict[bytes, Change],
                 cutoff_ns: int, lsn: int, ts_ns: int) -> tuple[int, SortedRows | None]:
     """Write the base with `changes` applied into the empty state, without keys expired at the
     cutoff, and set the checkpoint; returns how many keys expired, and the entries of an unhashed
@@ -185,13 +178,14 @@ def _load_final(state: StateDB, base: SnapshotReader | None, changes: dict[bytes
     return built.expired, built
 
 
-def _merge_base(base: SnapshotReader | None, changes: dict[bytes, Change]) -> dict[bytes, Change]:
+def _merge_base(base: BaseSnapshot | None, changes: dict[bytes, Change]) -> dict[bytes, Change]:
     """The base's entries with `changes` applied over them (one C-level `dict.update` each); or
-    `changes` itself when there is no base."""
+    `changes` itself when there is no base. (`sorted_rows` then sorts them and makes the rows the
+    receipt compares, entry for entry, with this map.)"""
     if base is None:
         return changes
     merged: dict[bytes, Change] = {}
-    with closing(_base_blocks(base)) as blocks:
+    with closing(base.blocks()) as blocks:  # checked as read, when the plan says so
         for entries in blocks:
             merged.update(entries)
     merged.update(changes)
@@ -201,11 +195,11 @@ def _merge_base(base: SnapshotReader | None, changes: dict[bytes, Change]) -> di
 _KEEP = object()
 
 
-def _base_with_changes(base: SnapshotReader,
+def _base_with_changes(base: BaseSnapshot,
                        changes: dict[bytes, Change]) -> Generator[tuple[bytes, Change], None, None]:
     """(key, change) for every base key in key order, its change taken out of `changes` if it has one."""
     take = changes.pop
-    with closing(_base_blocks(base)) as blocks:
+    with closing(base.blocks()) as blocks:
         for entries in blocks:
             for key, change in entries:
                 newer = take(key, _KEEP)

@@ -15,6 +15,7 @@ import anyio
 from pitr.errors import CorruptData, HistoryGap, InvalidArgument, OutsideWindow, PitrError, file_error
 from pitr.repo import layout
 from pitr.repo.repository import Repository
+from pitr.restore.base import BaseDamaged, base_checked_as_read, next_base
 from pitr.restore.destination import (
     INCOMPLETE_MARK,
     Replacement,
@@ -27,7 +28,7 @@ from pitr.restore.destination import (
 )
 from pitr.restore.engine import RestoreResult, build_state
 from pitr.restore.options import RestoreOptions
-from pitr.restore.plan import RestorePlan, SkippedBase, plan_restore, with_base
+from pitr.restore.plan import RestorePlan, SkippedBase, plan_restore
 from pitr.verify.checks import Finding, chain_findings, check_segment, check_snapshot
 from segments import SegmentsError
 from segments.block_seal import SegmentKeys
@@ -81,9 +82,11 @@ def _describe(finding: Finding) -> str:
     return finding.message + (f" ({', '.join(where)})" if where else "")
 
 
-def _check_snapshot(full: bool, keys: SegmentKeys | None, source: RangeSource) -> Finding | None:
-    if full:  # an encrypted repository's `keys` open the sealed blocks (and refuse a plaintext snapshot)
-        return check_snapshot(source.name, source, full=True, keys=keys)
+def _check_snapshot(full: bool, tables: bool, keys: SegmentKeys | None, source: RangeSource) -> Finding | None:
+    """`full`: verified whole; `tables`: header, footer, index (and a sealed file's key table), the
+    blocks to be checked as the build reads them (`pitr.restore.base`); else the header only."""
+    if full or tables:  # an encrypted repository's `keys` open the sealed blocks (and refuse a plaintext snapshot)
+        return check_snapshot(source.name, source, full=full, keys=keys)
     try:
         read_header(source)
     except SegmentsError as exc:
@@ -92,14 +95,16 @@ def _check_snapshot(full: bool, keys: SegmentKeys | None, source: RangeSource) -
 
 
 async def open_base(repos: Sequence[Repository], plan: RestorePlan, *, verify: bool, explicit: bool,
-                    say: Say | None, planned_from: Repository | None = None) -> tuple[RestorePlan, RangeSource | None]:
+                    say: Say | None, planned_from: Repository | None = None,
+                    checked_as_read: bool = False) -> tuple[RestorePlan, RangeSource | None]:
     """Open the plan's base snapshot; a damaged one makes the restore fall back to the next older base.
 
     Returns the plan actually used (its `skipped` lists the bases passed over)
     and the open snapshot (None for the start of the history). With an
     `explicit` base there is no fallback. When no base can be read, the
     CorruptData raised names every file tried. `planned_from` is the
-    repository whose catalog made the plan (the first one by default).
+    repository whose catalog made the plan (the first one by default). With `checked_as_read`
+    (`pitr.restore.base.base_checked_as_read`) a verified base's blocks are left to the build.
     """
     skipped: list[SkippedBase] = list(plan.skipped)
     while True:
@@ -108,22 +113,11 @@ async def open_base(repos: Sequence[Repository], plan: RestorePlan, *, verify: b
         name = layout.snapshot_object(plan.snapshot.name)
         try:
             keys = repos[0].segment_keys if len(repos) == 1 else None  # an encrypted repository is restored alone
-            source = await _fetch(repos, name, partial(_check_snapshot, verify, keys), say)
+            check = partial(_check_snapshot, verify and not checked_as_read, verify and checked_as_read, keys)
+            source = await _fetch(repos, name, check, say)
             return replace(plan, skipped=tuple(skipped)), source
         except CorruptData as exc:
-            skipped.append(SkippedBase(plan.snapshot.name, plan.base.lsn, str(exc)))
-            if explicit or not plan.alternatives:
-                tried = "; ".join(f"{s.snapshot} (LSN {s.lsn}): {s.reason}" for s in skipped)
-                why = "the base chosen with --base is damaged" if explicit else \
-                    "no base at or before the target can be read"
-                raise CorruptData(f"{why}: {tried}", path=name,
-                                  hint="run pitr verify; pick another base with --base, or restore to "
-                                       "another target inside a window verify prints") from exc
-            older = plan.alternatives[0]
-            if say:
-                say(f"base {plan.snapshot.name} is damaged ({exc}); falling back to "
-                    f"{older.snapshot or 'the start of the history'} (LSN {older.lsn})")
-            plan = await with_base(planned_from or repos[0], plan, older)
+            plan = await next_base(planned_from or repos[0], plan, exc, skipped, explicit=explicit, say=say)
 
 
 async def _open_segments(repos: Sequence[Repository], plan: RestorePlan, verify: bool,
@@ -234,35 +228,39 @@ async def restore(repos: Repository | Sequence[Repository], options: RestoreOpti
     replaced = await anyio.to_thread.run_sync(check)  # a dry run refuses what the restore would refuse
     if options.selection is not None:
         return await _restore_selection(planned_from, plan, options, dest, replaced, roots, clock, progress)
-    plan, snapshot = await open_base(repo_list, plan, verify=options.verify, explicit=options.base is not None,
-                                     say=say, planned_from=planned_from)
-    if options.dry_run:  # the base it names is the one the restore would use (verified, unless --no-verify)
-        if snapshot is not None:
-            snapshot.close()
-        if replaced is not None:
-            plan = replace(plan, notes=(*plan.notes, f"would replace {replaced.describe()}"))
-        return plan
-    try:
-        sources = await _open_segments(repo_list, plan, options.verify, say, progress)
-    except BaseException:
-        if snapshot is not None:
-            snapshot.close()
-        raise
-    name = options.name or plan.identity.name
-    final = plan
-    keys = repo_list[0].segment_keys if len(repo_list) == 1 else None
-    try:
-        result = await publish_restored(
-            dest, options.force,
-            lambda state_dir: build_state(state_dir, final, snapshot, sources, name=name, progress=progress,
-                                          pause_gc=options.pause_gc, verify=options.verify and len(repo_list) == 1,
-                                          segment_keys=keys),
-            replace_foreign=options.replace_foreign, repo_roots=roots)
-    finally:
-        for src in [snapshot, *sources]:
-            if src is not None:
-                src.close()
-    return result
+    as_read = base_checked_as_read(options.verify, len(repo_list), options.dry_run)
+    while True:  # again from an older base when the build finds its base damaged (pitr.restore.base)
+        plan, snapshot = await open_base(repo_list, plan, verify=options.verify, explicit=options.base is not None,
+                                         say=say, planned_from=planned_from, checked_as_read=as_read)
+        if options.dry_run:  # the base it names is the one the restore would use (verified, unless --no-verify)
+            if snapshot is not None:
+                snapshot.close()
+            if replaced is not None:
+                plan = replace(plan, notes=(*plan.notes, f"would replace {replaced.describe()}"))
+            return plan
+        try:
+            sources = await _open_segments(repo_list, plan, options.verify, say, progress)
+        except BaseException:
+            if snapshot is not None:
+                snapshot.close()
+            raise
+        keys = repo_list[0].segment_keys if len(repo_list) == 1 else None
+        build = partial(build_state, plan=plan, snapshot=snapshot, segments=sources,
+                        name=options.name or plan.identity.name, progress=progress, pause_gc=options.pause_gc,
+                        verify=options.verify and len(repo_list) == 1, segment_keys=keys)
+        try:
+            result = await publish_restored(dest, options.force, build, replace_foreign=options.replace_foreign,
+                                            repo_roots=roots)
+        except BaseDamaged as exc:
+            skipped = list(plan.skipped)
+            plan = await next_base(planned_from, plan, exc, skipped, explicit=options.base is not None, say=say)
+            plan = replace(plan, skipped=tuple(skipped))
+            continue
+        finally:
+            for src in [snapshot, *sources]:
+                if src is not None:
+                    src.close()
+        return result
 
 
 async def publish_restored(dest: str, force: bool, build: Callable[[str], RestoreResult], *,

@@ -2,8 +2,9 @@
 
 The state is read in one worker call: it opens a read view, reads the
 checkpoint (the snapshot's LSN and time), streams the visible state into a
-temporary file and closes the view, so no LMDB pages stay pinned while files
-upload and writers are never blocked. The archiver then seals the log through
+temporary file (hashed, compressed and written in a second thread while the
+rows are read: `pitr.snapshots.pipeline`) and closes the view, so no LMDB
+pages stay pinned while files upload and writers are never blocked. The archiver then seals the log through
 exactly that LSN, which gives the chain digest of that segment boundary; the
 file's header takes it when the file is finished, so a restore can prove the
 snapshot belongs to the log it replays.
@@ -18,7 +19,6 @@ import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from itertools import islice
 from typing import Any, BinaryIO, TypeVar
 
 import anyio
@@ -32,6 +32,7 @@ from pitr.jsontypes import JSONValue
 from pitr.repo import layout
 from pitr.repo.indexing import snapshot_entry
 from pitr.repo.repository import Repository
+from pitr.snapshots.pipeline import handed_off
 from segments import SegmentsError
 from segments.block_seal import SegmentKeys
 from segments.naming import snapshot_name
@@ -56,13 +57,16 @@ def write_snapshot_entries(state: StateDB, out: BinaryIO, header_at: HeaderAt, p
         header = header_at(*view.checkpoint())
         total = view.count()
         writer = SnapshotWriter(out, header, compress=compress, keys=keys)
-        rows = view.rows(live_at=header.ts_ns)
-        done = 0
-        while batch := list(islice(rows, PROGRESS_EVERY)):
-            writer.add_many(batch)  # encoded and hashed a batch at a time
-            done += len(batch)
-            if progress is not None:
-                progress("snapshot", done, total)
+        done = reported = 0
+        # each run of rows checked and encoded in one compiled call (pitr.datadir.rowcodec) here,
+        # then checked again, hashed, compressed and written in a second thread (handed_off)
+        with handed_off(writer.add_encoded) as write:
+            for encoded in view.encoded_rows(live_at=header.ts_ns):
+                write(encoded)
+                done += len(encoded)
+                if progress is not None and done - reported >= PROGRESS_EVERY:
+                    progress("snapshot", done, total)
+                    reported = done
     if progress is not None:
         progress("snapshot", total, total)
     return writer
