@@ -38,6 +38,8 @@ NEVER = {
     "email": "imported by importlib.metadata",
     "zipfile": "imported by importlib.metadata",
     "logging": "imported only when a warning is logged",
+    "tempfile": "with shutil and random: only a command that publishes a file needs it",
+    "shutil": "argparse's formatter measures the terminal without it (pitr.cli.main.HelpFormatter)",
     "asyncio": "no event loop",
     "zstandard": "no compressed file is read or written",
     "segments.snapshot": "the snapshot codec: the state's rows use their own",
