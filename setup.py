@@ -20,6 +20,8 @@ setup(
                    extra_compile_args=["-O2"]),
          Extension("segments._snapshot_codec", ["segments/_snapshot_codec.pyx"], include_dirs=["segments"],
                    extra_compile_args=["-O2"]),
+         # segments.crc's CRC-32C (the same C code), so that no command imports the crc32c package
+         Extension("segments._crc", ["segments/_crc.pyx"], include_dirs=["segments"], extra_compile_args=["-O2"]),
          # the state's row checks share the CRC-32C code of segments/_block_replay_c.h
          Extension("pitr.datadir._rowcodec", ["pitr/datadir/_rowcodec.pyx"],
                    include_dirs=["pitr/datadir", "segments"], extra_compile_args=["-O2"]),

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import os
-import tempfile
 from collections.abc import Callable
 from typing import BinaryIO
 
@@ -55,6 +54,8 @@ def publish_atomically(path: str, write: Callable[[BinaryIO], object], *, overwr
     Without `overwrite`, an existing file at `path` is never replaced
     (FileExistsError). The temporary file is removed on any error.
     """
+    import tempfile  # with shutil and random: not for the commands that read or append only
+
     directory = os.path.dirname(path) or "."
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
     try:

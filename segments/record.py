@@ -30,9 +30,8 @@ import struct
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple, TypeAlias
 
-from crc32c import crc32c
-
 from segments._errors import CorruptFile
+from segments.crc import crc32c
 
 PREFIX = struct.Struct("<II")
 HEADER = struct.Struct("<IIBBHIQq")  # crc, length, type, flags, reserved, op_count, lsn, ts

@@ -15,11 +15,10 @@ import struct
 import uuid
 from dataclasses import dataclass
 
-from crc32c import crc32c
-
 from segments import record as rec
 from segments._errors import CorruptFile, UnsupportedVersion
 from segments.chain import Piece
+from segments.crc import crc32c
 
 MAGIC = b"PITRSEG\n"
 END_MAGIC = b"PITREND\n"

@@ -10,7 +10,6 @@ from typing import Protocol
 
 import zstandard
 from blake3 import blake3
-from crc32c import crc32c
 
 from segments import chain
 from segments import record as rec
@@ -19,6 +18,7 @@ from segments._errors import CorruptFile
 from segments.block_scan import ScanResult, scan_block, scan_block_reference
 from segments.block_seal import KIND_SEGMENT, BlockPlace, BlockSealer, SealedFile, SegmentKeys
 from segments.chain_check import check_links
+from segments.crc import crc32c
 from segments.source import FileSource, RangeSource
 
 

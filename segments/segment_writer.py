@@ -10,11 +10,11 @@ from typing import BinaryIO
 
 import zstandard
 from blake3 import blake3
-from crc32c import crc32c
 
 from segments import chain
 from segments import segment_format as fmt
 from segments.block_seal import KIND_SEGMENT, BlockPlace, BlockSealer, SegmentKeys
+from segments.crc import crc32c
 from segments.record import Span
 
 BLOCK_SIZE = 64 << 10

@@ -25,11 +25,11 @@ from typing import Any, BinaryIO
 
 import zstandard
 from blake3 import blake3
-from crc32c import crc32c
 
 from segments import record as rec
 from segments._errors import CorruptFile, UnsupportedVersion
 from segments.block_seal import TAG_BYTES, BlockSealer, SealedFile, SegmentKeys
+from segments.crc import crc32c
 from segments.fold import Change
 from segments.segment_format import MAX_ZSTD_RATIO
 from segments.snapshot_codec import DAMAGED, OK, check_encoded

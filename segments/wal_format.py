@@ -18,10 +18,9 @@ import uuid
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from crc32c import crc32c
-
 from segments import record as rec
 from segments._errors import CorruptFile, UnsupportedVersion
+from segments.crc import crc32c
 
 MAGIC = b"PITRWAL\n"
 VERSION = 2

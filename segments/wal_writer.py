@@ -8,7 +8,6 @@ cut) or inject a fault (a full disk) without touching the `os` module.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import uuid
 from collections.abc import Sequence
@@ -23,7 +22,6 @@ PREALLOCATE = 16 << 20
 MIN_PREALLOCATE = 64 << 10  # below this a degraded preallocation gives up and lets writes extend the file
 _NO_FALLOCATE = (errno.EOPNOTSUPP, errno.EINVAL)  # a file system without fallocate
 _FULL = (errno.ENOSPC, errno.EDQUOT)
-log = logging.getLogger("segments.wal")
 
 
 class WalFileOps:
@@ -233,7 +231,10 @@ class WalWriter:
             return
         self._degraded = True
         outcome = f"preallocated {_mib(got)} instead" if got else "writing without preallocation"
-        log.warning("%s: cannot preallocate %s (%s); %s", self.path, _mib(wanted), exc.strerror or exc, outcome)
+        import logging  # only for this warning: a command that opens a WAL does not load logging
+
+        logging.getLogger("segments.wal").warning("%s: cannot preallocate %s (%s); %s", self.path, _mib(wanted),
+                                                  exc.strerror or exc, outcome)
 
 
 def _mib(n: int) -> str:

@@ -12,10 +12,9 @@ import struct
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from crc32c import crc32c
-
 from pitr.errors import CatalogDamaged
 from pitr.jsontypes import JSONValue
+from segments.crc import crc32c
 
 _CRC = struct.Struct(">I")
 CRC_SIZE = _CRC.size

@@ -19,10 +19,9 @@ from __future__ import annotations
 import errno
 import os
 
-from crc32c import crc32c
-
 from pitr.catalog.rows import dump_json, load_json, seal, unseal
 from pitr.errors import CatalogDamaged, file_error
+from segments.crc import crc32c
 
 MARKER = "checked"
 _META_BYTES = 2 << 16  # both meta pages, whatever the page size

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 from pitr.errors import InvalidArgument, Window
 from pitr.jsonbytes import bytes_from_json, bytes_to_json
 from pitr.jsontypes import JSONObject
-from pitr.sizefmt import parse_size
 from pitr.timefmt import format_time, parse_duration
 
 if TYPE_CHECKING:
@@ -222,6 +221,8 @@ def window_json(w: Window) -> JSONObject:
 
 def parse_every(values: Sequence[str]) -> tuple[float | None, int | None]:
     """--snapshot-every values: a duration (30m, 1h, 1d) and/or a log volume (512MiB, 1GB)."""
+    from pitr.sizefmt import parse_size
+
     seconds, volume = None, None
     for text in values:
         try:  # a bare number names neither a duration nor a volume: refused below

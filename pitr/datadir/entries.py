@@ -20,7 +20,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from crc32c import crc32c
+from segments.crc import crc32c
 
 FORMAT = 2
 HAS_EXPIRY = 0x01

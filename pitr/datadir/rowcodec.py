@@ -17,7 +17,6 @@ import warnings
 from collections.abc import Callable
 
 from pitr.datadir.entries import RowDamage, decode_value, encode_value
-from segments.snapshot import encode_entry
 
 ROW_DAMAGED = 1  # a row failed its layout or its CRC-32C
 OUT_OF_ORDER = 2  # a key did not sort after the one before it
@@ -37,6 +36,8 @@ def scan_rows_reference(batch: list[tuple[bytes, bytes]], previous: bytes, stop:
     out. `out` holds (key, value, expiry) per row, or with `encode` the row's snapshot entry
     encoding (what the state digest hashes). On a bad row the scan stops there and says which
     and why (`out` holds the good rows before it)."""
+    from segments.snapshot import encode_entry  # zstandard and blake3: not at the start of every read
+
     out: list[object] = []
     for index, (key, raw) in enumerate(batch):
         try:
@@ -57,6 +58,8 @@ def scan_rows_reference(batch: list[tuple[bytes, bytes]], previous: bytes, stop:
 def encode_rows_reference(keys: list[bytes], values: list[bytes],
                           expiries: list[int | None]) -> tuple[list[bytes], list[bytes]]:
     """The data rows of the entries, and their snapshot entry encodings (for the state digest)."""
+    from segments.snapshot import encode_entry
+
     rows = [encode_value(key, value, expires) for key, value, expires in zip(keys, values, expiries, strict=True)]
     entries = [encode_entry(key, value, expires) for key, value, expires in zip(keys, values, expiries, strict=True)]
     return rows, entries

@@ -18,9 +18,8 @@ import re
 import uuid
 from typing import Any, NoReturn
 
-from crc32c import crc32c
-
 from pitr.errors import CorruptData
+from segments.crc import crc32c
 
 MAX_DOCUMENT = 64 << 10
 MAX_INT = (1 << 63) - 1

@@ -9,11 +9,11 @@ the store's open/close calls); the event loop never waits on a disk here.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pitr.datadir.datadir import DataDir
 from pitr.datadir.overlay import fold
@@ -28,7 +28,17 @@ from segments.fsutil import fsync_dir
 from segments.wal import MID_LOG_HINT, PREALLOCATE, WalFileOps, WalWriter, wal_name
 from segments.wal import VERSION as WAL_VERSION
 
-log = logging.getLogger("pitr.store")
+if TYPE_CHECKING:
+    import logging
+
+
+def log() -> logging.Logger:
+    """The store's logger; logging is imported at the first warning (`pitr put` never loads it)."""
+    import logging
+
+    return logging.getLogger("pitr.store")
+
+
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 POSITIONS_KEPT = 256  # recent groups whose WAL position a checkpoint can name
 FULL_HINT = ("free space on the data directory's file system, then reopen the store: every acknowledged "
@@ -147,7 +157,7 @@ class StoreLog:
             try:
                 self._roll(last_lsn + 1)
             except OSError as exc:  # the group is durable: keep appending here and try again later
-                log.warning("%s", file_error(exc, exc.filename, "start the next WAL file"))
+                log().warning("%s", file_error(exc, exc.filename, "start the next WAL file"))
 
     def wal_position(self, lsn: int) -> tuple[int, int] | None:
         """(first LSN of the WAL file, byte offset) of the group ending at `lsn`, if it was written
@@ -184,7 +194,7 @@ class StoreLog:
             note = f"{exc}; WAL files are kept until this is fixed"
             if note != self._retention_note:  # once per distinct problem, not every apply
                 self._retention_note = note
-                log.warning("%s", note)
+                log().warning("%s", note)
             return
         self._retention_note = None
 
