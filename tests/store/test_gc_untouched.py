@@ -1,0 +1,53 @@
+"""The cyclic garbage collector is the process's: a store and its in-process archiver leave it as they
+found it (enabled, same thresholds, nothing frozen); a program that wants shorter full collections
+opts in with `pitr.gcpause.freeze_long_lived()` (docs/decisions.md, "The cyclic GC and the event
+loop's stalls")."""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+import pytest
+
+from pitr.archiver import ArchiveOptions
+from pitr.archiving import archiving
+from pitr.gcpause import freeze_long_lived
+from pitr.repo.repository import open_repository
+from pitr.store import Store
+
+
+def collector() -> tuple[bool, tuple[int, int, int], int, int]:
+    return gc.isenabled(), gc.get_threshold(), gc.get_freeze_count(), gc.get_debug()
+
+
+@pytest.mark.anyio
+async def test_a_store_and_its_archiver_leave_the_collector_as_they_found_it(tmp_path: Path) -> None:
+    before = collector()
+    seen = []
+    async with Store(str(tmp_path / "data")) as store:
+        seen.append(("store open", collector()))
+        async with open_repository(str(tmp_path / "repo"), create=True) as repo, \
+                archiving(store, repo, options=ArchiveOptions(interval=0.01)) as archiver:
+            for i in range(200):
+                await store.put(b"key-%d" % i, b"value")
+            await archiver.cycle()
+            seen.append(("archiving", collector()))
+        seen.append(("archiving ended", collector()))
+    seen.append(("store closed", collector()))
+    changed = [(when, state) for when, state in seen if state != before]
+    assert not changed, f"the collector was {before} before and then {changed}"
+
+
+def test_freeze_long_lived_takes_what_is_alive_out_of_every_later_collection() -> None:
+    alive = [[n] for n in range(1000)]  # tracked containers that live on
+    try:
+        frozen = freeze_long_lived()
+        assert frozen == gc.get_freeze_count() >= len(alive)
+        walked = {id(o) for o in gc.get_objects()}  # what a full collection walks now
+        assert not any(id(o) in walked for o in alive), "objects alive at the freeze are still collected"
+        made_after = [0]
+        assert any(o is made_after for o in gc.get_objects()), "objects made after the freeze must be collected"
+        assert gc.isenabled()
+    finally:
+        gc.unfreeze()
