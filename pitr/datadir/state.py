@@ -65,7 +65,8 @@ _ONLY_PLAIN = frozenset({bytes})  # the change types of a batch of puts without 
 def _digest_of(entries: Sequence[Entry]) -> int:
     if not entries:
         return 0
-    keys, values, expiries = zip(*entries, strict=True)
+    # columns by itemgetter, never zip(*entries): see _apply_plain
+    keys, values, expiries = (list(map(itemgetter(i), entries)) for i in range(3))
     return digest_terms(encode_entries(keys, values, expiries))
 
 
@@ -266,7 +267,10 @@ class StateDB:
                      wal_position: tuple[int, int]) -> None:
         """`_apply_sorted` of puts without expiry (imports, most batches): no Python loop per key but
         the row's own encoding."""
-        keys, values = (list(part) for part in zip(*items, strict=True)) if items else ([], [])
+        # Not zip(*items): that makes one iterator per key, objects the cyclic GC tracks, and an apply
+        # of N keys would push N of them into the old generation at once: a full collection, tens of
+        # ms of the event loop's time (docs/decisions.md, "The cyclic GC and the event loop's stalls").
+        keys, values = list(map(itemgetter(0), items)), list(map(itemgetter(1), items))
         with self.env.begin(write=True) as txn:
             cp = self._read_checkpoint(txn)
             olds = list(map(txn.get, keys, repeat(None), repeat(self.data)))

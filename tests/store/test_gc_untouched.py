@@ -12,6 +12,7 @@ import pytest
 
 from pitr.archiver import ArchiveOptions
 from pitr.archiving import archiving
+from pitr.datadir.state import StateDB
 from pitr.gcpause import freeze_long_lived
 from pitr.repo.repository import open_repository
 from pitr.store import Store
@@ -51,3 +52,48 @@ def test_freeze_long_lived_takes_what_is_alive_out_of_every_later_collection() -
         assert gc.isenabled()
     finally:
         gc.unfreeze()
+
+
+class Survivors:
+    """Counts the objects that survive a collection of the young generations (they move to older ones:
+    what makes a full collection come sooner) while `watching`."""
+
+    def __init__(self) -> None:
+        self.most = 0
+        self._base = 0
+        self.watching = False
+
+    def __enter__(self) -> Survivors:
+        gc.collect()
+        self._base = len(gc.get_objects(1)) + len(gc.get_objects(2))
+        self.watching = True
+        gc.callbacks.append(self._seen)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        gc.callbacks.remove(self._seen)
+
+    def _seen(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "stop" and self.watching:
+            self.most = max(self.most, len(gc.get_objects(1)) + len(gc.get_objects(2)) - self._base)
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_applying_puts_moves_no_object_per_key_into_the_old_generations(tmp_path: Path, overwrite: bool) -> None:
+    """An apply of N keys (the store's apply task, every 0.2 s) must not leave per-key objects that the
+    collector tracks alive across its young collections: N of them at once bring on a full collection,
+    which holds the GIL, and so the writers' event loop, for tens of ms."""
+    keys = 20_000
+    state = StateDB(str(tmp_path / "state"))
+    try:
+        if overwrite:  # the old rows are read and their digest terms taken out
+            state.apply({b"key-%06d" % i: b"old" for i in range(keys)}, 1, 1)
+        changes = {b"key-%06d" % i: b"value-%d" % i for i in range(keys)}
+        assert gc.isenabled()
+        with Survivors() as survivors:
+            state.apply(changes, 2, 2)
+            survivors.watching = False
+    finally:
+        state.close()
+    assert survivors.most < keys // 10, (
+        f"{survivors.most:,} objects survived a young collection while {keys:,} keys were applied")

@@ -45,13 +45,13 @@ processes are printed beside each window's wall time: the machine may be shared.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import shutil
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 # Run as a script, this directory comes first on sys.path and tools/bench/segments.py would hide
@@ -63,12 +63,13 @@ import trio  # noqa: E402
 
 from pitr.archiver import ArchiveOptions  # noqa: E402
 from pitr.archiving import archiving  # noqa: E402
+from pitr.gcpause import freeze_long_lived  # noqa: E402
 from pitr.repo.repository import open_repository  # noqa: E402
 from pitr.store import Store, StoreOptions  # noqa: E402
 
 sys.path.append(_HERE)
 from _common import cpu_ticks, stolen_since, work_dir  # noqa: E402
-from stall_trace import StallTrace, TimedWalOps, explain  # noqa: E402
+from stall_trace import StallTrace, TimedWalOps, explain, run_queue_wait  # noqa: E402
 
 VALUE = b"v" * 100
 HEARTBEAT = 0.001
@@ -155,8 +156,10 @@ class Load:
         self.running = True
         self.latencies: list[float] = []
         self.overshoots: list[float] = []
-        # (woke at, late by, CPU seconds the process used meanwhile) for each wake-up NOTED_STALL late
-        self.stalls: list[tuple[float, float, float]] = []
+        # (woke at, late by, CPU seconds the process used meanwhile, seconds the loop thread waited for
+        # a CPU meanwhile or nan) for each wake-up NOTED_STALL late
+        self.stalls: list[tuple[float, float, float, float]] = []
+        self.run_queue_wait: Callable[[], float] | None = None  # set when attributing
 
     async def writer(self, w: int) -> None:
         put = self.store.put
@@ -171,15 +174,16 @@ class Load:
 
     async def heartbeat(self) -> None:
         clock, cpu = time.perf_counter, time.process_time
+        queued = self.run_queue_wait or (lambda: float("nan"))
         record = self.overshoots.append
         while self.running:
-            started, used = clock(), cpu()
+            started, used, waited = clock(), cpu(), queued()
             await trio.sleep(HEARTBEAT)
             woke = clock()
             late = woke - started - HEARTBEAT
             record(late)
             if late >= NOTED_STALL:
-                self.stalls.append((woke, late, cpu() - used))
+                self.stalls.append((woke, late, cpu() - used, queued() - waited))
 
     def phase(self, archiving: bool, seconds: float, catch_up: float | None) -> Phase:
         lat = sorted(self.latencies)
@@ -193,12 +197,12 @@ class Config:
     """What the run measures: the library's defaults unless an opt-in is named."""
 
     seal_in_process: bool = False  # ArchiveOptions(seal_in_process=True), what `pitr archive` sets
-    gc_freeze: bool = False  # gc.collect() then gc.freeze() once the backlog is built
+    gc_freeze: bool = False  # pitr.gcpause.freeze_long_lived() once the backlog is built
     attribute: bool = False  # trace each window and explain its stalls (perturbs the figures)
 
     def label(self) -> str:
         opted = [name for name, on in (("seal_in_process=True", self.seal_in_process),
-                                       ("gc.freeze() after start-up", self.gc_freeze),
+                                       ("freeze_long_lived() after start-up", self.gc_freeze),
                                        ("TRACED (--attribute): figures perturbed", self.attribute)) if on]
         return "library defaults" + ("" if not opted else " + " + ", ".join(opted))
 
@@ -209,6 +213,13 @@ def traced(config: Config) -> StallTrace | None:
     trace = StallTrace()
     trace.install()
     return trace
+
+
+def traced_load(store: Store, writers: int, first_seq: int, config: Config) -> Load:
+    load = Load(store, writers, first_seq)
+    if config.attribute:
+        load.run_queue_wait = run_queue_wait
+    return load
 
 
 def explained(trace: StallTrace | None, load: Load, title: str) -> list[str]:
@@ -222,7 +233,7 @@ def explained(trace: StallTrace | None, load: Load, title: str) -> list[str]:
 async def with_archiver(store: Store, repo_path: str, writers: int, backlog_lsn: int, tail: float,
                         max_seconds: float, first_seq: int, config: Config) -> tuple[Phase, list[str]]:
     """The load while the in-process archiver ships the backlog, then `tail` seconds more."""
-    load = Load(store, writers, first_seq)
+    load = traced_load(store, writers, first_seq, config)
     options = ArchiveOptions(seal_in_process=True) if config.seal_in_process else ArchiveOptions()
     async with open_repository(repo_path, create=True) as repo:
         trace = traced(config)
@@ -247,7 +258,7 @@ async def with_archiver(store: Store, repo_path: str, writers: int, backlog_lsn:
 async def without_archiver(store: Store, writers: int, seconds: float, first_seq: int,
                            config: Config) -> tuple[Phase, list[str]]:
     """The same load for `seconds`, nothing archiving."""
-    load = Load(store, writers, first_seq)
+    load = traced_load(store, writers, first_seq, config)
     trace = traced(config)
     started = time.perf_counter()
     async with trio.open_nursery() as nursery:
@@ -309,8 +320,7 @@ async def measure(directory: str, commits: int, writers: int, tail: float, max_s
                   rounds: int, quiet: bool, config: Config) -> dict[str, object]:
     backlog_lsn, build_s = await build(directory, commits, quiet)
     if config.gc_freeze:
-        gc.collect()
-        gc.freeze()
+        freeze_long_lived()
     results, notes = [], []
     for number in range(1, rounds + 1):
         result, lines = await measure_round(directory, backlog_lsn, writers, tail, max_seconds, number, quiet, config)
@@ -381,7 +391,7 @@ def main() -> int:
                         help="opt in to ArchiveOptions(seal_in_process=True), as `pitr archive` does: large chunks "
                              "are sealed in a worker process (labelled: not the library's default)")
     parser.add_argument("--gc-freeze", action="store_true",
-                        help="call gc.collect() and gc.freeze() once the backlog is built, as a latency-minded "
+                        help="call pitr.gcpause.freeze_long_lived() once the backlog is built, as a latency-minded "
                              "application may after its start-up (labelled: not the default)")
     parser.add_argument("--attribute", action="store_true",
                         help="trace every window and print what overlapped each stall over 15 ms "

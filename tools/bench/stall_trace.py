@@ -116,11 +116,13 @@ class StallTrace:
         self.gcs: list[Interval] = []
         self.gc_totals: Counter[int] = Counter()  # generation -> collections
         self.gc_seconds: Counter[int] = Counter()  # generation -> seconds
+        self.gc_cpu: Counter[int] = Counter()  # generation -> CPU seconds of the collecting thread
+        self.gc_cpu_max: Counter[int] = Counter()  # generation -> the most CPU one collection took
         self.calls: list[Interval] = []
         self.syncs: list[Interval] = []
         self.steps: list[Interval] = []
         self.busy = array("d")
-        self._gc_started: dict[int, float] = {}
+        self._gc_started: dict[int, tuple[float, float]] = {}
         self._doing: dict[int, str] = {}
         self._loop_thread = threading.get_ident()
         self._instrument = _LoopBusy(self)
@@ -171,19 +173,21 @@ class StallTrace:
     def _on_gc(self, phase: str, info: dict[str, int]) -> None:
         me = threading.get_ident()
         if phase == "start":
-            self._gc_started[me] = time.perf_counter()
+            self._gc_started[me] = (time.perf_counter(), time.thread_time())
             return
-        now = time.perf_counter()
-        started = self._gc_started.pop(me, now)
-        generation = info["generation"]
+        now, cpu_now = time.perf_counter(), time.thread_time()
+        started, cpu_started = self._gc_started.pop(me, (now, cpu_now))
+        generation, cpu = info["generation"], cpu_now - cpu_started
         self.gc_totals[generation] += 1
         self.gc_seconds[generation] += now - started
+        self.gc_cpu[generation] += cpu
+        self.gc_cpu_max[generation] = max(self.gc_cpu_max[generation], cpu)
         if generation >= 1 or now - started >= KEPT_GC:
             thread = "the loop thread" if me == self._loop_thread else f"thread {me % 10_000}"
             doing = self._doing.get(me)
             where = thread + (f" in {doing}" if doing else "")
-            self.gcs.append(Interval(started, now, f"gc gen {generation} (collected {info['collected']}) "
-                                                   f"on {where}"))
+            self.gcs.append(Interval(started, now, f"gc gen {generation} ({cpu * 1e3:.1f} ms CPU, collected "
+                                                   f"{info['collected']}) on {where}"))
 
     # reading ----------------------------------------------------------------------------------
     def loop_busy(self, start: float, end: float) -> float:
@@ -203,23 +207,34 @@ class StallTrace:
         return found
 
     def gc_summary(self) -> list[str]:
-        return [f"gc gen {gen}: {self.gc_totals[gen]:,} collections, {self.gc_seconds[gen] * 1e3:,.1f} ms in all"
-                + (f", mean {self.gc_seconds[gen] / self.gc_totals[gen] * 1e3:.2f} ms" if self.gc_totals[gen] else "")
+        """Per generation: collections, wall and CPU time (CPU does not depend on the host's load)."""
+        return [f"gc gen {gen}: {self.gc_totals[gen]:,} collections, {self.gc_seconds[gen] * 1e3:,.1f} ms wall, "
+                f"{self.gc_cpu[gen] * 1e3:,.1f} ms CPU in all; the longest {self.gc_cpu_max[gen] * 1e3:.1f} ms CPU"
                 for gen in (0, 1, 2)]
 
 
-def explain(trace: StallTrace, stalls: Sequence[tuple[float, float, float]], origin: float) -> list[str]:
-    """One paragraph per stall: (woke at, late by, CPU the process used meanwhile) from the heartbeat.
+def run_queue_wait() -> float:
+    """Seconds the calling thread has waited for a CPU while runnable (Linux schedstat; nan elsewhere)."""
+    try:
+        with open("/proc/thread-self/schedstat") as fh:
+            return int(fh.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return float("nan")
 
-    A stall during which the process had far less CPU than wall time and nothing of it overlapped
-    was the operating system's: the machine's other processes had the cores."""
+
+def explain(trace: StallTrace, stalls: Sequence[tuple[float, float, float, float]], origin: float) -> list[str]:
+    """One paragraph per stall: (woke at, late by, CPU the process used meanwhile, time the loop
+    thread waited for a CPU meanwhile) from the heartbeat.
+
+    A stall during which the loop thread waited in the run queue was the operating system's: the
+    machine's other processes had the cores."""
     lines: list[str] = []
-    for woke, late, used in stalls:
+    for woke, late, used, queued in stalls:
         start = woke - late
         busy = trace.loop_busy(start, woke)
-        lines.append(f"  stall at {woke - origin:7.3f} s: woke {late * 1e3:.1f} ms late; the process had "
-                     f"{used * 1e3:.1f} ms of CPU meanwhile (all threads); loop thread in task steps "
-                     f"~{busy * 1e3:.1f} ms of it")
+        lines.append(f"  stall at {woke - origin:7.3f} s: woke {late * 1e3:.1f} ms late; loop thread waited "
+                     f"{queued * 1e3:.1f} ms for a CPU, in task steps ~{busy * 1e3:.1f} ms; the process had "
+                     f"{used * 1e3:.1f} ms of CPU (all threads)")
         for shared, item in trace.attribute(start, woke)[:6]:
             lines.append(f"      {shared * 1e3:6.1f} ms of {item.ms:7.1f} ms  {item.what}")
     return lines
