@@ -97,3 +97,18 @@ def test_applying_puts_moves_no_object_per_key_into_the_old_generations(tmp_path
         state.close()
     assert survivors.most < keys // 10, (
         f"{survivors.most:,} objects survived a young collection while {keys:,} keys were applied")
+
+
+@pytest.mark.anyio
+async def test_a_single_put_in_flight_is_nothing_the_collector_keeps_walking(tmp_path: Path) -> None:
+    """The hot path queues a put's op as a plain tuple of bytes, which the collector untracks at its
+    first young collection (a NamedTuple it tracks for as long as it lives): with 64 writers, the
+    commits in flight at each young collection are what moves into the old generation."""
+    async with Store(str(tmp_path / "data")) as store:
+        group, lsn, _ts = store._sequence_put(b"key", b"value")
+        queued = store._unacked[-1]
+        gc.collect()
+        gc.collect()  # a tuple is untracked once its items are: the op on one pass, its 1-tuple on the next
+        assert not gc.is_tracked(queued), f"the queued commit {queued!r} is still tracked after two collections"
+        await group.done.wait()
+        assert (await store.get(b"key"), store.durable_lsn) == (b"value", lsn)
