@@ -213,13 +213,21 @@ class StallTrace:
                 for gen in (0, 1, 2)]
 
 
-def run_queue_wait() -> float:
-    """Seconds the calling thread has waited for a CPU while runnable (Linux schedstat; nan elsewhere)."""
+def run_queue_clock() -> Callable[[], float]:
+    """A clock of the seconds the calling thread has waited for a CPU while runnable (Linux
+    schedstat, read with one pread; nan elsewhere). Open it in the thread it is to measure."""
     try:
-        with open("/proc/thread-self/schedstat") as fh:
-            return int(fh.read().split()[1]) / 1e9
-    except (OSError, ValueError, IndexError):
-        return float("nan")
+        fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return lambda: float("nan")
+
+    def waited() -> float:
+        try:
+            return int(os.pread(fd, 128, 0).split()[1]) / 1e9
+        except (OSError, ValueError, IndexError):
+            return float("nan")
+
+    return waited
 
 
 def explain(trace: StallTrace, stalls: Sequence[tuple[float, float, float, float]], origin: float) -> list[str]:
