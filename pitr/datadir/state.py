@@ -65,7 +65,8 @@ _ONLY_PLAIN = frozenset({bytes})  # the change types of a batch of puts without 
 def _digest_of(entries: Sequence[Entry]) -> int:
     if not entries:
         return 0
-    keys, values, expiries = zip(*entries, strict=True)
+    # columns by itemgetter, never zip(*entries): that makes one GC-tracked iterator per entry (see apply)
+    keys, values, expiries = (list(map(itemgetter(i), entries)) for i in range(3))
     return digest_terms(encode_entries(keys, values, expiries))
 
 
@@ -235,7 +236,16 @@ class StateDB:
         `applied_lsn`, kept in the checkpoint as a hint for readers (who check it).
         """
         try:
-            self._apply_sorted(sorted(changes.items()), applied_lsn, applied_ts_ns, wal_position or (0, 0))
+            if set(map(type, changes.values())) <= _ONLY_PLAIN:
+                # Columns, never a (key, value) tuple per key: an apply of N keys would allocate N
+                # objects the cyclic GC tracks, bringing on young collections that move every commit
+                # in flight into the old generation (docs/decisions.md, "The cyclic GC and the event
+                # loop's stalls").
+                keys = sorted(changes)
+                values = cast(list[bytes], list(map(changes.__getitem__, keys)))
+                self._apply_plain(keys, values, applied_lsn, applied_ts_ns, wal_position or (0, 0))
+            else:
+                self._apply_sorted(sorted(changes.items()), applied_lsn, applied_ts_ns, wal_position or (0, 0))
         except lmdb.Error as exc:
             raise state_lmdb_error(exc, self.path, "apply commits to the LMDB state") from exc
 
@@ -243,9 +253,6 @@ class StateDB:
                       wal_position: tuple[int, int]) -> None:
         """Write `items` (key order) and the checkpoint, taking each old row's digest term out and the
         new row's in."""
-        if set(map(type, map(itemgetter(1), items))) <= _ONLY_PLAIN:
-            self._apply_plain(items, applied_lsn, applied_ts_ns, wal_position)  # type: ignore[arg-type]
-            return
         with self.env.begin(write=True) as txn:
             cp = self._read_checkpoint(txn)
             data, expiry = self.data, self.expiry
@@ -262,11 +269,10 @@ class StateDB:
             self._put_checkpoint(txn, Checkpoint(applied_lsn, applied_ts_ns, total, cp.count + len(new) - len(old),
                                                  *wal_position))
 
-    def _apply_plain(self, items: list[tuple[bytes, bytes]], applied_lsn: int, applied_ts_ns: int,
+    def _apply_plain(self, keys: list[bytes], values: list[bytes], applied_lsn: int, applied_ts_ns: int,
                      wal_position: tuple[int, int]) -> None:
-        """`_apply_sorted` of puts without expiry (imports, most batches): no Python loop per key but
-        the row's own encoding."""
-        keys, values = (list(part) for part in zip(*items, strict=True)) if items else ([], [])
+        """`_apply_sorted` of puts without expiry (imports, most batches), `keys` in order and their
+        `values`: no Python loop per key but the row's own encoding."""
         with self.env.begin(write=True) as txn:
             cp = self._read_checkpoint(txn)
             olds = list(map(txn.get, keys, repeat(None), repeat(self.data)))
@@ -278,7 +284,7 @@ class StateDB:
                     old.append((key, value, expires))
                     if expires is not None:
                         had_expiry.append(key)
-            if items:
+            if keys:
                 txn.cursor(self.data).putmulti(zip(keys, map(encode_value, keys, values, repeat(None)), strict=True),
                                                dupdata=False, overwrite=True)
             for key in had_expiry:

@@ -40,6 +40,7 @@ from segments.record import DELETE, PUT, Op
 from segments.wal import TornTail, WalFileOps
 
 Clock = Callable[[], int]
+PlainOp = tuple[int, bytes, bytes, int | None]  # an Op's fields in a plain tuple (what the GC can untrack)
 _new_tuple = tuple.__new__  # builds a NamedTuple in one C call (the hot paths build one per commit)
 log = logging.getLogger("pitr.store")
 
@@ -72,7 +73,8 @@ class Store:
         self._last_lsn = 0
         self._last_ts = 0
         self._ts_floor = 0  # no commit may be timed at or before this (raised by promise_complete)
-        self._unacked: deque[tuple[Op, ...]] = deque()  # the ops of commits sequenced, not yet durable
+        # the ops of commits sequenced, not yet durable (an `Op`, or a plain tuple of its four fields)
+        self._unacked: deque[tuple[Op, ...] | tuple[PlainOp, ...]] = deque()
         self._committer: GroupCommitter | None = None
         # durable, visible, not yet in LMDB
         self._durable_lsn = 0
@@ -340,7 +342,7 @@ class Store:
                 f"in the future")
         return self._last_lsn + 1, ts_ns
 
-    def _enqueue(self, lsn: int, ts: int, ops: tuple[Op, ...], data: bytes) -> Group:
+    def _enqueue(self, lsn: int, ts: int, ops: tuple[Op, ...] | tuple[PlainOp, ...], data: bytes) -> Group:
         self._last_lsn, self._last_ts = lsn, ts
         self._unacked.append(ops)
         assert self._committer is not None
@@ -376,7 +378,11 @@ class Store:
             data = rec.encode_single(lsn, ts, PUT, key, value)
         except ValueError as exc:
             raise InvalidArgument(str(exc)) from exc
-        return self._enqueue(lsn, ts, (_new_tuple(Op, (PUT, key, value, None)),), data), lsn, ts
+        # A plain tuple, not an `Op`: the collector untracks a tuple of bytes at its first young
+        # collection, and a NamedTuple never, so each commit in flight would otherwise add two
+        # objects to what every full collection walks (docs/decisions.md, "The cyclic GC and the
+        # event loop's stalls"). Readers of `_unacked` take bare tuples (imports queue them too).
+        return self._enqueue(lsn, ts, ((PUT, key, value, None),), data), lsn, ts
 
     async def delete(self, key: bytes) -> Commit:
         """Remove `key` (a commit even when the key is absent)."""
