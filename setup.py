@@ -1,11 +1,12 @@
 """Build of the compiled loops, from source, at install time: the restore's replay
-(segments/_block_replay.pyx), full verification's block scan (segments/_block_scan.pyx) and the
-state's batch row codec (pitr/datadir/_rowcodec.pyx).
+(segments/_block_replay.pyx), full verification's block scan (segments/_block_scan.pyx), the
+state's batch row codec (pitr/datadir/_rowcodec.pyx), the checking pass of `pitr import`
+(pitr/cli/_import_scan.pyx) and the store's encoding of a run of commits (pitr/store/_run_encode.pyx).
 
 Everything else about the package is in pyproject.toml. `pip install -e .` (which `make
 .venv/.installed` runs) compiles them with the system C compiler; segments/block_replay.py,
-segments/block_scan.py and pitr/datadir/rowcodec.py hold the pure-Python references they must
-agree with.
+segments/block_scan.py, pitr/datadir/rowcodec.py, pitr/cli/import_scan.py and
+pitr/store/run_encode.py hold the pure-Python references they must agree with.
 """
 
 from Cython.Build import cythonize
@@ -19,6 +20,11 @@ setup(
                    extra_compile_args=["-O2"]),
          # the state's row checks share the CRC-32C code of segments/_block_replay_c.h
          Extension("pitr.datadir._rowcodec", ["pitr/datadir/_rowcodec.pyx"],
+                   include_dirs=["pitr/datadir", "segments"], extra_compile_args=["-O2"]),
+         # the checking pass of `pitr import` over the common line
+         Extension("pitr.cli._import_scan", ["pitr/cli/_import_scan.pyx"], extra_compile_args=["-O2"]),
+         # a run of commits sequenced and encoded (Store.queue_commits), with the row codec's CRC-32C
+         Extension("pitr.store._run_encode", ["pitr/store/_run_encode.pyx"],
                    include_dirs=["pitr/datadir", "segments"], extra_compile_args=["-O2"])],
         compiler_directives={"language_level": "3"},
     ),
