@@ -97,7 +97,8 @@ def test_a_run_of_a_million_bytes_of_records_is_one_buffer() -> None:
     compiled = run_encode.sequence_run(run, 1, 0, 0, Clock(1), float("inf"))
     assert compiled is not None
     queued, times_, pieces = compiled
-    assert len(pieces) == 1 and len(pieces[0]) == 10_000 * (44 + 12 + 100)
+    assert len(pieces) == 1
+    assert len(pieces[0]) == 10_000 * (44 + 12 + 100)
     assert (queued, times_, pieces[0]) == sequenced(
         lambda: run_encode.sequence_run_reference(run, 1, 0, 0, Clock(1), float("inf"), refuse))[1]
 
