@@ -3,7 +3,8 @@
 deletes without expiry: checked, timed and encoded in C into one buffer of records (the bytes
 `segments.record.encode_record` makes of each). Returns None for any other run, and for one
 holding a commit the rules would refuse, so that the reference sequences it and words the
-refusal. tests/store/test_run_encode.py holds the two equal on random runs.
+refusal. `make_visible` is the twin of `make_visible_reference`. tests/store/test_run_encode.py
+holds the two pairs equal on random runs.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -189,3 +190,21 @@ def sequence_run(list commits, object first_lsn, object last_ts, object promised
         return queued, times, [data]
     finally:
         free(stamps)
+
+
+def make_visible(object unacked, Py_ssize_t count, dict pending):
+    """See `pitr.store.run_encode.make_visible_reference`."""
+    cdef Py_ssize_t i, j, size
+    cdef object popleft = unacked.popleft, ops, op, kind, key, value, expires
+    for i in range(count):
+        ops = popleft()
+        if type(ops) is not tuple:
+            ops = tuple(ops)
+        size = PyTuple_GET_SIZE(ops)
+        for j in range(size):
+            op = <object>PyTuple_GET_ITEM(ops, j)
+            kind, key, value, expires = op
+            if kind == PUT:
+                pending[key] = value if expires is None else (value, expires)
+            else:
+                pending[key] = None

@@ -6,8 +6,9 @@ promised floor; an explicit one must be after them and not too far ahead of the 
 encodes the run's records. The compiled twin in `pitr.store._run_encode` (built at install, as
 `segments._block_replay` is) takes a run of single puts and deletes without expiry in C and
 returns None for any other run, or for one with a commit it would refuse: the reference below
-then sequences it and words the refusal. tests/store/test_run_encode.py holds the two equal
-(the same records, byte for byte, and the same times) on random runs.
+then sequences it and words the refusal. `make_visible` (a durable group's changes into the
+store's overlay) has its twin there too. tests/store/test_run_encode.py holds each pair equal (the same records, byte for
+byte, the same times, the same overlay) on random runs.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from __future__ import annotations
 import importlib
 import os
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 
 from pitr.datadir.keys import check_ops
 from pitr.errors import InvalidArgument
 from segments import record as rec
-from segments.record import Op
+from segments.fold import Change
+from segments.record import PUT, Op
 
 # (ops of each commit, its time, the run's records in pieces)
 Sequenced = tuple[list[tuple[Op, ...]], list[int], list[bytes]]
@@ -62,12 +65,24 @@ def sequence_run_reference(commits: Iterable[tuple[Sequence[Op], int | None]], f
     return queued, times, pieces
 
 
+def make_visible_reference(unacked: deque[tuple[Op, ...]], count: int, pending: dict[bytes, Change]) -> None:
+    """Take the ops of the `count` oldest commits of `unacked` (now durable) into `pending`, in order:
+    each key's latest change, its value (with its expiry, if any) or None for a delete."""
+    popleft = unacked.popleft
+    for _ in range(count):
+        for kind, key, value, expires in popleft():
+            pending[key] = (value if expires is None else (value, expires)) if kind == PUT else None
+
+
 def _no_compiled(commits: Sequence[tuple[Sequence[Op], int | None]], first_lsn: int, last_ts: int,
                  promised: int, clock: Callable[[], int], max_skew: float) -> Sequenced | None:
     return None
 
 
-def _load() -> tuple[SequenceRun, bool]:
+MakeVisible = Callable[["deque[tuple[Op, ...]]", int, "dict[bytes, Change]"], None]
+
+
+def _load() -> tuple[SequenceRun, MakeVisible, bool]:
     try:
         compiled = importlib.import_module("pitr.store._run_encode")  # compiled: no stubs
     except ImportError as exc:
@@ -77,8 +92,8 @@ def _load() -> tuple[SequenceRun, bool]:
         warnings.warn("pitr.store._run_encode is not built (no C compiler at install time?): runs of commits "
                       "are encoded in pure Python, several times slower; reinstall pitr to build it",
                       RuntimeWarning, stacklevel=2)
-        return _no_compiled, False
-    return compiled.sequence_run, True
+        return _no_compiled, make_visible_reference, False
+    return compiled.sequence_run, compiled.make_visible, True
 
 
-sequence_run, COMPILED = _load()
+sequence_run, make_visible, COMPILED = _load()

@@ -33,7 +33,7 @@ from pitr.store.conditional import Expected, Mismatch, mismatches
 from pitr.store.log import StoreLog
 from pitr.store.options import StoreOptions
 from pitr.store.queued import Commit, QueuedCommits
-from pitr.store.run_encode import sequence_run, sequence_run_reference
+from pitr.store.run_encode import make_visible, sequence_run, sequence_run_reference
 from pitr.timefmt import format_ns
 from segments import record as rec
 from segments.fold import Change
@@ -144,10 +144,7 @@ class Store:
     def _group_durable(self, group: Group) -> None:
         """(event loop) A group is fsynced: make it visible to reads, then wake its writers."""
         pending = self._pending
-        popleft = self._unacked.popleft
-        for _ in range(group.count):
-            for kind, key, value, expires in popleft():
-                pending[key] = (value if expires is None else (value, expires)) if kind == PUT else None
+        make_visible(self._unacked, group.count, pending)
         self._durable_lsn, self._durable_ts = group.last_lsn, group.last_ts
         group.done.set()
         if len(pending) >= self._apply_threshold:

@@ -3,6 +3,7 @@ same records byte for byte, and every run the reference refuses left to it (so r
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 
 import pytest
@@ -112,3 +113,22 @@ def test_a_time_at_the_skew_limit_is_taken_and_one_past_it_is_left_to_the_refusa
     assert expected[0] == ("sequenced" if taken else "refused")
     if compiled is not None:
         assert sequenced(lambda: compiled) == expected
+
+
+any_ops = st.one_of(simple_ops, st.tuples(st.just(PUT), keys, values, st.integers(0, NOW)),
+                    st.builds(Op, st.just(DELETE), st.sampled_from([b"a", b"b", b"c"])),
+                    st.builds(Op, st.just(PUT), st.sampled_from([b"a", b"b", b"c"]), values,
+                              st.one_of(st.none(), st.integers(0, NOW))))
+
+
+@given(st.lists(st.lists(any_ops, min_size=1, max_size=3).map(tuple), max_size=20), st.integers(0, 20),
+       st.dictionaries(st.sampled_from([b"a", b"b", b"z"]), st.one_of(st.none(), values), max_size=3))
+def test_a_durable_group_is_made_visible_as_the_reference_makes_it(
+        commits: list[tuple[Op, ...]], count: int, pending: dict[bytes, object]) -> None:
+    count = min(count, len(commits))
+    unacked, expected_unacked = deque(commits), deque(commits)
+    got, expected = dict(pending), dict(pending)
+    run_encode.make_visible(unacked, count, got)  # type: ignore[arg-type]
+    run_encode.make_visible_reference(expected_unacked, count, expected)  # type: ignore[arg-type]
+    assert list(got.items()) == list(expected.items())
+    assert unacked == expected_unacked
