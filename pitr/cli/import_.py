@@ -51,6 +51,9 @@ MAX_LINE = 256 << 20
 RUN_LINES = 4096  # commits queued as one piece: one WAL write, one fsync
 RUN_BYTES = 4 << 20  # ... or fewer, once a run holds this many bytes of lines
 IN_FLIGHT = 2  # runs queued before the oldest is awaited: the next is encoded while one is fsynced
+# LMDB applies at most this often during an import (or once `apply_threshold` keys wait): a write
+# transaction of random keys copies most of the pages it touches, so fewer, larger ones cost less
+IMPORT_APPLY_INTERVAL = 5.0
 _LENGTH = struct.Struct("<Q")
 
 
@@ -227,8 +230,9 @@ async def run(args: argparse.Namespace) -> int:
 async def _import(args: argparse.Namespace) -> int:
     progress = _Progress(args.progress)
     skew_ns = math.inf if math.isinf(args.max_clock_skew) else int(args.max_clock_skew * 1e9)
-    async with Store(need_data(args), StoreOptions(max_clock_skew=args.max_clock_skew, apply_interval=3600.0,
-                                                 lock_wait=await writer_wait(args))) as store:
+    options = StoreOptions(max_clock_skew=args.max_clock_skew, apply_interval=IMPORT_APPLY_INTERVAL,
+                           lock_wait=await writer_wait(args))
+    async with Store(need_data(args), options) as store:
         spool = _Spool(store.path)
         try:
             check_and_spool(store, args.file, spool, skew_ns, args.max_clock_skew)

@@ -203,7 +203,13 @@ def make_visible(object unacked, Py_ssize_t count, dict pending):
         size = PyTuple_GET_SIZE(ops)
         for j in range(size):
             op = <object>PyTuple_GET_ITEM(ops, j)
-            kind, key, value, expires = op
+            if isinstance(op, tuple) and PyTuple_GET_SIZE(op) == 4:
+                kind = <object>PyTuple_GET_ITEM(op, 0)
+                key = <object>PyTuple_GET_ITEM(op, 1)
+                value = <object>PyTuple_GET_ITEM(op, 2)
+                expires = <object>PyTuple_GET_ITEM(op, 3)
+            else:
+                kind, key, value, expires = op
             if kind == PUT:
                 pending[key] = value if expires is None else (value, expires)
             else:
