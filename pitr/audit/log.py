@@ -8,6 +8,7 @@ writes a commit in the JSON-lines form that `pitr import` reads back
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -130,6 +131,43 @@ def _op_json(op: LogOp) -> JSONObject:
         if op.expires_at_ns is not None:
             doc["expires_at"] = format_time(op.expires_at_ns)
     return doc
+
+
+_PLAIN_TEXT = bytes(c for c in range(0x20, 0x7F) if c not in b'"\\')  # written by json.dumps as themselves
+_second_text: dict[int, str] = {}  # a second since 1970 -> its text, "YYYY-MM-DDTHH:MM:SS"
+
+
+def _time_text(ts_ns: int) -> str:
+    """`format_time(ts_ns)`, each second's calendar text computed once."""
+    seconds, nanos = divmod(ts_ns, 1_000_000_000)
+    prefix = _second_text.get(seconds)
+    if prefix is None:
+        text = format_time(ts_ns)
+        if len(text) != 30 or not text.endswith("Z"):  # beyond the calendar: written as it is
+            return text
+        if len(_second_text) >= 4096:
+            _second_text.clear()
+        prefix = _second_text[seconds] = text[:19]
+    return f"{prefix}.{nanos:09d}Z"
+
+
+def import_json_line(commit: LogCommit) -> str:
+    """`json.dumps(to_import_json(commit))`: the line `pitr log --json` writes for a commit, the
+    common one (a put without expiry or a delete, of printable ASCII text) without building the
+    object (tests/audit/test_log_lines.py holds the two equal)."""
+    if len(commit.ops) == 1:
+        op = commit.ops[0]
+        key = op.key
+        if key and not key.translate(None, _PLAIN_TEXT):
+            if op.op == "put":
+                value = op.value
+                if op.expires_at_ns is None and value is not None and not value.translate(None, _PLAIN_TEXT):
+                    return (f'{{"lsn": {commit.lsn}, "ts": "{_time_text(commit.ts_ns)}", "op": "put", '
+                            f'"key": "{key.decode("ascii")}", "value": "{value.decode("ascii")}"}}')
+            else:
+                return (f'{{"lsn": {commit.lsn}, "ts": "{_time_text(commit.ts_ns)}", "op": "delete", '
+                        f'"key": "{key.decode("ascii")}"}}')
+    return json.dumps(to_import_json(commit))
 
 
 def to_import_json(commit: LogCommit) -> JSONObject:

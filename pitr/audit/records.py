@@ -254,6 +254,40 @@ class RecordReader:
                 yield record
             lsn = block.first_lsn + block.record_count
 
+    async def blocks_from(self, first_lsn: int,
+                          last_lsn: int | None = None) -> AsyncGenerator[tuple[bytes, BlockRow, str], None]:
+        """`records_from` a block at a time: (decompressed, CRC-checked bytes, its block row, its
+        segment's name) of each block holding LSNs first_lsn..last_lsn, in LSN order. The records in
+        a block are not checked yet: `record_ends` checks them, `decode_block` checks and decodes them."""
+        lsn = first_lsn
+        while last_lsn is None or lsn <= last_lsn:
+            found = (self._segment, self._block) if self._cached(lsn) else self._locate(lsn)
+            if found is None:
+                following = next((s for s in self.repo.catalog.segments_from(lsn) if s.first_lsn > lsn), None)
+                if following is None:
+                    return
+                lsn = following.first_lsn
+                continue
+            segment, block = found
+            assert segment is not None
+            assert block is not None
+            if not self._cached(lsn):
+                await self._load(segment, block)
+            yield self._raw, block, segment.name
+            lsn = block.first_lsn + block.record_count
+
+
+def record_ends(raw: bytes, block: BlockRow) -> list[int] | None:
+    """Where each record of a block ends, every record checked by the compiled block scan (framing,
+    CRC-32C, dense LSNs, increasing times); None when the scan refuses the block or finds other than
+    the records its row names (`decode_block` then says what is wrong)."""
+    starts = _record_starts(raw, block)
+    return starts[1:] if len(starts) > 1 else None
+
+
+def decode_block(raw: bytes, block: BlockRow, segment_name: str) -> list[rec.Record]:
+    """The records of a block, each checked and decoded (a record of an unknown type passed over)."""
+    return _decode_block(raw, block, segment_name)
 
 def _record_starts(raw: bytes, block: BlockRow) -> list[int]:
     """Where each record of a block starts, and where the block ends: found by the compiled scan,

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import marshal
 import math
 import struct
@@ -32,37 +31,31 @@ import sys
 import tempfile
 from collections import deque
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO
 
-from pitr.cli.common import (
-    add_data,
-    add_json,
-    add_wait,
-    decode_json_bytes,
-    need_data,
-    print_json,
-    writer_wait,
-)
-from pitr.datadir.keys import check_key, check_value
-from pitr.datadir.state import MAX_KEY
+from pitr.cli.common import add_data, add_json, add_wait, need_data, print_json, writer_wait
+from pitr.cli.import_lines import Spooled as Spooled
+from pitr.cli.import_lines import _time, parse_line, spool_line
+from pitr.cli.import_scan import SpoolLines, spool_lines
 from pitr.errors import InvalidArgument, file_error
 from pitr.jsontypes import JSONObject
 from pitr.store import QueuedCommits, Store, StoreOptions
 from pitr.store.options import MAX_CLOCK_SKEW
-from pitr.timefmt import format_time, parse_time
-from segments.record import DELETE, MAX_VALUE, PUT, Op
+from pitr.timefmt import format_time
+from segments.record import Op
+
+__all__ = ["IN_FLIGHT", "RUN_LINES", "Spooled", "_time", "check_and_spool", "parse_line", "register", "run",
+           "spool_line"]
 
 MAX_LINE = 256 << 20
 RUN_LINES = 4096  # commits queued as one piece: one WAL write, one fsync
 RUN_BYTES = 4 << 20  # ... or fewer, once a run holds this many bytes of lines
 IN_FLIGHT = 2  # runs queued before the oldest is awaited: the next is encoded while one is fsynced
+# LMDB applies at most this often during an import (or once `apply_threshold` keys wait): a write
+# transaction of random keys copies most of the pages it touches, so fewer, larger ones cost less
+IMPORT_APPLY_INTERVAL = 5.0
 _LENGTH = struct.Struct("<Q")
 
-# A spooled commit: (ops, ts), ops a tuple of (kind, key, value, expires_at_ns) as `Op` holds
-# them, so a run goes to the store as marshal reads it back; or (ops, ts, ttls) when some ops
-# expire a TTL after the moment they are committed: ttls holds (op index, TTL in ns).
-# marshal: fast, and the spool never outlives the process.
-Spooled = tuple[Any, ...]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -89,134 +82,24 @@ def _skew(text: str) -> float:
     return value
 
 
-_second_ns: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM:SS" -> ns at its start (the fast path of _time)
 
 
-def _canonical_time(value: str) -> int | None:
-    """What `pitr log --json` writes, 2026-11-24T14:03:07.250000000Z, read without a regex and a
-    datetime per line: the second once (by parse_time), then its nanoseconds; None for any other
-    text, which parse_time reads (tests/store/test_import_lines.py holds the two equal)."""
-    if len(value) != 30 or value[29] != "Z" or value[19] != ".":
-        return None
-    nanos = value[20:29]
-    if not (nanos.isascii() and nanos.isdigit()):
-        return None
-    second = _second_ns.get(value[:19])
-    if second is None:
-        try:
-            second = parse_time(value[:19] + "Z")
-        except InvalidArgument:  # not a second, or one starting before 1678: the exact path
-            return None
-        if len(_second_ns) >= 4096:
-            _second_ns.clear()
-        _second_ns[value[:19]] = second
-    ts = second + int(nanos)
-    return ts if ts < 1 << 63 else None
-
-
-def _time(value: object, where: str) -> int:
-    if isinstance(value, bool):
-        raise InvalidArgument(f"{where}: time must be RFC 3339 text or integer nanoseconds")
-    if isinstance(value, int):
-        if not -(1 << 63) <= value < 1 << 63:  # refused now, not when its commit is encoded midway
-            raise InvalidArgument(f"{where}: {value} ns does not fit a signed 64-bit time (years 1678 to 2262)")
-        return value
-    if isinstance(value, str):
-        ts = _canonical_time(value)
-        return parse_time(value, what=where) if ts is None else ts
-    raise InvalidArgument(f"{where}: time must be RFC 3339 text or integer nanoseconds")
-
-
-def _op(obj: object, where: str, ts: int | None) -> tuple[Op, float | None]:
-    if not isinstance(obj, dict):
-        raise InvalidArgument(f"{where}: an operation must be a JSON object")
-    kind = obj.get("op")
-    key = check_key(decode_json_bytes(obj.get("key"), f"{where}: key"))
-    if kind == "delete":
-        return Op(DELETE, key), None
-    if kind != "put":
-        found = "missing" if kind is None else json.dumps(kind)[:40]
-        raise InvalidArgument(f"{where}: \"op\" must be \"put\" or \"delete\", not {found} "
-                              '(a line is {"op": "put", "key": ..., "value": ...} or {"op": "delete", "key": ...})')
-    value = check_value(decode_json_bytes(obj.get("value"), f"{where}: value"), key)
-    expires = None
-    ttl = obj.get("ttl")
-    if "expires_at" in obj:
-        expires = _time(obj["expires_at"], f"{where}: expires_at")
-    elif ttl is not None:
-        if not isinstance(ttl, (int, float)) or isinstance(ttl, bool) or not 0 < ttl < 1e9:
-            raise InvalidArgument(f"{where}: ttl must be positive seconds (less than 1e9)")
-        if ts is not None:
-            expires = ts + int(ttl * 1e9)
-    return Op(PUT, key, value, expires), (ttl if expires is None else None)
-
-
-def parse_line(text: str, number: int) -> tuple[list[tuple[Op, float | None]], int | None]:
-    """A line's operations (each with the TTL still to be turned into an expiry) and its time."""
-    where = f"line {number}"
-    try:
-        obj = json.loads(text)
-    except ValueError as exc:
-        raise InvalidArgument(f"{where}: not JSON: {exc}") from exc
-    if not isinstance(obj, dict):
-        raise InvalidArgument(f"{where}: must be a JSON object")
-    ts = _time(obj["ts"], f"{where}: ts") if obj.get("ts") is not None else None
-    if "batch" in obj:
-        ops = obj["batch"]
-        if not isinstance(ops, list) or not ops:
-            raise InvalidArgument(f"{where}: batch must be a non-empty list of operations")
-        return [_op(o, f"{where}, batch item {i + 1}", ts) for i, o in enumerate(ops)], ts
-    return [_op(obj, where, ts)], ts
-
-
-_scan_json = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # json.loads' own C scanner, no regex passes
-_SLOW_FIELDS = frozenset({"batch", "ttl", "expires_at"})
-
-
-def spool_line(text: str, number: int) -> Spooled:
-    """What a line commits, as the spool holds it; exactly `parse_line`'s answer, the common line
-    (a put of text without expiry) without its per-field Python (tests hold the two equal)."""
-    try:
-        # A line that is one JSON value from its first byte to its newline is what json.loads
-        # accepts; anything else (spaces around it, bad JSON) takes parse_line's exact path.
-        obj, end = _scan_json(text, 0)
-        if end != len(text) and (end != len(text) - 1 or text[end] != "\n"):
-            obj = None
-    except (StopIteration, ValueError):
-        obj = None
-    if type(obj) is dict and obj.get("op") == "put" and obj.keys().isdisjoint(_SLOW_FIELDS):
-        key, value, ts = obj.get("key"), obj.get("value"), obj.get("ts")
-        if type(key) is str and type(value) is str:
-            try:
-                key_bytes, value_bytes = key.encode(), value.encode()
-            except UnicodeEncodeError:
-                pass
-            else:
-                if 0 < len(key_bytes) <= MAX_KEY and len(value_bytes) <= MAX_VALUE:
-                    if ts is None or (type(ts) is int and -(1 << 63) <= ts < 1 << 63):
-                        return ((PUT, key_bytes, value_bytes, None),), ts
-                    if type(ts) is str:
-                        ts_ns = _canonical_time(ts)
-                        if ts_ns is not None:
-                            return ((PUT, key_bytes, value_bytes, None),), ts_ns
-                    return ((PUT, key_bytes, value_bytes, None),), _time(ts, f"line {number}: ts")
-    pairs, ts = parse_line(text, number)
-    ops = tuple(tuple(op) for op, _ttl in pairs)
-    ttls = tuple((i, int(ttl * 1e9)) for i, (_op, ttl) in enumerate(pairs) if ttl is not None)
-    return (ops, ts, ttls) if ttls else (ops, ts)
-
-
-def _lines(path: str) -> Iterator[tuple[int, str]]:
+def _chunks(path: str) -> Iterator[tuple[int, list[str]]]:
+    """The file's lines in chunks of at most `RUN_LINES` lines and about `RUN_BYTES`, each with the
+    number of its first line (blank lines included: the checking pass skips them)."""
     try:
         fh = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
     except OSError as exc:
         raise file_error(exc, path, "read the import file") from exc
+    number = 1
     try:
-        for number, line in enumerate(fh, 1):
-            if len(line) > MAX_LINE:
-                raise InvalidArgument(f"line {number}: longer than {MAX_LINE} bytes")
-            if line.strip():
-                yield number, line
+        while lines := fh.readlines(RUN_BYTES):
+            if max(map(len, lines)) > MAX_LINE:
+                index = next(i for i, line in enumerate(lines) if len(line) > MAX_LINE)
+                raise InvalidArgument(f"line {number + index}: longer than {MAX_LINE} bytes")
+            for offset in range(0, len(lines), RUN_LINES):
+                yield number + offset, lines[offset:offset + RUN_LINES]
+            number += len(lines)
     except UnicodeDecodeError as exc:
         raise InvalidArgument(f"{path}: not UTF-8 text: {exc}") from exc
     except OSError as exc:
@@ -262,39 +145,54 @@ class _Spool:
         self.file.close()
 
 
-def check_and_spool(store: Store, path: str, spool: _Spool, skew_ns: float, max_clock_skew: float) -> None:
+def check_and_spool(store: Store, path: str, spool: _Spool, skew_ns: float, max_clock_skew: float,
+                    scan: SpoolLines = spool_lines) -> None:
     """The first pass: every line parsed and checked (times increasing, none too far ahead), in order,
-    and spooled; the first bad line is refused with its number before anything is committed."""
+    and spooled; the first bad line is refused with its number before anything is committed.
+
+    `scan` takes what it can of each chunk of lines (`pitr.cli.import_scan`); a line it leaves is
+    taken here, by the exact path, which refuses a bad line in its own words."""
     last_ts: int | None = store.last_ts
-    run: list[Spooled] = []
-    first = size = 0
-    with_ttls = False
     now = store.now
-    for number, line in _lines(path):
-        item = spool_line(line, number)
-        ts = item[1]
-        if ts is None:
-            clock = now()
-            last_ts = clock if last_ts is None or clock > last_ts else last_ts
-        elif last_ts is not None and ts <= last_ts:
-            raise InvalidArgument(f"line {number}: ts {ts} is not after the previous commit's time "
-                                  f"{last_ts}; commit times must increase (nothing was imported)")
-        elif ts - now() > skew_ns:
-            raise InvalidArgument(f"line {number}: ts {format_time(ts)} is more than "
-                                  f"{max_clock_skew:g} s ahead of the clock ({format_time(store.now())}); "
-                                  f"pass --max-clock-skew to trust it (nothing was imported)")
-        else:
-            last_ts = ts
-        if not run:
-            first = number
-        run.append(item)
-        with_ttls = with_ttls or len(item) == 3
-        size += len(line)
-        if len(run) >= RUN_LINES or size >= RUN_BYTES:
-            spool.write(first, number, run, with_ttls)
-            run, size, with_ttls = [], 0, False
-    if run:
-        spool.write(first, number, run, with_ttls)
+    for number, lines in _chunks(path):
+        run: list[Spooled] = []
+        first = last = 0  # the numbers of the run's first and last lines
+        index = 0
+        while True:
+            before = len(run)
+            stop, last_ts = scan(lines, index, last_ts, now, skew_ns, run)
+            if len(run) > before:
+                first = first or number + index
+                last = number + stop - 1
+            if stop >= len(lines):
+                break
+            line, line_number = lines[stop], number + stop
+            index = stop + 1
+            if not line.strip():
+                continue
+            item = spool_line(line, line_number)
+            last_ts = _check_time(store, item[1], last_ts, line_number, skew_ns, max_clock_skew)
+            run.append(item)
+            first = first or line_number
+            last = line_number
+        if run:
+            spool.write(first, last, run, 3 in map(len, run))
+
+
+def _check_time(store: Store, ts: int | None, last_ts: int | None, number: int, skew_ns: float,
+                max_clock_skew: float) -> int | None:
+    """The checking pass's time rules for one line; returns the last commit time after it."""
+    if ts is None:
+        clock = store.now()
+        return clock if last_ts is None or clock > last_ts else last_ts
+    if last_ts is not None and ts <= last_ts:
+        raise InvalidArgument(f"line {number}: ts {ts} is not after the previous commit's time "
+                              f"{last_ts}; commit times must increase (nothing was imported)")
+    if ts - store.now() > skew_ns:
+        raise InvalidArgument(f"line {number}: ts {format_time(ts)} is more than "
+                              f"{max_clock_skew:g} s ahead of the clock ({format_time(store.now())}); "
+                              f"pass --max-clock-skew to trust it (nothing was imported)")
+    return ts
 
 
 def _commits(store: Store, run: list[Spooled], with_ttls: bool) -> list[tuple[tuple[Op, ...], int | None]]:
@@ -317,7 +215,7 @@ def _commits(store: Store, run: list[Spooled], with_ttls: bool) -> list[tuple[tu
 
 async def run(args: argparse.Namespace) -> int:
     if args.file != "-":
-        next(_lines(args.file), None)  # an unreadable file is refused before the store is created
+        next(_chunks(args.file), None)  # an unreadable file is refused before the store is created
     # The cyclic GC is paused for the import (the command line may opt in; the library never
     # does): it makes no cycles, only millions of short-lived tuples that the GC would walk.
     paused = gc.isenabled()
@@ -332,8 +230,9 @@ async def run(args: argparse.Namespace) -> int:
 async def _import(args: argparse.Namespace) -> int:
     progress = _Progress(args.progress)
     skew_ns = math.inf if math.isinf(args.max_clock_skew) else int(args.max_clock_skew * 1e9)
-    async with Store(need_data(args), StoreOptions(max_clock_skew=args.max_clock_skew,
-                                                 lock_wait=await writer_wait(args))) as store:
+    options = StoreOptions(max_clock_skew=args.max_clock_skew, apply_interval=IMPORT_APPLY_INTERVAL,
+                           lock_wait=await writer_wait(args))
+    async with Store(need_data(args), options) as store:
         spool = _Spool(store.path)
         try:
             check_and_spool(store, args.file, spool, skew_ns, args.max_clock_skew)

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from collections.abc import AsyncIterator
+from typing import TextIO
 
-from pitr.audit import log_entries, to_import_json
+from pitr.audit import log_entries
 from pitr.audit.floor import retention_floor
+from pitr.audit.log import LogCommit, import_json_line
+from pitr.audit.log_lines import log_json_lines
 from pitr.cli._gaps import add_allow_gaps, print_gap, summarize_gaps, synced_holes
 from pitr.cli.common import add_json, add_repo, repositories, show_bytes
 from pitr.cli.moments import MOMENT_HELP, Moments, accept_relative_moments
 from pitr.errors import Gap, InvalidArgument
 from pitr.timefmt import Moment, format_time
+
+WRITE_LINES = 4096
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -35,6 +40,7 @@ async def run(args: argparse.Namespace) -> int:
     until, until_lsn = _bound(moments.optional(args.until, "--until"), args.until_lsn, "--until")
     prefix = args.prefix.encode() if args.prefix is not None else None
     out = sys.stdout
+    lines: list[str] = []  # written a few thousand at a time: a write per line costs more than the line
     gaps: list[Gap] = []
     async with repositories(args) as repos:
         repo = repos[0]
@@ -43,23 +49,49 @@ async def run(args: argparse.Namespace) -> int:
             floor = retention_floor(repo.catalog, await repo.require_identity())
             if floor is not None:
                 print(f"pitr log: {floor.describe()}", file=sys.stderr)
-        async for commit in log_entries(repo, since_ns=since, until_ns=until, since_lsn=since_lsn,
-                                        until_lsn=until_lsn, prefix=prefix, holes=holes,
-                                        allow_gaps=args.allow_gaps):
+        if args.json and prefix is None:  # the lines formatted a block at a time (pitr.audit.log_lines)
+            async for text in log_json_lines(repo, since_ns=since, until_ns=until, since_lsn=since_lsn,
+                                             until_lsn=until_lsn, holes=holes, allow_gaps=args.allow_gaps):
+                if isinstance(text, Gap):
+                    gaps.append(text)
+                    out.flush()
+                    print_gap(text, holes, args.json)
+                else:
+                    out.write(text)
+            entries: AsyncIterator[LogCommit | Gap] = _nothing()
+        else:
+            entries = log_entries(repo, since_ns=since, until_ns=until, since_lsn=since_lsn, until_lsn=until_lsn,
+                                  prefix=prefix, holes=holes, allow_gaps=args.allow_gaps)
+        async for commit in entries:
             if isinstance(commit, Gap):
                 gaps.append(commit)
+                _write(out, lines)
                 out.flush()
                 print_gap(commit, holes, args.json)
                 continue
             if args.json:
-                out.write(json.dumps(to_import_json(commit)) + "\n")
-                continue
-            ops = ", ".join(f"{op.op} {show_bytes(op.key)}" + (f"={show_bytes(op.value)}" if op.value is not None
-                                                               else "") for op in commit.ops)
-            out.write(f"LSN {commit.lsn:>10}  {format_time(commit.ts_ns)}  {ops}\n")
+                lines.append(import_json_line(commit))
+            else:
+                ops = ", ".join(f"{op.op} {show_bytes(op.key)}" + (f"={show_bytes(op.value)}" if op.value is not None
+                                                                   else "") for op in commit.ops)
+                lines.append(f"LSN {commit.lsn:>10}  {format_time(commit.ts_ns)}  {ops}")
+            if len(lines) >= WRITE_LINES:
+                _write(out, lines)
+        _write(out, lines)
     out.flush()
     summarize_gaps("log", gaps, holes)
     return 0
+
+
+async def _nothing() -> AsyncIterator[LogCommit | Gap]:
+    return
+    yield
+
+
+def _write(out: TextIO, lines: list[str]) -> None:
+    if lines:
+        out.write("\n".join(lines) + "\n")
+        lines.clear()
 
 
 def _bound(moment: Moment | None, lsn: int | None, flag: str) -> tuple[int | None, int | None]:

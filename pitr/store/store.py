@@ -33,6 +33,7 @@ from pitr.store.conditional import Expected, Mismatch, mismatches
 from pitr.store.log import StoreLog
 from pitr.store.options import StoreOptions
 from pitr.store.queued import Commit, QueuedCommits
+from pitr.store.run_encode import make_visible, sequence_run, sequence_run_reference
 from pitr.timefmt import format_ns
 from segments import record as rec
 from segments.fold import Change
@@ -145,10 +146,7 @@ class Store:
     def _group_durable(self, group: Group) -> None:
         """(event loop) A group is fsynced: make it visible to reads, then wake its writers."""
         pending = self._pending
-        popleft = self._unacked.popleft
-        for _ in range(group.count):
-            for kind, key, value, expires in popleft():
-                pending[key] = (value if expires is None else (value, expires)) if kind == PUT else None
+        make_visible(self._unacked, group.count, pending)
         self._durable_lsn, self._durable_ts = group.last_lsn, group.last_ts
         group.done.set()
         if len(pending) >= self._apply_threshold:
@@ -277,38 +275,21 @@ class Store:
         """
         self._check_open()
         start_lsn, start_ts = self._last_lsn, self._last_ts
-        queued: list[tuple[Op, ...]] = []
-        times: list[int] = []
-        clock, promised, max_skew = self._clock, self._ts_floor, self._max_skew_ns
-        last_ts = start_ts
-        try:
-            for ops, ts_ns in commits:
-                if type(ops) is not tuple:
-                    ops = tuple(ops)
-                if not ops:
-                    raise InvalidArgument("a commit needs at least one operation")
-                check_ops(ops)
-                # `_stamp`'s rules, inline: a run is sequenced at a few hundred thousand commits/s
-                floor = last_ts if last_ts > promised else promised
-                if ts_ns is None:
-                    now = clock()
-                    ts = now if now > floor else floor + 1
-                elif ts_ns > floor and ts_ns - clock() <= max_skew:
-                    ts = ts_ns
-                else:
-                    self._last_lsn, self._last_ts = start_lsn + len(times), last_ts
+        if type(commits) is not list:
+            commits = list(commits)
+        sequenced = sequence_run(commits, start_lsn + 1, start_ts, self._ts_floor, self._clock, self._max_skew_ns)
+        if sequenced is None:  # not a run the compiled loop takes, or one with a commit to refuse
+            def refuse(sequenced: int, last_ts: int, ts_ns: int | None) -> None:
+                self._last_lsn, self._last_ts = start_lsn + sequenced, last_ts
+                try:
                     self._stamp(ts_ns)  # raises the refusal, worded as for a single commit
-                    raise AssertionError("unreachable: _stamp accepted what the run refused")
-                queued.append(ops)
-                times.append(ts)
-                last_ts = ts
-            try:
-                pieces = rec.encode_run(start_lsn + 1, times, queued)
-            except ValueError as exc:
-                raise InvalidArgument(f"a commit in the run from LSN {start_lsn + 1}: {exc}") from exc
-        except BaseException:
-            self._last_lsn, self._last_ts = start_lsn, start_ts  # nothing of the run was queued
-            raise
+                finally:
+                    self._last_lsn, self._last_ts = start_lsn, start_ts  # nothing of the run was queued
+
+            sequenced = sequence_run_reference(commits, start_lsn + 1, start_ts, self._ts_floor, self._clock,
+                                               self._max_skew_ns, refuse)
+        queued, times, pieces = sequenced
+        last_ts = times[-1] if times else start_ts
         if not times:
             raise InvalidArgument("a run needs at least one commit")
         self._last_lsn, self._last_ts = start_lsn + len(times), last_ts
