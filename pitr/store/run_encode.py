@@ -27,6 +27,7 @@ from segments.record import PUT, Op
 
 # (ops of each commit, its time, the run's records in pieces)
 Sequenced = tuple[list[tuple[Op, ...]], list[int], list[bytes]]
+PlainOp = tuple[int, bytes, bytes, "int | None"]  # an Op's fields (an Op is one): what a queued commit holds
 Refuse = Callable[[int, int, "int | None"], None]  # (commits sequenced before it, last time, its ts): raises
 SequenceRun = Callable[[Sequence[tuple[Sequence[Op], "int | None"]], int, int, int, Callable[[], int], float],
                        "Sequenced | None"]
@@ -65,7 +66,7 @@ def sequence_run_reference(commits: Iterable[tuple[Sequence[Op], int | None]], f
     return queued, times, pieces
 
 
-def make_visible_reference(unacked: deque[tuple[Op, ...]], count: int, pending: dict[bytes, Change]) -> None:
+def make_visible_reference(unacked: deque[tuple[PlainOp, ...]], count: int, pending: dict[bytes, Change]) -> None:
     """Take the ops of the `count` oldest commits of `unacked` (now durable) into `pending`, in order:
     each key's latest change, its value (with its expiry, if any) or None for a delete."""
     popleft = unacked.popleft
@@ -79,7 +80,7 @@ def _no_compiled(commits: Sequence[tuple[Sequence[Op], int | None]], first_lsn: 
     return None
 
 
-MakeVisible = Callable[["deque[tuple[Op, ...]]", int, "dict[bytes, Change]"], None]
+MakeVisible = Callable[["deque[tuple[PlainOp, ...]]", int, "dict[bytes, Change]"], None]
 
 
 def _load() -> tuple[SequenceRun, MakeVisible, bool]:

@@ -33,7 +33,7 @@ from pitr.store.conditional import Expected, Mismatch, mismatches
 from pitr.store.log import StoreLog
 from pitr.store.options import StoreOptions
 from pitr.store.queued import Commit, QueuedCommits
-from pitr.store.run_encode import make_visible, sequence_run, sequence_run_reference
+from pitr.store.run_encode import PlainOp, make_visible, sequence_run, sequence_run_reference
 from pitr.timefmt import format_ns
 from segments import record as rec
 from segments.fold import Change
@@ -41,7 +41,6 @@ from segments.record import DELETE, PUT, Op
 from segments.wal import TornTail, WalFileOps
 
 Clock = Callable[[], int]
-PlainOp = tuple[int, bytes, bytes, int | None]  # an Op's fields in a plain tuple (what the GC can untrack)
 _new_tuple = tuple.__new__  # builds a NamedTuple in one C call (the hot paths build one per commit)
 log = logging.getLogger("pitr.store")
 
@@ -75,7 +74,8 @@ class Store:
         self._last_ts = 0
         self._ts_floor = 0  # no commit may be timed at or before this (raised by promise_complete)
         # the ops of commits sequenced, not yet durable (an `Op`, or a plain tuple of its four fields)
-        self._unacked: deque[tuple[Op, ...] | tuple[PlainOp, ...]] = deque()
+        self._unacked: deque[tuple[PlainOp, ...]] = deque()  # Ops, or their fields in plain tuples (the GC
+        # can untrack those)
         self._committer: GroupCommitter | None = None
         # durable, visible, not yet in LMDB
         self._durable_lsn = 0
