@@ -14,8 +14,6 @@ from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp, memcpy, memset
 
-from blake3 import blake3 as _blake3
-
 cdef extern from "_rowcodec_c.h":
     void pitr_crc_init()
     uint32_t pitr_crc32c_more(uint32_t crc, const unsigned char *p, size_t n) nogil
@@ -31,11 +29,11 @@ cdef extern from "_rowcodec_c.h":
 cdef extern from *:
     void _prefetch "__builtin_prefetch"(const void *p) nogil
 
-cdef extern from "_blake3_c.h":
-    int PITR_B3_CHUNK
-    void pitr_b3_small(const uint8_t *data, size_t n, uint8_t *out) nogil
-    void pitr_b3_small4(const uint8_t *lanes, size_t stride, const size_t *len, uint8_t *out) nogil
-    void pitr_b3_accumulate(uint64_t *acc, const uint8_t *digest) nogil
+cdef extern from "_blake3_c.h":  # segments/_blake3_c.h: the one BLAKE3 of the compiled loops
+    ctypedef struct pitr_sum256:
+        uint64_t limb[4]
+        uint64_t carry
+    void pitr_sum256_add_hash(pitr_sum256 *sum, const unsigned char *p, size_t n) nogil
 
 pitr_crc_init()
 
@@ -44,7 +42,7 @@ DEF MISMATCH = 1
 DEF ROW_DAMAGED = 2
 DEF OUT_OF_ORDER = 3
 DEF AHEAD = 8  # rows ahead whose objects sorted_rows fetches
-DEF LANE = 1088  # one chunk and a block of padding: an entry staged for the four-lane hash
+DEF STAGED = 1024  # an entry up to this long is encoded for its hash on the stack
 
 
 cdef inline uint32_t _load32be(const unsigned char *p) nogil:
@@ -206,18 +204,13 @@ def read_back(list batch, list keys, list changes, Py_ssize_t at, bytes previous
     cdef unsigned char flags
     cdef int64_t expires = 0
     cdef bint want_expiry
-    cdef uint64_t acc[4]
-    cdef uint8_t digest[32]
-    cdef unsigned char lanes[4 * LANE]
-    cdef size_t lane_len[4]
-    cdef uint8_t lane_out[128]
-    cdef int staged = 0, j
-    cdef Py_ssize_t pad
+    cdef pitr_sum256 acc
+    cdef unsigned char staged[STAGED]
     cdef unsigned char *e
     cdef bytes big
     cdef int bad = -1, why = 0
     cdef bint compare = keys is not None
-    acc[0] = acc[1] = acc[2] = acc[3] = 0
+    memset(&acc, 0, sizeof(acc))
     if compare and n > len(keys) - at:
         n = len(keys) - at
     if n < 0:
@@ -278,8 +271,8 @@ def read_back(list batch, list keys, list changes, Py_ssize_t at, bytes previous
         # the state digest's term: BLAKE3 of the entry's snapshot encoding (segments.snapshot.encode_entry)
         hlen = 17 if flags else 9
         elen = hlen + klen + vlen
-        if elen <= PITR_B3_CHUNK:  # staged in a lane, zero-padded to its last block; hashed four at a time
-            e = lanes + staged * LANE
+        if elen <= STAGED:
+            e = staged
         else:
             big = PyBytes_FromStringAndSize(NULL, elen)
             e = <unsigned char *>PyBytes_AS_STRING(big)
@@ -290,21 +283,7 @@ def read_back(list batch, list keys, list changes, Py_ssize_t at, bytes previous
             _store64le(e + 9, expires)
         memcpy(e + hlen, kp, klen)
         memcpy(e + hlen + klen, r + vstart, vlen)
-        if elen <= PITR_B3_CHUNK:
-            pad = (64 - elen % 64) % 64
-            memset(e + elen, 0, pad)
-            lane_len[staged] = <size_t>elen
-            staged += 1
-            if staged == 4:
-                pitr_b3_small4(lanes, LANE, lane_len, lane_out)
-                for j in range(4):
-                    pitr_b3_accumulate(acc, lane_out + 32 * j)
-                staged = 0
-        else:  # longer than one chunk: the blake3 package's tree hash
-            memcpy(digest, PyBytes_AS_STRING(_blake3(big).digest()), 32)
-            pitr_b3_accumulate(acc, digest)
-    for j in range(staged):  # the last few, one at a time
-        pitr_b3_small(lanes + j * LANE, lane_len[j], digest)
-        pitr_b3_accumulate(acc, digest)
-    total = (<object>acc[0]) | ((<object>acc[1]) << 64) | ((<object>acc[2]) << 128) | ((<object>acc[3]) << 192)
+        pitr_sum256_add_hash(&acc, e, <size_t>elen)  # the sum modulo 2**256: the carries out are left
+    total = (<object>acc.limb[0]) | ((<object>acc.limb[1]) << 64) | ((<object>acc.limb[2]) << 128) | \
+        ((<object>acc.limb[3]) << 192)
     return bad, why, total, last

@@ -86,8 +86,9 @@ def test_compiled_read_back_equals_the_reference(
 
 @pytest.mark.parametrize("expires", [None, -(1 << 63), 12_345])
 def test_the_compiled_blake3_equals_the_package_on_every_entry_length_to_a_chunk_and_past(expires: int | None) -> None:
-    """Entries whose encoding is 9 (or 17) .. 1,100 bytes long: the compiled BLAKE3 hashes up to one
-    chunk (1,024 bytes) itself and hands longer ones to the blake3 package; a few much longer."""
+    """Entries whose encoding is 9 (or 17) .. 1,100 bytes long, across the one-chunk (1,024 bytes)
+    boundary where the compiled BLAKE3 (segments/_blake3_c.h) starts its tree, and a few much longer;
+    longer than 1,024 the entry is encoded on the heap instead of the stack."""
     key = b"k"
     head = 1 + 17 if expires is not None else 1 + 9
     for length in [*range(head, 1101), 2048, 3073, 70_001]:
@@ -117,9 +118,8 @@ def test_compiled_check_and_hash_only_equals_the_reference(
                                                                                             previous)
 
 
-def test_the_four_lane_hash_equals_the_package_on_mixed_lengths() -> None:
-    """Entries are hashed four at a time, lanes of different block counts side by side (one lane done
-    while another still compresses), the last few one at a time; and a long entry among them."""
+def test_the_hash_equals_the_reference_on_mixed_lengths() -> None:
+    """Entries of different block counts in one read-back, short and long (a chunk and more) mixed."""
     import random
 
     seed = random.randrange(1 << 32)
