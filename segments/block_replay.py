@@ -14,15 +14,13 @@ defect. tests/segments/test_block_replay.py holds the two equal, damage included
 
 from __future__ import annotations
 
-import importlib
-import os
 import struct
-import warnings
 from collections.abc import Callable
 from typing import TypeAlias
 
 from segments import record as rec
 from segments._errors import CorruptFile
+from segments.compiled import compiled_module
 from segments.fold import Change
 
 BlockResult: TypeAlias = tuple[int, int, int, "list[int] | None"]
@@ -131,15 +129,8 @@ LiveRows = Callable[[dict[bytes, Change], int], Rows]
 
 
 def _load() -> tuple[ReplayBlock, LiveRows, bool]:
-    try:
-        _block_replay = importlib.import_module("segments._block_replay")  # compiled: no stubs
-    except ImportError as exc:
-        if os.environ.get("CI") == "true":
-            raise RuntimeError("the compiled module segments._block_replay is not built; reinstall pitr "
-                               "(pip install -e .) with a C compiler present") from exc
-        warnings.warn("segments._block_replay is not built (no C compiler at install time?): restores "
-                      "run the pure-Python replay, several times slower; reinstall pitr to build it",
-                      RuntimeWarning, stacklevel=2)
+    _block_replay = compiled_module("segments._block_replay", 'restores run the pure-Python replay')
+    if _block_replay is None:
         return replay_block_reference, live_rows_reference, False
     return _block_replay.replay_block, _block_replay.live_rows, True
 

@@ -20,15 +20,13 @@ tests/segments/test_block_scan.py holds the two equal, damage included.
 from __future__ import annotations
 
 import hashlib
-import importlib
-import os
 import struct
-import warnings
 from collections.abc import Callable
 from typing import TypeAlias
 
 from segments import record as rec
 from segments._errors import CorruptFile
+from segments.compiled import compiled_module
 
 ScanResult: TypeAlias = tuple[int, int, int, list[int], bytes, list[int]]
 """(records, first commit time, last commit time, each record's end offset, key-table entries, gap LSNs)."""
@@ -115,15 +113,8 @@ KeyDigest = Callable[[bytes, bytes], bytes]
 
 
 def _load() -> tuple[ScanBlock, SortEntries, KeyDigest, bool]:
-    try:
-        compiled = importlib.import_module("segments._block_scan")  # compiled: no stubs
-    except ImportError as exc:
-        if os.environ.get("CI") == "true":
-            raise RuntimeError("the compiled module segments._block_scan is not built; reinstall pitr "
-                               "(pip install -e .) with a C compiler present") from exc
-        warnings.warn("segments._block_scan is not built (no C compiler at install time?): verification "
-                      "runs the pure-Python scan, several times slower; reinstall pitr to build it",
-                      RuntimeWarning, stacklevel=2)
+    compiled = compiled_module("segments._block_scan", 'verification runs the pure-Python scan')
+    if compiled is None:
         return scan_block_reference, sort_entries_reference, key_digest_reference, False
     return compiled.scan_block, compiled.sort_entries, compiled.key_digest, True
 

@@ -14,9 +14,9 @@ of every `pitr get` and `pitr put`.
 
 from __future__ import annotations
 
-import importlib
-import os
 from typing import Protocol
+
+from segments.compiled import compiled_module
 
 
 class Crc32c(Protocol):
@@ -26,12 +26,8 @@ class Crc32c(Protocol):
 
 
 def _load() -> tuple[Crc32c, bool]:
-    try:
-        compiled = importlib.import_module("segments._crc")  # compiled: no stubs
-    except ImportError as exc:
-        if os.environ.get("CI") == "true":
-            raise RuntimeError("the compiled module segments._crc is not built; reinstall pitr "
-                               "(pip install -e .) with a C compiler present") from exc
+    compiled = compiled_module("segments._crc", None)
+    if compiled is None:
         # the reference computes the same checksums as fast; only its import is slower
         import crc32c as package
 

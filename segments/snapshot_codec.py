@@ -28,10 +28,7 @@ tests/segments/test_snapshot_codec.py holds the two equal, damage included.
 
 from __future__ import annotations
 
-import importlib
-import os
 import struct
-import warnings
 from collections.abc import Callable, Iterable
 from typing import Literal, TypeAlias
 
@@ -39,6 +36,7 @@ from blake3 import blake3
 
 from segments import record as rec
 from segments.block_replay import Rows, live_rows_reference
+from segments.compiled import compiled_module
 from segments.fold import Change
 
 OK = 0
@@ -186,15 +184,8 @@ MergeLive = Callable[[Iterable[list[tuple[bytes, Change]]], list[tuple[bytes, Ch
 
 
 def _load() -> tuple[Blake3, DigestTerms, CheckEncoded, ScanBlock, BlockTerms, MergeLive, bool]:
-    try:
-        compiled = importlib.import_module("segments._snapshot_codec")  # compiled: no stubs
-    except ImportError as exc:
-        if os.environ.get("CI") == "true":
-            raise RuntimeError("the compiled module segments._snapshot_codec is not built; reinstall pitr "
-                               "(pip install -e .) with a C compiler present") from exc
-        warnings.warn("segments._snapshot_codec is not built (no C compiler at install time?): snapshots "
-                      "and state digests hash their entries in pure Python, several times slower; "
-                      "reinstall pitr to build it", RuntimeWarning, stacklevel=2)
+    compiled = compiled_module("segments._snapshot_codec", 'snapshots and state digests hash their entries in pure Python')
+    if compiled is None:
         return (blake3_256_reference, digest_terms_reference, check_encoded_reference, scan_block_reference,
                 block_terms_reference, merge_live_reference, False)
     return (compiled.blake3_256, compiled.digest_terms, compiled.check_encoded, compiled.scan_block,

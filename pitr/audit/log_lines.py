@@ -12,9 +12,6 @@ tests/audit/test_log_lines.py holds the two equal.
 
 from __future__ import annotations
 
-import importlib
-import os
-import warnings
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 
@@ -26,6 +23,7 @@ from pitr.errors import Gap, to_corrupt
 from pitr.repo.repository import Repository
 from segments import SegmentsError
 from segments import record as rec
+from segments.compiled import compiled_module
 
 # (raw, record ends, start, lo LSN, hi LSN, since ns, until ns) -> (text, index of the first record
 # not taken, whether a record past the upper bounds ended the log)
@@ -61,15 +59,8 @@ def block_lines_reference(raw: bytes, ends: list[int], start: int, lo_lsn: int |
 
 
 def _load() -> tuple[BlockLines, bool]:
-    try:
-        compiled = importlib.import_module("pitr.audit._log_lines")  # compiled: no stubs
-    except ImportError as exc:
-        if os.environ.get("CI") == "true":
-            raise RuntimeError("the compiled module pitr.audit._log_lines is not built; reinstall pitr "
-                               "(pip install -e .) with a C compiler present") from exc
-        warnings.warn("pitr.audit._log_lines is not built (no C compiler at install time?): `pitr log --json` "
-                      "formats its lines in pure Python, several times slower; reinstall pitr to build it",
-                      RuntimeWarning, stacklevel=2)
+    compiled = compiled_module("pitr.audit._log_lines", '`pitr log --json` formats its lines in pure Python')
+    if compiled is None:
         return block_lines_reference, False
     return compiled.block_lines, True
 

@@ -13,13 +13,11 @@ equal on random and hostile lines.
 
 from __future__ import annotations
 
-import importlib
-import os
-import warnings
 from collections.abc import Callable
 
 from pitr.cli.import_lines import Spooled, spool_line
 from pitr.errors import InvalidArgument
+from segments.compiled import compiled_module
 
 # (lines, start, last_ts, clock, skew_ns, out) -> (index of the first line not taken, last_ts)
 SpoolLines = Callable[[list[str], int, "int | None", Callable[[], int], float, list[Spooled]], "tuple[int, int | None]"]
@@ -52,15 +50,8 @@ def spool_lines_reference(lines: list[str], start: int, last_ts: int | None, now
 
 
 def _load() -> tuple[SpoolLines, bool]:
-    try:
-        compiled = importlib.import_module("pitr.cli._import_scan")  # compiled: no stubs
-    except ImportError as exc:
-        if os.environ.get("CI") == "true":
-            raise RuntimeError("the compiled module pitr.cli._import_scan is not built; reinstall pitr "
-                               "(pip install -e .) with a C compiler present") from exc
-        warnings.warn("pitr.cli._import_scan is not built (no C compiler at install time?): `pitr import` "
-                      "checks its lines in pure Python, several times slower; reinstall pitr to build it",
-                      RuntimeWarning, stacklevel=2)
+    compiled = compiled_module("pitr.cli._import_scan", '`pitr import` checks its lines in pure Python')
+    if compiled is None:
         return spool_lines_reference, False
     return compiled.spool_lines, True
 

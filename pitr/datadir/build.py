@@ -16,9 +16,6 @@ which state the rules one row at a time. tests/store/test_build_rows.py holds th
 
 from __future__ import annotations
 
-import importlib
-import os
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import islice
@@ -28,6 +25,7 @@ import lmdb
 
 from pitr.datadir.entries import RowDamage, decode_value, encode_value
 from pitr.datadir.view import state_lmdb_error
+from segments.compiled import compiled_module
 from segments.fold import Change
 from segments.snapshot import encode_entry, encoded_digest
 
@@ -153,15 +151,8 @@ ReadBackBatch = Callable[[list[tuple[bytes, bytes]], list[bytes] | None, list[Li
 
 
 def _load() -> tuple[SortRows, ReadBackBatch, bool]:
-    try:
-        compiled = importlib.import_module("pitr.datadir._build")  # compiled: no stubs
-    except ImportError as exc:
-        if os.environ.get("CI") == "true":
-            raise RuntimeError("the compiled module pitr.datadir._build is not built; reinstall pitr "
-                               "(pip install -e .) with a C compiler present") from exc
-        warnings.warn("pitr.datadir._build is not built (no C compiler at install time?): restores "
-                      "build and read back their rows in pure Python, several times slower; "
-                      "reinstall pitr to build it", RuntimeWarning, stacklevel=2)
+    compiled = compiled_module("pitr.datadir._build", 'restores build and read back their rows in pure Python')
+    if compiled is None:
         return sorted_rows_reference, read_back_reference, False
     return compiled.sorted_rows, compiled.read_back, True
 

@@ -11,12 +11,10 @@ the same message.
 
 from __future__ import annotations
 
-import importlib
-import os
-import warnings
 from collections.abc import Callable
 
 from pitr.datadir.entries import RowDamage, decode_value, encode_value
+from segments.compiled import compiled_module
 
 ROW_DAMAGED = 1  # a row failed its layout or its CRC-32C
 OUT_OF_ORDER = 2  # a key did not sort after the one before it
@@ -66,15 +64,8 @@ def encode_rows_reference(keys: list[bytes], values: list[bytes],
 
 
 def _load() -> tuple[ScanRows, EncodeRows, bool]:
-    try:
-        compiled = importlib.import_module("pitr.datadir._rowcodec")  # compiled: no stubs
-    except ImportError as exc:
-        if os.environ.get("CI") == "true":
-            raise RuntimeError("the compiled module pitr.datadir._rowcodec is not built; reinstall pitr "
-                               "(pip install -e .) with a C compiler present") from exc
-        warnings.warn("pitr.datadir._rowcodec is not built (no C compiler at install time?): scans and "
-                      "restores of the state check its rows in pure Python, several times slower; "
-                      "reinstall pitr to build it", RuntimeWarning, stacklevel=2)
+    compiled = compiled_module("pitr.datadir._rowcodec", 'scans and restores of the state check its rows in pure Python')
+    if compiled is None:
         return scan_rows_reference, encode_rows_reference, False
     return compiled.scan_rows, compiled.encode_rows, True
 

@@ -13,15 +13,13 @@ byte, the same times, the same overlay) on random runs.
 
 from __future__ import annotations
 
-import importlib
-import os
-import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 
 from pitr.datadir.keys import check_ops
 from pitr.errors import InvalidArgument
 from segments import record as rec
+from segments.compiled import compiled_module
 from segments.fold import Change
 from segments.record import PUT, Op
 
@@ -84,15 +82,8 @@ MakeVisible = Callable[["deque[tuple[PlainOp, ...]]", int, "dict[bytes, Change]"
 
 
 def _load() -> tuple[SequenceRun, MakeVisible, bool]:
-    try:
-        compiled = importlib.import_module("pitr.store._run_encode")  # compiled: no stubs
-    except ImportError as exc:
-        if os.environ.get("CI") == "true":
-            raise RuntimeError("the compiled module pitr.store._run_encode is not built; reinstall pitr "
-                               "(pip install -e .) with a C compiler present") from exc
-        warnings.warn("pitr.store._run_encode is not built (no C compiler at install time?): runs of commits "
-                      "are encoded in pure Python, several times slower; reinstall pitr to build it",
-                      RuntimeWarning, stacklevel=2)
+    compiled = compiled_module("pitr.store._run_encode", 'runs of commits are encoded in pure Python')
+    if compiled is None:
         return _no_compiled, make_visible_reference, False
     return compiled.sequence_run, compiled.make_visible, True
 
