@@ -13,6 +13,7 @@ import bisect
 import itertools
 import struct
 from collections.abc import AsyncGenerator, Iterator, Sequence
+from contextlib import aclosing
 from typing import TypeVar
 
 import anyio
@@ -227,32 +228,18 @@ class RecordReader:
 
         LSNs the archive lacks (gaps between segments) are passed over.
         """
-        lsn = first_lsn
-        while last_lsn is None or lsn <= last_lsn:
-            found = (self._segment, self._block) if self._cached(lsn) else self._locate(lsn)
-            if found is None:
-                following = next((s for s in self.repo.catalog.segments_from(lsn) if s.first_lsn > lsn), None)
-                if following is None:
-                    return
-                lsn = following.first_lsn
-                continue
-            segment, block = found
-            assert segment is not None
-            assert block is not None
-            if not self._cached(lsn):
-                await self._load(segment, block)
-            raw = self._raw
-            if len(raw) >= DECODE_IN_THREAD_BYTES:
-                records = await anyio.to_thread.run_sync(_decode_block, raw, block, segment.name)
-            else:
-                records = _decode_block(raw, block, segment.name)
-            for record in records:
-                if record.lsn < lsn:
-                    continue
-                if last_lsn is not None and record.lsn > last_lsn:
-                    return
-                yield record
-            lsn = block.first_lsn + block.record_count
+        async with aclosing(self.blocks_from(first_lsn, last_lsn)) as blocks:
+            async for raw, block, segment_name in blocks:
+                if len(raw) >= DECODE_IN_THREAD_BYTES:
+                    records = await anyio.to_thread.run_sync(_decode_block, raw, block, segment_name)
+                else:
+                    records = _decode_block(raw, block, segment_name)
+                for record in records:
+                    if record.lsn < first_lsn:
+                        continue
+                    if last_lsn is not None and record.lsn > last_lsn:
+                        return
+                    yield record
 
     async def blocks_from(self, first_lsn: int,
                           last_lsn: int | None = None) -> AsyncGenerator[tuple[bytes, BlockRow, str], None]:
