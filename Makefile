@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml setup.py segments/_block_replay.pyx segments/_block_replay_c.h \
 		segments/_block_scan.pyx segments/_block_scan_c.h segments/_record_header.pxi segments/_crc.pyx \
 		segments/_snapshot_codec.pyx segments/_blake3_c.h \
-		pitr/datadir/_rowcodec.pyx pitr/datadir/_rowcodec_c.h pitr/datadir/_build.pyx \
+		pitr/datadir/_rowcodec.pyx pitr/datadir/_rowcodec_c.h pitr/datadir/_row_bytes.pxi pitr/datadir/_build.pyx \
 		pitr/cli/_import_scan.pyx pitr/store/_run_encode.pyx pitr/audit/_log_lines.pyx
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
