@@ -85,6 +85,21 @@ async def commit_log(repo: Repository, *, since_ns: int | None = None, until_ns:
                 yield entry
 
 
+async def log_range(repo: Repository, since_ns: int | None, until_ns: int | None, since_lsn: int | None,
+                    until_lsn: int | None, allow_gaps: bool,
+                    holes: Sequence[Hole] | None) -> tuple[list[Hole], int | None]:
+    """Where a log of the range starts, and the holes in it, in order: the refusals every log makes
+    first (OutsideWindow before the floor; HistoryGap for a hole, unless `allow_gaps`)."""
+    ident = await repo.require_identity()
+    if holes is None:
+        holes = find_holes(repo.catalog, ident)
+    refuse_before_floor(repo.catalog, ident, "the commit log", since_ns, since_lsn)
+    pending = [h for h in holes if h.meets_times(since_ns, until_ns) and h.meets_lsns(since_lsn, until_lsn)]
+    if pending and not allow_gaps:
+        raise history_gap("the commit log asked for", pending)
+    return pending, start_lsn(repo, since_ns, since_lsn)
+
+
 async def log_entries(repo: Repository, *, since_ns: int | None = None, until_ns: int | None = None,
                       since_lsn: int | None = None, until_lsn: int | None = None,
                       prefix: bytes | None = None, allow_gaps: bool = True,
@@ -95,14 +110,7 @@ async def log_entries(repo: Repository, *, since_ns: int | None = None, until_ns
     OutsideWindow when an explicit start lies before the commits retention removed
     (`pitr.audit.floor`).
     """
-    ident = await repo.require_identity()
-    if holes is None:
-        holes = find_holes(repo.catalog, ident)
-    refuse_before_floor(repo.catalog, ident, "the commit log", since_ns, since_lsn)
-    pending = [h for h in holes if h.meets_times(since_ns, until_ns) and h.meets_lsns(since_lsn, until_lsn)]
-    if pending and not allow_gaps:
-        raise history_gap("the commit log asked for", pending)
-    first = start_lsn(repo, since_ns, since_lsn)
+    pending, first = await log_range(repo, since_ns, until_ns, since_lsn, until_lsn, allow_gaps, holes)
     if first is not None:
         with RecordReader(repo) as reader:
             async with aclosing(reader.records_from(first, until_lsn)) as records:

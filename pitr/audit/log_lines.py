@@ -15,9 +15,8 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 
-from pitr.audit.floor import refuse_before_floor
-from pitr.audit.holes import Hole, find_holes, history_gap
-from pitr.audit.log import LogCommit, LogOp, import_json_line, start_lsn
+from pitr.audit.holes import Hole
+from pitr.audit.log import LogCommit, LogOp, import_json_line, log_range
 from pitr.audit.records import RecordReader, decode_block, record_ends
 from pitr.errors import Gap, to_corrupt
 from pitr.repo.repository import Repository
@@ -73,14 +72,7 @@ async def log_json_lines(repo: Repository, *, since_ns: int | None = None, until
                          holes: Sequence[Hole] | None = None) -> AsyncGenerator[str | Gap, None]:
     """`log_entries` without a prefix as the text `pitr log --json` writes: runs of lines (each ending
     in a newline), with each hole in place as a `Gap`; the same refusals, the same lines."""
-    ident = await repo.require_identity()
-    if holes is None:
-        holes = find_holes(repo.catalog, ident)
-    refuse_before_floor(repo.catalog, ident, "the commit log", since_ns, since_lsn)
-    pending = [h for h in holes if h.meets_times(since_ns, until_ns) and h.meets_lsns(since_lsn, until_lsn)]
-    if pending and not allow_gaps:
-        raise history_gap("the commit log asked for", pending)
-    first = start_lsn(repo, since_ns, since_lsn)
+    pending, first = await log_range(repo, since_ns, until_ns, since_lsn, until_lsn, allow_gaps, holes)
     if first is not None:
         with RecordReader(repo) as reader:
             async with aclosing(reader.blocks_from(first, until_lsn)) as blocks:
