@@ -165,8 +165,14 @@ def full_lmdb(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     def full(*args: object) -> None:
         raise lmdb.MapFullError("mdb_put: MDB_MAP_FULL: Environment mapsize limit reached")
 
-    monkeypatch.setattr(StateDB, "_apply_sorted", full)
+    fail_every_apply(monkeypatch, full)
     return
+
+
+def fail_every_apply(monkeypatch: pytest.MonkeyPatch, fail: Callable[..., None]) -> None:
+    """Both ways the state applies changes (plain puts by columns, the rest sorted) fail with `fail`."""
+    monkeypatch.setattr(StateDB, "_apply_sorted", fail)
+    monkeypatch.setattr(StateDB, "_apply_plain_columns", fail)
 
 
 async def test_an_lmdb_failure_in_the_apply_task_is_one_pitr_error_not_a_group(tmp_path: Path,
@@ -186,7 +192,7 @@ async def test_flush_translates_lmdb_errors_and_reopen_replays(tmp_path: Path,
 
     async with Store(str(tmp_path), StoreOptions(apply_interval=3600)) as store:
         await store.put(b"k", b"v")
-        monkeypatch.setattr(StateDB, "_apply_sorted", full)
+        fail_every_apply(monkeypatch, full)
         with pytest.raises(DiskFull, match="durable in the WAL"):
             await store.flush()
         with pytest.raises(DiskFull):
