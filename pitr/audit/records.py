@@ -36,6 +36,7 @@ _LENGTH = struct.Struct("<I")
 DECODE_IN_THREAD_BYTES = 16 << 10  # smaller blocks decode faster than a worker thread starts
 INLINE_READ_BYTES = 1 << 20  # local blocks up to this size are read without a worker thread
 OPEN_FILES = 16
+SPREAD = 2  # read ahead when a plan's LSNs fall in at least one block per SPREAD of them
 
 
 class RecordReader:
@@ -69,7 +70,10 @@ class RecordReader:
         self._planned = found
         self._planned_firsts = sorted(found)
         ahead: list[Planned] = []
-        if self.repo.segment_keys is None:
+        # versions close together share blocks, which the reader reads once and keeps: reading ahead then
+        # costs more (threads, the GIL) than it saves; spread out (a block or so per version: a key that
+        # changed every thousand commits of a 10M-commit log), the blocks are read ahead
+        if self.repo.segment_keys is None and len(found) * SPREAD >= len(lsns):
             for segment, block in found.values():
                 object_name = layout.segment_object(segment.name)
                 path = self.repo.local_path(object_name)

@@ -12,6 +12,7 @@ import pytest
 from pitr.archiver import ArchiveOptions, Archiver, DirectorySource
 from pitr.audit import commit_log, history, open_value_reader, readahead, value_at
 from pitr.audit.records import RecordReader
+from pitr.errors import CorruptData
 from pitr.repo import layout
 from pitr.repo.indexing import index_segment
 from pitr.repo.repository import Repository, open_repository
@@ -211,3 +212,55 @@ async def test_blocks_for_lsns_answers_as_block_for_lsn_does(tmp_path: Path, ran
         lsns = sorted(rng.randrange(0, last + 50) for _ in range(300)) + [rng.randrange(0, last + 50)
                                                                            for _ in range(50)]
         assert repo.catalog.blocks_for_lsns(lsns) == [repo.catalog.block_for_lsn(lsn) for lsn in lsns]
+
+
+async def test_a_spread_out_history_is_read_ahead_and_refuses_at_a_damaged_block(
+        tmp_path: Path, random_seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key whose versions lie a block apart is read ahead (pitr.audit.readahead): the same changes as
+    written; a flipped byte in one of its blocks is refused there, after the versions before it."""
+    rng = random.Random(random_seed)
+    steps: list[Step] = []
+    for i in range(40):
+        steps += [("put", b"hot", b"v%d" % i, None), ("put", b"filler", rng.randbytes(70_000), None)]
+    steps.append(("cycle",))
+    written = await write_history(str(tmp_path), steps, options=NO_MERGE)
+    hot = [c for c in written.commits if c.ops[0].key == b"hot"]
+    ahead = 0
+    original_run = readahead.read_run
+
+    def counting_run(run: Sequence[readahead.Planned]) -> readahead.Outcome:
+        nonlocal ahead
+        ahead += len(run)
+        return original_run(run)
+
+    monkeypatch.setattr(readahead, "read_run", counting_run)
+    async with open_repository(str(tmp_path / "repo")) as repo:
+        await repo.sync()
+        got = [(c.lsn, c.value) async for c in history(repo, b"hot")]
+        assert got == [(c.lsn, c.ops[0].value) for c in hot]
+        assert ahead == len(hot)  # every version's block came through the read-ahead
+        bad = rng.randrange(1, len(hot))
+        block = repo.catalog.block_for_lsn(hot[bad].lsn)
+        segment = repo.catalog.segment_containing(hot[bad].lsn)
+        assert block is not None
+        assert segment is not None
+        path = repo.local_path(layout.segment_object(segment.name))
+        assert path is not None
+        flip_byte(path, block.offset + rng.randrange(block.compressed_size))
+        seen: list[int] = []
+
+        async def walk() -> None:
+            async for change in history(repo, b"hot"):
+                seen.append(change.lsn)
+
+        with pytest.raises(CorruptData, match="CRC-32C"):
+            await walk()
+        assert seen == [c.lsn for c in hot[:bad]]
+
+
+def flip_byte(path: str, at: int) -> None:
+    with open(path, "r+b") as fh:
+        fh.seek(at)
+        byte = fh.read(1)[0]
+        fh.seek(at)
+        fh.write(bytes([byte ^ 0x10]))
