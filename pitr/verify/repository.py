@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import struct
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -166,53 +166,6 @@ async def _identity(repo: Repository) -> tuple[RepoIdentity, CatalogDamaged | No
     return ident, damage
 
 
-FILES_AT_ONCE = max(1, min(4, os.cpu_count() or 1))  # files checked at once (zstd and BLAKE3 release the GIL)
-
-
-@dataclass(slots=True)
-class _Checked:
-    """One file's checks: a segment's or a snapshot's, with its open source."""
-
-    name: str
-    source: RangeSource
-    segment: SegmentCheck | None = None
-    snapshot: tuple[Finding | None, SnapshotEntry | None] | None = None
-
-
-async def _in_order(todo: Sequence[tuple[str, bool]], check: Callable[[str, bool], Awaitable[_Checked]],
-                    take: Callable[[_Checked], None]) -> None:
-    """`check` each file, FILES_AT_ONCE running at a time, and `take` each result in `todo`'s order
-    (a file's result waits for the files before it; at most FILES_AT_ONCE results are held)."""
-    results: dict[int, _Checked] = {}
-    done = [anyio.Event() for _ in todo]
-    window = anyio.Semaphore(FILES_AT_ONCE)
-
-    async def run(i: int) -> None:
-        results[i] = await check(*todo[i])
-        done[i].set()
-
-    async def feed() -> None:
-        for i in range(len(todo)):
-            await window.acquire()
-            tg.start_soon(run, i)
-
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(feed)
-            for i in range(len(todo)):
-                await done[i].wait()
-                checked = results.pop(i)
-                window.release()
-                take(checked)
-    except BaseExceptionGroup as group:  # a check failed: raise its error, as a check one at a time would
-        if any(isinstance(exc, anyio.get_cancelled_exc_class()) for exc in group.exceptions):
-            raise  # (a cancellation from outside is the caller's to see as it is)
-        raise group.exceptions[0] from None
-    finally:
-        for checked in results.values():  # checked ahead of a failure
-            checked.source.close()
-
-
 async def verify_repository(repo: Repository, *, mode: str = "full", files: Sequence[str] = (),
                             progress: Progress | None = None, witness: Witness | str | None = None) -> VerifyReport:
     """Check the repository's files and report what is broken and what remains restorable; with `witness`
@@ -269,31 +222,15 @@ async def verify_repository(repo: Repository, *, mode: str = "full", files: Sequ
     counter = ByteCounter("verify", sum(seg_sizes[n] for n in seg_names) + sum(snap_sizes[n] for n in snap_names),
                           progress)
     finished = 0
-    sealed = ident.encryption is not None
-
-    async def check_file(name: str, is_segment: bool) -> _Checked:
-        """One file's checks, in a worker thread (the caller closes the source)."""
+    for name, is_segment in todo:
         deep = full and (not wanted or name in wanted)
         object_name = layout.segment_object(name) if is_segment else layout.snapshot_object(name)
         source = counter.counting(await repo.open_source(object_name, fresh=True))
         try:
             if is_segment:
-                return _Checked(name, source, segment=await anyio.to_thread.run_sync(partial(
+                meta, finding, rows, gap_lsns = await anyio.to_thread.run_sync(partial(
                     _check_segment_file, name, source, full=deep, index=compare and full, keys=repo.segment_keys,
-                    sealed=sealed, person=person)))
-            return _Checked(name, source, snapshot=await anyio.to_thread.run_sync(partial(
-                _check_snapshot_file, name, source, full=deep, keys=repo.segment_keys, sealed=sealed)))
-        except BaseException:
-            source.close()
-            raise
-
-    def take(checked: _Checked) -> None:
-        """What one checked file tells (called in `todo`'s order)."""
-        nonlocal finished
-        name, source, is_segment = checked.name, checked.source, checked.segment is not None
-        try:
-            if checked.segment is not None:
-                meta, finding, rows, gap_lsns = checked.segment
+                    sealed=ident.encryption is not None, person=person))
                 first, last = keep[name]
                 if meta is not None:
                     metas.append((name, meta))
@@ -306,8 +243,9 @@ async def verify_repository(repo: Repository, *, mode: str = "full", files: Sequ
                     if gap_lsns is not None and expected.gap_lsns is not None:
                         expected.gap_lsns.update(gap_lsns)
             else:
-                assert checked.snapshot is not None
-                finding, entry = checked.snapshot
+                finding, entry = await anyio.to_thread.run_sync(partial(
+                    _check_snapshot_file, name, source, full=deep, keys=repo.segment_keys,
+                    sealed=ident.encryption is not None))
                 first = last = parse_snapshot_name(name) or 0
                 if entry is not None:
                     expected.snapshots[name] = entry
@@ -325,8 +263,6 @@ async def verify_repository(repo: Repository, *, mode: str = "full", files: Sequ
             results[name] = ("segment" if is_segment else "snapshot", first, last, finding)
         finished += (seg_sizes if is_segment else snap_sizes)[name]
         counter.reach(finished)
-
-    await _in_order(todo, check_file, take)
     counter.finish()
     metas.sort(key=lambda nm: nm[1].first_lsn)
     start = ident.start_chain_digest if metas and metas[0][1].first_lsn == ident.first_lsn else None
@@ -334,9 +270,9 @@ async def verify_repository(repo: Repository, *, mode: str = "full", files: Sequ
         if finding.file in results and results[finding.file][3] is None:
             kind, first, last, _none = results[finding.file]
             results[finding.file] = (kind, first, last, finding)
-    for _kind, _first, _last, found in results.values():
-        if found is not None:
-            report.findings.append(found)
+    for _kind, _first, _last, finding in results.values():
+        if finding is not None:
+            report.findings.append(finding)
     report.checked = sorted(results)
     if not wanted:
         ends = [last for _first, last in keep.values()] + [parse_snapshot_name(n) or 0 for n in snap_names]
