@@ -21,9 +21,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import anyio
-import anyio.to_process
 from blake3 import blake3
 
 from pitr.archiver.observe import ArchiveObserver, PublishedSegment, as_observers
@@ -32,6 +32,7 @@ from pitr.archiver.options import RepoProgress as RepoProgress
 from pitr.archiver.publish import UPLOAD_VIA_FILE as UPLOAD_VIA_FILE  # re-exported: tests size uploads by it
 from pitr.archiver.publish import merge_run, publish_new
 from pitr.archiver.retry import Backoff, is_transient, translate
+from pitr.archiver.sealer import WorkerBroken, call_in_worker
 from pitr.archiver.sealing import (
     THREAD_MAX_COMMITS,
     SealedChunk,
@@ -68,6 +69,12 @@ def identity_for(source: CommitSource, kind: str = "embedded") -> RepoIdentity:
     ident = source.identity
     return RepoIdentity(ident.store_id, ident.name, ident.created_ns, ident.first_lsn,
                         ident.start_chain_digest, kind, ident.parent)
+
+
+def seal_in_worker_process(*args: object) -> tuple[SealedChunk | None, tuple[int, str, int] | None]:
+    """`seal_chunk_in_worker(*args)` in the sealing worker process (`pitr.archiver.sealer`), its answer
+    unpickled here, in the caller's worker thread (blocking: never on the event loop)."""
+    return unpickle_sealed(call_in_worker(seal_chunk_in_worker, *args))
 
 
 class Archiver:
@@ -268,13 +275,11 @@ class Archiver:
         if self.options.seal_in_process and not self._worker_broken and \
                 upto - prog.last_lsn >= self.options.process_min_commits:
             try:
-                payload = await anyio.to_process.run_sync(
-                    seal_chunk_in_worker, wal.path, self.source.identity.store_id, prog.repo.url, prog.last_lsn,
-                    upto, prog.chain_digest, self.options.max_segment_bytes, wal.resume, prog.repo.segment_keys,
-                    cancellable=True)
-                sealed, wal.resume = await anyio.to_thread.run_sync(unpickle_sealed, payload)
+                sealed, wal.resume = await anyio.to_thread.run_sync(partial(
+                    seal_in_worker_process, wal.path, self.source.identity.store_id, prog.repo.url, prog.last_lsn,
+                    upto, prog.chain_digest, self.options.max_segment_bytes, wal.resume, prog.repo.segment_keys))
                 return sealed
-            except anyio.BrokenWorkerProcess as exc:  # the worker died or could not start: seal here
+            except WorkerBroken as exc:  # the worker died or could not start: seal here
                 self._worker_broken = True  # and from now on: a worker that cannot start is not retried
                 log.warning("the sealing process ended unexpectedly (%s); this archiver seals in a thread "
                             "from now on", exc)

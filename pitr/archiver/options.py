@@ -21,10 +21,11 @@ class ArchiveOptions:
     interval: float = 1.0
     max_segment_bytes: int = 64 << 20
     max_segment_commits: int = 1 << 16  # bounds each sealing call and catalog transaction
-    # Seal chunks of process_min_commits or more in a worker process. Off by default: the worker
-    # runs the program's main module (as __mp_main__, like multiprocessing's spawn), so only a
-    # program whose main module is safe to import may turn it on; the `pitr` command does.
-    seal_in_process: bool = False
+    # Seal chunks of process_min_commits or more in a worker process (pitr.archiver.sealer), so that a
+    # chunk's per-record objects never load the writers' process: its cyclic GC then walks them with the
+    # GIL held, ~50 ms per chunk (docs/benchmarks.md, issue 12). The worker never imports the program's
+    # main module, so every program may; False seals in a worker thread of this process.
+    seal_in_process: bool = True
     process_min_commits: int = 4096
     merge_count: int = 32
     merge_small_bytes: int = 4 << 20

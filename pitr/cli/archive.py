@@ -62,7 +62,7 @@ async def run(args: argparse.Namespace) -> int:
         checkpoints = await checkpoint_writer(args, stack)
         return await _archive(args, ArchiveOptions(
             interval=args.interval, watermark_interval=args.watermark_interval,
-            seal_in_process=True, checkpoints=checkpoints))  # the command's main module is import-safe
+            checkpoints=checkpoints))
 
 
 async def _archive(args: argparse.Namespace, options: ArchiveOptions) -> int:

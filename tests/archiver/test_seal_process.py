@@ -87,3 +87,45 @@ async def test_a_worker_that_dies_is_not_a_failure_the_chunk_is_sealed_in_a_thre
         for name in names:
             assert await fallback.storage.read(layout.segment_object(name)) == \
                 await by_thread.storage.read(layout.segment_object(name))
+
+
+UNGUARDED = '''
+import sys
+import trio
+from pitr.archiving import archiving
+from pitr.archiver import ArchiveOptions, sealer
+from pitr.store import Store
+
+print("top level ran", flush=True)  # no `if __name__ == "__main__":` guard: a worker must not run this
+ONE_CYCLE = ArchiveOptions(interval=3600.0)  # the defaults, but one cycle (on exit): one chunk of 5,000
+
+async def main() -> None:
+    async with Store(sys.argv[1]) as store, archiving(store, sys.argv[2], options=ONE_CYCLE):
+        async with trio.open_nursery() as nursery:
+            for w in range(50):  # 5,000 commits, more than process_min_commits: a chunk the worker seals
+                nursery.start_soon(write, store, w)
+
+async def write(store: Store, w: int) -> None:
+    for i in range(100):
+        await store.put(b"k%d.%d" % (w, i), b"v")
+
+trio.run(main)
+print("worker used", sealer._worker._process is not None, flush=True)
+'''
+
+
+def test_the_default_seals_in_a_worker_that_never_runs_the_programs_main_module(tmp_path: Path) -> None:
+    """A script without a main guard archives with the defaults: the chunk is sealed in the worker
+    process, and the script's top level runs once (anyio's and multiprocessing's workers would
+    import it again as __mp_main__)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "data"), str(tmp_path / "repo")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("top level ran") == 1
+    assert "worker used True" in done.stdout
+    assert ArchiveOptions().seal_in_process

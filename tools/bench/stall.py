@@ -2,7 +2,7 @@
 """Event-loop stall and commit latency while the in-process archiver catches up a backlog.
 
     .venv/bin/python tools/bench/stall.py [--dir DIR] [--commits N] [--writers N] [--tail S]
-                                          [--max-seconds S] [--rounds N] [--seal-in-process]
+                                          [--max-seconds S] [--rounds N] [--seal-in-thread]
                                           [--gc-freeze] [--attribute] [--json]
 
 One machine, `--rounds` rounds (default 3):
@@ -11,7 +11,7 @@ One machine, `--rounds` rounds (default 3):
    1,000,000) single-put commits that were never archived (`require_archive`
    keeps them); each round starts from a fresh copy of it;
 2. WITH the in-process archiver (`pitr.archiving.archiving(store, repo)`, the
-   library's default options unless `--seal-in-process` is given):
+   library's default options unless `--seal-in-thread` is given):
    `--writers` (default 64) tasks commit single puts as fast as they can from
    the moment the archiver starts until it has shipped the backlog, plus
    `--tail` seconds; a heartbeat task sleeps 1 ms at a time and records how
@@ -30,8 +30,9 @@ missed: this is a measurement, not a test.
 What a user gets by default is measured unless told otherwise: the library's
 `ArchiveOptions()` and Python's cyclic GC as the process leaves it. The opt-in
 variants are labelled in the output and the JSON ("configuration"):
-`--seal-in-process` (`ArchiveOptions(seal_in_process=True)`, what `pitr
-archive` sets), `--gc-freeze` (`pitr.gcpause.freeze_startup()` once the
+`--seal-in-thread` (`ArchiveOptions(seal_in_process=False)`: chunks sealed
+in a worker thread of the writers' process, the default until 2026-12-02),
+`--gc-freeze` (`pitr.gcpause.freeze_startup()` once the
 backlog is built, what an application that opts in calls after its start-up).
 `--attribute` traces each window (`tools/bench/stall_trace.py`: garbage
 collections, worker calls, WAL syncs, the loop's busy time) and prints what
@@ -235,12 +236,12 @@ class GcTally:
 class Config:
     """What the run measures: the library's defaults unless an opt-in is named."""
 
-    seal_in_process: bool = False  # ArchiveOptions(seal_in_process=True), what `pitr archive` sets
+    seal_in_thread: bool = False  # ArchiveOptions(seal_in_process=False): sealing in a worker thread
     gc_freeze: bool = False  # pitr.gcpause.freeze_long_lived() once the backlog is built
     attribute: bool = False  # trace each window and explain its stalls (perturbs the figures)
 
     def label(self) -> str:
-        opted = [name for name, on in (("seal_in_process=True", self.seal_in_process),
+        opted = [name for name, on in (("seal_in_process=False", self.seal_in_thread),
                                        ("freeze_long_lived() after start-up", self.gc_freeze),
                                        ("TRACED (--attribute): figures perturbed", self.attribute)) if on]
         return "library defaults" + ("" if not opted else " + " + ", ".join(opted))
@@ -266,7 +267,7 @@ async def with_archiver(store: Store, repo_path: str, writers: int, backlog_lsn:
                         max_seconds: float, first_seq: int, config: Config) -> tuple[Phase, list[str]]:
     """The load while the in-process archiver ships the backlog, then `tail` seconds more."""
     load = Load(store, writers, first_seq)
-    options = ArchiveOptions(seal_in_process=True) if config.seal_in_process else ArchiveOptions()
+    options = ArchiveOptions(seal_in_process=False) if config.seal_in_thread else ArchiveOptions()
     async with open_repository(repo_path, create=True) as repo:
         trace = traced(config)
         started = time.perf_counter()
@@ -360,7 +361,7 @@ async def measure(directory: str, commits: int, writers: int, tail: float, max_s
         notes.extend(lines)
     return {"commits": commits, "writers": writers, "backlog_build_seconds": build_s,
             "configuration": config.label(), "gc_freeze": config.gc_freeze,
-            "seal_in_process": config.seal_in_process, "traced": config.attribute,
+            "seal_in_process": not config.seal_in_thread, "traced": config.attribute,
             "rounds": results, "attribution": notes}
 
 
@@ -425,9 +426,9 @@ def main() -> int:
     parser.add_argument("--max-seconds", type=float, default=300.0, help="give up waiting for the catch-up")
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds, each on a fresh copy of the backlog (the p99 ratio is their median)")
-    parser.add_argument("--seal-in-process", action="store_true",
-                        help="opt in to ArchiveOptions(seal_in_process=True), as `pitr archive` does: large chunks "
-                             "are sealed in a worker process (labelled: not the library's default)")
+    parser.add_argument("--seal-in-thread", action="store_true",
+                        help="opt out to ArchiveOptions(seal_in_process=False): chunks are sealed in a worker thread "
+                             "of the writers' process (labelled: not the library's default)")
     parser.add_argument("--gc-freeze", action="store_true",
                         help="call pitr.gcpause.freeze_long_lived() once the backlog is built, as a latency-minded "
                              "application may after its start-up (labelled: not the default)")
@@ -439,7 +440,7 @@ def main() -> int:
     with work_dir(args.dir, "pitr-bench-stall-") as directory:
         result = trio.run(measure, directory, args.commits, args.writers, args.tail, args.max_seconds,
                           max(1, args.rounds), args.json,
-                          Config(seal_in_process=args.seal_in_process, gc_freeze=args.gc_freeze,
+                          Config(seal_in_thread=args.seal_in_thread, gc_freeze=args.gc_freeze,
                                  attribute=args.attribute))
     if args.json:
         print(json.dumps(result))
