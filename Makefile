@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # a .pth file (pyproject.toml's package-dir), as a user's `pip install .` has its package directory: no import
 # hook for every Python start in the venv to run (pathlib, fnmatch, urllib.parse: about 17 ms of each command)
 $(STAMP): pyproject.toml setup.py segments/_block_replay.pyx segments/_block_replay_c.h \
-		segments/_block_scan.pyx segments/_block_scan_c.h segments/_record_header.pxi segments/_crc.pyx \
+		segments/_block_scan.pyx segments/_block_scan_c.h segments/_record_header.pxi segments/_sorted_entries.pxi segments/_crc.pyx \
 		segments/_snapshot_codec.pyx segments/_blake3_c.h \
 		pitr/datadir/_rowcodec.pyx pitr/datadir/_rowcodec_c.h pitr/datadir/_row_bytes.pxi pitr/datadir/_build.pyx \
 		pitr/cli/_import_scan.pyx pitr/store/_run_encode.pyx pitr/audit/_log_lines.pyx

@@ -40,5 +40,6 @@ setup(
          # `pitr log --json`'s lines, a checked block at a time
          Extension("pitr.audit._log_lines", ["pitr/audit/_log_lines.pyx"], extra_compile_args=["-O2"])],
         compiler_directives={"language_level": "3"},
+        include_path=["segments"],  # the .pxi files shared by the loops of both packages
     ),
 )

@@ -33,6 +33,7 @@ pitr_crc_init()
 
 
 include "_record_header.pxi"
+include "_sorted_entries.pxi"
 
 
 def crc32c(bytes data, bint hardware=True):
@@ -125,17 +126,12 @@ cdef inline bytes _i64be(int64_t v):
 
 def live_rows(dict merged, int64_t cutoff_ns):
     """See `segments.block_replay.live_rows_reference`."""
-    cdef Py_ssize_t n = PyDict_Size(merged), pos = 0, k = 0, m, idx
-    cdef PyObject *pkey
-    cdef PyObject *pvalue
+    cdef Py_ssize_t n = PyDict_Size(merged), idx
     cdef pitr_entry *entries
-    cdef size_t skip, common
-    cdef const unsigned char *first
     cdef object change, value
     cdef int64_t expires
     cdef list puts = [], expiring = []
     cdef Py_ssize_t expired = 0
-    cdef int failed
     cdef object key
     if n == 0:
         return puts, expiring, 0
@@ -143,28 +139,7 @@ def live_rows(dict merged, int64_t cutoff_ns):
     if entries == NULL:
         raise MemoryError()
     try:
-        while PyDict_Next(merged, &pos, &pkey, &pvalue):
-            if type(<object>pkey) is not bytes:
-                raise TypeError(f"keys must be bytes, not {type(<object>pkey).__name__}")
-            entries[k].data = <const unsigned char *>PyBytes_AS_STRING(<object>pkey)
-            entries[k].len = <size_t>PyBytes_GET_SIZE(<object>pkey)
-            entries[k].key = <void *>pkey
-            entries[k].value = <void *>pvalue
-            k += 1
-        first = entries[0].data
-        common = entries[0].len
-        for idx in range(1, n):
-            m = 0
-            while <size_t>m < common and <size_t>m < entries[idx].len and entries[idx].data[m] == first[m]:
-                m += 1
-            common = m
-        skip = common
-        for idx in range(n):
-            entries[idx].cache = pitr_cache_of(entries[idx].data, entries[idx].len, skip)
-        with nogil:
-            failed = pitr_sort_entries(entries, <size_t>n)
-        if failed:
-            raise MemoryError()
+        fill_sorted_entries(merged, entries, n, False)
         # The rows are fresh copies, made in key order: LMDB then reads them from memory in the
         # order it writes them, not from wherever the fold allocated each key (half the time of
         # putmulti on 1M keys went to those cache misses).

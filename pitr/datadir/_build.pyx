@@ -46,6 +46,7 @@ DEF STAGED = 1024  # an entry up to this long is encoded for its hash on the sta
 
 
 include "_row_bytes.pxi"
+include "_sorted_entries.pxi"  # segments/ (setup.py gives Cython that include path)
 
 
 cdef bytes _data_row(const unsigned char *key, Py_ssize_t klen, bytes value, unsigned char flags, int64_t expires):
@@ -70,47 +71,19 @@ def sorted_rows(dict merged, object cutoff_ns):
     """See `pitr.datadir.build.sorted_rows_reference`."""
     cdef bint judge = cutoff_ns is not None
     cdef int64_t cutoff = cutoff_ns if judge else 0
-    cdef Py_ssize_t n = PyDict_Size(merged), pos = 0, k = 0, m, idx, klen
-    cdef PyObject *pkey
-    cdef PyObject *pvalue
+    cdef Py_ssize_t n = PyDict_Size(merged), idx, klen
     cdef pitr_entry *entries
-    cdef size_t skip, common
-    cdef const unsigned char *first
     cdef object change, value, key
     cdef int64_t expires
     cdef list rows = [], keys = [], changes = [], expiring = []
     cdef Py_ssize_t expired = 0
-    cdef int failed
     if n == 0:
         return rows, keys, changes, expiring, 0
     entries = <pitr_entry *>malloc(n * sizeof(pitr_entry))
     if entries == NULL:
         raise MemoryError()
     try:
-        while PyDict_Next(merged, &pos, &pkey, &pvalue):
-            if type(<object>pkey) is not bytes:
-                raise TypeError(f"keys must be bytes, not {type(<object>pkey).__name__}")
-            if PyBytes_GET_SIZE(<object>pkey) > 0xFFFF:
-                raise OverflowError("a state key is longer than 65,535 bytes")
-            entries[k].data = <const unsigned char *>PyBytes_AS_STRING(<object>pkey)
-            entries[k].len = <size_t>PyBytes_GET_SIZE(<object>pkey)
-            entries[k].key = <void *>pkey
-            entries[k].value = <void *>pvalue
-            k += 1
-        first = entries[0].data
-        common = entries[0].len
-        for idx in range(1, n):
-            m = 0
-            while <size_t>m < common and <size_t>m < entries[idx].len and entries[idx].data[m] == first[m]:
-                m += 1
-            common = m
-        skip = common
-        for idx in range(n):
-            entries[idx].cache = pitr_cache_of(entries[idx].data, entries[idx].len, skip)
-        with nogil:
-            failed = pitr_sort_entries(entries, <size_t>n)
-        if failed:
-            raise MemoryError()
+        fill_sorted_entries(merged, entries, n, True)
         # Fresh keys and rows, made in key order: LMDB reads them from memory in the order it
         # writes them, not from wherever the fold allocated each key.
         for idx in range(n):

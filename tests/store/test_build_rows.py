@@ -134,3 +134,13 @@ def test_the_hash_equals_the_reference_on_mixed_lengths() -> None:
         want = build.read_back_reference(rows, keys, changes, 0, b"")
         assert compiled.read_back(rows, keys, changes, 0, b"") == want, seed
         assert compiled.read_back(rows, None, None, 0, b"") == want, seed
+
+
+@pytest.mark.parametrize("bad", [{b"k" * 65_536: b"v"}, {"text": b"v"}])
+def test_a_key_no_state_row_can_hold_is_refused_by_both(bad: dict[bytes, Change]) -> None:
+    """A key longer than 65,535 bytes (OverflowError) or not bytes (TypeError): the same refusal from
+    the compiled loop as from the reference, before any row is made."""
+    with pytest.raises((OverflowError, TypeError)) as reference:
+        build.sorted_rows_reference(bad, None)
+    with pytest.raises(reference.type):
+        compiled.sorted_rows(bad, None)
