@@ -7,10 +7,15 @@ The standby is built as a restore builds a store, first into `.DIR.follow-init` 
 complete restored store that gets its FOLLOWER marker there), then renamed to DIR: a directory
 named DIR is always a follower or not there at all. A rerun finds DIR and resumes from its
 checkpoint; a leftover `.DIR.follow-init` is finished (with its marker) or removed (without).
+While a follower looks at DIR and builds it, it holds an flock on `.DIR.follow-init.lock` beside it
+(left in place, holding the PID): a second follower started on the same DIR then is refused at once,
+instead of removing the first one's unfinished build or racing it to the rename.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import shutil
 import time
@@ -19,7 +24,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from pitr.datadir.lock import WriterLock
+from pitr.datadir.lock import WriterLock, read_holder
 from pitr.datadir.markers import ChainAnchor, FollowerMarker, read_follower, write_follower
 from pitr.datadir.state import StateDB
 from pitr.errors import (
@@ -132,7 +137,8 @@ async def follow(repo: Repository, options: FollowOptions, *, report: Callable[[
     ForeignRepository); the standby stays at the last segment applied, and a rerun resumes there.
     """
     dest = absolute(options.dest)
-    restored = await _ensure_standby(repo, dest, options, say, progress, clock)
+    with await anyio.to_thread.run_sync(_BuildLock, dest):
+        restored = await _ensure_standby(repo, dest, options, say, progress, clock)
     try:
         lock = await anyio.to_thread.run_sync(WriterLock, dest)
     except StoreLocked as exc:
@@ -271,6 +277,42 @@ async def _ensure_standby(repo: Repository, dest: str, options: FollowOptions, s
         await anyio.to_thread.run_sync(write_follower, init, marker)
     await anyio.to_thread.run_sync(_move_into_place, init, dest, replaced)
     return result
+
+
+class _BuildLock:
+    """An flock on `.DIR.follow-init.lock` holding the PID, so one follower at a time looks at DIR and
+    builds it; released on exit or process death (blocking: taken in a worker thread)."""
+
+    def __init__(self, dest: str) -> None:
+        path = f"{init_dir(dest)}.lock"
+        try:
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise file_error(exc, path, "lock the standby's build") from exc
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(self._fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise file_error(exc, path, "lock the standby's build") from exc
+            holder = read_holder(path)
+            raise UnsafeDestination(
+                f"{dest}: another follower ({'process ' + str(holder) if holder else 'PID unknown'}) is "
+                f"building this standby (it holds {path}); nothing was changed",
+                hint="wait for that follower, or follow into another directory") from exc
+        try:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:
+            os.close(self._fd)
+            raise file_error(exc, path, "lock the standby's build") from exc
+
+    def __enter__(self) -> _BuildLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self._fd)
 
 
 def _prepare(dest: str, force: bool, roots: list[str]) -> tuple[str, bool, bool] | None:

@@ -4,6 +4,7 @@ promote gives it a history of its own."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -252,3 +253,31 @@ def test_the_follower_marker_matches_its_format_vector(tmp_path: Path) -> None:
                 + b"ab" * 32 + b'"], [41'), FOLLOWER_VECTOR.split(b'"anchors": ')[0] + b'"anchors": [], "format": 1}'):
         with pytest.raises(Exception, match="follower marker"):
             FollowerMarker.decode(bad, "FOLLOWER")
+
+
+def test_a_second_follower_on_the_same_standby_is_refused_while_the_first_builds_it(
+        env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two followers started on one new standby: the second is refused at once, naming the first's PID,
+    and leaves the first one's unfinished build alone (it would otherwise remove it as a leftover)."""
+    commit(capsys, ("a", "1"))
+    building = env / ".standby.follow-init"  # the first follower's restore has finished, its marker not yet
+    assert run(capsys, "restore", "--latest", "--dest", str(building))[0] == 0
+    lock = env / ".standby.follow-init.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the first follower holds it
+        os.pwrite(fd, b"4242\n", 0)
+        code, _, err = catch_up(capsys, env / "standby")
+    finally:
+        os.close(fd)
+    assert code == 1
+    doc = error_of(err)
+    assert doc["error"] == "unsafe_destination"
+    assert "process 4242" in str(doc["message"])
+    assert "another follower" in str(doc["message"])
+    assert building.is_dir()
+    assert not (env / "standby").exists()
+    code, lines, err = catch_up(capsys, env / "standby")  # the first one gone: the next follower builds it
+    assert code == 0, err
+    assert lines[-1]["applied_lsn"] == 1
+    assert oct(lock.stat().st_mode & 0o777) == "0o600"
