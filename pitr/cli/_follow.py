@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+
+import anyio
 
 from pitr.cli.common import print_json, progress_for, repositories
 from pitr.errors import InvalidArgument, file_error
@@ -88,23 +91,47 @@ def _trace_file() -> Iterator[Callable[[dict[str, object]], None] | None]:
 
 
 async def run_follow(args: argparse.Namespace) -> int:
+    """Follow until caught up (--catch-up) or stopped by SIGINT or SIGTERM: either way the summary line
+    says where the standby stands (a signal during the first restore leaves no standby: exit 128+N)."""
     interval = _check_flags(args)
     options = FollowOptions(dest=args.dest, interval=interval, catch_up=args.catch_up, force=args.force)
     reporter = _Reporter(args.json)
     progress = progress_for(args)
+    signalled: list[int] = []
+    status: FollowStatus | None = None
     with _trace_file() as trace:
-        async with repositories(args) as repos:
+        async with repositories(args) as repos, anyio.create_task_group() as tg:
+            tg.start_soon(_cancel_on_signal, tg.cancel_scope, signalled)
             status = await follow(repos[0], options, report=reporter, progress=progress,
                                   say=lambda text: print(text, file=sys.stderr), trace=trace)
+            tg.cancel_scope.cancel()
     progress.done()
+    if status is None:  # stopped by a signal: the standby stands where the last look left it
+        status = reporter.last
+        if status is None:
+            name = signal.Signals(signalled[0]).name
+            print(f"pitr restore: stopped by {name} before the standby at {args.dest} was built; nothing is "
+                  "there (a rerun starts the restore again)", file=sys.stderr)
+            return 128 + signalled[0]
     summary = {"event": "stopped", **status.as_dict()}
+    if signalled:
+        summary["signal"] = signal.Signals(signalled[0]).name
     if status.restored is not None:
         summary["restored_lsn"] = status.restored.target_lsn
         summary["store_id"] = str(status.restored.store_id)
     if args.json:
         print_json(summary)
         return 0
-    print(f"standby {status.dest} caught up with {status.repo} at LSN {status.applied_lsn:,}: "
+    how = f"stopped by {summary['signal']}" if signalled else f"caught up with {status.repo}"
+    print(f"standby {status.dest} {how} at LSN {status.applied_lsn:,}: "
           f"{status.segments_applied:,} segments, {status.commits_applied:,} commits applied by this run"
           + (f" after restoring LSN {status.restored.target_lsn:,}" if status.restored is not None else ""))
     return 0
+
+
+async def _cancel_on_signal(scope: anyio.CancelScope, signalled: list[int]) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for sig in signals:
+            signalled.append(int(sig))
+            scope.cancel()
+            return
