@@ -140,11 +140,11 @@ def _archive_with_s3_witness(tmp_path: Path, s3: S3Server,  # noqa: F811 - the f
                 open_witness(witness_url, create=True, s3_endpoint=s3.endpoint) as witness:
             writer = CheckpointWriter(SigningKey.from_file(sign), [witness], interval=0)
             async with archiving(store, str(repo_dir),
-                                 options=ArchiveOptions(interval=0.01, merge_count=1000, checkpoints=writer)):
+                                 options=ArchiveOptions(interval=0.01, merge_count=1000, checkpoints=writer)) as archiver:
                 for i in range(90):
                     await store.put(b"K" + rng.randbytes(15), b"V" + rng.randbytes(100))
-                    if i % 30 == 29:
-                        await trio.sleep(0.05)
+                    if i % 30 == 29:  # a segment of its own, however loaded the machine
+                        await archiver.cycle()
 
     trio.run(archive)
     return repo_dir, witness_url
@@ -171,11 +171,11 @@ def test_the_library_restore_of_an_s3_repository_opens_an_s3_witness_on_its_endp
                 open_witness(witness_url, create=True, s3_endpoint=s3.endpoint) as witness:
             writer = CheckpointWriter(SigningKey.from_file(sign), [witness], interval=0)
             options = ArchiveOptions(interval=0.01, merge_count=1000, checkpoints=writer)
-            async with archiving(store, url, options=options, cache_dir=cache, s3_endpoint=s3.endpoint):
+            async with archiving(store, url, options=options, cache_dir=cache, s3_endpoint=s3.endpoint) as archiver:
                 for i in range(90):
                     await store.put(b"K" + rng.randbytes(15), b"V" + rng.randbytes(100))
-                    if i % 30 == 29:
-                        await trio.sleep(0.05)
+                    if i % 30 == 29:  # a segment of its own, however loaded the machine
+                        await archiver.cycle()
 
     def attempt(dest: Path) -> RestorePlan | RestoreResult:
         out: list[RestorePlan | RestoreResult] = []
